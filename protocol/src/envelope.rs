@@ -1,0 +1,188 @@
+//! The JSON envelope spoken in text frames on `/v1/objects/{class}/{name}/ws`.
+//!
+//! Client → server: `{"type":"call","id":N,"method":M,"args":A}`.
+//! Server → client: `{"type":"result","id":N,"ok":V}`,
+//! `{"type":"result","id":N,"error":{"code","message"}}`, or a push
+//! `{"type":"event","event":E,"data":D}`.
+//!
+//! Text frames that are not a `call` envelope are handed to the object's
+//! `on_message` unchanged; this module only decides which is which.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::ErrorDetail;
+
+/// Why a frame could not be decoded.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("frame is not valid JSON: {0}")]
+    NotJson(String),
+    #[error("`call` envelope is malformed: {0}")]
+    BadCall(String),
+}
+
+/// A frame sent by a client.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClientFrame {
+    /// An RPC call to the object's `call` method.
+    Call { id: u64, method: String, args: Value },
+    /// Any other JSON text: delivered to the object's `on_message`.
+    Other(Value),
+}
+
+#[derive(Deserialize)]
+struct RawCall {
+    id: u64,
+    method: String,
+    #[serde(default)]
+    args: Value,
+}
+
+impl ClientFrame {
+    /// Decodes a text frame. Never panics.
+    ///
+    /// A JSON object whose `"type"` is `"call"` must be a well-formed call
+    /// envelope; anything else that is valid JSON is `Other`.
+    pub fn decode(text: &str) -> Result<ClientFrame, DecodeError> {
+        let value: Value =
+            serde_json::from_str(text).map_err(|e| DecodeError::NotJson(e.to_string()))?;
+        let is_call = value.get("type").and_then(Value::as_str) == Some("call");
+        if !is_call {
+            return Ok(ClientFrame::Other(value));
+        }
+        let raw: RawCall =
+            serde_json::from_value(value).map_err(|e| DecodeError::BadCall(e.to_string()))?;
+        Ok(ClientFrame::Call {
+            id: raw.id,
+            method: raw.method,
+            args: raw.args,
+        })
+    }
+
+    /// Encodes a call envelope (used by clients and tests).
+    pub fn call(id: u64, method: &str, args: Value) -> String {
+        serde_json::json!({"type": "call", "id": id, "method": method, "args": args}).to_string()
+    }
+}
+
+/// A frame sent by the server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerFrame {
+    Result {
+        id: u64,
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        ok: Option<Value>,
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        error: Option<ErrorDetail>,
+    },
+    Event {
+        event: String,
+        #[serde(default)]
+        data: Value,
+    },
+}
+
+impl ServerFrame {
+    pub fn ok(id: u64, value: Value) -> Self {
+        ServerFrame::Result {
+            id,
+            ok: Some(value),
+            error: None,
+        }
+    }
+
+    pub fn err(id: u64, error: ErrorDetail) -> Self {
+        ServerFrame::Result {
+            id,
+            ok: None,
+            error: Some(error),
+        }
+    }
+
+    pub fn event(event: impl Into<String>, data: Value) -> Self {
+        ServerFrame::Event {
+            event: event.into(),
+            data,
+        }
+    }
+
+    /// Encodes to the JSON text of a frame.
+    pub fn encode(&self) -> String {
+        // Serializing these plain data types cannot fail.
+        serde_json::to_string(self).unwrap_or_else(|_| String::from("{}"))
+    }
+
+    /// Decodes a server frame (used by clients and tests). Never panics.
+    pub fn decode(text: &str) -> Result<ServerFrame, DecodeError> {
+        serde_json::from_str(text).map_err(|e| DecodeError::NotJson(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorCode;
+    use serde_json::json;
+
+    #[test]
+    fn call_round_trip() {
+        let text = ClientFrame::call(7, "increment", json!({"by": 2}));
+        assert_eq!(
+            ClientFrame::decode(&text),
+            Ok(ClientFrame::Call {
+                id: 7,
+                method: "increment".into(),
+                args: json!({"by": 2})
+            })
+        );
+    }
+
+    #[test]
+    fn non_call_json_is_other() {
+        assert_eq!(
+            ClientFrame::decode(r#"{"hello":1}"#),
+            Ok(ClientFrame::Other(json!({"hello": 1})))
+        );
+        assert_eq!(ClientFrame::decode("3"), Ok(ClientFrame::Other(json!(3))));
+    }
+
+    #[test]
+    fn malformed_frames_are_errors() {
+        assert!(matches!(ClientFrame::decode("{"), Err(DecodeError::NotJson(_))));
+        assert!(matches!(
+            ClientFrame::decode(r#"{"type":"call","method":"x"}"#),
+            Err(DecodeError::BadCall(_))
+        ));
+        assert!(matches!(
+            ClientFrame::decode(r#"{"type":"call","id":-1,"method":"x"}"#),
+            Err(DecodeError::BadCall(_))
+        ));
+    }
+
+    #[test]
+    fn server_frames_encode_as_documented() {
+        assert_eq!(
+            ServerFrame::ok(1, json!(5)).encode(),
+            r#"{"type":"result","id":1,"ok":5}"#
+        );
+        let err = ServerFrame::err(
+            2,
+            ErrorDetail {
+                code: ErrorCode::UnknownMethod,
+                message: "m".into(),
+            },
+        );
+        assert_eq!(
+            err.encode(),
+            r#"{"type":"result","id":2,"error":{"code":"unknown_method","message":"m"}}"#
+        );
+        assert_eq!(
+            ServerFrame::event("join", json!({"name": "a"})).encode(),
+            r#"{"type":"event","event":"join","data":{"name":"a"}}"#
+        );
+        let back = ServerFrame::decode(&err.encode()).expect("decodes");
+        assert_eq!(back, err);
+    }
+}

@@ -1,0 +1,106 @@
+//! The JSON error body every HTTP route and WebSocket `result` frame uses:
+//! `{"error":{"code":"...","message":"..."}}`.
+
+use serde::{Deserialize, Serialize};
+
+/// Machine-readable error codes. The HTTP status for each is chosen by the
+/// server's HTTP layer; the string form is stable and part of the API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The request body or arguments could not be parsed.
+    BadRequest,
+    /// The class or object name is not valid.
+    BadName,
+    /// No class with that name is registered.
+    UnknownClass,
+    /// The class has no such method.
+    UnknownMethod,
+    /// A size limit (body, key, value, database, frame) was exceeded.
+    TooLarge,
+    /// The object's mailbox is full; retry later.
+    Overloaded,
+    /// The object failed to commit or its constructor failed; it restarts from storage.
+    ObjectBroken,
+    /// The object's handler returned an application error.
+    Application,
+    /// Storage was asked for something invalid (for example a write while read-only).
+    Storage,
+    /// The server is shutting down.
+    ShuttingDown,
+    /// Authentication is missing or invalid.
+    Unauthorized,
+    /// Authenticated, but not allowed to do this.
+    Forbidden,
+    /// Route or resource does not exist.
+    NotFound,
+    /// Anything else: a bug in the server.
+    Internal,
+}
+
+impl ErrorCode {
+    /// The stable string form, as it appears on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::BadName => "bad_name",
+            ErrorCode::UnknownClass => "unknown_class",
+            ErrorCode::UnknownMethod => "unknown_method",
+            ErrorCode::TooLarge => "too_large",
+            ErrorCode::Overloaded => "overloaded",
+            ErrorCode::ObjectBroken => "object_broken",
+            ErrorCode::Application => "application",
+            ErrorCode::Storage => "storage",
+            ErrorCode::ShuttingDown => "shutting_down",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::Internal => "internal",
+        }
+    }
+}
+
+/// `{"code": ..., "message": ...}`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+/// `{"error": {"code": ..., "message": ...}}`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+impl ErrorBody {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ErrorBody {
+            error: ErrorDetail {
+                code,
+                message: message.into(),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_body_shape_is_stable() {
+        let body = ErrorBody::new(ErrorCode::UnknownMethod, "no method `x`");
+        let text = serde_json::to_string(&body).expect("serializes");
+        assert_eq!(
+            text,
+            r#"{"error":{"code":"unknown_method","message":"no method `x`"}}"#
+        );
+        let back: ErrorBody = serde_json::from_str(&text).expect("parses");
+        assert_eq!(back, body);
+        for code in [ErrorCode::BadRequest, ErrorCode::Overloaded, ErrorCode::Internal] {
+            let json = serde_json::to_value(code).expect("serializes");
+            assert_eq!(json.as_str(), Some(code.as_str()));
+        }
+    }
+}

@@ -1,0 +1,3 @@
+//! Built-in classes, registered by `ServerBuilder::with_builtins`.
+
+pub mod counter;

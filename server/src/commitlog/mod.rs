@@ -1,0 +1,318 @@
+//! The server-wide commit log: how many objects' commits share one fsync.
+//!
+//! Each object commits its batch to its own SQLite file with
+//! `synchronous=NORMAL` (no fsync), then appends the batch's changeset here
+//! and waits. One writer thread takes every record queued so far, writes them
+//! with one `write`, calls `fdatasync` once and acknowledges them all — group
+//! commit across objects. Only after that acknowledgement does the object
+//! release the batch's outputs.
+//!
+//! Every `checkpoint_interval` (or when a segment grows past
+//! `max_segment_bytes`) the writer seals the segment and starts a new one; the
+//! checkpointer fsyncs the files of every object the sealed segments touched,
+//! and only then deletes those segments. On start-up, [`recovery`] replays any
+//! segments left behind into the object files.
+//!
+//! Architecture Invariant: a record is appended only after its batch has
+//! committed to the object's SQLite file, so when a segment is sealed, every
+//! commit it names is in the page cache of its object's file and the
+//! checkpointer's fsyncs make it durable there.
+//!
+//! Architecture Invariant: records of one object are appended in `seq` order
+//! and the object waits for each to be durable before running its next batch,
+//! so the durable part of the log always holds a prefix of every object's
+//! batches.
+
+pub mod record;
+pub mod recovery;
+
+use std::collections::HashSet;
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+
+use crate::id::{object_path, ObjectId};
+use crate::metrics::Metrics;
+use record::{Record, SEGMENT_MAGIC};
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LogError {
+    #[error("commit log write failed: {0}")]
+    Io(String),
+    #[error("commit log is broken after an earlier failure; restart the server")]
+    Broken,
+    #[error("commit log is shut down")]
+    Closed,
+}
+
+/// Tuning of the commit log.
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    pub checkpoint_interval: Duration,
+    pub max_segment_bytes: u64,
+    /// Most bytes written per group commit.
+    pub max_group_bytes: usize,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            checkpoint_interval: Duration::from_secs(2),
+            max_segment_bytes: 64 * 1024 * 1024,
+            max_group_bytes: 8 * 1024 * 1024,
+        }
+    }
+}
+
+struct Append {
+    bytes: Vec<u8>,
+    object: (String, ObjectId),
+    done: oneshot::Sender<Result<(), LogError>>,
+}
+
+/// Handle to the log writer. Cloning is cheap; the writer thread stops when
+/// the last handle is dropped, after writing and syncing what was queued.
+#[derive(Clone)]
+pub struct CommitLog {
+    tx: mpsc::Sender<Append>,
+    broken: Arc<AtomicBool>,
+}
+
+pub(crate) fn segment_path(dir: &Path, n: u64) -> PathBuf {
+    dir.join(format!("{n:016x}.log"))
+}
+
+/// Segment numbers present in `dir`, ascending.
+pub(crate) fn list_segments(dir: &Path) -> std::io::Result<Vec<u64>> {
+    let mut out = Vec::new();
+    if !dir.exists() {
+        return Ok(out);
+    }
+    for entry in fs::read_dir(dir)? {
+        let name = entry?.file_name();
+        let name = name.to_string_lossy();
+        if let Some(hex) = name.strip_suffix(".log") {
+            if let Ok(n) = u64::from_str_radix(hex, 16) {
+                out.push(n);
+            }
+        }
+    }
+    out.sort_unstable();
+    Ok(out)
+}
+
+fn open_segment(dir: &Path, n: u64) -> std::io::Result<File> {
+    let mut file = OpenOptions::new()
+        .create_new(true)
+        .append(true)
+        .open(segment_path(dir, n))?;
+    file.write_all(SEGMENT_MAGIC)?;
+    file.sync_all()?;
+    File::open(dir)?.sync_all()?;
+    Ok(file)
+}
+
+impl CommitLog {
+    /// Starts the writer and checkpointer threads. `data_dir/log` must hold
+    /// no segments (recovery has consumed them).
+    pub fn start(data_dir: &Path, config: LogConfig, metrics: Arc<Metrics>) -> std::io::Result<CommitLog> {
+        let dir = data_dir.join("log");
+        crate::storage::create_dir_all_durable(&dir)?;
+        let first = list_segments(&dir)?.last().map_or(1, |n| n + 1);
+        let file = open_segment(&dir, first)?;
+        let (tx, rx) = mpsc::channel::<Append>();
+        let (seal_tx, seal_rx) = mpsc::channel::<Sealed>();
+        let broken = Arc::new(AtomicBool::new(false));
+        let writer = Writer {
+            dir: dir.clone(),
+            file,
+            segment: first,
+            segment_bytes: 0,
+            touched: HashSet::new(),
+            rx,
+            seal_tx,
+            config,
+            broken: broken.clone(),
+            metrics,
+        };
+        thread::Builder::new()
+            .name("roost-commitlog".into())
+            .spawn(move || writer.run())?;
+        let data_dir = data_dir.to_owned();
+        thread::Builder::new()
+            .name("roost-checkpoint".into())
+            .spawn(move || checkpointer(&data_dir, &dir, seal_rx))?;
+        Ok(CommitLog { tx, broken })
+    }
+
+    /// Appends one batch and resolves once it is durable.
+    pub async fn append(&self, record: Record) -> Result<(), LogError> {
+        if self.broken.load(Ordering::Acquire) {
+            return Err(LogError::Broken);
+        }
+        let mut bytes = Vec::with_capacity(record.changeset.len() + 64);
+        record.encode_into(&mut bytes);
+        let (done, wait) = oneshot::channel();
+        self.tx
+            .send(Append {
+                bytes,
+                object: (record.class, record.id),
+                done,
+            })
+            .map_err(|_| LogError::Closed)?;
+        wait.await.unwrap_or(Err(LogError::Closed))
+    }
+}
+
+/// A sealed segment and the objects whose files must be synced before it can go.
+struct Sealed {
+    segment: u64,
+    objects: HashSet<(String, ObjectId)>,
+}
+
+struct Writer {
+    dir: PathBuf,
+    file: File,
+    segment: u64,
+    segment_bytes: u64,
+    touched: HashSet<(String, ObjectId)>,
+    rx: mpsc::Receiver<Append>,
+    seal_tx: mpsc::Sender<Sealed>,
+    config: LogConfig,
+    broken: Arc<AtomicBool>,
+    metrics: Arc<Metrics>,
+}
+
+impl Writer {
+    fn run(mut self) {
+        let mut last_seal = Instant::now();
+        let mut group: Vec<Append> = Vec::new();
+        let mut buf: Vec<u8> = Vec::new();
+        loop {
+            let first = match self.rx.recv_timeout(self.config.checkpoint_interval) {
+                Ok(a) => Some(a),
+                Err(mpsc::RecvTimeoutError::Timeout) => None,
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            };
+            if let Some(first) = first {
+                buf.clear();
+                buf.extend_from_slice(&first.bytes);
+                group.push(first);
+                while buf.len() < self.config.max_group_bytes {
+                    match self.rx.try_recv() {
+                        Ok(a) => {
+                            buf.extend_from_slice(&a.bytes);
+                            group.push(a);
+                        }
+                        Err(_) => break,
+                    }
+                }
+                let started = Instant::now();
+                let result = self.write_group(&buf);
+                self.metrics.log_fsync(started.elapsed(), group.len());
+                if let Err(e) = &result {
+                    tracing::error!(error = %e, "commit log write failed; refusing further commits");
+                    self.broken.store(true, Ordering::Release);
+                }
+                for a in group.drain(..) {
+                    self.touched.insert(a.object);
+                    let _ = a.done.send(result.clone().map_err(|e| LogError::Io(e.to_string())));
+                }
+                if result.is_err() {
+                    // Drain and refuse everything else; the process must restart.
+                    while let Ok(a) = self.rx.recv() {
+                        let _ = a.done.send(Err(LogError::Broken));
+                    }
+                    return;
+                }
+            }
+            let due = last_seal.elapsed() >= self.config.checkpoint_interval
+                || self.segment_bytes >= self.config.max_segment_bytes;
+            if due && self.segment_bytes > 0 {
+                if let Err(e) = self.seal() {
+                    tracing::error!(error = %e, "cannot start a new commit log segment");
+                }
+                last_seal = Instant::now();
+            } else if due {
+                last_seal = Instant::now();
+            }
+        }
+        // All handles dropped: everything queued is written; seal so the
+        // checkpointer syncs the files and removes the segment.
+        if self.segment_bytes > 0 {
+            let _ = self.seal();
+        }
+    }
+
+    fn write_group(&mut self, buf: &[u8]) -> Result<(), std::sync::Arc<std::io::Error>> {
+        self.file.write_all(buf).map_err(Arc::new)?;
+        self.file.sync_data().map_err(Arc::new)?;
+        self.segment_bytes += buf.len() as u64;
+        Ok(())
+    }
+
+    fn seal(&mut self) -> std::io::Result<()> {
+        let next = self.segment + 1;
+        self.file = open_segment(&self.dir, next)?;
+        let sealed = Sealed {
+            segment: self.segment,
+            objects: std::mem::take(&mut self.touched),
+        };
+        self.segment = next;
+        self.segment_bytes = 0;
+        let _ = self.seal_tx.send(sealed);
+        Ok(())
+    }
+}
+
+/// fsyncs an object's database and WAL (if present) and its directory.
+pub(crate) fn sync_object_files(path: &Path) -> std::io::Result<()> {
+    match File::open(path) {
+        Ok(f) => f.sync_all()?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    }
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    match File::open(PathBuf::from(wal)) {
+        Ok(f) => f.sync_all()?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    if let Some(parent) = path.parent() {
+        File::open(parent)?.sync_all()?;
+    }
+    Ok(())
+}
+
+fn checkpointer(data_dir: &Path, log_dir: &Path, rx: mpsc::Receiver<Sealed>) {
+    while let Ok(sealed) = rx.recv() {
+        let started = Instant::now();
+        let mut ok = true;
+        for (class, id) in &sealed.objects {
+            if let Err(e) = sync_object_files(&object_path(data_dir, class, *id)) {
+                tracing::error!(error = %e, object = %id, "checkpoint fsync failed; keeping the segment");
+                ok = false;
+            }
+        }
+        if !ok {
+            continue;
+        }
+        if let Err(e) = fs::remove_file(segment_path(log_dir, sealed.segment)) {
+            tracing::warn!(error = %e, segment = sealed.segment, "cannot remove checkpointed segment");
+        }
+        tracing::debug!(
+            segment = sealed.segment,
+            objects = sealed.objects.len(),
+            ms = started.elapsed().as_millis() as u64,
+            "checkpoint done"
+        );
+    }
+}

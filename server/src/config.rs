@@ -1,0 +1,79 @@
+//! Server configuration: every limit and tuning knob, with its default. The
+//! CLI fills it from flags and `ROOST_*` variables; embedders build it in code.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::commitlog::LogConfig;
+use crate::storage::{FaultHook, StorageLimits};
+
+#[derive(Clone)]
+pub struct Config {
+    /// Where object files, the catalog and the commit log live.
+    pub data_dir: PathBuf,
+    /// An object with no event for this long is evicted from memory.
+    pub idle_timeout: Duration,
+    /// Commands an object may have queued before callers get `overloaded`.
+    pub mailbox_depth: usize,
+    /// Most events run in one batch (one commit).
+    pub max_batch: usize,
+    /// Largest HTTP request body.
+    pub max_body_bytes: usize,
+    pub storage: StorageLimits,
+    pub log: LogConfig,
+    /// Test hook: make commits fail (see `storage::FaultHook`).
+    pub fault: Option<FaultHook>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("./roost-data"),
+            idle_timeout: Duration::from_secs(10),
+            mailbox_depth: 1024,
+            max_batch: 256,
+            max_body_bytes: 1024 * 1024,
+            storage: StorageLimits::default(),
+            log: LogConfig::default(),
+            fault: None,
+        }
+    }
+}
+
+/// Parses `250ms`, `10s`, `5m`, `1h`, `2d`, or a plain number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration like 250ms, 10s, 5m or 1h"))?;
+    let seconds = match unit.trim() {
+        "ms" => value / 1000.0,
+        "" | "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        "d" => value * 86400.0,
+        other => return Err(format!("unknown duration unit `{other}` (use ms, s, m, h or d)")),
+    };
+    if !seconds.is_finite() || seconds < 0.0 {
+        return Err(format!("`{text}` is not a valid duration"));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("10"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert!(parse_duration("x").is_err());
+        assert!(parse_duration("5y").is_err());
+    }
+}

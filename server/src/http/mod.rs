@@ -1,0 +1,32 @@
+//! The HTTP edge: routes, status codes and JSON error bodies. The only module
+//! that knows HTTP; everything below it speaks `ErrorDetail`.
+
+pub mod error;
+mod rpc;
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::Router;
+use roost_protocol::ErrorCode;
+
+use crate::runtime::Runtime;
+use error::ApiError;
+
+pub fn router(runtime: Runtime, max_body_bytes: usize) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics))
+        .route("/v1/objects/{class}/{name}/call/{method}", post(rpc::call))
+        .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such route") })
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .with_state(runtime)
+}
+
+async fn metrics(State(runtime): State<Runtime>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        runtime.metrics().render(),
+    )
+}

@@ -1,0 +1,166 @@
+//! Object identity: class and name validation, the id derived from them, and
+//! the storage path derived from the id.
+//!
+//! The id — never the raw name — decides where an object's file lives, so no
+//! name can reach outside the data directory. This module does no I/O.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+/// Longest object name, in bytes.
+pub const MAX_NAME_BYTES: usize = 512;
+/// Longest class name, in bytes.
+pub const MAX_CLASS_BYTES: usize = 64;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum NameError {
+    #[error("class name must match [a-z][a-z0-9_-]{{0,63}}")]
+    BadClass,
+    #[error("object name must be 1..=512 bytes of UTF-8, got {0} bytes")]
+    BadName(usize),
+}
+
+/// Checks a class name: `[a-z][a-z0-9_-]{0,63}`.
+pub fn validate_class(class: &str) -> Result<(), NameError> {
+    let bytes = class.as_bytes();
+    let first_ok = bytes.first().is_some_and(u8::is_ascii_lowercase);
+    let rest_ok = bytes
+        .iter()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'_' || *b == b'-');
+    if first_ok && rest_ok && bytes.len() <= MAX_CLASS_BYTES {
+        Ok(())
+    } else {
+        Err(NameError::BadClass)
+    }
+}
+
+/// Checks an object name: any UTF-8 string of 1..=512 bytes.
+pub fn validate_name(name: &str) -> Result<(), NameError> {
+    if name.is_empty() || name.len() > MAX_NAME_BYTES {
+        Err(NameError::BadName(name.len()))
+    } else {
+        Ok(())
+    }
+}
+
+/// The first 128 bits of SHA-256(class, 0x00, name).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ObjectId(pub [u8; 16]);
+
+impl ObjectId {
+    pub fn derive(class: &str, name: &str) -> ObjectId {
+        let mut hasher = Sha256::new();
+        hasher.update(class.as_bytes());
+        hasher.update([0u8]);
+        hasher.update(name.as_bytes());
+        let digest = hasher.finalize();
+        let mut id = [0u8; 16];
+        id.copy_from_slice(&digest[..16]);
+        ObjectId(id)
+    }
+
+    /// Parses 32 lowercase or uppercase hex digits.
+    pub fn from_hex(text: &str) -> Option<ObjectId> {
+        if text.len() != 32 {
+            return None;
+        }
+        let mut id = [0u8; 16];
+        for (i, chunk) in text.as_bytes().chunks(2).enumerate() {
+            let pair = std::str::from_utf8(chunk).ok()?;
+            id[i] = u8::from_str_radix(pair, 16).ok()?;
+        }
+        Some(ObjectId(id))
+    }
+}
+
+impl fmt::Display for ObjectId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for b in self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for ObjectId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ObjectId({self})")
+    }
+}
+
+/// A validated `(class, name)` pair and its id.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectKey {
+    pub class: String,
+    pub name: String,
+    pub id: ObjectId,
+}
+
+impl ObjectKey {
+    pub fn new(class: &str, name: &str) -> Result<ObjectKey, NameError> {
+        validate_class(class)?;
+        validate_name(name)?;
+        Ok(ObjectKey {
+            class: class.to_owned(),
+            name: name.to_owned(),
+            id: ObjectId::derive(class, name),
+        })
+    }
+}
+
+/// `<data>/objects/<class>/<id[0..2]>/<id>.sqlite`. `class` must be valid.
+pub fn object_path(data_dir: &Path, class: &str, id: ObjectId) -> PathBuf {
+    let hex = id.to_string();
+    data_dir
+        .join("objects")
+        .join(class)
+        .join(&hex[..2])
+        .join(format!("{hex}.sqlite"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn class_names() {
+        assert!(validate_class("counter").is_ok());
+        assert!(validate_class("my-class_2").is_ok());
+        assert!(validate_class("").is_err());
+        assert!(validate_class("2x").is_err());
+        assert!(validate_class("A").is_err());
+        assert!(validate_class("../x").is_err());
+        assert!(validate_class(&"a".repeat(64)).is_ok());
+        assert!(validate_class(&"a".repeat(65)).is_err());
+    }
+
+    #[test]
+    fn object_names() {
+        assert!(validate_name("x").is_ok());
+        assert!(validate_name("../../etc/passwd\0").is_ok());
+        assert!(validate_name("").is_err());
+        assert!(validate_name(&"é".repeat(256)).is_ok());
+        assert!(validate_name(&"é".repeat(257)).is_err());
+    }
+
+    #[test]
+    fn id_is_stable_and_separates_class_from_name() {
+        let a = ObjectId::derive("counter", "x");
+        assert_eq!(a, ObjectId::derive("counter", "x"));
+        assert_ne!(a, ObjectId::derive("counte", "rx"));
+        assert_eq!(ObjectId::from_hex(&a.to_string()), Some(a));
+        assert_eq!(a.to_string().len(), 32);
+        assert_eq!(ObjectId::from_hex("zz"), None);
+    }
+
+    #[test]
+    fn path_never_contains_the_name() {
+        let dir = Path::new("/data");
+        let key = ObjectKey::new("counter", "../../../etc/passwd").expect("valid");
+        let path = object_path(dir, &key.class, key.id);
+        assert!(path.starts_with("/data/objects/counter/"));
+        assert!(!path.to_string_lossy().contains(".."));
+    }
+}

@@ -1,0 +1,23 @@
+//! Roost: a self-hostable real-time sync server built on the durable-object
+//! model. See ARCHITECTURE.md for the map of this crate.
+
+pub mod catalog;
+pub mod classes;
+pub mod cli;
+pub mod commitlog;
+pub mod config;
+mod ctx;
+pub mod http;
+pub mod id;
+pub mod metrics;
+mod object;
+pub mod runtime;
+mod server;
+pub mod storage;
+
+pub use config::Config;
+pub use ctx::Ctx;
+pub use id::{ObjectId, ObjectKey};
+pub use object::{DurableObject, ObjectError};
+pub use server::{RunningServer, Server, ServerBuilder};
+pub use storage::{ListOptions, Storage, StorageError, StorageLimits};

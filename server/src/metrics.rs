@@ -1,0 +1,167 @@
+//! Server-wide counters and histograms, rendered in the Prometheus text format
+//! at `GET /metrics`. Lock-free: every field is an atomic updated in place.
+//! This module does not know about HTTP; the router calls [`Metrics::render`].
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+const BUCKETS_SECONDS: [f64; 13] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+];
+
+/// A cumulative latency histogram with fixed buckets.
+pub struct Histogram {
+    buckets: [AtomicU64; BUCKETS_SECONDS.len()],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    fn new() -> Self {
+        Histogram {
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            count: AtomicU64::new(0),
+            sum_micros: AtomicU64::new(0),
+        }
+    }
+
+    pub fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        if let Some(i) = BUCKETS_SECONDS.iter().position(|b| secs <= *b) {
+            self.buckets[i].fetch_add(1, Relaxed);
+        }
+        self.count.fetch_add(1, Relaxed);
+        self.sum_micros.fetch_add(d.as_micros() as u64, Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let mut cumulative = 0;
+        for (i, b) in BUCKETS_SECONDS.iter().enumerate() {
+            cumulative += self.buckets[i].load(Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{b}\"}} {cumulative}");
+        }
+        let count = self.count.load(Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let sum = self.sum_micros.load(Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {count}");
+    }
+}
+
+/// Error kinds counted separately (the `kind` label of `roost_errors_total`).
+pub const ERROR_KINDS: [&str; 6] = [
+    "commit_failed",
+    "handler_error",
+    "constructor_failed",
+    "overloaded",
+    "bad_request",
+    "log_failed",
+];
+
+pub struct Metrics {
+    pub live_objects: AtomicI64,
+    pub events: AtomicU64,
+    pub commits: AtomicU64,
+    pub committed_events: AtomicU64,
+    pub evictions: AtomicU64,
+    pub constructions: AtomicU64,
+    pub log_groups: AtomicU64,
+    pub log_records: AtomicU64,
+    errors: [AtomicU64; ERROR_KINDS.len()],
+    pub commit_latency: Histogram,
+    pub log_fsync_latency: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            live_objects: AtomicI64::new(0),
+            events: AtomicU64::new(0),
+            commits: AtomicU64::new(0),
+            committed_events: AtomicU64::new(0),
+            evictions: AtomicU64::new(0),
+            constructions: AtomicU64::new(0),
+            log_groups: AtomicU64::new(0),
+            log_records: AtomicU64::new(0),
+            errors: std::array::from_fn(|_| AtomicU64::new(0)),
+            commit_latency: Histogram::new(),
+            log_fsync_latency: Histogram::new(),
+        }
+    }
+}
+
+impl Metrics {
+    pub fn error(&self, kind: &str) {
+        if let Some(i) = ERROR_KINDS.iter().position(|k| *k == kind) {
+            self.errors[i].fetch_add(1, Relaxed);
+        }
+    }
+
+    pub fn error_count(&self, kind: &str) -> u64 {
+        ERROR_KINDS
+            .iter()
+            .position(|k| *k == kind)
+            .map_or(0, |i| self.errors[i].load(Relaxed))
+    }
+
+    pub(crate) fn log_fsync(&self, d: Duration, records: usize) {
+        self.log_fsync_latency.observe(d);
+        self.log_groups.fetch_add(1, Relaxed);
+        self.log_records.fetch_add(records as u64, Relaxed);
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(4096);
+        let gauge = |out: &mut String, name: &str, help: &str, v: i64| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+        };
+        let counter = |out: &mut String, name: &str, help: &str, v: u64| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+        };
+        gauge(&mut out, "roost_live_objects", "Objects with state in memory.", self.live_objects.load(Relaxed));
+        counter(&mut out, "roost_events_total", "Events handled by objects.", self.events.load(Relaxed));
+        counter(&mut out, "roost_commits_total", "Batches committed.", self.commits.load(Relaxed));
+        counter(
+            &mut out,
+            "roost_committed_events_total",
+            "Events in committed batches (divide by roost_commits_total for events per commit).",
+            self.committed_events.load(Relaxed),
+        );
+        counter(&mut out, "roost_evictions_total", "Objects evicted from memory after idling.", self.evictions.load(Relaxed));
+        counter(&mut out, "roost_object_starts_total", "Object constructor runs.", self.constructions.load(Relaxed));
+        counter(&mut out, "roost_log_fsyncs_total", "Commit log group fsyncs.", self.log_groups.load(Relaxed));
+        counter(&mut out, "roost_log_records_total", "Batches written to the commit log.", self.log_records.load(Relaxed));
+        let _ = writeln!(out, "# HELP roost_errors_total Errors by kind.\n# TYPE roost_errors_total counter");
+        for (i, kind) in ERROR_KINDS.iter().enumerate() {
+            let _ = writeln!(out, "roost_errors_total{{kind=\"{kind}\"}} {}", self.errors[i].load(Relaxed));
+        }
+        self.commit_latency.render(
+            &mut out,
+            "roost_commit_seconds",
+            "Time from a batch's commit to its outputs' release (includes the shared fsync).",
+        );
+        self.log_fsync_latency
+            .render(&mut out, "roost_log_fsync_seconds", "Commit log write+fdatasync time per group.");
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_prometheus_text() {
+        let m = Metrics::default();
+        m.events.fetch_add(3, Relaxed);
+        m.error("overloaded");
+        m.commit_latency.observe(Duration::from_micros(300));
+        let text = m.render();
+        assert!(text.contains("roost_events_total 3\n"));
+        assert!(text.contains("roost_errors_total{kind=\"overloaded\"} 1\n"));
+        assert!(text.contains("roost_commit_seconds_bucket{le=\"0.0005\"} 1\n"));
+        assert!(text.contains("roost_commit_seconds_bucket{le=\"0.00025\"} 0\n"));
+        assert!(text.contains("roost_commit_seconds_count 1\n"));
+    }
+}

@@ -1,0 +1,81 @@
+//! The user-facing object API: the [`DurableObject`] trait a class implements
+//! and the [`ObjectError`] its handlers return.
+//!
+//! API Boundary: this trait and [`crate::Ctx`] are what a user's own class is
+//! written against (the `lobby` demo uses nothing else). Everything a handler
+//! returns stays inside the server until the batch it ran in is durable.
+
+use std::future::Future;
+
+use roost_protocol::{ErrorCode, ErrorDetail};
+use serde_json::Value;
+
+use crate::ctx::Ctx;
+use crate::storage::StorageError;
+
+/// A class of durable objects. One value of the type is one live object; the
+/// runtime calls its methods one event at a time, never concurrently.
+pub trait DurableObject: Sized + Send + 'static {
+    /// The constructor: runs when the object is (re)created in memory, inside
+    /// a transaction of its own. Run migrations and load state here.
+    fn new(ctx: &mut Ctx) -> Result<Self, ObjectError>;
+
+    /// An RPC call (`POST .../call/{method}` or a `call` envelope on a socket).
+    /// Storage writes made here commit with the event; if it returns `Err`,
+    /// they are rolled back and the caller gets the error.
+    fn call(
+        &mut self,
+        ctx: &mut Ctx,
+        method: &str,
+        args: Value,
+    ) -> impl Future<Output = Result<Value, ObjectError>> + Send;
+}
+
+/// What a handler can fail with. Each variant maps to a stable error code.
+#[derive(Debug, thiserror::Error)]
+pub enum ObjectError {
+    #[error("unknown method `{0}`")]
+    UnknownMethod(String),
+    #[error("bad arguments: {0}")]
+    BadArgs(String),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("{0}")]
+    App(String),
+}
+
+impl ObjectError {
+    pub fn bad_args(message: impl Into<String>) -> Self {
+        ObjectError::BadArgs(message.into())
+    }
+
+    pub fn app(message: impl Into<String>) -> Self {
+        ObjectError::App(message.into())
+    }
+
+    /// The wire form of this error.
+    pub fn detail(&self) -> ErrorDetail {
+        let code = match self {
+            ObjectError::UnknownMethod(_) => ErrorCode::UnknownMethod,
+            ObjectError::BadArgs(_) => ErrorCode::BadRequest,
+            ObjectError::App(_) => ErrorCode::Application,
+            ObjectError::Storage(s) => match s {
+                StorageError::KeyTooLarge { .. }
+                | StorageError::ValueTooLarge { .. }
+                | StorageError::DatabaseFull { .. } => ErrorCode::TooLarge,
+                StorageError::ReadOnly => ErrorCode::Forbidden,
+                _ => ErrorCode::Storage,
+            },
+        };
+        ErrorDetail {
+            code,
+            message: self.to_string(),
+        }
+    }
+}
+
+impl From<rusqlite::Error> for ObjectError {
+    fn from(e: rusqlite::Error) -> Self {
+        ObjectError::Storage(StorageError::Sqlite(e))
+    }
+}

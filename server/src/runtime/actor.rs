@@ -1,0 +1,330 @@
+//! One object's actor: the task that alone owns the object's state, its
+//! `Ctx` and its SQLite connection, and runs its events one at a time.
+//!
+//! The life of a batch (DESIGN §4):
+//! 1. Wait for a command; take up to `max_batch` more that are already queued.
+//! 2. `BEGIN`, start capturing row changes, and run each event in its own
+//!    savepoint: an event that fails has its writes rolled back alone.
+//! 3. If anything was written: stamp the next `seq`, `COMMIT`, then make the
+//!    batch durable — through the shared commit log (one fsync for many
+//!    objects), or, if the batch changed the schema, by fsyncing the object's
+//!    own files.
+//! 4. Only then release the outputs: every reply of the batch.
+//!
+//! Architecture Invariant (output gate): no output of a batch leaves before
+//! the batch is durable. If the commit or the durability step fails, every
+//! output of the batch becomes an error and the object restarts from storage.
+//!
+//! Architecture Invariant: the actor awaits each batch's durability before
+//! starting the next, so an object's durable history is always a prefix of
+//! its committed batches.
+
+use std::panic::AssertUnwindSafe;
+use std::time::Instant;
+
+use futures_util::FutureExt;
+use roost_protocol::{ErrorCode, ErrorDetail};
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::Instrument;
+
+use super::{error, Command, Runtime};
+use crate::commitlog::record::Record;
+use crate::ctx::Ctx;
+use crate::id::{object_path, ObjectKey};
+use crate::object::DurableObject;
+use crate::storage::capture::ChangeCapture;
+use crate::storage::{Storage, StorageError};
+
+pub(crate) struct ActorArgs {
+    pub key: ObjectKey,
+    pub generation: u64,
+    pub rx: mpsc::Receiver<Command>,
+    pub runtime: Runtime,
+    /// Held for the actor's whole life; the runtime's shutdown waits for it.
+    pub _alive: mpsc::Sender<()>,
+}
+
+/// Replies held back until their batch is durable.
+type Pending = Vec<(oneshot::Sender<Result<Value, ErrorDetail>>, Result<Value, ErrorDetail>)>;
+
+/// What happened to a batch.
+enum BatchEnd {
+    /// Durable (or nothing to make durable); outputs released.
+    Done,
+    /// Commit or durability failed, or a handler panicked: outputs became
+    /// errors and the object must restart from storage.
+    Broken,
+}
+
+struct Live<T> {
+    object: T,
+    ctx: Ctx,
+}
+
+pub(crate) async fn run<T: DurableObject>(args: ActorArgs) {
+    let span = tracing::info_span!("object", class = %args.key.class, id = %args.key.id);
+    run_inner::<T>(args).instrument(span).await;
+}
+
+async fn run_inner<T: DurableObject>(args: ActorArgs) {
+    let ActorArgs {
+        key,
+        generation,
+        mut rx,
+        runtime,
+        _alive,
+    } = args;
+    let metrics = runtime.0.metrics.clone();
+    metrics.live_objects.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let idle = runtime.0.config.idle_timeout;
+    let max_batch = runtime.0.config.max_batch.max(1);
+    let mut live: Option<Live<T>> = None;
+    let (done_tx, done_rx) = watch::channel(());
+    let mut draining = false;
+    let mut batch: Vec<Command> = Vec::with_capacity(max_batch);
+
+    loop {
+        let first = if draining {
+            rx.recv().await
+        } else {
+            match tokio::time::timeout(idle, rx.recv()).await {
+                Ok(cmd) => cmd,
+                Err(_) => {
+                    // Idle: leave a tombstone, close the mailbox, then run
+                    // whatever was queued before it closed.
+                    runtime.mark_stopping(key.id, generation, done_rx.clone());
+                    rx.close();
+                    draining = true;
+                    metrics.evictions.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    tracing::debug!("evicting idle object");
+                    continue;
+                }
+            }
+        };
+        let Some(first) = first else { break };
+        batch.push(first);
+        while batch.len() < max_batch {
+            match rx.try_recv() {
+                Ok(cmd) => batch.push(cmd),
+                Err(_) => break,
+            }
+        }
+        if live.is_none() {
+            match start::<T>(&key, &runtime) {
+                Ok(l) => live = Some(l),
+                Err(e) => {
+                    metrics.error("constructor_failed");
+                    tracing::error!(error = %e.message, "object failed to start");
+                    for cmd in batch.drain(..) {
+                        cmd.fail(e.clone());
+                    }
+                    // Stop: the next command starts a fresh attempt.
+                    runtime.mark_stopping(key.id, generation, done_rx.clone());
+                    rx.close();
+                    draining = true;
+                    continue;
+                }
+            }
+        }
+        let Some(l) = live.as_mut() else { continue };
+        if let BatchEnd::Broken = run_batch(l, &runtime, &mut batch).await {
+            tracing::warn!("object broken; restarting from storage");
+            live = None;
+        }
+    }
+    drop(live);
+    runtime
+        .0
+        .catalog
+        .touch(key.id, crate::catalog::now_ms());
+    runtime.remove_stopped(key.id, generation);
+    metrics.live_objects.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    drop(done_tx);
+}
+
+/// Opens storage and runs the constructor in a durable transaction of its own.
+fn start<T: DurableObject>(key: &ObjectKey, runtime: &Runtime) -> Result<Live<T>, ErrorDetail> {
+    let config = &runtime.0.config;
+    let path = object_path(&config.data_dir, &key.class, key.id);
+    let created = !path.exists();
+    let broken = |e: StorageError| error(ErrorCode::ObjectBroken, format!("cannot open object storage: {e}"));
+    let mut storage = Storage::open(&path, config.storage.clone()).map_err(broken)?;
+    if created {
+        runtime.0.catalog.register(key, crate::catalog::now_ms());
+    }
+    storage.begin_batch().map_err(broken)?;
+    let mut ctx = Ctx {
+        key: key.clone(),
+        storage,
+        runtime: runtime.clone(),
+    };
+    runtime.0.metrics.constructions.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let object = match std::panic::catch_unwind(AssertUnwindSafe(|| T::new(&mut ctx))) {
+        Ok(Ok(o)) => o,
+        Ok(Err(e)) => {
+            ctx.storage.rollback();
+            return Err(error(ErrorCode::ObjectBroken, format!("constructor failed: {e}")));
+        }
+        Err(_) => {
+            ctx.storage.rollback();
+            return Err(error(ErrorCode::ObjectBroken, "constructor panicked"));
+        }
+    };
+    // Constructors run rarely and usually migrate: make their writes durable
+    // in the object's own file rather than through the log.
+    let commit = ctx.storage.commit(false).and_then(|()| ctx.storage.sync_files());
+    if let Err(e) = commit {
+        ctx.storage.rollback();
+        return Err(broken(e));
+    }
+    Ok(Live { object, ctx })
+}
+
+async fn run_batch<T: DurableObject>(l: &mut Live<T>, runtime: &Runtime, batch: &mut Vec<Command>) -> BatchEnd {
+    let metrics = &runtime.0.metrics;
+    let n = batch.len();
+    metrics.events.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+    let mut pending: Pending = Vec::with_capacity(n);
+    let fail_all = |pending: Pending, batch: &mut Vec<Command>, e: ErrorDetail| {
+        for (reply, _) in pending {
+            let _ = reply.send(Err(e.clone()));
+        }
+        for cmd in batch.drain(..) {
+            cmd.fail(e.clone());
+        }
+    };
+    let broken = |what: &str, e: &dyn std::fmt::Display| {
+        error(ErrorCode::ObjectBroken, format!("{what}: {e}; the object restarts from storage"))
+    };
+
+    if let Err(e) = l.ctx.storage.begin_batch() {
+        fail_all(pending, batch, broken("cannot begin transaction", &e));
+        return BatchEnd::Broken;
+    }
+    let capture = match ChangeCapture::start(l.ctx.storage.sql()) {
+        Ok(c) => c,
+        Err(e) => {
+            l.ctx.storage.rollback();
+            fail_all(pending, batch, broken("cannot capture changes", &e));
+            return BatchEnd::Broken;
+        }
+    };
+    let mut panicked = false;
+    for cmd in batch.drain(..) {
+        match cmd {
+            Command::Call {
+                method,
+                args,
+                read_only,
+                reply,
+            } => {
+                let prepared = l
+                    .ctx
+                    .storage
+                    .begin_event()
+                    .and_then(|()| l.ctx.storage.set_read_only(read_only));
+                if let Err(e) = prepared {
+                    pending.push((reply, Err(broken("cannot start event", &e))));
+                    panicked = true;
+                    break;
+                }
+                let outcome = AssertUnwindSafe(l.object.call(&mut l.ctx, &method, args))
+                    .catch_unwind()
+                    .await;
+                let (keep, result) = match outcome {
+                    Ok(Ok(v)) => (true, Ok(v)),
+                    Ok(Err(e)) => {
+                        metrics.error("handler_error");
+                        (false, Err(e.detail()))
+                    }
+                    Err(_) => {
+                        tracing::error!(method = %method, "handler panicked");
+                        panicked = true;
+                        (false, Err(error(ErrorCode::Internal, "the handler panicked")))
+                    }
+                };
+                if let Err(e) = l.ctx.storage.end_event(keep) {
+                    pending.push((reply, Err(broken("cannot end event", &e))));
+                    panicked = true;
+                    break;
+                }
+                pending.push((reply, result));
+            }
+        }
+    }
+    if panicked {
+        // Undo the whole batch: its in-memory state cannot be trusted.
+        l.ctx.storage.rollback();
+        drop(capture);
+        let e = error(ErrorCode::ObjectBroken, "an event in this batch failed; nothing was saved");
+        for (reply, result) in pending {
+            let _ = reply.send(result.and(Err(e.clone())));
+        }
+        fail_all(Vec::new(), batch, e);
+        return BatchEnd::Broken;
+    }
+
+    let changes = match l.ctx.storage.finish_batch(&capture) {
+        Ok(c) => c,
+        Err(e) => {
+            l.ctx.storage.rollback();
+            metrics.error("commit_failed");
+            fail_all(pending, batch, broken("cannot finish batch", &e));
+            return BatchEnd::Broken;
+        }
+    };
+    drop(capture);
+    let started = Instant::now();
+    let injected = runtime
+        .0
+        .config
+        .fault
+        .as_ref()
+        .is_some_and(|hook| hook(&l.ctx.key.class, &l.ctx.key.name));
+    let committed = if injected {
+        Err(StorageError::Injected("commit failure injected by test hook".into()))
+    } else {
+        l.ctx.storage.commit(changes.is_some())
+    };
+    if let Err(e) = committed {
+        l.ctx.storage.rollback();
+        metrics.error("commit_failed");
+        tracing::error!(error = %e, "commit failed");
+        fail_all(pending, batch, broken("commit failed", &e));
+        return BatchEnd::Broken;
+    }
+    if let Some(changes) = changes {
+        let durable = if changes.schema_changed {
+            let storage = &l.ctx.storage;
+            tokio::task::block_in_place(|| storage.sync_files()).map_err(|e| e.to_string())
+        } else {
+            runtime
+                .0
+                .log
+                .append(Record {
+                    class: l.ctx.key.class.clone(),
+                    id: l.ctx.key.id,
+                    seq: l.ctx.storage.commit_seq(),
+                    changeset: changes.changeset,
+                })
+                .await
+                .map_err(|e| e.to_string())
+        };
+        if let Err(e) = durable {
+            metrics.error("log_failed");
+            tracing::error!(error = %e, "batch could not be made durable");
+            fail_all(pending, batch, broken("batch could not be made durable", &e));
+            return BatchEnd::Broken;
+        }
+        metrics.commit_latency.observe(started.elapsed());
+        metrics.commits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        metrics
+            .committed_events
+            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+    for (reply, result) in pending {
+        let _ = reply.send(result);
+    }
+    BatchEnd::Done
+}

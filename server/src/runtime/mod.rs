@@ -1,0 +1,277 @@
+//! The object runtime: finds or starts the one live instance of an object and
+//! delivers commands to its mailbox.
+//!
+//! Architecture Invariant: at most one actor per object id runs at a time. The
+//! directory maps an id to either a live actor's mailbox or a tombstone of an
+//! actor that is stopping; a new actor for that id starts only after the
+//! stopping one has finished its last batch and closed its database.
+//!
+//! This module does not run events; [`actor`] does.
+
+pub(crate) mod actor;
+pub mod registry;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use dashmap::mapref::entry::Entry;
+use dashmap::DashMap;
+use roost_protocol::{ErrorCode, ErrorDetail};
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::catalog::Catalog;
+use crate::commitlog::CommitLog;
+use crate::id::{ObjectId, ObjectKey};
+use crate::metrics::Metrics;
+use crate::storage::{FaultHook, StorageLimits};
+pub use registry::Registry;
+
+/// Runtime tuning (a part of the server's `Config`).
+#[derive(Clone)]
+pub struct RuntimeConfig {
+    pub data_dir: std::path::PathBuf,
+    pub idle_timeout: Duration,
+    pub mailbox_depth: usize,
+    pub max_batch: usize,
+    pub storage: StorageLimits,
+    pub fault: Option<FaultHook>,
+}
+
+/// A command for an object's actor: the closed set of events it handles.
+pub(crate) enum Command {
+    Call {
+        method: String,
+        args: Value,
+        read_only: bool,
+        /// Answered after the batch is durable. Dropped unanswered only if the
+        /// server is killed.
+        reply: oneshot::Sender<Result<Value, ErrorDetail>>,
+    },
+}
+
+impl Command {
+    /// Answers the command with an error without running it.
+    pub(crate) fn fail(self, error: ErrorDetail) {
+        match self {
+            Command::Call { reply, .. } => {
+                let _ = reply.send(Err(error));
+            }
+        }
+    }
+}
+
+enum Slot {
+    Live {
+        generation: u64,
+        tx: mpsc::Sender<Command>,
+    },
+    /// The actor of `generation` is finishing; wait until `done` closes.
+    Stopping {
+        generation: u64,
+        done: watch::Receiver<()>,
+    },
+}
+
+pub(crate) struct RuntimeInner {
+    pub(crate) config: RuntimeConfig,
+    pub(crate) registry: Registry,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) log: CommitLog,
+    pub(crate) catalog: Catalog,
+    directory: DashMap<ObjectId, Slot>,
+    next_generation: AtomicU64,
+    shutting_down: AtomicBool,
+    /// Every actor holds a clone; `shutdown` waits until all are dropped.
+    alive_tx: std::sync::Mutex<Option<mpsc::Sender<()>>>,
+    alive_rx: tokio::sync::Mutex<mpsc::Receiver<()>>,
+}
+
+/// Handle to the runtime; cheap to clone.
+#[derive(Clone)]
+pub struct Runtime(pub(crate) Arc<RuntimeInner>);
+
+pub(crate) fn error(code: ErrorCode, message: impl Into<String>) -> ErrorDetail {
+    ErrorDetail {
+        code,
+        message: message.into(),
+    }
+}
+
+impl Runtime {
+    pub(crate) fn new(
+        config: RuntimeConfig,
+        registry: Registry,
+        metrics: Arc<Metrics>,
+        log: CommitLog,
+        catalog: Catalog,
+    ) -> Runtime {
+        let (alive_tx, alive_rx) = mpsc::channel(1);
+        Runtime(Arc::new(RuntimeInner {
+            config,
+            registry,
+            metrics,
+            log,
+            catalog,
+            directory: DashMap::new(),
+            next_generation: AtomicU64::new(1),
+            shutting_down: AtomicBool::new(false),
+            alive_tx: std::sync::Mutex::new(Some(alive_tx)),
+            alive_rx: tokio::sync::Mutex::new(alive_rx),
+        }))
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.0.metrics
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.0.registry
+    }
+
+    /// Number of objects with an actor (live or stopping).
+    pub fn live_objects(&self) -> usize {
+        self.0.directory.len()
+    }
+
+    /// Calls `method` on the object and waits for the durable reply.
+    pub async fn call(
+        &self,
+        key: &ObjectKey,
+        method: &str,
+        args: Value,
+        read_only: bool,
+    ) -> Result<Value, ErrorDetail> {
+        let (reply, wait) = oneshot::channel();
+        self.send(
+            key,
+            Command::Call {
+                method: method.to_owned(),
+                args,
+                read_only,
+                reply,
+            },
+        )
+        .await?;
+        wait.await.unwrap_or_else(|_| {
+            Err(error(
+                ErrorCode::ShuttingDown,
+                "the object stopped before answering",
+            ))
+        })
+    }
+
+    /// Delivers a command to the object's mailbox, starting its actor if needed.
+    /// Fails at once with `overloaded` when the mailbox is full.
+    pub(crate) async fn send(&self, key: &ObjectKey, mut cmd: Command) -> Result<(), ErrorDetail> {
+        if !self.0.registry.contains(&key.class) {
+            return Err(error(
+                ErrorCode::UnknownClass,
+                format!("no class named `{}`", key.class),
+            ));
+        }
+        loop {
+            let tx = self.mailbox(key).await?;
+            match tx.try_send(cmd) {
+                Ok(()) => return Ok(()),
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    self.0.metrics.error("overloaded");
+                    return Err(error(
+                        ErrorCode::Overloaded,
+                        format!(
+                            "object mailbox is full ({} queued events); retry later",
+                            self.0.config.mailbox_depth
+                        ),
+                    ));
+                }
+                // The actor closed its mailbox on its way out; it has left a
+                // tombstone, so the next lookup waits for it to finish.
+                Err(mpsc::error::TrySendError::Closed(back)) => cmd = back,
+            }
+        }
+    }
+
+    /// The mailbox of the object's live actor, starting one if there is none.
+    async fn mailbox(&self, key: &ObjectKey) -> Result<mpsc::Sender<Command>, ErrorDetail> {
+        loop {
+            let waiting = match self.0.directory.get(&key.id).as_deref() {
+                Some(Slot::Live { tx, .. }) if !tx.is_closed() => return Ok(tx.clone()),
+                Some(Slot::Stopping { done, .. }) => Some(done.clone()),
+                Some(Slot::Live { .. }) => {
+                    // Closed but not yet replaced: the actor is about to leave a tombstone.
+                    tokio::task::yield_now().await;
+                    continue;
+                }
+                None => None,
+            };
+            if let Some(mut done) = waiting {
+                let _ = done.changed().await;
+                continue;
+            }
+            if self.0.shutting_down.load(Ordering::Acquire) {
+                return Err(error(ErrorCode::ShuttingDown, "the server is shutting down"));
+            }
+            let Some(factory) = self.0.registry.get(&key.class) else {
+                return Err(error(ErrorCode::UnknownClass, format!("no class named `{}`", key.class)));
+            };
+            let alive = self
+                .0
+                .alive_tx
+                .lock()
+                .map_err(|_| error(ErrorCode::Internal, "runtime lock poisoned"))?
+                .clone();
+            let Some(alive) = alive else {
+                return Err(error(ErrorCode::ShuttingDown, "the server is shutting down"));
+            };
+            match self.0.directory.entry(key.id) {
+                Entry::Occupied(_) => continue,
+                Entry::Vacant(slot) => {
+                    let generation = self.0.next_generation.fetch_add(1, Ordering::Relaxed);
+                    let (tx, rx) = mpsc::channel(self.0.config.mailbox_depth);
+                    slot.insert(Slot::Live {
+                        generation,
+                        tx: tx.clone(),
+                    });
+                    factory.spawn(actor::ActorArgs {
+                        key: key.clone(),
+                        generation,
+                        rx,
+                        runtime: self.clone(),
+                        _alive: alive,
+                    });
+                    return Ok(tx);
+                }
+            }
+        }
+    }
+
+    /// Called by a stopping actor before it closes its mailbox: later senders
+    /// wait on `done` instead of starting a second instance.
+    pub(crate) fn mark_stopping(&self, id: ObjectId, generation: u64, done: watch::Receiver<()>) {
+        if let Some(mut slot) = self.0.directory.get_mut(&id) {
+            if matches!(&*slot, Slot::Live { generation: g, .. } if *g == generation) {
+                *slot = Slot::Stopping { generation, done };
+            }
+        }
+    }
+
+    /// Called by an actor after its last batch, once its database is closed.
+    pub(crate) fn remove_stopped(&self, id: ObjectId, generation: u64) {
+        self.0.directory.remove_if(&id, |_, slot| match slot {
+            Slot::Live { generation: g, .. } | Slot::Stopping { generation: g, .. } => *g == generation,
+        });
+    }
+
+    /// Stops every actor after it finishes what is queued, and waits for all.
+    pub async fn shutdown(&self) {
+        self.0.shutting_down.store(true, Ordering::Release);
+        // Dropping the directory's senders lets each actor drain its mailbox and exit.
+        self.0.directory.retain(|_, slot| matches!(slot, Slot::Stopping { .. }));
+        if let Ok(mut alive) = self.0.alive_tx.lock() {
+            alive.take();
+        }
+        let mut rx = self.0.alive_rx.lock().await;
+        while rx.recv().await.is_some() {}
+    }
+}

@@ -1,0 +1,161 @@
+//! [`Server`] and its builder: how the binary — or a user's own binary that
+//! embeds Roost like an axum app — registers classes and runs.
+//!
+//! Start-up order: replay the commit log into object files, start the log
+//! writer and the catalog, then accept connections. Shutdown order: stop
+//! accepting, let in-flight requests finish, let every actor finish and commit
+//! its queued events, then stop the log writer.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::catalog::Catalog;
+use crate::commitlog::{recovery, CommitLog};
+use crate::config::Config;
+use crate::id::validate_class;
+use crate::metrics::Metrics;
+use crate::object::DurableObject;
+use crate::runtime::{Registry, Runtime, RuntimeConfig};
+
+pub struct Server;
+
+impl Server {
+    pub fn builder() -> ServerBuilder {
+        ServerBuilder {
+            registry: Registry::default(),
+            config: Config::default(),
+            bad_class: None,
+        }
+    }
+}
+
+pub struct ServerBuilder {
+    registry: Registry,
+    config: Config,
+    bad_class: Option<String>,
+}
+
+impl ServerBuilder {
+    /// Registers a class under `name` (`[a-z][a-z0-9_-]{0,63}`).
+    pub fn class<T: DurableObject>(mut self, name: &str) -> Self {
+        if validate_class(name).is_err() {
+            self.bad_class = Some(name.to_owned());
+        }
+        self.registry.add::<T>(name);
+        self
+    }
+
+    /// Registers the built-in classes (`counter`, ...).
+    pub fn with_builtins(self) -> Self {
+        self.class::<crate::classes::counter::Counter>("counter")
+    }
+
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Recovers storage and starts serving on `listener`.
+    pub async fn start(self, listener: TcpListener) -> anyhow::Result<RunningServer> {
+        if let Some(bad) = self.bad_class {
+            anyhow::bail!("class name `{bad}` is invalid: it must match [a-z][a-z0-9_-]{{0,63}}");
+        }
+        let config = self.config;
+        let data_dir = config.data_dir.clone();
+        crate::storage::create_dir_all_durable(&data_dir)
+            .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
+        let report = tokio::task::spawn_blocking({
+            let dir = data_dir.clone();
+            move || recovery::recover(&dir)
+        })
+        .await
+        .context("recovery task failed")?
+        .context("commit log recovery failed")?;
+        if report.records > 0 {
+            tracing::info!(
+                segments = report.segments,
+                records = report.records,
+                applied = report.applied,
+                objects = report.objects,
+                "replayed commit log"
+            );
+        }
+        let metrics = Arc::new(Metrics::default());
+        let log = CommitLog::start(&data_dir, config.log.clone(), metrics.clone())
+            .context("cannot start the commit log")?;
+        let catalog = Catalog::open(&data_dir).context("cannot open the catalog")?;
+        let runtime = Runtime::new(
+            RuntimeConfig {
+                data_dir: data_dir.clone(),
+                idle_timeout: config.idle_timeout,
+                mailbox_depth: config.mailbox_depth.max(1),
+                max_batch: config.max_batch.max(1),
+                storage: config.storage.clone(),
+                fault: config.fault.clone(),
+            },
+            self.registry,
+            metrics,
+            log,
+            catalog,
+        );
+        let router = crate::http::router(runtime.clone(), config.max_body_bytes);
+        let addr = listener.local_addr()?;
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let serve_runtime = runtime.clone();
+        let task = tokio::spawn(async move {
+            let served = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+                .with_graceful_shutdown(async move {
+                    let _ = stop_rx.await;
+                })
+                .await;
+            serve_runtime.shutdown().await;
+            served.context("HTTP server failed")
+        });
+        Ok(RunningServer {
+            addr,
+            runtime,
+            stop: Some(stop_tx),
+            task,
+        })
+    }
+
+    /// Runs until `shutdown` resolves, then shuts down gracefully.
+    pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let server = self.start(listener).await?;
+        shutdown.await;
+        tracing::info!("shutting down: finishing in-flight events");
+        server.shutdown().await
+    }
+}
+
+/// A started server. Dropping it without `shutdown` leaves it running.
+pub struct RunningServer {
+    addr: SocketAddr,
+    runtime: Runtime,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl RunningServer {
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn runtime(&self) -> &Runtime {
+        &self.runtime
+    }
+
+    /// Stops accepting, finishes in-flight events and waits for their commits.
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.task.await.context("server task panicked")?
+    }
+}

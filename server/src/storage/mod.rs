@@ -1,0 +1,310 @@
+//! An object's own SQLite database: opening it, the batch transaction that
+//! the actor wraps around events, and the size limits.
+//!
+//! One `Storage` owns one `rusqlite::Connection` and is owned by one actor;
+//! nothing else touches the file while the object is live. This module does
+//! not decide when to commit or how commits become durable — the actor and
+//! the commit log do — but it offers the pieces: savepoints per event, the
+//! changeset of a batch, and an fsync of the object's own files.
+
+pub mod capture;
+mod kv;
+
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rusqlite::{Connection, OpenFlags};
+
+pub use kv::ListOptions;
+
+/// Size limits enforced on every object's storage.
+#[derive(Debug, Clone)]
+pub struct StorageLimits {
+    /// Longest KV key, in bytes.
+    pub max_key_bytes: usize,
+    /// Largest KV value (its JSON encoding), in bytes.
+    pub max_value_bytes: usize,
+    /// Largest database file, in bytes.
+    pub max_db_bytes: u64,
+}
+
+impl Default for StorageLimits {
+    fn default() -> Self {
+        StorageLimits {
+            max_key_bytes: 2048,
+            max_value_bytes: 2 * 1024 * 1024,
+            max_db_bytes: 1024 * 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("key is {len} bytes; the limit is {limit}")]
+    KeyTooLarge { len: usize, limit: usize },
+    #[error("value is {len} bytes; the limit is {limit}")]
+    ValueTooLarge { len: usize, limit: usize },
+    #[error("the object's database is full (limit {limit} bytes)")]
+    DatabaseFull { limit: u64 },
+    #[error("storage is read-only for this caller")]
+    ReadOnly,
+    #[error("stored value is not valid JSON: {0}")]
+    Corrupt(String),
+    #[error("value cannot be encoded as JSON: {0}")]
+    Encode(String),
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("injected fault: {0}")]
+    Injected(String),
+    #[error("change capture: {0}")]
+    Capture(#[from] capture::CaptureError),
+}
+
+/// Decides whether a commit should fail, for tests. Called with the object's
+/// `class/name` right before each commit.
+pub type FaultHook = Arc<dyn Fn(&str, &str) -> bool + Send + Sync>;
+
+/// What one batch changed, known after its events ran and before commit.
+#[derive(Debug)]
+pub struct BatchChanges {
+    /// The changeset of every row written in the batch (empty if none).
+    pub changeset: Vec<u8>,
+    /// The batch created, altered or dropped tables; its changes cannot be
+    /// replayed from a changeset alone, so it must be synced to the object's
+    /// own file before its outputs leave.
+    pub schema_changed: bool,
+}
+
+pub struct Storage {
+    conn: Connection,
+    path: PathBuf,
+    limits: StorageLimits,
+    read_only: bool,
+    schema_version_at_begin: i64,
+    /// Sequence number of the last committed batch that wrote anything.
+    seq: u64,
+}
+
+const META_SCHEMA: &str = "
+    CREATE TABLE IF NOT EXISTS _roost_kv(key BLOB PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS _roost_meta(k TEXT PRIMARY KEY, v INTEGER NOT NULL);
+    INSERT OR IGNORE INTO _roost_meta(k, v) VALUES('commit_seq', 0);
+";
+
+impl Storage {
+    /// Opens (creating if needed) the database at `path`. A new file and the
+    /// directories leading to it are made durable before this returns.
+    pub fn open(path: &Path, limits: StorageLimits) -> Result<Storage, StorageError> {
+        let created = !path.exists();
+        if created {
+            if let Some(parent) = path.parent() {
+                create_dir_all_durable(parent)?;
+            }
+        }
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        // NORMAL in WAL mode: commits are not fsynced by SQLite (the commit log
+        // or `sync_files` makes them durable), checkpoints are.
+        conn.execute_batch(
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;",
+        )?;
+        let page_size: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+        let max_pages = (limits.max_db_bytes / page_size.max(512) as u64).max(16);
+        conn.execute_batch(&format!("PRAGMA max_page_count={max_pages};"))?;
+        conn.execute_batch(&format!("BEGIN IMMEDIATE;{META_SCHEMA}COMMIT;"))?;
+        conn.execute_batch("PRAGMA synchronous=NORMAL;")?;
+        if created {
+            sync_parent(path)?;
+        }
+        let seq: i64 = conn.query_row("SELECT v FROM _roost_meta WHERE k='commit_seq'", [], |r| {
+            r.get(0)
+        })?;
+        Ok(Storage {
+            conn,
+            path: path.to_owned(),
+            limits,
+            read_only: false,
+            schema_version_at_begin: 0,
+            seq: u64::try_from(seq).unwrap_or(0),
+        })
+    }
+
+    /// Direct SQL on the object's own connection. Writes made while the
+    /// caller is read-only fail (`PRAGMA query_only`).
+    pub fn sql(&self) -> &Connection {
+        &self.conn
+    }
+
+    pub fn limits(&self) -> &StorageLimits {
+        &self.limits
+    }
+
+    /// Runs numbered schema migrations: `migrations[i]` moves the schema from
+    /// version `i` to `i + 1` (`PRAGMA user_version`). Each runs once, ever.
+    pub fn migrate(&self, migrations: &[&str]) -> Result<(), StorageError> {
+        let current: i64 = self.conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        let current = usize::try_from(current).unwrap_or(0);
+        for (i, step) in migrations.iter().enumerate().skip(current) {
+            self.conn.execute_batch(step)?;
+            self.conn.execute_batch(&format!("PRAGMA user_version={};", i + 1))?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn commit_seq(&self) -> u64 {
+        self.seq
+    }
+
+    pub(crate) fn set_read_only(&mut self, read_only: bool) -> Result<(), StorageError> {
+        if self.read_only != read_only {
+            self.conn.execute_batch(if read_only {
+                "PRAGMA query_only=1;"
+            } else {
+                "PRAGMA query_only=0;"
+            })?;
+            self.read_only = read_only;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn check_writable(&self) -> Result<(), StorageError> {
+        if self.read_only {
+            Err(StorageError::ReadOnly)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn schema_version(&self) -> Result<i64, StorageError> {
+        Ok(self.conn.query_row("PRAGMA schema_version", [], |r| r.get(0))?)
+    }
+
+    /// Opens the batch transaction.
+    pub(crate) fn begin_batch(&mut self) -> Result<(), StorageError> {
+        self.conn.execute_batch("BEGIN IMMEDIATE;")?;
+        self.schema_version_at_begin = self.schema_version()?;
+        Ok(())
+    }
+
+    /// Starts one event's savepoint inside the batch.
+    pub(crate) fn begin_event(&self) -> Result<(), StorageError> {
+        self.conn.execute_batch("SAVEPOINT roost_event;")?;
+        Ok(())
+    }
+
+    /// Keeps (`keep = true`) or undoes the current event's writes.
+    pub(crate) fn end_event(&mut self, keep: bool) -> Result<(), StorageError> {
+        self.set_read_only(false)?;
+        if keep {
+            self.conn.execute_batch("RELEASE roost_event;")?;
+        } else {
+            self.conn
+                .execute_batch("ROLLBACK TO roost_event; RELEASE roost_event;")?;
+        }
+        Ok(())
+    }
+
+    /// Returns what the batch changed and, if it changed anything, stamps it
+    /// with the next sequence number. The transaction stays open. The stamp
+    /// itself is not in the changeset: replay sets it from the log record.
+    pub(crate) fn finish_batch(
+        &mut self,
+        capture: &capture::ChangeCapture,
+    ) -> Result<Option<BatchChanges>, StorageError> {
+        let changeset = capture.changeset()?;
+        let schema_changed = self.schema_version()? != self.schema_version_at_begin;
+        if changeset.is_empty() && !schema_changed {
+            return Ok(None);
+        }
+        let next = self.seq + 1;
+        self.conn.execute(
+            "UPDATE _roost_meta SET v = ?1 WHERE k = 'commit_seq'",
+            [i64::try_from(next).unwrap_or(i64::MAX)],
+        )?;
+        Ok(Some(BatchChanges {
+            changeset,
+            schema_changed,
+        }))
+    }
+
+    /// Commits the batch transaction (not yet durable by itself).
+    pub(crate) fn commit(&mut self, wrote: bool) -> Result<(), StorageError> {
+        self.conn.execute_batch("COMMIT;")?;
+        if wrote {
+            self.seq += 1;
+        }
+        Ok(())
+    }
+
+    /// Undoes the batch transaction, if one is open.
+    pub(crate) fn rollback(&mut self) {
+        if !self.conn.is_autocommit() {
+            if let Err(e) = self.conn.execute_batch("ROLLBACK;") {
+                tracing::warn!(error = %e, "rollback failed");
+            }
+        }
+        let _ = self.set_read_only(false);
+    }
+
+    /// fsyncs the object's database and WAL files, making every commit so far
+    /// durable without the commit log.
+    pub(crate) fn sync_files(&self) -> Result<(), StorageError> {
+        File::open(&self.path)?.sync_all()?;
+        let wal = wal_path(&self.path);
+        if wal.exists() {
+            File::open(&wal)?.sync_all()?;
+        }
+        Ok(())
+    }
+}
+
+fn wal_path(path: &Path) -> PathBuf {
+    let mut os = path.as_os_str().to_owned();
+    os.push("-wal");
+    PathBuf::from(os)
+}
+
+/// `create_dir_all`, then fsync each directory whose entry it may have added.
+pub(crate) fn create_dir_all_durable(dir: &Path) -> Result<(), std::io::Error> {
+    if dir.exists() {
+        return Ok(());
+    }
+    fs::create_dir_all(dir)?;
+    let mut cursor = Some(dir);
+    // Sync the new directories and their parents, up to 4 levels (objects/<class>/<xx>).
+    for _ in 0..4 {
+        let Some(d) = cursor else { break };
+        File::open(d)?.sync_all()?;
+        cursor = d.parent();
+    }
+    Ok(())
+}
+
+fn sync_parent(path: &Path) -> Result<(), std::io::Error> {
+    if let Some(parent) = path.parent() {
+        File::open(parent)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// Maps SQLite's "database or disk is full" to the explicit limit error.
+pub(crate) fn classify(e: rusqlite::Error, limits: &StorageLimits) -> StorageError {
+    if let rusqlite::Error::SqliteFailure(code, _) = &e {
+        if code.code == rusqlite::ErrorCode::DiskFull {
+            return StorageError::DatabaseFull {
+                limit: limits.max_db_bytes,
+            };
+        }
+        if code.code == rusqlite::ErrorCode::ReadOnly {
+            return StorageError::ReadOnly;
+        }
+    }
+    StorageError::Sqlite(e)
+}
