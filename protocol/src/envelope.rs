@@ -26,7 +26,11 @@ pub enum DecodeError {
 #[derive(Debug, Clone, PartialEq)]
 pub enum ClientFrame {
     /// An RPC call to the object's `call` method.
-    Call { id: u64, method: String, args: Value },
+    Call {
+        id: u64,
+        method: String,
+        args: Value,
+    },
     /// Any other JSON text: delivered to the object's `on_message`.
     Other(Value),
 }
@@ -150,7 +154,10 @@ mod tests {
 
     #[test]
     fn malformed_frames_are_errors() {
-        assert!(matches!(ClientFrame::decode("{"), Err(DecodeError::NotJson(_))));
+        assert!(matches!(
+            ClientFrame::decode("{"),
+            Err(DecodeError::NotJson(_))
+        ));
         assert!(matches!(
             ClientFrame::decode(r#"{"type":"call","method":"x"}"#),
             Err(DecodeError::BadCall(_))

@@ -98,7 +98,11 @@ mod tests {
         );
         let back: ErrorBody = serde_json::from_str(&text).expect("parses");
         assert_eq!(back, body);
-        for code in [ErrorCode::BadRequest, ErrorCode::Overloaded, ErrorCode::Internal] {
+        for code in [
+            ErrorCode::BadRequest,
+            ErrorCode::Overloaded,
+            ErrorCode::Internal,
+        ] {
             let json = serde_json::to_value(code).expect("serializes");
             assert_eq!(json.as_str(), Some(code.as_str()));
         }

@@ -33,9 +33,18 @@ pub struct CatalogEntry {
 }
 
 enum CatalogCommand {
-    Register { key: ObjectKey, at: i64 },
-    Touch { id: ObjectId, at: i64 },
-    Get { id: ObjectId, reply: oneshot::Sender<Option<CatalogEntry>> },
+    Register {
+        key: ObjectKey,
+        at: i64,
+    },
+    Touch {
+        id: ObjectId,
+        at: i64,
+    },
+    Get {
+        id: ObjectId,
+        reply: oneshot::Sender<Option<CatalogEntry>>,
+    },
     List {
         class: Option<String>,
         prefix: Option<String>,
@@ -70,7 +79,10 @@ impl Catalog {
     }
 
     pub fn register(&self, key: &ObjectKey, at: i64) {
-        let _ = self.tx.send(CatalogCommand::Register { key: key.clone(), at });
+        let _ = self.tx.send(CatalogCommand::Register {
+            key: key.clone(),
+            at,
+        });
     }
 
     pub fn touch(&self, id: ObjectId, at: i64) {
@@ -95,7 +107,13 @@ impl Catalog {
         let (reply, wait) = oneshot::channel();
         if self
             .tx
-            .send(CatalogCommand::List { class, prefix, after, limit, reply })
+            .send(CatalogCommand::List {
+                class,
+                prefix,
+                after,
+                limit,
+                reply,
+            })
             .is_err()
         {
             return Vec::new();
@@ -110,9 +128,12 @@ fn serve(conn: Connection, rx: mpsc::Receiver<CatalogCommand>) {
         while let Ok(c) = rx.try_recv() {
             cmds.push(c);
         }
-        let writes = cmds
-            .iter()
-            .any(|c| matches!(c, CatalogCommand::Register { .. } | CatalogCommand::Touch { .. }));
+        let writes = cmds.iter().any(|c| {
+            matches!(
+                c,
+                CatalogCommand::Register { .. } | CatalogCommand::Touch { .. }
+            )
+        });
         if writes {
             if let Err(e) = conn.execute_batch("BEGIN") {
                 tracing::error!(error = %e, "catalog transaction failed");
@@ -156,12 +177,20 @@ fn handle(conn: &Connection, cmd: CatalogCommand) -> rusqlite::Result<()> {
         }
         CatalogCommand::Get { id, reply } => {
             let entry = conn
-                .prepare_cached("SELECT id, class, name, created_ms, last_active_ms FROM objects WHERE id = ?1")?
+                .prepare_cached(
+                    "SELECT id, class, name, created_ms, last_active_ms FROM objects WHERE id = ?1",
+                )?
                 .query_row([id.to_string()], row)
                 .optional()?;
             let _ = reply.send(entry);
         }
-        CatalogCommand::List { class, prefix, after, limit, reply } => {
+        CatalogCommand::List {
+            class,
+            prefix,
+            after,
+            limit,
+            reply,
+        } => {
             let (after_class, after_name) = match after.as_deref().and_then(|a| a.split_once('/')) {
                 Some((c, n)) => (Some(c.to_owned()), Some(n.to_owned())),
                 None => (None, None),

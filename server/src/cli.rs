@@ -13,7 +13,11 @@ use crate::config::{parse_duration, Config};
 use crate::ServerBuilder;
 
 #[derive(Parser, Debug)]
-#[command(name = "roost", version, about = "Roost: durable objects with per-object SQLite, hibernatable WebSockets and alarms")]
+#[command(
+    name = "roost",
+    version,
+    about = "Roost: durable objects with per-object SQLite, hibernatable WebSockets and alarms"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -89,7 +93,11 @@ impl ServeArgs {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("ROOST_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -139,7 +147,10 @@ pub fn main(builder: ServerBuilder) -> anyhow::Result<()> {
                     idle_timeout_ms = config.idle_timeout.as_millis() as u64,
                     "roost listening on http://{addr}"
                 );
-                builder.config(config).serve(listener, shutdown_signal()).await?;
+                builder
+                    .config(config)
+                    .serve(listener, shutdown_signal())
+                    .await?;
                 tracing::info!("shut down cleanly");
                 Ok(())
             })

@@ -43,7 +43,9 @@ impl Default for Config {
 /// Parses `250ms`, `10s`, `5m`, `1h`, `2d`, or a plain number of seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
     let value: f64 = number
         .parse()
@@ -54,7 +56,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "m" => value * 60.0,
         "h" => value * 3600.0,
         "d" => value * 86400.0,
-        other => return Err(format!("unknown duration unit `{other}` (use ms, s, m, h or d)")),
+        other => {
+            return Err(format!(
+                "unknown duration unit `{other}` (use ms, s, m, h or d)"
+            ))
+        }
     };
     if !seconds.is_finite() || seconds < 0.0 {
         return Err(format!("`{text}` is not a valid duration"));

@@ -117,32 +117,80 @@ impl Metrics {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
         };
         let counter = |out: &mut String, name: &str, help: &str, v: u64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+            );
         };
-        gauge(&mut out, "roost_live_objects", "Objects with state in memory.", self.live_objects.load(Relaxed));
-        counter(&mut out, "roost_events_total", "Events handled by objects.", self.events.load(Relaxed));
-        counter(&mut out, "roost_commits_total", "Batches committed.", self.commits.load(Relaxed));
+        gauge(
+            &mut out,
+            "roost_live_objects",
+            "Objects with state in memory.",
+            self.live_objects.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "roost_events_total",
+            "Events handled by objects.",
+            self.events.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "roost_commits_total",
+            "Batches committed.",
+            self.commits.load(Relaxed),
+        );
         counter(
             &mut out,
             "roost_committed_events_total",
             "Events in committed batches (divide by roost_commits_total for events per commit).",
             self.committed_events.load(Relaxed),
         );
-        counter(&mut out, "roost_evictions_total", "Objects evicted from memory after idling.", self.evictions.load(Relaxed));
-        counter(&mut out, "roost_object_starts_total", "Object constructor runs.", self.constructions.load(Relaxed));
-        counter(&mut out, "roost_log_fsyncs_total", "Commit log group fsyncs.", self.log_groups.load(Relaxed));
-        counter(&mut out, "roost_log_records_total", "Batches written to the commit log.", self.log_records.load(Relaxed));
-        let _ = writeln!(out, "# HELP roost_errors_total Errors by kind.\n# TYPE roost_errors_total counter");
+        counter(
+            &mut out,
+            "roost_evictions_total",
+            "Objects evicted from memory after idling.",
+            self.evictions.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "roost_object_starts_total",
+            "Object constructor runs.",
+            self.constructions.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "roost_log_fsyncs_total",
+            "Commit log group fsyncs.",
+            self.log_groups.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "roost_log_records_total",
+            "Batches written to the commit log.",
+            self.log_records.load(Relaxed),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP roost_errors_total Errors by kind.\n# TYPE roost_errors_total counter"
+        );
         for (i, kind) in ERROR_KINDS.iter().enumerate() {
-            let _ = writeln!(out, "roost_errors_total{{kind=\"{kind}\"}} {}", self.errors[i].load(Relaxed));
+            let _ = writeln!(
+                out,
+                "roost_errors_total{{kind=\"{kind}\"}} {}",
+                self.errors[i].load(Relaxed)
+            );
         }
         self.commit_latency.render(
             &mut out,
             "roost_commit_seconds",
             "Time from a batch's commit to its outputs' release (includes the shared fsync).",
         );
-        self.log_fsync_latency
-            .render(&mut out, "roost_log_fsync_seconds", "Commit log write+fdatasync time per group.");
+        self.log_fsync_latency.render(
+            &mut out,
+            "roost_log_fsync_seconds",
+            "Commit log write+fdatasync time per group.",
+        );
         out
     }
 }

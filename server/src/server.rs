@@ -109,12 +109,16 @@ impl ServerBuilder {
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let serve_runtime = runtime.clone();
         let task = tokio::spawn(async move {
-            let served = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-                .with_graceful_shutdown(async move {
-                    let _ = stop_rx.await;
-                })
-                .await;
+            let served = axum::serve(
+                listener,
+                router.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move {
+                let _ = stop_rx.await;
+            })
+            .await;
             serve_runtime.shutdown().await;
+            serve_runtime.0.log.close().await;
             served.context("HTTP server failed")
         });
         Ok(RunningServer {
@@ -126,7 +130,11 @@ impl ServerBuilder {
     }
 
     /// Runs until `shutdown` resolves, then shuts down gracefully.
-    pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()>,
+    ) -> anyhow::Result<()> {
         let server = self.start(listener).await?;
         shutdown.await;
         tracing::info!("shutting down: finishing in-flight events");

@@ -1,1 +1,219 @@
-//! placeholder
+//! Test harness: runs the real `roost` binary on a loopback port with a temp
+//! data directory, and talks to it over real HTTP and WebSockets.
+//!
+//! The binary is `$ROOST_BIN`, or `target/debug/roost` of this workspace
+//! (the README's test command builds it first).
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+pub fn roost_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("ROOST_BIN") {
+        return PathBuf::from(p);
+    }
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    target.join("debug/roost")
+}
+
+/// A running `roost serve` process.
+pub struct ServerProcess {
+    child: Child,
+    pub base: String,
+    pub data: PathBuf,
+    pub pid: u32,
+    logs: tokio::sync::mpsc::UnboundedReceiver<String>,
+}
+
+impl ServerProcess {
+    /// Starts `roost serve --listen 127.0.0.1:0 --data <data> <extra...>` and
+    /// waits until it says where it listens.
+    pub async fn start(data: &Path, extra: &[&str]) -> Result<ServerProcess> {
+        let bin = roost_bin();
+        if !bin.exists() {
+            bail!(
+                "{} does not exist: run `cargo build --bins` first",
+                bin.display()
+            );
+        }
+        let mut child = Command::new(&bin)
+            .arg("serve")
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--data")
+            .arg(data)
+            .args(extra)
+            .env("ROOST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("cannot run {}", bin.display()))?;
+        let pid = child.id().ok_or_else(|| anyhow!("no pid"))?;
+        let stderr = child.stderr.take().ok_or_else(|| anyhow!("no stderr"))?;
+        let (tx, mut logs) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if std::env::var_os("ROOST_TEST_LOGS").is_some() {
+                    eprintln!("[roost {pid}] {line}");
+                }
+                let _ = tx.send(line);
+            }
+        });
+        let base = tokio::time::timeout(Duration::from_secs(30), async {
+            while let Some(line) = logs.recv().await {
+                if let Some(at) = line.find("listening on http://") {
+                    let rest = &line[at + "listening on ".len()..];
+                    let url = rest.split_whitespace().next().unwrap_or(rest);
+                    return Ok(url.to_owned());
+                }
+            }
+            Err(anyhow!("server exited before listening"))
+        })
+        .await
+        .context("server did not start in 30 s")??;
+        Ok(ServerProcess {
+            child,
+            base,
+            data: data.to_owned(),
+            pid,
+            logs,
+        })
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub fn ws_url(&self, path: &str) -> String {
+        format!("{}{}", self.base.replacen("http://", "ws://", 1), path)
+    }
+
+    /// SIGKILL, then wait for the process to be gone.
+    pub async fn kill9(mut self) -> Result<()> {
+        self.child.start_kill()?;
+        self.child.wait().await?;
+        Ok(())
+    }
+
+    /// SIGTERM and wait; returns the exit code.
+    pub async fn terminate(mut self) -> Result<Option<i32>> {
+        let status = std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(self.pid.to_string())
+            .status()?;
+        if !status.success() {
+            bail!("kill -TERM failed");
+        }
+        let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .context("server did not exit within 30 s of SIGTERM")??;
+        Ok(status.code())
+    }
+
+    /// Log lines printed so far.
+    pub fn drain_logs(&mut self) -> Vec<String> {
+        let mut out = Vec::new();
+        while let Ok(l) = self.logs.try_recv() {
+            out.push(l);
+        }
+        out
+    }
+
+    /// Resident memory of the server process, in KiB.
+    pub fn rss_kib(&self) -> Result<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid))?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .ok_or_else(|| anyhow!("no VmRSS"))
+    }
+}
+
+/// An HTTP client with a short timeout.
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .pool_max_idle_per_host(256)
+        .build()
+        .expect("client builds")
+}
+
+/// Percent-encodes one path segment (every byte that is not unreserved).
+pub fn segment(name: &str) -> String {
+    let mut out = String::new();
+    for b in name.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// `POST /v1/objects/{class}/{name}/call/{method}`; returns (status, JSON body).
+pub async fn call(
+    client: &reqwest::Client,
+    server: &ServerProcess,
+    class: &str,
+    name: &str,
+    method: &str,
+    args: Value,
+) -> Result<(u16, Value)> {
+    let url = server.url(&format!(
+        "/v1/objects/{}/{}/call/{}",
+        segment(class),
+        segment(name),
+        segment(method)
+    ));
+    let resp = client.post(url).json(&args).send().await?;
+    let status = resp.status().as_u16();
+    let body = resp.json::<Value>().await.unwrap_or(Value::Null);
+    Ok((status, body))
+}
+
+/// Reads one metric's value from `/metrics` (the first sample with that exact name).
+pub async fn metric(client: &reqwest::Client, server: &ServerProcess, name: &str) -> Result<f64> {
+    let text = client
+        .get(server.url("/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| {
+            let (n, v) = l.rsplit_once(' ')?;
+            (n == name).then(|| v.parse().ok()).flatten()
+        })
+        .ok_or_else(|| anyhow!("metric {name} not found"))
+}
+
+/// Every file under `dir`, recursively.
+pub fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        if let Ok(entries) = std::fs::read_dir(&d) {
+            for e in entries.flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else {
+                    out.push(p);
+                }
+            }
+        }
+    }
+    out
+}

@@ -18,7 +18,9 @@ fn by_arg(args: &Value) -> Result<i64, ObjectError> {
                 .as_i64()
                 .ok_or_else(|| ObjectError::bad_args("`by` must be an integer")),
         },
-        _ => Err(ObjectError::bad_args("args must be an object like {\"by\": 1}")),
+        _ => Err(ObjectError::bad_args(
+            "args must be an object like {\"by\": 1}",
+        )),
     }
 }
 
@@ -28,7 +30,12 @@ impl DurableObject for Counter {
         Ok(Counter { value })
     }
 
-    async fn call(&mut self, ctx: &mut Ctx, method: &str, args: Value) -> Result<Value, ObjectError> {
+    async fn call(
+        &mut self,
+        ctx: &mut Ctx,
+        method: &str,
+        args: Value,
+    ) -> Result<Value, ObjectError> {
         match method {
             "increment" => {
                 let by = by_arg(&args)?;

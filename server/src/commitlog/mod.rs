@@ -77,11 +77,17 @@ struct Append {
     done: oneshot::Sender<Result<(), LogError>>,
 }
 
+enum WriterMsg {
+    Append(Append),
+    /// Write what is queued, seal, wait for the checkpointer, then answer.
+    Close(oneshot::Sender<()>),
+}
+
 /// Handle to the log writer. Cloning is cheap; the writer thread stops when
 /// the last handle is dropped, after writing and syncing what was queued.
 #[derive(Clone)]
 pub struct CommitLog {
-    tx: mpsc::Sender<Append>,
+    tx: mpsc::Sender<WriterMsg>,
     broken: Arc<AtomicBool>,
 }
 
@@ -122,12 +128,16 @@ fn open_segment(dir: &Path, n: u64) -> std::io::Result<File> {
 impl CommitLog {
     /// Starts the writer and checkpointer threads. `data_dir/log` must hold
     /// no segments (recovery has consumed them).
-    pub fn start(data_dir: &Path, config: LogConfig, metrics: Arc<Metrics>) -> std::io::Result<CommitLog> {
+    pub fn start(
+        data_dir: &Path,
+        config: LogConfig,
+        metrics: Arc<Metrics>,
+    ) -> std::io::Result<CommitLog> {
         let dir = data_dir.join("log");
         crate::storage::create_dir_all_durable(&dir)?;
         let first = list_segments(&dir)?.last().map_or(1, |n| n + 1);
         let file = open_segment(&dir, first)?;
-        let (tx, rx) = mpsc::channel::<Append>();
+        let (tx, rx) = mpsc::channel::<WriterMsg>();
         let (seal_tx, seal_rx) = mpsc::channel::<Sealed>();
         let broken = Arc::new(AtomicBool::new(false));
         let writer = Writer {
@@ -142,13 +152,13 @@ impl CommitLog {
             broken: broken.clone(),
             metrics,
         };
-        thread::Builder::new()
-            .name("roost-commitlog".into())
-            .spawn(move || writer.run())?;
         let data_dir = data_dir.to_owned();
-        thread::Builder::new()
+        let checkpoint = thread::Builder::new()
             .name("roost-checkpoint".into())
             .spawn(move || checkpointer(&data_dir, &dir, seal_rx))?;
+        thread::Builder::new()
+            .name("roost-commitlog".into())
+            .spawn(move || writer.run(checkpoint))?;
         Ok(CommitLog { tx, broken })
     }
 
@@ -161,13 +171,22 @@ impl CommitLog {
         record.encode_into(&mut bytes);
         let (done, wait) = oneshot::channel();
         self.tx
-            .send(Append {
+            .send(WriterMsg::Append(Append {
                 bytes,
                 object: (record.class, record.id),
                 done,
-            })
+            }))
             .map_err(|_| LogError::Closed)?;
         wait.await.unwrap_or(Err(LogError::Closed))
+    }
+
+    /// Writes and syncs everything queued, checkpoints it into the object
+    /// files and stops the log threads. Later appends fail with `Closed`.
+    pub async fn close(&self) {
+        let (done, wait) = oneshot::channel();
+        if self.tx.send(WriterMsg::Close(done)).is_ok() {
+            let _ = wait.await;
+        }
     }
 }
 
@@ -183,7 +202,7 @@ struct Writer {
     segment: u64,
     segment_bytes: u64,
     touched: HashSet<(String, ObjectId)>,
-    rx: mpsc::Receiver<Append>,
+    rx: mpsc::Receiver<WriterMsg>,
     seal_tx: mpsc::Sender<Sealed>,
     config: LogConfig,
     broken: Arc<AtomicBool>,
@@ -191,13 +210,18 @@ struct Writer {
 }
 
 impl Writer {
-    fn run(mut self) {
+    fn run(mut self, checkpoint: thread::JoinHandle<()>) {
         let mut last_seal = Instant::now();
         let mut group: Vec<Append> = Vec::new();
         let mut buf: Vec<u8> = Vec::new();
-        loop {
+        let mut closing: Option<oneshot::Sender<()>> = None;
+        while closing.is_none() {
             let first = match self.rx.recv_timeout(self.config.checkpoint_interval) {
-                Ok(a) => Some(a),
+                Ok(WriterMsg::Append(a)) => Some(a),
+                Ok(WriterMsg::Close(done)) => {
+                    closing = Some(done);
+                    None
+                }
                 Err(mpsc::RecvTimeoutError::Timeout) => None,
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
             };
@@ -207,9 +231,13 @@ impl Writer {
                 group.push(first);
                 while buf.len() < self.config.max_group_bytes {
                     match self.rx.try_recv() {
-                        Ok(a) => {
+                        Ok(WriterMsg::Append(a)) => {
                             buf.extend_from_slice(&a.bytes);
                             group.push(a);
+                        }
+                        Ok(WriterMsg::Close(done)) => {
+                            closing = Some(done);
+                            break;
                         }
                         Err(_) => break,
                     }
@@ -223,12 +251,21 @@ impl Writer {
                 }
                 for a in group.drain(..) {
                     self.touched.insert(a.object);
-                    let _ = a.done.send(result.clone().map_err(|e| LogError::Io(e.to_string())));
+                    let _ = a
+                        .done
+                        .send(result.clone().map_err(|e| LogError::Io(e.to_string())));
                 }
                 if result.is_err() {
-                    // Drain and refuse everything else; the process must restart.
-                    while let Ok(a) = self.rx.recv() {
-                        let _ = a.done.send(Err(LogError::Broken));
+                    // Refuse everything else; the process must restart.
+                    while let Ok(msg) = self.rx.recv() {
+                        match msg {
+                            WriterMsg::Append(a) => {
+                                let _ = a.done.send(Err(LogError::Broken));
+                            }
+                            WriterMsg::Close(done) => {
+                                let _ = done.send(());
+                            }
+                        }
                     }
                     return;
                 }
@@ -244,10 +281,16 @@ impl Writer {
                 last_seal = Instant::now();
             }
         }
-        // All handles dropped: everything queued is written; seal so the
-        // checkpointer syncs the files and removes the segment.
+        // Closing (or every handle dropped): everything queued is written;
+        // seal so the checkpointer syncs the files and removes the segment.
         if self.segment_bytes > 0 {
             let _ = self.seal();
+        }
+        let Writer { seal_tx, .. } = self;
+        drop(seal_tx);
+        let _ = checkpoint.join();
+        if let Some(done) = closing {
+            let _ = done.send(());
         }
     }
 

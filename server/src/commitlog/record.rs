@@ -23,7 +23,8 @@ impl Record {
     /// Appends the framed record to `out`.
     pub fn encode_into(&self, out: &mut Vec<u8>) {
         let class = self.class.as_bytes();
-        let class_len = u8::try_from(class.len()).expect("invariant: class names are at most 64 bytes");
+        let class_len =
+            u8::try_from(class.len()).expect("invariant: class names are at most 64 bytes");
         let payload_len = 1 + class.len() + 16 + 8 + self.changeset.len();
         let start = out.len();
         out.extend_from_slice(&(payload_len as u32).to_le_bytes());

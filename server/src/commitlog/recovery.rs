@@ -55,7 +55,11 @@ pub fn recover(data_dir: &Path) -> Result<RecoveryReport, RecoveryError> {
         match tail {
             Tail::Clean => {}
             Tail::Torn(at) if i + 1 == segments.len() => {
-                tracing::info!(segment = n, offset = at, "commit log ends in a torn record (unacknowledged)");
+                tracing::info!(
+                    segment = n,
+                    offset = at,
+                    "commit log ends in a torn record (unacknowledged)"
+                );
             }
             other => {
                 tracing::error!(segment = n, tail = ?other, "commit log segment is damaged before its end");
@@ -63,7 +67,10 @@ pub fn recover(data_dir: &Path) -> Result<RecoveryReport, RecoveryError> {
         }
         report.records += records.len();
         for r in records {
-            per_object.entry((r.class.clone(), r.id)).or_default().push(r);
+            per_object
+                .entry((r.class.clone(), r.id))
+                .or_default()
+                .push(r);
         }
     }
     for ((class, id), records) in per_object {
@@ -84,12 +91,19 @@ pub fn recover(data_dir: &Path) -> Result<RecoveryReport, RecoveryError> {
     Ok(report)
 }
 
-fn replay_object(path: &Path, id: ObjectId, records: &[Record]) -> Result<(usize, u64), RecoveryError> {
+fn replay_object(
+    path: &Path,
+    id: ObjectId,
+    records: &[Record],
+) -> Result<(usize, u64), RecoveryError> {
     let sql = |source| RecoveryError::Sqlite { object: id, source };
     let conn = Connection::open(path).map_err(sql)?;
-    conn.execute_batch("PRAGMA synchronous=FULL; BEGIN IMMEDIATE;").map_err(sql)?;
+    conn.execute_batch("PRAGMA synchronous=FULL; BEGIN IMMEDIATE;")
+        .map_err(sql)?;
     let current: i64 = conn
-        .query_row("SELECT v FROM _roost_meta WHERE k='commit_seq'", [], |r| r.get(0))
+        .query_row("SELECT v FROM _roost_meta WHERE k='commit_seq'", [], |r| {
+            r.get(0)
+        })
         .map_err(sql)?;
     let current = u64::try_from(current).unwrap_or(0);
     let mut applied = 0;

@@ -27,13 +27,17 @@ impl From<ErrorDetail> for ApiError {
 pub fn status_of(code: ErrorCode) -> StatusCode {
     match code {
         ErrorCode::BadRequest | ErrorCode::BadName => StatusCode::BAD_REQUEST,
-        ErrorCode::UnknownClass | ErrorCode::UnknownMethod | ErrorCode::NotFound => StatusCode::NOT_FOUND,
+        ErrorCode::UnknownClass | ErrorCode::UnknownMethod | ErrorCode::NotFound => {
+            StatusCode::NOT_FOUND
+        }
         ErrorCode::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorCode::Overloaded | ErrorCode::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
         ErrorCode::Application => StatusCode::UNPROCESSABLE_ENTITY,
         ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
         ErrorCode::Forbidden => StatusCode::FORBIDDEN,
-        ErrorCode::ObjectBroken | ErrorCode::Storage | ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        ErrorCode::ObjectBroken | ErrorCode::Storage | ErrorCode::Internal => {
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
     }
 }
 

@@ -16,7 +16,10 @@ use crate::runtime::Runtime;
 pub(crate) fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
     body.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(ErrorCode::TooLarge, "request body is larger than the configured limit (--max-body-bytes)")
+            ApiError::new(
+                ErrorCode::TooLarge,
+                "request body is larger than the configured limit (--max-body-bytes)",
+            )
         } else {
             ApiError::new(ErrorCode::BadRequest, e.body_text())
         }
@@ -28,14 +31,20 @@ pub(crate) async fn call(
     path: Result<Path<(String, String, String)>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let Path((class, name, method)) = path.map_err(|e| ApiError::new(ErrorCode::BadName, e.body_text()))?;
-    let key = ObjectKey::new(&class, &name).map_err(|e| ApiError::new(ErrorCode::BadName, e.to_string()))?;
+    let Path((class, name, method)) =
+        path.map_err(|e| ApiError::new(ErrorCode::BadName, e.body_text()))?;
+    let key = ObjectKey::new(&class, &name)
+        .map_err(|e| ApiError::new(ErrorCode::BadName, e.to_string()))?;
     let body = body_bytes(body)?;
     let args: Value = if body.iter().all(u8::is_ascii_whitespace) {
         Value::Null
     } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::new(ErrorCode::BadRequest, format!("body is not valid JSON: {e}")))?
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError::new(
+                ErrorCode::BadRequest,
+                format!("body is not valid JSON: {e}"),
+            )
+        })?
     };
     let value = runtime.call(&key, &method, args, false).await?;
     Ok(Json(value))

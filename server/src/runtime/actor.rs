@@ -46,7 +46,10 @@ pub(crate) struct ActorArgs {
 }
 
 /// Replies held back until their batch is durable.
-type Pending = Vec<(oneshot::Sender<Result<Value, ErrorDetail>>, Result<Value, ErrorDetail>)>;
+type Pending = Vec<(
+    oneshot::Sender<Result<Value, ErrorDetail>>,
+    Result<Value, ErrorDetail>,
+)>;
 
 /// What happened to a batch.
 enum BatchEnd {
@@ -76,7 +79,9 @@ async fn run_inner<T: DurableObject>(args: ActorArgs) {
         _alive,
     } = args;
     let metrics = runtime.0.metrics.clone();
-    metrics.live_objects.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    metrics
+        .live_objects
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let idle = runtime.0.config.idle_timeout;
     let max_batch = runtime.0.config.max_batch.max(1);
     let mut live: Option<Live<T>> = None;
@@ -96,7 +101,9 @@ async fn run_inner<T: DurableObject>(args: ActorArgs) {
                     runtime.mark_stopping(key.id, generation, done_rx.clone());
                     rx.close();
                     draining = true;
-                    metrics.evictions.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    metrics
+                        .evictions
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     tracing::debug!("evicting idle object");
                     continue;
                 }
@@ -134,12 +141,11 @@ async fn run_inner<T: DurableObject>(args: ActorArgs) {
         }
     }
     drop(live);
-    runtime
-        .0
-        .catalog
-        .touch(key.id, crate::catalog::now_ms());
+    runtime.0.catalog.touch(key.id, crate::catalog::now_ms());
     runtime.remove_stopped(key.id, generation);
-    metrics.live_objects.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    metrics
+        .live_objects
+        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     drop(done_tx);
 }
 
@@ -148,7 +154,12 @@ fn start<T: DurableObject>(key: &ObjectKey, runtime: &Runtime) -> Result<Live<T>
     let config = &runtime.0.config;
     let path = object_path(&config.data_dir, &key.class, key.id);
     let created = !path.exists();
-    let broken = |e: StorageError| error(ErrorCode::ObjectBroken, format!("cannot open object storage: {e}"));
+    let broken = |e: StorageError| {
+        error(
+            ErrorCode::ObjectBroken,
+            format!("cannot open object storage: {e}"),
+        )
+    };
     let mut storage = Storage::open(&path, config.storage.clone()).map_err(broken)?;
     if created {
         runtime.0.catalog.register(key, crate::catalog::now_ms());
@@ -159,12 +170,19 @@ fn start<T: DurableObject>(key: &ObjectKey, runtime: &Runtime) -> Result<Live<T>
         storage,
         runtime: runtime.clone(),
     };
-    runtime.0.metrics.constructions.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    runtime
+        .0
+        .metrics
+        .constructions
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let object = match std::panic::catch_unwind(AssertUnwindSafe(|| T::new(&mut ctx))) {
         Ok(Ok(o)) => o,
         Ok(Err(e)) => {
             ctx.storage.rollback();
-            return Err(error(ErrorCode::ObjectBroken, format!("constructor failed: {e}")));
+            return Err(error(
+                ErrorCode::ObjectBroken,
+                format!("constructor failed: {e}"),
+            ));
         }
         Err(_) => {
             ctx.storage.rollback();
@@ -173,7 +191,10 @@ fn start<T: DurableObject>(key: &ObjectKey, runtime: &Runtime) -> Result<Live<T>
     };
     // Constructors run rarely and usually migrate: make their writes durable
     // in the object's own file rather than through the log.
-    let commit = ctx.storage.commit(false).and_then(|()| ctx.storage.sync_files());
+    let commit = ctx
+        .storage
+        .commit(false)
+        .and_then(|()| ctx.storage.sync_files());
     if let Err(e) = commit {
         ctx.storage.rollback();
         return Err(broken(e));
@@ -181,10 +202,16 @@ fn start<T: DurableObject>(key: &ObjectKey, runtime: &Runtime) -> Result<Live<T>
     Ok(Live { object, ctx })
 }
 
-async fn run_batch<T: DurableObject>(l: &mut Live<T>, runtime: &Runtime, batch: &mut Vec<Command>) -> BatchEnd {
+async fn run_batch<T: DurableObject>(
+    l: &mut Live<T>,
+    runtime: &Runtime,
+    batch: &mut Vec<Command>,
+) -> BatchEnd {
     let metrics = &runtime.0.metrics;
     let n = batch.len();
-    metrics.events.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+    metrics
+        .events
+        .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
     let mut pending: Pending = Vec::with_capacity(n);
     let fail_all = |pending: Pending, batch: &mut Vec<Command>, e: ErrorDetail| {
         for (reply, _) in pending {
@@ -195,7 +222,10 @@ async fn run_batch<T: DurableObject>(l: &mut Live<T>, runtime: &Runtime, batch: 
         }
     };
     let broken = |what: &str, e: &dyn std::fmt::Display| {
-        error(ErrorCode::ObjectBroken, format!("{what}: {e}; the object restarts from storage"))
+        error(
+            ErrorCode::ObjectBroken,
+            format!("{what}: {e}; the object restarts from storage"),
+        )
     };
 
     if let Err(e) = l.ctx.storage.begin_batch() {
@@ -241,7 +271,10 @@ async fn run_batch<T: DurableObject>(l: &mut Live<T>, runtime: &Runtime, batch: 
                     Err(_) => {
                         tracing::error!(method = %method, "handler panicked");
                         panicked = true;
-                        (false, Err(error(ErrorCode::Internal, "the handler panicked")))
+                        (
+                            false,
+                            Err(error(ErrorCode::Internal, "the handler panicked")),
+                        )
                     }
                 };
                 if let Err(e) = l.ctx.storage.end_event(keep) {
@@ -257,7 +290,10 @@ async fn run_batch<T: DurableObject>(l: &mut Live<T>, runtime: &Runtime, batch: 
         // Undo the whole batch: its in-memory state cannot be trusted.
         l.ctx.storage.rollback();
         drop(capture);
-        let e = error(ErrorCode::ObjectBroken, "an event in this batch failed; nothing was saved");
+        let e = error(
+            ErrorCode::ObjectBroken,
+            "an event in this batch failed; nothing was saved",
+        );
         for (reply, result) in pending {
             let _ = reply.send(result.and(Err(e.clone())));
         }
@@ -283,7 +319,9 @@ async fn run_batch<T: DurableObject>(l: &mut Live<T>, runtime: &Runtime, batch: 
         .as_ref()
         .is_some_and(|hook| hook(&l.ctx.key.class, &l.ctx.key.name));
     let committed = if injected {
-        Err(StorageError::Injected("commit failure injected by test hook".into()))
+        Err(StorageError::Injected(
+            "commit failure injected by test hook".into(),
+        ))
     } else {
         l.ctx.storage.commit(changes.is_some())
     };
@@ -314,11 +352,17 @@ async fn run_batch<T: DurableObject>(l: &mut Live<T>, runtime: &Runtime, batch: 
         if let Err(e) = durable {
             metrics.error("log_failed");
             tracing::error!(error = %e, "batch could not be made durable");
-            fail_all(pending, batch, broken("batch could not be made durable", &e));
+            fail_all(
+                pending,
+                batch,
+                broken("batch could not be made durable", &e),
+            );
             return BatchEnd::Broken;
         }
         metrics.commit_latency.observe(started.elapsed());
-        metrics.commits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        metrics
+            .commits
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         metrics
             .committed_events
             .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);

@@ -210,10 +210,16 @@ impl Runtime {
                 continue;
             }
             if self.0.shutting_down.load(Ordering::Acquire) {
-                return Err(error(ErrorCode::ShuttingDown, "the server is shutting down"));
+                return Err(error(
+                    ErrorCode::ShuttingDown,
+                    "the server is shutting down",
+                ));
             }
             let Some(factory) = self.0.registry.get(&key.class) else {
-                return Err(error(ErrorCode::UnknownClass, format!("no class named `{}`", key.class)));
+                return Err(error(
+                    ErrorCode::UnknownClass,
+                    format!("no class named `{}`", key.class),
+                ));
             };
             let alive = self
                 .0
@@ -222,7 +228,10 @@ impl Runtime {
                 .map_err(|_| error(ErrorCode::Internal, "runtime lock poisoned"))?
                 .clone();
             let Some(alive) = alive else {
-                return Err(error(ErrorCode::ShuttingDown, "the server is shutting down"));
+                return Err(error(
+                    ErrorCode::ShuttingDown,
+                    "the server is shutting down",
+                ));
             };
             match self.0.directory.entry(key.id) {
                 Entry::Occupied(_) => continue,
@@ -259,7 +268,9 @@ impl Runtime {
     /// Called by an actor after its last batch, once its database is closed.
     pub(crate) fn remove_stopped(&self, id: ObjectId, generation: u64) {
         self.0.directory.remove_if(&id, |_, slot| match slot {
-            Slot::Live { generation: g, .. } | Slot::Stopping { generation: g, .. } => *g == generation,
+            Slot::Live { generation: g, .. } | Slot::Stopping { generation: g, .. } => {
+                *g == generation
+            }
         });
     }
 
@@ -267,7 +278,9 @@ impl Runtime {
     pub async fn shutdown(&self) {
         self.0.shutting_down.store(true, Ordering::Release);
         // Dropping the directory's senders lets each actor drain its mailbox and exit.
-        self.0.directory.retain(|_, slot| matches!(slot, Slot::Stopping { .. }));
+        self.0
+            .directory
+            .retain(|_, slot| matches!(slot, Slot::Stopping { .. }));
         if let Ok(mut alive) = self.0.alive_tx.lock() {
             alive.take();
         }

@@ -51,7 +51,9 @@ extern "C" {
         n_changeset: c_int,
         p_changeset: *mut c_void,
         x_filter: Option<unsafe extern "C" fn(*mut c_void, *const c_char) -> c_int>,
-        x_conflict: Option<unsafe extern "C" fn(*mut c_void, c_int, *mut RawChangesetIter) -> c_int>,
+        x_conflict: Option<
+            unsafe extern "C" fn(*mut c_void, c_int, *mut RawChangesetIter) -> c_int,
+        >,
         p_ctx: *mut c_void,
     ) -> c_int;
 }
@@ -131,7 +133,11 @@ impl Drop for ChangeCapture {
     }
 }
 
-unsafe extern "C" fn on_conflict(ctx: *mut c_void, kind: c_int, _iter: *mut RawChangesetIter) -> c_int {
+unsafe extern "C" fn on_conflict(
+    ctx: *mut c_void,
+    kind: c_int,
+    _iter: *mut RawChangesetIter,
+) -> c_int {
     // SAFETY: ctx is the `&mut u64` passed to sqlite3changeset_apply below.
     let conflicts = unsafe { &mut *ctx.cast::<u64>() };
     *conflicts += 1;
@@ -193,9 +199,13 @@ mod tests {
             .query_row("SELECT v FROM kv WHERE k='x'", [], |r| r.get(0))
             .expect("row");
         assert_eq!(v, 5);
-        let n: i64 = b.query_row("SELECT count(*) FROM kv", [], |r| r.get(0)).expect("count");
+        let n: i64 = b
+            .query_row("SELECT count(*) FROM kv", [], |r| r.get(0))
+            .expect("count");
         assert_eq!(n, 1);
-        let msg: String = b.query_row("SELECT msg FROM log", [], |r| r.get(0)).expect("log");
+        let msg: String = b
+            .query_row("SELECT msg FROM log", [], |r| r.get(0))
+            .expect("log");
         assert_eq!(msg, "hello");
         // Replaying again is harmless: conflicts resolve to the same state.
         apply_changeset(&b, &changes).expect("apply twice");
@@ -208,7 +218,8 @@ mod tests {
     #[test]
     fn nothing_changed_gives_an_empty_changeset() {
         let a = Connection::open_in_memory().expect("open");
-        a.execute_batch("CREATE TABLE kv(k TEXT PRIMARY KEY, v)").expect("schema");
+        a.execute_batch("CREATE TABLE kv(k TEXT PRIMARY KEY, v)")
+            .expect("schema");
         let capture = ChangeCapture::start(&a).expect("start");
         assert!(capture.changeset().expect("changeset").is_empty());
     }

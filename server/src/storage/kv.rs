@@ -209,7 +209,8 @@ impl Storage {
         };
         for table in tables {
             let quoted = table.replace('"', "\"\"");
-            self.conn.execute_batch(&format!("DROP TABLE IF EXISTS \"{quoted}\";"))?;
+            self.conn
+                .execute_batch(&format!("DROP TABLE IF EXISTS \"{quoted}\";"))?;
         }
         self.conn.execute_batch("PRAGMA user_version=0;")?;
         Ok(())
@@ -224,7 +225,8 @@ mod tests {
 
     fn open() -> (tempfile::TempDir, Storage) {
         let dir = tempfile::tempdir().expect("tempdir");
-        let s = Storage::open(&dir.path().join("o.sqlite"), StorageLimits::default()).expect("open");
+        let s =
+            Storage::open(&dir.path().join("o.sqlite"), StorageLimits::default()).expect("open");
         (dir, s)
     }
 
@@ -238,10 +240,16 @@ mod tests {
         assert_eq!(s.get_value("a").expect("get"), None);
         s.put("a", &json!({"x": 1})).expect("put");
         assert_eq!(s.get_value("a").expect("get"), Some(json!({"x": 1})));
-        assert_eq!(s.get::<serde_json::Map<String, Value>>("a").expect("typed").map(|m| m.len()), Some(1));
+        assert_eq!(
+            s.get::<serde_json::Map<String, Value>>("a")
+                .expect("typed")
+                .map(|m| m.len()),
+            Some(1)
+        );
         assert!(s.delete("a").expect("delete"));
         assert!(!s.delete("a").expect("delete again"));
-        s.put_many(&[("b", json!(2)), ("c", json!(3))]).expect("put_many");
+        s.put_many(&[("b", json!(2)), ("c", json!(3))])
+            .expect("put_many");
         let many = s.get_many(&["c", "b", "zz"]).expect("get_many");
         assert_eq!(many.len(), 2);
         assert_eq!(many.get("b"), Some(&json!(2)));
@@ -256,19 +264,35 @@ mod tests {
         let all = s.list(&ListOptions::default()).expect("list");
         assert_eq!(keys(&all), ["a", "ab", "abc", "b", "c", "z", "é"]);
         let range = s
-            .list(&ListOptions { start: Some("ab".into()), end: Some("c".into()), ..Default::default() })
+            .list(&ListOptions {
+                start: Some("ab".into()),
+                end: Some("c".into()),
+                ..Default::default()
+            })
             .expect("range");
         assert_eq!(keys(&range), ["ab", "abc", "b"]);
         let rev = s
-            .list(&ListOptions { reverse: true, limit: Some(2), ..Default::default() })
+            .list(&ListOptions {
+                reverse: true,
+                limit: Some(2),
+                ..Default::default()
+            })
             .expect("reverse");
         assert_eq!(keys(&rev), ["é", "z"]);
         let pre = s
-            .list(&ListOptions { prefix: Some("ab".into()), ..Default::default() })
+            .list(&ListOptions {
+                prefix: Some("ab".into()),
+                ..Default::default()
+            })
             .expect("prefix");
         assert_eq!(keys(&pre), ["ab", "abc"]);
         let rev_range = s
-            .list(&ListOptions { start: Some("b".into()), end: Some("z".into()), reverse: true, ..Default::default() })
+            .list(&ListOptions {
+                start: Some("b".into()),
+                end: Some("z".into()),
+                reverse: true,
+                ..Default::default()
+            })
             .expect("reverse range");
         assert_eq!(keys(&rev_range), ["c", "b"]);
     }
@@ -277,12 +301,17 @@ mod tests {
     fn delete_all_wipes_kv_and_tables() {
         let (_d, s) = open();
         s.put("a", &1).expect("put");
-        s.migrate(&["CREATE TABLE t(x INTEGER PRIMARY KEY);"]).expect("migrate");
+        s.migrate(&["CREATE TABLE t(x INTEGER PRIMARY KEY);"])
+            .expect("migrate");
         s.delete_all().expect("delete_all");
         assert!(s.list(&ListOptions::default()).expect("list").is_empty());
         let tables: i64 = s
             .sql()
-            .query_row("SELECT count(*) FROM sqlite_schema WHERE name='t'", [], |r| r.get(0))
+            .query_row(
+                "SELECT count(*) FROM sqlite_schema WHERE name='t'",
+                [],
+                |r| r.get(0),
+            )
             .expect("count");
         assert_eq!(tables, 0);
     }
@@ -296,29 +325,50 @@ mod tests {
         ];
         s.migrate(&steps).expect("first");
         s.migrate(&steps).expect("second");
-        let n: i64 = s.sql().query_row("SELECT count(*) FROM t", [], |r| r.get(0)).expect("count");
+        let n: i64 = s
+            .sql()
+            .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+            .expect("count");
         assert_eq!(n, 1);
         let more = [steps[0], steps[1], "INSERT INTO t(x) VALUES (2);"];
         s.migrate(&more).expect("third");
-        let n: i64 = s.sql().query_row("SELECT count(*) FROM t", [], |r| r.get(0)).expect("count");
+        let n: i64 = s
+            .sql()
+            .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+            .expect("count");
         assert_eq!(n, 2);
     }
 
     #[test]
     fn limits_refuse_and_change_nothing() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let limits = StorageLimits { max_key_bytes: 4, max_value_bytes: 10, max_db_bytes: 1 << 30 };
+        let limits = StorageLimits {
+            max_key_bytes: 4,
+            max_value_bytes: 10,
+            max_db_bytes: 1 << 30,
+        };
         let s = Storage::open(&dir.path().join("o.sqlite"), limits).expect("open");
-        assert!(matches!(s.put("toolong", &1), Err(StorageError::KeyTooLarge { .. })));
-        assert!(matches!(s.put("k", &"x".repeat(20)), Err(StorageError::ValueTooLarge { .. })));
-        assert!(s.put_many(&[("a", json!(1)), ("b", json!("x".repeat(20)))]).is_err());
+        assert!(matches!(
+            s.put("toolong", &1),
+            Err(StorageError::KeyTooLarge { .. })
+        ));
+        assert!(matches!(
+            s.put("k", &"x".repeat(20)),
+            Err(StorageError::ValueTooLarge { .. })
+        ));
+        assert!(s
+            .put_many(&[("a", json!(1)), ("b", json!("x".repeat(20)))])
+            .is_err());
         assert!(s.list(&ListOptions::default()).expect("list").is_empty());
     }
 
     #[test]
     fn database_size_limit_is_enforced() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let limits = StorageLimits { max_db_bytes: 256 * 1024, ..Default::default() };
+        let limits = StorageLimits {
+            max_db_bytes: 256 * 1024,
+            ..Default::default()
+        };
         let s = Storage::open(&dir.path().join("o.sqlite"), limits).expect("open");
         let big = "x".repeat(100_000);
         let mut result = Ok(());
@@ -328,7 +378,10 @@ mod tests {
                 break;
             }
         }
-        assert!(matches!(result, Err(StorageError::DatabaseFull { .. })), "{result:?}");
+        assert!(
+            matches!(result, Err(StorageError::DatabaseFull { .. })),
+            "{result:?}"
+        );
     }
 
     #[test]

@@ -123,9 +123,10 @@ impl Storage {
         if created {
             sync_parent(path)?;
         }
-        let seq: i64 = conn.query_row("SELECT v FROM _roost_meta WHERE k='commit_seq'", [], |r| {
-            r.get(0)
-        })?;
+        let seq: i64 =
+            conn.query_row("SELECT v FROM _roost_meta WHERE k='commit_seq'", [], |r| {
+                r.get(0)
+            })?;
         Ok(Storage {
             conn,
             path: path.to_owned(),
@@ -149,11 +150,14 @@ impl Storage {
     /// Runs numbered schema migrations: `migrations[i]` moves the schema from
     /// version `i` to `i + 1` (`PRAGMA user_version`). Each runs once, ever.
     pub fn migrate(&self, migrations: &[&str]) -> Result<(), StorageError> {
-        let current: i64 = self.conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        let current: i64 = self
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))?;
         let current = usize::try_from(current).unwrap_or(0);
         for (i, step) in migrations.iter().enumerate().skip(current) {
             self.conn.execute_batch(step)?;
-            self.conn.execute_batch(&format!("PRAGMA user_version={};", i + 1))?;
+            self.conn
+                .execute_batch(&format!("PRAGMA user_version={};", i + 1))?;
         }
         Ok(())
     }
@@ -183,7 +187,9 @@ impl Storage {
     }
 
     fn schema_version(&self) -> Result<i64, StorageError> {
-        Ok(self.conn.query_row("PRAGMA schema_version", [], |r| r.get(0))?)
+        Ok(self
+            .conn
+            .query_row("PRAGMA schema_version", [], |r| r.get(0))?)
     }
 
     /// Opens the batch transaction.

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Runs every check and test of the project, installing what it needs first.
+# Safe to run on a fresh machine (Debian, Rust toolchain, Node.js >= 20).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "rustfmt"
+cargo fmt --all --check
+
+step "clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "build binaries"
+cargo build --workspace --bins
+
+step "Rust tests (unit, in-process, end-to-end against the real binary)"
+cargo test --workspace
+
+step "all checks passed"

@@ -1,0 +1,225 @@
+//! In-process tests of the runtime through the library API: fault injection,
+//! eviction on paused time, replay of the commit log after a lost file tail.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use roost::{Config, ObjectKey, Server};
+use serde_json::{json, Value};
+
+fn config(dir: &std::path::Path) -> Config {
+    Config {
+        data_dir: dir.to_owned(),
+        ..Config::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_commit_answers_errors_and_is_never_visible() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let fail = Arc::new(AtomicBool::new(false));
+    let hook_flag = fail.clone();
+    let mut cfg = config(dir.path());
+    cfg.fault = Some(Arc::new(move |_class: &str, name: &str| {
+        name == "victim" && hook_flag.load(Ordering::SeqCst)
+    }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let server = Server::builder()
+        .with_builtins()
+        .config(cfg)
+        .start(listener)
+        .await?;
+    let rt = server.runtime().clone();
+    let victim = ObjectKey::new("counter", "victim")?;
+    let bystander = ObjectKey::new("counter", "bystander")?;
+    for _ in 0..3 {
+        rt.call(&victim, "increment", Value::Null, false)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    }
+    fail.store(true, Ordering::SeqCst);
+    let err = rt
+        .call(&victim, "increment", Value::Null, false)
+        .await
+        .expect_err("commit must fail");
+    assert_eq!(err.code, roost_protocol::ErrorCode::ObjectBroken);
+    // Other objects are unaffected.
+    assert_eq!(
+        rt.call(&bystander, "increment", Value::Null, false)
+            .await
+            .ok(),
+        Some(json!(1))
+    );
+    fail.store(false, Ordering::SeqCst);
+    // The value the failed call would have returned (4) is never visible.
+    assert_eq!(
+        rt.call(&victim, "get", Value::Null, false).await.ok(),
+        Some(json!(3))
+    );
+    assert_eq!(
+        rt.call(&victim, "increment", Value::Null, false).await.ok(),
+        Some(json!(4))
+    );
+    assert_eq!(rt.metrics().error_count("commit_failed"), 1);
+    server.shutdown().await?;
+    // And not after a restart either.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let server = Server::builder()
+        .with_builtins()
+        .config(config(dir.path()))
+        .start(listener)
+        .await?;
+    assert_eq!(
+        server
+            .runtime()
+            .call(&victim, "get", Value::Null, false)
+            .await
+            .ok(),
+        Some(json!(4))
+    );
+    server.shutdown().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_only_calls_cannot_write() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let server = Server::builder()
+        .with_builtins()
+        .config(config(dir.path()))
+        .start(listener)
+        .await?;
+    let rt = server.runtime().clone();
+    let key = ObjectKey::new("counter", "ro")?;
+    rt.call(&key, "increment", Value::Null, false)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let err = rt
+        .call(&key, "increment", Value::Null, true)
+        .await
+        .expect_err("read-only write fails");
+    assert_eq!(err.code, roost_protocol::ErrorCode::Forbidden);
+    assert_eq!(
+        rt.call(&key, "get", Value::Null, true).await.ok(),
+        Some(json!(1))
+    );
+    server.shutdown().await?;
+    Ok(())
+}
+
+/// Idle eviction on tokio's paused clock: nothing is evicted before the idle
+/// timeout, everything after, and the next call re-creates the object.
+#[tokio::test(start_paused = true)]
+async fn eviction_on_paused_time() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut cfg = config(dir.path());
+    cfg.idle_timeout = Duration::from_secs(10);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let server = Server::builder()
+        .with_builtins()
+        .config(cfg)
+        .start(listener)
+        .await?;
+    let rt = server.runtime().clone();
+    let key = ObjectKey::new("counter", "sleepy")?;
+    rt.call(&key, "increment", Value::Null, false)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    assert_eq!(rt.live_objects(), 1);
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    assert_eq!(rt.live_objects(), 1, "evicted before the idle timeout");
+    assert_eq!(rt.metrics().evictions.load(Ordering::Relaxed), 0);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Let the actor finish closing.
+    for _ in 0..100 {
+        if rt.live_objects() == 0 {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(rt.live_objects(), 0, "not evicted after the idle timeout");
+    assert_eq!(rt.metrics().evictions.load(Ordering::Relaxed), 1);
+    assert_eq!(
+        rt.call(&key, "increment", Value::Null, false).await.ok(),
+        Some(json!(2))
+    );
+    assert_eq!(rt.metrics().constructions.load(Ordering::Relaxed), 2);
+    server.shutdown().await?;
+    Ok(())
+}
+
+/// Simulates a power loss that dropped the newest commits of an object file
+/// (but not the fsynced commit log): start-up replays them from the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovery_replays_commits_missing_from_the_object_file() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut cfg = config(dir.path());
+    // Never checkpoint during the test, so every batch stays in the log.
+    cfg.log.checkpoint_interval = Duration::from_secs(3600);
+    let key = ObjectKey::new("counter", "phoenix")?;
+    let path = roost::id::object_path(dir.path(), &key.class, key.id);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let server = Server::builder()
+        .with_builtins()
+        .config(cfg.clone())
+        .start(listener)
+        .await?;
+    let rt = server.runtime().clone();
+    rt.call(&key, "increment", json!({"by": 10}), false)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    // Snapshot the file as of value 10 (checkpoint WAL into the main file first).
+    {
+        let conn = rusqlite::Connection::open(&path)?;
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+    }
+    let snapshot = std::fs::read(&path)?;
+    for _ in 0..5 {
+        rt.call(&key, "increment", json!({"by": 1}), false)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    }
+    // Keep the fsynced log as a crash would leave it, stop the server, then
+    // lose the file's tail: the object file goes back to value 10.
+    let log_dir = dir.path().join("log");
+    let saved: Vec<(std::path::PathBuf, Vec<u8>)> = std::fs::read_dir(&log_dir)?
+        .flatten()
+        .map(|e| (e.path(), std::fs::read(e.path()).unwrap_or_default()))
+        .collect();
+    assert!(!saved.is_empty());
+    drop(rt);
+    server.shutdown().await?;
+    for suffix in ["-wal", "-shm"] {
+        let mut p = path.as_os_str().to_owned();
+        p.push(suffix);
+        let _ = std::fs::remove_file(&p);
+    }
+    std::fs::write(&path, &snapshot)?;
+    for entry in std::fs::read_dir(&log_dir)?.flatten() {
+        std::fs::remove_file(entry.path())?;
+    }
+    for (p, bytes) in &saved {
+        std::fs::write(p, bytes)?;
+    }
+    // A second server in the same process stands in for the restarted one.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let mut cfg2 = cfg.clone();
+    cfg2.data_dir = dir.path().to_owned();
+    let server = Server::builder()
+        .with_builtins()
+        .config(cfg2)
+        .start(listener)
+        .await?;
+    assert_eq!(
+        server
+            .runtime()
+            .call(&key, "get", Value::Null, false)
+            .await
+            .ok(),
+        Some(json!(15))
+    );
+    server.shutdown().await?;
+    Ok(())
+}

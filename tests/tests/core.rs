@@ -1,0 +1,402 @@
+//! End-to-end tests of the core runtime against the real binary: serial
+//! execution, durability across restarts and `kill -9`, hostile input,
+//! eviction, metrics.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use roost_tests::{call, http, metric, walk, ServerProcess};
+use serde_json::{json, Value};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_increments_are_serial() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let server = ServerProcess::start(dir.path(), &[]).await?;
+    let client = http();
+    let mut tasks = Vec::new();
+    for _ in 0..64 {
+        let client = client.clone();
+        let url = server.url("/v1/objects/counter/serial/call/increment");
+        tasks.push(tokio::spawn(async move {
+            let resp = client.post(url).json(&json!({"by": 1})).send().await?;
+            anyhow::ensure!(resp.status() == 200, "status {}", resp.status());
+            Ok::<i64, anyhow::Error>(resp.json::<Value>().await?.as_i64().unwrap_or(-1))
+        }));
+    }
+    let mut values = Vec::new();
+    for t in tasks {
+        values.push(t.await??);
+    }
+    values.sort_unstable();
+    assert_eq!(values, (1..=64).collect::<Vec<i64>>());
+    let (status, body) = call(&client, &server, "counter", "serial", "get", Value::Null).await?;
+    assert_eq!((status, body), (200, json!(64)));
+    // Batching happened or not, every event was counted and committed.
+    assert!(metric(&client, &server, "roost_committed_events_total").await? >= 64.0);
+    server.terminate().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn values_survive_graceful_restart() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let server = ServerProcess::start(dir.path(), &[]).await?;
+    let client = http();
+    for _ in 0..5 {
+        call(
+            &client,
+            &server,
+            "counter",
+            "persist",
+            "increment",
+            json!({"by": 3}),
+        )
+        .await?;
+    }
+    let code = server.terminate().await?;
+    assert_eq!(code, Some(0), "SIGTERM must exit 0");
+    let server = ServerProcess::start(dir.path(), &[]).await?;
+    let (status, body) = call(&client, &server, "counter", "persist", "get", Value::Null).await?;
+    assert_eq!((status, body), (200, json!(15)));
+    server.terminate().await?;
+    Ok(())
+}
+
+/// Many clients increment many objects; the server is SIGKILLed mid-load and
+/// restarted, three times. Every object always holds at least every
+/// acknowledged increment and never more than were sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_never_loses_an_acknowledged_increment() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let objects = 20usize;
+    let clients = 32usize;
+    let acked: Arc<Vec<AtomicU64>> = Arc::new((0..objects).map(|_| AtomicU64::new(0)).collect());
+    let sent: Arc<Vec<AtomicU64>> = Arc::new((0..objects).map(|_| AtomicU64::new(0)).collect());
+    for round in 0..3 {
+        let server = ServerProcess::start(dir.path(), &[]).await?;
+        let client = http();
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut tasks = Vec::new();
+        for c in 0..clients {
+            let (client, acked, sent, stop) =
+                (client.clone(), acked.clone(), sent.clone(), stop.clone());
+            let base = server.base.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut i = c;
+                // Bounded: at most 2,000 calls per client per round.
+                for _ in 0..2000 {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let o = i % objects;
+                    i += 7;
+                    sent[o].fetch_add(1, Ordering::SeqCst);
+                    let url = format!("{base}/v1/objects/counter/k{o}/call/increment");
+                    match client.post(url).json(&json!({"by": 1})).send().await {
+                        Ok(r) if r.status() == 200 => {
+                            if r.json::<Value>().await.is_ok() {
+                                acked[o].fetch_add(1, Ordering::SeqCst);
+                            }
+                        }
+                        _ => break,
+                    }
+                }
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(400 + 300 * round)).await;
+        server.kill9().await?;
+        stop.store(true, Ordering::Relaxed);
+        for t in tasks {
+            let _ = t.await;
+        }
+        let server = ServerProcess::start(dir.path(), &[]).await?;
+        let mut total_acked = 0;
+        for o in 0..objects {
+            let (status, body) = call(
+                &client,
+                &server,
+                "counter",
+                &format!("k{o}"),
+                "get",
+                Value::Null,
+            )
+            .await?;
+            assert_eq!(status, 200);
+            let value = body.as_u64().unwrap_or(0);
+            let a = acked[o].load(Ordering::SeqCst);
+            let s = sent[o].load(Ordering::SeqCst);
+            assert!(
+                value >= a,
+                "round {round} object k{o}: value {value} < acknowledged {a}"
+            );
+            assert!(
+                value <= s,
+                "round {round} object k{o}: value {value} > sent {s}"
+            );
+            // What is stored now is the truth for the next round.
+            acked[o].store(value, Ordering::SeqCst);
+            sent[o].store(value, Ordering::SeqCst);
+            total_acked += a;
+        }
+        assert!(
+            total_acked > 0,
+            "round {round}: no increment was acknowledged before the kill"
+        );
+        server.kill9().await?;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_names_stay_inside_the_data_dir() -> anyhow::Result<()> {
+    let outer = tempfile::tempdir()?;
+    let data = outer.path().join("data");
+    let server = ServerProcess::start(&data, &[]).await?;
+    let client = http();
+    let names = [
+        "../../x".to_owned(),
+        "/etc/passwd".to_owned(),
+        "a\0b".to_owned(),
+        ".../..".to_owned(),
+        "ü/../../ÿ".to_owned(),
+        "x".repeat(512),
+    ];
+    for name in &names {
+        let (status, body) =
+            call(&client, &server, "counter", name, "increment", json!({})).await?;
+        assert_eq!((status, &body), (200, &json!(1)), "name {name:?}");
+    }
+    let (status, body) = call(
+        &client,
+        &server,
+        "counter",
+        &"x".repeat(600),
+        "increment",
+        json!({}),
+    )
+    .await?;
+    assert_eq!(status, 400);
+    assert_eq!(body["error"]["code"], "bad_name");
+    let (status, body) = call(&client, &server, "Bad..Class", "x", "get", json!({})).await?;
+    assert_eq!(status, 400);
+    assert_eq!(body["error"]["code"], "bad_name");
+    // Nothing outside the data dir; every object file is named by its id.
+    let outside: Vec<_> = std::fs::read_dir(outer.path())?
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(outside, vec![std::ffi::OsString::from("data")]);
+    let objects: Vec<_> = walk(&data.join("objects"))
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "sqlite"))
+        .collect();
+    assert_eq!(objects.len(), names.len());
+    for p in objects {
+        let rel = p.strip_prefix(&data)?.to_string_lossy().into_owned();
+        let parts: Vec<&str> = rel.split('/').collect();
+        assert_eq!(parts.len(), 4, "{rel}");
+        assert_eq!(parts[0], "objects");
+        assert_eq!(parts[1], "counter");
+        let stem = parts[3].trim_end_matches(".sqlite");
+        assert!(
+            stem.len() == 32 && stem.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{rel}"
+        );
+        assert_eq!(&stem[..2], parts[2]);
+    }
+    server.terminate().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_json_errors() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let server = ServerProcess::start(dir.path(), &["--max-body-bytes", "1000"]).await?;
+    let client = http();
+    let cases: Vec<(reqwest::RequestBuilder, u16, &str)> = vec![
+        (
+            client
+                .post(server.url("/v1/objects/counter/a/call/increment"))
+                .body("{not json"),
+            400,
+            "bad_request",
+        ),
+        (
+            client
+                .post(server.url("/v1/objects/counter/a/call/increment"))
+                .body("[1,2]"),
+            400,
+            "bad_request",
+        ),
+        (
+            client
+                .post(server.url("/v1/objects/counter/a/call/increment"))
+                .body(r#"{"by":"x"}"#),
+            400,
+            "bad_request",
+        ),
+        (
+            client.post(server.url("/v1/objects/nosuch/a/call/get")),
+            404,
+            "unknown_class",
+        ),
+        (
+            client.post(server.url("/v1/objects/counter/a/call/nosuch")),
+            404,
+            "unknown_method",
+        ),
+        (
+            client
+                .post(server.url("/v1/objects/counter/a/call/increment"))
+                .body(format!("{{\"by\":1,\"pad\":\"{}\"}}", "x".repeat(2000))),
+            413,
+            "too_large",
+        ),
+        (client.get(server.url("/nowhere")), 404, "not_found"),
+        (
+            client.post(server.url("/v1/objects/counter/a%FF/call/get")),
+            400,
+            "bad_name",
+        ),
+    ];
+    for (i, (req, status, code)) in cases.into_iter().enumerate() {
+        let resp = req.send().await?;
+        assert_eq!(resp.status().as_u16(), status, "case {i}");
+        let body: Value = resp.json().await?;
+        assert_eq!(body["error"]["code"], code, "case {i}: {body}");
+        assert!(body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()));
+    }
+    // None of that changed the object.
+    let (status, body) = call(&client, &server, "counter", "a", "get", Value::Null).await?;
+    assert_eq!((status, body), (200, json!(0)));
+    assert_eq!(
+        client.get(server.url("/healthz")).send().await?.status(),
+        200
+    );
+    server.terminate().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_objects_are_evicted_and_recreated() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let server = ServerProcess::start(dir.path(), &["--idle-timeout", "200ms"]).await?;
+    let client = http();
+    for name in ["e1", "e2", "e3"] {
+        call(
+            &client,
+            &server,
+            "counter",
+            name,
+            "increment",
+            json!({"by": 5}),
+        )
+        .await?;
+    }
+    assert_eq!(
+        metric(&client, &server, "roost_object_starts_total").await?,
+        3.0
+    );
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(metric(&client, &server, "roost_live_objects").await?, 0.0);
+    assert!(metric(&client, &server, "roost_evictions_total").await? >= 3.0);
+    let (status, body) = call(
+        &client,
+        &server,
+        "counter",
+        "e2",
+        "increment",
+        json!({"by": 1}),
+    )
+    .await?;
+    assert_eq!((status, body), (200, json!(6)));
+    assert_eq!(
+        metric(&client, &server, "roost_object_starts_total").await?,
+        4.0
+    );
+    server.terminate().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_and_help() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let server = ServerProcess::start(dir.path(), &[]).await?;
+    let client = http();
+    for _ in 0..3 {
+        call(&client, &server, "counter", "m", "increment", Value::Null).await?;
+    }
+    let text = client
+        .get(server.url("/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    for name in [
+        "roost_live_objects 1",
+        "roost_events_total 3",
+        "roost_commits_total",
+        "roost_committed_events_total 3",
+        "roost_evictions_total 0",
+        "roost_commit_seconds_count",
+        "roost_errors_total{kind=\"commit_failed\"} 0",
+    ] {
+        assert!(text.contains(name), "missing {name} in\n{text}");
+    }
+    server.terminate().await?;
+    let out = std::process::Command::new(roost_tests::roost_bin())
+        .args(["serve", "--help"])
+        .output()?;
+    let help = String::from_utf8_lossy(&out.stdout);
+    for flag in [
+        "--listen",
+        "--data",
+        "--idle-timeout",
+        "ROOST_LISTEN",
+        "ROOST_DATA",
+        "--max-body-bytes",
+    ] {
+        assert!(help.contains(flag), "--help lacks {flag}");
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_load_exits_zero_and_keeps_acknowledged_writes() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let server = ServerProcess::start(dir.path(), &[]).await?;
+    let client = http();
+    let acked = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let (client, acked) = (client.clone(), acked.clone());
+        let url = server.url("/v1/objects/counter/term/call/increment");
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..500 {
+                match client.post(&url).send().await {
+                    Ok(r) if r.status() == 200 => {
+                        acked.fetch_add(1, Ordering::SeqCst);
+                    }
+                    _ => break,
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(server.terminate().await?, Some(0));
+    for t in tasks {
+        let _ = t.await;
+    }
+    let server = ServerProcess::start(dir.path(), &[]).await?;
+    let (_, body) = call(&client, &server, "counter", "term", "get", Value::Null).await?;
+    assert!(body.as_u64().unwrap_or(0) >= acked.load(Ordering::SeqCst));
+    let mut counts = HashMap::new();
+    counts.insert("acked", acked.load(Ordering::SeqCst));
+    assert!(counts["acked"] > 0);
+    server.terminate().await?;
+    Ok(())
+}
