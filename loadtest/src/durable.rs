@@ -1,0 +1,197 @@
+//! `durable`: `counter.increment` RPCs over HTTP/1.1 keep-alive. C clients,
+//! each with its own connection and one call in flight, call objects
+//! `{prefix}-{i % K}` until the duration or the call budget runs out. The
+//! counters are read before and after, so lost or duplicated increments show.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+
+use crate::args::{parse_duration, Common};
+use crate::http1::HttpConn;
+use crate::probe::Probes;
+use crate::progress::Progress;
+use crate::report::{latency_histogram, Latency, Report, Unit};
+use crate::target::{encode_segment, Target};
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct DurableArgs {
+    /// Server base URL.
+    #[arg(long, default_value = "http://127.0.0.1:8787")]
+    pub url: String,
+    /// Number of counter objects; client i calls object `{prefix}-{i % objects}`.
+    #[arg(long, default_value_t = 1)]
+    pub objects: usize,
+    /// Concurrent clients, each with its own keep-alive connection and one call in flight.
+    #[arg(long, default_value_t = 16)]
+    pub clients: usize,
+    /// How long to run (e.g. 10s, 500ms).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Stop after this many calls in total (whichever of this and --duration comes first).
+    #[arg(long)]
+    pub requests: Option<u64>,
+    /// Give up on one call after this long (counted as an error).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// Object name prefix.
+    #[arg(long, default_value = "bench")]
+    pub prefix: String,
+    /// Skip reading the counters before and after the run.
+    #[arg(long)]
+    pub no_verify: bool,
+}
+
+/// What one client task measured.
+struct ClientResult {
+    hist: Histogram<u64>,
+    ok: u64,
+    errors: BTreeMap<String, u64>,
+}
+
+fn object_path(target: &Target, prefix: &str, i: usize, method: &str) -> String {
+    let name = encode_segment(&format!("{prefix}-{i}"));
+    target.path(&format!("/v1/objects/counter/{name}/call/{method}"))
+}
+
+/// Reads every counter's value (None if any read failed or was not a number).
+async fn read_counters(target: &Target, args: &DurableArgs) -> Option<Vec<i64>> {
+    let mut conn = HttpConn::connect(target).await.ok()?;
+    let mut out = Vec::with_capacity(args.objects);
+    for i in 0..args.objects {
+        let (status, body) = conn
+            .post_json(&object_path(target, &args.prefix, i, "get"), Bytes::from_static(b"{}"))
+            .await
+            .ok()?;
+        if !status.is_success() {
+            return None;
+        }
+        let v: serde_json::Value = serde_json::from_slice(&body).ok()?;
+        out.push(v.as_i64().or_else(|| v.get("value").and_then(serde_json::Value::as_i64))?);
+    }
+    Some(out)
+}
+
+pub async fn run(args: DurableArgs, common: &Common) -> anyhow::Result<Report> {
+    anyhow::ensure!(args.objects >= 1, "--objects must be at least 1");
+    anyhow::ensure!(args.clients >= 1, "--clients must be at least 1");
+    let target = Target::parse(&args.url, common.allow_remote)?;
+    let before = if args.no_verify { None } else { read_counters(&target, &args).await };
+
+    // Connect everyone first so connection set-up is not measured.
+    let mut conns = Vec::with_capacity(args.clients);
+    for _ in 0..args.clients {
+        conns.push(HttpConn::connect(&target).await.with_context(|| format!("connecting to {}", target.addr))?);
+    }
+    let paths: Arc<Vec<String>> =
+        Arc::new((0..args.objects).map(|i| object_path(&target, &args.prefix, i, "increment")).collect());
+    let body = Bytes::from_static(br#"{"by":1}"#);
+    let done = Arc::new(AtomicU64::new(0));
+    let issued = Arc::new(AtomicU64::new(0));
+    let limit = args.requests.unwrap_or(u64::MAX);
+
+    let probes = Probes::start(common, Some(&target)).await?;
+    let progress = Progress::timed("durable", args.duration, done.clone(), "calls");
+    let start = Instant::now();
+    let deadline = start + args.duration;
+    let mut tasks = Vec::with_capacity(args.clients);
+    for (i, mut conn) in conns.into_iter().enumerate() {
+        let paths = paths.clone();
+        let body = body.clone();
+        let (done, issued) = (done.clone(), issued.clone());
+        let timeout = args.timeout;
+        let target = target.clone();
+        tasks.push(tokio::spawn(async move {
+            let path = &paths[i % paths.len()];
+            let mut r = ClientResult { hist: latency_histogram(), ok: 0, errors: BTreeMap::new() };
+            while Instant::now() < deadline {
+                if issued.fetch_add(1, Ordering::Relaxed) >= limit {
+                    break;
+                }
+                let t0 = Instant::now();
+                let res = tokio::time::timeout(timeout, conn.post_json(path, body.clone())).await;
+                let us = t0.elapsed().as_micros() as u64;
+                let err = match res {
+                    Ok(Ok((status, _))) if status.is_success() => {
+                        r.hist.saturating_record(us);
+                        r.ok += 1;
+                        None
+                    }
+                    Ok(Ok((status, _))) => Some(format!("HTTP {}", status.as_u16())),
+                    Ok(Err(e)) => Some(format!("transport: {e}")),
+                    Err(_) => Some("timeout".to_string()),
+                };
+                done.fetch_add(1, Ordering::Relaxed);
+                if let Some(kind) = err {
+                    let transport = !kind.starts_with("HTTP");
+                    *r.errors.entry(kind).or_insert(0) += 1;
+                    if transport {
+                        // The connection may be broken: open a new one.
+                        match HttpConn::connect(&target).await {
+                            Ok(c) => conn = c,
+                            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                        }
+                    }
+                }
+            }
+            r
+        }));
+    }
+    let mut hist = latency_histogram();
+    let mut ok = 0u64;
+    let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+    for t in tasks {
+        let r = t.await.context("client task panicked")?;
+        hist.add(&r.hist).context("merging histograms")?;
+        ok += r.ok;
+        for (k, v) in r.errors {
+            *errors.entry(k).or_insert(0) += v;
+        }
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    progress.finish();
+
+    let mut report = Report::new("durable");
+    report.label = common.label.clone();
+    report
+        .param("objects", args.objects)
+        .param("clients", args.clients)
+        .param("duration_s", args.duration.as_secs_f64())
+        .param("threads", common.threads);
+    if let Some(n) = args.requests {
+        report.param("requests", n);
+    }
+    let error_total: u64 = errors.values().sum();
+    report
+        .add("calls_ok", ok as f64, Unit::Count)
+        .add("calls_per_s", ok as f64 / elapsed, Unit::PerSec)
+        .add("errors", error_total as f64, Unit::Count)
+        .add("elapsed_s", elapsed, Unit::Seconds);
+    report.latency("latency", &Latency::from_histogram(&hist));
+    for (k, v) in &errors {
+        report.note(format!("{v} calls failed: {k}"));
+    }
+    probes.finish(&mut report).await;
+    if let Some(before) = before {
+        match read_counters(&target, &args).await {
+            Some(after) => {
+                let delta: i64 = after.iter().zip(&before).map(|(a, b)| a - b).sum();
+                report.add("counter_delta", delta as f64, Unit::Count);
+                if delta != ok as i64 {
+                    report.note(format!(
+                        "counters moved by {delta} but {ok} calls succeeded (other writers, or lost/duplicated increments)"
+                    ));
+                }
+            }
+            None => {
+                report.note("counters could not be read after the run");
+            }
+        }
+    }
+    Ok(report)
+}
