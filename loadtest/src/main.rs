@@ -15,13 +15,16 @@ mod procstat;
 mod progress;
 mod promtext;
 mod report;
+mod summarize;
 mod target;
 mod ws;
 mod yjs;
 
+use std::time::{Duration, Instant};
+
 use clap::{Parser, Subcommand};
 
-use crate::args::Common;
+use crate::args::{parse_duration, Common};
 use crate::report::Report;
 
 #[derive(Parser, Debug)]
@@ -37,6 +40,24 @@ struct Cli {
 enum Scenario {
     /// counter.increment RPCs over HTTP/1.1 keep-alive: calls/s and latency.
     Durable(durable::DurableArgs),
+    /// Medians of repeated runs, from files of `--json` report lines.
+    Summarize(summarize::SummarizeArgs),
+    /// One target (by label) against the others, with ratios, from `--json` report lines.
+    Compare(summarize::CompareArgs),
+    /// Print a free TCP port on 127.0.0.1 (for scripts starting servers).
+    FreePort,
+    /// Wait until a server answers HTTP at the URL (any status), or fail after --timeout.
+    WaitReady(WaitReadyArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct WaitReadyArgs {
+    /// URL to poll (e.g. http://127.0.0.1:8787/healthz).
+    #[arg(long)]
+    url: String,
+    /// Give up after this long.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    timeout: Duration,
 }
 
 fn main() -> std::process::ExitCode {
@@ -69,6 +90,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let common = cli.common;
     let reports: Vec<Report> = match cli.scenario {
         Scenario::Durable(a) => vec![durable::run(a, &common).await?],
+        Scenario::Summarize(a) => {
+            print!("{}", summarize::summarize(&a)?);
+            return Ok(());
+        }
+        Scenario::Compare(a) => {
+            print!("{}", summarize::compare(&a)?);
+            return Ok(());
+        }
+        Scenario::FreePort => {
+            let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+            println!("{}", l.local_addr()?.port());
+            return Ok(());
+        }
+        Scenario::WaitReady(a) => return wait_ready(&a, &common).await,
     };
     for r in reports {
         if common.json {
@@ -78,4 +113,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Polls the URL until any HTTP response arrives, bounded by the timeout.
+async fn wait_ready(a: &WaitReadyArgs, common: &Common) -> anyhow::Result<()> {
+    let target = target::Target::parse(&a.url, common.allow_remote)?;
+    let path = if target.base_path.is_empty() { "/".to_string() } else { target.base_path.clone() };
+    let deadline = Instant::now() + a.timeout;
+    loop {
+        if let Ok(mut c) = http1::HttpConn::connect(&target).await {
+            if c.get(&path).await.is_ok() {
+                return Ok(());
+            }
+        }
+        if Instant::now() >= deadline {
+            anyhow::bail!("{} did not answer within {:?}", a.url, a.timeout);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

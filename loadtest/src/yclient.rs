@@ -1,0 +1,257 @@
+//! One simulated Yjs client over a WebSocket: connects, completes the sync
+//! handshake, then (while told to) appends small text updates at a set rate
+//! and times every update it receives from the others. Shared by the
+//! `fanout` and `connections` scenarios.
+//!
+//! The receive path allocates nothing per message: frames are parsed in the
+//! connection's buffer, updates are scanned in place for latency markers,
+//! and latencies go into a preallocated HdrHistogram.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use tokio::sync::watch;
+
+use crate::pacing::Pacer;
+use crate::report::latency_histogram;
+use crate::target::Target;
+use crate::ws::{Kind, WsConn};
+use crate::yjs::{self, Author, Framer, Incoming, Protocol};
+
+/// What all clients of a run are told to do; changed by the scenario.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Phase {
+    /// Connected and synced; wait.
+    Hold,
+    /// Senders send at `rate` per second from `start` (once if `once`).
+    Send { start: Instant, rate: f64, once: bool },
+    /// Stop sending, keep receiving.
+    Drain,
+    /// Close the connection and return the results.
+    Stop,
+}
+
+/// Counters shared by all clients of a run (for progress and draining).
+#[derive(Debug, Default)]
+pub struct Shared {
+    pub synced: AtomicUsize,
+    pub sent: AtomicU64,
+    pub delivered: AtomicU64,
+    pub failed: AtomicUsize,
+}
+
+/// Fixed facts about one client.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    /// Index among all clients of the run (goes into markers; < 2^24).
+    pub index: usize,
+    pub protocol: Protocol,
+    pub doc: String,
+    pub path: String,
+    /// Whether this client sends when the phase says so.
+    pub sender: bool,
+    /// Extra text bytes per update.
+    pub pad: usize,
+    pub client_id: u64,
+    /// Token for Hocuspocus's auth message.
+    pub token: String,
+}
+
+/// What one client measured.
+pub struct Stats {
+    /// Time from starting to connect until the server's step 2 arrived.
+    pub connect: Option<Duration>,
+    /// End-to-end latency of updates from other clients, in µs.
+    pub latency: Histogram<u64>,
+    pub sent: u64,
+    pub delivered: u64,
+    /// Our own updates sent back to us.
+    pub echoes: u64,
+    /// Send slots skipped because this client fell too far behind.
+    pub skipped: u64,
+    /// Step 2 answers received after the initial sync.
+    pub resyncs: u64,
+    pub error: Option<String>,
+}
+
+/// Microseconds since the run's origin, with the sender in the top bits.
+const SENDER_SHIFT: u32 = 40;
+const MICROS_MASK: u64 = (1 << SENDER_SHIFT) - 1;
+
+pub fn marker_value(sender: usize, micros: u64) -> u64 {
+    ((sender as u64 & 0xff_ffff) << SENDER_SHIFT) | (micros & MICROS_MASK)
+}
+
+pub fn split_marker(v: u64) -> (usize, u64) {
+    ((v >> SENDER_SHIFT) as usize, v & MICROS_MASK)
+}
+
+/// Connects and runs one client until the phase becomes `Stop` or the
+/// connection fails. Never panics on bad input from the server.
+pub async fn run(
+    spec: Spec,
+    target: Target,
+    origin: Instant,
+    mut phase: watch::Receiver<Phase>,
+    shared: Arc<Shared>,
+) -> Stats {
+    let mut stats = Stats {
+        connect: None,
+        latency: latency_histogram(),
+        sent: 0,
+        delivered: 0,
+        echoes: 0,
+        skipped: 0,
+        resyncs: 0,
+        error: None,
+    };
+    if let Err(e) = drive(&spec, &target, origin, &mut phase, &shared, &mut stats).await {
+        stats.error = Some(format!("{e:#}"));
+        shared.failed.fetch_add(1, Ordering::Relaxed);
+    }
+    stats
+}
+
+async fn drive(
+    spec: &Spec,
+    target: &Target,
+    origin: Instant,
+    phase_rx: &mut watch::Receiver<Phase>,
+    shared: &Shared,
+    stats: &mut Stats,
+) -> anyhow::Result<()> {
+    let t0 = Instant::now();
+    let mut conn = WsConn::connect(target, &spec.path, &[]).await?;
+    let mut framer = Framer::new(spec.protocol, &spec.doc);
+    let mut author = Author::new(spec.client_id);
+    if let Some(auth) = framer.auth(&spec.token) {
+        conn.send_binary(auth).await?;
+    }
+    let sv = author.state_vector();
+    conn.send_binary(framer.step1(&sv)).await?;
+
+    let mut text = String::with_capacity(yjs::MARKER_LEN + spec.pad);
+    let mut phase = *phase_rx.borrow_and_update();
+    let mut pacer: Option<Pacer> = None;
+    let mut once_pending = false;
+    // Owed replies to the server's step 1, answered outside the borrow of the frame.
+    let mut owe_step2: Option<Vec<u8>> = None;
+    loop {
+        let sending = pacer.is_some() && spec.sender && matches!(phase, Phase::Send { .. });
+        let due = pacer.as_ref().map_or_else(Instant::now, Pacer::due);
+        tokio::select! {
+            biased;
+            changed = phase_rx.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                phase = *phase_rx.borrow_and_update();
+                match phase {
+                    Phase::Send { start, rate, once } => {
+                        if once {
+                            pacer = None;
+                            once_pending = spec.sender;
+                        } else {
+                            let p = (spec.index as f64 * 0.618_033_988_75).fract();
+                            pacer = Some(Pacer::new(start, rate, p, Duration::from_millis(250)));
+                        }
+                    }
+                    Phase::Stop => break,
+                    Phase::Hold | Phase::Drain => pacer = None,
+                }
+            }
+            _ = tokio::time::sleep_until(due.into()), if sending || once_pending => {
+                let now = Instant::now();
+                text.clear();
+                let m = yjs::write_marker(marker_value(spec.index, now.duration_since(origin).as_micros() as u64));
+                // The marker is ASCII by construction.
+                text.push_str(std::str::from_utf8(&m).unwrap_or("~"));
+                text.extend(std::iter::repeat_n('x', spec.pad));
+                let update = author.append(&text);
+                conn.send_binary(framer.update(&update)).await?;
+                stats.sent += 1;
+                shared.sent.fetch_add(1, Ordering::Relaxed);
+                if once_pending {
+                    once_pending = false;
+                    // Also check that the server still answers a sync request.
+                    let sv = author.state_vector();
+                    conn.send_binary(framer.step1(&sv)).await?;
+                } else if let Some(p) = pacer.as_mut() {
+                    p.sent(now);
+                }
+            }
+            n = conn.read_more() => {
+                if n? == 0 {
+                    anyhow::bail!("server closed the connection");
+                }
+                let now_us = origin.elapsed().as_micros() as u64;
+                let mut delivered = 0u64;
+                while let Some(msg) = conn.next_buffered()? {
+                    match msg.kind {
+                        Kind::Close => anyhow::bail!("server sent close {:?}", close_code(msg.payload)),
+                        Kind::Text => continue,
+                        Kind::Binary => {}
+                    }
+                    match yjs::classify(spec.protocol, msg.payload)? {
+                        Incoming::Update(u) => {
+                            yjs::scan_markers(u, |v| {
+                                let (sender, sent_us) = split_marker(v);
+                                if sender == spec.index & 0xff_ffff {
+                                    stats.echoes += 1;
+                                } else {
+                                    stats.latency.saturating_record(now_us.saturating_sub(sent_us));
+                                    delivered += 1;
+                                }
+                            });
+                        }
+                        Incoming::Step2(_) => {
+                            if stats.connect.is_none() {
+                                stats.connect = Some(t0.elapsed());
+                                shared.synced.fetch_add(1, Ordering::Relaxed);
+                            } else {
+                                stats.resyncs += 1;
+                            }
+                        }
+                        Incoming::Step1(sv) => {
+                            let sv = yjs::decode_state_vector(sv)?;
+                            owe_step2 = Some(author.diff(&sv));
+                        }
+                        Incoming::Awareness | Incoming::Other(_) => {}
+                    }
+                }
+                if delivered > 0 {
+                    stats.delivered += delivered;
+                    shared.delivered.fetch_add(delivered, Ordering::Relaxed);
+                }
+                conn.flush_control().await?;
+                if let Some(diff) = owe_step2.take() {
+                    conn.send_binary(framer.step2(&diff)).await?;
+                }
+            }
+        }
+    }
+    stats.skipped = pacer.as_ref().map_or(0, Pacer::skipped);
+    let _ = tokio::time::timeout(Duration::from_secs(1), conn.close()).await;
+    Ok(())
+}
+
+fn close_code(payload: &[u8]) -> Option<u16> {
+    (payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn marker_values_carry_sender_and_time() {
+        let v = marker_value(12345, 987_654_321);
+        assert_eq!(split_marker(v), (12345, 987_654_321));
+        let v = marker_value(usize::MAX, u64::MAX);
+        let (s, t) = split_marker(v);
+        assert_eq!(s, 0xff_ffff);
+        assert_eq!(t, MICROS_MASK);
+    }
+}
