@@ -68,7 +68,7 @@ pub struct ServeArgs {
     #[arg(long, env = "ROOST_MAX_DB_BYTES", default_value_t = 1024 * 1024 * 1024)]
     pub max_db_bytes: u64,
     /// How often the shared commit log is checkpointed into object files.
-    #[arg(long, env = "ROOST_CHECKPOINT_INTERVAL", default_value = "2s", value_parser = parse_duration)]
+    #[arg(long, env = "ROOST_CHECKPOINT_INTERVAL", default_value = "5s", value_parser = parse_duration)]
     pub checkpoint_interval: Duration,
 }
 

@@ -14,6 +14,7 @@ mod object;
 pub mod runtime;
 mod server;
 pub mod storage;
+mod sys;
 
 pub use config::Config;
 pub use ctx::Ctx;

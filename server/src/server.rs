@@ -67,6 +67,10 @@ impl ServerBuilder {
             anyhow::bail!("class name `{bad}` is invalid: it must match [a-z][a-z0-9_-]{{0,63}}");
         }
         let config = self.config;
+        match crate::sys::raise_nofile_limit() {
+            Ok(n) => tracing::debug!(limit = n, "open-file limit"),
+            Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
+        }
         let data_dir = config.data_dir.clone();
         crate::storage::create_dir_all_durable(&data_dir)
             .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;

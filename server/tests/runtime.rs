@@ -170,12 +170,14 @@ async fn recovery_replays_commits_missing_from_the_object_file() -> anyhow::Resu
     rt.call(&key, "increment", json!({"by": 10}), false)
         .await
         .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-    // Snapshot the file as of value 10 (checkpoint WAL into the main file first).
-    {
-        let conn = rusqlite::Connection::open(&path)?;
-        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
-    }
+    // Snapshot the object's files as of value 10.
+    let wal_path = {
+        let mut p = path.as_os_str().to_owned();
+        p.push("-wal");
+        std::path::PathBuf::from(p)
+    };
     let snapshot = std::fs::read(&path)?;
+    let wal_snapshot = std::fs::read(&wal_path).unwrap_or_default();
     for _ in 0..5 {
         rt.call(&key, "increment", json!({"by": 1}), false)
             .await
@@ -197,6 +199,7 @@ async fn recovery_replays_commits_missing_from_the_object_file() -> anyhow::Resu
         let _ = std::fs::remove_file(&p);
     }
     std::fs::write(&path, &snapshot)?;
+    std::fs::write(&wal_path, &wal_snapshot)?;
     for entry in std::fs::read_dir(&log_dir)?.flatten() {
         std::fs::remove_file(entry.path())?;
     }

@@ -15,10 +15,19 @@
 //! the batch is durable. If the commit or the durability step fails, every
 //! output of the batch becomes an error and the object restarts from storage.
 //!
-//! Architecture Invariant: the actor awaits each batch's durability before
-//! starting the next, so an object's durable history is always a prefix of
-//! its committed batches.
+//! Pipelining: while batch N waits for its fsync, the actor may run batch
+//! N+1 (up to `MAX_IN_FLIGHT` batches). Outputs wait in a FIFO and are
+//! released strictly in batch order, each only once its own batch — and so
+//! every earlier one — is durable. Batches that wrote nothing still queue
+//! behind earlier ones: what they read may not be durable yet.
+//!
+//! Architecture Invariant: an object's log records are submitted in `seq`
+//! order and the log makes them durable in submission order, so an object's
+//! durable history is always a prefix of its committed batches. If any
+//! batch's durability fails, it and every later in-flight batch fail and the
+//! object restarts from storage.
 
+use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
 use std::time::Instant;
 
@@ -30,6 +39,7 @@ use tracing::Instrument;
 
 use super::{error, Command, Runtime};
 use crate::commitlog::record::Record;
+use crate::commitlog::LogError;
 use crate::ctx::Ctx;
 use crate::id::{object_path, ObjectKey};
 use crate::object::DurableObject;
@@ -51,13 +61,53 @@ type Pending = Vec<(
     Result<Value, ErrorDetail>,
 )>;
 
+/// Most batches an object may have committed but not yet durable.
+const MAX_IN_FLIGHT: usize = 4;
+/// Run SQLite's WAL checkpoint after this many committed batches.
+const WAL_CHECKPOINT_EVERY: u64 = 2000;
+
+/// A committed batch whose outputs wait for durability.
+struct InFlight {
+    /// Resolves when the log has fsynced the batch; `None` if there was
+    /// nothing to make durable (or it already is).
+    ack: Option<oneshot::Receiver<Result<(), LogError>>>,
+    pending: Pending,
+    committed_at: Instant,
+    events: usize,
+    wrote: bool,
+}
+
 /// What happened to a batch.
 enum BatchEnd {
-    /// Durable (or nothing to make durable); outputs released.
-    Done,
-    /// Commit or durability failed, or a handler panicked: outputs became
-    /// errors and the object must restart from storage.
+    /// Committed; outputs wait in the FIFO.
+    Committed(InFlight),
+    /// Commit failed or a handler panicked: outputs already became errors
+    /// and the object must restart from storage.
     Broken,
+}
+
+fn release(inflight: InFlight, runtime: &Runtime) {
+    let metrics = &runtime.0.metrics;
+    if inflight.wrote {
+        metrics
+            .commit_latency
+            .observe(inflight.committed_at.elapsed());
+        metrics
+            .commits
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        metrics
+            .committed_events
+            .fetch_add(inflight.events as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+    for (reply, result) in inflight.pending {
+        let _ = reply.send(result);
+    }
+}
+
+fn fail_inflight(inflight: InFlight, e: &ErrorDetail) {
+    for (reply, _) in inflight.pending {
+        let _ = reply.send(Err(e.clone()));
+    }
 }
 
 struct Live<T> {
@@ -88,9 +138,43 @@ async fn run_inner<T: DurableObject>(args: ActorArgs) {
     let (done_tx, done_rx) = watch::channel(());
     let mut draining = false;
     let mut batch: Vec<Command> = Vec::with_capacity(max_batch);
+    let mut inflight: VecDeque<InFlight> = VecDeque::new();
+    let mut batches_since_checkpoint: u64 = 0;
 
     loop {
-        let first = if draining {
+        // Release the oldest in-flight batch as soon as it is durable, while
+        // still accepting new commands (bounded by MAX_IN_FLIGHT).
+        let accepting = inflight.len() < MAX_IN_FLIGHT;
+        if inflight.front().is_some_and(|f| f.ack.is_none()) {
+            if let Some(done) = inflight.pop_front() {
+                release(done, &runtime);
+            }
+            continue;
+        }
+        let first = if let Some(ack) = inflight.front_mut().and_then(|f| f.ack.as_mut()) {
+            tokio::select! {
+                biased;
+                result = ack => {
+                    let result = result.unwrap_or(Err(LogError::Closed));
+                    let Some(done) = inflight.pop_front() else { continue };
+                    match result {
+                        Ok(()) => release(done, &runtime),
+                        Err(e) => {
+                            metrics.error("log_failed");
+                            tracing::error!(error = %e, "batch could not be made durable");
+                            let err = error(ErrorCode::ObjectBroken, format!("batch could not be made durable: {e}; the object restarts from storage"));
+                            fail_inflight(done, &err);
+                            for later in inflight.drain(..) {
+                                fail_inflight(later, &err);
+                            }
+                            live = None;
+                        }
+                    }
+                    continue;
+                }
+                cmd = rx.recv(), if accepting => cmd,
+            }
+        } else if draining {
             rx.recv().await
         } else {
             match tokio::time::timeout(idle, rx.recv()).await {
@@ -109,7 +193,14 @@ async fn run_inner<T: DurableObject>(args: ActorArgs) {
                 }
             }
         };
-        let Some(first) = first else { break };
+        let Some(first) = first else {
+            if inflight.is_empty() {
+                break;
+            }
+            // Mailbox closed: finish the in-flight batches, then stop.
+            draining = true;
+            continue;
+        };
         batch.push(first);
         while batch.len() < max_batch {
             match rx.try_recv() {
@@ -135,12 +226,30 @@ async fn run_inner<T: DurableObject>(args: ActorArgs) {
             }
         }
         let Some(l) = live.as_mut() else { continue };
-        if let BatchEnd::Broken = run_batch(l, &runtime, &mut batch).await {
-            tracing::warn!("object broken; restarting from storage");
-            live = None;
+        match run_batch(l, &runtime, &mut batch).await {
+            BatchEnd::Committed(f) => {
+                if f.wrote {
+                    batches_since_checkpoint += 1;
+                }
+                inflight.push_back(f);
+            }
+            BatchEnd::Broken => {
+                tracing::warn!("object broken; restarting from storage");
+                live = None;
+            }
+        }
+        if batches_since_checkpoint >= WAL_CHECKPOINT_EVERY {
+            batches_since_checkpoint = 0;
+            if let Some(l) = live.as_ref() {
+                if let Err(e) = crate::sys::blocking(|| l.ctx.storage.checkpoint_wal()) {
+                    tracing::warn!(error = %e, "WAL checkpoint failed");
+                }
+            }
         }
     }
-    drop(live);
+    // Closing the connection checkpoints the WAL (fsyncs): keep it off the
+    // async worker.
+    crate::sys::blocking(|| drop(live));
     runtime.0.catalog.touch(key.id, crate::catalog::now_ms());
     runtime.remove_stopped(key.id, generation);
     metrics
@@ -311,7 +420,6 @@ async fn run_batch<T: DurableObject>(
         }
     };
     drop(capture);
-    let started = Instant::now();
     let injected = runtime
         .0
         .config
@@ -332,43 +440,51 @@ async fn run_batch<T: DurableObject>(
         fail_all(pending, batch, broken("commit failed", &e));
         return BatchEnd::Broken;
     }
-    if let Some(changes) = changes {
-        let durable = if changes.schema_changed {
+    let committed_at = Instant::now();
+    let wrote = changes.is_some();
+    let ack = match changes {
+        None => None,
+        Some(changes) if changes.schema_changed => {
             let storage = &l.ctx.storage;
-            tokio::task::block_in_place(|| storage.sync_files()).map_err(|e| e.to_string())
-        } else {
-            runtime
-                .0
-                .log
-                .append(Record {
-                    class: l.ctx.key.class.clone(),
-                    id: l.ctx.key.id,
-                    seq: l.ctx.storage.commit_seq(),
-                    changeset: changes.changeset,
-                })
-                .await
-                .map_err(|e| e.to_string())
-        };
-        if let Err(e) = durable {
-            metrics.error("log_failed");
-            tracing::error!(error = %e, "batch could not be made durable");
-            fail_all(
-                pending,
-                batch,
-                broken("batch could not be made durable", &e),
-            );
-            return BatchEnd::Broken;
+            if let Err(e) = crate::sys::blocking(|| storage.sync_files()) {
+                metrics.error("log_failed");
+                tracing::error!(error = %e, "batch could not be made durable");
+                fail_all(
+                    pending,
+                    batch,
+                    broken("batch could not be made durable", &e),
+                );
+                return BatchEnd::Broken;
+            }
+            None
         }
-        metrics.commit_latency.observe(started.elapsed());
-        metrics
-            .commits
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        metrics
-            .committed_events
-            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
-    }
-    for (reply, result) in pending {
-        let _ = reply.send(result);
-    }
-    BatchEnd::Done
+        Some(changes) => {
+            let submitted = runtime.0.log.submit(Record {
+                class: l.ctx.key.class.clone(),
+                id: l.ctx.key.id,
+                seq: l.ctx.storage.commit_seq(),
+                changeset: changes.changeset,
+            });
+            match submitted {
+                Ok(ack) => Some(ack),
+                Err(e) => {
+                    metrics.error("log_failed");
+                    tracing::error!(error = %e, "batch could not be made durable");
+                    fail_all(
+                        pending,
+                        batch,
+                        broken("batch could not be made durable", &e),
+                    );
+                    return BatchEnd::Broken;
+                }
+            }
+        }
+    };
+    BatchEnd::Committed(InFlight {
+        ack,
+        pending,
+        committed_at,
+        events: n,
+        wrote,
+    })
 }
