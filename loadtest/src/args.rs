@@ -37,7 +37,10 @@ pub fn parse_duration(s: &str) -> anyhow::Result<Duration> {
     } else {
         (s, 1.0)
     };
-    let v: f64 = num.trim().parse().with_context(|| format!("bad duration {s:?} (try 10s, 500ms, 2m)"))?;
+    let v: f64 = num
+        .trim()
+        .parse()
+        .with_context(|| format!("bad duration {s:?} (try 10s, 500ms, 2m)"))?;
     if !v.is_finite() || v < 0.0 || v * mult > 1e7 {
         bail!("duration {s:?} out of range");
     }
@@ -51,9 +54,15 @@ mod tests {
     #[test]
     fn durations() {
         assert_eq!(parse_duration("10s").expect("ok"), Duration::from_secs(10));
-        assert_eq!(parse_duration("250ms").expect("ok"), Duration::from_millis(250));
+        assert_eq!(
+            parse_duration("250ms").expect("ok"),
+            Duration::from_millis(250)
+        );
         assert_eq!(parse_duration("2m").expect("ok"), Duration::from_secs(120));
-        assert_eq!(parse_duration("1.5").expect("ok"), Duration::from_millis(1500));
+        assert_eq!(
+            parse_duration("1.5").expect("ok"),
+            Duration::from_millis(1500)
+        );
         assert!(parse_duration("-1s").is_err());
         assert!(parse_duration("abc").is_err());
         assert!(parse_duration("1e30s").is_err());

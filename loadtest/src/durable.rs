@@ -65,14 +65,20 @@ async fn read_counters(target: &Target, args: &DurableArgs) -> Option<Vec<i64>> 
     let mut out = Vec::with_capacity(args.objects);
     for i in 0..args.objects {
         let (status, body) = conn
-            .post_json(&object_path(target, &args.prefix, i, "get"), Bytes::from_static(b"{}"))
+            .post_json(
+                &object_path(target, &args.prefix, i, "get"),
+                Bytes::from_static(b"{}"),
+            )
             .await
             .ok()?;
         if !status.is_success() {
             return None;
         }
         let v: serde_json::Value = serde_json::from_slice(&body).ok()?;
-        out.push(v.as_i64().or_else(|| v.get("value").and_then(serde_json::Value::as_i64))?);
+        out.push(
+            v.as_i64()
+                .or_else(|| v.get("value").and_then(serde_json::Value::as_i64))?,
+        );
     }
     Some(out)
 }
@@ -81,15 +87,26 @@ pub async fn run(args: DurableArgs, common: &Common) -> anyhow::Result<Report> {
     anyhow::ensure!(args.objects >= 1, "--objects must be at least 1");
     anyhow::ensure!(args.clients >= 1, "--clients must be at least 1");
     let target = Target::parse(&args.url, common.allow_remote)?;
-    let before = if args.no_verify { None } else { read_counters(&target, &args).await };
+    let before = if args.no_verify {
+        None
+    } else {
+        read_counters(&target, &args).await
+    };
 
     // Connect everyone first so connection set-up is not measured.
     let mut conns = Vec::with_capacity(args.clients);
     for _ in 0..args.clients {
-        conns.push(HttpConn::connect(&target).await.with_context(|| format!("connecting to {}", target.addr))?);
+        conns.push(
+            HttpConn::connect(&target)
+                .await
+                .with_context(|| format!("connecting to {}", target.addr))?,
+        );
     }
-    let paths: Arc<Vec<String>> =
-        Arc::new((0..args.objects).map(|i| object_path(&target, &args.prefix, i, "increment")).collect());
+    let paths: Arc<Vec<String>> = Arc::new(
+        (0..args.objects)
+            .map(|i| object_path(&target, &args.prefix, i, "increment"))
+            .collect(),
+    );
     let body = Bytes::from_static(br#"{"by":1}"#);
     let done = Arc::new(AtomicU64::new(0));
     let issued = Arc::new(AtomicU64::new(0));
@@ -108,7 +125,11 @@ pub async fn run(args: DurableArgs, common: &Common) -> anyhow::Result<Report> {
         let target = target.clone();
         tasks.push(tokio::spawn(async move {
             let path = &paths[i % paths.len()];
-            let mut r = ClientResult { hist: latency_histogram(), ok: 0, errors: BTreeMap::new() };
+            let mut r = ClientResult {
+                hist: latency_histogram(),
+                ok: 0,
+                errors: BTreeMap::new(),
+            };
             while Instant::now() < deadline {
                 if issued.fetch_add(1, Ordering::Relaxed) >= limit {
                     break;

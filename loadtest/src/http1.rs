@@ -54,8 +54,13 @@ impl HttpConn {
         Ok((status, body))
     }
 
-    pub async fn post_json(&mut self, path: &str, body: Bytes) -> anyhow::Result<(StatusCode, Bytes)> {
-        self.request(Method::POST, path, Some("application/json"), body).await
+    pub async fn post_json(
+        &mut self,
+        path: &str,
+        body: Bytes,
+    ) -> anyhow::Result<(StatusCode, Bytes)> {
+        self.request(Method::POST, path, Some("application/json"), body)
+            .await
     }
 
     pub async fn get(&mut self, path: &str) -> anyhow::Result<(StatusCode, Bytes)> {

@@ -8,6 +8,7 @@
 
 mod args;
 mod durable;
+mod fanout;
 mod http1;
 mod pacing;
 mod probe;
@@ -18,6 +19,7 @@ mod report;
 mod summarize;
 mod target;
 mod ws;
+mod yclient;
 mod yjs;
 
 use std::time::{Duration, Instant};
@@ -28,7 +30,11 @@ use crate::args::{parse_duration, Common};
 use crate::report::Report;
 
 #[derive(Parser, Debug)]
-#[command(name = "roost-load", version, about = "Load scenarios against Roost and peer Yjs servers")]
+#[command(
+    name = "roost-load",
+    version,
+    about = "Load scenarios against Roost and peer Yjs servers"
+)]
 struct Cli {
     #[command(flatten)]
     common: Common,
@@ -40,6 +46,8 @@ struct Cli {
 enum Scenario {
     /// counter.increment RPCs over HTTP/1.1 keep-alive: calls/s and latency.
     Durable(durable::DurableArgs),
+    /// Yjs updates fanned out to every client of a document: delivered/s and end-to-end latency.
+    Fanout(fanout::FanoutArgs),
     /// Medians of repeated runs, from files of `--json` report lines.
     Summarize(summarize::SummarizeArgs),
     /// One target (by label) against the others, with ratios, from `--json` report lines.
@@ -63,7 +71,9 @@ struct WaitReadyArgs {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let runtime = if cli.common.threads <= 1 {
-        tokio::runtime::Builder::new_current_thread().enable_all().build()
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
     } else {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(cli.common.threads)
@@ -90,6 +100,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let common = cli.common;
     let reports: Vec<Report> = match cli.scenario {
         Scenario::Durable(a) => vec![durable::run(a, &common).await?],
+        Scenario::Fanout(a) => fanout::run(a, &common).await?,
         Scenario::Summarize(a) => {
             print!("{}", summarize::summarize(&a)?);
             return Ok(());
@@ -118,7 +129,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 /// Polls the URL until any HTTP response arrives, bounded by the timeout.
 async fn wait_ready(a: &WaitReadyArgs, common: &Common) -> anyhow::Result<()> {
     let target = target::Target::parse(&a.url, common.allow_remote)?;
-    let path = if target.base_path.is_empty() { "/".to_string() } else { target.base_path.clone() };
+    let path = if target.base_path.is_empty() {
+        "/".to_string()
+    } else {
+        target.base_path.clone()
+    };
     let deadline = Instant::now() + a.timeout;
     loop {
         if let Ok(mut c) = http1::HttpConn::connect(&target).await {

@@ -20,7 +20,11 @@ impl Pacer {
     /// `rate` sends per second (> 0); `phase` in [0, 1) spreads clients over
     /// one interval.
     pub fn new(start: Instant, rate: f64, phase: f64, max_lag: Duration) -> Pacer {
-        let rate = if rate.is_finite() && rate > 0.0 { rate } else { 1e-9 };
+        let rate = if rate.is_finite() && rate > 0.0 {
+            rate
+        } else {
+            1e-9
+        };
         Pacer {
             start,
             interval: Duration::from_secs_f64((1.0 / rate).min(1e9)),

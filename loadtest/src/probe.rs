@@ -65,7 +65,11 @@ impl Probes {
                 if let Some(epc) = before.events_per_commit(&after) {
                     report.add("server_events_per_commit", epc, Unit::Ratio);
                 }
-                report.add("server_commits", after.commits - before.commits, Unit::Count);
+                report.add(
+                    "server_commits",
+                    after.commits - before.commits,
+                    Unit::Count,
+                );
             }
         }
     }
@@ -73,6 +77,8 @@ impl Probes {
 
 /// Roost's commit counters, or `None` if `/metrics` is missing or lacks them.
 pub async fn scrape(target: &Target) -> Option<CommitCounters> {
-    let text = crate::http1::get_text(target, &target.path("/metrics")).await.ok()?;
+    let text = crate::http1::get_text(target, &target.path("/metrics"))
+        .await
+        .ok()?;
     CommitCounters::from_text(&text)
 }

@@ -43,7 +43,10 @@ impl Proc {
 pub fn parse_cpu_seconds(stat: &str) -> anyhow::Result<f64> {
     // The command name (field 2) is in parentheses and may hold spaces or
     // parentheses itself: the fields we want follow the last ')'.
-    let rest = stat.rfind(')').map(|i| &stat[i + 1..]).context("no ')' in stat")?;
+    let rest = stat
+        .rfind(')')
+        .map(|i| &stat[i + 1..])
+        .context("no ')' in stat")?;
     let fields: Vec<&str> = rest.split_whitespace().collect();
     // After ')' the first field is field 3 (state); utime is 14, stime 15.
     if fields.len() < 13 {

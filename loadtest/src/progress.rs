@@ -17,13 +17,23 @@ pub struct Progress {
 
 impl Progress {
     /// `counter` is read every 200 ms and shown as `{counter} {what}`.
-    pub fn timed(title: &str, duration: Duration, counter: Arc<AtomicU64>, what: &'static str) -> Progress {
+    pub fn timed(
+        title: &str,
+        duration: Duration,
+        counter: Arc<AtomicU64>,
+        what: &'static str,
+    ) -> Progress {
         if !std::io::stderr().is_terminal() {
-            return Progress { bar: ProgressBar::hidden(), ticker: None };
+            return Progress {
+                bar: ProgressBar::hidden(),
+                ticker: None,
+            };
         }
         let total_ms = duration.as_millis().max(1) as u64;
         let bar = ProgressBar::new(total_ms);
-        if let Ok(style) = ProgressStyle::with_template("{prefix} [{bar:30}] {elapsed}/{duration} {msg}") {
+        if let Ok(style) =
+            ProgressStyle::with_template("{prefix} [{bar:30}] {elapsed}/{duration} {msg}")
+        {
             bar.set_style(style.progress_chars("=> "));
         }
         bar.set_prefix(title.to_string());
@@ -43,13 +53,19 @@ impl Progress {
                 b.set_message(format!("{now} {what} ({rate:.0}/s)"));
             }
         });
-        Progress { bar, ticker: Some(ticker) }
+        Progress {
+            bar,
+            ticker: Some(ticker),
+        }
     }
 
     /// A spinner with a message (for phases without a known length).
     pub fn phase(msg: &str) -> Progress {
         if !std::io::stderr().is_terminal() {
-            return Progress { bar: ProgressBar::hidden(), ticker: None };
+            return Progress {
+                bar: ProgressBar::hidden(),
+                ticker: None,
+            };
         }
         let bar = ProgressBar::new_spinner();
         bar.set_message(msg.to_string());

@@ -3,15 +3,13 @@
 
 /// The value of the unlabelled sample `name`, if present.
 pub fn sample(text: &str, name: &str) -> Option<f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|l| {
-            let (n, rest) = l.split_once(char::is_whitespace)?;
-            if n != name {
-                return None;
-            }
-            rest.split_whitespace().next()?.parse().ok()
-        })
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        let (n, rest) = l.split_once(char::is_whitespace)?;
+        if n != name {
+            return None;
+        }
+        rest.split_whitespace().next()?.parse().ok()
+    })
 }
 
 /// Counters of Roost's group commit, read from two scrapes.
@@ -52,7 +50,10 @@ mod tests {
     #[test]
     fn events_per_commit_from_deltas() {
         let before = CommitCounters::from_text(TEXT).expect("present");
-        let after = CommitCounters { commits: 20.0, committed_events: 145.0 };
+        let after = CommitCounters {
+            commits: 20.0,
+            committed_events: 145.0,
+        };
         assert_eq!(before.events_per_commit(&after), Some(10.0));
         assert_eq!(before.events_per_commit(&before), None);
     }

@@ -107,7 +107,12 @@ impl Report {
     /// Adds `{prefix}_p50_us` … `{prefix}_max_us` and `{prefix}_count`.
     pub fn latency(&mut self, prefix: &str, l: &Latency) -> &mut Self {
         self.add(&format!("{prefix}_count"), l.count as f64, Unit::Count);
-        for (name, v) in [("p50", l.p50_us), ("p90", l.p90_us), ("p99", l.p99_us), ("max", l.max_us)] {
+        for (name, v) in [
+            ("p50", l.p50_us),
+            ("p90", l.p90_us),
+            ("p99", l.p99_us),
+            ("max", l.max_us),
+        ] {
             self.add(&format!("{prefix}_{name}_us"), v as f64, Unit::Micros);
         }
         self
@@ -151,13 +156,21 @@ impl Report {
         };
         out.push_str(&title);
         out.push('\n');
-        let params: Vec<String> = self.params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let params: Vec<String> = self
+            .params
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
         if !params.is_empty() {
             out.push_str(&format!("  {}\n", params.join(" ")));
         }
         let width = self.figures.iter().map(|f| f.key.len()).max().unwrap_or(0);
         for f in &self.figures {
-            out.push_str(&format!("  {:width$}  {}\n", f.key, format_value(f.value, f.unit)));
+            out.push_str(&format!(
+                "  {:width$}  {}\n",
+                f.key,
+                format_value(f.value, f.unit)
+            ));
         }
         for n in &self.notes {
             out.push_str(&format!("  note: {n}\n"));
@@ -231,7 +244,10 @@ mod tests {
 
     #[test]
     fn empty_histogram_is_zero() {
-        assert_eq!(Latency::from_histogram(&latency_histogram()), Latency::default());
+        assert_eq!(
+            Latency::from_histogram(&latency_histogram()),
+            Latency::default()
+        );
     }
 
     #[test]
@@ -259,8 +275,19 @@ mod tests {
     #[test]
     fn report_json_and_table() {
         let mut r = Report::new("durable");
-        r.param("clients", 4).add("calls_per_s", 1234.5, Unit::PerSec);
-        r.latency("latency", &Latency { count: 2, mean_us: 1.0, p50_us: 1500, p90_us: 2000, p99_us: 2500, max_us: 3000 });
+        r.param("clients", 4)
+            .add("calls_per_s", 1234.5, Unit::PerSec);
+        r.latency(
+            "latency",
+            &Latency {
+                count: 2,
+                mean_us: 1.0,
+                p50_us: 1500,
+                p90_us: 2000,
+                p99_us: 2500,
+                max_us: 3000,
+            },
+        );
         let j = r.to_json();
         assert_eq!(j["figures"]["calls_per_s"], 1234.5);
         assert_eq!(j["figures"]["latency_p99_us"], 2500.0);

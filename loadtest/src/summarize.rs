@@ -53,11 +53,20 @@ pub fn parse_lines(text: &str) -> Vec<Row> {
         .filter_map(|l| serde_json::from_str::<Value>(l.trim()).ok())
         .filter_map(|v| {
             let scenario = v.get("scenario")?.as_str()?.to_string();
-            let label = v.get("label").and_then(Value::as_str).unwrap_or("").to_string();
+            let label = v
+                .get("label")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
             let params = v
                 .get("params")
                 .and_then(Value::as_object)
-                .map(|m| m.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" "))
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                })
                 .unwrap_or_default();
             let figures = v
                 .get("figures")?
@@ -65,7 +74,12 @@ pub fn parse_lines(text: &str) -> Vec<Row> {
                 .iter()
                 .filter_map(|(k, v)| Some((k.clone(), v.as_f64()?)))
                 .collect();
-            Some(Row { scenario, label, params, figures })
+            Some(Row {
+                scenario,
+                label,
+                params,
+                figures,
+            })
         })
         .collect()
 }
@@ -77,7 +91,11 @@ pub fn median(values: &mut [f64]) -> Option<f64> {
     }
     values.sort_by(f64::total_cmp);
     let n = values.len();
-    Some(if n % 2 == 1 { values[n / 2] } else { (values[n / 2 - 1] + values[n / 2]) / 2.0 })
+    Some(if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    })
 }
 
 fn default_figures(scenario: &str) -> Vec<String> {
@@ -110,7 +128,14 @@ fn default_figures(scenario: &str) -> Vec<String> {
             "wake_p99_us",
         ],
         "coldload" => &["doc_bytes", "sync_p50_us", "sync_max_us"],
-        "rooms" => &["sent_per_s", "delivered_per_s", "call_p50_us", "call_p99_us", "event_p99_us", "errors"],
+        "rooms" => &[
+            "sent_per_s",
+            "delivered_per_s",
+            "call_p50_us",
+            "call_p99_us",
+            "event_p99_us",
+            "errors",
+        ],
         _ => &[],
     };
     v.iter().map(|s| s.to_string()).collect()
@@ -119,7 +144,8 @@ fn default_figures(scenario: &str) -> Vec<String> {
 fn read_rows(files: &[PathBuf]) -> anyhow::Result<Vec<Row>> {
     let mut rows = Vec::new();
     for f in files {
-        let text = std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
+        let text =
+            std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
         rows.extend(parse_lines(&text));
     }
     Ok(rows)
@@ -139,7 +165,10 @@ fn group<'a>(rows: &'a [Row], key: impl Fn(&Row) -> String) -> Vec<(String, Vec<
 }
 
 fn median_of(rows: &[&Row], fig: &str) -> Option<f64> {
-    let mut v: Vec<f64> = rows.iter().filter_map(|r| r.figures.get(fig).copied()).collect();
+    let mut v: Vec<f64> = rows
+        .iter()
+        .filter_map(|r| r.figures.get(fig).copied())
+        .collect();
     median(&mut v)
 }
 
@@ -153,7 +182,11 @@ fn table(header: &[String], body: &[Vec<String>], markdown: bool) -> String {
         }
     }
     let line = |cells: &[String]| -> String {
-        let padded: Vec<String> = cells.iter().enumerate().map(|(i, c)| format!("{c:w$}", w = widths[i])).collect();
+        let padded: Vec<String> = cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:w$}", w = widths[i]))
+            .collect();
         if markdown {
             format!("| {} |\n", padded.join(" | "))
         } else {
@@ -176,16 +209,29 @@ pub fn summarize(args: &SummarizeArgs) -> anyhow::Result<String> {
     anyhow::ensure!(!rows.is_empty(), "no JSON report lines found");
     let mut out = String::new();
     for (scenario, srows) in group(&rows, |r| r.scenario.clone()) {
-        let figures = if args.figures.is_empty() { default_figures(&scenario) } else { args.figures.clone() };
+        let figures = if args.figures.is_empty() {
+            default_figures(&scenario)
+        } else {
+            args.figures.clone()
+        };
         let mut header = vec!["run".to_string(), "n".to_string()];
         header.extend(figures.iter().cloned());
         let owned: Vec<Row> = srows.into_iter().cloned().collect();
         let mut body = Vec::new();
-        let run_key = |r: &Row| if r.label.is_empty() { r.params.clone() } else { r.label.clone() };
+        let run_key = |r: &Row| {
+            if r.label.is_empty() {
+                r.params.clone()
+            } else {
+                r.label.clone()
+            }
+        };
         for (key, runs) in group(&owned, run_key) {
             let mut cells = vec![key, runs.len().to_string()];
             for f in &figures {
-                cells.push(median_of(&runs, f).map_or("-".to_string(), |v| format_value(v, unit_for_key(f))));
+                cells.push(
+                    median_of(&runs, f)
+                        .map_or("-".to_string(), |v| format_value(v, unit_for_key(f))),
+                );
             }
             body.push(cells);
         }
@@ -206,19 +252,31 @@ pub fn compare(args: &CompareArgs) -> anyhow::Result<String> {
     anyhow::ensure!(!rows.is_empty(), "no JSON report lines found");
     let mut out = String::new();
     for (key, srows) in group(&rows, |r| format!("{} {}", r.scenario, r.params)) {
-        let scenario = srows.first().map(|r| r.scenario.clone()).unwrap_or_default();
-        let figures = if args.figures.is_empty() { default_figures(&scenario) } else { args.figures.clone() };
+        let scenario = srows
+            .first()
+            .map(|r| r.scenario.clone())
+            .unwrap_or_default();
+        let figures = if args.figures.is_empty() {
+            default_figures(&scenario)
+        } else {
+            args.figures.clone()
+        };
         let owned: Vec<Row> = srows.into_iter().cloned().collect();
         let by_label = group(&owned, |r| r.label.clone());
         let labels: Vec<&String> = by_label.iter().map(|(l, _)| l).collect();
-        let peers: Vec<&String> = labels.iter().copied().filter(|l| **l != args.baseline).collect();
+        let peers: Vec<&String> = labels
+            .iter()
+            .copied()
+            .filter(|l| **l != args.baseline)
+            .collect();
         let mut header = vec!["figure".to_string()];
         header.extend(labels.iter().map(|l| l.to_string()));
         header.extend(peers.iter().map(|p| format!("{}/{p}", args.baseline)));
         let mut body = Vec::new();
         for f in &figures {
             let unit = unit_for_key(f);
-            let values: Vec<Option<f64>> = by_label.iter().map(|(_, rs)| median_of(rs, f)).collect();
+            let values: Vec<Option<f64>> =
+                by_label.iter().map(|(_, rs)| median_of(rs, f)).collect();
             if values.iter().all(Option::is_none) {
                 continue;
             }
@@ -226,10 +284,20 @@ pub fn compare(args: &CompareArgs) -> anyhow::Result<String> {
                 .iter()
                 .position(|(l, _)| *l == args.baseline)
                 .and_then(|i| values[i]);
-            let mut cells = vec![format!("{f}{}", if higher_is_better(f) { " (↑)" } else { "" })];
-            cells.extend(values.iter().map(|v| v.map_or("-".to_string(), |v| format_value(v, unit))));
+            let mut cells = vec![format!(
+                "{f}{}",
+                if higher_is_better(f) { " (↑)" } else { "" }
+            )];
+            cells.extend(
+                values
+                    .iter()
+                    .map(|v| v.map_or("-".to_string(), |v| format_value(v, unit))),
+            );
             for p in &peers {
-                let pv = by_label.iter().position(|(l, _)| l == *p).and_then(|i| values[i]);
+                let pv = by_label
+                    .iter()
+                    .position(|(l, _)| l == *p)
+                    .and_then(|i| values[i]);
                 cells.push(match (base, pv) {
                     (Some(b), Some(p)) if p != 0.0 => format!("{:.2}x", b / p),
                     _ => "-".to_string(),
@@ -274,11 +342,25 @@ mod tests {
         let line = |label: &str, v: f64| {
             format!("{{\"scenario\":\"fanout\",\"label\":\"{label}\",\"params\":{{\"docs\":1}},\"figures\":{{\"delivered_per_s\":{v}}}}}\n")
         };
-        std::fs::write(&f, line("roost", 300.0) + &line("roost", 100.0) + &line("peer", 100.0)).expect("write");
-        let out = compare(&CompareArgs { files: vec![f.clone()], baseline: "roost".into(), figures: vec![], markdown: false })
-            .expect("compare");
+        std::fs::write(
+            &f,
+            line("roost", 300.0) + &line("roost", 100.0) + &line("peer", 100.0),
+        )
+        .expect("write");
+        let out = compare(&CompareArgs {
+            files: vec![f.clone()],
+            baseline: "roost".into(),
+            figures: vec![],
+            markdown: false,
+        })
+        .expect("compare");
         assert!(out.contains("2.00x"), "{out}");
-        let out = summarize(&SummarizeArgs { files: vec![f], figures: vec![], markdown: true }).expect("summarize");
+        let out = summarize(&SummarizeArgs {
+            files: vec![f],
+            figures: vec![],
+            markdown: true,
+        })
+        .expect("summarize");
         assert!(out.contains("| roost "), "{out}");
         let _ = std::fs::remove_dir_all(dir);
     }

@@ -18,10 +18,14 @@ pub struct Target {
 impl Target {
     /// Parses `http://host:port/path` or `ws://host:port/path` (no TLS).
     pub fn parse(url: &str, allow_remote: bool) -> anyhow::Result<Target> {
-        let (scheme, rest) = url.split_once("://").context("URL needs a scheme (http:// or ws://)")?;
+        let (scheme, rest) = url
+            .split_once("://")
+            .context("URL needs a scheme (http:// or ws://)")?;
         let default_port = match scheme {
             "http" | "ws" => 80,
-            "https" | "wss" => bail!("TLS URLs are not supported by roost-load; use http:// or ws://"),
+            "https" | "wss" => {
+                bail!("TLS URLs are not supported by roost-load; use http:// or ws://")
+            }
             other => bail!("unsupported URL scheme {other:?}"),
         };
         let (authority, path) = match rest.find('/') {
@@ -31,7 +35,10 @@ impl Target {
         if authority.is_empty() {
             bail!("URL {url:?} has no host");
         }
-        let with_port = if authority.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) {
+        let with_port = if authority
+            .rsplit_once(':')
+            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+        {
             authority.to_string()
         } else {
             format!("{authority}:{default_port}")

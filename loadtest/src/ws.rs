@@ -159,7 +159,11 @@ pub struct WsConn {
 
 impl WsConn {
     /// Opens a TCP connection and performs the upgrade to `path`.
-    pub async fn connect(target: &Target, path: &str, extra_headers: &[(&str, &str)]) -> anyhow::Result<WsConn> {
+    pub async fn connect(
+        target: &Target,
+        path: &str,
+        extra_headers: &[(&str, &str)],
+    ) -> anyhow::Result<WsConn> {
         let stream = TcpStream::connect(target.addr)
             .await
             .with_context(|| format!("connecting to {}", target.addr))?;
@@ -176,11 +180,17 @@ impl WsConn {
             rng: seed(target.addr.port(), path),
             max_message: 256 * 1024 * 1024,
         };
-        conn.handshake(&target.authority, path, extra_headers).await?;
+        conn.handshake(&target.authority, path, extra_headers)
+            .await?;
         Ok(conn)
     }
 
-    async fn handshake(&mut self, authority: &str, path: &str, extra: &[(&str, &str)]) -> anyhow::Result<()> {
+    async fn handshake(
+        &mut self,
+        authority: &str,
+        path: &str,
+        extra: &[(&str, &str)],
+    ) -> anyhow::Result<()> {
         let mut req = format!(
             "GET {path} HTTP/1.1\r\nHost: {authority}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
              Sec-WebSocket-Key: {HANDSHAKE_KEY}\r\nSec-WebSocket-Version: 13\r\n"
@@ -275,7 +285,11 @@ impl WsConn {
                 OP_PONG => None,
                 OP_CLOSE => Some((Kind::Close, Payload::Buffer(p0..p1))),
                 OP_TEXT | OP_BINARY => {
-                    let kind = if h.opcode == OP_TEXT { Kind::Text } else { Kind::Binary };
+                    let kind = if h.opcode == OP_TEXT {
+                        Kind::Text
+                    } else {
+                        Kind::Binary
+                    };
                     if self.frag_kind.is_some() {
                         bail!("new data frame inside a fragmented message");
                     }
@@ -432,7 +446,9 @@ pub fn check_handshake_response(head: &str, path: &str) -> anyhow::Result<()> {
     }
     let accept = head.lines().find_map(|l| {
         let (k, v) = l.split_once(':')?;
-        k.trim().eq_ignore_ascii_case("sec-websocket-accept").then(|| v.trim())
+        k.trim()
+            .eq_ignore_ascii_case("sec-websocket-accept")
+            .then(|| v.trim())
     });
     if accept != Some(HANDSHAKE_ACCEPT) {
         bail!("WebSocket upgrade of {path}: bad Sec-WebSocket-Accept {accept:?}");
@@ -504,7 +520,11 @@ mod tests {
         let ok = format!("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nsec-websocket-accept: {HANDSHAKE_ACCEPT}\r\n\r\n");
         assert!(check_handshake_response(&ok, "/").is_ok());
         assert!(check_handshake_response("HTTP/1.1 404 Not Found\r\n\r\n", "/").is_err());
-        assert!(check_handshake_response("HTTP/1.1 101 OK\r\nSec-WebSocket-Accept: nope\r\n\r\n", "/").is_err());
+        assert!(check_handshake_response(
+            "HTTP/1.1 101 OK\r\nSec-WebSocket-Accept: nope\r\n\r\n",
+            "/"
+        )
+        .is_err());
     }
 
     /// A real server (tungstenite) sends text, binary, a ping and a
@@ -512,23 +532,37 @@ mod tests {
     #[tokio::test]
     async fn talks_to_tungstenite() {
         use futures_util::{SinkExt as _, StreamExt as _};
-        use tokio_tungstenite::tungstenite::protocol::frame::{coding::OpCode, coding::Data, Frame};
+        use tokio_tungstenite::tungstenite::protocol::frame::{
+            coding::Data, coding::OpCode, Frame,
+        };
         use tokio_tungstenite::tungstenite::Message as TMessage;
 
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let server = tokio::spawn(async move {
             let (sock, _) = listener.accept().await.expect("accept");
-            let mut ws = tokio_tungstenite::accept_async(sock).await.expect("upgrade");
+            let mut ws = tokio_tungstenite::accept_async(sock)
+                .await
+                .expect("upgrade");
             ws.send(TMessage::text("hello")).await.expect("send");
-            ws.send(TMessage::binary(vec![1u8; 200_000])).await.expect("send");
-            ws.send(TMessage::Ping(vec![9, 9].into())).await.expect("send");
+            ws.send(TMessage::binary(vec![1u8; 200_000]))
+                .await
+                .expect("send");
+            ws.send(TMessage::Ping(vec![9, 9].into()))
+                .await
+                .expect("send");
             let mut f1 = Frame::message(b"frag".to_vec(), OpCode::Data(Data::Binary), false);
             f1.header_mut().is_final = false;
             ws.send(TMessage::Frame(f1)).await.expect("send");
-            ws.send(TMessage::Frame(Frame::message(b"ment".to_vec(), OpCode::Data(Data::Continue), true)))
-                .await
-                .expect("send");
+            ws.send(TMessage::Frame(Frame::message(
+                b"ment".to_vec(),
+                OpCode::Data(Data::Continue),
+                true,
+            )))
+            .await
+            .expect("send");
             let mut got = Vec::new();
             while let Some(Ok(m)) = ws.next().await {
                 match m {

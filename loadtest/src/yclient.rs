@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 
 use crate::pacing::Pacer;
 use crate::report::latency_histogram;
@@ -40,6 +40,23 @@ pub struct Shared {
     pub sent: AtomicU64,
     pub delivered: AtomicU64,
     pub failed: AtomicUsize,
+}
+
+impl Shared {
+    /// A counter for the progress bar mirroring `delivered`.
+    pub fn clone_delivered(self: &Arc<Self>) -> Arc<AtomicU64> {
+        let mirror = Arc::new(AtomicU64::new(0));
+        let (me, m) = (Arc::downgrade(self), mirror.clone());
+        tokio::spawn(async move {
+            // Ends when the run's counters are dropped.
+            while let Some(s) = me.upgrade() {
+                m.store(s.delivered.load(Ordering::Relaxed), Ordering::Relaxed);
+                drop(s);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+        mirror
+    }
 }
 
 /// Fixed facts about one client.
@@ -96,6 +113,7 @@ pub async fn run(
     origin: Instant,
     mut phase: watch::Receiver<Phase>,
     shared: Arc<Shared>,
+    gate: Arc<Semaphore>,
 ) -> Stats {
     let mut stats = Stats {
         connect: None,
@@ -107,7 +125,7 @@ pub async fn run(
         resyncs: 0,
         error: None,
     };
-    if let Err(e) = drive(&spec, &target, origin, &mut phase, &shared, &mut stats).await {
+    if let Err(e) = drive(&spec, &target, origin, &mut phase, &shared, &mut stats, gate).await {
         stats.error = Some(format!("{e:#}"));
         shared.failed.fetch_add(1, Ordering::Relaxed);
     }
@@ -121,7 +139,10 @@ async fn drive(
     phase_rx: &mut watch::Receiver<Phase>,
     shared: &Shared,
     stats: &mut Stats,
+    gate: Arc<Semaphore>,
 ) -> anyhow::Result<()> {
+    // Held from connecting until synced: bounds connections in progress.
+    let mut permit = Some(gate.acquire_owned().await?);
     let t0 = Instant::now();
     let mut conn = WsConn::connect(target, &spec.path, &[]).await?;
     let mut framer = Framer::new(spec.protocol, &spec.doc);
@@ -133,36 +154,44 @@ async fn drive(
     conn.send_binary(framer.step1(&sv)).await?;
 
     let mut text = String::with_capacity(yjs::MARKER_LEN + spec.pad);
-    let mut phase = *phase_rx.borrow_and_update();
+    let _ = *phase_rx.borrow_and_update();
     let mut pacer: Option<Pacer> = None;
     let mut once_pending = false;
+    // One timer, re-armed when the next send moves (no timer per loop turn).
+    let timer = tokio::time::sleep(Duration::from_secs(3600));
+    tokio::pin!(timer);
     // Owed replies to the server's step 1, answered outside the borrow of the frame.
     let mut owe_step2: Option<Vec<u8>> = None;
     loop {
-        let sending = pacer.is_some() && spec.sender && matches!(phase, Phase::Send { .. });
-        let due = pacer.as_ref().map_or_else(Instant::now, Pacer::due);
+        let sending = once_pending || (pacer.is_some() && spec.sender);
         tokio::select! {
             biased;
             changed = phase_rx.changed() => {
                 if changed.is_err() {
                     break;
                 }
-                phase = *phase_rx.borrow_and_update();
+                let phase = *phase_rx.borrow_and_update();
+                if let Some(p) = pacer.take() {
+                    stats.skipped += p.skipped();
+                }
                 match phase {
                     Phase::Send { start, rate, once } => {
                         if once {
-                            pacer = None;
                             once_pending = spec.sender;
-                        } else {
+                            timer.as_mut().reset(start.into());
+                        } else if spec.sender {
+                            // Spread clients over one interval (golden-ratio phases).
                             let p = (spec.index as f64 * 0.618_033_988_75).fract();
-                            pacer = Some(Pacer::new(start, rate, p, Duration::from_millis(250)));
+                            let pc = Pacer::new(start, rate, p, Duration::from_millis(250));
+                            timer.as_mut().reset(pc.due().into());
+                            pacer = Some(pc);
                         }
                     }
                     Phase::Stop => break,
-                    Phase::Hold | Phase::Drain => pacer = None,
+                    Phase::Hold | Phase::Drain => once_pending = false,
                 }
             }
-            _ = tokio::time::sleep_until(due.into()), if sending || once_pending => {
+            () = &mut timer, if sending => {
                 let now = Instant::now();
                 text.clear();
                 let m = yjs::write_marker(marker_value(spec.index, now.duration_since(origin).as_micros() as u64));
@@ -180,6 +209,7 @@ async fn drive(
                     conn.send_binary(framer.step1(&sv)).await?;
                 } else if let Some(p) = pacer.as_mut() {
                     p.sent(now);
+                    timer.as_mut().reset(p.due().into());
                 }
             }
             n = conn.read_more() => {
@@ -209,6 +239,7 @@ async fn drive(
                         Incoming::Step2(_) => {
                             if stats.connect.is_none() {
                                 stats.connect = Some(t0.elapsed());
+                                permit = None;
                                 shared.synced.fetch_add(1, Ordering::Relaxed);
                             } else {
                                 stats.resyncs += 1;
@@ -232,9 +263,150 @@ async fn drive(
             }
         }
     }
-    stats.skipped = pacer.as_ref().map_or(0, Pacer::skipped);
+    if let Some(p) = pacer.take() {
+        stats.skipped += p.skipped();
+    }
+    drop(permit);
     let _ = tokio::time::timeout(Duration::from_secs(1), conn.close()).await;
     Ok(())
+}
+
+/// All clients of one run, driven together through [`Phase`]s.
+pub struct Fleet {
+    phase: watch::Sender<Phase>,
+    pub shared: Arc<Shared>,
+    /// Each client's task; it ends after `Phase::Stop` or a failure.
+    tasks: Vec<(Spec, tokio::task::JoinHandle<Stats>)>,
+}
+
+impl Fleet {
+    /// Spawns one task per spec; at most `concurrency` connect at once.
+    pub fn spawn(specs: Vec<Spec>, target: &Target, origin: Instant, concurrency: usize) -> Fleet {
+        let (phase, rx) = watch::channel(Phase::Hold);
+        let shared = Arc::new(Shared::default());
+        let gate = Arc::new(Semaphore::new(concurrency.max(1)));
+        let tasks = specs
+            .into_iter()
+            .map(|spec| {
+                let task = tokio::spawn(run(spec.clone(), target.clone(), origin, rx.clone(), shared.clone(), gate.clone()));
+                (spec, task)
+            })
+            .collect();
+        Fleet { phase, shared, tasks }
+    }
+
+    pub fn len(&self) -> usize {
+        self.tasks.len()
+    }
+
+    /// Waits until every client has synced or failed, or `timeout` passes.
+    /// Returns the number synced.
+    pub async fn wait_synced(&self, timeout: Duration) -> usize {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let synced = self.shared.synced.load(Ordering::Relaxed);
+            let failed = self.shared.failed.load(Ordering::Relaxed);
+            if synced + failed >= self.tasks.len() || Instant::now() >= deadline {
+                return synced;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn set(&self, phase: Phase) {
+        // Receivers live in the tasks; if all have ended there is nobody to tell.
+        let _ = self.phase.send(phase);
+    }
+
+    /// Waits until `delivered >= want()` or `timeout`; returns the time waited.
+    pub async fn wait_delivered(&self, want: impl Fn(&Shared) -> u64, timeout: Duration) -> Duration {
+        let t0 = Instant::now();
+        while t0.elapsed() < timeout && self.shared.delivered.load(Ordering::Relaxed) < want(&self.shared) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        t0.elapsed()
+    }
+
+    /// Tells every client to stop and collects their results.
+    pub async fn finish(self) -> Vec<(Spec, Stats)> {
+        self.set(Phase::Stop);
+        let mut out = Vec::with_capacity(self.tasks.len());
+        for (spec, task) in self.tasks {
+            match task.await {
+                Ok(stats) => out.push((spec, stats)),
+                Err(e) => {
+                    let mut stats = empty_stats();
+                    stats.error = Some(format!("client task failed: {e}"));
+                    out.push((spec, stats));
+                }
+            }
+        }
+        out
+    }
+}
+
+fn empty_stats() -> Stats {
+    Stats {
+        connect: None,
+        latency: latency_histogram(),
+        sent: 0,
+        delivered: 0,
+        echoes: 0,
+        skipped: 0,
+        resyncs: 0,
+        error: None,
+    }
+}
+
+/// Totals over all clients.
+pub struct Totals {
+    pub connect: Histogram<u64>,
+    pub latency: Histogram<u64>,
+    pub connected: usize,
+    pub sent: u64,
+    pub delivered: u64,
+    pub echoes: u64,
+    pub skipped: u64,
+    pub resyncs: u64,
+    /// Deliveries expected: each update to every other synced client of its document.
+    pub expected: u64,
+    pub errors: Vec<String>,
+}
+
+pub fn totals(results: &[(Spec, Stats)]) -> Totals {
+    let mut t = Totals {
+        connect: latency_histogram(),
+        latency: latency_histogram(),
+        connected: 0,
+        sent: 0,
+        delivered: 0,
+        echoes: 0,
+        skipped: 0,
+        resyncs: 0,
+        expected: 0,
+        errors: Vec::new(),
+    };
+    let mut per_doc: std::collections::HashMap<&str, (u64, u64)> = std::collections::HashMap::new();
+    for (spec, s) in results {
+        if let Some(c) = s.connect {
+            t.connected += 1;
+            t.connect.saturating_record(c.as_micros() as u64);
+            per_doc.entry(spec.doc.as_str()).or_default().0 += 1;
+        }
+        per_doc.entry(spec.doc.as_str()).or_default().1 += s.sent;
+        // Same bounds everywhere, so adding cannot fail.
+        let _ = t.latency.add(&s.latency);
+        t.sent += s.sent;
+        t.delivered += s.delivered;
+        t.echoes += s.echoes;
+        t.skipped += s.skipped;
+        t.resyncs += s.resyncs;
+        if let Some(e) = &s.error {
+            t.errors.push(e.clone());
+        }
+    }
+    t.expected = per_doc.values().map(|(conns, sent)| sent * conns.saturating_sub(1)).sum();
+    t
 }
 
 fn close_code(payload: &[u8]) -> Option<u16> {

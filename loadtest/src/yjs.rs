@@ -13,7 +13,9 @@ use yrs::encoding::read::{Cursor, Read as _};
 use yrs::encoding::write::Write as _;
 use yrs::updates::decoder::Decode as _;
 use yrs::updates::encoder::Encode as _;
-use yrs::{Doc, GetString as _, ReadTxn as _, StateVector, Text as _, TextRef, Transact as _, Update};
+use yrs::{
+    Doc, GetString as _, ReadTxn as _, StateVector, Text as _, TextRef, Transact as _, Update,
+};
 
 /// How messages are framed on the socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -27,6 +29,15 @@ pub enum Protocol {
 }
 
 impl Protocol {
+    /// The flag value (`roost`, `y-websocket`, `hocuspocus`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Roost => "roost",
+            Protocol::YWebsocket => "y-websocket",
+            Protocol::Hocuspocus => "hocuspocus",
+        }
+    }
+
     /// The request path for `doc` under the URL's base path.
     pub fn path(self, base: &str, doc: &str) -> String {
         let doc = crate::target::encode_segment(doc);
@@ -124,13 +135,20 @@ pub enum Incoming<'a> {
 pub fn classify(protocol: Protocol, msg: &[u8]) -> anyhow::Result<Incoming<'_>> {
     let mut c = Cursor::new(msg);
     if protocol == Protocol::Hocuspocus {
-        c.read_string().map_err(|e| anyhow::anyhow!("document name prefix: {e}"))?;
+        c.read_string()
+            .map_err(|e| anyhow::anyhow!("document name prefix: {e}"))?;
     }
-    let tag: u32 = c.read_var().map_err(|e| anyhow::anyhow!("message type: {e}"))?;
+    let tag: u32 = c
+        .read_var()
+        .map_err(|e| anyhow::anyhow!("message type: {e}"))?;
     match tag {
         0 => {
-            let sub: u32 = c.read_var().map_err(|e| anyhow::anyhow!("sync type: {e}"))?;
-            let len: u32 = c.read_var().map_err(|e| anyhow::anyhow!("sync payload length: {e}"))?;
+            let sub: u32 = c
+                .read_var()
+                .map_err(|e| anyhow::anyhow!("sync type: {e}"))?;
+            let len: u32 = c
+                .read_var()
+                .map_err(|e| anyhow::anyhow!("sync payload length: {e}"))?;
             // Slice the original buffer so the result outlives the cursor.
             let body = msg
                 .get(c.next..c.next.saturating_add(len as usize))
@@ -242,6 +260,11 @@ impl Author {
         txn.encode_update_v1()
     }
 
+    /// What we have that a peer with state vector `sv` lacks (a step 2 answer).
+    pub fn diff(&self, sv: &StateVector) -> Vec<u8> {
+        self.doc.transact().encode_diff_v1(sv)
+    }
+
     pub fn state_vector(&self) -> StateVector {
         self.doc.transact().state_vector()
     }
@@ -318,7 +341,10 @@ mod tests {
             other => panic!("unexpected {other:?}"),
         }
         let step2 = f.step2(&update).to_vec();
-        assert_eq!(step2, Message::Sync(SyncMessage::SyncStep2(update)).encode_v1());
+        assert_eq!(
+            step2,
+            Message::Sync(SyncMessage::SyncStep2(update)).encode_v1()
+        );
     }
 
     #[test]
@@ -329,11 +355,19 @@ mod tests {
         let msg = f.update(&update).to_vec();
         let mut d = DecoderV1::from(msg.as_slice());
         assert_eq!(d.read_string().expect("name"), "my doc");
-        assert!(matches!(classify(Protocol::Hocuspocus, &msg), Ok(Incoming::Update(u)) if u == update.as_slice()));
+        assert!(
+            matches!(classify(Protocol::Hocuspocus, &msg), Ok(Incoming::Update(u)) if u == update.as_slice())
+        );
         let step1 = f.step1(&a.state_vector()).to_vec();
-        assert!(matches!(classify(Protocol::Hocuspocus, &step1), Ok(Incoming::Step1(_))));
+        assert!(matches!(
+            classify(Protocol::Hocuspocus, &step1),
+            Ok(Incoming::Step1(_))
+        ));
         let auth = f.auth("").expect("hocuspocus has auth").to_vec();
-        assert!(matches!(classify(Protocol::Hocuspocus, &auth), Ok(Incoming::Other(HP_AUTH))));
+        assert!(matches!(
+            classify(Protocol::Hocuspocus, &auth),
+            Ok(Incoming::Other(HP_AUTH))
+        ));
         assert!(Framer::new(Protocol::Roost, "d").auth("").is_none());
     }
 
@@ -341,7 +375,9 @@ mod tests {
     fn classify_never_panics_on_garbage() {
         for len in 0..6 {
             for seed in 0..2000u32 {
-                let bytes: Vec<u8> = (0..len).map(|i| (seed.wrapping_mul(31).wrapping_add(i * 17) >> (i % 3)) as u8).collect();
+                let bytes: Vec<u8> = (0..len)
+                    .map(|i| (seed.wrapping_mul(31).wrapping_add(i * 17) >> (i % 3)) as u8)
+                    .collect();
                 let _ = classify(Protocol::YWebsocket, &bytes);
                 let _ = classify(Protocol::Hocuspocus, &bytes);
             }
@@ -357,14 +393,21 @@ mod tests {
         let doc = Doc::new();
         let text = doc.get_or_insert_text(TEXT_NAME);
         for i in 0..20 {
-            let u = if i % 2 == 0 { a.append("a") } else { b.append("b") };
+            let u = if i % 2 == 0 {
+                a.append("a")
+            } else {
+                b.append("b")
+            };
             let mut txn = doc.transact_mut();
-            txn.apply_update(Update::decode_v1(&u).expect("valid")).expect("applies");
+            txn.apply_update(Update::decode_v1(&u).expect("valid"))
+                .expect("applies");
         }
         let s = text.get_string(&doc.transact());
         assert_eq!(s.len(), 20);
         assert_eq!(s.matches('a').count(), 10);
-        let whole = doc.transact().encode_state_as_update_v1(&StateVector::default());
+        let whole = doc
+            .transact()
+            .encode_state_as_update_v1(&StateVector::default());
         assert_eq!(apply_to_new_doc(&whole).expect("valid").len(), 20);
     }
 
