@@ -52,6 +52,7 @@ impl Protocol {
 pub const HP_SYNC: u32 = 0;
 pub const HP_AWARENESS: u32 = 1;
 pub const HP_AUTH: u32 = 2;
+pub const HP_SYNC_REPLY: u32 = 4;
 
 /// Builds outgoing messages for one document into a reused buffer.
 pub struct Framer {
@@ -141,6 +142,8 @@ pub fn classify(protocol: Protocol, msg: &[u8]) -> anyhow::Result<Incoming<'_>> 
     let tag: u32 = c
         .read_var()
         .map_err(|e| anyhow::anyhow!("message type: {e}"))?;
+    // Hocuspocus answers a step 1 with its own step 1 tagged `SyncReply` (4).
+    let tag = if protocol == Protocol::Hocuspocus && tag == HP_SYNC_REPLY { 0 } else { tag };
     match tag {
         0 => {
             let sub: u32 = c
