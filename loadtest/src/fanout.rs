@@ -70,10 +70,19 @@ pub struct FanoutArgs {
 }
 
 pub async fn run(args: FanoutArgs, common: &Common) -> anyhow::Result<Vec<Report>> {
-    anyhow::ensure!(args.docs >= 1 && args.clients >= 1, "--docs and --clients must be at least 1");
+    anyhow::ensure!(
+        args.docs >= 1 && args.clients >= 1,
+        "--docs and --clients must be at least 1"
+    );
     anyhow::ensure!(args.docs * args.clients < (1 << 21), "at most 2^21 clients");
-    anyhow::ensure!(args.rate > 0.0 && args.rate.is_finite(), "--rate must be positive");
-    let prefix = args.doc_prefix.clone().unwrap_or_else(|| format!("fanout-{:08x}", yjs::run_seed()));
+    anyhow::ensure!(
+        args.rate > 0.0 && args.rate.is_finite(),
+        "--rate must be positive"
+    );
+    let prefix = args
+        .doc_prefix
+        .clone()
+        .unwrap_or_else(|| format!("fanout-{:08x}", yjs::run_seed()));
     if !args.find_max {
         return Ok(vec![round(&args, common, args.rate, &prefix).await?]);
     }
@@ -88,13 +97,18 @@ pub async fn run(args: FanoutArgs, common: &Common) -> anyhow::Result<Vec<Report
         let p99 = rep.get("latency_p99_us").unwrap_or(f64::INFINITY);
         let errors = rep.get("errors").unwrap_or(0.0);
         let cpu = rep.get("client_cpu_pct").unwrap_or(0.0);
-        let ok = ratio >= args.min_delivery && p99 <= args.max_p99.as_micros() as f64 && errors == 0.0;
+        let ok =
+            ratio >= args.min_delivery && p99 <= args.max_p99.as_micros() as f64 && errors == 0.0;
         reports.push(rep.clone());
         if !ok {
             why = format!(
                 "at {rate:.1}/s per client: delivery {ratio:.3}, p99 {:.1} ms, errors {errors}{}",
                 p99 / 1000.0,
-                if cpu > 90.0 { " (the load generator was saturated: this may be its limit, not the server's)" } else { "" }
+                if cpu > 90.0 {
+                    " (the load generator was saturated: this may be its limit, not the server's)"
+                } else {
+                    ""
+                }
             );
             break;
         }
@@ -111,7 +125,13 @@ pub async fn run(args: FanoutArgs, common: &Common) -> anyhow::Result<Vec<Report
     match best {
         Some((rate, rep)) => {
             max.add("max_rate_per_client", rate, Unit::PerSec);
-            for k in ["delivered_per_s", "latency_p50_us", "latency_p99_us", "client_cpu_pct", "server_cpu_pct"] {
+            for k in [
+                "delivered_per_s",
+                "latency_p50_us",
+                "latency_p99_us",
+                "client_cpu_pct",
+                "server_cpu_pct",
+            ] {
                 if let Some(v) = rep.get(k) {
                     max.add(k, v, crate::report::unit_for_key(k));
                 }
@@ -127,7 +147,12 @@ pub async fn run(args: FanoutArgs, common: &Common) -> anyhow::Result<Vec<Report
     Ok(reports)
 }
 
-async fn round(args: &FanoutArgs, common: &Common, rate: f64, prefix: &str) -> anyhow::Result<Report> {
+async fn round(
+    args: &FanoutArgs,
+    common: &Common,
+    rate: f64,
+    prefix: &str,
+) -> anyhow::Result<Report> {
     let target = Target::parse(&args.url, common.allow_remote)?;
     let origin = Instant::now();
     let seed = yjs::run_seed();
@@ -156,21 +181,36 @@ async fn round(args: &FanoutArgs, common: &Common, rate: f64, prefix: &str) -> a
     connecting.finish();
     if synced == 0 {
         let results = fleet.finish().await;
-        let first = results.iter().find_map(|(_, s)| s.error.clone()).unwrap_or_else(|| "timed out".into());
+        let first = results
+            .iter()
+            .find_map(|(_, s)| s.error.clone())
+            .unwrap_or_else(|| "timed out".into());
         anyhow::bail!("no client could connect and sync: {first}");
     }
 
     let metrics = (args.protocol == Protocol::Roost).then_some(&target);
     let probes = Probes::start(common, metrics).await?;
     let start = Instant::now() + Duration::from_millis(20);
-    fleet.set(Phase::Send { start, rate, once: false });
-    let progress = Progress::timed("fanout", args.duration, fleet.shared.clone_delivered(), "delivered");
+    fleet.set(Phase::Send {
+        start,
+        rate,
+        once: false,
+    });
+    let progress = Progress::timed(
+        "fanout",
+        args.duration,
+        fleet.shared.clone_delivered(),
+        "delivered",
+    );
     tokio::time::sleep_until((start + args.duration).into()).await;
     fleet.set(Phase::Drain);
     progress.finish();
     let peers = (args.clients - 1) as u64;
     let drained = fleet
-        .wait_delivered(|s| s.sent.load(std::sync::atomic::Ordering::Relaxed) * peers, args.drain)
+        .wait_delivered(
+            |s| s.sent.load(std::sync::atomic::Ordering::Relaxed) * peers,
+            args.drain,
+        )
         .await;
     let window = args.duration + drained;
     let mut report = Report::new("fanout");
@@ -189,17 +229,33 @@ async fn round(args: &FanoutArgs, common: &Common, rate: f64, prefix: &str) -> a
         .param("threads", common.threads);
     let mut figures = Report::new("fanout");
     figures
-        .add("clients_total", (args.docs * args.clients) as f64, Unit::Count)
+        .add(
+            "clients_total",
+            (args.docs * args.clients) as f64,
+            Unit::Count,
+        )
         .add("connected", t.connected as f64, Unit::Count)
         .add("connect_wall_s", connect_wall.as_secs_f64(), Unit::Seconds)
         .add("sent", t.sent as f64, Unit::Count)
-        .add("sent_per_s", t.sent as f64 / args.duration.as_secs_f64(), Unit::PerSec)
+        .add(
+            "sent_per_s",
+            t.sent as f64 / args.duration.as_secs_f64(),
+            Unit::PerSec,
+        )
         .add("delivered", t.delivered as f64, Unit::Count)
-        .add("delivered_per_s", t.delivered as f64 / window.as_secs_f64(), Unit::PerSec)
+        .add(
+            "delivered_per_s",
+            t.delivered as f64 / window.as_secs_f64(),
+            Unit::PerSec,
+        )
         .add("expected", t.expected as f64, Unit::Count)
         .add(
             "delivery_ratio",
-            if t.expected > 0 { t.delivered as f64 / t.expected as f64 } else { f64::NAN },
+            if t.expected > 0 {
+                t.delivered as f64 / t.expected as f64
+            } else {
+                f64::NAN
+            },
             Unit::Ratio,
         )
         .add("drain_s", drained.as_secs_f64(), Unit::Seconds)

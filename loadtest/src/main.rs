@@ -16,6 +16,7 @@ mod procstat;
 mod progress;
 mod promtext;
 mod report;
+mod selfcheck;
 mod summarize;
 mod target;
 mod ws;
@@ -48,6 +49,8 @@ enum Scenario {
     Durable(durable::DurableArgs),
     /// Yjs updates fanned out to every client of a document: delivered/s and end-to-end latency.
     Fanout(fanout::FanoutArgs),
+    /// How many small frames/s the generator itself can receive and time on one core (no server).
+    Selfcheck(selfcheck::SelfcheckArgs),
     /// Medians of repeated runs, from files of `--json` report lines.
     Summarize(summarize::SummarizeArgs),
     /// One target (by label) against the others, with ratios, from `--json` report lines.
@@ -101,6 +104,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let reports: Vec<Report> = match cli.scenario {
         Scenario::Durable(a) => vec![durable::run(a, &common).await?],
         Scenario::Fanout(a) => fanout::run(a, &common).await?,
+        Scenario::Selfcheck(a) => vec![selfcheck::run(a, &common).await?],
         Scenario::Summarize(a) => {
             print!("{}", summarize::summarize(&a)?);
             return Ok(());

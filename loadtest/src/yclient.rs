@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::pacing::Pacer;
 use crate::report::latency_histogram;
@@ -26,7 +26,11 @@ pub enum Phase {
     /// Connected and synced; wait.
     Hold,
     /// Senders send at `rate` per second from `start` (once if `once`).
-    Send { start: Instant, rate: f64, once: bool },
+    Send {
+        start: Instant,
+        rate: f64,
+        once: bool,
+    },
     /// Stop sending, keep receiving.
     Drain,
     /// Close the connection and return the results.
@@ -125,7 +129,11 @@ pub async fn run(
         resyncs: 0,
         error: None,
     };
-    if let Err(e) = drive(&spec, &target, origin, &mut phase, &shared, &mut stats, gate).await {
+    if let Err(e) = drive(
+        &spec, &target, origin, &mut phase, &shared, &mut stats, gate,
+    )
+    .await
+    {
         stats.error = Some(format!("{e:#}"));
         shared.failed.fetch_add(1, Ordering::Relaxed);
     }
@@ -160,8 +168,19 @@ async fn drive(
     // One timer, re-armed when the next send moves (no timer per loop turn).
     let timer = tokio::time::sleep(Duration::from_secs(3600));
     tokio::pin!(timer);
-    // Owed replies to the server's step 1, answered outside the borrow of the frame.
-    let mut owe_step2: Option<Vec<u8>> = None;
+    // Frames may have arrived with the handshake response.
+    if let Some(owe) = handle_buffered(
+        &mut conn,
+        spec,
+        origin,
+        &author,
+        stats,
+        shared,
+        t0,
+        &mut permit,
+    )? {
+        conn.send_binary(framer.step2(&owe)).await?;
+    }
     loop {
         let sending = once_pending || (pacer.is_some() && spec.sender);
         tokio::select! {
@@ -216,50 +235,10 @@ async fn drive(
                 if n? == 0 {
                     anyhow::bail!("server closed the connection");
                 }
-                let now_us = origin.elapsed().as_micros() as u64;
-                let mut delivered = 0u64;
-                while let Some(msg) = conn.next_buffered()? {
-                    match msg.kind {
-                        Kind::Close => anyhow::bail!("server sent close {:?}", close_code(msg.payload)),
-                        Kind::Text => continue,
-                        Kind::Binary => {}
-                    }
-                    match yjs::classify(spec.protocol, msg.payload)? {
-                        Incoming::Update(u) => {
-                            yjs::scan_markers(u, |v| {
-                                let (sender, sent_us) = split_marker(v);
-                                if sender == spec.index & 0xff_ffff {
-                                    stats.echoes += 1;
-                                } else {
-                                    stats.latency.saturating_record(now_us.saturating_sub(sent_us));
-                                    delivered += 1;
-                                }
-                            });
-                        }
-                        Incoming::Step2(_) => {
-                            if stats.connect.is_none() {
-                                stats.connect = Some(t0.elapsed());
-                                permit = None;
-                                shared.synced.fetch_add(1, Ordering::Relaxed);
-                            } else {
-                                stats.resyncs += 1;
-                            }
-                        }
-                        Incoming::Step1(sv) => {
-                            let sv = yjs::decode_state_vector(sv)?;
-                            owe_step2 = Some(author.diff(&sv));
-                        }
-                        Incoming::Awareness | Incoming::Other(_) => {}
-                    }
-                }
-                if delivered > 0 {
-                    stats.delivered += delivered;
-                    shared.delivered.fetch_add(delivered, Ordering::Relaxed);
+                if let Some(owe) = handle_buffered(&mut conn, spec, origin, &author, stats, shared, t0, &mut permit)? {
+                    conn.send_binary(framer.step2(&owe)).await?;
                 }
                 conn.flush_control().await?;
-                if let Some(diff) = owe_step2.take() {
-                    conn.send_binary(framer.step2(&diff)).await?;
-                }
             }
         }
     }
@@ -288,11 +267,22 @@ impl Fleet {
         let tasks = specs
             .into_iter()
             .map(|spec| {
-                let task = tokio::spawn(run(spec.clone(), target.clone(), origin, rx.clone(), shared.clone(), gate.clone()));
+                let task = tokio::spawn(run(
+                    spec.clone(),
+                    target.clone(),
+                    origin,
+                    rx.clone(),
+                    shared.clone(),
+                    gate.clone(),
+                ));
                 (spec, task)
             })
             .collect();
-        Fleet { phase, shared, tasks }
+        Fleet {
+            phase,
+            shared,
+            tasks,
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -319,9 +309,15 @@ impl Fleet {
     }
 
     /// Waits until `delivered >= want()` or `timeout`; returns the time waited.
-    pub async fn wait_delivered(&self, want: impl Fn(&Shared) -> u64, timeout: Duration) -> Duration {
+    pub async fn wait_delivered(
+        &self,
+        want: impl Fn(&Shared) -> u64,
+        timeout: Duration,
+    ) -> Duration {
         let t0 = Instant::now();
-        while t0.elapsed() < timeout && self.shared.delivered.load(Ordering::Relaxed) < want(&self.shared) {
+        while t0.elapsed() < timeout
+            && self.shared.delivered.load(Ordering::Relaxed) < want(&self.shared)
+        {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         t0.elapsed()
@@ -405,8 +401,70 @@ pub fn totals(results: &[(Spec, Stats)]) -> Totals {
             t.errors.push(e.clone());
         }
     }
-    t.expected = per_doc.values().map(|(conns, sent)| sent * conns.saturating_sub(1)).sum();
+    t.expected = per_doc
+        .values()
+        .map(|(conns, sent)| sent * conns.saturating_sub(1))
+        .sum();
     t
+}
+
+/// Handles every complete message already received. Returns the step 2
+/// answer owed if the server sent its step 1.
+#[allow(clippy::too_many_arguments)]
+fn handle_buffered(
+    conn: &mut WsConn,
+    spec: &Spec,
+    origin: Instant,
+    author: &Author,
+    stats: &mut Stats,
+    shared: &Shared,
+    t0: Instant,
+    permit: &mut Option<OwnedSemaphorePermit>,
+) -> anyhow::Result<Option<Vec<u8>>> {
+    let now_us = origin.elapsed().as_micros() as u64;
+    let mut delivered = 0u64;
+    let mut owe = None;
+    while let Some(msg) = conn.next_buffered()? {
+        match msg.kind {
+            Kind::Close => anyhow::bail!("server sent close {:?}", close_code(msg.payload)),
+            Kind::Text => continue,
+            Kind::Binary => {}
+        }
+        match yjs::classify(spec.protocol, msg.payload)? {
+            Incoming::Update(u) => {
+                yjs::scan_markers(u, |v| {
+                    let (sender, sent_us) = split_marker(v);
+                    if sender == spec.index & 0xff_ffff {
+                        stats.echoes += 1;
+                    } else {
+                        stats
+                            .latency
+                            .saturating_record(now_us.saturating_sub(sent_us));
+                        delivered += 1;
+                    }
+                });
+            }
+            Incoming::Step2(_) => {
+                if stats.connect.is_none() {
+                    stats.connect = Some(t0.elapsed());
+                    shared.synced.fetch_add(1, Ordering::Relaxed);
+                    *permit = None;
+                } else {
+                    stats.resyncs += 1;
+                }
+            }
+            Incoming::Step1(sv) => {
+                let sv = yjs::decode_state_vector(sv)?;
+                owe = Some(author.diff(&sv));
+            }
+            Incoming::Awareness | Incoming::Other(_) => {}
+        }
+    }
+    if delivered > 0 {
+        stats.delivered += delivered;
+        shared.delivered.fetch_add(delivered, Ordering::Relaxed);
+    }
+    Ok(owe)
 }
 
 fn close_code(payload: &[u8]) -> Option<u16> {

@@ -143,7 +143,11 @@ pub fn classify(protocol: Protocol, msg: &[u8]) -> anyhow::Result<Incoming<'_>> 
         .read_var()
         .map_err(|e| anyhow::anyhow!("message type: {e}"))?;
     // Hocuspocus answers a step 1 with its own step 1 tagged `SyncReply` (4).
-    let tag = if protocol == Protocol::Hocuspocus && tag == HP_SYNC_REPLY { 0 } else { tag };
+    let tag = if protocol == Protocol::Hocuspocus && tag == HP_SYNC_REPLY {
+        0
+    } else {
+        tag
+    };
     match tag {
         0 => {
             let sub: u32 = c
