@@ -67,6 +67,15 @@ pub struct ServeArgs {
     /// Largest database file per object, in bytes.
     #[arg(long, env = "ROOST_MAX_DB_BYTES", default_value_t = 1024 * 1024 * 1024)]
     pub max_db_bytes: u64,
+    /// Largest WebSocket frame/message accepted, in bytes (close 1009 beyond).
+    #[arg(long, env = "ROOST_MAX_FRAME_BYTES", default_value_t = 1024 * 1024)]
+    pub max_frame_bytes: usize,
+    /// Most bytes queued for one socket before that (slow) client is disconnected.
+    #[arg(long, env = "ROOST_MAX_SOCKET_QUEUE_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub max_socket_queue_bytes: usize,
+    /// Most WebSockets one object may hold.
+    #[arg(long, env = "ROOST_MAX_SOCKETS_PER_OBJECT", default_value_t = 10_000)]
+    pub max_sockets_per_object: usize,
     /// How often the shared commit log is checkpointed into object files.
     #[arg(long, env = "ROOST_CHECKPOINT_INTERVAL", default_value = "5s", value_parser = parse_duration)]
     pub checkpoint_interval: Duration,
@@ -86,6 +95,9 @@ impl ServeArgs {
         config.storage.max_value_bytes = self.max_value_bytes;
         config.storage.max_db_bytes = self.max_db_bytes;
         config.log.checkpoint_interval = self.checkpoint_interval;
+        config.sockets.max_frame_bytes = self.max_frame_bytes;
+        config.sockets.max_outbox_bytes = self.max_socket_queue_bytes;
+        config.sockets.max_sockets_per_object = self.max_sockets_per_object;
         config
     }
 }

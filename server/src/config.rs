@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::commitlog::LogConfig;
+use crate::sockets::SocketLimits;
 use crate::storage::{FaultHook, StorageLimits};
 
 #[derive(Clone)]
@@ -20,6 +21,7 @@ pub struct Config {
     /// Largest HTTP request body.
     pub max_body_bytes: usize,
     pub storage: StorageLimits,
+    pub sockets: SocketLimits,
     pub log: LogConfig,
     /// Test hook: make commits fail (see `storage::FaultHook`).
     pub fault: Option<FaultHook>,
@@ -34,6 +36,7 @@ impl Default for Config {
             max_batch: 256,
             max_body_bytes: 1024 * 1024,
             storage: StorageLimits::default(),
+            sockets: SocketLimits::default(),
             log: LogConfig::default(),
             fault: None,
         }

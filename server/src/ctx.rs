@@ -1,21 +1,45 @@
-//! [`Ctx`]: what a handler can reach — its identity, its storage, and other
-//! objects. One `Ctx` belongs to one live object and lives in its actor.
+//! [`Ctx`]: what a handler can reach — its identity, its storage, its
+//! sockets and other objects. One `Ctx` belongs to one live object and lives
+//! in its actor.
+//!
+//! Everything a handler sends through `Ctx` (socket messages, broadcasts,
+//! closes) is an output: it is held until the event's batch is durable, and
+//! dropped if the event fails.
 
+use std::sync::Arc;
+
+use axum::extract::ws::Message;
+use roost_protocol::{ErrorCode, ErrorDetail, ServerFrame};
 use serde_json::Value;
 
-use roost_protocol::ErrorDetail;
-
 use crate::id::{ObjectId, ObjectKey};
+use crate::object::ObjectError;
+use crate::runtime::output::Output;
 use crate::runtime::Runtime;
+use crate::sockets::{ObjectSockets, SocketId, SocketMessage};
 use crate::storage::Storage;
 
 pub struct Ctx {
     pub(crate) key: ObjectKey,
     pub(crate) storage: Storage,
     pub(crate) runtime: Runtime,
+    /// Outputs of the event being run.
+    pub(crate) outputs: Vec<Output>,
+    /// The socket whose frame or call is being handled.
+    pub(crate) caller: Option<SocketId>,
 }
 
 impl Ctx {
+    pub(crate) fn new(key: ObjectKey, storage: Storage, runtime: Runtime) -> Ctx {
+        Ctx {
+            key,
+            storage,
+            runtime,
+            outputs: Vec::new(),
+            caller: None,
+        }
+    }
+
     pub fn id(&self) -> ObjectId {
         self.key.id
     }
@@ -34,8 +58,7 @@ impl Ctx {
     }
 
     /// Calls a method on another object and waits for its (durable) reply.
-    /// Calling back into the calling object from there would wait forever;
-    /// such cycles end with the callee's error after the mailbox timeout.
+    /// Calling back into the calling object from there would wait forever.
     pub async fn call_object(
         &self,
         class: &str,
@@ -44,9 +67,125 @@ impl Ctx {
         args: Value,
     ) -> Result<Value, ErrorDetail> {
         let key = ObjectKey::new(class, name).map_err(|e| ErrorDetail {
-            code: roost_protocol::ErrorCode::BadName,
+            code: ErrorCode::BadName,
             message: e.to_string(),
         })?;
         self.runtime.call(&key, method, args, false).await
+    }
+
+    fn table(&self) -> Option<Arc<ObjectSockets>> {
+        self.runtime.0.sockets.get(&self.key.id)
+    }
+
+    /// The socket whose frame or `call` envelope is being handled, if any.
+    pub fn caller_socket(&self) -> Option<SocketId> {
+        self.caller
+    }
+
+    /// Accepted sockets with `tag` (every accepted socket if `None`).
+    pub fn sockets(&self, tag: Option<&str>) -> Vec<SocketId> {
+        self.table().map(|t| t.ids(tag)).unwrap_or_default()
+    }
+
+    /// The tags a socket was accepted with.
+    pub fn tags(&self, socket: SocketId) -> Vec<String> {
+        self.table()
+            .and_then(|t| t.with_table(|t| t.get(&socket).map(|e| e.tags.clone())))
+            .unwrap_or_default()
+    }
+
+    /// Sends a frame to one socket (after this event's batch is durable).
+    pub fn send(&mut self, socket: SocketId, msg: SocketMessage) {
+        self.outputs.push(Output::Send(socket, msg.into_ws()));
+    }
+
+    /// Sends `{"type":"event","event":E,"data":D}` to one socket.
+    pub fn send_event(&mut self, socket: SocketId, event: &str, data: Value) {
+        let text = ServerFrame::event(event, data).encode();
+        self.outputs
+            .push(Output::Send(socket, Message::Text(text.into())));
+    }
+
+    /// Sends a frame to every accepted socket with `tag` (all if `None`),
+    /// except `except`. The frame is encoded once for all recipients.
+    pub fn broadcast(&mut self, tag: Option<&str>, msg: SocketMessage, except: Option<SocketId>) {
+        self.outputs.push(Output::Broadcast {
+            tag: tag.map(str::to_owned),
+            msg: msg.into_ws(),
+            except,
+        });
+    }
+
+    /// Broadcasts `{"type":"event","event":E,"data":D}`.
+    pub fn broadcast_event(
+        &mut self,
+        tag: Option<&str>,
+        event: &str,
+        data: Value,
+        except: Option<SocketId>,
+    ) {
+        let text = ServerFrame::event(event, data).encode();
+        self.broadcast(tag, SocketMessage::Text(text), except);
+    }
+
+    /// Closes a socket with a code and reason.
+    pub fn close(&mut self, socket: SocketId, code: u16, reason: &str) {
+        self.outputs
+            .push(Output::Close(socket, code, reason.to_owned()));
+    }
+
+    /// Stores bytes with the socket (≤ 16 KiB by default); they survive the
+    /// object's hibernation. Takes effect at once.
+    pub fn set_attachment(&mut self, socket: SocketId, bytes: Vec<u8>) -> Result<(), ObjectError> {
+        let limit = self.runtime.0.config.sockets.max_attachment_bytes;
+        if bytes.len() > limit {
+            return Err(ObjectError::app(format!(
+                "attachment is {} bytes; the limit is {limit}",
+                bytes.len()
+            )));
+        }
+        let stored = self.table().is_some_and(|t| {
+            t.with_table(|t| {
+                t.get_mut(&socket)
+                    .map(|e| e.attachment = Some(bytes))
+                    .is_some()
+            })
+        });
+        if stored {
+            Ok(())
+        } else {
+            Err(ObjectError::app(format!("no socket {socket}")))
+        }
+    }
+
+    /// The bytes stored with the socket, if any.
+    pub fn attachment(&self, socket: SocketId) -> Option<Vec<u8>> {
+        self.table()
+            .and_then(|t| t.with_table(|t| t.get(&socket).and_then(|e| e.attachment.clone())))
+    }
+
+    /// From now on, a text frame equal to `request` is answered with
+    /// `response` by the socket layer, without waking the object. `None` clears.
+    pub fn set_auto_response(&mut self, pair: Option<(String, String)>) {
+        if let Some(t) = self.table() {
+            t.set_auto_response(pair);
+        }
+    }
+
+    pub(crate) fn socket_read_only(&self, socket: SocketId) -> bool {
+        self.table()
+            .and_then(|t| t.with_table(|t| t.get(&socket).map(|e| e.read_only)))
+            .unwrap_or(false)
+    }
+
+    pub(crate) fn accept_socket(&mut self, socket: SocketId, tags: Vec<String>) {
+        if let Some(t) = self.table() {
+            t.with_table(|t| {
+                if let Some(e) = t.get_mut(&socket) {
+                    e.tags = tags;
+                    e.accepted = true;
+                }
+            });
+        }
     }
 }

@@ -13,6 +13,7 @@ pub mod metrics;
 mod object;
 pub mod runtime;
 mod server;
+pub mod sockets;
 pub mod storage;
 mod sys;
 
@@ -20,5 +21,7 @@ pub use config::Config;
 pub use ctx::Ctx;
 pub use id::{ObjectId, ObjectKey};
 pub use object::{DurableObject, ObjectError};
+pub use runtime::{Admission, ConnectRequest};
 pub use server::{RunningServer, Server, ServerBuilder};
+pub use sockets::{SocketId, SocketLimits, SocketMessage};
 pub use storage::{ListOptions, Storage, StorageError, StorageLimits};

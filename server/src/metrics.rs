@@ -68,6 +68,10 @@ pub struct Metrics {
     pub constructions: AtomicU64,
     pub log_groups: AtomicU64,
     pub log_records: AtomicU64,
+    pub frames_in: AtomicU64,
+    pub auto_responses: AtomicU64,
+    pub slow_consumers: AtomicU64,
+    pub open_sockets: AtomicI64,
     errors: [AtomicU64; ERROR_KINDS.len()],
     pub commit_latency: Histogram,
     pub log_fsync_latency: Histogram,
@@ -84,6 +88,10 @@ impl Default for Metrics {
             constructions: AtomicU64::new(0),
             log_groups: AtomicU64::new(0),
             log_records: AtomicU64::new(0),
+            frames_in: AtomicU64::new(0),
+            auto_responses: AtomicU64::new(0),
+            slow_consumers: AtomicU64::new(0),
+            open_sockets: AtomicI64::new(0),
             errors: std::array::from_fn(|_| AtomicU64::new(0)),
             commit_latency: Histogram::new(),
             log_fsync_latency: Histogram::new(),
@@ -155,8 +163,32 @@ impl Metrics {
         counter(
             &mut out,
             "roost_object_starts_total",
-            "Object constructor runs.",
+            "Object constructor runs (creations and wake-ups from hibernation or eviction).",
             self.constructions.load(Relaxed),
+        );
+        gauge(
+            &mut out,
+            "roost_open_sockets",
+            "Open WebSockets.",
+            self.open_sockets.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "roost_socket_frames_in_total",
+            "Frames received on object sockets.",
+            self.frames_in.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "roost_socket_auto_responses_total",
+            "Frames answered by the socket layer without waking the object.",
+            self.auto_responses.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "roost_socket_slow_consumers_total",
+            "Sockets disconnected because their outbound queue overflowed.",
+            self.slow_consumers.load(Relaxed),
         );
         counter(
             &mut out,

@@ -11,6 +11,8 @@ use roost_protocol::{ErrorCode, ErrorDetail};
 use serde_json::Value;
 
 use crate::ctx::Ctx;
+use crate::runtime::{Admission, ConnectRequest};
+use crate::sockets::{SocketId, SocketMessage};
 use crate::storage::StorageError;
 
 /// A class of durable objects. One value of the type is one live object; the
@@ -29,6 +31,38 @@ pub trait DurableObject: Sized + Send + 'static {
         method: &str,
         args: Value,
     ) -> impl Future<Output = Result<Value, ObjectError>> + Send;
+
+    /// A WebSocket asks to join (`GET /v1/objects/{class}/{name}/ws`). Accept
+    /// it with tags, or reject it with a close code. The default accepts.
+    fn on_connect(
+        &mut self,
+        _ctx: &mut Ctx,
+        _socket: SocketId,
+        _request: &ConnectRequest,
+    ) -> impl Future<Output = Result<Admission, ObjectError>> + Send {
+        async { Ok(Admission::accept()) }
+    }
+
+    /// A frame that is not a `call` envelope. The default ignores it.
+    fn on_message(
+        &mut self,
+        _ctx: &mut Ctx,
+        _socket: SocketId,
+        _msg: SocketMessage,
+    ) -> impl Future<Output = Result<(), ObjectError>> + Send {
+        async { Ok(()) }
+    }
+
+    /// A socket closed (the client left, was too slow, or the object closed it).
+    fn on_close(
+        &mut self,
+        _ctx: &mut Ctx,
+        _socket: SocketId,
+        _code: u16,
+        _reason: &str,
+    ) -> impl Future<Output = Result<(), ObjectError>> + Send {
+        async { Ok(()) }
+    }
 }
 
 /// What a handler can fail with. Each variant maps to a stable error code.

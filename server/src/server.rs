@@ -54,6 +54,7 @@ impl ServerBuilder {
     /// Registers the built-in classes (`counter`, ...).
     pub fn with_builtins(self) -> Self {
         self.class::<crate::classes::counter::Counter>("counter")
+            .class::<crate::classes::room::Room>("room")
     }
 
     pub fn config(mut self, config: Config) -> Self {
@@ -101,6 +102,7 @@ impl ServerBuilder {
                 mailbox_depth: config.mailbox_depth.max(1),
                 max_batch: config.max_batch.max(1),
                 storage: config.storage.clone(),
+                sockets: config.sockets.clone(),
                 fault: config.fault.clone(),
             },
             self.registry,

@@ -4,6 +4,8 @@
 //! The binary is `$ROOST_BIN`, or `target/debug/roost` of this workspace
 //! (the README's test command builds it first).
 
+pub mod ws;
+
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;

@@ -1,3 +1,4 @@
 //! Built-in classes, registered by `ServerBuilder::with_builtins`.
 
 pub mod counter;
+pub mod room;

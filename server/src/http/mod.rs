@@ -3,6 +3,7 @@
 
 pub mod error;
 mod rpc;
+mod ws;
 
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::header;
@@ -19,6 +20,7 @@ pub fn router(runtime: Runtime, max_body_bytes: usize) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
         .route("/v1/objects/{class}/{name}/call/{method}", post(rpc::call))
+        .route("/v1/objects/{class}/{name}/ws", get(ws::object_socket))
         .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such route") })
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(runtime)

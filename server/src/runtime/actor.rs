@@ -33,15 +33,15 @@ use std::time::Instant;
 
 use futures_util::FutureExt;
 use roost_protocol::{ErrorCode, ErrorDetail};
-use serde_json::Value;
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::Instrument;
 
+use super::output::{self, Admission, Output};
 use super::{error, Command, Runtime};
 use crate::commitlog::record::Record;
 use crate::commitlog::LogError;
 use crate::ctx::Ctx;
-use crate::id::{object_path, ObjectKey};
+use crate::id::{object_path, ObjectId, ObjectKey};
 use crate::object::DurableObject;
 use crate::storage::capture::ChangeCapture;
 use crate::storage::{Storage, StorageError};
@@ -55,11 +55,10 @@ pub(crate) struct ActorArgs {
     pub _alive: mpsc::Sender<()>,
 }
 
-/// Replies held back until their batch is durable.
-type Pending = Vec<(
-    oneshot::Sender<Result<Value, ErrorDetail>>,
-    Result<Value, ErrorDetail>,
-)>;
+struct Live<T> {
+    object: T,
+    ctx: Ctx,
+}
 
 /// Most batches an object may have committed but not yet durable.
 const MAX_IN_FLIGHT: usize = 4;
@@ -71,7 +70,7 @@ struct InFlight {
     /// Resolves when the log has fsynced the batch; `None` if there was
     /// nothing to make durable (or it already is).
     ack: Option<oneshot::Receiver<Result<(), LogError>>>,
-    pending: Pending,
+    outputs: Vec<Output>,
     committed_at: Instant,
     events: usize,
     wrote: bool,
@@ -86,7 +85,7 @@ enum BatchEnd {
     Broken,
 }
 
-fn release(inflight: InFlight, runtime: &Runtime) {
+fn release(inflight: InFlight, runtime: &Runtime, object: ObjectId) {
     let metrics = &runtime.0.metrics;
     if inflight.wrote {
         metrics
@@ -99,20 +98,7 @@ fn release(inflight: InFlight, runtime: &Runtime) {
             .committed_events
             .fetch_add(inflight.events as u64, std::sync::atomic::Ordering::Relaxed);
     }
-    for (reply, result) in inflight.pending {
-        let _ = reply.send(result);
-    }
-}
-
-fn fail_inflight(inflight: InFlight, e: &ErrorDetail) {
-    for (reply, _) in inflight.pending {
-        let _ = reply.send(Err(e.clone()));
-    }
-}
-
-struct Live<T> {
-    object: T,
-    ctx: Ctx,
+    output::release(runtime, object, inflight.outputs);
 }
 
 pub(crate) async fn run<T: DurableObject>(args: ActorArgs) {
@@ -147,7 +133,7 @@ async fn run_inner<T: DurableObject>(args: ActorArgs) {
         let accepting = inflight.len() < MAX_IN_FLIGHT;
         if inflight.front().is_some_and(|f| f.ack.is_none()) {
             if let Some(done) = inflight.pop_front() {
-                release(done, &runtime);
+                release(done, &runtime, key.id);
             }
             continue;
         }
@@ -158,14 +144,14 @@ async fn run_inner<T: DurableObject>(args: ActorArgs) {
                     let result = result.unwrap_or(Err(LogError::Closed));
                     let Some(done) = inflight.pop_front() else { continue };
                     match result {
-                        Ok(()) => release(done, &runtime),
+                        Ok(()) => release(done, &runtime, key.id),
                         Err(e) => {
                             metrics.error("log_failed");
                             tracing::error!(error = %e, "batch could not be made durable");
                             let err = error(ErrorCode::ObjectBroken, format!("batch could not be made durable: {e}; the object restarts from storage"));
-                            fail_inflight(done, &err);
+                            output::fail(&runtime, key.id, done.outputs, &err);
                             for later in inflight.drain(..) {
-                                fail_inflight(later, &err);
+                                output::fail(&runtime, key.id, later.outputs, &err);
                             }
                             live = None;
                         }
@@ -215,7 +201,7 @@ async fn run_inner<T: DurableObject>(args: ActorArgs) {
                     metrics.error("constructor_failed");
                     tracing::error!(error = %e.message, "object failed to start");
                     for cmd in batch.drain(..) {
-                        cmd.fail(e.clone());
+                        cmd.fail(&runtime, key.id, e.clone());
                     }
                     // Stop: the next command starts a fresh attempt.
                     runtime.mark_stopping(key.id, generation, done_rx.clone());
@@ -274,11 +260,7 @@ fn start<T: DurableObject>(key: &ObjectKey, runtime: &Runtime) -> Result<Live<T>
         runtime.0.catalog.register(key, crate::catalog::now_ms());
     }
     storage.begin_batch().map_err(broken)?;
-    let mut ctx = Ctx {
-        key: key.clone(),
-        storage,
-        runtime: runtime.clone(),
-    };
+    let mut ctx = Ctx::new(key.clone(), storage, runtime.clone());
     runtime
         .0
         .metrics
@@ -311,23 +293,226 @@ fn start<T: DurableObject>(key: &ObjectKey, runtime: &Runtime) -> Result<Live<T>
     Ok(Live { object, ctx })
 }
 
+/// Runs one event inside its savepoint; returns whether to keep its writes,
+/// and pushes its outputs (kept only if the event succeeded).
+async fn run_event<T: DurableObject>(
+    l: &mut Live<T>,
+    runtime: &Runtime,
+    cmd: Command,
+    outputs: &mut Vec<Output>,
+) -> Result<(), EventFailure> {
+    let metrics = &runtime.0.metrics;
+    let limits = &runtime.0.config.sockets;
+    let read_only = match &cmd {
+        Command::Call { read_only, .. } => *read_only,
+        Command::Connect { socket, .. } | Command::Message { socket, .. } => {
+            l.ctx.socket_read_only(*socket)
+        }
+        Command::Closed { .. } => false,
+    };
+    let prepared = l
+        .ctx
+        .storage
+        .begin_event()
+        .and_then(|()| l.ctx.storage.set_read_only(read_only));
+    if let Err(e) = prepared {
+        // Put the command's own answer on the failure path.
+        let mut own = Vec::new();
+        push_failure(cmd, &mut own);
+        return Err(EventFailure::Broken(e.to_string(), own));
+    }
+    l.ctx.outputs.clear();
+    // Each arm: run the handler, catching panics; decide the command's own output.
+    let (ok, own, panicked): (bool, Option<Output>, bool) = match cmd {
+        Command::Call {
+            method,
+            args,
+            from,
+            reply,
+            ..
+        } => {
+            l.ctx.caller = from;
+            let outcome = AssertUnwindSafe(l.object.call(&mut l.ctx, &method, args))
+                .catch_unwind()
+                .await;
+            l.ctx.caller = None;
+            match outcome {
+                Ok(Ok(v)) => (true, Some(Output::Reply(reply, Ok(v))), false),
+                Ok(Err(e)) => {
+                    metrics.error("handler_error");
+                    (false, Some(Output::Reply(reply, Err(e.detail()))), false)
+                }
+                Err(_) => {
+                    tracing::error!(method = %method, "handler panicked");
+                    let e = error(ErrorCode::Internal, "the handler panicked");
+                    (false, Some(Output::Reply(reply, Err(e))), true)
+                }
+            }
+        }
+        Command::Connect {
+            socket,
+            request,
+            reply,
+        } => {
+            let outcome = AssertUnwindSafe(l.object.on_connect(&mut l.ctx, socket, &request))
+                .catch_unwind()
+                .await;
+            match outcome {
+                Ok(Ok(Admission::Accept { tags })) => {
+                    if tags.len() > limits.max_tags
+                        || tags.iter().any(|t| t.len() > limits.max_tag_bytes)
+                    {
+                        let reason = format!(
+                            "on_connect returned invalid tags (at most {} tags of at most {} bytes)",
+                            limits.max_tags, limits.max_tag_bytes
+                        );
+                        tracing::warn!(%socket, "on_connect returned invalid tags");
+                        (
+                            false,
+                            Some(Output::Admission(
+                                reply,
+                                Admission::Reject { code: 1011, reason },
+                            )),
+                            false,
+                        )
+                    } else {
+                        l.ctx.accept_socket(socket, tags.clone());
+                        (
+                            true,
+                            Some(Output::Admission(reply, Admission::Accept { tags })),
+                            false,
+                        )
+                    }
+                }
+                Ok(Ok(reject @ Admission::Reject { .. })) => {
+                    (true, Some(Output::Admission(reply, reject)), false)
+                }
+                Ok(Err(e)) => {
+                    metrics.error("handler_error");
+                    let reject = Admission::Reject {
+                        code: 1011,
+                        reason: e.to_string(),
+                    };
+                    (false, Some(Output::Admission(reply, reject)), false)
+                }
+                Err(_) => {
+                    tracing::error!(%socket, "on_connect panicked");
+                    let reject = Admission::Reject {
+                        code: 1011,
+                        reason: "on_connect panicked".into(),
+                    };
+                    (false, Some(Output::Admission(reply, reject)), true)
+                }
+            }
+        }
+        Command::Message { socket, msg } => {
+            l.ctx.caller = Some(socket);
+            let outcome = AssertUnwindSafe(l.object.on_message(&mut l.ctx, socket, msg))
+                .catch_unwind()
+                .await;
+            l.ctx.caller = None;
+            match outcome {
+                Ok(Ok(())) => (true, None, false),
+                Ok(Err(e)) => {
+                    metrics.error("handler_error");
+                    tracing::debug!(%socket, error = %e, "on_message failed");
+                    let frame = roost_protocol::ServerFrame::event(
+                        "error",
+                        serde_json::to_value(e.detail()).unwrap_or_default(),
+                    );
+                    (
+                        false,
+                        Some(Output::Send(
+                            socket,
+                            axum::extract::ws::Message::Text(frame.encode().into()),
+                        )),
+                        false,
+                    )
+                }
+                Err(_) => {
+                    tracing::error!(%socket, "on_message panicked");
+                    (false, None, true)
+                }
+            }
+        }
+        Command::Closed {
+            socket,
+            code,
+            reason,
+        } => {
+            let outcome = AssertUnwindSafe(l.object.on_close(&mut l.ctx, socket, code, &reason))
+                .catch_unwind()
+                .await;
+            runtime.0.sockets.remove(&l.ctx.key.id, socket);
+            match outcome {
+                Ok(Ok(())) => (true, None, false),
+                Ok(Err(e)) => {
+                    metrics.error("handler_error");
+                    tracing::debug!(%socket, error = %e, "on_close failed");
+                    (false, None, false)
+                }
+                Err(_) => (false, None, true),
+            }
+        }
+    };
+    let produced = std::mem::take(&mut l.ctx.outputs);
+    if ok {
+        outputs.extend(produced);
+    }
+    if let Some(own) = own {
+        outputs.push(own);
+    }
+    if let Err(e) = l.ctx.storage.end_event(ok) {
+        return Err(EventFailure::Broken(e.to_string(), Vec::new()));
+    }
+    if panicked {
+        return Err(EventFailure::Panicked);
+    }
+    Ok(())
+}
+
+enum EventFailure {
+    /// Storage could not open or close the event's savepoint.
+    Broken(String, Vec<Output>),
+    /// A handler panicked; the object's memory cannot be trusted.
+    Panicked,
+}
+
+/// The output a command owes its caller, for commands failed before running.
+fn push_failure(cmd: Command, outputs: &mut Vec<Output>) {
+    match cmd {
+        Command::Call { reply, .. } => outputs.push(Output::Reply(
+            reply,
+            Err(error(ErrorCode::ObjectBroken, "not run")),
+        )),
+        Command::Connect { reply, .. } => outputs.push(Output::Admission(
+            reply,
+            Admission::Reject {
+                code: 1011,
+                reason: "object broken".into(),
+            },
+        )),
+        Command::Message { .. } => {}
+        Command::Closed { socket, .. } => outputs.push(Output::Forget(socket)),
+    }
+}
+
 async fn run_batch<T: DurableObject>(
     l: &mut Live<T>,
     runtime: &Runtime,
     batch: &mut Vec<Command>,
 ) -> BatchEnd {
     let metrics = &runtime.0.metrics;
+    let object = l.ctx.key.id;
     let n = batch.len();
     metrics
         .events
         .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
-    let mut pending: Pending = Vec::with_capacity(n);
-    let fail_all = |pending: Pending, batch: &mut Vec<Command>, e: ErrorDetail| {
-        for (reply, _) in pending {
-            let _ = reply.send(Err(e.clone()));
-        }
+    let mut outputs: Vec<Output> = Vec::with_capacity(n);
+    let fail_all = |outputs: Vec<Output>, batch: &mut Vec<Command>, e: ErrorDetail| {
+        output::fail(runtime, object, outputs, &e);
         for cmd in batch.drain(..) {
-            cmd.fail(e.clone());
+            cmd.fail(runtime, object, e.clone());
         }
     };
     let broken = |what: &str, e: &dyn std::fmt::Display| {
@@ -338,75 +523,41 @@ async fn run_batch<T: DurableObject>(
     };
 
     if let Err(e) = l.ctx.storage.begin_batch() {
-        fail_all(pending, batch, broken("cannot begin transaction", &e));
+        fail_all(outputs, batch, broken("cannot begin transaction", &e));
         return BatchEnd::Broken;
     }
     let capture = match ChangeCapture::start(l.ctx.storage.sql()) {
         Ok(c) => c,
         Err(e) => {
             l.ctx.storage.rollback();
-            fail_all(pending, batch, broken("cannot capture changes", &e));
+            fail_all(outputs, batch, broken("cannot capture changes", &e));
             return BatchEnd::Broken;
         }
     };
-    let mut panicked = false;
-    for cmd in batch.drain(..) {
-        match cmd {
-            Command::Call {
-                method,
-                args,
-                read_only,
-                reply,
-            } => {
-                let prepared = l
-                    .ctx
-                    .storage
-                    .begin_event()
-                    .and_then(|()| l.ctx.storage.set_read_only(read_only));
-                if let Err(e) = prepared {
-                    pending.push((reply, Err(broken("cannot start event", &e))));
-                    panicked = true;
-                    break;
-                }
-                let outcome = AssertUnwindSafe(l.object.call(&mut l.ctx, &method, args))
-                    .catch_unwind()
-                    .await;
-                let (keep, result) = match outcome {
-                    Ok(Ok(v)) => (true, Ok(v)),
-                    Ok(Err(e)) => {
-                        metrics.error("handler_error");
-                        (false, Err(e.detail()))
-                    }
-                    Err(_) => {
-                        tracing::error!(method = %method, "handler panicked");
-                        panicked = true;
-                        (
-                            false,
-                            Err(error(ErrorCode::Internal, "the handler panicked")),
-                        )
-                    }
-                };
-                if let Err(e) = l.ctx.storage.end_event(keep) {
-                    pending.push((reply, Err(broken("cannot end event", &e))));
-                    panicked = true;
-                    break;
-                }
-                pending.push((reply, result));
-            }
+    let mut failure = None;
+    let mut cmds = std::mem::take(batch).into_iter();
+    while let Some(cmd) = cmds.next() {
+        if let Err(f) = run_event(l, runtime, cmd, &mut outputs).await {
+            failure = Some(f);
+            batch.extend(cmds);
+            break;
         }
     }
-    if panicked {
+    if let Some(f) = failure {
         // Undo the whole batch: its in-memory state cannot be trusted.
         l.ctx.storage.rollback();
         drop(capture);
-        let e = error(
-            ErrorCode::ObjectBroken,
-            "an event in this batch failed; nothing was saved",
-        );
-        for (reply, result) in pending {
-            let _ = reply.send(result.and(Err(e.clone())));
-        }
-        fail_all(Vec::new(), batch, e);
+        let e = match f {
+            EventFailure::Broken(msg, own) => {
+                outputs.extend(own);
+                broken("storage failed during an event", &msg)
+            }
+            EventFailure::Panicked => error(
+                ErrorCode::ObjectBroken,
+                "an event in this batch panicked; nothing was saved",
+            ),
+        };
+        fail_all(outputs, batch, e);
         return BatchEnd::Broken;
     }
 
@@ -415,7 +566,7 @@ async fn run_batch<T: DurableObject>(
         Err(e) => {
             l.ctx.storage.rollback();
             metrics.error("commit_failed");
-            fail_all(pending, batch, broken("cannot finish batch", &e));
+            fail_all(outputs, batch, broken("cannot finish batch", &e));
             return BatchEnd::Broken;
         }
     };
@@ -437,7 +588,7 @@ async fn run_batch<T: DurableObject>(
         l.ctx.storage.rollback();
         metrics.error("commit_failed");
         tracing::error!(error = %e, "commit failed");
-        fail_all(pending, batch, broken("commit failed", &e));
+        fail_all(outputs, batch, broken("commit failed", &e));
         return BatchEnd::Broken;
     }
     let committed_at = Instant::now();
@@ -450,7 +601,7 @@ async fn run_batch<T: DurableObject>(
                 metrics.error("log_failed");
                 tracing::error!(error = %e, "batch could not be made durable");
                 fail_all(
-                    pending,
+                    outputs,
                     batch,
                     broken("batch could not be made durable", &e),
                 );
@@ -471,7 +622,7 @@ async fn run_batch<T: DurableObject>(
                     metrics.error("log_failed");
                     tracing::error!(error = %e, "batch could not be made durable");
                     fail_all(
-                        pending,
+                        outputs,
                         batch,
                         broken("batch could not be made durable", &e),
                     );
@@ -482,7 +633,7 @@ async fn run_batch<T: DurableObject>(
     };
     BatchEnd::Committed(InFlight {
         ack,
-        pending,
+        outputs,
         committed_at,
         events: n,
         wrote,

@@ -9,6 +9,7 @@
 //! This module does not run events; [`actor`] does.
 
 pub(crate) mod actor;
+pub(crate) mod output;
 pub mod registry;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -25,7 +26,10 @@ use crate::catalog::Catalog;
 use crate::commitlog::CommitLog;
 use crate::id::{ObjectId, ObjectKey};
 use crate::metrics::Metrics;
+use crate::sockets::{SocketHub, SocketId, SocketLimits, SocketMessage};
 use crate::storage::{FaultHook, StorageLimits};
+pub(crate) use output::Reply;
+pub use output::{Admission, ConnectRequest};
 pub use registry::Registry;
 
 /// Runtime tuning (a part of the server's `Config`).
@@ -36,6 +40,7 @@ pub struct RuntimeConfig {
     pub mailbox_depth: usize,
     pub max_batch: usize,
     pub storage: StorageLimits,
+    pub sockets: SocketLimits,
     pub fault: Option<FaultHook>,
 }
 
@@ -45,19 +50,47 @@ pub(crate) enum Command {
         method: String,
         args: Value,
         read_only: bool,
-        /// Answered after the batch is durable. Dropped unanswered only if the
-        /// server is killed.
-        reply: oneshot::Sender<Result<Value, ErrorDetail>>,
+        /// The socket the call came from, if any.
+        from: Option<SocketId>,
+        /// Answered after the batch is durable.
+        reply: Reply,
+    },
+    Connect {
+        socket: SocketId,
+        request: ConnectRequest,
+        reply: oneshot::Sender<Admission>,
+    },
+    Message {
+        socket: SocketId,
+        msg: SocketMessage,
+    },
+    Closed {
+        socket: SocketId,
+        code: u16,
+        reason: String,
     },
 }
 
 impl Command {
     /// Answers the command with an error without running it.
-    pub(crate) fn fail(self, error: ErrorDetail) {
+    pub(crate) fn fail(self, runtime: &Runtime, object: ObjectId, error: ErrorDetail) {
         match self {
             Command::Call { reply, .. } => {
-                let _ = reply.send(Err(error));
+                output::deliver_reply(runtime, object, reply, Err(error))
             }
+            Command::Connect { reply, .. } => {
+                let code = if error.code == ErrorCode::Overloaded {
+                    1013
+                } else {
+                    1011
+                };
+                let _ = reply.send(Admission::Reject {
+                    code,
+                    reason: error.message,
+                });
+            }
+            Command::Message { .. } => {}
+            Command::Closed { socket, .. } => runtime.0.sockets.remove(&object, socket),
         }
     }
 }
@@ -80,6 +113,7 @@ pub(crate) struct RuntimeInner {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) log: CommitLog,
     pub(crate) catalog: Catalog,
+    pub(crate) sockets: SocketHub,
     directory: DashMap<ObjectId, Slot>,
     next_generation: AtomicU64,
     shutting_down: AtomicBool,
@@ -114,6 +148,7 @@ impl Runtime {
             metrics,
             log,
             catalog,
+            sockets: SocketHub::default(),
             directory: DashMap::new(),
             next_generation: AtomicU64::new(1),
             shutting_down: AtomicBool::new(false),
@@ -150,7 +185,8 @@ impl Runtime {
                 method: method.to_owned(),
                 args,
                 read_only,
-                reply,
+                from: None,
+                reply: Reply::Http(reply),
             },
         )
         .await?;
@@ -274,7 +310,13 @@ impl Runtime {
         });
     }
 
-    /// Stops every actor after it finishes what is queued, and waits for all.
+    /// Open sockets across all objects.
+    pub fn open_sockets(&self) -> u64 {
+        self.0.sockets.open.load(Ordering::Relaxed)
+    }
+
+    /// Stops every actor after it finishes what is queued, and waits for all;
+    /// then closes every socket with 1012 and waits (up to 5 s) for them.
     pub async fn shutdown(&self) {
         self.0.shutting_down.store(true, Ordering::Release);
         // Dropping the directory's senders lets each actor drain its mailbox and exit.
@@ -286,5 +328,10 @@ impl Runtime {
         }
         let mut rx = self.0.alive_rx.lock().await;
         while rx.recv().await.is_some() {}
+        self.0.sockets.close_all(1012, "server restarting");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while !self.0.sockets.is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 }

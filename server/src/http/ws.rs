@@ -1,0 +1,44 @@
+//! `GET /v1/objects/{class}/{name}/ws`: upgrades into the object's socket layer.
+
+use std::collections::HashMap;
+
+use axum::extract::rejection::PathRejection;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{Path, Query, State};
+use axum::response::Response;
+use roost_protocol::ErrorCode;
+
+use super::error::ApiError;
+use crate::id::ObjectKey;
+use crate::runtime::{ConnectRequest, Runtime};
+
+/// Applies the socket limits to an upgrade (small buffers: idle sockets are cheap).
+pub(crate) fn configure(upgrade: WebSocketUpgrade, runtime: &Runtime) -> WebSocketUpgrade {
+    let max = runtime.0.config.sockets.max_frame_bytes;
+    upgrade
+        .read_buffer_size(4096)
+        .write_buffer_size(0)
+        .max_message_size(max)
+        .max_frame_size(max)
+}
+
+pub(crate) async fn object_socket(
+    State(runtime): State<Runtime>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    Query(query): Query<HashMap<String, String>>,
+    upgrade: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    let Path((class, name)) = path.map_err(|e| ApiError::new(ErrorCode::BadName, e.body_text()))?;
+    let key = ObjectKey::new(&class, &name)
+        .map_err(|e| ApiError::new(ErrorCode::BadName, e.to_string()))?;
+    if !runtime.registry().contains(&key.class) {
+        return Err(ApiError::new(
+            ErrorCode::UnknownClass,
+            format!("no class named `{}`", key.class),
+        ));
+    }
+    let request = ConnectRequest { query };
+    let rt = runtime.clone();
+    Ok(configure(upgrade, &runtime)
+        .on_upgrade(move |ws| crate::sockets::conn::serve(rt, key, request, false, ws)))
+}

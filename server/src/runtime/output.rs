@@ -1,0 +1,141 @@
+//! Outputs: everything an event produces for the outside world, held back by
+//! the output gate until the event's batch is durable, then released in order.
+
+use std::collections::HashMap;
+
+use axum::extract::ws::Message;
+use roost_protocol::{ErrorDetail, ServerFrame};
+use serde_json::Value;
+use tokio::sync::oneshot;
+
+use super::Runtime;
+use crate::id::ObjectId;
+use crate::sockets::{OutFrame, SocketId};
+
+/// How `on_connect` decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admission {
+    /// Accept the socket with these tags (at most 10, each ≤ 256 bytes).
+    Accept { tags: Vec<String> },
+    /// Refuse it: the socket is closed with this code and reason.
+    Reject { code: u16, reason: String },
+}
+
+impl Admission {
+    pub fn accept() -> Admission {
+        Admission::Accept { tags: Vec::new() }
+    }
+
+    pub fn accept_with_tags<I: IntoIterator<Item = S>, S: Into<String>>(tags: I) -> Admission {
+        Admission::Accept {
+            tags: tags.into_iter().map(Into::into).collect(),
+        }
+    }
+}
+
+/// What a socket's client sent when it connected.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectRequest {
+    /// The query-string parameters of the upgrade request.
+    pub query: HashMap<String, String>,
+}
+
+/// Where the result of a call goes.
+pub(crate) enum Reply {
+    Http(oneshot::Sender<Result<Value, ErrorDetail>>),
+    Socket { socket: SocketId, id: u64 },
+}
+
+pub(crate) enum Output {
+    Reply(Reply, Result<Value, ErrorDetail>),
+    Admission(oneshot::Sender<Admission>, Admission),
+    Send(SocketId, Message),
+    Broadcast {
+        tag: Option<String>,
+        msg: Message,
+        except: Option<SocketId>,
+    },
+    Close(SocketId, u16, String),
+    /// Drop a closed socket's entry (its `on_close` could not run).
+    Forget(SocketId),
+}
+
+pub(crate) fn result_frame(id: u64, result: Result<Value, ErrorDetail>) -> String {
+    match result {
+        Ok(v) => ServerFrame::ok(id, v).encode(),
+        Err(e) => ServerFrame::err(id, e).encode(),
+    }
+}
+
+/// Sends a call's result to where it is due.
+pub(crate) fn deliver_reply(
+    runtime: &Runtime,
+    object: ObjectId,
+    reply: Reply,
+    result: Result<Value, ErrorDetail>,
+) {
+    match reply {
+        Reply::Http(tx) => {
+            let _ = tx.send(result);
+        }
+        Reply::Socket { socket, id } => {
+            if let Some(outbox) = runtime
+                .0
+                .sockets
+                .get(&object)
+                .and_then(|t| t.outbox(socket))
+            {
+                outbox.push(OutFrame::Msg(Message::Text(
+                    result_frame(id, result).into(),
+                )));
+            }
+        }
+    }
+}
+
+/// Releases the outputs of a durable batch, in order.
+pub(crate) fn release(runtime: &Runtime, object: ObjectId, outputs: Vec<Output>) {
+    let table = runtime.0.sockets.get(&object);
+    for out in outputs {
+        match out {
+            Output::Reply(reply, result) => deliver_reply(runtime, object, reply, result),
+            Output::Admission(tx, a) => {
+                let _ = tx.send(a);
+            }
+            Output::Send(socket, msg) => {
+                if let Some(o) = table.as_ref().and_then(|t| t.outbox(socket)) {
+                    o.push(OutFrame::Msg(msg));
+                }
+            }
+            Output::Broadcast { tag, msg, except } => {
+                if let Some(t) = &table {
+                    t.broadcast(tag.as_deref(), &msg, except);
+                }
+            }
+            Output::Close(socket, code, reason) => {
+                if let Some(o) = table.as_ref().and_then(|t| t.outbox(socket)) {
+                    o.push(OutFrame::Close(code, reason));
+                }
+            }
+            Output::Forget(socket) => runtime.0.sockets.remove(&object, socket),
+        }
+    }
+}
+
+/// Turns the outputs of a failed batch into errors: replies fail, sockets
+/// that were connecting are refused, messages are dropped.
+pub(crate) fn fail(runtime: &Runtime, object: ObjectId, outputs: Vec<Output>, e: &ErrorDetail) {
+    for out in outputs {
+        match out {
+            Output::Reply(reply, _) => deliver_reply(runtime, object, reply, Err(e.clone())),
+            Output::Admission(tx, _) => {
+                let _ = tx.send(Admission::Reject {
+                    code: 1011,
+                    reason: "object broken".into(),
+                });
+            }
+            Output::Send(..) | Output::Broadcast { .. } | Output::Close(..) => {}
+            Output::Forget(socket) => runtime.0.sockets.remove(&object, socket),
+        }
+    }
+}

@@ -1,0 +1,260 @@
+//! One task per WebSocket: admission through the object's `on_connect`, then
+//! a loop that writes what the object queued and reads what the client sends.
+//!
+//! Auto-responses are answered here without waking the object; protocol
+//! pings are answered by the WebSocket library. A frame over the size limit
+//! closes the socket with 1009; a slow reader whose outbox overflows is
+//! dropped (its close code is 1013 as seen by the object).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use futures_util::SinkExt;
+use roost_protocol::{ClientFrame, DecodeError, ErrorCode, ServerFrame};
+use tokio::sync::oneshot;
+
+use super::{OutFrame, Outbox, SocketEntry, SocketId, SocketMessage};
+use crate::id::ObjectKey;
+use crate::runtime::{Admission, Command, ConnectRequest, Reply, Runtime};
+
+async fn close(ws: &mut WebSocket, code: u16, reason: &str) {
+    let frame = CloseFrame {
+        code,
+        reason: reason.into(),
+    };
+    let _ = ws.send(Message::Close(Some(frame))).await;
+}
+
+fn error_event(code: ErrorCode, message: &str) -> Message {
+    let data = serde_json::json!({"code": code.as_str(), "message": message});
+    Message::Text(ServerFrame::event("error", data).encode().into())
+}
+
+/// Serves one upgraded socket until it closes.
+pub(crate) async fn serve(
+    runtime: Runtime,
+    key: ObjectKey,
+    request: ConnectRequest,
+    read_only: bool,
+    mut ws: WebSocket,
+) {
+    let hub = &runtime.0.sockets;
+    let limits = runtime.0.config.sockets.clone();
+    let socket = hub.next_id();
+    let outbox = Arc::new(Outbox::new(limits.max_outbox_bytes));
+    let entry = SocketEntry {
+        tags: Vec::new(),
+        attachment: None,
+        outbox: outbox.clone(),
+        read_only,
+        accepted: false,
+    };
+    let Some(table) = hub.insert(&key, socket, entry, limits.max_sockets_per_object) else {
+        close(&mut ws, 1013, "too many sockets on this object").await;
+        return;
+    };
+    let metrics = runtime.0.metrics.clone();
+    metrics.open_sockets.fetch_add(1, Ordering::Relaxed);
+
+    let (reply, wait) = oneshot::channel();
+    let admission = match runtime
+        .send(
+            &key,
+            Command::Connect {
+                socket,
+                request,
+                reply,
+            },
+        )
+        .await
+    {
+        Ok(()) => wait.await.unwrap_or(Admission::Reject {
+            code: 1011,
+            reason: "object stopped".into(),
+        }),
+        Err(e) => Admission::Reject {
+            code: if e.code == ErrorCode::Overloaded {
+                1013
+            } else {
+                1011
+            },
+            reason: e.message,
+        },
+    };
+    if let Admission::Reject { code, reason } = admission {
+        // Frames the object queued before refusing (rare) are dropped.
+        hub.remove(&key.id, socket);
+        metrics.open_sockets.fetch_sub(1, Ordering::Relaxed);
+        close(&mut ws, code, &reason).await;
+        return;
+    }
+    let (code, reason) = run(
+        &runtime,
+        &key,
+        &table,
+        socket,
+        &outbox,
+        &mut ws,
+        limits.max_frame_bytes,
+    )
+    .await;
+    metrics.open_sockets.fetch_sub(1, Ordering::Relaxed);
+    tracing::debug!(%socket, code, "socket closed");
+    // Stop queueing to it, but keep its attachment for `on_close`; the actor
+    // removes the entry after `on_close` ran (this wakes a hibernated object).
+    table.with_table(|t| {
+        if let Some(e) = t.get_mut(&socket) {
+            e.accepted = false;
+        }
+    });
+    drop(ws);
+    if runtime
+        .send(
+            &key,
+            Command::Closed {
+                socket,
+                code,
+                reason,
+            },
+        )
+        .await
+        .is_err()
+    {
+        hub.remove(&key.id, socket);
+    }
+}
+
+/// The socket loop; returns the close code and reason.
+async fn run(
+    runtime: &Runtime,
+    key: &ObjectKey,
+    table: &super::ObjectSockets,
+    socket: SocketId,
+    outbox: &Outbox,
+    ws: &mut WebSocket,
+    max_frame: usize,
+) -> (u16, String) {
+    let metrics = &runtime.0.metrics;
+    let mut pending: Vec<OutFrame> = Vec::new();
+    loop {
+        // Write everything queued, giving up on a client too slow to take it.
+        if outbox.drain(&mut pending) {
+            metrics.slow_consumers.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(%socket, "disconnecting a slow client: outbound queue over its limit");
+            return (1013, "outbound queue full".into());
+        }
+        if !pending.is_empty() {
+            let mut closing = None;
+            let written = {
+                let write = async {
+                    for frame in pending.drain(..) {
+                        match frame {
+                            OutFrame::Msg(m) => ws.feed(m).await?,
+                            OutFrame::Close(code, reason) => {
+                                let frame = CloseFrame {
+                                    code,
+                                    reason: reason.as_str().into(),
+                                };
+                                ws.feed(Message::Close(Some(frame))).await?;
+                                closing = Some((code, reason));
+                                break;
+                            }
+                        }
+                    }
+                    ws.flush().await
+                };
+                tokio::pin!(write);
+                loop {
+                    tokio::select! {
+                        r = &mut write => break r,
+                        () = outbox.notify.notified() => {
+                            if outbox.is_killed() {
+                                metrics.slow_consumers.fetch_add(1, Ordering::Relaxed);
+                                tracing::info!(%socket, "disconnecting a slow client: outbound queue over its limit");
+                                return (1013, "outbound queue full".into());
+                            }
+                        }
+                    }
+                }
+            };
+            if written.is_err() {
+                return (1006, "write failed".into());
+            }
+            if let Some(c) = closing {
+                return c;
+            }
+            continue;
+        }
+        tokio::select! {
+            () = outbox.notify.notified() => continue,
+            incoming = ws.recv() => {
+                let msg = match incoming {
+                    None => return (1006, String::new()),
+                    Some(Ok(m)) => m,
+                    Some(Err(e)) => {
+                        let text = e.to_string();
+                        if text.contains("Space limit exceeded") || text.contains("too long") || text.contains("Message too big") || text.contains("size") {
+                            tracing::info!(%socket, error = %text, "frame too large");
+                            close(ws, 1009, &format!("frame larger than {max_frame} bytes")).await;
+                            return (1009, "frame too large".into());
+                        }
+                        return (1006, text);
+                    }
+                };
+                match msg {
+                    Message::Text(text) => {
+                        metrics.frames_in.fetch_add(1, Ordering::Relaxed);
+                        if let Some((req, resp)) = table.auto_response() {
+                            if text.as_str() == req {
+                                metrics.auto_responses.fetch_add(1, Ordering::Relaxed);
+                                outbox.push(OutFrame::Msg(Message::Text(resp.into())));
+                                continue;
+                            }
+                        }
+                        match ClientFrame::decode(text.as_str()) {
+                            Ok(ClientFrame::Call { id, method, args }) => {
+                                let read_only = table.with_table(|t| t.get(&socket).is_some_and(|e| e.read_only));
+                                let cmd = Command::Call { method, args, read_only, from: Some(socket), reply: Reply::Socket { socket, id } };
+                                if let Err(e) = runtime.send(key, cmd).await {
+                                    let frame = ServerFrame::err(id, e).encode();
+                                    outbox.push(OutFrame::Msg(Message::Text(frame.into())));
+                                }
+                            }
+                            Ok(ClientFrame::Other(_)) | Err(DecodeError::NotJson(_)) => {
+                                let cmd = Command::Message { socket, msg: SocketMessage::Text(text.as_str().to_owned()) };
+                                if let Err(e) = runtime.send(key, cmd).await {
+                                    return close_for(ws, &e).await;
+                                }
+                            }
+                            Err(DecodeError::BadCall(why)) => {
+                                outbox.push(OutFrame::Msg(error_event(ErrorCode::BadRequest, &format!("malformed call envelope: {why}"))));
+                            }
+                        }
+                    }
+                    Message::Binary(bytes) => {
+                        metrics.frames_in.fetch_add(1, Ordering::Relaxed);
+                        let cmd = Command::Message { socket, msg: SocketMessage::Binary(bytes.to_vec()) };
+                        if let Err(e) = runtime.send(key, cmd).await {
+                            return close_for(ws, &e).await;
+                        }
+                    }
+                    Message::Close(frame) => {
+                        return frame.map_or((1005, String::new()), |f| (f.code, f.reason.as_str().to_owned()));
+                    }
+                    Message::Ping(_) | Message::Pong(_) => {}
+                }
+            }
+        }
+    }
+}
+
+async fn close_for(ws: &mut WebSocket, e: &roost_protocol::ErrorDetail) -> (u16, String) {
+    let code = match e.code {
+        ErrorCode::Overloaded => 1013,
+        ErrorCode::ShuttingDown => 1012,
+        _ => 1011,
+    };
+    close(ws, code, &e.message).await;
+    (code, e.message.clone())
+}

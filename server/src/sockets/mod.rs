@@ -1,0 +1,378 @@
+//! The socket layer: WebSockets that belong to an object but outlive its
+//! memory.
+//!
+//! Each object with open sockets has an [`ObjectSockets`] table — tags,
+//! attachments and an outbox per socket — kept by the runtime, not by the
+//! actor, so it survives hibernation: the actor may be evicted while its
+//! sockets stay open, and the next frame re-creates it. Each socket is served
+//! by one task ([`conn`]) that reads frames, answers auto-responses itself
+//! (without waking the object) and writes what the object queued in the
+//! socket's [`Outbox`].
+//!
+//! Architecture Invariant: an outbox never holds more than its byte limit. A
+//! push that would exceed it drops the queue and kills the socket (closed
+//! 1013): a slow reader is disconnected, never buffered without bound, and
+//! never blocks the object.
+//!
+//! The table is behind a `std::sync::Mutex` because it is shared by the actor
+//! and the socket tasks (critical sections are a few map operations, never
+//! an await). This module does not run object code.
+
+pub(crate) mod conn;
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use axum::extract::ws::Message;
+use dashmap::DashMap;
+use tokio::sync::Notify;
+
+use crate::id::{ObjectId, ObjectKey};
+
+/// Identifies one socket, unique within the process.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+pub struct SocketId(pub u64);
+
+impl fmt::Display for SocketId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "s{}", self.0)
+    }
+}
+
+impl fmt::Debug for SocketId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// A frame from or to a client.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SocketMessage {
+    Text(String),
+    Binary(Vec<u8>),
+}
+
+impl SocketMessage {
+    pub(crate) fn into_ws(self) -> Message {
+        match self {
+            SocketMessage::Text(t) => Message::Text(t.into()),
+            SocketMessage::Binary(b) => Message::Binary(b.into()),
+        }
+    }
+}
+
+/// Limits of the socket layer.
+#[derive(Clone, Debug)]
+pub struct SocketLimits {
+    /// Largest incoming frame/message, in bytes (close 1009 beyond).
+    pub max_frame_bytes: usize,
+    /// Most bytes queued to one socket before it is disconnected (close 1013).
+    pub max_outbox_bytes: usize,
+    /// Most sockets one object may hold (new ones are refused with 1013).
+    pub max_sockets_per_object: usize,
+    /// Most tags per socket, and longest tag in bytes.
+    pub max_tags: usize,
+    pub max_tag_bytes: usize,
+    /// Largest attachment per socket, in bytes.
+    pub max_attachment_bytes: usize,
+}
+
+impl Default for SocketLimits {
+    fn default() -> Self {
+        SocketLimits {
+            max_frame_bytes: 1024 * 1024,
+            max_outbox_bytes: 4 * 1024 * 1024,
+            max_sockets_per_object: 10_000,
+            max_tags: 10,
+            max_tag_bytes: 256,
+            max_attachment_bytes: 16 * 1024,
+        }
+    }
+}
+
+/// What the socket task writes next.
+pub(crate) enum OutFrame {
+    Msg(Message),
+    Close(u16, String),
+}
+
+fn frame_len(f: &OutFrame) -> usize {
+    match f {
+        OutFrame::Msg(Message::Text(t)) => t.len(),
+        OutFrame::Msg(Message::Binary(b)) => b.len(),
+        OutFrame::Msg(_) => 16,
+        OutFrame::Close(_, r) => r.len() + 2,
+    }
+}
+
+#[derive(Default)]
+struct OutboxState {
+    frames: VecDeque<OutFrame>,
+    bytes: usize,
+    killed: bool,
+}
+
+/// The bounded queue of frames waiting to be written to one socket.
+pub(crate) struct Outbox {
+    state: Mutex<OutboxState>,
+    notify: Notify,
+    limit: usize,
+}
+
+impl Outbox {
+    pub(crate) fn new(limit: usize) -> Outbox {
+        Outbox {
+            state: Mutex::new(OutboxState::default()),
+            notify: Notify::new(),
+            limit,
+        }
+    }
+
+    /// Queues a frame; returns false if the socket is (now) killed.
+    pub(crate) fn push(&self, frame: OutFrame) -> bool {
+        let len = frame_len(&frame);
+        let Ok(mut st) = self.state.lock() else {
+            return false;
+        };
+        if st.killed {
+            return false;
+        }
+        if st.bytes + len > self.limit {
+            st.killed = true;
+            st.frames.clear();
+            st.bytes = 0;
+            drop(st);
+            self.notify.notify_one();
+            return false;
+        }
+        st.bytes += len;
+        st.frames.push_back(frame);
+        drop(st);
+        self.notify.notify_one();
+        true
+    }
+
+    /// Moves every queued frame into `into`; returns whether the socket was killed.
+    pub(crate) fn drain(&self, into: &mut Vec<OutFrame>) -> bool {
+        let Ok(mut st) = self.state.lock() else {
+            return true;
+        };
+        into.extend(st.frames.drain(..));
+        st.bytes = 0;
+        st.killed
+    }
+
+    pub(crate) fn is_killed(&self) -> bool {
+        self.state.lock().map_or(true, |s| s.killed)
+    }
+}
+
+pub(crate) struct SocketEntry {
+    pub tags: Vec<String>,
+    pub attachment: Option<Vec<u8>>,
+    pub outbox: Arc<Outbox>,
+    pub read_only: bool,
+    /// Set once `on_connect` accepted the socket.
+    pub accepted: bool,
+}
+
+/// The sockets of one object. Survives the object's hibernation.
+pub(crate) struct ObjectSockets {
+    table: Mutex<HashMap<SocketId, SocketEntry>>,
+    auto_response: RwLock<Option<(String, String)>>,
+}
+
+impl ObjectSockets {
+    fn new() -> ObjectSockets {
+        ObjectSockets {
+            table: Mutex::new(HashMap::new()),
+            auto_response: RwLock::new(None),
+        }
+    }
+
+    pub(crate) fn with_table<R>(
+        &self,
+        f: impl FnOnce(&mut HashMap<SocketId, SocketEntry>) -> R,
+    ) -> R {
+        match self.table.lock() {
+            Ok(mut t) => f(&mut t),
+            Err(poisoned) => f(&mut poisoned.into_inner()),
+        }
+    }
+
+    pub(crate) fn auto_response(&self) -> Option<(String, String)> {
+        self.auto_response.read().ok().and_then(|a| a.clone())
+    }
+
+    pub(crate) fn set_auto_response(&self, pair: Option<(String, String)>) {
+        if let Ok(mut a) = self.auto_response.write() {
+            *a = pair;
+        }
+    }
+
+    /// Accepted sockets with `tag` (all accepted sockets if `None`), by id.
+    pub(crate) fn ids(&self, tag: Option<&str>) -> Vec<SocketId> {
+        let mut ids: Vec<SocketId> = self.with_table(|t| {
+            t.iter()
+                .filter(|(_, e)| {
+                    e.accepted && tag.is_none_or(|tag| e.tags.iter().any(|t| t == tag))
+                })
+                .map(|(id, _)| *id)
+                .collect()
+        });
+        ids.sort_unstable();
+        ids
+    }
+
+    pub(crate) fn outbox(&self, id: SocketId) -> Option<Arc<Outbox>> {
+        self.with_table(|t| t.get(&id).map(|e| e.outbox.clone()))
+    }
+
+    /// Pushes `msg` to every accepted socket with `tag`, except `except`.
+    pub(crate) fn broadcast(
+        &self,
+        tag: Option<&str>,
+        msg: &Message,
+        except: Option<SocketId>,
+    ) -> usize {
+        let targets: Vec<Arc<Outbox>> = self.with_table(|t| {
+            t.iter()
+                .filter(|(id, e)| {
+                    e.accepted
+                        && Some(**id) != except
+                        && tag.is_none_or(|tag| e.tags.iter().any(|t| t == tag))
+                })
+                .map(|(_, e)| e.outbox.clone())
+                .collect()
+        });
+        let mut sent = 0;
+        for outbox in targets {
+            if outbox.push(OutFrame::Msg(msg.clone())) {
+                sent += 1;
+            }
+        }
+        sent
+    }
+}
+
+/// Every object's socket table, by object id.
+#[derive(Default)]
+pub(crate) struct SocketHub {
+    objects: DashMap<ObjectId, Arc<ObjectSockets>>,
+    next_id: AtomicU64,
+    pub open: AtomicU64,
+}
+
+impl SocketHub {
+    pub(crate) fn next_id(&self) -> SocketId {
+        SocketId(self.next_id.fetch_add(1, Ordering::Relaxed) + 1)
+    }
+
+    pub(crate) fn get(&self, id: &ObjectId) -> Option<Arc<ObjectSockets>> {
+        self.objects.get(id).map(|e| e.clone())
+    }
+
+    /// Adds a socket to the object's table (creating it) if the object has
+    /// fewer than `max` sockets. Done under the map's shard lock so that a
+    /// concurrent removal of an empty table cannot orphan the socket.
+    pub(crate) fn insert(
+        &self,
+        key: &ObjectKey,
+        socket: SocketId,
+        entry: SocketEntry,
+        max: usize,
+    ) -> Option<Arc<ObjectSockets>> {
+        let table = self
+            .objects
+            .entry(key.id)
+            .or_insert_with(|| Arc::new(ObjectSockets::new()));
+        let added = table.with_table(|t| {
+            if t.len() >= max {
+                false
+            } else {
+                t.insert(socket, entry);
+                true
+            }
+        });
+        let table = table.clone();
+        if added {
+            self.open.fetch_add(1, Ordering::Relaxed);
+            Some(table)
+        } else {
+            None
+        }
+    }
+
+    /// Removes a socket; drops the object's table when it is empty.
+    pub(crate) fn remove(&self, object: &ObjectId, socket: SocketId) {
+        let removed = self
+            .objects
+            .get(object)
+            .is_some_and(|t| t.with_table(|t| t.remove(&socket).is_some()));
+        if removed {
+            self.open.fetch_sub(1, Ordering::Relaxed);
+        }
+        self.objects
+            .remove_if(object, |_, t| t.with_table(|t| t.is_empty()));
+    }
+
+    /// Queues a close frame on every socket of every object.
+    pub(crate) fn close_all(&self, code: u16, reason: &str) {
+        for entry in self.objects.iter() {
+            let outboxes: Vec<Arc<Outbox>> =
+                entry.with_table(|t| t.values().map(|e| e.outbox.clone()).collect());
+            for o in outboxes {
+                o.push(OutFrame::Close(code, reason.to_owned()));
+            }
+        }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.objects.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outbox_kills_on_overflow_and_stays_bounded() {
+        let o = Outbox::new(100);
+        assert!(o.push(OutFrame::Msg(Message::Text("x".repeat(60).into()))));
+        assert!(!o.push(OutFrame::Msg(Message::Text("y".repeat(60).into()))));
+        assert!(o.is_killed());
+        assert!(!o.push(OutFrame::Msg(Message::Text("z".into()))));
+        let mut out = Vec::new();
+        assert!(o.drain(&mut out));
+        assert!(out.is_empty(), "a killed outbox holds nothing");
+    }
+
+    #[test]
+    fn tags_select_sockets() {
+        let hub = SocketHub::default();
+        let key = ObjectKey::new("room", "r").expect("key");
+        let mk = |tags: &[&str]| SocketEntry {
+            tags: tags.iter().map(|t| t.to_string()).collect(),
+            attachment: None,
+            outbox: Arc::new(Outbox::new(1000)),
+            read_only: false,
+            accepted: true,
+        };
+        let t = hub.insert(&key, SocketId(1), mk(&["a"]), 10).expect("room");
+        hub.insert(&key, SocketId(2), mk(&["a", "b"]), 10)
+            .expect("room");
+        assert!(hub.insert(&key, SocketId(3), mk(&[]), 2).is_none(), "limit");
+        assert_eq!(t.ids(Some("a")), vec![SocketId(1), SocketId(2)]);
+        assert_eq!(t.ids(Some("b")), vec![SocketId(2)]);
+        assert_eq!(
+            t.broadcast(Some("a"), &Message::Text("hi".into()), Some(SocketId(1))),
+            1
+        );
+        hub.remove(&key.id, SocketId(1));
+        hub.remove(&key.id, SocketId(2));
+        assert!(hub.is_empty());
+    }
+}
