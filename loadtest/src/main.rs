@@ -7,6 +7,7 @@
 //! comparing them is done by the scripts in `loadtest/` and `scripts/peers/`.
 
 mod args;
+mod connections;
 mod durable;
 mod fanout;
 mod http1;
@@ -49,6 +50,8 @@ enum Scenario {
     Durable(durable::DurableArgs),
     /// Yjs updates fanned out to every client of a document: delivered/s and end-to-end latency.
     Fanout(fanout::FanoutArgs),
+    /// N idle WebSockets over M documents: connect time, server RSS per connection, then wake a sample.
+    Connections(connections::ConnectionsArgs),
     /// How many small frames/s the generator itself can receive and time on one core (no server).
     Selfcheck(selfcheck::SelfcheckArgs),
     /// Medians of repeated runs, from files of `--json` report lines.
@@ -104,6 +107,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let reports: Vec<Report> = match cli.scenario {
         Scenario::Durable(a) => vec![durable::run(a, &common).await?],
         Scenario::Fanout(a) => fanout::run(a, &common).await?,
+        Scenario::Connections(a) => vec![connections::run(a, &common).await?],
         Scenario::Selfcheck(a) => vec![selfcheck::run(a, &common).await?],
         Scenario::Summarize(a) => {
             print!("{}", summarize::summarize(&a)?);

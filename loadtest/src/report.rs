@@ -18,6 +18,19 @@ pub fn latency_histogram() -> Histogram<u64> {
         .expect("invariant: constant histogram bounds are valid")
 }
 
+/// A small per-client latency histogram (two significant figures, 32-bit
+/// counts: about 10 KiB), merged into a [`latency_histogram`] at the end.
+pub fn client_histogram() -> Histogram<u32> {
+    Histogram::new_with_bounds(1, MAX_LATENCY_US, 2).expect("invariant: constant histogram bounds are valid")
+}
+
+/// Adds a per-client histogram into a total (values at each bucket's midpoint).
+pub fn merge_into(total: &mut Histogram<u64>, h: &Histogram<u32>) {
+    for v in h.iter_recorded() {
+        total.saturating_record_n(h.median_equivalent(v.value_iterated_to()), u64::from(v.count_at_value()));
+    }
+}
+
 /// The usual percentiles of one latency distribution, in microseconds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct Latency {
@@ -270,6 +283,19 @@ mod tests {
         let l = Latency::from_histogram(&a);
         assert_eq!(l.count, 3);
         assert_eq!(l.p50_us, 300);
+    }
+
+    #[test]
+    fn small_client_histograms_merge_into_the_precise_one() {
+        let mut total = latency_histogram();
+        let mut c = client_histogram();
+        for v in [100u64, 1_000, 10_000, 100_000] {
+            c.saturating_record(v);
+        }
+        merge_into(&mut total, &c);
+        let l = Latency::from_histogram(&total);
+        assert_eq!(l.count, 4);
+        assert!((l.max_us as f64 - 100_000.0).abs() / 100_000.0 < 0.01, "{l:?}");
     }
 
     #[test]

@@ -21,9 +21,9 @@ const HANDSHAKE_ACCEPT: &str = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
 /// Largest handshake response accepted.
 const MAX_HANDSHAKE: usize = 16 * 1024;
 /// Initial read buffer; it grows only for frames that do not fit.
-const INITIAL_BUFFER: usize = 4 * 1024;
+const INITIAL_BUFFER: usize = 2 * 1024;
 /// Read at least this much free space at a time.
-const MIN_READ: usize = 1024;
+const MIN_READ: usize = 512;
 
 pub const OP_CONTINUATION: u8 = 0x0;
 pub const OP_TEXT: u8 = 0x1;

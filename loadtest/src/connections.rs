@@ -1,0 +1,169 @@
+//! `connections`: N idle WebSockets over M documents. Measures connect (and
+//! initial sync) time, the server's resident memory per connection when its
+//! PID is given, then wakes a sample — each sampled client sends one update
+//! and one sync request — and checks that every other client of its document
+//! receives the update and that the server still answers.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use crate::args::{parse_duration, Common};
+use crate::probe::Probes;
+use crate::procstat::{rss_bytes, Proc};
+use crate::progress::Progress;
+use crate::report::{Latency, Report, Unit};
+use crate::target::Target;
+use crate::yclient::{self, Fleet, Phase, Spec};
+use crate::yjs::{self, Protocol};
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct ConnectionsArgs {
+    /// Server URL: http://HOST:PORT for Roost, ws://HOST:PORT[/prefix] for y-websocket-server or Hocuspocus.
+    #[arg(long, default_value = "http://127.0.0.1:8787")]
+    pub url: String,
+    /// Wire protocol and URL layout of the server.
+    #[arg(long, value_enum, default_value = "roost")]
+    pub protocol: Protocol,
+    /// Connections to open (mind `ulimit -n` and the ephemeral port range).
+    #[arg(long, default_value_t = 1000)]
+    pub conns: usize,
+    /// Documents the connections are spread over (connection i joins document i % docs).
+    #[arg(long, default_value_t = 10)]
+    pub docs: usize,
+    /// Connections woken after the idle period (spread evenly over all connections).
+    #[arg(long, default_value_t = 20)]
+    pub sample: usize,
+    /// How long the connections stay idle before the wake-up (lets a server hibernate objects).
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub idle: Duration,
+    /// Connections being opened at once.
+    #[arg(long, default_value_t = 64)]
+    pub connect_concurrency: usize,
+    /// Give up waiting for all connections after this long.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub connect_timeout: Duration,
+    /// Give up waiting for the wake-up's deliveries after this long.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub wake_timeout: Duration,
+    /// Document name prefix (default: conns-<random>).
+    #[arg(long)]
+    pub doc_prefix: Option<String>,
+    /// Token sent in Hocuspocus's auth message.
+    #[arg(long, default_value = "")]
+    pub token: String,
+}
+
+pub async fn run(args: ConnectionsArgs, common: &Common) -> anyhow::Result<Report> {
+    anyhow::ensure!(args.conns >= 1 && args.docs >= 1, "--conns and --docs must be at least 1");
+    anyhow::ensure!(args.conns < (1 << 21), "at most 2^21 connections");
+    let target = Target::parse(&args.url, common.allow_remote)?;
+    let prefix = args.doc_prefix.clone().unwrap_or_else(|| format!("conns-{:08x}", yjs::run_seed()));
+    let sample = args.sample.min(args.conns);
+    let stride = if sample == 0 { usize::MAX } else { args.conns / sample };
+    let seed = yjs::run_seed();
+    let specs: Vec<Spec> = (0..args.conns)
+        .map(|i| {
+            let doc = format!("{prefix}-{}", i % args.docs);
+            Spec {
+                index: i,
+                protocol: args.protocol,
+                path: args.protocol.path(&target.base_path, &doc),
+                doc,
+                sender: sample > 0 && i % stride == 0 && i / stride < sample,
+                pad: 0,
+                client_id: yjs::client_id(seed, i),
+                token: args.token.clone(),
+            }
+        })
+        .collect();
+    let senders = specs.iter().filter(|s| s.sender).count();
+
+    let server = common.server_pid.map(Proc::Pid);
+    let rss_before = server.and_then(|p| rss_bytes(p).ok());
+    let client_rss_before = rss_bytes(Proc::This).ok();
+    let metrics = (args.protocol == Protocol::Roost).then_some(&target);
+    let probes = Probes::start(common, metrics).await?;
+
+    let origin = Instant::now();
+    let progress = Progress::phase(&format!("opening {} connections", args.conns));
+    let t0 = Instant::now();
+    let fleet = Fleet::spawn(specs, &target, origin, args.connect_concurrency);
+    let synced = fleet.wait_synced(args.connect_timeout).await;
+    let connect_wall = t0.elapsed();
+    progress.finish();
+    let rss_connected = server.and_then(|p| rss_bytes(p).ok());
+    let client_rss_connected = rss_bytes(Proc::This).ok();
+
+    let idle = Progress::phase(&format!("{synced} connections idle for {:?}", args.idle));
+    tokio::time::sleep(args.idle).await;
+    idle.finish();
+    let rss_idle = server.and_then(|p| rss_bytes(p).ok());
+
+    // Wake-up: each sampled sender sends one update plus a sync request.
+    let d0 = fleet.shared.delivered.load(Ordering::Relaxed);
+    let per_doc = args.conns.div_ceil(args.docs);
+    let want = d0 + (senders * per_doc.saturating_sub(1)) as u64;
+    fleet.set(Phase::Send { start: Instant::now(), rate: 0.0, once: true });
+    let waited = fleet.wait_delivered(|_| want, args.wake_timeout).await;
+    // Give the sync answers a moment beyond the deliveries.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    fleet.set(Phase::Drain);
+
+    let mut report = Report::new("connections");
+    report.label = common.label.clone();
+    probes.finish(&mut report).await;
+    let results = fleet.finish().await;
+    let t = yclient::totals(&results);
+    let woken_ok = results.iter().filter(|(s, st)| s.sender && st.resyncs > 0).count();
+
+    report
+        .param("protocol", args.protocol.name())
+        .param("conns", args.conns)
+        .param("docs", args.docs)
+        .param("sample", sample)
+        .param("idle_s", args.idle.as_secs_f64());
+    let mut f = Report::new("connections");
+    f.add("connected", t.connected as f64, Unit::Count)
+        .add("failed", t.errors.len() as f64, Unit::Count)
+        .add("connect_wall_s", connect_wall.as_secs_f64(), Unit::Seconds)
+        .add("connects_per_s", synced as f64 / connect_wall.as_secs_f64().max(1e-9), Unit::PerSec);
+    f.latency("connect", &Latency::from_histogram(&t.connect));
+    if let (Some(b), Some(c)) = (rss_before, rss_connected) {
+        f.add("server_rss_before_bytes", b as f64, Unit::Bytes)
+            .add("server_rss_connected_bytes", c as f64, Unit::Bytes);
+        if synced > 0 {
+            f.add("server_rss_per_conn_bytes", (c as f64 - b as f64) / synced as f64, Unit::Bytes);
+        }
+        if let Some(i) = rss_idle {
+            f.add("server_rss_idle_bytes", i as f64, Unit::Bytes);
+            if synced > 0 {
+                f.add("server_rss_per_conn_idle_bytes", (i as f64 - b as f64) / synced as f64, Unit::Bytes);
+            }
+        }
+    }
+    if let (Some(b), Some(c)) = (client_rss_before, client_rss_connected) {
+        if synced > 0 {
+            f.add("client_rss_per_conn_bytes", (c as f64 - b as f64) / synced as f64, Unit::Bytes);
+        }
+    }
+    f.add("woken", senders as f64, Unit::Count)
+        .add("woken_sync_ok", woken_ok as f64, Unit::Count)
+        .add("wake_delivered", t.delivered as f64, Unit::Count)
+        .add("wake_expected", t.expected as f64, Unit::Count)
+        .add(
+            "wake_delivery_ratio",
+            if t.expected > 0 { t.delivered as f64 / t.expected as f64 } else { f64::NAN },
+            Unit::Ratio,
+        )
+        .add("wake_wait_s", waited.as_secs_f64(), Unit::Seconds);
+    f.latency("wake", &Latency::from_histogram(&t.latency));
+    f.figures.append(&mut report.figures);
+    report.figures = f.figures;
+    if let Some(e) = t.errors.first() {
+        report.note(format!("{} connections failed; first: {e}", t.errors.len()));
+    }
+    if woken_ok < senders {
+        report.note(format!("{} woken connections got no answer to their sync request", senders - woken_ok));
+    }
+    Ok(report)
+}
