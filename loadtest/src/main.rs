@@ -17,6 +17,7 @@ mod procstat;
 mod progress;
 mod promtext;
 mod report;
+mod rooms;
 mod selfcheck;
 mod summarize;
 mod target;
@@ -52,6 +53,8 @@ enum Scenario {
     Fanout(fanout::FanoutArgs),
     /// N idle WebSockets over M documents: connect time, server RSS per connection, then wake a sample.
     Connections(connections::ConnectionsArgs),
+    /// Roost's room class over the object WebSocket: chat messages, history and presence.
+    Rooms(rooms::RoomsArgs),
     /// How many small frames/s the generator itself can receive and time on one core (no server).
     Selfcheck(selfcheck::SelfcheckArgs),
     /// Medians of repeated runs, from files of `--json` report lines.
@@ -108,6 +111,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Scenario::Durable(a) => vec![durable::run(a, &common).await?],
         Scenario::Fanout(a) => fanout::run(a, &common).await?,
         Scenario::Connections(a) => vec![connections::run(a, &common).await?],
+        Scenario::Rooms(a) => vec![rooms::run(a, &common).await?],
         Scenario::Selfcheck(a) => vec![selfcheck::run(a, &common).await?],
         Scenario::Summarize(a) => {
             print!("{}", summarize::summarize(&a)?);
