@@ -37,6 +37,16 @@ enum CatalogCommand {
         key: ObjectKey,
         at: i64,
     },
+    /// Upsert (or, with `None`, delete) an alarm index entry; `done` is
+    /// answered once the entry is durable.
+    SetAlarm {
+        key: ObjectKey,
+        at_ms: Option<i64>,
+        done: Option<oneshot::Sender<Result<(), String>>>,
+    },
+    Alarms {
+        reply: oneshot::Sender<Vec<(ObjectKey, i64)>>,
+    },
     Touch {
         id: ObjectId,
         at: i64,
@@ -68,7 +78,9 @@ impl Catalog {
              CREATE TABLE IF NOT EXISTS objects(
                 id TEXT PRIMARY KEY, class TEXT NOT NULL, name TEXT NOT NULL,
                 created_ms INTEGER NOT NULL, last_active_ms INTEGER NOT NULL);
-             CREATE INDEX IF NOT EXISTS objects_by_class_name ON objects(class, name);",
+             CREATE INDEX IF NOT EXISTS objects_by_class_name ON objects(class, name);
+             CREATE TABLE IF NOT EXISTS alarms(
+                id TEXT PRIMARY KEY, class TEXT NOT NULL, name TEXT NOT NULL, at_ms INTEGER NOT NULL);",
         )?;
         let (tx, rx) = mpsc::channel();
         thread::Builder::new()
@@ -83,6 +95,38 @@ impl Catalog {
             key: key.clone(),
             at,
         });
+    }
+
+    /// Durably records that `key` has an alarm no later than `at_ms`.
+    pub async fn set_alarm(&self, key: &ObjectKey, at_ms: i64) -> Result<(), String> {
+        let (done, wait) = oneshot::channel();
+        self.tx
+            .send(CatalogCommand::SetAlarm {
+                key: key.clone(),
+                at_ms: Some(at_ms),
+                done: Some(done),
+            })
+            .map_err(|_| "catalog stopped".to_owned())?;
+        wait.await
+            .unwrap_or_else(|_| Err("catalog stopped".to_owned()))
+    }
+
+    /// Updates (or with `None` removes) an alarm index entry without waiting.
+    pub fn set_alarm_lazily(&self, key: &ObjectKey, at_ms: Option<i64>) {
+        let _ = self.tx.send(CatalogCommand::SetAlarm {
+            key: key.clone(),
+            at_ms,
+            done: None,
+        });
+    }
+
+    /// Every alarm index entry.
+    pub async fn alarms(&self) -> Vec<(ObjectKey, i64)> {
+        let (reply, wait) = oneshot::channel();
+        if self.tx.send(CatalogCommand::Alarms { reply }).is_err() {
+            return Vec::new();
+        }
+        wait.await.unwrap_or_default()
     }
 
     pub fn touch(&self, id: ObjectId, at: i64) {
@@ -131,23 +175,35 @@ fn serve(conn: Connection, rx: mpsc::Receiver<CatalogCommand>) {
         let writes = cmds.iter().any(|c| {
             matches!(
                 c,
-                CatalogCommand::Register { .. } | CatalogCommand::Touch { .. }
+                CatalogCommand::Register { .. }
+                    | CatalogCommand::Touch { .. }
+                    | CatalogCommand::SetAlarm { .. }
             )
         });
+        let mut acks = Vec::new();
+        let mut failed = None;
         if writes {
             if let Err(e) = conn.execute_batch("BEGIN") {
                 tracing::error!(error = %e, "catalog transaction failed");
+                failed = Some(e.to_string());
             }
         }
         for cmd in cmds {
-            if let Err(e) = handle(&conn, cmd) {
+            if let Err(e) = handle(&conn, cmd, &mut acks) {
                 tracing::error!(error = %e, "catalog update failed");
+                failed = Some(e.to_string());
             }
         }
         if writes {
+            // synchronous=FULL: the commit is fsynced before the acks go out.
             if let Err(e) = conn.execute_batch("COMMIT") {
                 tracing::error!(error = %e, "catalog commit failed");
+                failed = Some(e.to_string());
+                let _ = conn.execute_batch("ROLLBACK");
             }
+        }
+        for ack in acks {
+            let _ = ack.send(failed.clone().map_or(Ok(()), Err));
         }
     }
 }
@@ -162,8 +218,52 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CatalogEntry> {
     })
 }
 
-fn handle(conn: &Connection, cmd: CatalogCommand) -> rusqlite::Result<()> {
+type Ack = oneshot::Sender<Result<(), String>>;
+
+fn handle(conn: &Connection, cmd: CatalogCommand, acks: &mut Vec<Ack>) -> rusqlite::Result<()> {
     match cmd {
+        CatalogCommand::SetAlarm { key, at_ms, done } => {
+            match at_ms {
+                Some(at) => {
+                    conn.prepare_cached(
+                        "INSERT INTO alarms(id, class, name, at_ms) VALUES(?1, ?2, ?3, ?4)
+                         ON CONFLICT(id) DO UPDATE SET at_ms = excluded.at_ms",
+                    )?
+                    .execute((
+                        key.id.to_string(),
+                        &key.class,
+                        &key.name,
+                        at,
+                    ))?;
+                }
+                None => {
+                    conn.prepare_cached("DELETE FROM alarms WHERE id = ?1")?
+                        .execute([key.id.to_string()])?;
+                }
+            }
+            if let Some(done) = done {
+                acks.push(done);
+            }
+        }
+        CatalogCommand::Alarms { reply } => {
+            let mut stmt = conn.prepare_cached("SELECT class, name, at_ms FROM alarms")?;
+            let rows = stmt.query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (class, name, at) = row?;
+                match ObjectKey::new(&class, &name) {
+                    Ok(key) => out.push((key, at)),
+                    Err(e) => tracing::warn!(error = %e, "invalid alarm index entry"),
+                }
+            }
+            let _ = reply.send(out);
+        }
         CatalogCommand::Register { key, at } => {
             conn.prepare_cached(
                 "INSERT INTO objects(id, class, name, created_ms, last_active_ms) VALUES(?1,?2,?3,?4,?4)

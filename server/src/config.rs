@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::commitlog::LogConfig;
+use crate::runtime::AlarmConfig;
 use crate::sockets::SocketLimits;
 use crate::storage::{FaultHook, StorageLimits};
 
@@ -22,6 +23,7 @@ pub struct Config {
     pub max_body_bytes: usize,
     pub storage: StorageLimits,
     pub sockets: SocketLimits,
+    pub alarms: AlarmConfig,
     pub log: LogConfig,
     /// Test hook: make commits fail (see `storage::FaultHook`).
     pub fault: Option<FaultHook>,
@@ -37,6 +39,7 @@ impl Default for Config {
             max_body_bytes: 1024 * 1024,
             storage: StorageLimits::default(),
             sockets: SocketLimits::default(),
+            alarms: AlarmConfig::default(),
             log: LogConfig::default(),
             fault: None,
         }

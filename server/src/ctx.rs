@@ -27,6 +27,8 @@ pub struct Ctx {
     pub(crate) outputs: Vec<Output>,
     /// The socket whose frame or call is being handled.
     pub(crate) caller: Option<SocketId>,
+    /// The batch set or deleted the alarm.
+    pub(crate) alarm_touched: bool,
 }
 
 impl Ctx {
@@ -37,6 +39,7 @@ impl Ctx {
             runtime,
             outputs: Vec::new(),
             caller: None,
+            alarm_touched: false,
         }
     }
 
@@ -71,6 +74,31 @@ impl Ctx {
             message: e.to_string(),
         })?;
         self.runtime.call(&key, method, args, false).await
+    }
+
+    /// Milliseconds since the epoch, on the runtime's clock (the one alarms use).
+    pub fn now_ms(&self) -> i64 {
+        self.runtime.0.clock.now_ms()
+    }
+
+    /// Sets the object's one alarm to `at_ms` (ms since the epoch), replacing
+    /// any other. Part of the event: undone if the event or its commit fails.
+    pub fn set_alarm(&mut self, at_ms: i64) -> Result<(), ObjectError> {
+        self.storage.set_alarm(at_ms)?;
+        self.alarm_touched = true;
+        Ok(())
+    }
+
+    /// The alarm time, if one is set.
+    pub fn get_alarm(&self) -> Result<Option<i64>, ObjectError> {
+        Ok(self.storage.alarm()?)
+    }
+
+    /// Cancels the alarm (part of the event, like `set_alarm`).
+    pub fn delete_alarm(&mut self) -> Result<(), ObjectError> {
+        self.storage.delete_alarm()?;
+        self.alarm_touched = true;
+        Ok(())
     }
 
     fn table(&self) -> Option<Arc<ObjectSockets>> {

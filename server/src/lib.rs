@@ -21,7 +21,7 @@ pub use config::Config;
 pub use ctx::Ctx;
 pub use id::{ObjectId, ObjectKey};
 pub use object::{DurableObject, ObjectError};
-pub use runtime::{Admission, ConnectRequest};
+pub use runtime::{Admission, AlarmConfig, AlarmInfo, ConnectRequest};
 pub use server::{RunningServer, Server, ServerBuilder};
 pub use sockets::{SocketId, SocketLimits, SocketMessage};
 pub use storage::{ListOptions, Storage, StorageError, StorageLimits};

@@ -50,7 +50,8 @@ impl Histogram {
 }
 
 /// Error kinds counted separately (the `kind` label of `roost_errors_total`).
-pub const ERROR_KINDS: [&str; 6] = [
+pub const ERROR_KINDS: [&str; 7] = [
+    "alarm_failed",
     "commit_failed",
     "handler_error",
     "constructor_failed",
@@ -72,6 +73,8 @@ pub struct Metrics {
     pub auto_responses: AtomicU64,
     pub slow_consumers: AtomicU64,
     pub open_sockets: AtomicI64,
+    pub alarms_dispatched: AtomicU64,
+    pub alarms_fired: AtomicU64,
     errors: [AtomicU64; ERROR_KINDS.len()],
     pub commit_latency: Histogram,
     pub log_fsync_latency: Histogram,
@@ -92,6 +95,8 @@ impl Default for Metrics {
             auto_responses: AtomicU64::new(0),
             slow_consumers: AtomicU64::new(0),
             open_sockets: AtomicI64::new(0),
+            alarms_dispatched: AtomicU64::new(0),
+            alarms_fired: AtomicU64::new(0),
             errors: std::array::from_fn(|_| AtomicU64::new(0)),
             commit_latency: Histogram::new(),
             log_fsync_latency: Histogram::new(),
@@ -171,6 +176,18 @@ impl Metrics {
             "roost_open_sockets",
             "Open WebSockets.",
             self.open_sockets.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "roost_alarms_dispatched_total",
+            "Due alarm index entries delivered to objects.",
+            self.alarms_dispatched.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "roost_alarms_fired_total",
+            "Alarm handlers that completed successfully.",
+            self.alarms_fired.load(Relaxed),
         );
         counter(
             &mut out,

@@ -11,7 +11,7 @@ use roost_protocol::{ErrorCode, ErrorDetail};
 use serde_json::Value;
 
 use crate::ctx::Ctx;
-use crate::runtime::{Admission, ConnectRequest};
+use crate::runtime::{Admission, AlarmInfo, ConnectRequest};
 use crate::sockets::{SocketId, SocketMessage};
 use crate::storage::StorageError;
 
@@ -49,6 +49,16 @@ pub trait DurableObject: Sized + Send + 'static {
         _ctx: &mut Ctx,
         _socket: SocketId,
         _msg: SocketMessage,
+    ) -> impl Future<Output = Result<(), ObjectError>> + Send {
+        async { Ok(()) }
+    }
+
+    /// The object's alarm fired. Return Ok to consume it (a new alarm set
+    /// here is kept); an error retries it with backoff.
+    fn alarm(
+        &mut self,
+        _ctx: &mut Ctx,
+        _info: AlarmInfo,
     ) -> impl Future<Output = Result<(), ObjectError>> + Send {
         async { Ok(()) }
     }

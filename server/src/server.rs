@@ -103,6 +103,7 @@ impl ServerBuilder {
                 max_batch: config.max_batch.max(1),
                 storage: config.storage.clone(),
                 sockets: config.sockets.clone(),
+                alarms: config.alarms.clone(),
                 fault: config.fault.clone(),
             },
             self.registry,
@@ -110,6 +111,7 @@ impl ServerBuilder {
             log,
             catalog,
         );
+        crate::runtime::alarms::Alarms::start(&runtime).await;
         let router = crate::http::router(runtime.clone(), config.max_body_bytes);
         let addr = listener.local_addr()?;
         let (stop_tx, stop_rx) = oneshot::channel::<()>();

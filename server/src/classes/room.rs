@@ -7,12 +7,14 @@
 //! Socket: `/v1/objects/room/{name}/ws?name=alice`. Pushed events:
 //! `history` `{messages}`, `message` `{id, ts, name, text}`, `join` / `leave`
 //! `{name, socket}`. Calls: `join {name}`, `send {text}` (→ `{id}`),
-//! `who` (→ `[names]`), `history {limit}`. A text frame `ping` is answered
+//! `who` (→ `[names]`), `history {limit}`, `followup {after_ms, text}`: post
+//! `text` as a system message `after_ms` after the last message (re-armed by
+//! each message, through the room's alarm; `after_ms: null` turns it off). A text frame `ping` is answered
 //! `pong` by the socket layer without waking the room.
 
 use serde_json::{json, Value};
 
-use crate::runtime::{Admission, ConnectRequest};
+use crate::runtime::{Admission, AlarmInfo, ConnectRequest};
 use crate::sockets::SocketId;
 use crate::{Ctx, DurableObject, ObjectError};
 
@@ -49,6 +51,25 @@ fn set_name(ctx: &mut Ctx, socket: SocketId, name: &str) -> Result<(), ObjectErr
     let bytes = serde_json::to_vec(&json!({ "name": name }))
         .map_err(|e| ObjectError::app(e.to_string()))?;
     ctx.set_attachment(socket, bytes)
+}
+
+/// Stores a message and broadcasts it; returns its id.
+fn post(ctx: &mut Ctx, name: &str, text: &str) -> Result<i64, ObjectError> {
+    let ts = ctx.now_ms();
+    ctx.storage()
+        .sql()
+        .prepare_cached("INSERT INTO messages(ts, name, text) VALUES(?1, ?2, ?3)")?
+        .execute((ts, name, text))?;
+    let id = ctx.storage().sql().last_insert_rowid();
+    let message = json!({ "id": id, "ts": ts, "name": name, "text": text });
+    ctx.broadcast_event(None, "message", message, None);
+    Ok(id)
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Followup {
+    after_ms: i64,
+    text: String,
 }
 
 fn history(ctx: &Ctx, limit: i64) -> Result<Vec<Value>, ObjectError> {
@@ -116,6 +137,13 @@ impl DurableObject for Room {
         Ok(())
     }
 
+    async fn alarm(&mut self, ctx: &mut Ctx, _info: AlarmInfo) -> Result<(), ObjectError> {
+        if let Some(f) = ctx.storage().get::<Followup>("followup")? {
+            post(ctx, "roost", &f.text)?;
+        }
+        Ok(())
+    }
+
     async fn call(
         &mut self,
         ctx: &mut Ctx,
@@ -151,16 +179,40 @@ impl DurableObject for Room {
                     Some(s) => name_of(ctx, s),
                     None => clean_name(args.get("name").and_then(Value::as_str).unwrap_or("http"))?,
                 };
-                let ts = crate::catalog::now_ms();
-                ctx.storage()
-                    .sql()
-                    .prepare_cached("INSERT INTO messages(ts, name, text) VALUES(?1, ?2, ?3)")?
-                    .execute((ts, &name, text))?;
-                let id = ctx.storage().sql().last_insert_rowid();
-                let message = json!({ "id": id, "ts": ts, "name": name, "text": text });
-                ctx.broadcast_event(None, "message", message, None);
+                let id = post(ctx, &name, text)?;
+                if let Some(f) = ctx.storage().get::<Followup>("followup")? {
+                    let at = ctx.now_ms() + f.after_ms;
+                    ctx.set_alarm(at)?;
+                }
                 Ok(json!({ "id": id }))
             }
+            "followup" => match args.get("after_ms") {
+                Some(Value::Null) | None => {
+                    ctx.storage().delete("followup")?;
+                    ctx.delete_alarm()?;
+                    Ok(json!({ "followup": null }))
+                }
+                Some(v) => {
+                    let after_ms = v.as_i64().filter(|v| *v > 0).ok_or_else(|| {
+                        ObjectError::bad_args("`after_ms` must be a positive integer or null")
+                    })?;
+                    let text = args
+                        .get("text")
+                        .and_then(Value::as_str)
+                        .unwrap_or("How was this conversation? Tell us what you think.");
+                    if text.is_empty() || text.len() > MAX_TEXT_BYTES {
+                        return Err(ObjectError::bad_args(format!(
+                            "text must be 1..={MAX_TEXT_BYTES} bytes"
+                        )));
+                    }
+                    let f = Followup {
+                        after_ms,
+                        text: text.to_owned(),
+                    };
+                    ctx.storage().put("followup", &f)?;
+                    Ok(json!({ "followup": f }))
+                }
+            },
             "who" => {
                 let sockets = ctx.sockets(Some("member"));
                 let names: Vec<String> = sockets.into_iter().map(|s| name_of(ctx, s)).collect();

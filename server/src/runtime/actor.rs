@@ -36,7 +36,8 @@ use roost_protocol::{ErrorCode, ErrorDetail};
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::Instrument;
 
-use super::output::{self, Admission, Output};
+use super::alarms::AlarmInfo;
+use super::output::{self, Admission, AlarmUpdate, Output};
 use super::{error, Command, Runtime};
 use crate::commitlog::record::Record;
 use crate::commitlog::LogError;
@@ -201,7 +202,7 @@ async fn run_inner<T: DurableObject>(args: ActorArgs) {
                     metrics.error("constructor_failed");
                     tracing::error!(error = %e.message, "object failed to start");
                     for cmd in batch.drain(..) {
-                        cmd.fail(&runtime, key.id, e.clone());
+                        cmd.fail(&runtime, &key, e.clone());
                     }
                     // Stop: the next command starts a fresh attempt.
                     runtime.mark_stopping(key.id, generation, done_rx.clone());
@@ -301,6 +302,9 @@ async fn run_event<T: DurableObject>(
     cmd: Command,
     outputs: &mut Vec<Output>,
 ) -> Result<(), EventFailure> {
+    if let Command::Alarm { retry } = cmd {
+        return run_alarm(l, runtime, retry, outputs).await;
+    }
     let metrics = &runtime.0.metrics;
     let limits = &runtime.0.config.sockets;
     let read_only = match &cmd {
@@ -308,7 +312,7 @@ async fn run_event<T: DurableObject>(
         Command::Connect { socket, .. } | Command::Message { socket, .. } => {
             l.ctx.socket_read_only(*socket)
         }
-        Command::Closed { .. } => false,
+        Command::Closed { .. } | Command::Alarm { .. } => false,
     };
     let prepared = l
         .ctx
@@ -435,6 +439,7 @@ async fn run_event<T: DurableObject>(
                 }
             }
         }
+        Command::Alarm { .. } => return Ok(()),
         Command::Closed {
             socket,
             code,
@@ -494,6 +499,109 @@ fn push_failure(cmd: Command, outputs: &mut Vec<Output>) {
         )),
         Command::Message { .. } => {}
         Command::Closed { socket, .. } => outputs.push(Output::Forget(socket)),
+        Command::Alarm { .. } => {}
+    }
+}
+
+/// Delivers a due alarm: checks the object's own alarm row (the index may be
+/// early or stale), runs the handler, and consumes the alarm only on success.
+async fn run_alarm<T: DurableObject>(
+    l: &mut Live<T>,
+    runtime: &Runtime,
+    retry: u32,
+    outputs: &mut Vec<Output>,
+) -> Result<(), EventFailure> {
+    let storage_err =
+        |e: crate::storage::StorageError| EventFailure::Broken(e.to_string(), Vec::new());
+    let key = l.ctx.key.clone();
+    let update = |next: Option<i64>, retry: u32, reindex: bool, attempt: Option<u32>| {
+        Output::Alarm(AlarmUpdate {
+            key: key.clone(),
+            next,
+            retry,
+            reindex,
+            attempt,
+        })
+    };
+    let now = runtime.0.clock.now_ms();
+    let stored = l.ctx.storage.alarm().map_err(storage_err)?;
+    let at = match stored {
+        None => {
+            outputs.push(update(None, 0, true, None));
+            return Ok(());
+        }
+        Some(at) if at > now => {
+            outputs.push(update(Some(at), 0, true, None));
+            return Ok(());
+        }
+        Some(at) => at,
+    };
+    let config = &runtime.0.alarms.config;
+    l.ctx.storage.begin_event().map_err(storage_err)?;
+    l.ctx.outputs.clear();
+    let info = AlarmInfo {
+        retry_count: retry,
+        is_retry: retry > 0,
+        scheduled_ms: at,
+    };
+    let outcome = AssertUnwindSafe(l.object.alarm(&mut l.ctx, info))
+        .catch_unwind()
+        .await;
+    let produced = std::mem::take(&mut l.ctx.outputs);
+    match outcome {
+        Ok(Ok(())) => {
+            // Consume the alarm unless the handler set a new one.
+            let consumed = (|| {
+                if l.ctx.storage.alarm()? == Some(at) {
+                    l.ctx.storage.delete_alarm()?;
+                }
+                l.ctx.storage.alarm()
+            })();
+            let next = match consumed {
+                Ok(next) => next,
+                Err(e) => {
+                    let _ = l.ctx.storage.end_event(false);
+                    return Err(storage_err(e));
+                }
+            };
+            l.ctx.storage.end_event(true).map_err(storage_err)?;
+            runtime
+                .0
+                .metrics
+                .alarms_fired
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            outputs.extend(produced);
+            outputs.push(update(next, 0, true, Some(retry)));
+            Ok(())
+        }
+        Ok(Err(_)) | Err(_) => {
+            let panicked = outcome.is_err();
+            if let Ok(Err(e)) = &outcome {
+                tracing::warn!(error = %e, retry, "alarm handler failed");
+            } else {
+                tracing::error!(retry, "alarm handler panicked");
+            }
+            runtime.0.metrics.error("alarm_failed");
+            l.ctx.storage.end_event(false).map_err(storage_err)?;
+            if retry >= config.max_retries {
+                tracing::error!(retries = retry, "alarm dropped after its last retry");
+                l.ctx.storage.begin_event().map_err(storage_err)?;
+                let deleted = l.ctx.storage.delete_alarm();
+                l.ctx
+                    .storage
+                    .end_event(deleted.is_ok())
+                    .map_err(storage_err)?;
+                deleted.map_err(storage_err)?;
+                outputs.push(update(None, 0, true, None));
+            } else {
+                let next = now + config.backoff(retry + 1).as_millis() as i64;
+                outputs.push(update(Some(next), retry + 1, false, Some(retry)));
+            }
+            if panicked {
+                return Err(EventFailure::Panicked);
+            }
+            Ok(())
+        }
     }
 }
 
@@ -504,6 +612,7 @@ async fn run_batch<T: DurableObject>(
 ) -> BatchEnd {
     let metrics = &runtime.0.metrics;
     let object = l.ctx.key.id;
+    let key = l.ctx.key.clone();
     let n = batch.len();
     metrics
         .events
@@ -512,7 +621,7 @@ async fn run_batch<T: DurableObject>(
     let fail_all = |outputs: Vec<Output>, batch: &mut Vec<Command>, e: ErrorDetail| {
         output::fail(runtime, object, outputs, &e);
         for cmd in batch.drain(..) {
-            cmd.fail(runtime, object, e.clone());
+            cmd.fail(runtime, &key, e.clone());
         }
     };
     let broken = |what: &str, e: &dyn std::fmt::Display| {
@@ -571,6 +680,32 @@ async fn run_batch<T: DurableObject>(
         }
     };
     drop(capture);
+    // An alarm set in this batch must be in the durable index before the
+    // batch commits (the index may be early, never late or missing).
+    if std::mem::take(&mut l.ctx.alarm_touched) {
+        let next = match l.ctx.storage.alarm() {
+            Ok(next) => next,
+            Err(e) => {
+                l.ctx.storage.rollback();
+                fail_all(outputs, batch, broken("cannot read the alarm", &e));
+                return BatchEnd::Broken;
+            }
+        };
+        if let Some(at) = next {
+            if let Err(e) = runtime.0.alarms.ensure_indexed(runtime, &key, at).await {
+                l.ctx.storage.rollback();
+                fail_all(outputs, batch, broken("cannot index the alarm", &e));
+                return BatchEnd::Broken;
+            }
+        }
+        outputs.push(Output::Alarm(AlarmUpdate {
+            key: key.clone(),
+            next,
+            retry: 0,
+            reindex: false,
+            attempt: None,
+        }));
+    }
     let injected = runtime
         .0
         .config

@@ -9,6 +9,7 @@
 //! This module does not run events; [`actor`] does.
 
 pub(crate) mod actor;
+pub mod alarms;
 pub(crate) mod output;
 pub mod registry;
 
@@ -28,6 +29,7 @@ use crate::id::{ObjectId, ObjectKey};
 use crate::metrics::Metrics;
 use crate::sockets::{SocketHub, SocketId, SocketLimits, SocketMessage};
 use crate::storage::{FaultHook, StorageLimits};
+pub use alarms::{AlarmConfig, AlarmInfo, Clock};
 pub(crate) use output::Reply;
 pub use output::{Admission, ConnectRequest};
 pub use registry::Registry;
@@ -41,6 +43,7 @@ pub struct RuntimeConfig {
     pub max_batch: usize,
     pub storage: StorageLimits,
     pub sockets: SocketLimits,
+    pub alarms: AlarmConfig,
     pub fault: Option<FaultHook>,
 }
 
@@ -69,11 +72,14 @@ pub(crate) enum Command {
         code: u16,
         reason: String,
     },
+    /// The alarm index says the object's alarm is due.
+    Alarm { retry: u32 },
 }
 
 impl Command {
     /// Answers the command with an error without running it.
-    pub(crate) fn fail(self, runtime: &Runtime, object: ObjectId, error: ErrorDetail) {
+    pub(crate) fn fail(self, runtime: &Runtime, key: &ObjectKey, error: ErrorDetail) {
+        let object = key.id;
         match self {
             Command::Call { reply, .. } => {
                 output::deliver_reply(runtime, object, reply, Err(error))
@@ -91,6 +97,13 @@ impl Command {
             }
             Command::Message { .. } => {}
             Command::Closed { socket, .. } => runtime.0.sockets.remove(&object, socket),
+            Command::Alarm { retry, .. } => {
+                // Not run: try again after the backoff, as for a failed attempt.
+                let alarms = &runtime.0.alarms;
+                let at =
+                    runtime.0.clock.now_ms() + alarms.config.backoff(retry + 1).as_millis() as i64;
+                alarms.schedule(key, at, retry + 1);
+            }
         }
     }
 }
@@ -114,6 +127,8 @@ pub(crate) struct RuntimeInner {
     pub(crate) log: CommitLog,
     pub(crate) catalog: Catalog,
     pub(crate) sockets: SocketHub,
+    pub(crate) alarms: alarms::Alarms,
+    pub(crate) clock: Clock,
     directory: DashMap<ObjectId, Slot>,
     next_generation: AtomicU64,
     shutting_down: AtomicBool,
@@ -142,13 +157,16 @@ impl Runtime {
         catalog: Catalog,
     ) -> Runtime {
         let (alive_tx, alive_rx) = mpsc::channel(1);
+        let alarm_config = config.alarms.clone();
         Runtime(Arc::new(RuntimeInner {
+            alarms: alarms::Alarms::new(alarm_config),
             config,
             registry,
             metrics,
             log,
             catalog,
             sockets: SocketHub::default(),
+            clock: Clock::new(),
             directory: DashMap::new(),
             next_generation: AtomicU64::new(1),
             shutting_down: AtomicBool::new(false),

@@ -58,6 +58,22 @@ pub(crate) enum Output {
     Close(SocketId, u16, String),
     /// Drop a closed socket's entry (its `on_close` could not run).
     Forget(SocketId),
+    /// Tell the scheduler the object's next alarm.
+    Alarm(AlarmUpdate),
+}
+
+pub(crate) struct AlarmUpdate {
+    pub key: crate::id::ObjectKey,
+    /// The next time to fire, or `None` for no alarm.
+    pub next: Option<i64>,
+    /// Retry count to fire with.
+    pub retry: u32,
+    /// The index may be raised (lazily) to `next`: true when `next` is the
+    /// object's stored alarm time, false for a retry's backoff time.
+    pub reindex: bool,
+    /// Set when this update comes from an alarm attempt with that retry
+    /// count: if the batch fails, the attempt is retried.
+    pub attempt: Option<u32>,
 }
 
 pub(crate) fn result_frame(id: u64, result: Result<Value, ErrorDetail>) -> String {
@@ -118,6 +134,23 @@ pub(crate) fn release(runtime: &Runtime, object: ObjectId, outputs: Vec<Output>)
                 }
             }
             Output::Forget(socket) => runtime.0.sockets.remove(&object, socket),
+            Output::Alarm(u) => apply_alarm(runtime, u),
+        }
+    }
+}
+
+fn apply_alarm(runtime: &Runtime, u: AlarmUpdate) {
+    let alarms = &runtime.0.alarms;
+    match u.next {
+        Some(at) => {
+            if u.reindex {
+                alarms.reindex_lazily(runtime, &u.key, Some(at));
+            }
+            alarms.schedule(&u.key, at, u.retry);
+        }
+        None => {
+            alarms.unschedule(u.key.id);
+            alarms.reindex_lazily(runtime, &u.key, None);
         }
     }
 }
@@ -136,6 +169,15 @@ pub(crate) fn fail(runtime: &Runtime, object: ObjectId, outputs: Vec<Output>, e:
             }
             Output::Send(..) | Output::Broadcast { .. } | Output::Close(..) => {}
             Output::Forget(socket) => runtime.0.sockets.remove(&object, socket),
+            Output::Alarm(u) => {
+                // The attempt's batch was lost: try again after the backoff.
+                if let Some(attempt) = u.attempt {
+                    let alarms = &runtime.0.alarms;
+                    let at = runtime.0.clock.now_ms()
+                        + alarms.config.backoff(attempt + 1).as_millis() as i64;
+                    alarms.schedule(&u.key, at, attempt + 1);
+                }
+            }
         }
     }
 }

@@ -92,6 +92,7 @@ const META_SCHEMA: &str = "
     CREATE TABLE IF NOT EXISTS _roost_kv(key BLOB PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
     CREATE TABLE IF NOT EXISTS _roost_meta(k TEXT PRIMARY KEY, v INTEGER NOT NULL);
     INSERT OR IGNORE INTO _roost_meta(k, v) VALUES('commit_seq', 0);
+    CREATE TABLE IF NOT EXISTS _roost_alarm(k INTEGER PRIMARY KEY CHECK (k = 1), at_ms INTEGER NOT NULL);
 ";
 
 impl Storage {
@@ -264,6 +265,34 @@ impl Storage {
             }
         }
         let _ = self.set_read_only(false);
+    }
+
+    /// The object's alarm time (ms since the epoch), if one is set.
+    pub(crate) fn alarm(&self) -> Result<Option<i64>, StorageError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT at_ms FROM _roost_alarm WHERE k = 1")?;
+        let mut rows = stmt.query([])?;
+        Ok(match rows.next()? {
+            Some(r) => Some(r.get(0)?),
+            None => None,
+        })
+    }
+
+    pub(crate) fn set_alarm(&self, at_ms: i64) -> Result<(), StorageError> {
+        self.check_writable()?;
+        self.conn
+            .prepare_cached("INSERT OR REPLACE INTO _roost_alarm(k, at_ms) VALUES(1, ?1)")?
+            .execute([at_ms])?;
+        Ok(())
+    }
+
+    pub(crate) fn delete_alarm(&self) -> Result<(), StorageError> {
+        self.check_writable()?;
+        self.conn
+            .prepare_cached("DELETE FROM _roost_alarm WHERE k = 1")?
+            .execute([])?;
+        Ok(())
     }
 
     /// Copies the WAL into the database file (fsyncing both) so the WAL does
