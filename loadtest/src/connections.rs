@@ -54,12 +54,18 @@ pub struct ConnectionsArgs {
 }
 
 pub async fn run(args: ConnectionsArgs, common: &Common) -> anyhow::Result<Report> {
-    anyhow::ensure!(args.conns >= 1 && args.docs >= 1, "--conns and --docs must be at least 1");
+    anyhow::ensure!(
+        args.conns >= 1 && args.docs >= 1,
+        "--conns and --docs must be at least 1"
+    );
     anyhow::ensure!(args.conns < (1 << 21), "at most 2^21 connections");
     let target = Target::parse(&args.url, common.allow_remote)?;
-    let prefix = args.doc_prefix.clone().unwrap_or_else(|| format!("conns-{:08x}", yjs::run_seed()));
+    let prefix = args
+        .doc_prefix
+        .clone()
+        .unwrap_or_else(|| format!("conns-{:08x}", yjs::run_seed()));
     let sample = args.sample.min(args.conns);
-    let stride = if sample == 0 { usize::MAX } else { args.conns / sample };
+    let stride = args.conns.checked_div(sample).unwrap_or(usize::MAX);
     let seed = yjs::run_seed();
     let specs: Vec<Spec> = (0..args.conns)
         .map(|i| {
@@ -103,7 +109,11 @@ pub async fn run(args: ConnectionsArgs, common: &Common) -> anyhow::Result<Repor
     let d0 = fleet.shared.delivered.load(Ordering::Relaxed);
     let per_doc = args.conns.div_ceil(args.docs);
     let want = d0 + (senders * per_doc.saturating_sub(1)) as u64;
-    fleet.set(Phase::Send { start: Instant::now(), rate: 0.0, once: true });
+    fleet.set(Phase::Send {
+        start: Instant::now(),
+        rate: 0.0,
+        once: true,
+    });
     let waited = fleet.wait_delivered(|_| want, args.wake_timeout).await;
     // Give the sync answers a moment beyond the deliveries.
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -114,7 +124,10 @@ pub async fn run(args: ConnectionsArgs, common: &Common) -> anyhow::Result<Repor
     probes.finish(&mut report).await;
     let results = fleet.finish().await;
     let t = yclient::totals(&results);
-    let woken_ok = results.iter().filter(|(s, st)| s.sender && st.resyncs > 0).count();
+    let woken_ok = results
+        .iter()
+        .filter(|(s, st)| s.sender && st.resyncs > 0)
+        .count();
 
     report
         .param("protocol", args.protocol.name())
@@ -126,24 +139,43 @@ pub async fn run(args: ConnectionsArgs, common: &Common) -> anyhow::Result<Repor
     f.add("connected", t.connected as f64, Unit::Count)
         .add("failed", t.errors.len() as f64, Unit::Count)
         .add("connect_wall_s", connect_wall.as_secs_f64(), Unit::Seconds)
-        .add("connects_per_s", synced as f64 / connect_wall.as_secs_f64().max(1e-9), Unit::PerSec);
+        .add(
+            "connects_per_s",
+            synced as f64 / connect_wall.as_secs_f64().max(1e-9),
+            Unit::PerSec,
+        );
     f.latency("connect", &Latency::from_histogram(&t.connect));
     if let (Some(b), Some(c)) = (rss_before, rss_connected) {
-        f.add("server_rss_before_bytes", b as f64, Unit::Bytes)
-            .add("server_rss_connected_bytes", c as f64, Unit::Bytes);
+        f.add("server_rss_before_bytes", b as f64, Unit::Bytes).add(
+            "server_rss_connected_bytes",
+            c as f64,
+            Unit::Bytes,
+        );
         if synced > 0 {
-            f.add("server_rss_per_conn_bytes", (c as f64 - b as f64) / synced as f64, Unit::Bytes);
+            f.add(
+                "server_rss_per_conn_bytes",
+                (c as f64 - b as f64) / synced as f64,
+                Unit::Bytes,
+            );
         }
         if let Some(i) = rss_idle {
             f.add("server_rss_idle_bytes", i as f64, Unit::Bytes);
             if synced > 0 {
-                f.add("server_rss_per_conn_idle_bytes", (i as f64 - b as f64) / synced as f64, Unit::Bytes);
+                f.add(
+                    "server_rss_per_conn_idle_bytes",
+                    (i as f64 - b as f64) / synced as f64,
+                    Unit::Bytes,
+                );
             }
         }
     }
     if let (Some(b), Some(c)) = (client_rss_before, client_rss_connected) {
         if synced > 0 {
-            f.add("client_rss_per_conn_bytes", (c as f64 - b as f64) / synced as f64, Unit::Bytes);
+            f.add(
+                "client_rss_per_conn_bytes",
+                (c as f64 - b as f64) / synced as f64,
+                Unit::Bytes,
+            );
         }
     }
     f.add("woken", senders as f64, Unit::Count)
@@ -152,7 +184,11 @@ pub async fn run(args: ConnectionsArgs, common: &Common) -> anyhow::Result<Repor
         .add("wake_expected", t.expected as f64, Unit::Count)
         .add(
             "wake_delivery_ratio",
-            if t.expected > 0 { t.delivered as f64 / t.expected as f64 } else { f64::NAN },
+            if t.expected > 0 {
+                t.delivered as f64 / t.expected as f64
+            } else {
+                f64::NAN
+            },
             Unit::Ratio,
         )
         .add("wake_wait_s", waited.as_secs_f64(), Unit::Seconds);
@@ -163,7 +199,10 @@ pub async fn run(args: ConnectionsArgs, common: &Common) -> anyhow::Result<Repor
         report.note(format!("{} connections failed; first: {e}", t.errors.len()));
     }
     if woken_ok < senders {
-        report.note(format!("{} woken connections got no answer to their sync request", senders - woken_ok));
+        report.note(format!(
+            "{} woken connections got no answer to their sync request",
+            senders - woken_ok
+        ));
     }
     Ok(report)
 }

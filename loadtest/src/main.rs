@@ -7,6 +7,7 @@
 //! comparing them is done by the scripts in `loadtest/` and `scripts/peers/`.
 
 mod args;
+mod coldload;
 mod connections;
 mod durable;
 mod fanout;
@@ -55,6 +56,8 @@ enum Scenario {
     Connections(connections::ConnectionsArgs),
     /// Roost's room class over the object WebSocket: chat messages, history and presence.
     Rooms(rooms::RoomsArgs),
+    /// Time for a new client to fully sync a document holding U stored updates.
+    Coldload(coldload::ColdloadArgs),
     /// How many small frames/s the generator itself can receive and time on one core (no server).
     Selfcheck(selfcheck::SelfcheckArgs),
     /// Medians of repeated runs, from files of `--json` report lines.
@@ -112,6 +115,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Scenario::Fanout(a) => fanout::run(a, &common).await?,
         Scenario::Connections(a) => vec![connections::run(a, &common).await?],
         Scenario::Rooms(a) => vec![rooms::run(a, &common).await?],
+        Scenario::Coldload(a) => vec![coldload::run(a, &common).await?],
         Scenario::Selfcheck(a) => vec![selfcheck::run(a, &common).await?],
         Scenario::Summarize(a) => {
             print!("{}", summarize::summarize(&a)?);

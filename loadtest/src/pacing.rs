@@ -61,10 +61,6 @@ impl Pacer {
     pub fn skipped(&self) -> u64 {
         self.skipped
     }
-
-    pub fn interval(&self) -> Duration {
-        self.interval
-    }
 }
 
 #[cfg(test)]

@@ -21,13 +21,17 @@ pub fn latency_histogram() -> Histogram<u64> {
 /// A small per-client latency histogram (two significant figures, 32-bit
 /// counts: about 10 KiB), merged into a [`latency_histogram`] at the end.
 pub fn client_histogram() -> Histogram<u32> {
-    Histogram::new_with_bounds(1, MAX_LATENCY_US, 2).expect("invariant: constant histogram bounds are valid")
+    Histogram::new_with_bounds(1, MAX_LATENCY_US, 2)
+        .expect("invariant: constant histogram bounds are valid")
 }
 
 /// Adds a per-client histogram into a total (values at each bucket's midpoint).
 pub fn merge_into(total: &mut Histogram<u64>, h: &Histogram<u32>) {
     for v in h.iter_recorded() {
-        total.saturating_record_n(h.median_equivalent(v.value_iterated_to()), u64::from(v.count_at_value()));
+        total.saturating_record_n(
+            h.median_equivalent(v.value_iterated_to()),
+            u64::from(v.count_at_value()),
+        );
     }
 }
 
@@ -295,7 +299,10 @@ mod tests {
         merge_into(&mut total, &c);
         let l = Latency::from_histogram(&total);
         assert_eq!(l.count, 4);
-        assert!((l.max_us as f64 - 100_000.0).abs() / 100_000.0 < 0.01, "{l:?}");
+        assert!(
+            (l.max_us as f64 - 100_000.0).abs() / 100_000.0 < 0.01,
+            "{l:?}"
+        );
     }
 
     #[test]

@@ -254,10 +254,19 @@ async fn client(
 }
 
 pub async fn run(args: RoomsArgs, common: &Common) -> anyhow::Result<Report> {
-    anyhow::ensure!(args.rooms >= 1 && args.clients >= 1, "--rooms and --clients must be at least 1");
-    anyhow::ensure!(args.rate > 0.0 && args.rate.is_finite(), "--rate must be positive");
+    anyhow::ensure!(
+        args.rooms >= 1 && args.clients >= 1,
+        "--rooms and --clients must be at least 1"
+    );
+    anyhow::ensure!(
+        args.rate > 0.0 && args.rate.is_finite(),
+        "--rate must be positive"
+    );
     let target = Target::parse(&args.url, common.allow_remote)?;
-    let prefix = args.room_prefix.clone().unwrap_or_else(|| format!("rooms-{:08x}", yjs::run_seed()));
+    let prefix = args
+        .room_prefix
+        .clone()
+        .unwrap_or_else(|| format!("rooms-{:08x}", yjs::run_seed()));
     let origin = Instant::now();
     let (tx, rx) = watch::channel(Phase::Hold);
     let shared = Arc::new(Shared::default());
@@ -285,7 +294,9 @@ pub async fn run(args: RoomsArgs, common: &Common) -> anyhow::Result<Report> {
     let connecting = Progress::phase(&format!("joining {total} clients"));
     let t_join = Instant::now();
     let deadline = t_join + args.connect_timeout;
-    while shared.joined.load(Ordering::Relaxed) + shared.failed.load(Ordering::Relaxed) < total && Instant::now() < deadline {
+    while shared.joined.load(Ordering::Relaxed) + shared.failed.load(Ordering::Relaxed) < total
+        && Instant::now() < deadline
+    {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let join_wall = t_join.elapsed();
@@ -295,7 +306,11 @@ pub async fn run(args: RoomsArgs, common: &Common) -> anyhow::Result<Report> {
     let probes = Probes::start(common, Some(&target)).await?;
     let start = Instant::now() + Duration::from_millis(20);
     if joined > 0 {
-        let _ = tx.send(Phase::Send { start, rate: args.rate, once: false });
+        let _ = tx.send(Phase::Send {
+            start,
+            rate: args.rate,
+            once: false,
+        });
         let counter = Arc::new(AtomicU64::new(0));
         let progress = Progress::timed("rooms", args.duration, counter.clone(), "events");
         while Instant::now() < start + args.duration {
@@ -366,15 +381,31 @@ pub async fn run(args: RoomsArgs, common: &Common) -> anyhow::Result<Report> {
     f.add("joined", joined as f64, Unit::Count)
         .add("join_wall_s", join_wall.as_secs_f64(), Unit::Seconds)
         .add("sent", sent as f64, Unit::Count)
-        .add("sent_per_s", sent as f64 / args.duration.as_secs_f64(), Unit::PerSec)
+        .add(
+            "sent_per_s",
+            sent as f64 / args.duration.as_secs_f64(),
+            Unit::PerSec,
+        )
         .add("delivered", delivered as f64, Unit::Count)
         .add("delivered_per_s", delivered as f64 / window, Unit::PerSec)
         .add("expected", expected as f64, Unit::Count)
-        .add("delivery_ratio", if expected > 0 { delivered as f64 / expected as f64 } else { f64::NAN }, Unit::Ratio)
+        .add(
+            "delivery_ratio",
+            if expected > 0 {
+                delivered as f64 / expected as f64
+            } else {
+                f64::NAN
+            },
+            Unit::Ratio,
+        )
         .add("own_events", own as f64, Unit::Count)
         .add("presence_ok", who_ok as f64, Unit::Count)
         .add("max_history_on_join", history as f64, Unit::Count)
-        .add("errors", (errors.len() as u64 + call_errors) as f64, Unit::Count);
+        .add(
+            "errors",
+            (errors.len() as u64 + call_errors) as f64,
+            Unit::Count,
+        );
     f.latency("join", &Latency::from_histogram(&joins));
     f.latency("call", &Latency::from_histogram(&calls));
     f.latency("event", &Latency::from_histogram(&events));
@@ -384,10 +415,14 @@ pub async fn run(args: RoomsArgs, common: &Common) -> anyhow::Result<Report> {
         report.note(format!("{} clients failed; first: {e}", errors.len()));
     }
     if call_errors > 0 {
-        report.note(format!("{call_errors} calls returned an error or were never answered"));
+        report.note(format!(
+            "{call_errors} calls returned an error or were never answered"
+        ));
     }
     if who_ok < joined {
-        report.note(format!("`who` listed the whole room for {who_ok} of {joined} clients"));
+        report.note(format!(
+            "`who` listed the whole room for {who_ok} of {joined} clients"
+        ));
     }
     Ok(report)
 }

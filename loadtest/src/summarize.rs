@@ -127,7 +127,13 @@ fn default_figures(scenario: &str) -> Vec<String> {
             "wake_delivery_ratio",
             "wake_p99_us",
         ],
-        "coldload" => &["doc_bytes", "sync_p50_us", "sync_max_us"],
+        "coldload" => &[
+            "doc_updates_found",
+            "doc_bytes",
+            "first_client_sync_us",
+            "sync_p50_us",
+            "fill_updates_per_s",
+        ],
         "rooms" => &[
             "sent_per_s",
             "delivered_per_s",
@@ -152,7 +158,7 @@ fn read_rows(files: &[PathBuf]) -> anyhow::Result<Vec<Row>> {
 }
 
 /// Groups rows by key, keeping first-seen order.
-fn group<'a>(rows: &'a [Row], key: impl Fn(&Row) -> String) -> Vec<(String, Vec<&'a Row>)> {
+fn group(rows: &[Row], key: impl Fn(&Row) -> String) -> Vec<(String, Vec<&Row>)> {
     let mut out: Vec<(String, Vec<&Row>)> = Vec::new();
     for r in rows {
         let k = key(r);

@@ -286,10 +286,6 @@ impl Fleet {
         }
     }
 
-    pub fn len(&self) -> usize {
-        self.tasks.len()
-    }
-
     /// Waits until every client has synced or failed, or `timeout` passes.
     /// Returns the number synced.
     pub async fn wait_synced(&self, timeout: Duration) -> usize {

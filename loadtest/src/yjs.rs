@@ -50,7 +50,6 @@ impl Protocol {
 
 /// Hocuspocus message types (its own numbering after the name prefix).
 pub const HP_SYNC: u32 = 0;
-pub const HP_AWARENESS: u32 = 1;
 pub const HP_AUTH: u32 = 2;
 pub const HP_SYNC_REPLY: u32 = 4;
 
@@ -144,7 +143,7 @@ pub fn classify(protocol: Protocol, msg: &[u8]) -> anyhow::Result<Incoming<'_>> 
         .map_err(|e| anyhow::anyhow!("message type: {e}"))?;
     // Hocuspocus answers a step 1 with its own step 1 tagged `SyncReply` (4).
     let tag = if protocol == Protocol::Hocuspocus && tag == HP_SYNC_REPLY {
-        0
+        HP_SYNC
     } else {
         tag
     };
@@ -277,19 +276,33 @@ impl Author {
     }
 }
 
-/// A reader that applies a whole document (for cold-load checks; allocates).
-pub fn apply_to_new_doc(update: &[u8]) -> anyhow::Result<String> {
-    let doc = Doc::new();
-    let text = doc.get_or_insert_text(TEXT_NAME);
-    let u = Update::decode_v1(update).context("decoding the document")?;
-    let mut txn = doc.transact_mut();
-    txn.apply_update(u).context("applying the document")?;
-    Ok(text.get_string(&txn))
+/// A replica that applies what it receives (for cold-load checks; allocates).
+pub struct Replica {
+    doc: Doc,
+    text: TextRef,
 }
 
-/// The empty state vector, encoded (a fresh client's step 1).
-pub fn empty_state_vector() -> StateVector {
-    StateVector::default()
+impl Default for Replica {
+    fn default() -> Self {
+        let doc = Doc::new();
+        let text = doc.get_or_insert_text(TEXT_NAME);
+        Replica { doc, text }
+    }
+}
+
+impl Replica {
+    pub fn apply(&mut self, update: &[u8]) -> anyhow::Result<()> {
+        let u = Update::decode_v1(update).context("decoding an update")?;
+        self.doc
+            .transact_mut()
+            .apply_update(u)
+            .context("applying an update")?;
+        Ok(())
+    }
+
+    pub fn text(&self) -> String {
+        self.text.get_string(&self.doc.transact())
+    }
 }
 
 /// Decodes a state vector (the server's step 1 payload).
@@ -297,14 +310,17 @@ pub fn decode_state_vector(bytes: &[u8]) -> anyhow::Result<StateVector> {
     StateVector::decode_v1(bytes).context("decoding a state vector")
 }
 
-/// Encodes a state vector.
-pub fn encode_state_vector(sv: &StateVector) -> Vec<u8> {
-    sv.encode_v1()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Applies a whole document to a fresh replica; returns its text.
+    fn apply_to_new_doc(update: &[u8]) -> anyhow::Result<String> {
+        let mut r = Replica::default();
+        r.apply(update)?;
+        Ok(r.text())
+    }
+
     use yrs::sync::{Message, SyncMessage};
     use yrs::updates::decoder::DecoderV1;
 
