@@ -1,0 +1,245 @@
+/**
+ * One logical connection that survives server restarts: it opens a WebSocket,
+ * and when that closes unexpectedly it opens another after an exponential,
+ * jittered delay, asking the token source again each time. Shared by
+ * {@link ObjectSocket} and the Yjs provider; it knows nothing about what
+ * travels over the socket.
+ * @module
+ */
+
+import { type BackoffOptions, backoffDelay, DEFAULT_BACKOFF } from './backoff.js'
+import { Emitter, type Unsubscribe } from './emitter.js'
+import { resolveToken, type TokenSource } from './token.js'
+import { messageData, OPEN, resolveWebSocket, type WebSocketConstructor, type WebSocketLike } from './websocket.js'
+
+/**
+ * Where a connection is in its life:
+ * - `connecting`: the first attempt is under way;
+ * - `open`: a WebSocket is open;
+ * - `reconnecting`: the last WebSocket closed or an attempt failed; another
+ *   attempt is scheduled or under way;
+ * - `closed`: `close()` was called, or `maxRetries` attempts failed. Final.
+ */
+export type ConnectionStatus = 'connecting' | 'open' | 'reconnecting' | 'closed'
+
+/** Options shared by every reconnecting connection. */
+export interface ConnectionOptions {
+  /** Token (or callback) sent as `?token=` on every connection attempt. */
+  token?: TokenSource
+  /** WebSocket constructor; defaults to `globalThis.WebSocket`. */
+  WebSocket?: WebSocketConstructor
+  /** Reconnection delays. */
+  backoff?: BackoffOptions
+  /** Give up on an attempt that has not opened after this many ms. Default 10 000. */
+  connectTimeoutMs?: number
+  /**
+   * A connection that stayed open at least this long resets the backoff to its
+   * initial delay. Default 5 000 (so a server that accepts and immediately
+   * drops connections does not cause a tight reconnect loop).
+   */
+  minUptimeMs?: number
+}
+
+/** Events of a {@link Connection}. */
+export interface ConnectionEvents {
+  status: [status: ConnectionStatus]
+  open: [socket: WebSocketLike]
+  message: [data: string | Uint8Array]
+  close: [code: number, reason: string, wasOpen: boolean]
+  error: [error: unknown]
+}
+
+/** A reconnecting WebSocket. Internal building block; see {@link ObjectSocket} and `RoostProvider`. */
+export class Connection {
+  private readonly events = new Emitter<ConnectionEvents>()
+  private readonly ctor: WebSocketConstructor
+  private ws: WebSocketLike | null = null
+  private current = 0
+  private attempt = 0
+  private everOpened = false
+  private openedAt = 0
+  /** Whether `ws` (the current socket) reached `open`. */
+  private wsOpen = false
+  private retryTimer: ReturnType<typeof setTimeout> | null = null
+  private _status: ConnectionStatus = 'connecting'
+  private started = false
+
+  /** `buildUrl` turns the token of this attempt (if any) into the WebSocket URL. */
+  constructor(
+    private readonly buildUrl: (token: string | undefined) => string,
+    private readonly options: ConnectionOptions = {},
+  ) {
+    this.ctor = resolveWebSocket(options.WebSocket)
+  }
+
+  get status(): ConnectionStatus {
+    return this._status
+  }
+
+  /** The open WebSocket, or null. */
+  get socket(): WebSocketLike | null {
+    return this.ws && this.ws.readyState === OPEN && this._status === 'open' ? this.ws : null
+  }
+
+  on<K extends keyof ConnectionEvents>(event: K, fn: (...args: ConnectionEvents[K]) => void): Unsubscribe {
+    return this.events.on(event, fn)
+  }
+
+  /** Starts the first attempt (idempotent). */
+  start(): void {
+    if (this.started || this._status === 'closed') return
+    this.started = true
+    void this.attemptNow()
+  }
+
+  /** Sends on the open socket; returns false when there is none. */
+  send(data: string | Uint8Array): boolean {
+    const ws = this.socket
+    if (!ws) return false
+    try {
+      ws.send(data)
+      return true
+    } catch (e) {
+      this.events.emit('error', e)
+      return false
+    }
+  }
+
+  /** Drops the current socket (if any) and tries again right away. */
+  reconnect(): void {
+    if (this._status === 'closed') return
+    this.started = true
+    this.clearRetry()
+    const ws = this.ws
+    if (ws) {
+      this.detach(ws, 4000, 'reconnect', true)
+    }
+    this.attempt = 0
+    this.setStatus(this.everOpened ? 'reconnecting' : 'connecting')
+    void this.attemptNow()
+  }
+
+  /** Closes for good: no further attempts. Status becomes `closed`. */
+  close(code = 1000, reason = ''): void {
+    if (this._status === 'closed') return
+    this.clearRetry()
+    this.current++
+    const ws = this.ws
+    this.setStatus('closed')
+    if (ws) this.detach(ws, code, reason, false)
+    this.events.clear()
+  }
+
+  private setStatus(status: ConnectionStatus): void {
+    if (status === this._status) return
+    this._status = status
+    this.events.emit('status', status)
+  }
+
+  private clearRetry(): void {
+    if (this.retryTimer !== null) {
+      clearTimeout(this.retryTimer)
+      this.retryTimer = null
+    }
+  }
+
+  private async attemptNow(): Promise<void> {
+    const id = ++this.current
+    let token: string | undefined
+    try {
+      token = await resolveToken(this.options.token)
+    } catch (e) {
+      if (id !== this.current || this._status === 'closed') return
+      this.events.emit('error', e)
+      this.scheduleRetry()
+      return
+    }
+    if (id !== this.current || this._status === 'closed') return
+    let ws: WebSocketLike
+    try {
+      ws = new this.ctor(this.buildUrl(token))
+    } catch (e) {
+      this.events.emit('error', e)
+      this.scheduleRetry()
+      return
+    }
+    this.ws = ws
+    this.wsOpen = false
+    ws.binaryType = 'arraybuffer'
+    const timeoutMs = this.options.connectTimeoutMs ?? 10_000
+    const connectTimer = setTimeout(() => {
+      if (this.ws === ws && this._status !== 'open') {
+        this.events.emit('error', new Error(`connection attempt timed out after ${timeoutMs} ms`))
+        this.detach(ws, 4000, 'connect timeout', true)
+      }
+    }, timeoutMs)
+    ws.onopen = () => {
+      clearTimeout(connectTimer)
+      if (this.ws !== ws) return
+      this.everOpened = true
+      this.wsOpen = true
+      this.openedAt = Date.now()
+      this.setStatus('open')
+      this.events.emit('open', ws)
+    }
+    ws.onmessage = (event: { data: unknown }) => {
+      if (this.ws !== ws) return
+      const data = messageData(event.data)
+      if (data !== null) this.events.emit('message', data)
+    }
+    ws.onerror = (event: unknown) => {
+      if (this.ws !== ws) return
+      this.events.emit('error', (event as { error?: unknown }).error ?? event)
+    }
+    ws.onclose = (event: { code?: number; reason?: string }) => {
+      clearTimeout(connectTimer)
+      if (this.ws !== ws) return
+      this.lost(event.code ?? 1006, event.reason ?? '')
+    }
+  }
+
+  /** Forgets `ws` (closing it); when `retry`, handles it as a lost connection. */
+  private detach(ws: WebSocketLike, code: number, reason: string, retry: boolean): void {
+    ws.onopen = ws.onmessage = ws.onerror = ws.onclose = null
+    // Silence late errors from a socket we no longer listen to.
+    ws.onerror = () => {}
+    try {
+      ws.close(code, reason)
+    } catch {
+      // closing a CONNECTING socket may throw in some implementations
+    }
+    if (this.ws === ws) {
+      if (retry) this.lost(code, reason)
+      else {
+        this.ws = null
+        this.events.emit('close', code, reason, this.wsOpen)
+      }
+    }
+  }
+
+  private lost(code: number, reason: string): void {
+    const wasOpen = this.wsOpen
+    this.ws = null
+    if (wasOpen && Date.now() - this.openedAt >= (this.options.minUptimeMs ?? 5_000)) this.attempt = 0
+    this.events.emit('close', code, reason, wasOpen)
+    if (this._status === 'closed') return
+    this.scheduleRetry()
+  }
+
+  private scheduleRetry(): void {
+    if (this._status === 'closed') return
+    const backoff = { ...DEFAULT_BACKOFF, ...this.options.backoff }
+    if (this.attempt >= backoff.maxRetries) {
+      this.setStatus('closed')
+      return
+    }
+    const delay = backoffDelay(this.attempt, backoff)
+    this.attempt++
+    this.setStatus('reconnecting')
+    this.clearRetry()
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = null
+      void this.attemptNow()
+    }, delay)
+  }
+}
