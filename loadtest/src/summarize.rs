@@ -63,6 +63,7 @@ pub fn parse_lines(text: &str) -> Vec<Row> {
                 .and_then(Value::as_object)
                 .map(|m| {
                     m.iter()
+                        .filter(|(k, _)| k.as_str() != "protocol")
                         .map(|(k, v)| format!("{k}={v}"))
                         .collect::<Vec<_>>()
                         .join(" ")
