@@ -1,0 +1,21 @@
+/**
+ * `@roost/client/yjs`: the Yjs provider and the y-websocket message codec
+ * (including Roost's `saved` extension). Needs the peer dependencies `yjs`,
+ * `y-protocols` and `lib0`.
+ * @module
+ */
+
+export { RoostProvider } from './provider.js'
+export type { RoostProviderOptions, ProviderEvents, ProviderStatus } from './provider.js'
+export {
+  MessageType,
+  SyncMessageType,
+  decodeMessage,
+  encodeSyncStep1,
+  encodeSyncStep2,
+  encodeSyncUpdate,
+  encodeAwareness,
+  encodeQueryAwareness,
+  encodeSaved,
+} from './messages.js'
+export type { YMessage } from './messages.js'
