@@ -97,6 +97,14 @@ pub async fn run(args: ConnectionsArgs, common: &Common) -> anyhow::Result<Repor
     let synced = fleet.wait_synced(args.connect_timeout).await;
     let connect_wall = t0.elapsed();
     progress.finish();
+    if synced == 0 {
+        let results = fleet.finish().await;
+        let first = results
+            .iter()
+            .find_map(|(_, s)| s.error.clone())
+            .unwrap_or_else(|| "timed out".into());
+        anyhow::bail!("no connection could be opened and synced: {first}");
+    }
     let rss_connected = server.and_then(|p| rss_bytes(p).ok());
     let client_rss_connected = rss_bytes(Proc::This).ok();
 
