@@ -1,0 +1,299 @@
+//! Checks the byte-exact vectors in `protocol/vectors/` against this crate, so
+//! the Rust server and the TypeScript client (which checks the same files in
+//! `client-ts/test/unit/vectors.test.ts`) cannot drift apart.
+//!
+//! - `envelope.json`: every server frame decodes with `ServerFrame::decode` and
+//!   re-encodes with `ServerFrame::encode` to the exact same text; every client
+//!   call frame decodes with `ClientFrame::decode` to the documented call;
+//!   error bodies round-trip through `ErrorBody`.
+//! - `yjs.json`: the y-websocket framing (varUint message type, sync sub-type,
+//!   varUint8Array payload) and the `saved` extension (type 100, varUint count)
+//!   are parsed and re-encoded by hand here; the Yjs update encoding itself is
+//!   checked by the TypeScript tests against `yjs`.
+
+use std::path::PathBuf;
+
+use roost_protocol::{ClientFrame, ErrorBody, ServerFrame};
+use serde_json::Value;
+
+fn load(name: &str) -> Value {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("vectors")
+        .join(name);
+    let text =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("parse {}: {e}", path.display()))
+}
+
+fn list<'a>(file: &'a Value, key: &str) -> &'a Vec<Value> {
+    file[key]
+        .as_array()
+        .unwrap_or_else(|| panic!("`{key}` is a list"))
+}
+
+fn str_field<'a>(v: &'a Value, key: &str) -> &'a str {
+    v[key]
+        .as_str()
+        .unwrap_or_else(|| panic!("`{key}` is a string in {v}"))
+}
+
+#[test]
+fn server_frames_encode_and_decode_byte_exact() {
+    let file = load("envelope.json");
+    let frames = list(&file, "server_frames");
+    assert!(!frames.is_empty());
+    for v in frames {
+        let name = str_field(v, "name");
+        let text = str_field(v, "text");
+        let f = &v["frame"];
+        let expected = match str_field(f, "type") {
+            "result" if f.get("error").is_some() => ServerFrame::err(
+                f["id"].as_u64().expect("id"),
+                serde_json::from_value(f["error"].clone()).expect("error detail"),
+            ),
+            "result" => ServerFrame::ok(f["id"].as_u64().expect("id"), f["ok"].clone()),
+            "event" => ServerFrame::event(str_field(f, "event"), f["data"].clone()),
+            other => panic!("{name}: unknown frame type {other}"),
+        };
+        assert_eq!(expected.encode(), text, "{name}: encode");
+        let decoded = ServerFrame::decode(text).unwrap_or_else(|e| panic!("{name}: decode: {e}"));
+        match (&decoded, f.get("ok")) {
+            // serde reads `"ok":null` as `ok: None`; both mean "returned null".
+            (
+                ServerFrame::Result {
+                    ok: None,
+                    error: None,
+                    ..
+                },
+                Some(Value::Null),
+            ) => {}
+            _ => assert_eq!(decoded, expected, "{name}: decode"),
+        }
+    }
+}
+
+#[test]
+fn client_call_frames_decode() {
+    let file = load("envelope.json");
+    let frames = list(&file, "client_frames");
+    assert!(!frames.is_empty());
+    for v in frames {
+        let name = str_field(v, "name");
+        let f = &v["frame"];
+        let expected = ClientFrame::Call {
+            id: f["id"].as_u64().expect("id"),
+            method: str_field(f, "method").to_owned(),
+            args: f["args"].clone(),
+        };
+        let decoded = ClientFrame::decode(str_field(v, "text"));
+        assert_eq!(decoded.as_ref(), Ok(&expected), "{name}: decode");
+        // Our own encoder may order keys differently; it must mean the same.
+        let ClientFrame::Call { id, method, args } = expected.clone() else {
+            unreachable!()
+        };
+        let ours = ClientFrame::call(id, &method, args);
+        let ours: Value = serde_json::from_str(&ours).expect("our call frame is JSON");
+        assert_eq!(&ours, f, "{name}: ClientFrame::call");
+    }
+}
+
+#[test]
+fn other_and_bad_client_frames() {
+    let file = load("envelope.json");
+    for v in list(&file, "other_client_frames") {
+        let name = str_field(v, "name");
+        let decoded = ClientFrame::decode(str_field(v, "text"));
+        if v["json"].as_bool() == Some(true) {
+            assert!(
+                matches!(decoded, Ok(ClientFrame::Other(_))),
+                "{name}: {decoded:?}"
+            );
+        } else {
+            assert!(
+                decoded.is_err(),
+                "{name}: not JSON, so not an envelope: {decoded:?}"
+            );
+        }
+    }
+    for v in list(&file, "bad_client_frames") {
+        let name = str_field(v, "name");
+        assert!(
+            ClientFrame::decode(str_field(v, "text")).is_err(),
+            "{name}: must be rejected"
+        );
+    }
+}
+
+#[test]
+fn error_bodies_round_trip() {
+    let file = load("envelope.json");
+    for v in list(&file, "error_bodies") {
+        let name = str_field(v, "name");
+        let text = str_field(v, "text");
+        let body: ErrorBody = serde_json::from_str(text).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(body.error.code.as_str(), str_field(v, "code"), "{name}");
+        assert_eq!(body.error.message, str_field(v, "message"), "{name}");
+        assert_eq!(
+            serde_json::to_string(&body).expect("encodes"),
+            text,
+            "{name}"
+        );
+    }
+}
+
+fn hex(s: &str) -> Vec<u8> {
+    assert!(s.len().is_multiple_of(2), "odd hex length");
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex digit"))
+        .collect()
+}
+
+/// A strict reader of lib0's varUint / varUint8Array / varString.
+struct Reader<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl Reader<'_> {
+    fn var_uint(&mut self) -> u64 {
+        let mut value = 0u64;
+        for shift in (0..64).step_by(7) {
+            let b = *self.bytes.get(self.pos).expect("truncated varUint");
+            self.pos += 1;
+            value |= u64::from(b & 0x7f) << shift;
+            if b < 0x80 {
+                return value;
+            }
+        }
+        panic!("varUint too long");
+    }
+
+    fn var_bytes(&mut self) -> &[u8] {
+        let len = usize::try_from(self.var_uint()).expect("length fits");
+        let out = self
+            .bytes
+            .get(self.pos..self.pos + len)
+            .expect("truncated varUint8Array");
+        self.pos += len;
+        out
+    }
+
+    fn done(&self) -> bool {
+        self.pos == self.bytes.len()
+    }
+}
+
+fn write_var_uint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8 & 0x7f) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn write_var_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+    write_var_uint(out, bytes.len() as u64);
+    out.extend_from_slice(bytes);
+}
+
+#[test]
+fn yjs_frames_have_the_documented_framing() {
+    let file = load("yjs.json");
+    let messages = list(&file, "messages");
+    let mut seen_types = std::collections::BTreeSet::new();
+    for v in messages {
+        let name = str_field(v, "name");
+        let bytes = hex(str_field(v, "hex"));
+        let mut r = Reader {
+            bytes: &bytes,
+            pos: 0,
+        };
+        let message_type = r.var_uint();
+        assert_eq!(
+            Some(message_type),
+            v["message_type"].as_u64(),
+            "{name}: message type"
+        );
+        seen_types.insert(message_type);
+        let mut rebuilt = Vec::new();
+        write_var_uint(&mut rebuilt, message_type);
+        match message_type {
+            0 => {
+                let sync_type = r.var_uint();
+                assert_eq!(
+                    Some(sync_type),
+                    v["sync_type"].as_u64(),
+                    "{name}: sync type"
+                );
+                assert!(sync_type <= 2, "{name}: sync type");
+                let payload = r.var_bytes().to_vec();
+                assert_eq!(payload, hex(str_field(v, "payload_hex")), "{name}: payload");
+                write_var_uint(&mut rebuilt, sync_type);
+                write_var_bytes(&mut rebuilt, &payload);
+                if sync_type == 0 {
+                    check_state_vector(name, &payload, &v["state_vector"]);
+                }
+            }
+            1 => {
+                let payload = r.var_bytes().to_vec();
+                assert_eq!(payload, hex(str_field(v, "payload_hex")), "{name}: payload");
+                check_awareness(name, &payload, &v["awareness"]);
+                write_var_bytes(&mut rebuilt, &payload);
+            }
+            3 => {}
+            100 => {
+                let count = r.var_uint();
+                assert_eq!(Some(count), v["count"].as_u64(), "{name}: saved count");
+                write_var_uint(&mut rebuilt, count);
+            }
+            other => panic!("{name}: unexpected message type {other}"),
+        }
+        assert!(r.done(), "{name}: trailing bytes");
+        assert_eq!(rebuilt, bytes, "{name}: re-encoded");
+    }
+    assert_eq!(
+        seen_types.into_iter().collect::<Vec<_>>(),
+        vec![0, 1, 3, 100],
+        "every message type has a vector"
+    );
+}
+
+/// A state vector: varUint(n) then n × (varUint(client), varUint(clock)).
+fn check_state_vector(name: &str, payload: &[u8], expected: &Value) {
+    let mut r = Reader {
+        bytes: payload,
+        pos: 0,
+    };
+    let n = r.var_uint();
+    let mut got = serde_json::Map::new();
+    for _ in 0..n {
+        let client = r.var_uint();
+        let clock = r.var_uint();
+        got.insert(client.to_string(), Value::from(clock));
+    }
+    assert!(r.done(), "{name}: state vector has trailing bytes");
+    let expected = expected.as_object().cloned().unwrap_or_default();
+    assert_eq!(got, expected, "{name}: state vector");
+}
+
+/// An awareness update: varUint(n) then n × (varUint(client), varUint(clock), varString(JSON)).
+fn check_awareness(name: &str, payload: &[u8], expected: &Value) {
+    let mut r = Reader {
+        bytes: payload,
+        pos: 0,
+    };
+    let n = r.var_uint();
+    let mut got = Vec::new();
+    for _ in 0..n {
+        let client = r.var_uint();
+        let clock = r.var_uint();
+        let state = std::str::from_utf8(r.var_bytes())
+            .expect("UTF-8 state")
+            .to_owned();
+        let state: Value = serde_json::from_str(&state).expect("JSON state");
+        got.push(serde_json::json!({"client_id": client, "clock": clock, "state": state}));
+    }
+    assert!(r.done(), "{name}: awareness update has trailing bytes");
+    assert_eq!(&Value::Array(got), expected, "{name}: awareness entries");
+}
