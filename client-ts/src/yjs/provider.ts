@@ -8,7 +8,8 @@
  * How `saved` is computed (see `protocol/PROTOCOL.md`): on each connection the
  * provider counts the sync step-2 and update messages it sends; the server
  * answers `[100, varUint(n)]` when the first `n` are on disk. `saved` is true
- * when the acknowledged count has reached the sent count and no local change
+ * when the acknowledged count has reached the last message that carried local
+ * changes (an empty step 2 is counted but not waited for) and no local change
  * is waiting to be sent. A change made while disconnected, or sent but not
  * acknowledged before the connection dropped, makes `saved` false until a
  * later connection has re-sent it (in the step 2 answering the server's
@@ -88,6 +89,8 @@ export class RoostProvider {
   private sent = 0
   /** How many of those the server reported durable. */
   private acked = 0
+  /** The count the server must acknowledge: the last sent message that carried local changes. */
+  private needed = 0
   /** Whether the server's step 1 arrived on the current connection (and we answered it). */
   private answeredStep1 = false
   /** Local changes exist that no message on the current connection has carried yet. */
@@ -221,7 +224,7 @@ export class RoostProvider {
   }
 
   private updateSaved(): void {
-    const saved = !this.unsent && this.acked >= this.sent
+    const saved = !this.unsent && this.acked >= this.needed
     if (saved === this._saved) return
     this._saved = saved
     this.events.emit('saved', saved)
@@ -231,16 +234,22 @@ export class RoostProvider {
     return this.conn?.send(bytes) ?? false
   }
 
-  /** Sends a step-2 or update message and counts it for the `saved` extension. */
-  private sendCounted(bytes: Uint8Array): boolean {
+  /**
+   * Sends a step-2 or update message and counts it for the `saved` extension.
+   * `carriesChanges` false (an empty step 2) still counts, but `saved` need
+   * not wait for its acknowledgement.
+   */
+  private sendCounted(bytes: Uint8Array, carriesChanges = true): boolean {
     if (!this.send(bytes)) return false
     this.sent++
+    if (carriesChanges) this.needed = this.sent
     return true
   }
 
   private onOpen(): void {
     this.sent = 0
     this.acked = 0
+    this.needed = 0
     this.answeredStep1 = false
     this.send(encodeSyncStep1(Y.encodeStateVector(this.doc)))
     if (this.awareness.getLocalState() !== null) {
@@ -256,9 +265,10 @@ export class RoostProvider {
   private afterClose(_info: CloseInfo): void {
     // Whatever was sent but not acknowledged may be lost: it is re-sent in
     // the step 2 of the next connection.
-    if (this.acked < this.sent) this.unsent = true
+    if (this.acked < this.needed) this.unsent = true
     this.sent = 0
     this.acked = 0
+    this.needed = 0
     this.setSynced(false)
     this.updateSaved()
     const others = [...this.awareness.getStates().keys()].filter((c) => c !== this.doc.clientID)
@@ -271,9 +281,9 @@ export class RoostProvider {
     switch (msg.type) {
       case 'sync-step1': {
         // The step 2 carries everything the server lacks, offline changes included.
-        const wasUnsent = this.unsent
-        this.unsent = false
-        if (!this.sendCounted(encodeSyncStep2(Y.encodeStateAsUpdate(this.doc, msg.stateVector)))) this.unsent = wasUnsent
+        const update = Y.encodeStateAsUpdate(this.doc, msg.stateVector)
+        const empty = update.length === 2 && update[0] === 0 && update[1] === 0
+        if (this.sendCounted(encodeSyncStep2(update), !empty)) this.unsent = false
         this.answeredStep1 = true
         this.updateSaved()
         return

@@ -97,7 +97,7 @@ describe('RoostProvider', () => {
     await until(() => FakeWebSocket.instances.length === 1)
     const server = new FakeServer(FakeWebSocket.last(), new Y.Doc())
     server.open()
-    expect(p.saved).toBe(false) // our step 2 answering the server's step 1 is counted
+    expect(p.saved).toBe(true) // our step 2 answering the server's step 1 was empty
     server.process()
     server.ackAll()
     expect(p.saved).toBe(true)
