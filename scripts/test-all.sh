@@ -18,4 +18,8 @@ cargo build --workspace --bins
 step "Rust tests (unit, in-process, end-to-end against the real binary)"
 cargo test --workspace
 
+step "Yjs ecosystem compatibility (official yjs + y-websocket packages, Node >= 20)"
+command -v node >/dev/null || { echo "Node.js >= 20 is required (apt-get install nodejs npm)"; exit 1; }
+(cd tests/node && npm ci --no-audit --no-fund && ROOST_BIN="$PWD/../../target/debug/roost" npm test)
+
 step "all checks passed"

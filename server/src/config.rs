@@ -24,6 +24,7 @@ pub struct Config {
     pub storage: StorageLimits,
     pub sockets: SocketLimits,
     pub alarms: AlarmConfig,
+    pub ydoc: crate::classes::ydoc::YdocConfig,
     pub log: LogConfig,
     /// Test hook: make commits fail (see `storage::FaultHook`).
     pub fault: Option<FaultHook>,
@@ -40,6 +41,7 @@ impl Default for Config {
             storage: StorageLimits::default(),
             sockets: SocketLimits::default(),
             alarms: AlarmConfig::default(),
+            ydoc: crate::classes::ydoc::YdocConfig::default(),
             log: LogConfig::default(),
             fault: None,
         }

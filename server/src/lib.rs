@@ -20,7 +20,7 @@ mod sys;
 pub use config::Config;
 pub use ctx::Ctx;
 pub use id::{ObjectId, ObjectKey};
-pub use object::{DurableObject, ObjectError};
+pub use object::{DurableObject, FetchRequest, FetchResponse, ObjectError};
 pub use runtime::{Admission, AlarmConfig, AlarmInfo, ConnectRequest};
 pub use server::{RunningServer, Server, ServerBuilder};
 pub use sockets::{SocketId, SocketLimits, SocketMessage};

@@ -74,6 +74,7 @@ pub struct Metrics {
     pub slow_consumers: AtomicU64,
     pub open_sockets: AtomicI64,
     pub alarms_dispatched: AtomicU64,
+    pub awareness_relays: AtomicU64,
     pub alarms_fired: AtomicU64,
     errors: [AtomicU64; ERROR_KINDS.len()],
     pub commit_latency: Histogram,
@@ -96,6 +97,7 @@ impl Default for Metrics {
             slow_consumers: AtomicU64::new(0),
             open_sockets: AtomicI64::new(0),
             alarms_dispatched: AtomicU64::new(0),
+            awareness_relays: AtomicU64::new(0),
             alarms_fired: AtomicU64::new(0),
             errors: std::array::from_fn(|_| AtomicU64::new(0)),
             commit_latency: Histogram::new(),
@@ -176,6 +178,12 @@ impl Metrics {
             "roost_open_sockets",
             "Open WebSockets.",
             self.open_sockets.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "roost_awareness_relays_total",
+            "Yjs awareness messages relayed by the socket layer (the document was not woken).",
+            self.awareness_relays.load(Relaxed),
         );
         counter(
             &mut out,

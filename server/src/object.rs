@@ -32,6 +32,21 @@ pub trait DurableObject: Sized + Send + 'static {
         args: Value,
     ) -> impl Future<Output = Result<Value, ObjectError>> + Send;
 
+    /// An HTTP request routed to the object (e.g. `GET /v1/yjs/{doc}/state`).
+    /// The default answers 404.
+    fn fetch(
+        &mut self,
+        _ctx: &mut Ctx,
+        _request: FetchRequest,
+    ) -> impl Future<Output = Result<FetchResponse, ObjectError>> + Send {
+        async {
+            Ok(FetchResponse::status(
+                404,
+                "this object does not serve HTTP requests",
+            ))
+        }
+    }
+
     /// A WebSocket asks to join (`GET /v1/objects/{class}/{name}/ws`). Accept
     /// it with tags, or reject it with a close code. The default accepts.
     fn on_connect(
@@ -75,6 +90,58 @@ pub trait DurableObject: Sized + Send + 'static {
     }
 }
 
+/// An HTTP request for an object's `fetch`.
+#[derive(Debug, Clone, Default)]
+pub struct FetchRequest {
+    /// `GET`, `POST`, ...
+    pub method: String,
+    /// What follows the object in the route (e.g. `state`).
+    pub path: String,
+    pub query: std::collections::HashMap<String, String>,
+    pub body: Vec<u8>,
+    /// The caller may only read.
+    pub read_only: bool,
+}
+
+/// The response to a `FetchRequest`.
+#[derive(Debug, Clone)]
+pub struct FetchResponse {
+    pub status: u16,
+    pub content_type: String,
+    pub body: Vec<u8>,
+}
+
+impl FetchResponse {
+    pub fn bytes(content_type: &str, body: Vec<u8>) -> FetchResponse {
+        FetchResponse {
+            status: 200,
+            content_type: content_type.to_owned(),
+            body,
+        }
+    }
+
+    pub fn json(value: &serde_json::Value) -> FetchResponse {
+        FetchResponse::bytes("application/json", value.to_string().into_bytes())
+    }
+
+    /// A JSON error body with this status.
+    pub fn status(status: u16, message: &str) -> FetchResponse {
+        let code = match status {
+            400 => "bad_request",
+            403 => "forbidden",
+            404 => "not_found",
+            413 => "too_large",
+            _ => "application",
+        };
+        let body = serde_json::json!({"error": {"code": code, "message": message}});
+        FetchResponse {
+            status,
+            content_type: "application/json".into(),
+            body: body.to_string().into_bytes(),
+        }
+    }
+}
+
 /// What a handler can fail with. Each variant maps to a stable error code.
 #[derive(Debug, thiserror::Error)]
 pub enum ObjectError {
@@ -86,6 +153,11 @@ pub enum ObjectError {
     Storage(#[from] StorageError),
     #[error("{0}")]
     App(String),
+    /// The object's memory can no longer be trusted (for example a document
+    /// half-changed by a failed apply): the whole batch is undone and the
+    /// object restarts from storage.
+    #[error("object failed: {0}")]
+    Fatal(String),
 }
 
 impl ObjectError {
@@ -97,12 +169,17 @@ impl ObjectError {
         ObjectError::App(message.into())
     }
 
+    pub fn is_fatal(&self) -> bool {
+        matches!(self, ObjectError::Fatal(_))
+    }
+
     /// The wire form of this error.
     pub fn detail(&self) -> ErrorDetail {
         let code = match self {
             ObjectError::UnknownMethod(_) => ErrorCode::UnknownMethod,
             ObjectError::BadArgs(_) => ErrorCode::BadRequest,
             ObjectError::App(_) => ErrorCode::Application,
+            ObjectError::Fatal(_) => ErrorCode::ObjectBroken,
             ObjectError::Storage(s) => match s {
                 StorageError::KeyTooLarge { .. }
                 | StorageError::ValueTooLarge { .. }

@@ -55,6 +55,7 @@ impl ServerBuilder {
     pub fn with_builtins(self) -> Self {
         self.class::<crate::classes::counter::Counter>("counter")
             .class::<crate::classes::room::Room>("room")
+            .class::<crate::classes::ydoc::Ydoc>("ydoc")
     }
 
     pub fn config(mut self, config: Config) -> Self {
@@ -104,6 +105,7 @@ impl ServerBuilder {
                 storage: config.storage.clone(),
                 sockets: config.sockets.clone(),
                 alarms: config.alarms.clone(),
+                ydoc: config.ydoc.clone(),
                 fault: config.fault.clone(),
             },
             self.registry,

@@ -5,6 +5,7 @@
 //! (the README's test command builds it first).
 
 pub mod ws;
+pub mod yclient;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;

@@ -2,3 +2,4 @@
 
 pub mod counter;
 pub mod room;
+pub mod ydoc;

@@ -4,6 +4,7 @@
 pub mod error;
 mod rpc;
 mod ws;
+mod yjs;
 
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::header;
@@ -21,6 +22,9 @@ pub fn router(runtime: Runtime, max_body_bytes: usize) -> Router {
         .route("/metrics", get(metrics))
         .route("/v1/objects/{class}/{name}/call/{method}", post(rpc::call))
         .route("/v1/objects/{class}/{name}/ws", get(ws::object_socket))
+        .route("/v1/yjs/{doc}", get(yjs::socket))
+        .route("/v1/yjs/{doc}/state", get(yjs::state))
+        .route("/v1/yjs/{doc}/update", post(yjs::update))
         .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such route") })
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(runtime)

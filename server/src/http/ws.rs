@@ -39,6 +39,14 @@ pub(crate) async fn object_socket(
     }
     let request = ConnectRequest { query };
     let rt = runtime.clone();
-    Ok(configure(upgrade, &runtime)
-        .on_upgrade(move |ws| crate::sockets::conn::serve(rt, key, request, false, ws)))
+    Ok(configure(upgrade, &runtime).on_upgrade(move |ws| {
+        crate::sockets::conn::serve(
+            rt,
+            key,
+            request,
+            false,
+            crate::sockets::SocketMode::Envelope,
+            ws,
+        )
+    }))
 }

@@ -312,6 +312,7 @@ async fn run_event<T: DurableObject>(
         Command::Connect { socket, .. } | Command::Message { socket, .. } => {
             l.ctx.socket_read_only(*socket)
         }
+        Command::Fetch { request, .. } => request.read_only,
         Command::Closed { .. } | Command::Alarm { .. } => false,
     };
     let prepared = l
@@ -344,7 +345,8 @@ async fn run_event<T: DurableObject>(
                 Ok(Ok(v)) => (true, Some(Output::Reply(reply, Ok(v))), false),
                 Ok(Err(e)) => {
                     metrics.error("handler_error");
-                    (false, Some(Output::Reply(reply, Err(e.detail()))), false)
+                    let fatal = e.is_fatal();
+                    (false, Some(Output::Reply(reply, Err(e.detail()))), fatal)
                 }
                 Err(_) => {
                     tracing::error!(method = %method, "handler panicked");
@@ -393,11 +395,12 @@ async fn run_event<T: DurableObject>(
                 }
                 Ok(Err(e)) => {
                     metrics.error("handler_error");
+                    let fatal = e.is_fatal();
                     let reject = Admission::Reject {
                         code: 1011,
                         reason: e.to_string(),
                     };
-                    (false, Some(Output::Admission(reply, reject)), false)
+                    (false, Some(Output::Admission(reply, reject)), fatal)
                 }
                 Err(_) => {
                     tracing::error!(%socket, "on_connect panicked");
@@ -430,7 +433,7 @@ async fn run_event<T: DurableObject>(
                             socket,
                             axum::extract::ws::Message::Text(frame.encode().into()),
                         )),
-                        false,
+                        e.is_fatal(),
                     )
                 }
                 Err(_) => {
@@ -440,6 +443,27 @@ async fn run_event<T: DurableObject>(
             }
         }
         Command::Alarm { .. } => return Ok(()),
+        Command::Fetch { request, reply } => {
+            let outcome = AssertUnwindSafe(l.object.fetch(&mut l.ctx, request))
+                .catch_unwind()
+                .await;
+            match outcome {
+                Ok(Ok(resp)) => {
+                    let ok = resp.status < 400;
+                    (ok, Some(Output::Fetch(reply, Ok(resp))), false)
+                }
+                Ok(Err(e)) => {
+                    metrics.error("handler_error");
+                    let fatal = e.is_fatal();
+                    (false, Some(Output::Fetch(reply, Err(e.detail()))), fatal)
+                }
+                Err(_) => {
+                    tracing::error!("fetch panicked");
+                    let e = error(ErrorCode::Internal, "the handler panicked");
+                    (false, Some(Output::Fetch(reply, Err(e))), true)
+                }
+            }
+        }
         Command::Closed {
             socket,
             code,
@@ -454,7 +478,7 @@ async fn run_event<T: DurableObject>(
                 Ok(Err(e)) => {
                     metrics.error("handler_error");
                     tracing::debug!(%socket, error = %e, "on_close failed");
-                    (false, None, false)
+                    (false, None, e.is_fatal())
                 }
                 Err(_) => (false, None, true),
             }
@@ -499,6 +523,10 @@ fn push_failure(cmd: Command, outputs: &mut Vec<Output>) {
         )),
         Command::Message { .. } => {}
         Command::Closed { socket, .. } => outputs.push(Output::Forget(socket)),
+        Command::Fetch { reply, .. } => outputs.push(Output::Fetch(
+            reply,
+            Err(error(ErrorCode::ObjectBroken, "not run")),
+        )),
         Command::Alarm { .. } => {}
     }
 }

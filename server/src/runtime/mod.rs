@@ -44,6 +44,7 @@ pub struct RuntimeConfig {
     pub storage: StorageLimits,
     pub sockets: SocketLimits,
     pub alarms: AlarmConfig,
+    pub ydoc: crate::classes::ydoc::YdocConfig,
     pub fault: Option<FaultHook>,
 }
 
@@ -74,6 +75,11 @@ pub(crate) enum Command {
     },
     /// The alarm index says the object's alarm is due.
     Alarm { retry: u32 },
+    /// An HTTP request for the object's `fetch`.
+    Fetch {
+        request: crate::object::FetchRequest,
+        reply: oneshot::Sender<Result<crate::object::FetchResponse, ErrorDetail>>,
+    },
 }
 
 impl Command {
@@ -97,6 +103,9 @@ impl Command {
             }
             Command::Message { .. } => {}
             Command::Closed { socket, .. } => runtime.0.sockets.remove(&object, socket),
+            Command::Fetch { reply, .. } => {
+                let _ = reply.send(Err(error));
+            }
             Command::Alarm { retry, .. } => {
                 // Not run: try again after the backoff, as for a failed attempt.
                 let alarms = &runtime.0.alarms;
@@ -326,6 +335,22 @@ impl Runtime {
                 *g == generation
             }
         });
+    }
+
+    /// Sends an HTTP request to the object's `fetch` and waits for the durable reply.
+    pub async fn fetch(
+        &self,
+        key: &ObjectKey,
+        request: crate::object::FetchRequest,
+    ) -> Result<crate::object::FetchResponse, ErrorDetail> {
+        let (reply, wait) = oneshot::channel();
+        self.send(key, Command::Fetch { request, reply }).await?;
+        wait.await.unwrap_or_else(|_| {
+            Err(error(
+                ErrorCode::ShuttingDown,
+                "the object stopped before answering",
+            ))
+        })
     }
 
     /// Open sockets across all objects.

@@ -60,6 +60,10 @@ pub(crate) enum Output {
     Forget(SocketId),
     /// Tell the scheduler the object's next alarm.
     Alarm(AlarmUpdate),
+    Fetch(
+        oneshot::Sender<Result<crate::object::FetchResponse, ErrorDetail>>,
+        Result<crate::object::FetchResponse, ErrorDetail>,
+    ),
 }
 
 pub(crate) struct AlarmUpdate {
@@ -135,6 +139,9 @@ pub(crate) fn release(runtime: &Runtime, object: ObjectId, outputs: Vec<Output>)
             }
             Output::Forget(socket) => runtime.0.sockets.remove(&object, socket),
             Output::Alarm(u) => apply_alarm(runtime, u),
+            Output::Fetch(tx, r) => {
+                let _ = tx.send(r);
+            }
         }
     }
 }
@@ -169,6 +176,9 @@ pub(crate) fn fail(runtime: &Runtime, object: ObjectId, outputs: Vec<Output>, e:
             }
             Output::Send(..) | Output::Broadcast { .. } | Output::Close(..) => {}
             Output::Forget(socket) => runtime.0.sockets.remove(&object, socket),
+            Output::Fetch(tx, _) => {
+                let _ = tx.send(Err(e.clone()));
+            }
             Output::Alarm(u) => {
                 // The attempt's batch was lost: try again after the backoff.
                 if let Some(attempt) = u.attempt {

@@ -14,7 +14,7 @@ use futures_util::SinkExt;
 use roost_protocol::{ClientFrame, DecodeError, ErrorCode, ServerFrame};
 use tokio::sync::oneshot;
 
-use super::{OutFrame, Outbox, SocketEntry, SocketId, SocketMessage};
+use super::{OutFrame, Outbox, SocketEntry, SocketId, SocketMessage, SocketMode};
 use crate::id::ObjectKey;
 use crate::runtime::{Admission, Command, ConnectRequest, Reply, Runtime};
 
@@ -37,6 +37,7 @@ pub(crate) async fn serve(
     key: ObjectKey,
     request: ConnectRequest,
     read_only: bool,
+    mode: SocketMode,
     mut ws: WebSocket,
 ) {
     let hub = &runtime.0.sockets;
@@ -49,6 +50,7 @@ pub(crate) async fn serve(
         outbox: outbox.clone(),
         read_only,
         accepted: false,
+        awareness_clients: Vec::new(),
     };
     let Some(table) = hub.insert(&key, socket, entry, limits.max_sockets_per_object) else {
         close(&mut ws, 1013, "too many sockets on this object").await;
@@ -89,6 +91,12 @@ pub(crate) async fn serve(
         close(&mut ws, code, &reason).await;
         return;
     }
+    if mode == SocketMode::Yjs {
+        // A newcomer learns who is here, from the socket layer alone.
+        if let Some(state) = table.awareness_state() {
+            outbox.push(OutFrame::Msg(state));
+        }
+    }
     let (code, reason) = run(
         &runtime,
         &key,
@@ -97,8 +105,12 @@ pub(crate) async fn serve(
         &outbox,
         &mut ws,
         limits.max_frame_bytes,
+        mode,
     )
     .await;
+    if mode == SocketMode::Yjs {
+        table.drop_awareness_of(socket);
+    }
     metrics.open_sockets.fetch_sub(1, Ordering::Relaxed);
     tracing::debug!(%socket, code, "socket closed");
     // Stop queueing to it, but keep its attachment for `on_close`; the actor
@@ -134,6 +146,7 @@ async fn run(
     outbox: &Outbox,
     ws: &mut WebSocket,
     max_frame: usize,
+    mode: SocketMode,
 ) -> (u16, String) {
     let metrics = &runtime.0.metrics;
     let mut pending: Vec<OutFrame> = Vec::new();
@@ -203,6 +216,44 @@ async fn run(
                     }
                 };
                 match msg {
+                    Message::Text(_) if mode == SocketMode::Yjs => {
+                        close(ws, 1008, "y-websocket messages are binary frames").await;
+                        return (1008, "text frame on a Yjs socket".into());
+                    }
+                    Message::Binary(bytes) if mode == SocketMode::Yjs => {
+                        metrics.frames_in.fetch_add(1, Ordering::Relaxed);
+                        match bytes.first() {
+                            // sync: the document's object handles it.
+                            Some(0) => {
+                                let cmd = Command::Message { socket, msg: SocketMessage::Binary(bytes.to_vec()) };
+                                if let Err(e) = runtime.send(key, cmd).await {
+                                    return close_for(ws, &e).await;
+                                }
+                            }
+                            // awareness: merged and relayed here, the object sleeps on.
+                            Some(1) => {
+                                if let Err(why) = table.apply_awareness(socket, &bytes) {
+                                    tracing::info!(%socket, error = %why, "malformed awareness message");
+                                    close(ws, 1008, "malformed awareness message").await;
+                                    return (1008, "malformed awareness message".into());
+                                }
+                                metrics.awareness_relays.fetch_add(1, Ordering::Relaxed);
+                            }
+                            // query awareness
+                            Some(3) => {
+                                if let Some(state) = table.awareness_state() {
+                                    outbox.push(OutFrame::Msg(state));
+                                }
+                            }
+                            Some(_) => {
+                                tracing::debug!(%socket, "ignoring unknown y-protocols message type");
+                            }
+                            None => {
+                                close(ws, 1008, "empty frame").await;
+                                return (1008, "empty frame".into());
+                            }
+                        }
+                    }
                     Message::Text(text) => {
                         metrics.frames_in.fetch_add(1, Ordering::Relaxed);
                         if let Some((req, resp)) = table.auto_response() {

@@ -18,6 +18,7 @@
 //! and the socket tasks (critical sections are a few map operations, never
 //! an await). This module does not run object code.
 
+pub(crate) mod awareness;
 pub(crate) mod conn;
 
 use std::collections::{HashMap, VecDeque};
@@ -176,11 +177,24 @@ pub(crate) struct SocketEntry {
     pub read_only: bool,
     /// Set once `on_connect` accepted the socket.
     pub accepted: bool,
+    /// Yjs awareness client ids this socket announced.
+    pub awareness_clients: Vec<u64>,
+}
+
+/// What a socket speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SocketMode {
+    /// JSON envelope (`/v1/objects/{class}/{name}/ws`).
+    Envelope,
+    /// y-websocket protocol (`/v1/yjs/{doc}`): awareness is handled by the
+    /// socket layer, sync messages go to the object.
+    Yjs,
 }
 
 /// The sockets of one object. Survives the object's hibernation.
 pub(crate) struct ObjectSockets {
     table: Mutex<HashMap<SocketId, SocketEntry>>,
+    awareness: Mutex<awareness::AwarenessStore>,
     auto_response: RwLock<Option<(String, String)>>,
 }
 
@@ -188,6 +202,7 @@ impl ObjectSockets {
     fn new() -> ObjectSockets {
         ObjectSockets {
             table: Mutex::new(HashMap::new()),
+            awareness: Mutex::new(awareness::AwarenessStore::default()),
             auto_response: RwLock::new(None),
         }
     }
@@ -198,6 +213,16 @@ impl ObjectSockets {
     ) -> R {
         match self.table.lock() {
             Ok(mut t) => f(&mut t),
+            Err(poisoned) => f(&mut poisoned.into_inner()),
+        }
+    }
+
+    pub(crate) fn with_awareness<R>(
+        &self,
+        f: impl FnOnce(&mut awareness::AwarenessStore) -> R,
+    ) -> R {
+        match self.awareness.lock() {
+            Ok(mut a) => f(&mut a),
             Err(poisoned) => f(&mut poisoned.into_inner()),
         }
     }
@@ -360,6 +385,7 @@ mod tests {
             outbox: Arc::new(Outbox::new(1000)),
             read_only: false,
             accepted: true,
+            awareness_clients: vec![],
         };
         let t = hub.insert(&key, SocketId(1), mk(&["a"]), 10).expect("room");
         hub.insert(&key, SocketId(2), mk(&["a", "b"]), 10)

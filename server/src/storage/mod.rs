@@ -172,6 +172,11 @@ impl Storage {
         self.seq
     }
 
+    /// Whether the current event runs for a read-only caller.
+    pub fn is_read_only(&self) -> bool {
+        self.read_only
+    }
+
     pub(crate) fn set_read_only(&mut self, read_only: bool) -> Result<(), StorageError> {
         if self.read_only != read_only {
             self.conn.execute_batch(if read_only {

@@ -1,0 +1,411 @@
+//! `ydoc`: a Yjs document served over the y-websocket protocol
+//! (`/v1/yjs/{doc}`) and HTTP (`/v1/yjs/{doc}/state`, `/update`).
+//!
+//! Each update a client sends is decoded (malformed → close 1008, nothing
+//! stored), appended to the document's log and applied to the in-memory
+//! `Doc` within the event; the broadcast to the other clients and any sync
+//! reply are outputs, so they leave only after the update is durable.
+//! Awareness never reaches this class: the socket layer relays it.
+//!
+//! The document hibernates like any object: the `Doc` is dropped after
+//! `--idle-timeout` and rebuilt from the newest snapshot plus the log.
+//! Compaction runs when the log passes a size threshold and, through the
+//! alarm, a short while after editing stops.
+
+pub mod store;
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use yrs::sync::protocol::{Message as YMessage, MessageReader, SyncMessage};
+use yrs::updates::decoder::{Decode, DecoderV1};
+use yrs::updates::encoder::Encode;
+use yrs::{Doc, ReadTxn, StateVector, Transact, Update};
+
+use crate::object::{FetchRequest, FetchResponse};
+use crate::runtime::{Admission, AlarmInfo, ConnectRequest};
+use crate::sockets::{SocketId, SocketMessage};
+use crate::{Ctx, DurableObject, ObjectError};
+
+/// Tuning of `ydoc` documents.
+#[derive(Debug, Clone)]
+pub struct YdocConfig {
+    /// Largest single update, in bytes (close 1009 / 413 beyond).
+    pub max_update_bytes: usize,
+    /// Largest document (snapshot + log since), in bytes.
+    pub max_doc_bytes: u64,
+    /// How far back the document can be read (`state?at=`).
+    pub retention: Duration,
+    /// Snapshot once this many updates follow the newest snapshot...
+    pub checkpoint_rows: u64,
+    /// ...or once they weigh this much.
+    pub checkpoint_bytes: u64,
+    /// Compact this long after editing stops.
+    pub compact_after: Duration,
+}
+
+impl Default for YdocConfig {
+    fn default() -> Self {
+        YdocConfig {
+            max_update_bytes: 1024 * 1024,
+            max_doc_bytes: 64 * 1024 * 1024,
+            retention: Duration::from_secs(7 * 24 * 3600),
+            checkpoint_rows: 2000,
+            checkpoint_bytes: 4 * 1024 * 1024,
+            compact_after: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Roost extension: `[100, varUint(n)]`, the count of this client's
+/// step-2/update messages that are durable (see protocol/PROTOCOL.md).
+pub const MSG_SAVED: u8 = 100;
+
+pub struct Ydoc {
+    doc: Doc,
+    stats: store::LogStats,
+}
+
+fn frame(msg: &YMessage) -> SocketMessage {
+    SocketMessage::Binary(msg.encode_v1())
+}
+
+fn saved_frame(n: u64) -> SocketMessage {
+    let mut out = vec![MSG_SAVED];
+    let mut v = n;
+    loop {
+        let byte = (v & 0x7f) as u8;
+        v >>= 7;
+        if v == 0 {
+            out.push(byte);
+            break;
+        }
+        out.push(byte | 0x80);
+    }
+    SocketMessage::Binary(out)
+}
+
+/// A socket's `saved` bookkeeping, kept in its attachment so it survives
+/// hibernation: `[wants_saved: u8][count: u64 LE]`.
+fn saved_state(ctx: &Ctx, socket: SocketId) -> (bool, u64) {
+    match ctx.attachment(socket) {
+        Some(b) if b.len() == 9 => {
+            let mut n = [0u8; 8];
+            n.copy_from_slice(&b[1..]);
+            (b[0] == 1, u64::from_le_bytes(n))
+        }
+        _ => (false, 0),
+    }
+}
+
+fn set_saved_state(
+    ctx: &mut Ctx,
+    socket: SocketId,
+    wants: bool,
+    n: u64,
+) -> Result<(), ObjectError> {
+    let mut b = Vec::with_capacity(9);
+    b.push(u8::from(wants));
+    b.extend_from_slice(&n.to_le_bytes());
+    ctx.set_attachment(socket, b)
+}
+
+/// Why an update was refused.
+enum Refusal {
+    TooLarge(String),
+    Malformed(String),
+}
+
+impl Ydoc {
+    fn config(ctx: &Ctx) -> YdocConfig {
+        ctx.runtime.0.config.ydoc.clone()
+    }
+
+    /// Stores and applies one update; returns the frame to broadcast.
+    fn accept_update(
+        &mut self,
+        ctx: &mut Ctx,
+        update: &[u8],
+    ) -> Result<Result<SocketMessage, Refusal>, ObjectError> {
+        let config = Self::config(ctx);
+        if update.len() > config.max_update_bytes {
+            return Ok(Err(Refusal::TooLarge(format!(
+                "update is {} bytes; the limit is {}",
+                update.len(),
+                config.max_update_bytes
+            ))));
+        }
+        let size =
+            self.stats.snapshot_bytes + self.stats.bytes_since_snapshot + update.len() as u64;
+        if size > config.max_doc_bytes {
+            return Ok(Err(Refusal::TooLarge(format!(
+                "document would exceed {} bytes",
+                config.max_doc_bytes
+            ))));
+        }
+        let decoded = match Update::decode_v1(update) {
+            Ok(u) => u,
+            Err(e) => {
+                return Ok(Err(Refusal::Malformed(format!(
+                    "update does not decode: {e}"
+                ))))
+            }
+        };
+        let now = ctx.now_ms();
+        store::append(ctx.storage().sql(), now, update)
+            .map_err(|e| ObjectError::app(e.to_string()))?;
+        // Past this point the in-memory document changes: any failure must
+        // discard it (Fatal restarts the object from storage).
+        self.doc
+            .transact_mut()
+            .apply_update(decoded)
+            .map_err(|e| ObjectError::Fatal(format!("update could not be applied: {e}")))?;
+        self.stats.rows_since_snapshot += 1;
+        self.stats.bytes_since_snapshot += update.len() as u64;
+        self.stats.last_update_ts = now;
+        if self.stats.rows_since_snapshot >= config.checkpoint_rows
+            || self.stats.bytes_since_snapshot >= config.checkpoint_bytes
+        {
+            self.checkpoint(ctx)?;
+        }
+        if ctx.get_alarm()?.is_none() {
+            ctx.set_alarm(now + config.compact_after.as_millis() as i64)?;
+        }
+        Ok(Ok(frame(&YMessage::Sync(SyncMessage::Update(
+            update.to_vec(),
+        )))))
+    }
+
+    fn checkpoint(&mut self, ctx: &mut Ctx) -> Result<(), ObjectError> {
+        let written = store::checkpoint(ctx.storage().sql(), &self.doc)
+            .map_err(|e| ObjectError::Fatal(e.to_string()))?;
+        if let Some(size) = written {
+            self.stats.snapshot_bytes = size;
+            self.stats.rows_since_snapshot = 0;
+            self.stats.bytes_since_snapshot = 0;
+        }
+        Ok(())
+    }
+
+    fn state(&self, sv: &StateVector) -> Vec<u8> {
+        self.doc.transact().encode_state_as_update_v1(sv)
+    }
+}
+
+impl DurableObject for Ydoc {
+    fn new(ctx: &mut Ctx) -> Result<Self, ObjectError> {
+        ctx.storage().migrate(store::MIGRATIONS)?;
+        let (doc, stats) =
+            store::load(ctx.storage().sql()).map_err(|e| ObjectError::app(e.to_string()))?;
+        Ok(Ydoc { doc, stats })
+    }
+
+    async fn on_connect(
+        &mut self,
+        ctx: &mut Ctx,
+        socket: SocketId,
+        request: &ConnectRequest,
+    ) -> Result<Admission, ObjectError> {
+        let wants_saved = request
+            .query
+            .get("saved")
+            .is_some_and(|v| v == "1" || v == "true");
+        set_saved_state(ctx, socket, wants_saved, 0)?;
+        let sv = self.doc.transact().state_vector();
+        ctx.send(socket, frame(&YMessage::Sync(SyncMessage::SyncStep1(sv))));
+        Ok(Admission::accept())
+    }
+
+    async fn on_message(
+        &mut self,
+        ctx: &mut Ctx,
+        socket: SocketId,
+        msg: SocketMessage,
+    ) -> Result<(), ObjectError> {
+        let SocketMessage::Binary(bytes) = msg else {
+            ctx.close(socket, 1008, "y-websocket messages are binary frames");
+            return Ok(());
+        };
+        // Decode everything first: a malformed frame changes nothing.
+        let mut decoder = DecoderV1::from(bytes.as_slice());
+        let messages: Result<Vec<YMessage>, _> = MessageReader::new(&mut decoder).collect();
+        let messages = match messages {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::info!(%socket, error = %e, "malformed y-protocols frame");
+                ctx.close(socket, 1008, "malformed y-protocols message");
+                return Ok(());
+            }
+        };
+        let read_only = ctx.storage().is_read_only();
+        let (wants_saved, mut saved) = saved_state(ctx, socket);
+        let counted_before = saved;
+        for message in messages {
+            match message {
+                YMessage::Sync(SyncMessage::SyncStep1(sv)) => {
+                    let reply = self.state(&sv);
+                    ctx.send(
+                        socket,
+                        frame(&YMessage::Sync(SyncMessage::SyncStep2(reply))),
+                    );
+                }
+                YMessage::Sync(SyncMessage::SyncStep2(update))
+                | YMessage::Sync(SyncMessage::Update(update)) => {
+                    if read_only {
+                        ctx.send(
+                            socket,
+                            frame(&YMessage::Auth(Some(
+                                "read-only: updates are refused".into(),
+                            ))),
+                        );
+                        continue;
+                    }
+                    match self.accept_update(ctx, &update)? {
+                        Ok(broadcast) => {
+                            ctx.broadcast(None, broadcast, Some(socket));
+                            saved += 1;
+                        }
+                        Err(Refusal::TooLarge(why)) => {
+                            ctx.close(socket, 1009, &why);
+                            return Ok(());
+                        }
+                        Err(Refusal::Malformed(why)) => {
+                            tracing::info!(%socket, error = %why, "refusing a malformed update");
+                            ctx.close(socket, 1008, "malformed Yjs update");
+                            return Ok(());
+                        }
+                    }
+                }
+                // Awareness is the socket layer's; auth and unknown types are ignored.
+                _ => {}
+            }
+        }
+        if saved != counted_before {
+            set_saved_state(ctx, socket, wants_saved, saved)?;
+            if wants_saved {
+                ctx.send(socket, saved_frame(saved));
+            }
+        }
+        Ok(())
+    }
+
+    async fn alarm(&mut self, ctx: &mut Ctx, _info: AlarmInfo) -> Result<(), ObjectError> {
+        let config = Self::config(ctx);
+        let now = ctx.now_ms();
+        let quiet_since = self.stats.last_update_ts + config.compact_after.as_millis() as i64;
+        if quiet_since > now {
+            // Still being edited: look again once it has been quiet long enough.
+            ctx.set_alarm(quiet_since)?;
+            return Ok(());
+        }
+        self.checkpoint(ctx)?;
+        let cutoff = now - config.retention.as_millis() as i64;
+        let (updates, snapshots) = store::compact(ctx.storage().sql(), cutoff)
+            .map_err(|e| ObjectError::Fatal(e.to_string()))?;
+        if updates > 0 || snapshots > 0 {
+            tracing::debug!(updates, snapshots, "compacted document log");
+        }
+        // Come back when the oldest kept update leaves the retention window.
+        let oldest: Option<i64> =
+            ctx.storage()
+                .sql()
+                .query_row("SELECT min(ts) FROM updates", [], |r| r.get(0))?;
+        if let Some(oldest) = oldest {
+            ctx.set_alarm((oldest + config.retention.as_millis() as i64).max(now + 1000))?;
+        }
+        Ok(())
+    }
+
+    async fn fetch(
+        &mut self,
+        ctx: &mut Ctx,
+        request: FetchRequest,
+    ) -> Result<FetchResponse, ObjectError> {
+        match (request.method.as_str(), request.path.as_str()) {
+            ("GET", "state") => {
+                let at = match request.query.get("at") {
+                    None => None,
+                    Some(text) => {
+                        match time::OffsetDateTime::parse(
+                            text,
+                            &time::format_description::well_known::Rfc3339,
+                        ) {
+                            Ok(t) => Some((t.unix_timestamp_nanos() / 1_000_000) as i64),
+                            Err(e) => {
+                                return Ok(FetchResponse::status(400, &format!("`at` must be an RFC 3339 time like 2026-01-02T03:04:05Z: {e}")));
+                            }
+                        }
+                    }
+                };
+                let body = match at {
+                    None => self.state(&StateVector::default()),
+                    Some(ts) => match store::as_of(ctx.storage().sql(), ts) {
+                        Ok(doc) => doc
+                            .transact()
+                            .encode_state_as_update_v1(&StateVector::default()),
+                        Err(store::StoreError::BeforeHistory(_)) => {
+                            return Ok(FetchResponse::status(
+                                404,
+                                "that time is older than the document's retained history",
+                            ));
+                        }
+                        Err(e) => return Err(ObjectError::app(e.to_string())),
+                    },
+                };
+                Ok(FetchResponse::bytes("application/octet-stream", body))
+            }
+            ("POST", "update") => {
+                if request.read_only {
+                    return Ok(FetchResponse::status(
+                        403,
+                        "read-only access cannot update the document",
+                    ));
+                }
+                match self.accept_update(ctx, &request.body)? {
+                    Ok(broadcast) => {
+                        ctx.broadcast(None, broadcast, None);
+                        Ok(FetchResponse::json(&json!({ "ok": true })))
+                    }
+                    Err(Refusal::TooLarge(why)) => Ok(FetchResponse::status(413, &why)),
+                    Err(Refusal::Malformed(why)) => Ok(FetchResponse::status(400, &why)),
+                }
+            }
+            _ => Ok(FetchResponse::status(404, "no such document route")),
+        }
+    }
+
+    async fn call(
+        &mut self,
+        ctx: &mut Ctx,
+        method: &str,
+        _args: Value,
+    ) -> Result<Value, ObjectError> {
+        match method {
+            "stats" => Ok(json!({
+                "updates_since_snapshot": self.stats.rows_since_snapshot,
+                "bytes_since_snapshot": self.stats.bytes_since_snapshot,
+                "snapshot_bytes": self.stats.snapshot_bytes,
+                "sockets": ctx.sockets(None).len(),
+            })),
+            "compact" => {
+                self.checkpoint(ctx)?;
+                Ok(json!({ "ok": true }))
+            }
+            other => Err(ObjectError::UnknownMethod(other.to_owned())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn saved_frame_is_a_varint() {
+        assert_eq!(saved_frame(5), SocketMessage::Binary(vec![100, 5]));
+        assert_eq!(
+            saved_frame(300),
+            SocketMessage::Binary(vec![100, 0xac, 0x02])
+        );
+    }
+}

@@ -1,0 +1,334 @@
+//! A document's persistence in its object's SQLite file: an append-only
+//! update log, snapshots, compaction and reading the document as of a time.
+//!
+//! Tables: `updates(id, ts, data)` — every applied Yjs v1 update, in order —
+//! and `snapshots(id, upto, ts, data)` — the whole document as of update
+//! `upto` (whose time is `ts`). Loading takes the newest snapshot and the
+//! updates after it. Compaction adds a snapshot and deletes only updates
+//! older than the retention window (keeping one base snapshot at or before
+//! the window's start), so the document can be read as of any time inside the
+//! window at the granularity of stored updates.
+//!
+//! Architecture Invariant: the state a snapshot holds equals the state of
+//! replaying every update up to its `upto` (tests check this).
+
+use rusqlite::{Connection, OptionalExtension};
+use yrs::updates::decoder::Decode;
+use yrs::{Doc, ReadTxn, StateVector, Transact, Update};
+
+pub const MIGRATIONS: &[&str] = &["CREATE TABLE updates(id INTEGER PRIMARY KEY, ts INTEGER NOT NULL, data BLOB NOT NULL);
+     CREATE TABLE snapshots(id INTEGER PRIMARY KEY, upto INTEGER NOT NULL, ts INTEGER NOT NULL, data BLOB NOT NULL);
+     CREATE INDEX snapshots_by_ts ON snapshots(ts);
+     CREATE INDEX updates_by_ts ON updates(ts);"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    Sql(#[from] rusqlite::Error),
+    #[error("stored update {0} does not decode: {1}")]
+    Corrupt(i64, String),
+    #[error("the document's history does not reach back to {0} ms (retention window)")]
+    BeforeHistory(i64),
+}
+
+/// Sizes of what the log holds beyond the newest snapshot.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LogStats {
+    pub rows_since_snapshot: u64,
+    pub bytes_since_snapshot: u64,
+    pub snapshot_bytes: u64,
+    pub last_update_ts: i64,
+}
+
+fn apply(doc: &Doc, id: i64, data: &[u8]) -> Result<(), StoreError> {
+    let update = Update::decode_v1(data).map_err(|e| StoreError::Corrupt(id, e.to_string()))?;
+    doc.transact_mut()
+        .apply_update(update)
+        .map_err(|e| StoreError::Corrupt(id, e.to_string()))
+}
+
+/// Loads the current document and the log statistics.
+pub fn load(conn: &Connection) -> Result<(Doc, LogStats), StoreError> {
+    let doc = Doc::new();
+    let mut stats = LogStats::default();
+    let snapshot: Option<(i64, Vec<u8>)> = conn
+        .query_row(
+            "SELECT upto, data FROM snapshots ORDER BY upto DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    let upto = match snapshot {
+        Some((upto, data)) => {
+            stats.snapshot_bytes = data.len() as u64;
+            apply(&doc, -upto, &data)?;
+            upto
+        }
+        None => 0,
+    };
+    let mut stmt = conn.prepare("SELECT id, ts, data FROM updates WHERE id > ?1 ORDER BY id")?;
+    let mut rows = stmt.query([upto])?;
+    while let Some(row) = rows.next()? {
+        let id: i64 = row.get(0)?;
+        let data: Vec<u8> = row.get(2)?;
+        apply(&doc, id, &data)?;
+        stats.rows_since_snapshot += 1;
+        stats.bytes_since_snapshot += data.len() as u64;
+        stats.last_update_ts = row.get(1)?;
+    }
+    if stats.last_update_ts == 0 {
+        stats.last_update_ts = conn
+            .query_row("SELECT max(ts) FROM updates", [], |r| {
+                r.get::<_, Option<i64>>(0)
+            })?
+            .unwrap_or(0);
+    }
+    Ok((doc, stats))
+}
+
+/// Appends one update to the log; returns its id.
+pub fn append(conn: &Connection, ts: i64, data: &[u8]) -> Result<i64, StoreError> {
+    conn.prepare_cached("INSERT INTO updates(ts, data) VALUES(?1, ?2)")?
+        .execute((ts, data))?;
+    Ok(conn.last_insert_rowid())
+}
+
+/// Writes a snapshot of `doc` as of the newest update (if any update is not
+/// yet covered by a snapshot). Returns the snapshot's size.
+pub fn checkpoint(conn: &Connection, doc: &Doc) -> Result<Option<u64>, StoreError> {
+    let newest: Option<(i64, i64)> = conn
+        .query_row(
+            "SELECT id, ts FROM updates ORDER BY id DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    let Some((upto, ts)) = newest else {
+        return Ok(None);
+    };
+    let covered: Option<i64> = conn
+        .query_row("SELECT max(upto) FROM snapshots", [], |r| r.get(0))
+        .optional()?
+        .flatten();
+    if covered.is_some_and(|c| c >= upto) {
+        return Ok(None);
+    }
+    let data = doc
+        .transact()
+        .encode_state_as_update_v1(&StateVector::default());
+    let size = data.len() as u64;
+    conn.prepare_cached("INSERT INTO snapshots(upto, ts, data) VALUES(?1, ?2, ?3)")?
+        .execute((upto, ts, data))?;
+    Ok(Some(size))
+}
+
+/// Drops what the retention window no longer needs: updates older than
+/// `cutoff_ts` and snapshots older than the newest snapshot at or before the
+/// cutoff (the base that replaces them). Returns (updates, snapshots) deleted.
+pub fn compact(conn: &Connection, cutoff_ts: i64) -> Result<(usize, usize), StoreError> {
+    // The newest update before the cutoff: everything up to it may go once a
+    // snapshot covers it.
+    let last_old: Option<i64> = conn
+        .query_row(
+            "SELECT max(id) FROM updates WHERE ts < ?1",
+            [cutoff_ts],
+            |r| r.get(0),
+        )
+        .optional()?
+        .flatten();
+    let Some(last_old) = last_old else {
+        return Ok((0, 0));
+    };
+    // The base: the newest snapshot that covers no more than the old updates.
+    let base: Option<i64> = conn
+        .query_row(
+            "SELECT max(upto) FROM snapshots WHERE upto <= ?1",
+            [last_old],
+            |r| r.get(0),
+        )
+        .optional()?
+        .flatten();
+    let base = match base {
+        Some(b) => b,
+        None => {
+            // Build a base snapshot exactly at `last_old`.
+            let doc = Doc::new();
+            let mut stmt =
+                conn.prepare("SELECT id, data FROM updates WHERE id <= ?1 ORDER BY id")?;
+            let mut rows = stmt.query([last_old])?;
+            while let Some(row) = rows.next()? {
+                let id: i64 = row.get(0)?;
+                let data: Vec<u8> = row.get(1)?;
+                apply(&doc, id, &data)?;
+            }
+            let ts: i64 =
+                conn.query_row("SELECT ts FROM updates WHERE id = ?1", [last_old], |r| {
+                    r.get(0)
+                })?;
+            let data = doc
+                .transact()
+                .encode_state_as_update_v1(&StateVector::default());
+            conn.execute(
+                "INSERT INTO snapshots(upto, ts, data) VALUES(?1, ?2, ?3)",
+                (last_old, ts, data),
+            )?;
+            last_old
+        }
+    };
+    let updates = conn.execute("DELETE FROM updates WHERE id <= ?1", [base])?;
+    let snapshots = conn.execute("DELETE FROM snapshots WHERE upto < ?1", [base])?;
+    Ok((updates, snapshots))
+}
+
+/// The document as it was at `ts` (ms): the newest snapshot at or before it
+/// plus the updates after that snapshot up to `ts`.
+pub fn as_of(conn: &Connection, ts: i64) -> Result<Doc, StoreError> {
+    let doc = Doc::new();
+    let snapshot: Option<(i64, Vec<u8>)> = conn
+        .query_row(
+            "SELECT upto, data FROM snapshots WHERE ts <= ?1 ORDER BY upto DESC LIMIT 1",
+            [ts],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    let upto = match snapshot {
+        Some((upto, data)) => {
+            apply(&doc, -upto, &data)?;
+            upto
+        }
+        None => {
+            // No snapshot that old: the log must reach back to the start.
+            let oldest_snapshot: Option<i64> = conn
+                .query_row("SELECT min(ts) FROM snapshots", [], |r| r.get(0))
+                .optional()?
+                .flatten();
+            let first_update: Option<i64> = conn
+                .query_row("SELECT min(id) FROM updates", [], |r| r.get(0))
+                .optional()?
+                .flatten();
+            let log_is_complete = first_update.is_none_or(|id| id == 1);
+            if oldest_snapshot.is_some() && !log_is_complete {
+                return Err(StoreError::BeforeHistory(ts));
+            }
+            0
+        }
+    };
+    let mut stmt =
+        conn.prepare("SELECT id, data FROM updates WHERE id > ?1 AND ts <= ?2 ORDER BY id")?;
+    let mut rows = stmt.query((upto, ts))?;
+    while let Some(row) = rows.next()? {
+        let id: i64 = row.get(0)?;
+        let data: Vec<u8> = row.get(1)?;
+        apply(&doc, id, &data)?;
+    }
+    Ok(doc)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use yrs::{GetString, Text};
+
+    fn db() -> Connection {
+        let conn = Connection::open_in_memory().expect("open");
+        conn.execute_batch(MIGRATIONS[0]).expect("schema");
+        conn
+    }
+
+    fn text_of(doc: &Doc) -> String {
+        let t = doc.get_or_insert_text("t");
+        t.get_string(&doc.transact())
+    }
+
+    /// Edits a client doc and returns the update it produced.
+    fn edit(client: &Doc, at: u32, s: &str) -> Vec<u8> {
+        let before = client.transact().state_vector();
+        let t = client.get_or_insert_text("t");
+        let mut txn = client.transact_mut();
+        t.insert(&mut txn, at, s);
+        drop(txn);
+        client.transact().encode_state_as_update_v1(&before)
+    }
+
+    /// A tiny deterministic RNG (xorshift) for seeded property tests.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+    }
+
+    #[test]
+    fn compaction_and_checkpoints_preserve_state_and_history() {
+        for seed in 1..=40u64 {
+            let mut rng = Rng(seed.wrapping_mul(0x9e3779b97f4a7c15) | 1);
+            let conn = db();
+            let client = Doc::new();
+            let mut texts_at: Vec<(i64, String)> = Vec::new();
+            let n = 20 + (rng.next() % 40) as i64;
+            for i in 0..n {
+                let len = text_of(&client).chars().count() as u64;
+                let at = (rng.next() % (len + 1)) as u32;
+                let u = edit(&client, at, &format!("{}", i % 10));
+                let ts = 1000 + i * 10;
+                append(&conn, ts, &u).expect("append");
+                texts_at.push((ts, text_of(&client)));
+                if rng.next() % 7 == 0 {
+                    let (doc, _) = load(&conn).expect("load");
+                    checkpoint(&conn, &doc).expect("checkpoint");
+                }
+            }
+            let (before, _) = load(&conn).expect("load");
+            let cutoff = 1000 + (rng.next() % (n as u64 * 10)) as i64;
+            compact(&conn, cutoff).expect("compact");
+            let (after, _) = load(&conn).expect("load after");
+            assert_eq!(
+                text_of(&before),
+                text_of(&after),
+                "seed {seed}: compaction changed the document"
+            );
+            assert_eq!(
+                text_of(&after),
+                texts_at.last().expect("some").1,
+                "seed {seed}"
+            );
+            // Every time inside the window reads as it was.
+            for (ts, want) in &texts_at {
+                if *ts < cutoff {
+                    continue;
+                }
+                let doc =
+                    as_of(&conn, *ts).unwrap_or_else(|e| panic!("seed {seed}: as_of {ts}: {e}"));
+                assert_eq!(&text_of(&doc), want, "seed {seed}: as of {ts}");
+                let doc = as_of(&conn, *ts + 5).expect("between edits");
+                assert_eq!(
+                    &text_of(&doc),
+                    want,
+                    "seed {seed}: as of {} (between edits)",
+                    ts + 5
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn history_before_any_edit_is_empty_and_before_the_window_is_refused() {
+        let conn = db();
+        let client = Doc::new();
+        append(&conn, 100, &edit(&client, 0, "a")).expect("append");
+        append(&conn, 200, &edit(&client, 1, "b")).expect("append");
+        assert_eq!(text_of(&as_of(&conn, 50).expect("before")), "");
+        assert_eq!(text_of(&as_of(&conn, 150).expect("between")), "a");
+        append(&conn, 300, &edit(&client, 2, "c")).expect("append");
+        compact(&conn, 250).expect("compact");
+        assert!(matches!(
+            as_of(&conn, 50),
+            Err(StoreError::BeforeHistory(_))
+        ));
+        assert_eq!(text_of(&as_of(&conn, 250).expect("base")), "ab");
+        assert_eq!(text_of(&load(&conn).expect("load").0), "abc");
+    }
+}

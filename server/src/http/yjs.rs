@@ -1,0 +1,88 @@
+//! Yjs routes: `GET /v1/yjs/{doc}` (y-websocket WebSocket), `GET
+//! /v1/yjs/{doc}/state[?at=RFC3339]` and `POST /v1/yjs/{doc}/update`. Each
+//! document is the `ydoc` object named `{doc}`.
+
+use std::collections::HashMap;
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use roost_protocol::ErrorCode;
+
+use super::error::ApiError;
+use crate::id::ObjectKey;
+use crate::object::FetchRequest;
+use crate::runtime::{ConnectRequest, Runtime};
+use crate::sockets::SocketMode;
+
+fn doc_key(path: Result<Path<String>, PathRejection>) -> Result<ObjectKey, ApiError> {
+    let Path(doc) = path.map_err(|e| ApiError::new(ErrorCode::BadName, e.body_text()))?;
+    ObjectKey::new("ydoc", &doc).map_err(|e| ApiError::new(ErrorCode::BadName, e.to_string()))
+}
+
+pub(crate) async fn socket(
+    State(runtime): State<Runtime>,
+    path: Result<Path<String>, PathRejection>,
+    Query(query): Query<HashMap<String, String>>,
+    upgrade: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    let key = doc_key(path)?;
+    let rt = runtime.clone();
+    let request = ConnectRequest { query };
+    Ok(
+        super::ws::configure(upgrade, &runtime).on_upgrade(move |ws| {
+            crate::sockets::conn::serve(rt, key, request, false, SocketMode::Yjs, ws)
+        }),
+    )
+}
+
+async fn fetch(
+    runtime: &Runtime,
+    key: ObjectKey,
+    request: FetchRequest,
+) -> Result<Response, ApiError> {
+    let resp = runtime.fetch(&key, request).await?;
+    let status = StatusCode::from_u16(resp.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    Ok((
+        status,
+        [(header::CONTENT_TYPE, resp.content_type)],
+        resp.body,
+    )
+        .into_response())
+}
+
+pub(crate) async fn state(
+    State(runtime): State<Runtime>,
+    path: Result<Path<String>, PathRejection>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let key = doc_key(path)?;
+    let request = FetchRequest {
+        method: "GET".into(),
+        path: "state".into(),
+        query,
+        body: Vec::new(),
+        read_only: true,
+    };
+    fetch(&runtime, key, request).await
+}
+
+pub(crate) async fn update(
+    State(runtime): State<Runtime>,
+    path: Result<Path<String>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let key = doc_key(path)?;
+    let body = super::rpc::body_bytes(body)?;
+    let request = FetchRequest {
+        method: "POST".into(),
+        path: "update".into(),
+        query: HashMap::new(),
+        body: body.to_vec(),
+        read_only: false,
+    };
+    fetch(&runtime, key, request).await
+}

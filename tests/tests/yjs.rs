@@ -1,0 +1,259 @@
+//! Yjs documents against the real binary with yrs clients: seeded random
+//! convergence through disconnects and server restarts, hostile frames,
+//! the `saved` extension, and hibernation with awareness-only traffic.
+
+use std::time::Duration;
+
+use roost_tests::yclient::{text_of_update, YClient};
+use roost_tests::{http, metric, ServerProcess};
+
+/// xorshift64: small, seeded, reproducible.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+async fn server_text(server: &ServerProcess, doc: &str) -> anyhow::Result<String> {
+    let bytes = http()
+        .get(server.url(&format!("/v1/yjs/{doc}/state")))
+        .send()
+        .await?
+        .bytes()
+        .await?;
+    text_of_update(&bytes)
+}
+
+async fn run_convergence(seed: u64) -> anyhow::Result<()> {
+    let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+    let dir = tempfile::tempdir()?;
+    let mut server = ServerProcess::start(dir.path(), &["--idle-timeout", "300ms"]).await?;
+    let url = |s: &ServerProcess| s.ws_url("/v1/yjs/random");
+    let mut clients: Vec<YClient> = (0..4).map(|_| YClient::new()).collect();
+    for c in clients.iter_mut() {
+        c.connect(&url(&server)).await?;
+    }
+    for step in 0..120 {
+        let i = rng.below(clients.len() as u64) as usize;
+        match rng.below(20) {
+            0 => clients[i].disconnect(),
+            1 if step % 3 == 0 => {
+                // Restart the server, hard or soft; clients reconnect and resync.
+                for c in clients.iter_mut() {
+                    c.disconnect();
+                }
+                if rng.below(2) == 0 {
+                    server.kill9().await?;
+                } else {
+                    server.terminate().await?;
+                }
+                server = ServerProcess::start(dir.path(), &["--idle-timeout", "300ms"]).await?;
+            }
+            _ => {
+                if !clients[i].is_connected() {
+                    clients[i].connect(&url(&server)).await?;
+                }
+                let at = rng.below(u64::from(clients[i].text_len()) + 1) as u32;
+                let text = format!("{}", step % 10);
+                clients[i].insert(at, &text).await?;
+            }
+        }
+        if rng.below(4) == 0 {
+            for c in clients.iter_mut() {
+                c.drain(Duration::from_millis(5)).await?;
+            }
+        }
+    }
+    // Everyone reconnects and syncs; all must agree with each other and the server.
+    for c in clients.iter_mut() {
+        c.disconnect();
+        c.connect(&url(&server)).await?;
+    }
+    for c in clients.iter_mut() {
+        c.disconnect();
+        c.connect(&url(&server)).await?;
+    }
+    let want = server_text(&server, "random").await?;
+    for (i, c) in clients.iter().enumerate() {
+        assert_eq!(
+            c.text(),
+            want,
+            "seed {seed}: client {i} differs from the server"
+        );
+    }
+    assert!(!want.is_empty(), "seed {seed}: nothing was written");
+    server.terminate().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_edits_disconnects_and_restarts_converge() -> anyhow::Result<()> {
+    let seeds: Vec<u64> = match std::env::var("ROOST_SEED") {
+        Ok(s) => vec![s.parse()?],
+        Err(_) => {
+            let base = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)?
+                .as_secs();
+            vec![base, base + 1]
+        }
+    };
+    for seed in seeds {
+        if let Err(e) = run_convergence(seed).await {
+            panic!("convergence failed with seed {seed} (rerun with ROOST_SEED={seed}): {e:#}");
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_frames_change_nothing() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let server = ServerProcess::start(dir.path(), &["--max-frame-bytes", "100000"]).await?;
+    let url = server.ws_url("/v1/yjs/target");
+    let mut writer = YClient::new();
+    writer.connect(&url).await?;
+    writer.insert(0, "intact").await?;
+    writer.drain(Duration::from_millis(200)).await?;
+    let before = server_text(&server, "target").await?;
+    assert_eq!(before, "intact");
+    let mut seed: u64 = 0x1234_5678_9abc_def1;
+    let mut frames: Vec<Vec<u8>> = vec![
+        vec![0],                                  // truncated sync message
+        vec![0, 2],                               // update without its length
+        vec![0, 2, 0xff, 0xff, 0xff, 0xff, 0x0f], // absurd length
+        vec![0, 2, 5, 1, 2, 3, 4, 5],             // undecodable update
+        vec![0, 9, 1, 1],                         // unknown sync type
+        vec![1, 0xff, 0xff, 0xff, 0xff, 0x0f],    // awareness with an absurd length
+        vec![0, 0, 3, 0xff, 0xff, 0xff],          // broken state vector
+    ];
+    for _ in 0..40 {
+        let n = 1 + (seed % 48) as usize;
+        let mut f = vec![0u8];
+        for _ in 0..n {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            f.push(seed as u8);
+        }
+        frames.push(f);
+    }
+    for (i, f) in frames.iter().enumerate() {
+        let mut evil = YClient::new();
+        evil.connect(&url).await?;
+        evil.send_raw(f.clone()).await?;
+        let closed = evil.drain(Duration::from_millis(300)).await?;
+        if let Some(code) = closed {
+            assert!(
+                code == 1008 || code == 1009,
+                "frame {i}: closed with {code}"
+            );
+        }
+    }
+    // Unknown message types are ignored, the socket stays open.
+    let mut odd = YClient::new();
+    odd.connect(&url).await?;
+    odd.send_raw(vec![42, 1, 2]).await?;
+    assert_eq!(odd.drain(Duration::from_millis(200)).await?, None);
+    assert_eq!(
+        server_text(&server, "target").await?,
+        before,
+        "the stored document changed"
+    );
+    assert_eq!(
+        http().get(server.url("/healthz")).send().await?.status(),
+        200
+    );
+    // The honest writer is still connected and can still write.
+    writer.insert(6, "!").await?;
+    writer.drain(Duration::from_millis(200)).await?;
+    assert_eq!(server_text(&server, "target").await?, "intact!");
+    server.terminate().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn saved_acks_follow_durable_commits_only_for_clients_that_ask() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let server = ServerProcess::start(dir.path(), &[]).await?;
+    let mut asks = YClient::new();
+    asks.connect(&server.ws_url("/v1/yjs/saved?saved=1"))
+        .await?;
+    let mut stock = YClient::new();
+    stock.connect(&server.ws_url("/v1/yjs/saved")).await?;
+    for i in 0..5 {
+        asks.insert(0, &i.to_string()).await?;
+    }
+    for _ in 0..50 {
+        asks.drain(Duration::from_millis(20)).await?;
+        if asks.saved >= 5 {
+            break;
+        }
+    }
+    // Step 2 of the handshake counts as one message, then five updates.
+    assert_eq!(asks.saved, 6);
+    stock.insert(0, "x").await?;
+    stock.drain(Duration::from_millis(300)).await?;
+    assert_eq!(stock.saved, 0, "stock clients never get the extension");
+    server.terminate().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_documents_hibernate_and_awareness_does_not_wake_them() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let server = ServerProcess::start(dir.path(), &["--idle-timeout", "200ms"]).await?;
+    let client = http();
+    let url = server.ws_url("/v1/yjs/sleepy");
+    let mut a = YClient::new();
+    a.connect(&url).await?;
+    let mut b = YClient::new();
+    b.connect(&url).await?;
+    a.insert(0, "zzz").await?;
+    b.drain(Duration::from_millis(200)).await?;
+    assert_eq!(b.text(), "zzz");
+    for _ in 0..100 {
+        if metric(&client, &server, "roost_live_objects").await? == 0.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(metric(&client, &server, "roost_live_objects").await?, 0.0);
+    let starts = metric(&client, &server, "roost_object_starts_total").await?;
+    // Awareness keep-alives are relayed without loading the document.
+    let mut clients = std::collections::HashMap::new();
+    clients.insert(
+        yrs::ClientID::new(77),
+        yrs::sync::awareness::AwarenessUpdateEntry {
+            clock: 1,
+            json: std::sync::Arc::from(r#"{"user":"a"}"#),
+        },
+    );
+    let msg =
+        yrs::sync::protocol::Message::Awareness(yrs::sync::awareness::AwarenessUpdate { clients });
+    for _ in 0..5 {
+        a.send(msg.clone()).await?;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        metric(&client, &server, "roost_object_starts_total").await?,
+        starts
+    );
+    assert!(metric(&client, &server, "roost_awareness_relays_total").await? >= 5.0);
+    // The next update wakes it, and the other client receives it.
+    a.insert(3, "!").await?;
+    b.drain(Duration::from_millis(300)).await?;
+    assert_eq!(b.text(), "zzz!");
+    assert_eq!(
+        metric(&client, &server, "roost_object_starts_total").await?,
+        starts + 1.0
+    );
+    server.terminate().await?;
+    Ok(())
+}
