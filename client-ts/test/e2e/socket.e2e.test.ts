@@ -3,6 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import WebSocket from 'ws'
 import { connect, createHttpClient, type ObjectSocket, RoostError, type WebSocketConstructor } from '../../src/index.js'
 import { RoostServer } from './roost.js'
+import { failure } from '../helpers/failure.js'
 
 const WS = WebSocket as unknown as WebSocketConstructor
 let server: RoostServer
@@ -45,11 +46,11 @@ describe('object sockets against roost', () => {
     expect(await counter.call('increment', { by: 2 })).toBe(2)
     expect(await counter.call('increment')).toBe(3)
     expect(await counter.call('get')).toBe(3)
-    const err = await counter.call('nope').catch((e) => e)
+    const err = await failure(counter.call('nope'))
     expect(err).toBeInstanceOf(RoostError)
     expect(err.code).toBe('unknown_method')
     const room = socket({ class: 'room', name: 'e2e-errors' })
-    const bad = await room.call('send', { text: '' }).catch((e) => e)
+    const bad = await failure(room.call('send', { text: '' }))
     expect(bad).toBeInstanceOf(RoostError)
     expect(bad.fromServer).toBe(true)
     expect(typeof bad.message).toBe('string')
@@ -129,19 +130,19 @@ describe('HTTP client against roost', () => {
     const http = createHttpClient({ url: server.url, token: () => 'ignored-until-auth-lands' })
     expect(await http.call('counter', 'e2e-http', 'increment', { by: 5 })).toBe(5)
     expect(await http.object('counter', 'e2e-http').call('get')).toBe(5)
-    const unknown = await http.call('counter', 'e2e-http', 'nope').catch((e) => e)
+    const unknown = await failure(http.call('counter', 'e2e-http', 'nope'))
     expect(unknown).toBeInstanceOf(RoostError)
     expect(unknown.code).toBe('unknown_method')
     expect(unknown.status).toBeGreaterThanOrEqual(400)
-    const noClass = await http.call('no-such-class', 'x', 'get').catch((e) => e)
+    const noClass = await failure(http.call('no-such-class', 'x', 'get'))
     expect(noClass.code).toBe('unknown_class')
-    const badName = await http.call('Bad Class', 'x', 'get').catch((e) => e)
+    const badName = await failure(http.call('Bad Class', 'x', 'get'))
     expect(badName.code).toBe('bad_name')
   })
 
   it('network failure is a RoostError', async () => {
     const http = createHttpClient({ url: 'http://127.0.0.1:1' })
-    const e = await http.call('counter', 'x', 'get').catch((e) => e)
+    const e = await failure(http.call('counter', 'x', 'get'))
     expect(e).toBeInstanceOf(RoostError)
     expect(e.code).toBe('network')
   })

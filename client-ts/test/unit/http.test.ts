@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import { createHttpClient, RoostError } from '../../src/index.js'
+import { failure } from '../helpers/failure.js'
 
 function fakeFetch(respond: (url: string, init: RequestInit) => Response | Promise<Response>) {
   const calls: Array<{ url: string; init: RequestInit }> = []
@@ -29,9 +30,7 @@ describe('createHttpClient', () => {
     const { fetch } = fakeFetch(
       () => new Response('{"error":{"code":"unknown_method","message":"unknown method `x`"}}', { status: 404 }),
     )
-    const err = await createHttpClient({ url: 'http://h', fetch })
-      .call('counter', 'a', 'x')
-      .catch((e) => e)
+    const err = await failure(createHttpClient({ url: 'http://h', fetch }).call('counter', 'a', 'x'))
     expect(err).toBeInstanceOf(RoostError)
     expect(err).toMatchObject({ code: 'unknown_method', status: 404, message: 'unknown method `x`' })
   })

@@ -1,6 +1,7 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { connect, type ObjectSocket, RoostError } from '../../src/index.js'
 import { FakeWebSocket, until } from '../helpers/fake-ws.js'
+import { failure } from '../helpers/failure.js'
 
 const fast = { initialDelayMs: 5, maxDelayMs: 20, jitter: 0 }
 let sockets: ObjectSocket[] = []
@@ -52,7 +53,7 @@ describe('ObjectSocket', () => {
     ws.serverSend(`{"type":"result","id":${cb.id},"error":{"code":"unknown_method","message":"unknown method \`nope\`"}}`)
     ws.serverSend(`{"type":"result","id":${ca.id},"ok":7}`)
     await expect(a).resolves.toBe(7)
-    const err = await b.catch((e) => e)
+    const err = await failure(b)
     expect(err).toBeInstanceOf(RoostError)
     expect(err.code).toBe('unknown_method')
     expect(err.fromServer).toBe(true)
@@ -90,7 +91,7 @@ describe('ObjectSocket', () => {
     const inflight = s.call('slow')
     first.serverClose(1012, 'restarting')
     expect(s.status).toBe('reconnecting')
-    const err = await inflight.catch((e) => e)
+    const err = await failure(inflight)
     expect(err.code).toBe('disconnected')
     const queued = [s.call('a'), s.call('b')]
     expect(s.queuedCalls).toBe(2)
@@ -117,8 +118,8 @@ describe('ObjectSocket', () => {
     const a = s.call('a', null, { timeout: 20 })
     const b = s.call('b')
     const c = s.call('c')
-    expect((await c.catch((e) => e)).code).toBe('queue_full')
-    expect((await a.catch((e) => e)).code).toBe('timeout')
+    expect((await failure(c)).code).toBe('queue_full')
+    expect((await failure(a)).code).toBe('timeout')
     await until(() => FakeWebSocket.instances.length === 1)
     FakeWebSocket.last().open()
     expect(FakeWebSocket.last().sentJson().map((f) => f.method)).toEqual(['b'])
@@ -130,7 +131,7 @@ describe('ObjectSocket', () => {
     const ctl = new AbortController()
     const p = s.call('a', null, { signal: ctl.signal })
     ctl.abort()
-    expect((await p.catch((e) => e)).code).toBe('aborted')
+    expect((await failure(p)).code).toBe('aborted')
   })
 
   it('backs off exponentially between failed attempts and keeps asking for tokens', async () => {
@@ -174,7 +175,7 @@ describe('ObjectSocket', () => {
     await until(() => FakeWebSocket.instances.length === 2)
     FakeWebSocket.last().serverClose()
     await until(() => s.status === 'closed')
-    expect((await p.catch((e) => e)).code).toBe('closed')
+    expect((await failure(p)).code).toBe('closed')
   })
 
   it('close() is final: no reconnect, pending calls rejected, raw send throws', async () => {
@@ -187,7 +188,7 @@ describe('ObjectSocket', () => {
     const p = s.call('x')
     s.close()
     expect(s.status).toBe('closed')
-    expect((await p.catch((e) => e)).code).toBe('closed')
+    expect((await failure(p)).code).toBe('closed')
     expect(() => s.send('ping')).toThrow(RoostError)
     await expect(s.call('y')).rejects.toMatchObject({ code: 'closed' })
     await new Promise((r) => setTimeout(r, 30))

@@ -20,15 +20,17 @@ const dir = fileURLToPath(new URL('../../../protocol/vectors/', import.meta.url)
 const envelope = JSON.parse(readFileSync(`${dir}envelope.json`, 'utf8'))
 const yjs = JSON.parse(readFileSync(`${dir}yjs.json`, 'utf8'))
 
+/** `[name, vector]` rows for it.each. */
+const cases = (list: any[]): Array<[string, any]> => list.map((v) => [v.name, v])
 const hex = (s: string) => Uint8Array.from(Buffer.from(s, 'hex'))
 const toHex = (u: Uint8Array) => Buffer.from(u).toString('hex')
 
 describe('envelope vectors', () => {
-  it.each(envelope.client_frames.map((v: any) => [v.name, v]))('client frame %s encodes byte-exact', (_n, v: any) => {
+  it.each(cases(envelope.client_frames))('client frame %s encodes byte-exact', (_n, v: any) => {
     expect(encodeCall(v.frame.id, v.frame.method, v.frame.args)).toBe(v.text)
   })
 
-  it.each(envelope.server_frames.map((v: any) => [v.name, v]))('server frame %s decodes', (_n, v: any) => {
+  it.each(cases(envelope.server_frames))('server frame %s decodes', (_n, v: any) => {
     const f = v.frame
     const decoded = decodeServerFrame(v.text)
     if (f.type === 'event') expect(decoded).toEqual({ type: 'event', event: f.event, data: f.data })
@@ -40,11 +42,11 @@ describe('envelope vectors', () => {
     expect(decodeServerFrame('{"type":"result","id":3}')).toEqual({ type: 'result', id: 3, ok: null })
   })
 
-  it.each(envelope.other_client_frames.map((v: any) => [v.name, v]))('%s is not a server envelope', (_n, v: any) => {
+  it.each(cases(envelope.other_client_frames))('%s is not a server envelope', (_n, v: any) => {
     expect(decodeServerFrame(v.text)).toBeNull()
   })
 
-  it.each(envelope.error_bodies.map((v: any) => [v.name, v]))('error body %s', (_n, v: any) => {
+  it.each(cases(envelope.error_bodies))('error body %s', (_n, v: any) => {
     const e = errorFromResponse(v.status, v.text)
     expect(e.code).toBe(v.code)
     expect(e.message).toBe(v.message)
@@ -53,9 +55,9 @@ describe('envelope vectors', () => {
 })
 
 describe('yjs vectors', () => {
-  const byName = new Map<string, any>(yjs.messages.map((v: any) => [v.name, v]))
+  const byName = new Map<string, any>(cases(yjs.messages))
 
-  it.each(yjs.messages.map((v: any) => [v.name, v]))('%s encodes and decodes byte-exact', (_n, v: any) => {
+  it.each(cases(yjs.messages))('%s encodes and decodes byte-exact', (_n, v: any) => {
     const bytes = hex(v.hex)
     const msg = decodeMessage(bytes)
     const payload = v.payload_hex === undefined ? undefined : hex(v.payload_hex)
@@ -87,19 +89,19 @@ describe('yjs vectors', () => {
     expect(toHex(encoded)).toBe(v.hex)
   })
 
-  it.each(yjs.messages.filter((v: any) => v.text).map((v: any) => [v.name, v]))('%s applies to the documented text', (_n, v: any) => {
+  it.each(cases(yjs.messages.filter((v: any) => v.text)))('%s applies to the documented text', (_n, v: any) => {
     const doc = new Y.Doc()
     if (v.text.base) Y.applyUpdate(doc, hex(byName.get(v.text.base).payload_hex))
     Y.applyUpdate(doc, hex(v.payload_hex))
     expect(doc.getText(v.text.name).toString()).toBe(v.text.after)
   })
 
-  it.each(yjs.messages.filter((v: any) => v.state_vector).map((v: any) => [v.name, v]))('%s state vector', (_n, v: any) => {
+  it.each(cases(yjs.messages.filter((v: any) => v.state_vector)))('%s state vector', (_n, v: any) => {
     const sv = Y.decodeStateVector(hex(v.payload_hex))
     expect(Object.fromEntries([...sv].map(([k, c]) => [String(k), c]))).toEqual(v.state_vector)
   })
 
-  it.each(yjs.messages.filter((v: any) => v.awareness).map((v: any) => [v.name, v]))('%s awareness entries', (_n, v: any) => {
+  it.each(cases(yjs.messages.filter((v: any) => v.awareness)))('%s awareness entries', (_n, v: any) => {
     const doc = new Y.Doc()
     doc.clientID = 999
     const aw = new awarenessProtocol.Awareness(doc)
