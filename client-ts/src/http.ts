@@ -33,8 +33,11 @@ export interface HttpCallOptions {
 
 /** A handle on one object for repeated calls: `client.object('counter', 'visits').call('get')`. */
 export interface ObjectStub {
+  /** The object's class. */
   readonly class: string
+  /** The object's name. */
   readonly name: string
+  /** Calls `method` on this object; see {@link HttpClient.call}. */
   call<T = unknown>(method: string, args?: unknown, options?: HttpCallOptions): Promise<T>
 }
 

@@ -46,7 +46,9 @@ export interface CallOptions {
 
 /** Why a socket closed: the WebSocket close code and reason. */
 export interface CloseInfo {
+  /** The WebSocket close code (1006: closed without a close frame, e.g. the server died). */
   code: number
+  /** The close reason sent by the server, if any. */
   reason: string
   /** Whether this WebSocket had opened (false: an attempt failed). */
   wasOpen: boolean

@@ -6,13 +6,21 @@
 
 /** The subset of the standard `WebSocket` object the client uses. */
 export interface WebSocketLike {
+  /** 0 connecting, 1 open, 2 closing, 3 closed. */
   readonly readyState: number
+  /** Set to `'arraybuffer'` by the client so binary frames arrive as `ArrayBuffer`. */
   binaryType: string
+  /** Sends a text or binary frame. */
   send(data: string | ArrayBufferLike | ArrayBufferView): void
+  /** Starts the closing handshake. */
   close(code?: number, reason?: string): void
+  /** Called once the socket is open. */
   onopen: ((event: any) => void) | null
+  /** Called with `{ data }` for each frame. */
   onmessage: ((event: any) => void) | null
+  /** Called with `{ code, reason }` when the socket closed. */
   onclose: ((event: any) => void) | null
+  /** Called on transport errors (a close follows). */
   onerror: ((event: any) => void) | null
 }
 

@@ -83,6 +83,7 @@ export interface RoostDocState {
   doc: Y.Doc | null
   /** The provider, or null before the first effect ran. */
   provider: RoostProvider | null
+  /** The provider's connection status. */
   status: ProviderStatus
   /** The server's state has been applied (see `RoostProvider.synced`). */
   synced: boolean

@@ -1,7 +1,7 @@
 // The package's shape: the core entry imports nothing outside the package
 // (no yjs, y-protocols, lib0 or react), the built entry points resolve through
 // package.json "exports", and every export has TSDoc.
-import { execFileSync } from 'node:child_process'
+import { execFileSync, spawnSync } from 'node:child_process'
 import { existsSync, readFileSync } from 'node:fs'
 import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -62,5 +62,13 @@ describe('package shape', () => {
     expect(yjs).toEqual(expect.arrayContaining(['RoostProvider', 'decodeMessage', 'encodeSaved']))
     expect(react).toEqual(expect.arrayContaining(['useObjectSocket', 'useRoostProvider', 'useYDoc', 'useAwareness', 'usePresence']))
     for (const f of ['dist/index.d.ts', 'dist/yjs/index.d.ts', 'dist/react/index.d.ts']) expect(existsSync(join(pkgDir, f))).toBe(true)
+  })
+})
+
+describe('API reference', () => {
+  it('API.md is generated from the current TSDoc and every export is documented', () => {
+    const r = spawnSync(process.execPath, [join(pkgDir, 'scripts/api-doc.mjs'), '--check'], { cwd: pkgDir, encoding: 'utf8' })
+    expect(r.stderr).toBe('')
+    expect(r.status).toBe(0)
   })
 })
