@@ -105,7 +105,17 @@ async fn kill9_never_loses_an_acknowledged_increment() -> anyhow::Result<()> {
                 }
             }));
         }
+        // Let the load run, and make sure some of it was acknowledged (the
+        // machine may be busy), before pulling the plug.
+        let acked_before: u64 = acked.iter().map(|a| a.load(Ordering::SeqCst)).sum();
         tokio::time::sleep(Duration::from_millis(400 + 300 * round)).await;
+        for _ in 0..200 {
+            let now: u64 = acked.iter().map(|a| a.load(Ordering::SeqCst)).sum();
+            if now > acked_before {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         server.kill9().await?;
         stop.store(true, Ordering::Relaxed);
         for t in tasks {

@@ -97,17 +97,16 @@ pub(crate) async fn serve(
             outbox.push(OutFrame::Msg(state));
         }
     }
-    let (code, reason) = run(
-        &runtime,
-        &key,
-        &table,
+    let conn = Conn {
+        runtime: &runtime,
+        key: &key,
+        table: &table,
         socket,
-        &outbox,
-        &mut ws,
-        limits.max_frame_bytes,
+        outbox: &outbox,
+        max_frame: limits.max_frame_bytes,
         mode,
-    )
-    .await;
+    };
+    let (code, reason) = run(&conn, &mut ws).await;
     if mode == SocketMode::Yjs {
         table.drop_awareness_of(socket);
     }
@@ -138,16 +137,27 @@ pub(crate) async fn serve(
 }
 
 /// The socket loop; returns the close code and reason.
-async fn run(
-    runtime: &Runtime,
-    key: &ObjectKey,
-    table: &super::ObjectSockets,
+/// What the socket loop works with.
+struct Conn<'a> {
+    runtime: &'a Runtime,
+    key: &'a ObjectKey,
+    table: &'a super::ObjectSockets,
     socket: SocketId,
-    outbox: &Outbox,
-    ws: &mut WebSocket,
+    outbox: &'a Outbox,
     max_frame: usize,
     mode: SocketMode,
-) -> (u16, String) {
+}
+
+async fn run(conn: &Conn<'_>, ws: &mut WebSocket) -> (u16, String) {
+    let Conn {
+        runtime,
+        key,
+        table,
+        socket,
+        outbox,
+        max_frame,
+        mode,
+    } = *conn;
     let metrics = &runtime.0.metrics;
     let mut pending: Vec<OutFrame> = Vec::new();
     loop {

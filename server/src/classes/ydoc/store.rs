@@ -276,7 +276,7 @@ mod tests {
                 let ts = 1000 + i * 10;
                 append(&conn, ts, &u).expect("append");
                 texts_at.push((ts, text_of(&client)));
-                if rng.next() % 7 == 0 {
+                if rng.next().is_multiple_of(7) {
                     let (doc, _) = load(&conn).expect("load");
                     checkpoint(&conn, &doc).expect("checkpoint");
                 }
