@@ -89,7 +89,20 @@ export class Connection {
   start(): void {
     if (this.started || this._status === 'closed') return
     this.started = true
+    // In browsers, retry at once when the network comes back instead of
+    // waiting out the backoff delay.
+    const target = globalThis as { addEventListener?: (t: string, fn: () => void) => void }
+    if (typeof target.addEventListener === 'function' && typeof (globalThis as { window?: unknown }).window !== 'undefined') {
+      target.addEventListener('online', this.onOnline)
+    }
     void this.attemptNow()
+  }
+
+  private readonly onOnline = (): void => {
+    if (this._status === 'reconnecting' && this.retryTimer !== null) {
+      this.clearRetry()
+      void this.attemptNow()
+    }
   }
 
   /** Sends on the open socket; returns false when there is none. */
@@ -133,6 +146,10 @@ export class Connection {
   private setStatus(status: ConnectionStatus): void {
     if (status === this._status) return
     this._status = status
+    if (status === 'closed') {
+      const target = globalThis as { removeEventListener?: (t: string, fn: () => void) => void }
+      if (typeof target.removeEventListener === 'function') target.removeEventListener('online', this.onOnline)
+    }
     this.events.emit('status', status)
   }
 

@@ -159,7 +159,12 @@ export class RoostProvider {
       this.options,
     )
     this.conn = conn
-    conn.on('status', (s) => this.setStatus(s))
+    conn.on('status', (s) => {
+      // After `maxRetries` failed attempts the connection gives up for good;
+      // forget it so that `connect()` can start a new one.
+      if (s === 'closed' && this.conn === conn) this.conn = null
+      this.setStatus(s)
+    })
     conn.on('open', () => this.onOpen())
     conn.on('message', (data) => this.onMessage(data))
     conn.on('close', (code, reason, wasOpen) => this.onClose({ code, reason, wasOpen }))
