@@ -37,6 +37,9 @@ pub struct ColdloadArgs {
     /// Updates written in the fill phase (and expected in the measure phase).
     #[arg(long, default_value_t = 10_000)]
     pub updates: usize,
+    /// In the fill phase, wait for a sync round trip after this many updates (0: never).
+    #[arg(long, default_value_t = 256)]
+    pub fill_window: usize,
     /// Which phase to run.
     #[arg(long, value_enum, default_value = "both")]
     pub phase: ColdPhase,
@@ -119,9 +122,23 @@ async fn fill(args: &ColdloadArgs, target: &Target, report: &mut Report) -> anyh
         let m = yjs::write_marker(i as u64);
         let update = author.append(std::str::from_utf8(&m).unwrap_or("~"));
         conn.send_binary(framer.update(&update)).await?;
-        // Answer pings now and then; replies are read at the end.
-        if i % 1024 == 0 {
-            conn.flush_control().await?;
+        // Read whatever the server sent meanwhile (echoes, acknowledgements),
+        // so it never sees us as a slow reader.
+        while conn.try_read_more()? > 0 {
+            while let Some(msg) = conn.next_buffered()? {
+                if msg.kind == Kind::Close {
+                    bail!("server closed the socket during the fill");
+                }
+            }
+        }
+        conn.flush_control().await?;
+        // Flow control: every `fill_window` updates, wait for a sync round
+        // trip so a server with a bounded mailbox is never flooded.
+        if args.fill_window > 0 && (i + 1) % args.fill_window == 0 {
+            conn.send_binary(framer.step1(&author.state_vector())).await?;
+            tokio::time::timeout(args.timeout, wait_step2(&mut conn, args.protocol, &mut framer, &author))
+                .await
+                .context("fill window round trip timed out")??;
         }
     }
     // A sync request after the updates: its answer means all were applied.

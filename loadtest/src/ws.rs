@@ -231,6 +231,20 @@ impl WsConn {
         Ok(n)
     }
 
+    /// Reads what is already available without waiting; 0 if nothing is.
+    pub fn try_read_more(&mut self) -> anyhow::Result<usize> {
+        self.make_room(MIN_READ);
+        match self.stream.try_read(&mut self.rbuf[self.end..]) {
+            Ok(0) => bail!("server closed the connection"),
+            Ok(n) => {
+                self.end += n;
+                Ok(n)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(0),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Ensures at least `free` bytes after `end`, compacting first.
     fn make_room(&mut self, free: usize) {
         if self.start == self.end {
