@@ -135,10 +135,14 @@ async fn fill(args: &ColdloadArgs, target: &Target, report: &mut Report) -> anyh
         // Flow control: every `fill_window` updates, wait for a sync round
         // trip so a server with a bounded mailbox is never flooded.
         if args.fill_window > 0 && (i + 1) % args.fill_window == 0 {
-            conn.send_binary(framer.step1(&author.state_vector())).await?;
-            tokio::time::timeout(args.timeout, wait_step2(&mut conn, args.protocol, &mut framer, &author))
-                .await
-                .context("fill window round trip timed out")??;
+            conn.send_binary(framer.step1(&author.state_vector()))
+                .await?;
+            tokio::time::timeout(
+                args.timeout,
+                wait_step2(&mut conn, args.protocol, &mut framer, &author),
+            )
+            .await
+            .context("fill window round trip timed out")??;
         }
     }
     // A sync request after the updates: its answer means all were applied.
