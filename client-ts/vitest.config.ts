@@ -9,5 +9,6 @@ export default defineConfig({
     // End-to-end files each start their own server process; keep the 2-core
     // machine calm by running files one at a time.
     fileParallelism: false,
+    reporters: ['default', './test/helpers/summary-reporter.ts'],
   },
 })
