@@ -5,7 +5,14 @@ import { act, create, type ReactTestRenderer } from 'react-test-renderer'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import WebSocket from 'ws'
 import { createHttpClient, type WebSocketConstructor } from '../../src/index.js'
-import { type ObjectSocketState, useObjectEvent, useObjectSocket } from '../../src/react/index.js'
+import {
+  type ObjectSocketState,
+  type RoostDocState,
+  useObjectEvent,
+  useObjectSocket,
+  usePresence,
+  useRoostProvider,
+} from '../../src/react/index.js'
 import { silenceTestRendererDeprecation } from '../helpers/react.js'
 import { RoostServer } from './roost.js'
 
@@ -60,5 +67,36 @@ describe('react hooks against roost', () => {
     await act(async () => r!.unmount())
     expect(socket.status).toBe('closed')
     await until(async () => ((await http.call('room', 'e2e-react', 'who')) as string[]).length === 0, 'server saw the socket close')
+  })
+
+  it('useRoostProvider: two components converge, see each other, and close their sockets on unmount', async () => {
+    const states: Record<string, RoostDocState> = {}
+    const peers: Record<string, number> = {}
+    function Editor({ who }: { who: string }) {
+      const state = useRoostProvider('e2e-react-doc', { url: server.url, WebSocket: WS })
+      const { others } = usePresence(state.provider?.awareness, { name: who })
+      states[who] = state
+      peers[who] = others.length
+      return null
+    }
+    let r: ReactTestRenderer | undefined
+    await act(async () => {
+      r = create(createElement('div', null, createElement(Editor, { who: 'ann' }), createElement(Editor, { who: 'ben' })))
+    })
+    const ann = states.ann!.provider!
+    const ben = states.ben!.provider!
+    await act(async () => {
+      await Promise.all([ann.whenSynced(10_000), ben.whenSynced(10_000)])
+      ann.doc.getText('t').insert(0, 'from ann')
+      await until(() => ben.doc.getText('t').toString() === 'from ann', 'convergence')
+      await until(() => ann.awareness.getStates().size === 2 && ben.awareness.getStates().size === 2, 'presence')
+      await ann.whenSaved(10_000)
+    })
+    expect(states.ann!.saved).toBe(true)
+    expect(peers.ann).toBe(1)
+    expect(peers.ben).toBe(1)
+    await act(async () => r!.unmount())
+    expect(ann.status).toBe('closed')
+    expect(ben.status).toBe('closed')
   })
 })
