@@ -123,10 +123,9 @@ export class Connection {
     if (this._status === 'closed') return
     this.started = true
     this.clearRetry()
+    this.current++ // an attempt still waiting for its token is dropped
     const ws = this.ws
-    if (ws) {
-      this.detach(ws, 4000, 'reconnect', true)
-    }
+    if (ws) this.detach(ws, 4000, 'reconnect', false)
     this.attempt = 0
     this.setStatus(this.everOpened ? 'reconnecting' : 'connecting')
     void this.attemptNow()

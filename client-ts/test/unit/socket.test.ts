@@ -209,4 +209,23 @@ describe('ObjectSocket', () => {
     FakeWebSocket.last().open()
     await expect(p).resolves.toBeUndefined()
   })
+
+  it('reconnect() replaces the socket with exactly one new attempt', async () => {
+    const s = open()
+    const closes: number[] = []
+    s.onClose((c) => closes.push(c.code))
+    await until(() => FakeWebSocket.instances.length === 1)
+    const first = FakeWebSocket.last()
+    first.open()
+    const p = s.call('x')
+    s.reconnect()
+    expect(first.readyState).toBe(3)
+    expect((await failure(p)).code).toBe('disconnected')
+    await until(() => FakeWebSocket.instances.length === 2)
+    FakeWebSocket.last().open()
+    await new Promise((r) => setTimeout(r, 50))
+    expect(FakeWebSocket.instances).toHaveLength(2)
+    expect(s.status).toBe('open')
+    expect(closes).toEqual([4000])
+  })
 })
