@@ -96,6 +96,8 @@ export class RoostProvider {
   /** Local changes exist that no message on the current connection has carried yet. */
   private unsent: boolean
   private destroyed = false
+  /** Rejecters of pending `whenSynced`/`whenSaved` promises, rejected by `destroy()`. */
+  private readonly waiters = new Set<(error: RoostError) => void>()
 
   constructor(docName: string, doc: Y.Doc, options: RoostProviderOptions) {
     this.docName = docName
@@ -140,12 +142,18 @@ export class RoostProvider {
     this.events.off(event, fn)
   }
 
-  /** Resolves when `synced` is true (at once if it is); rejects with `timeout` after `timeoutMs` (0 = never). */
+  /**
+   * Resolves when `synced` is true (at once if it is); rejects with `timeout`
+   * after `timeoutMs` (0 = never), or `closed` if the provider is destroyed first.
+   */
   whenSynced(timeoutMs = 0): Promise<void> {
     return this.when('synced', () => this._synced, timeoutMs)
   }
 
-  /** Resolves when `saved` is true (at once if it is); rejects with `timeout` after `timeoutMs` (0 = never). */
+  /**
+   * Resolves when `saved` is true (at once if it is); rejects with `timeout`
+   * after `timeoutMs` (0 = never), or `closed` if the provider is destroyed first.
+   */
   whenSaved(timeoutMs = 0): Promise<void> {
     return this.when('saved', () => this._saved, timeoutMs)
   }
@@ -194,24 +202,29 @@ export class RoostProvider {
     this.doc.off('destroy', this.onDocDestroy)
     this.awareness.off('update', this.onAwarenessUpdate)
     if (this.ownsAwareness) this.awareness.destroy()
+    for (const reject of [...this.waiters]) reject(new RoostError('closed', 'the provider was destroyed'))
     this.events.clear()
   }
 
   private when(event: 'synced' | 'saved', done: () => boolean, timeoutMs: number): Promise<void> {
     if (done()) return Promise.resolve()
+    if (this.destroyed) return Promise.reject(new RoostError('closed', 'the provider was destroyed'))
     return new Promise((resolve, reject) => {
       let timer: ReturnType<typeof setTimeout> | null = null
-      const off = this.events.on(event, (v) => {
-        if (!v) return
+      const finish = (error: RoostError | null) => {
         off()
+        this.waiters.delete(fail)
         if (timer !== null) clearTimeout(timer)
-        resolve()
+        if (error) reject(error)
+        else resolve()
+      }
+      const fail = (error: RoostError) => finish(error)
+      const off = this.events.on(event, (v) => {
+        if (v) finish(null)
       })
+      this.waiters.add(fail)
       if (timeoutMs > 0) {
-        timer = setTimeout(() => {
-          off()
-          reject(new RoostError('timeout', `not ${event} after ${timeoutMs} ms`))
-        }, timeoutMs)
+        timer = setTimeout(() => finish(new RoostError('timeout', `not ${event} after ${timeoutMs} ms`)), timeoutMs)
       }
     })
   }

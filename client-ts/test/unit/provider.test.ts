@@ -223,4 +223,16 @@ describe('RoostProvider', () => {
     FakeWebSocket.last().open()
     expect(p.status).toBe('open')
   })
+
+  it('destroy() rejects pending whenSynced/whenSaved', async () => {
+    const doc = new Y.Doc()
+    doc.getText('t').insert(0, 'x')
+    const p = provider(doc)
+    const synced = p.whenSynced()
+    const saved = p.whenSaved()
+    p.destroy()
+    await expect(synced).rejects.toMatchObject({ code: 'closed' })
+    await expect(saved).rejects.toMatchObject({ code: 'closed' })
+    await expect(p.whenSynced()).rejects.toMatchObject({ code: 'closed' })
+  })
 })
