@@ -31,6 +31,9 @@ pub enum ClientFrame {
         method: String,
         args: Value,
     },
+    /// `{"type":"auth","token":T}`: replaces the socket's access token
+    /// before it expires (in-band refresh).
+    Auth { token: String },
     /// Any other JSON text: delivered to the object's `on_message`.
     Other(Value),
 }
@@ -51,9 +54,17 @@ impl ClientFrame {
     pub fn decode(text: &str) -> Result<ClientFrame, DecodeError> {
         let value: Value =
             serde_json::from_str(text).map_err(|e| DecodeError::NotJson(e.to_string()))?;
-        let is_call = value.get("type").and_then(Value::as_str) == Some("call");
-        if !is_call {
-            return Ok(ClientFrame::Other(value));
+        match value.get("type").and_then(Value::as_str) {
+            Some("call") => {}
+            Some("auth") => {
+                return match value.get("token").and_then(Value::as_str) {
+                    Some(t) => Ok(ClientFrame::Auth {
+                        token: t.to_owned(),
+                    }),
+                    None => Err(DecodeError::BadCall("`auth` needs a string `token`".into())),
+                };
+            }
+            _ => return Ok(ClientFrame::Other(value)),
         }
         let raw: RawCall =
             serde_json::from_value(value).map_err(|e| DecodeError::BadCall(e.to_string()))?;
@@ -141,6 +152,17 @@ mod tests {
                 args: json!({"by": 2})
             })
         );
+    }
+
+    #[test]
+    fn auth_frames() {
+        assert_eq!(
+            ClientFrame::decode(r#"{"type":"auth","token":"abc"}"#),
+            Ok(ClientFrame::Auth {
+                token: "abc".into()
+            })
+        );
+        assert!(ClientFrame::decode(r#"{"type":"auth"}"#).is_err());
     }
 
     #[test]

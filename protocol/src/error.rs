@@ -34,6 +34,8 @@ pub enum ErrorCode {
     Forbidden,
     /// Route or resource does not exist.
     NotFound,
+    /// Too many connections or requests from this client.
+    RateLimited,
     /// Anything else: a bug in the server.
     Internal,
 }
@@ -55,6 +57,7 @@ impl ErrorCode {
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::NotFound => "not_found",
+            ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Internal => "internal",
         }
     }

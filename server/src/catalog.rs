@@ -51,6 +51,9 @@ enum CatalogCommand {
         id: ObjectId,
         at: i64,
     },
+    Forget {
+        id: ObjectId,
+    },
     Get {
         id: ObjectId,
         reply: oneshot::Sender<Option<CatalogEntry>>,
@@ -127,6 +130,11 @@ impl Catalog {
             return Vec::new();
         }
         wait.await.unwrap_or_default()
+    }
+
+    /// Removes an object (and its alarm entry) from the catalog.
+    pub fn forget(&self, id: ObjectId) {
+        let _ = self.tx.send(CatalogCommand::Forget { id });
     }
 
     pub fn touch(&self, id: ObjectId, at: i64) {
@@ -244,6 +252,12 @@ fn handle(conn: &Connection, cmd: CatalogCommand, acks: &mut Vec<Ack>) -> rusqli
             if let Some(done) = done {
                 acks.push(done);
             }
+        }
+        CatalogCommand::Forget { id } => {
+            conn.prepare_cached("DELETE FROM objects WHERE id = ?1")?
+                .execute([id.to_string()])?;
+            conn.prepare_cached("DELETE FROM alarms WHERE id = ?1")?
+                .execute([id.to_string()])?;
         }
         CatalogCommand::Alarms { reply } => {
             let mut stmt = conn.prepare_cached("SELECT class, name, at_ms FROM alarms")?;

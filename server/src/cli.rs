@@ -27,6 +27,24 @@ pub struct Cli {
 pub enum Command {
     /// Run the server.
     Serve(ServeArgs),
+    /// Mint an access token (HS256 JWT) for objects.
+    Token(TokenArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct TokenArgs {
+    /// An object the token opens, `class/name` or `class/*` (repeatable; Yjs documents are `ydoc/<doc>`).
+    #[arg(long = "obj", required = true)]
+    pub obj: Vec<String>,
+    /// `read` (connect, call, receive; every write fails) or `write`.
+    #[arg(long, default_value = "write")]
+    pub perm: String,
+    /// How long the token is valid (e.g. 15m, 1h, 7d).
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    pub ttl: Duration,
+    /// The server's auth secret.
+    #[arg(long, env = "ROOST_AUTH_SECRET", hide_env_values = true)]
+    pub secret: String,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -76,6 +94,34 @@ pub struct ServeArgs {
     /// Most WebSockets one object may hold.
     #[arg(long, env = "ROOST_MAX_SOCKETS_PER_OBJECT", default_value_t = 10_000)]
     pub max_sockets_per_object: usize,
+    /// Secret for HS256 access tokens; with it, every object route needs a token.
+    #[arg(long, env = "ROOST_AUTH_SECRET", hide_env_values = true)]
+    pub auth_secret: Option<String>,
+    /// Bearer token for the admin API (`/v1/admin/...`); the admin API is off without it.
+    #[arg(long, env = "ROOST_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// Allow listening on a non-loopback address without an auth secret (anyone may read and write).
+    #[arg(long, env = "ROOST_ALLOW_ANONYMOUS")]
+    pub allow_anonymous: bool,
+    /// Most open WebSockets from one client IP address (429 beyond).
+    #[arg(long, env = "ROOST_MAX_CONNECTIONS_PER_IP", default_value_t = 10_000)]
+    pub max_connections_per_ip: usize,
+    /// Most frames per second one socket may send (closed with 1008 beyond).
+    #[arg(
+        long,
+        env = "ROOST_MAX_SOCKET_MESSAGES_PER_SEC",
+        default_value_t = 1000
+    )]
+    pub max_socket_messages_per_sec: u32,
+    /// Largest Yjs document (snapshot plus log), in bytes.
+    #[arg(long, env = "ROOST_MAX_DOC_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub max_doc_bytes: u64,
+    /// Largest single Yjs update, in bytes.
+    #[arg(long, env = "ROOST_MAX_UPDATE_BYTES", default_value_t = 1024 * 1024)]
+    pub max_update_bytes: usize,
+    /// How far back Yjs documents can be read with `state?at=` (e.g. 7d).
+    #[arg(long, env = "ROOST_HISTORY_RETENTION", default_value = "7d", value_parser = parse_duration)]
+    pub history_retention: Duration,
     /// How often the shared commit log is checkpointed into object files.
     #[arg(long, env = "ROOST_CHECKPOINT_INTERVAL", default_value = "5s", value_parser = parse_duration)]
     pub checkpoint_interval: Duration,
@@ -98,6 +144,15 @@ impl ServeArgs {
         config.sockets.max_frame_bytes = self.max_frame_bytes;
         config.sockets.max_outbox_bytes = self.max_socket_queue_bytes;
         config.sockets.max_sockets_per_object = self.max_sockets_per_object;
+        config.sockets.max_messages_per_sec = self.max_socket_messages_per_sec;
+        config.max_connections_per_ip = self.max_connections_per_ip;
+        config.ydoc.max_doc_bytes = self.max_doc_bytes;
+        config.ydoc.max_update_bytes = self.max_update_bytes;
+        config.ydoc.retention = self.history_retention;
+        config.auth = crate::auth::Auth::new(
+            self.auth_secret.clone().map(String::into_bytes),
+            self.admin_token.clone(),
+        );
         config
     }
 }
@@ -141,8 +196,40 @@ async fn shutdown_signal() {
 pub fn main(builder: ServerBuilder) -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        Command::Token(args) => {
+            let perm = match args.perm.as_str() {
+                "read" => crate::auth::Perm::Read,
+                "write" => crate::auth::Perm::Write,
+                other => anyhow::bail!("--perm must be `read` or `write`, not `{other}`"),
+            };
+            for o in &args.obj {
+                let Some((class, name)) = o.split_once('/') else {
+                    anyhow::bail!("--obj `{o}` must be `class/name` or `class/*`");
+                };
+                crate::id::validate_class(class)
+                    .map_err(|e| anyhow::anyhow!("--obj `{o}`: {e}"))?;
+                if name != "*" {
+                    crate::id::validate_name(name)
+                        .map_err(|e| anyhow::anyhow!("--obj `{o}`: {e}"))?;
+                }
+            }
+            let token = crate::auth::mint(args.secret.as_bytes(), args.obj, perm, args.ttl)
+                .map_err(anyhow::Error::msg)?;
+            println!("{token}");
+            Ok(())
+        }
         Command::Serve(args) => {
             init_logging(args.log_format);
+            if !args.listen.ip().is_loopback()
+                && args.auth_secret.is_none()
+                && !args.allow_anonymous
+            {
+                anyhow::bail!(
+                    "refusing to listen on {} without an auth secret: anyone could read and write every object. \
+                     Set --auth-secret (or ROOST_AUTH_SECRET), listen on 127.0.0.1, or pass --allow-anonymous if that is really what you want",
+                    args.listen
+                );
+            }
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
@@ -154,6 +241,8 @@ pub fn main(builder: ServerBuilder) -> anyhow::Result<()> {
                 let addr = listener.local_addr()?;
                 let config = args.config();
                 tracing::info!(
+                    auth = if args.auth_secret.is_some() { "tokens" } else { "anonymous (development)" },
+                    admin_api = args.admin_token.is_some(),
                     listen = %addr,
                     data = %config.data_dir.display(),
                     idle_timeout_ms = config.idle_timeout.as_millis() as u64,

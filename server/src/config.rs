@@ -25,6 +25,9 @@ pub struct Config {
     pub sockets: SocketLimits,
     pub alarms: AlarmConfig,
     pub ydoc: crate::classes::ydoc::YdocConfig,
+    pub auth: crate::auth::Auth,
+    /// Most open WebSockets from one client IP address.
+    pub max_connections_per_ip: usize,
     pub log: LogConfig,
     /// Test hook: make commits fail (see `storage::FaultHook`).
     pub fault: Option<FaultHook>,
@@ -42,6 +45,8 @@ impl Default for Config {
             sockets: SocketLimits::default(),
             alarms: AlarmConfig::default(),
             ydoc: crate::classes::ydoc::YdocConfig::default(),
+            auth: crate::auth::Auth::default(),
+            max_connections_per_ip: 10_000,
             log: LogConfig::default(),
             fault: None,
         }

@@ -1,6 +1,7 @@
 //! Roost: a self-hostable real-time sync server built on the durable-object
 //! model. See ARCHITECTURE.md for the map of this crate.
 
+pub mod auth;
 pub mod catalog;
 pub mod classes;
 pub mod cli;

@@ -197,6 +197,13 @@ impl ObjectError {
 
 impl From<rusqlite::Error> for ObjectError {
     fn from(e: rusqlite::Error) -> Self {
+        // A write refused by `query_only` (a read-only caller) is a permission
+        // error, not a storage failure.
+        if let rusqlite::Error::SqliteFailure(code, _) = &e {
+            if code.code == rusqlite::ErrorCode::ReadOnly {
+                return ObjectError::Storage(StorageError::ReadOnly);
+            }
+        }
         ObjectError::Storage(StorageError::Sqlite(e))
     }
 }

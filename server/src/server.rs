@@ -106,6 +106,8 @@ impl ServerBuilder {
                 sockets: config.sockets.clone(),
                 alarms: config.alarms.clone(),
                 ydoc: config.ydoc.clone(),
+                auth: config.auth.clone(),
+                max_connections_per_ip: config.max_connections_per_ip,
                 fault: config.fault.clone(),
             },
             self.registry,

@@ -1,6 +1,8 @@
 //! The HTTP edge: routes, status codes and JSON error bodies. The only module
 //! that knows HTTP; everything below it speaks `ErrorDetail`.
 
+mod access;
+mod admin;
 pub mod error;
 mod rpc;
 mod ws;
@@ -22,6 +24,12 @@ pub fn router(runtime: Runtime, max_body_bytes: usize) -> Router {
         .route("/metrics", get(metrics))
         .route("/v1/objects/{class}/{name}/call/{method}", post(rpc::call))
         .route("/v1/objects/{class}/{name}/ws", get(ws::object_socket))
+        .route("/v1/admin/objects", get(admin::list))
+        .route(
+            "/v1/admin/objects/{class}/{name}",
+            get(admin::details).delete(admin::delete),
+        )
+        .route("/v1/admin/objects/{class}/{name}/sql", post(admin::sql))
         .route("/v1/yjs/{doc}", get(yjs::socket))
         .route("/v1/yjs/{doc}/state", get(yjs::state))
         .route("/v1/yjs/{doc}/update", post(yjs::update))

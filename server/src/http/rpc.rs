@@ -3,8 +3,10 @@
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use std::collections::HashMap;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use roost_protocol::ErrorCode;
 use serde_json::Value;
@@ -29,12 +31,15 @@ pub(crate) fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, A
 pub(crate) async fn call(
     State(runtime): State<Runtime>,
     path: Result<Path<(String, String, String)>, PathRejection>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Path((class, name, method)) =
         path.map_err(|e| ApiError::new(ErrorCode::BadName, e.body_text()))?;
     let key = ObjectKey::new(&class, &name)
         .map_err(|e| ApiError::new(ErrorCode::BadName, e.to_string()))?;
+    let access = super::access::authorize(&runtime, &headers, &query, &key)?;
     let body = body_bytes(body)?;
     let args: Value = if body.iter().all(u8::is_ascii_whitespace) {
         Value::Null
@@ -46,6 +51,6 @@ pub(crate) async fn call(
             )
         })?
     };
-    let value = runtime.call(&key, &method, args, false).await?;
+    let value = runtime.call(&key, &method, args, access.read_only).await?;
     Ok(Json(value))
 }

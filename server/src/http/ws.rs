@@ -4,13 +4,17 @@ use std::collections::HashMap;
 
 use axum::extract::rejection::PathRejection;
 use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{Path, Query, State};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::HeaderMap;
 use axum::response::Response;
 use roost_protocol::ErrorCode;
 
 use super::error::ApiError;
 use crate::id::ObjectKey;
 use crate::runtime::{ConnectRequest, Runtime};
+use crate::sockets::SocketMode;
 
 /// Applies the socket limits to an upgrade (small buffers: idle sockets are cheap).
 pub(crate) fn configure(upgrade: WebSocketUpgrade, runtime: &Runtime) -> WebSocketUpgrade {
@@ -24,8 +28,10 @@ pub(crate) fn configure(upgrade: WebSocketUpgrade, runtime: &Runtime) -> WebSock
 
 pub(crate) async fn object_socket(
     State(runtime): State<Runtime>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
     path: Result<Path<(String, String)>, PathRejection>,
     Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     let Path((class, name)) = path.map_err(|e| ApiError::new(ErrorCode::BadName, e.body_text()))?;
@@ -37,15 +43,20 @@ pub(crate) async fn object_socket(
             format!("no class named `{}`", key.class),
         ));
     }
-    let request = ConnectRequest { query };
+    let access = super::access::authorize(&runtime, &headers, &query, &key)?;
+    let slot = super::access::admit(&runtime, addr)?;
+    let request = ConnectRequest {
+        query: super::access::without_token(query),
+    };
     let rt = runtime.clone();
     Ok(configure(upgrade, &runtime).on_upgrade(move |ws| {
         crate::sockets::conn::serve(
             rt,
             key,
             request,
-            false,
-            crate::sockets::SocketMode::Envelope,
+            access,
+            SocketMode::Envelope,
+            Some(slot),
             ws,
         )
     }))

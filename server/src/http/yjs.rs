@@ -7,8 +7,10 @@ use std::collections::HashMap;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{Path, Query, State};
-use axum::http::{header, StatusCode};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use roost_protocol::ErrorCode;
 
@@ -25,16 +27,22 @@ fn doc_key(path: Result<Path<String>, PathRejection>) -> Result<ObjectKey, ApiEr
 
 pub(crate) async fn socket(
     State(runtime): State<Runtime>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
     path: Result<Path<String>, PathRejection>,
     Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     let key = doc_key(path)?;
+    let access = super::access::authorize(&runtime, &headers, &query, &key)?;
+    let slot = super::access::admit(&runtime, addr)?;
     let rt = runtime.clone();
-    let request = ConnectRequest { query };
+    let request = ConnectRequest {
+        query: super::access::without_token(query),
+    };
     Ok(
         super::ws::configure(upgrade, &runtime).on_upgrade(move |ws| {
-            crate::sockets::conn::serve(rt, key, request, false, SocketMode::Yjs, ws)
+            crate::sockets::conn::serve(rt, key, request, access, SocketMode::Yjs, Some(slot), ws)
         }),
     )
 }
@@ -58,8 +66,11 @@ pub(crate) async fn state(
     State(runtime): State<Runtime>,
     path: Result<Path<String>, PathRejection>,
     Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let key = doc_key(path)?;
+    super::access::authorize(&runtime, &headers, &query, &key)?;
+    let query = super::access::without_token(query);
     let request = FetchRequest {
         method: "GET".into(),
         path: "state".into(),
@@ -73,16 +84,19 @@ pub(crate) async fn state(
 pub(crate) async fn update(
     State(runtime): State<Runtime>,
     path: Result<Path<String>, PathRejection>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let key = doc_key(path)?;
+    let access = super::access::authorize(&runtime, &headers, &query, &key)?;
     let body = super::rpc::body_bytes(body)?;
     let request = FetchRequest {
         method: "POST".into(),
         path: "update".into(),
         query: HashMap::new(),
         body: body.to_vec(),
-        read_only: false,
+        read_only: access.read_only,
     };
     fetch(&runtime, key, request).await
 }

@@ -127,6 +127,7 @@ async fn run_inner<T: DurableObject>(args: ActorArgs) {
     let mut batch: Vec<Command> = Vec::with_capacity(max_batch);
     let mut inflight: VecDeque<InFlight> = VecDeque::new();
     let mut batches_since_checkpoint: u64 = 0;
+    let mut stashed_delete: Option<oneshot::Sender<Result<(), ErrorDetail>>> = None;
 
     loop {
         // Release the oldest in-flight batch as soon as it is durable, while
@@ -138,7 +139,9 @@ async fn run_inner<T: DurableObject>(args: ActorArgs) {
             }
             continue;
         }
-        let first = if let Some(ack) = inflight.front_mut().and_then(|f| f.ack.as_mut()) {
+        let first = if let Some(reply) = stashed_delete.take() {
+            Some(Command::Delete { reply })
+        } else if let Some(ack) = inflight.front_mut().and_then(|f| f.ack.as_mut()) {
             tokio::select! {
                 biased;
                 result = ack => {
@@ -188,12 +191,46 @@ async fn run_inner<T: DurableObject>(args: ActorArgs) {
             draining = true;
             continue;
         };
-        batch.push(first);
-        while batch.len() < max_batch {
-            match rx.try_recv() {
-                Ok(cmd) => batch.push(cmd),
-                Err(_) => break,
+        // A deletion runs alone, after everything before it.
+        let mut deletion = None;
+        if let Command::Delete { reply } = first {
+            deletion = Some(reply);
+        } else {
+            batch.push(first);
+            while batch.len() < max_batch {
+                match rx.try_recv() {
+                    Ok(Command::Delete { reply }) => {
+                        deletion = Some(reply);
+                        break;
+                    }
+                    Ok(cmd) => batch.push(cmd),
+                    Err(_) => break,
+                }
             }
+        }
+        if batch.is_empty() {
+            if let Some(reply) = deletion.take() {
+                // Let every earlier batch reach its clients first.
+                while let Some(mut f) = inflight.pop_front() {
+                    let result = match f.ack.take() {
+                        Some(ack) => ack.await.unwrap_or(Err(LogError::Closed)),
+                        None => Ok(()),
+                    };
+                    match result {
+                        Ok(()) => release(f, &runtime, key.id),
+                        Err(e) => {
+                            let err = error(
+                                ErrorCode::ObjectBroken,
+                                format!("batch could not be made durable: {e}"),
+                            );
+                            output::fail(&runtime, key.id, f.outputs, &err);
+                        }
+                    }
+                }
+                crate::sys::blocking(|| drop(live.take()));
+                let _ = reply.send(delete_object(&runtime, &key));
+            }
+            continue;
         }
         if live.is_none() {
             match start::<T>(&key, &runtime) {
@@ -225,6 +262,8 @@ async fn run_inner<T: DurableObject>(args: ActorArgs) {
                 live = None;
             }
         }
+        // A deletion found behind this batch runs next, before any new command.
+        stashed_delete = deletion.take();
         if batches_since_checkpoint >= WAL_CHECKPOINT_EVERY {
             batches_since_checkpoint = 0;
             if let Some(l) = live.as_ref() {
@@ -243,6 +282,39 @@ async fn run_inner<T: DurableObject>(args: ActorArgs) {
         .live_objects
         .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     drop(done_tx);
+}
+
+/// Deletes an evicted object's files, its sockets, catalog entry and alarm.
+fn delete_object(runtime: &Runtime, key: &ObjectKey) -> Result<(), ErrorDetail> {
+    for outbox in runtime.0.sockets.remove_object(&key.id) {
+        outbox.push(crate::sockets::OutFrame::Close(
+            1001,
+            "object deleted".into(),
+        ));
+    }
+    let path = object_path(&runtime.0.config.data_dir, &key.class, key.id);
+    for suffix in ["", "-wal", "-shm"] {
+        let mut p = path.as_os_str().to_owned();
+        p.push(suffix);
+        match std::fs::remove_file(&p) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(error(
+                    ErrorCode::Storage,
+                    format!("cannot delete {}: {e}", path.display()),
+                ))
+            }
+        }
+    }
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
+    }
+    runtime.0.alarms.unschedule(key.id);
+    runtime.0.alarms.reindex_lazily(runtime, key, None);
+    runtime.0.catalog.forget(key.id);
+    tracing::info!(class = %key.class, id = %key.id, "object deleted");
+    Ok(())
 }
 
 /// Opens storage and runs the constructor in a durable transaction of its own.
@@ -313,7 +385,8 @@ async fn run_event<T: DurableObject>(
             l.ctx.socket_read_only(*socket)
         }
         Command::Fetch { request, .. } => request.read_only,
-        Command::Closed { .. } | Command::Alarm { .. } => false,
+        Command::Inspect { .. } => true,
+        Command::Closed { .. } | Command::Alarm { .. } | Command::Delete { .. } => false,
     };
     let prepared = l
         .ctx
@@ -442,7 +515,11 @@ async fn run_event<T: DurableObject>(
                 }
             }
         }
-        Command::Alarm { .. } => return Ok(()),
+        Command::Alarm { .. } | Command::Delete { .. } => return Ok(()),
+        Command::Inspect { sql, reply } => {
+            let result = crate::storage::inspect::query(&l.ctx.storage, &sql);
+            (false, Some(Output::Reply(reply, result)), false)
+        }
         Command::Fetch { request, reply } => {
             let outcome = AssertUnwindSafe(l.object.fetch(&mut l.ctx, request))
                 .catch_unwind()
@@ -527,7 +604,14 @@ fn push_failure(cmd: Command, outputs: &mut Vec<Output>) {
             reply,
             Err(error(ErrorCode::ObjectBroken, "not run")),
         )),
+        Command::Inspect { reply, .. } => outputs.push(Output::Reply(
+            reply,
+            Err(error(ErrorCode::ObjectBroken, "not run")),
+        )),
         Command::Alarm { .. } => {}
+        Command::Delete { reply } => {
+            let _ = reply.send(Err(error(ErrorCode::ObjectBroken, "not run")));
+        }
     }
 }
 

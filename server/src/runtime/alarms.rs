@@ -159,6 +159,10 @@ impl Alarms {
         Ok(())
     }
 
+    pub(crate) fn indexed_time(&self, id: &ObjectId) -> Option<i64> {
+        self.indexed.get(id).map(|t| *t)
+    }
+
     /// Records a new index time that need not be durable (raising it, or
     /// forgetting the entry with `None`).
     pub(crate) fn reindex_lazily(&self, runtime: &Runtime, key: &ObjectKey, at_ms: Option<i64>) {

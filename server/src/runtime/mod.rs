@@ -45,6 +45,8 @@ pub struct RuntimeConfig {
     pub sockets: SocketLimits,
     pub alarms: AlarmConfig,
     pub ydoc: crate::classes::ydoc::YdocConfig,
+    pub auth: crate::auth::Auth,
+    pub max_connections_per_ip: usize,
     pub fault: Option<FaultHook>,
 }
 
@@ -75,6 +77,12 @@ pub(crate) enum Command {
     },
     /// The alarm index says the object's alarm is due.
     Alarm { retry: u32 },
+    /// A read-only SQL query from the admin console.
+    Inspect { sql: String, reply: Reply },
+    /// Delete the object: its files, sockets, catalog entry and alarm.
+    Delete {
+        reply: oneshot::Sender<Result<(), ErrorDetail>>,
+    },
     /// An HTTP request for the object's `fetch`.
     Fetch {
         request: crate::object::FetchRequest,
@@ -106,6 +114,12 @@ impl Command {
             Command::Fetch { reply, .. } => {
                 let _ = reply.send(Err(error));
             }
+            Command::Inspect { reply, .. } => {
+                output::deliver_reply(runtime, object, reply, Err(error))
+            }
+            Command::Delete { reply } => {
+                let _ = reply.send(Err(error));
+            }
             Command::Alarm { retry, .. } => {
                 // Not run: try again after the backoff, as for a failed attempt.
                 let alarms = &runtime.0.alarms;
@@ -135,7 +149,7 @@ pub(crate) struct RuntimeInner {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) log: CommitLog,
     pub(crate) catalog: Catalog,
-    pub(crate) sockets: SocketHub,
+    pub(crate) sockets: Arc<SocketHub>,
     pub(crate) alarms: alarms::Alarms,
     pub(crate) clock: Clock,
     directory: DashMap<ObjectId, Slot>,
@@ -174,7 +188,7 @@ impl Runtime {
             metrics,
             log,
             catalog,
-            sockets: SocketHub::default(),
+            sockets: Arc::new(SocketHub::default()),
             clock: Clock::new(),
             directory: DashMap::new(),
             next_generation: AtomicU64::new(1),
@@ -251,6 +265,35 @@ impl Runtime {
                 // The actor closed its mailbox on its way out; it has left a
                 // tombstone, so the next lookup waits for it to finish.
                 Err(mpsc::error::TrySendError::Closed(back)) => cmd = back,
+            }
+        }
+    }
+
+    /// Like `send`, but waits (up to 5 s) for room in a full mailbox: a socket
+    /// that sends faster than its object keeps up is slowed down, not dropped.
+    pub(crate) async fn send_wait(
+        &self,
+        key: &ObjectKey,
+        mut cmd: Command,
+    ) -> Result<(), ErrorDetail> {
+        if !self.0.registry.contains(&key.class) {
+            return Err(error(
+                ErrorCode::UnknownClass,
+                format!("no class named `{}`", key.class),
+            ));
+        }
+        loop {
+            let tx = self.mailbox(key).await?;
+            match tokio::time::timeout(Duration::from_secs(5), tx.send(cmd)).await {
+                Ok(Ok(())) => return Ok(()),
+                Ok(Err(mpsc::error::SendError(back))) => cmd = back,
+                Err(_) => {
+                    self.0.metrics.error("overloaded");
+                    return Err(error(
+                        ErrorCode::Overloaded,
+                        "object mailbox stayed full for 5 s; retry later",
+                    ));
+                }
             }
         }
     }
@@ -351,6 +394,69 @@ impl Runtime {
                 "the object stopped before answering",
             ))
         })
+    }
+
+    /// Runs a read-only SQL query on the object's database (admin console).
+    pub async fn inspect(&self, key: &ObjectKey, sql: &str) -> Result<Value, ErrorDetail> {
+        let (reply, wait) = oneshot::channel();
+        self.send(
+            key,
+            Command::Inspect {
+                sql: sql.to_owned(),
+                reply: Reply::Http(reply),
+            },
+        )
+        .await?;
+        wait.await.unwrap_or_else(|_| {
+            Err(error(
+                ErrorCode::ShuttingDown,
+                "the object stopped before answering",
+            ))
+        })
+    }
+
+    /// Deletes an object: its files, sockets, catalog entry and alarm.
+    pub async fn delete(&self, key: &ObjectKey) -> Result<(), ErrorDetail> {
+        for _ in 0..20 {
+            let (reply, wait) = oneshot::channel();
+            self.send_wait(key, Command::Delete { reply }).await?;
+            match wait.await {
+                Ok(Err(e)) if e.code == ErrorCode::Overloaded => continue,
+                Ok(r) => return r,
+                Err(_) => {
+                    return Err(error(
+                        ErrorCode::ShuttingDown,
+                        "the object stopped before answering",
+                    ))
+                }
+            }
+        }
+        Err(error(
+            ErrorCode::Overloaded,
+            "the object stayed busy; retry the deletion",
+        ))
+    }
+
+    /// Whether the object has an actor (state in memory).
+    pub fn is_live(&self, id: &ObjectId) -> bool {
+        self.0.directory.contains_key(id)
+    }
+
+    /// Open sockets of one object.
+    pub fn sockets_of(&self, id: &ObjectId) -> usize {
+        self.0
+            .sockets
+            .get(id)
+            .map_or(0, |t| t.with_table(|t| t.len()))
+    }
+
+    /// The alarm index's time for the object, if any.
+    pub fn indexed_alarm(&self, id: &ObjectId) -> Option<i64> {
+        self.0.alarms.indexed_time(id)
+    }
+
+    pub(crate) fn catalog(&self) -> &Catalog {
+        &self.0.catalog
     }
 
     /// Open sockets across all objects.

@@ -15,6 +15,7 @@ use roost_protocol::{ClientFrame, DecodeError, ErrorCode, ServerFrame};
 use tokio::sync::oneshot;
 
 use super::{OutFrame, Outbox, SocketEntry, SocketId, SocketMessage, SocketMode};
+use crate::auth::Access;
 use crate::id::ObjectKey;
 use crate::runtime::{Admission, Command, ConnectRequest, Reply, Runtime};
 
@@ -36,10 +37,12 @@ pub(crate) async fn serve(
     runtime: Runtime,
     key: ObjectKey,
     request: ConnectRequest,
-    read_only: bool,
+    access: Access,
     mode: SocketMode,
+    _ip_slot: Option<super::IpSlot>,
     mut ws: WebSocket,
 ) {
+    let read_only = access.read_only;
     let hub = &runtime.0.sockets;
     let limits = runtime.0.config.sockets.clone();
     let socket = hub.next_id();
@@ -105,6 +108,7 @@ pub(crate) async fn serve(
         outbox: &outbox,
         max_frame: limits.max_frame_bytes,
         mode,
+        expires_ms: access.expires_ms,
     };
     let (code, reason) = run(&conn, &mut ws).await;
     if mode == SocketMode::Yjs {
@@ -120,6 +124,11 @@ pub(crate) async fn serve(
         }
     });
     drop(ws);
+    let still_listed = table.with_table(|t| t.contains_key(&socket));
+    if !still_listed {
+        // The object was deleted with its sockets: nothing to tell it.
+        return;
+    }
     if runtime
         .send(
             &key,
@@ -137,6 +146,58 @@ pub(crate) async fn serve(
 }
 
 /// The socket loop; returns the close code and reason.
+/// Roost extension on Yjs sockets: `[101, varString(token)]`.
+const MSG_REFRESH: u8 = 101;
+
+/// A token bucket: `rate` frames per second, bursts of `rate`.
+struct Bucket {
+    rate: f64,
+    tokens: f64,
+    last: tokio::time::Instant,
+}
+
+impl Bucket {
+    fn new(rate: u32) -> Bucket {
+        let rate = f64::from(rate.max(1));
+        Bucket {
+            rate,
+            tokens: rate,
+            last: tokio::time::Instant::now(),
+        }
+    }
+
+    fn take(&mut self) -> bool {
+        let now = tokio::time::Instant::now();
+        self.tokens =
+            (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(self.rate);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Checks a refreshed token; on success updates the socket's permission and
+/// returns its new expiry.
+fn refresh(
+    runtime: &Runtime,
+    key: &ObjectKey,
+    table: &super::ObjectSockets,
+    socket: SocketId,
+    token: &str,
+) -> Result<Option<i64>, roost_protocol::ErrorDetail> {
+    let access = runtime.0.config.auth.check(Some(token), key)?;
+    table.with_table(|t| {
+        if let Some(e) = t.get_mut(&socket) {
+            e.read_only = access.read_only;
+        }
+    });
+    Ok(access.expires_ms)
+}
+
 /// What the socket loop works with.
 struct Conn<'a> {
     runtime: &'a Runtime,
@@ -146,6 +207,7 @@ struct Conn<'a> {
     outbox: &'a Outbox,
     max_frame: usize,
     mode: SocketMode,
+    expires_ms: Option<i64>,
 }
 
 async fn run(conn: &Conn<'_>, ws: &mut WebSocket) -> (u16, String) {
@@ -157,9 +219,12 @@ async fn run(conn: &Conn<'_>, ws: &mut WebSocket) -> (u16, String) {
         outbox,
         max_frame,
         mode,
+        ..
     } = *conn;
     let metrics = &runtime.0.metrics;
     let mut pending: Vec<OutFrame> = Vec::new();
+    let mut expires = conn.expires_ms;
+    let mut bucket = Bucket::new(runtime.0.config.sockets.max_messages_per_sec);
     loop {
         // Write everything queued, giving up on a client too slow to take it.
         if outbox.drain(&mut pending) {
@@ -209,8 +274,17 @@ async fn run(conn: &Conn<'_>, ws: &mut WebSocket) -> (u16, String) {
             }
             continue;
         }
+        let expiry = expires.map(|ms| {
+            let left = ms - crate::catalog::now_ms();
+            tokio::time::Instant::now() + std::time::Duration::from_millis(left.max(0) as u64)
+        });
         tokio::select! {
             () = outbox.notify.notified() => continue,
+            () = async { if let Some(at) = expiry { tokio::time::sleep_until(at).await } }, if expiry.is_some() => {
+                tracing::info!(%socket, "closing a socket whose token expired");
+                close(ws, 1008, "token expired").await;
+                return (1008, "token expired".into());
+            }
             incoming = ws.recv() => {
                 let msg = match incoming {
                     None => return (1006, String::new()),
@@ -225,6 +299,11 @@ async fn run(conn: &Conn<'_>, ws: &mut WebSocket) -> (u16, String) {
                         return (1006, text);
                     }
                 };
+                if matches!(msg, Message::Text(_) | Message::Binary(_)) && !bucket.take() {
+                    tracing::info!(%socket, "closing a socket over its message rate");
+                    close(ws, 1008, "message rate limit exceeded").await;
+                    return (1008, "message rate limit exceeded".into());
+                }
                 match msg {
                     Message::Text(_) if mode == SocketMode::Yjs => {
                         close(ws, 1008, "y-websocket messages are binary frames").await;
@@ -236,7 +315,7 @@ async fn run(conn: &Conn<'_>, ws: &mut WebSocket) -> (u16, String) {
                             // sync: the document's object handles it.
                             Some(0) => {
                                 let cmd = Command::Message { socket, msg: SocketMessage::Binary(bytes.to_vec()) };
-                                if let Err(e) = runtime.send(key, cmd).await {
+                                if let Err(e) = runtime.send_wait(key, cmd).await {
                                     return close_for(ws, &e).await;
                                 }
                             }
@@ -253,6 +332,18 @@ async fn run(conn: &Conn<'_>, ws: &mut WebSocket) -> (u16, String) {
                             Some(3) => {
                                 if let Some(state) = table.awareness_state() {
                                     outbox.push(OutFrame::Msg(state));
+                                }
+                            }
+                            // Roost extension: in-band token refresh.
+                            Some(&MSG_REFRESH) => {
+                                let mut decoder = yrs::updates::decoder::DecoderV1::from(&bytes[1..]);
+                                let token = yrs::encoding::read::Read::read_string(&mut decoder).map(str::to_owned);
+                                match token.map_err(|e| e.to_string()).and_then(|t| refresh(runtime, key, table, socket, &t).map_err(|e| e.message)) {
+                                    Ok(exp) => expires = exp,
+                                    Err(why) => {
+                                        close(ws, 1008, &format!("token refresh refused: {why}")).await;
+                                        return (1008, "token refresh refused".into());
+                                    }
                                 }
                             }
                             Some(_) => {
@@ -277,15 +368,27 @@ async fn run(conn: &Conn<'_>, ws: &mut WebSocket) -> (u16, String) {
                             Ok(ClientFrame::Call { id, method, args }) => {
                                 let read_only = table.with_table(|t| t.get(&socket).is_some_and(|e| e.read_only));
                                 let cmd = Command::Call { method, args, read_only, from: Some(socket), reply: Reply::Socket { socket, id } };
-                                if let Err(e) = runtime.send(key, cmd).await {
+                                if let Err(e) = runtime.send_wait(key, cmd).await {
                                     let frame = ServerFrame::err(id, e).encode();
                                     outbox.push(OutFrame::Msg(Message::Text(frame.into())));
                                 }
                             }
                             Ok(ClientFrame::Other(_)) | Err(DecodeError::NotJson(_)) => {
                                 let cmd = Command::Message { socket, msg: SocketMessage::Text(text.as_str().to_owned()) };
-                                if let Err(e) = runtime.send(key, cmd).await {
+                                if let Err(e) = runtime.send_wait(key, cmd).await {
                                     return close_for(ws, &e).await;
+                                }
+                            }
+                            Ok(ClientFrame::Auth { token }) => {
+                                match refresh(runtime, key, table, socket, &token) {
+                                    Ok(exp) => {
+                                        expires = exp;
+                                        let data = serde_json::json!({ "exp": exp });
+                                        outbox.push(OutFrame::Msg(Message::Text(ServerFrame::event("auth", data).encode().into())));
+                                    }
+                                    Err(e) => {
+                                        outbox.push(OutFrame::Msg(error_event(e.code, &format!("token refresh refused: {}", e.message))));
+                                    }
                                 }
                             }
                             Err(DecodeError::BadCall(why)) => {
@@ -296,7 +399,7 @@ async fn run(conn: &Conn<'_>, ws: &mut WebSocket) -> (u16, String) {
                     Message::Binary(bytes) => {
                         metrics.frames_in.fetch_add(1, Ordering::Relaxed);
                         let cmd = Command::Message { socket, msg: SocketMessage::Binary(bytes.to_vec()) };
-                        if let Err(e) = runtime.send(key, cmd).await {
+                        if let Err(e) = runtime.send_wait(key, cmd).await {
                             return close_for(ws, &e).await;
                         }
                     }

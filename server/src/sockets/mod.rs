@@ -78,6 +78,9 @@ pub struct SocketLimits {
     pub max_tag_bytes: usize,
     /// Largest attachment per socket, in bytes.
     pub max_attachment_bytes: usize,
+    /// Most frames per second one socket may send (burst of the same size);
+    /// beyond it the socket is closed with 1008.
+    pub max_messages_per_sec: u32,
 }
 
 impl Default for SocketLimits {
@@ -89,6 +92,7 @@ impl Default for SocketLimits {
             max_tags: 10,
             max_tag_bytes: 256,
             max_attachment_bytes: 16 * 1024,
+            max_messages_per_sec: 1000,
         }
     }
 }
@@ -286,6 +290,7 @@ impl ObjectSockets {
 #[derive(Default)]
 pub(crate) struct SocketHub {
     objects: DashMap<ObjectId, Arc<ObjectSockets>>,
+    per_ip: DashMap<std::net::IpAddr, usize>,
     next_id: AtomicU64,
     pub open: AtomicU64,
 }
@@ -356,6 +361,44 @@ impl SocketHub {
 
     pub(crate) fn is_empty(&self) -> bool {
         self.objects.is_empty()
+    }
+
+    /// Counts a connection from `ip`, unless it already has `max`.
+    pub(crate) fn admit_ip(self: &Arc<Self>, ip: std::net::IpAddr, max: usize) -> Option<IpSlot> {
+        let mut n = self.per_ip.entry(ip).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        drop(n);
+        Some(IpSlot {
+            hub: self.clone(),
+            ip,
+        })
+    }
+
+    /// Removes an object's whole socket table (the object was deleted) and
+    /// returns the outboxes of its sockets.
+    pub(crate) fn remove_object(&self, object: &ObjectId) -> Vec<Arc<Outbox>> {
+        match self.objects.remove(object) {
+            Some((_, t)) => t.with_table(|t| t.drain().map(|(_, e)| e.outbox).collect()),
+            None => Vec::new(),
+        }
+    }
+}
+
+/// One counted connection from an IP address; dropping it uncounts it.
+pub(crate) struct IpSlot {
+    hub: Arc<SocketHub>,
+    ip: std::net::IpAddr,
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        self.hub.per_ip.remove_if_mut(&self.ip, |_, n| {
+            *n = n.saturating_sub(1);
+            *n == 0
+        });
     }
 }
 

@@ -8,6 +8,7 @@
 //! changeset of a batch, and an fsync of the object's own files.
 
 pub mod capture;
+pub mod inspect;
 mod kv;
 
 use std::fs::{self, File};

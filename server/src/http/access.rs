@@ -1,0 +1,48 @@
+//! Per-request access checks shared by the object routes: the token (header
+//! or `?token=`), and the per-IP connection limit for WebSockets.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use axum::http::{header, HeaderMap};
+use roost_protocol::ErrorCode;
+
+use super::error::ApiError;
+use crate::auth::{token_from, Access};
+use crate::id::ObjectKey;
+use crate::runtime::Runtime;
+use crate::sockets::IpSlot;
+
+/// What the request's token allows on `key` (401/403 otherwise).
+pub(crate) fn authorize(
+    runtime: &Runtime,
+    headers: &HeaderMap,
+    query: &HashMap<String, String>,
+    key: &ObjectKey,
+) -> Result<Access, ApiError> {
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let token = token_from(authorization, query.get("token").map(String::as_str));
+    Ok(runtime.0.config.auth.check(token, key)?)
+}
+
+/// Counts a WebSocket from `addr`'s IP, refusing it beyond the limit.
+pub(crate) fn admit(runtime: &Runtime, addr: SocketAddr) -> Result<IpSlot, ApiError> {
+    let max = runtime.0.config.max_connections_per_ip;
+    runtime.0.sockets.admit_ip(addr.ip(), max).ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::RateLimited,
+            format!(
+                "too many open connections from {} (limit {max}, --max-connections-per-ip)",
+                addr.ip()
+            ),
+        )
+    })
+}
+
+/// The query without the token, as handed to `on_connect`.
+pub(crate) fn without_token(mut query: HashMap<String, String>) -> HashMap<String, String> {
+    query.remove("token");
+    query
+}

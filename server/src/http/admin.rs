@@ -1,0 +1,134 @@
+//! The admin API (`/v1/admin/...`), enabled only with `--admin-token`:
+//! list objects, one object's details, read-only SQL on its database, and
+//! deleting it. Access tokens are not admin tokens.
+
+use std::collections::HashMap;
+
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap};
+use axum::Json;
+use roost_protocol::ErrorCode;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::error::ApiError;
+use crate::id::{object_path, ObjectKey};
+use crate::runtime::Runtime;
+
+fn admin(runtime: &Runtime, headers: &HeaderMap) -> Result<(), ApiError> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|h| h.strip_prefix("Bearer "));
+    Ok(runtime.0.config.auth.check_admin(token)?)
+}
+
+fn existing(
+    runtime: &Runtime,
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> Result<ObjectKey, ApiError> {
+    let Path((class, name)) = path.map_err(|e| ApiError::new(ErrorCode::BadName, e.body_text()))?;
+    let key = ObjectKey::new(&class, &name)
+        .map_err(|e| ApiError::new(ErrorCode::BadName, e.to_string()))?;
+    if !object_path(&runtime.0.config.data_dir, &key.class, key.id).exists() {
+        return Err(ApiError::new(
+            ErrorCode::NotFound,
+            format!("no object {class}/{name}"),
+        ));
+    }
+    Ok(key)
+}
+
+pub(crate) async fn list(
+    State(runtime): State<Runtime>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    admin(&runtime, &headers)?;
+    let limit: u32 = q
+        .get("limit")
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(100)
+        .clamp(1, 1000);
+    let mut objects = runtime
+        .catalog()
+        .list(
+            q.get("class").cloned(),
+            q.get("prefix").cloned(),
+            q.get("cursor").cloned(),
+            limit + 1,
+        )
+        .await;
+    let next_cursor = if objects.len() > limit as usize {
+        objects.truncate(limit as usize);
+        objects.last().map(|o| format!("{}/{}", o.class, o.name))
+    } else {
+        None
+    };
+    Ok(Json(
+        json!({ "objects": objects, "next_cursor": next_cursor }),
+    ))
+}
+
+pub(crate) async fn details(
+    State(runtime): State<Runtime>,
+    headers: HeaderMap,
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> Result<Json<Value>, ApiError> {
+    admin(&runtime, &headers)?;
+    let key = existing(&runtime, path)?;
+    let file = object_path(&runtime.0.config.data_dir, &key.class, key.id);
+    let size = |suffix: &str| {
+        let mut p = file.as_os_str().to_owned();
+        p.push(suffix);
+        std::fs::metadata(&p).map_or(0, |m| m.len())
+    };
+    let entry = runtime.catalog().get(key.id).await;
+    Ok(Json(json!({
+        "class": key.class,
+        "name": key.name,
+        "id": key.id.to_string(),
+        "storage_bytes": size("") + size("-wal"),
+        "live": runtime.is_live(&key.id),
+        "sockets": runtime.sockets_of(&key.id),
+        "next_alarm_ms": runtime.indexed_alarm(&key.id),
+        "created_ms": entry.as_ref().map(|e| e.created_ms),
+        "last_active_ms": entry.as_ref().map(|e| e.last_active_ms),
+    })))
+}
+
+#[derive(Deserialize)]
+pub(crate) struct SqlBody {
+    sql: String,
+}
+
+pub(crate) async fn sql(
+    State(runtime): State<Runtime>,
+    headers: HeaderMap,
+    path: Result<Path<(String, String)>, PathRejection>,
+    body: Result<Json<SqlBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    admin(&runtime, &headers)?;
+    let key = existing(&runtime, path)?;
+    let Json(body) = body.map_err(|e| {
+        ApiError::new(
+            ErrorCode::BadRequest,
+            format!("expected {{\"sql\": \"...\"}}: {}", e.body_text()),
+        )
+    })?;
+    Ok(Json(runtime.inspect(&key, &body.sql).await?))
+}
+
+pub(crate) async fn delete(
+    State(runtime): State<Runtime>,
+    headers: HeaderMap,
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> Result<Json<Value>, ApiError> {
+    admin(&runtime, &headers)?;
+    let key = existing(&runtime, path)?;
+    runtime.delete(&key).await?;
+    Ok(Json(
+        json!({ "deleted": format!("{}/{}", key.class, key.name) }),
+    ))
+}
