@@ -81,13 +81,18 @@ impl ClientFrame {
     }
 }
 
+/// A field that is present is `Some`, even when it is `null`.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
+}
+
 /// A frame sent by the server.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerFrame {
     Result {
         id: u64,
-        #[serde(skip_serializing_if = "Option::is_none", default)]
+        #[serde(skip_serializing_if = "Option::is_none", default, deserialize_with = "present")]
         ok: Option<Value>,
         #[serde(skip_serializing_if = "Option::is_none", default)]
         error: Option<ErrorDetail>,
