@@ -43,7 +43,6 @@ use crate::commitlog::LogError;
 use crate::ctx::Ctx;
 use crate::id::{object_path, ObjectKey};
 use crate::object::DurableObject;
-use crate::storage::capture::ChangeCapture;
 use crate::storage::{Storage, StorageError};
 
 pub(crate) struct ActorArgs {
@@ -341,14 +340,6 @@ async fn run_batch<T: DurableObject>(
         fail_all(pending, batch, broken("cannot begin transaction", &e));
         return BatchEnd::Broken;
     }
-    let capture = match ChangeCapture::start(l.ctx.storage.sql()) {
-        Ok(c) => c,
-        Err(e) => {
-            l.ctx.storage.rollback();
-            fail_all(pending, batch, broken("cannot capture changes", &e));
-            return BatchEnd::Broken;
-        }
-    };
     let mut panicked = false;
     for cmd in batch.drain(..) {
         match cmd {
@@ -398,7 +389,6 @@ async fn run_batch<T: DurableObject>(
     if panicked {
         // Undo the whole batch: its in-memory state cannot be trusted.
         l.ctx.storage.rollback();
-        drop(capture);
         let e = error(
             ErrorCode::ObjectBroken,
             "an event in this batch failed; nothing was saved",
@@ -410,7 +400,7 @@ async fn run_batch<T: DurableObject>(
         return BatchEnd::Broken;
     }
 
-    let changes = match l.ctx.storage.finish_batch(&capture) {
+    let changes = match l.ctx.storage.finish_batch() {
         Ok(c) => c,
         Err(e) => {
             l.ctx.storage.rollback();
@@ -419,7 +409,6 @@ async fn run_batch<T: DurableObject>(
             return BatchEnd::Broken;
         }
     };
-    drop(capture);
     let injected = runtime
         .0
         .config
@@ -444,7 +433,7 @@ async fn run_batch<T: DurableObject>(
     let wrote = changes.is_some();
     let ack = match changes {
         None => None,
-        Some(changes) if changes.schema_changed => {
+        Some(changes) if changes.needs_file_sync() => {
             let storage = &l.ctx.storage;
             if let Err(e) = crate::sys::blocking(|| storage.sync_files()) {
                 metrics.error("log_failed");
