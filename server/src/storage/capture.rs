@@ -125,8 +125,6 @@ pub enum CaptureError {
     Malformed { offset: usize, what: &'static str },
     #[error("cannot replay changes into table {table:?}: {why}")]
     Unsupported { table: String, why: &'static str },
-    #[error("foreign keys must be off to replay changes inside a transaction")]
-    ForeignKeysOn,
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
 }
@@ -957,9 +955,11 @@ fn decode(bytes: &[u8]) -> Result<Vec<Change<'_>>, CaptureError> {
 /// nothing. Returns how many changes were skipped because their table no
 /// longer exists (or no longer has the recorded number of columns).
 ///
-/// Triggers are disabled while replaying, and foreign keys must be off (they
-/// are turned off if `conn` is not inside a transaction): the effects of both
-/// were captured as changes of their own.
+/// Triggers and foreign key enforcement are off while replaying: the effects
+/// of both were captured as changes of their own, and a replayed REPLACE
+/// must not cascade. (Turned off through `sqlite3_db_config`, which, unlike
+/// `PRAGMA foreign_keys`, also works inside the caller's transaction; the
+/// replayed state satisfied every constraint when it was committed.)
 pub fn apply_changeset(conn: &Connection, changeset: &[u8]) -> Result<u64, CaptureError> {
     if changeset.is_empty() {
         return Ok(0);
@@ -995,12 +995,8 @@ impl<'c> ReplayMode<'c> {
             restore_triggers: false,
             restore_foreign_keys: false,
         };
-        let foreign_keys: bool = conn.query_row("PRAGMA foreign_keys", [], |r| r.get(0))?;
-        if foreign_keys {
-            if !conn.is_autocommit() {
-                return Err(CaptureError::ForeignKeysOn);
-            }
-            conn.execute_batch("PRAGMA foreign_keys=OFF;")?;
+        if conn.db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_FKEY)? {
+            conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_FKEY, false)?;
             mode.restore_foreign_keys = true;
         }
         if conn.db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_TRIGGER)? {
@@ -1022,7 +1018,10 @@ impl Drop for ReplayMode<'_> {
             }
         }
         if self.restore_foreign_keys {
-            if let Err(e) = self.conn.execute_batch("PRAGMA foreign_keys=ON;") {
+            if let Err(e) = self
+                .conn
+                .set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_FKEY, true)
+            {
                 tracing::warn!(error = %e, "cannot re-enable foreign keys after replay");
             }
         }
@@ -1623,7 +1622,7 @@ mod tests {
     #[test]
     fn replay_disables_triggers_and_foreign_keys() {
         let schema = "
-            CREATE TABLE parent(id INTEGER PRIMARY KEY);
+            CREATE TABLE parent(id INTEGER PRIMARY KEY, name);
             CREATE TABLE child(id INTEGER PRIMARY KEY, p REFERENCES parent(id) ON DELETE CASCADE);
             CREATE TABLE audit(id INTEGER PRIMARY KEY AUTOINCREMENT, what);
             CREATE TRIGGER parent_audit AFTER INSERT ON parent
@@ -1631,15 +1630,27 @@ mod tests {
             PRAGMA foreign_keys = ON;";
         let a = capturing(schema);
         a.execute_batch(
-            "INSERT INTO parent VALUES(1); INSERT INTO parent VALUES(2);
+            "INSERT INTO parent(id) VALUES(1); INSERT INTO parent(id) VALUES(2);
              INSERT INTO child VALUES(10, 1); INSERT INTO child VALUES(20, 2);
-             DELETE FROM parent WHERE id = 1;",
+             INSERT INTO child VALUES(30, 2); DELETE FROM parent WHERE id = 1;",
         )
         .expect("writes");
-        let bytes = take_replayable(&a);
+        let first = take_replayable(&a);
+        // Replayed as a REPLACE of the parent row: must not cascade.
+        a.execute_batch("UPDATE parent SET name = 'renamed' WHERE id = 2;")
+            .expect("update");
+        let second = take_replayable(&a);
         let b = plain(schema);
-        apply_changeset(&b, &bytes).expect("apply");
+        // Inside the caller's transaction, as recovery does.
+        b.execute_batch("BEGIN").expect("begin");
+        apply_changeset(&b, &first).expect("apply");
+        apply_changeset(&b, &second).expect("apply");
+        b.execute_batch("COMMIT").expect("commit");
         assert_eq!(contents(&a), contents(&b));
+        let children: i64 = b
+            .query_row("SELECT count(*) FROM child", [], |r| r.get(0))
+            .expect("children");
+        assert_eq!(children, 2);
         // Both are back on afterwards.
         assert!(b
             .db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_TRIGGER)
@@ -1648,12 +1659,6 @@ mod tests {
             .query_row("PRAGMA foreign_keys", [], |r| r.get(0))
             .expect("fk");
         assert!(fk);
-        // Inside a transaction foreign keys cannot be switched off.
-        b.execute_batch("BEGIN").expect("begin");
-        assert!(matches!(
-            apply_changeset(&b, &bytes),
-            Err(CaptureError::ForeignKeysOn)
-        ));
     }
 
     /// splitmix64: small, seedable, good enough to drive the property test.
