@@ -509,6 +509,7 @@ unsafe fn encode_change(
         }
         OP_DELETE => {
             put_int(buf, old_rowid);
+            // SAFETY (each call): inside the preupdate callback of `db`.
             (0..ncol).all(|i| unsafe { put_column(buf, db, Side::Old, i) })
         }
         _ => {

@@ -273,6 +273,9 @@ impl Storage {
     /// Commits the batch transaction (not yet durable by itself).
     pub(crate) fn commit(&mut self, wrote: bool) -> Result<(), StorageError> {
         self.run("COMMIT")?;
+        // Whatever is still recorded (e.g. a constructor's writes) is durable
+        // by other means now.
+        self.conn.begin_capture();
         if wrote {
             self.seq += 1;
         }
