@@ -44,7 +44,6 @@ use crate::commitlog::LogError;
 use crate::ctx::Ctx;
 use crate::id::{object_path, ObjectId, ObjectKey};
 use crate::object::DurableObject;
-use crate::storage::capture::ChangeCapture;
 use crate::storage::{Storage, StorageError};
 
 pub(crate) struct ActorArgs {
@@ -747,14 +746,6 @@ async fn run_batch<T: DurableObject>(
         fail_all(outputs, batch, broken("cannot begin transaction", &e));
         return BatchEnd::Broken;
     }
-    let capture = match ChangeCapture::start(l.ctx.storage.sql()) {
-        Ok(c) => c,
-        Err(e) => {
-            l.ctx.storage.rollback();
-            fail_all(outputs, batch, broken("cannot capture changes", &e));
-            return BatchEnd::Broken;
-        }
-    };
     let mut failure = None;
     let mut cmds = std::mem::take(batch).into_iter();
     while let Some(cmd) = cmds.next() {
@@ -767,7 +758,6 @@ async fn run_batch<T: DurableObject>(
     if let Some(f) = failure {
         // Undo the whole batch: its in-memory state cannot be trusted.
         l.ctx.storage.rollback();
-        drop(capture);
         let e = match f {
             EventFailure::Broken(msg, own) => {
                 outputs.extend(own);
@@ -782,7 +772,7 @@ async fn run_batch<T: DurableObject>(
         return BatchEnd::Broken;
     }
 
-    let changes = match l.ctx.storage.finish_batch(&capture) {
+    let changes = match l.ctx.storage.finish_batch() {
         Ok(c) => c,
         Err(e) => {
             l.ctx.storage.rollback();
@@ -791,7 +781,6 @@ async fn run_batch<T: DurableObject>(
             return BatchEnd::Broken;
         }
     };
-    drop(capture);
     // An alarm set in this batch must be in the durable index before the
     // batch commits (the index may be early, never late or missing).
     if std::mem::take(&mut l.ctx.alarm_touched) {
@@ -842,7 +831,7 @@ async fn run_batch<T: DurableObject>(
     let wrote = changes.is_some();
     let ack = match changes {
         None => None,
-        Some(changes) if changes.schema_changed => {
+        Some(changes) if changes.needs_file_sync() => {
             let storage = &l.ctx.storage;
             if let Err(e) = crate::sys::blocking(|| storage.sync_files()) {
                 metrics.error("log_failed");

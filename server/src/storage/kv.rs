@@ -119,6 +119,7 @@ impl Storage {
             encoded.push((*key, self.encode_value(value)?));
         }
         self.conn.execute_batch("SAVEPOINT roost_put_many;")?;
+        let mark = self.conn.mark();
         let result = (|| {
             let mut stmt = self
                 .conn
@@ -134,8 +135,10 @@ impl Storage {
                 Ok(())
             }
             Err(e) => {
-                self.conn
-                    .execute_batch("ROLLBACK TO roost_put_many; RELEASE roost_put_many;")?;
+                self.conn.rollback_to(mark, || {
+                    self.conn
+                        .execute_batch("ROLLBACK TO roost_put_many; RELEASE roost_put_many;")
+                })?;
                 Err(classify(e, &self.limits))
             }
         }

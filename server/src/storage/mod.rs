@@ -5,7 +5,8 @@
 //! nothing else touches the file while the object is live. This module does
 //! not decide when to commit or how commits become durable — the actor and
 //! the commit log do — but it offers the pieces: savepoints per event, the
-//! changeset of a batch, and an fsync of the object's own files.
+//! changeset of a batch (captured on the connection, see `capture`), and an
+//! fsync of the object's own files.
 
 pub mod capture;
 pub mod inspect;
@@ -17,6 +18,7 @@ use std::sync::Arc;
 
 use rusqlite::{Connection, OpenFlags};
 
+use capture::{CapturingConnection, Mark};
 pub use kv::ListOptions;
 
 /// Size limits enforced on every object's storage.
@@ -77,14 +79,31 @@ pub struct BatchChanges {
     /// replayed from a changeset alone, so it must be synced to the object's
     /// own file before its outputs leave.
     pub schema_changed: bool,
+    /// False if the changeset may not reproduce the batch (SQLite undid
+    /// changes inside it that the capture could not attribute, see
+    /// `capture`); like a schema change, such a batch is synced to the
+    /// object's own file instead of being logged.
+    pub replayable: bool,
+}
+
+impl BatchChanges {
+    /// The batch must be made durable by fsyncing the object's own files:
+    /// replaying its changeset would not reproduce it.
+    pub fn needs_file_sync(&self) -> bool {
+        self.schema_changed || !self.replayable
+    }
 }
 
 pub struct Storage {
-    conn: Connection,
+    /// The connection, with change capture installed for its whole life
+    /// (removed when it is dropped, before the connection closes).
+    conn: CapturingConnection,
     path: PathBuf,
     limits: StorageLimits,
     read_only: bool,
     schema_version_at_begin: i64,
+    /// Where the running event's changes begin in the batch's capture.
+    event_mark: Mark,
     /// Sequence number of the last committed batch that wrote anything.
     seq: u64,
 }
@@ -106,12 +125,12 @@ impl Storage {
                 create_dir_all_durable(parent)?;
             }
         }
-        let conn = Connection::open_with_flags(
+        let conn = CapturingConnection::install(Connection::open_with_flags(
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE
                 | OpenFlags::SQLITE_OPEN_CREATE
                 | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )?;
+        )?)?;
         // NORMAL in WAL mode: commits are not fsynced by SQLite (the commit log
         // or `sync_files` makes them durable), checkpoints are.
         // The actor is the file's only user: an exclusive lock spares a
@@ -140,6 +159,7 @@ impl Storage {
             limits,
             read_only: false,
             schema_version_at_begin: 0,
+            event_mark: Mark::default(),
             seq: u64::try_from(seq).unwrap_or(0),
         })
     }
@@ -211,23 +231,28 @@ impl Storage {
         Ok(())
     }
 
-    /// Opens the batch transaction.
+    /// Opens the batch transaction and starts capturing its row changes.
     pub(crate) fn begin_batch(&mut self) -> Result<(), StorageError> {
         self.run("BEGIN IMMEDIATE")?;
+        self.conn.begin_capture();
         self.schema_version_at_begin = self.schema_version()?;
         Ok(())
     }
 
     /// Starts one event's savepoint inside the batch.
-    pub(crate) fn begin_event(&self) -> Result<(), StorageError> {
-        self.run("SAVEPOINT roost_event")
+    pub(crate) fn begin_event(&mut self) -> Result<(), StorageError> {
+        self.run("SAVEPOINT roost_event")?;
+        self.event_mark = self.conn.start_event();
+        Ok(())
     }
 
-    /// Keeps (`keep = true`) or undoes the current event's writes.
+    /// Keeps (`keep = true`) or undoes the current event's writes (and drops
+    /// them from the batch's capture).
     pub(crate) fn end_event(&mut self, keep: bool) -> Result<(), StorageError> {
         self.set_read_only(false)?;
         if !keep {
-            self.run("ROLLBACK TO roost_event")?;
+            self.conn
+                .rollback_to(self.event_mark, || self.run("ROLLBACK TO roost_event"))?;
         }
         self.run("RELEASE roost_event")
     }
@@ -235,13 +260,10 @@ impl Storage {
     /// Returns what the batch changed and, if it changed anything, stamps it
     /// with the next sequence number. The transaction stays open. The stamp
     /// itself is not in the changeset: replay sets it from the log record.
-    pub(crate) fn finish_batch(
-        &mut self,
-        capture: &capture::ChangeCapture,
-    ) -> Result<Option<BatchChanges>, StorageError> {
-        let changeset = capture.changeset()?;
+    pub(crate) fn finish_batch(&mut self) -> Result<Option<BatchChanges>, StorageError> {
         let schema_changed = self.schema_version()? != self.schema_version_at_begin;
-        if changeset.is_empty() && !schema_changed {
+        let captured = self.conn.take_changes();
+        if captured.bytes.is_empty() && captured.replayable && !schema_changed {
             return Ok(None);
         }
         let next = self.seq + 1;
@@ -249,27 +271,32 @@ impl Storage {
             .prepare_cached("UPDATE _roost_meta SET v = ?1 WHERE k = 'commit_seq'")?
             .execute([i64::try_from(next).unwrap_or(i64::MAX)])?;
         Ok(Some(BatchChanges {
-            changeset,
+            changeset: captured.bytes,
             schema_changed,
+            replayable: captured.replayable,
         }))
     }
 
     /// Commits the batch transaction (not yet durable by itself).
     pub(crate) fn commit(&mut self, wrote: bool) -> Result<(), StorageError> {
         self.run("COMMIT")?;
+        // Whatever is still recorded (e.g. a constructor's writes) is durable
+        // by other means now.
+        self.conn.begin_capture();
         if wrote {
             self.seq += 1;
         }
         Ok(())
     }
 
-    /// Undoes the batch transaction, if one is open.
+    /// Undoes the batch transaction, if one is open, and its capture.
     pub(crate) fn rollback(&mut self) {
         if !self.conn.is_autocommit() {
             if let Err(e) = self.conn.execute_batch("ROLLBACK;") {
                 tracing::warn!(error = %e, "rollback failed");
             }
         }
+        self.conn.begin_capture();
         let _ = self.set_read_only(false);
     }
 
