@@ -115,11 +115,22 @@ for (const count of [0, 1, 127, 128, 300]) {
   push({ name: `saved_${count}`, direction: 'server_to_client', hex: hex(bytes), message_type: 100, count })
 }
 
+{
+  // In-band token refresh (client → server): a JWT-shaped sample token.
+  const token = 'eyJ0eXAiOiJKV1QiLCJhbGciOiJIUzI1NiJ9.eyJvYmoiOlsieWRvYy9ub3RlcyJdLCJwZXJtIjoid3JpdGUiLCJleHAiOjE3OTU3NTY0MzV9.c2lnbmF0dXJl'
+  const bytes = frame((e) => {
+    encoding.writeVarUint(e, 101)
+    encoding.writeVarString(e, token)
+  })
+  push({ name: 'refresh_token', direction: 'client_to_server', hex: hex(bytes), message_type: 101, token })
+}
+
 const file = {
   description:
-    'y-websocket frames (y-protocols) and the Roost `saved` extension (type 100), byte-exact. ' +
+    'y-websocket frames (y-protocols) and the Roost extensions `saved` (type 100) and `refresh` (type 101), byte-exact. ' +
     'Each frame is varUint(message_type) then: for type 0 varUint(sync_type) + varUint8Array(payload); ' +
-    'for type 1 varUint8Array(payload); for type 3 nothing; for type 100 varUint(count). ' +
+    'for type 1 varUint8Array(payload); for type 3 nothing; for type 100 (Roost: saved) varUint(count); ' +
+    'for type 101 (Roost: token refresh) varString(token). ' +
     'Document vectors use fixed client ids (1, or 2 for sync_update_long); `text.after` is the content of ' +
     'Y.Text `text.name` after applying the payload to an empty document (after `text.base`, when given). ' +
     '`awareness` lists the entries of an awareness update: varUint(n) then n × (varUint(client_id), varUint(clock), varString(JSON state)). ' +

@@ -9,7 +9,7 @@
 
 import { type BackoffOptions, backoffDelay, DEFAULT_BACKOFF } from './backoff.js'
 import { Emitter, type Unsubscribe } from './emitter.js'
-import { resolveToken, type TokenSource } from './token.js'
+import { refreshDelayMs, resolveToken, tokenExpiryMs, type TokenSource } from './token.js'
 import { messageData, OPEN, resolveWebSocket, type WebSocketConstructor, type WebSocketLike } from './websocket.js'
 
 /**
@@ -33,6 +33,14 @@ export interface ConnectionOptions {
   /** Give up on an attempt that has not opened after this many ms. Default 10 000. */
   connectTimeoutMs?: number
   /**
+   * With a token *callback* whose tokens are JWTs with an `exp` claim, a fresh
+   * token is fetched this long before the current one expires and sent over
+   * the open socket (in-band refresh), so the server does not close it.
+   * Default 60 000. Set to 0 to disable in-band refresh (the server then
+   * closes the socket at expiry and the client reconnects with a new token).
+   */
+  tokenRefreshMarginMs?: number
+  /**
    * A connection that stayed open at least this long resets the backoff to its
    * initial delay. Default 5 000 (so a server that accepts and immediately
    * drops connections does not cause a tight reconnect loop).
@@ -47,6 +55,8 @@ export interface ConnectionEvents {
   message: [data: string | Uint8Array]
   close: [code: number, reason: string, wasOpen: boolean]
   error: [error: unknown]
+  /** A fresh token was sent in-band on the open socket. */
+  refresh: [token: string]
 }
 
 /** A reconnecting WebSocket. Internal building block; see {@link ObjectSocket} and `RoostProvider`. */
@@ -63,11 +73,19 @@ export class Connection {
   private retryTimer: ReturnType<typeof setTimeout> | null = null
   private _status: ConnectionStatus = 'connecting'
   private started = false
+  /** The token the current socket was opened (or last refreshed) with. */
+  private token: string | undefined
+  private refreshTimer: ReturnType<typeof setTimeout> | null = null
 
-  /** `buildUrl` turns the token of this attempt (if any) into the WebSocket URL. */
+  /**
+   * `buildUrl` turns the token of this attempt (if any) into the WebSocket
+   * URL; `refreshFrame` encodes a fresh token for in-band refresh on an open
+   * socket (omit it to never refresh in-band).
+   */
   constructor(
     private readonly buildUrl: (token: string | undefined) => string,
     private readonly options: ConnectionOptions = {},
+    private readonly refreshFrame?: (token: string) => string | Uint8Array,
   ) {
     this.ctor = resolveWebSocket(options.WebSocket)
   }
@@ -146,10 +164,50 @@ export class Connection {
     if (status === this._status) return
     this._status = status
     if (status === 'closed') {
+      this.clearRefresh()
       const target = globalThis as { removeEventListener?: (t: string, fn: () => void) => void }
       if (typeof target.removeEventListener === 'function') target.removeEventListener('online', this.onOnline)
     }
     this.events.emit('status', status)
+  }
+
+  private clearRefresh(): void {
+    if (this.refreshTimer !== null) {
+      clearTimeout(this.refreshTimer)
+      this.refreshTimer = null
+    }
+  }
+
+  /** Schedules the in-band refresh of `token` on the socket `ws`, if it is a JWT and refresh is on. */
+  private scheduleRefresh(ws: WebSocketLike, token: string | undefined): void {
+    this.clearRefresh()
+    const margin = this.options.tokenRefreshMarginMs ?? 60_000
+    if (!this.refreshFrame || margin <= 0 || typeof this.options.token !== 'function' || !token) return
+    const expires = tokenExpiryMs(token)
+    if (expires === null) return
+    const delay = refreshDelayMs(expires, Date.now(), margin)
+    if (delay === null) return
+    this.refreshTimer = setTimeout(() => {
+      this.refreshTimer = null
+      void this.refresh(ws)
+    }, delay)
+  }
+
+  private async refresh(ws: WebSocketLike): Promise<void> {
+    let fresh: string | undefined
+    try {
+      fresh = await resolveToken(this.options.token)
+    } catch (e) {
+      if (this.ws === ws) this.events.emit('error', e)
+    }
+    if (this.ws !== ws || this._status !== 'open' || !this.refreshFrame) return
+    if (fresh && fresh !== this.token) {
+      this.token = fresh
+      if (this.send(this.refreshFrame(fresh))) this.events.emit('refresh', fresh)
+    }
+    // Same token (or none): look again later; an expired one is simply left
+    // to the server, which closes the socket, and the reconnect fetches anew.
+    this.scheduleRefresh(ws, this.token)
   }
 
   private clearRetry(): void {
@@ -171,6 +229,7 @@ export class Connection {
       return
     }
     if (id !== this.current || this._status === 'closed') return
+    this.token = token
     let ws: WebSocketLike
     try {
       ws = new this.ctor(this.buildUrl(token))
@@ -196,6 +255,7 @@ export class Connection {
       this.wsOpen = true
       this.openedAt = Date.now()
       this.setStatus('open')
+      this.scheduleRefresh(ws, this.token)
       this.events.emit('open', ws)
     }
     ws.onmessage = (event: { data: unknown }) => {
@@ -216,6 +276,7 @@ export class Connection {
 
   /** Forgets `ws` (closing it); when `retry`, handles it as a lost connection. */
   private detach(ws: WebSocketLike, code: number, reason: string, retry: boolean): void {
+    this.clearRefresh()
     ws.onopen = ws.onmessage = ws.onerror = ws.onclose = null
     // Silence late errors from a socket we no longer listen to.
     ws.onerror = () => {}
@@ -235,6 +296,7 @@ export class Connection {
 
   private lost(code: number, reason: string): void {
     const wasOpen = this.wsOpen
+    this.clearRefresh()
     this.ws = null
     if (wasOpen && Date.now() - this.openedAt >= (this.options.minUptimeMs ?? 5_000)) this.attempt = 0
     this.events.emit('close', code, reason, wasOpen)

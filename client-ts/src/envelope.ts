@@ -29,6 +29,15 @@ export function encodeCall(id: number, method: string, args?: unknown): string {
 }
 
 /**
+ * Encodes an in-band token refresh: `{"type":"auth","token":T}`. The server
+ * answers with an `auth` event `{"exp": ms}` or an `error` event (keeping the
+ * old token's expiry).
+ */
+export function encodeAuth(token: string): string {
+  return JSON.stringify({ type: 'auth', token })
+}
+
+/**
  * Decodes a text frame from the server. Returns null for text that is not a
  * well-formed `result` or `event` envelope (objects may send any text of their
  * own; that is delivered as a raw message). Never throws.

@@ -18,6 +18,7 @@ export type ServerErrorCode =
   | 'unauthorized'
   | 'forbidden'
   | 'not_found'
+  | 'rate_limited'
   | 'internal'
 
 /**
@@ -104,6 +105,7 @@ const STATUS_CODES: Record<number, ServerErrorCode> = {
   403: 'forbidden',
   404: 'not_found',
   413: 'too_large',
+  429: 'rate_limited',
   503: 'overloaded',
 }
 

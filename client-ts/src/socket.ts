@@ -13,7 +13,7 @@
 
 import { type ConnectionOptions, type ConnectionStatus, Connection } from './connection.js'
 import { Emitter, type Unsubscribe } from './emitter.js'
-import { decodeServerFrame, encodeCall } from './envelope.js'
+import { decodeServerFrame, encodeAuth, encodeCall } from './envelope.js'
 import { RoostError } from './errors.js'
 import { type QueryParams, segment, wsUrl } from './url.js'
 
@@ -105,6 +105,7 @@ export class ObjectSocket {
     this.connection = new Connection(
       (token) => wsUrl(options.url, path, { ...options.params, token }),
       options,
+      encodeAuth,
     )
     this.connection.on('status', (status) => {
       this.lifecycle.emit('status', status)

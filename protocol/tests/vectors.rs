@@ -4,12 +4,13 @@
 //!
 //! - `envelope.json`: every server frame decodes with `ServerFrame::decode` and
 //!   re-encodes with `ServerFrame::encode` to the exact same text; every client
-//!   call frame decodes with `ClientFrame::decode` to the documented call;
+//!   call and auth frame decodes with `ClientFrame::decode` as documented;
 //!   error bodies round-trip through `ErrorBody`.
 //! - `yjs.json`: the y-websocket framing (varUint message type, sync sub-type,
-//!   varUint8Array payload) and the `saved` extension (type 100, varUint count)
-//!   are parsed and re-encoded by hand here; the Yjs update encoding itself is
-//!   checked by the TypeScript tests against `yjs`.
+//!   varUint8Array payload) and the Roost extensions `saved` (type 100, varUint
+//!   count) and `refresh` (type 101, varString token) are parsed and re-encoded
+//!   by hand here; the Yjs update encoding itself is checked by the
+//!   TypeScript tests against `yjs`.
 
 use std::path::PathBuf;
 
@@ -57,18 +58,7 @@ fn server_frames_encode_and_decode_byte_exact() {
         };
         assert_eq!(expected.encode(), text, "{name}: encode");
         let decoded = ServerFrame::decode(text).unwrap_or_else(|e| panic!("{name}: decode: {e}"));
-        match (&decoded, f.get("ok")) {
-            // serde reads `"ok":null` as `ok: None`; both mean "returned null".
-            (
-                ServerFrame::Result {
-                    ok: None,
-                    error: None,
-                    ..
-                },
-                Some(Value::Null),
-            ) => {}
-            _ => assert_eq!(decoded, expected, "{name}: decode"),
-        }
+        assert_eq!(decoded, expected, "{name}: decode");
     }
 }
 
@@ -94,6 +84,23 @@ fn client_call_frames_decode() {
         let ours = ClientFrame::call(id, &method, args);
         let ours: Value = serde_json::from_str(&ours).expect("our call frame is JSON");
         assert_eq!(&ours, f, "{name}: ClientFrame::call");
+    }
+}
+
+#[test]
+fn auth_client_frames_decode() {
+    let file = load("envelope.json");
+    let frames = list(&file, "auth_client_frames");
+    assert!(!frames.is_empty());
+    for v in frames {
+        let name = str_field(v, "name");
+        assert_eq!(
+            ClientFrame::decode(str_field(v, "text")),
+            Ok(ClientFrame::Auth {
+                token: str_field(v, "token").to_owned()
+            }),
+            "{name}"
+        );
     }
 }
 
@@ -247,6 +254,13 @@ fn yjs_frames_have_the_documented_framing() {
                 assert_eq!(Some(count), v["count"].as_u64(), "{name}: saved count");
                 write_var_uint(&mut rebuilt, count);
             }
+            101 => {
+                let token = std::str::from_utf8(r.var_bytes())
+                    .expect("UTF-8 token")
+                    .to_owned();
+                assert_eq!(token, str_field(v, "token"), "{name}: refresh token");
+                write_var_bytes(&mut rebuilt, token.as_bytes());
+            }
             other => panic!("{name}: unexpected message type {other}"),
         }
         assert!(r.done(), "{name}: trailing bytes");
@@ -254,7 +268,7 @@ fn yjs_frames_have_the_documented_framing() {
     }
     assert_eq!(
         seen_types.into_iter().collect::<Vec<_>>(),
-        vec![0, 1, 3, 100],
+        vec![0, 1, 3, 100, 101],
         "every message type has a vector"
     );
 }

@@ -17,5 +17,6 @@ export {
   encodeAwareness,
   encodeQueryAwareness,
   encodeSaved,
+  encodeRefresh,
 } from './messages.js'
 export type { YMessage } from './messages.js'

@@ -1,6 +1,6 @@
 /**
  * The y-websocket message framing (`varUint(type)` + payload), plus Roost's
- * `saved` extension (type 100), as in `protocol/PROTOCOL.md`. Encoders use
+ * extensions `saved` (type 100) and `refresh` (type 101), as in `protocol/PROTOCOL.md`. Encoders use
  * lib0 so the bytes are exactly what y-protocols produces; the decoder is
  * strict (truncated input is `malformed`, never an exception). The vectors in
  * `protocol/vectors/yjs.json` pin the bytes.
@@ -17,6 +17,8 @@ export const MessageType = {
   QueryAwareness: 3,
   /** Roost extension, server → client only, when the socket was opened with `saved=1`. */
   Saved: 100,
+  /** Roost extension, client → server: `varString(token)`, an in-band token refresh. */
+  Refresh: 101,
 } as const
 
 /** Sub-types of a `Sync` message. */
@@ -33,6 +35,8 @@ export type YMessage =
   | { type: 'auth'; denied: boolean; reason: string }
   /** `count`: how many of the step-2/update messages this client sent on this connection are durable. */
   | { type: 'saved'; count: number }
+  /** An in-band token refresh (client → server). */
+  | { type: 'refresh'; token: string }
   | { type: 'unknown'; messageType: number }
   | { type: 'malformed'; reason: string }
 
@@ -87,6 +91,14 @@ export function encodeSaved(count: number): Uint8Array {
   return frame((e) => {
     encoding.writeVarUint(e, MessageType.Saved)
     encoding.writeVarUint(e, count)
+  })
+}
+
+/** `[101, varString(token)]`: replaces the socket's access token (Roost extension). */
+export function encodeRefresh(token: string): Uint8Array {
+  return frame((e) => {
+    encoding.writeVarUint(e, MessageType.Refresh)
+    encoding.writeVarString(e, token)
   })
 }
 
@@ -146,6 +158,8 @@ export function decodeMessage(bytes: Uint8Array): YMessage {
       }
       case MessageType.Saved:
         return { type: 'saved', count: r.varUint() }
+      case MessageType.Refresh:
+        return { type: 'refresh', token: r.varString() }
       default:
         return { type: 'unknown', messageType }
     }

@@ -27,6 +27,7 @@ import { type QueryParams, segment, wsUrl } from '../url.js'
 import {
   decodeMessage,
   encodeAwareness,
+  encodeRefresh,
   encodeSyncStep1,
   encodeSyncStep2,
   encodeSyncUpdate,
@@ -165,6 +166,7 @@ export class RoostProvider {
     const conn = new Connection(
       (token) => wsUrl(this.options.url, path, { ...this.options.params, saved: 1, token }),
       this.options,
+      encodeRefresh,
     )
     this.conn = conn
     conn.on('status', (s) => {
@@ -348,6 +350,7 @@ export class RoostProvider {
         this.events.emit('error', new RoostError('bad_response', `malformed message: ${msg.reason}`))
         return
       case 'unknown':
+      case 'refresh':
         return // stock y-websocket behaviour: ignore message types we do not know
     }
   }

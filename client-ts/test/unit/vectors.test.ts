@@ -5,11 +5,12 @@ import { fileURLToPath } from 'node:url'
 import { describe, expect, it } from 'vitest'
 import * as Y from 'yjs'
 import * as awarenessProtocol from 'y-protocols/awareness'
-import { decodeServerFrame, encodeCall, errorFromResponse } from '../../src/index.js'
+import { decodeServerFrame, encodeAuth, encodeCall, errorFromResponse } from '../../src/index.js'
 import {
   decodeMessage,
   encodeAwareness,
   encodeQueryAwareness,
+  encodeRefresh,
   encodeSaved,
   encodeSyncStep1,
   encodeSyncStep2,
@@ -28,6 +29,10 @@ const toHex = (u: Uint8Array) => Buffer.from(u).toString('hex')
 describe('envelope vectors', () => {
   it.each(cases(envelope.client_frames))('client frame %s encodes byte-exact', (_n, v: any) => {
     expect(encodeCall(v.frame.id, v.frame.method, v.frame.args)).toBe(v.text)
+  })
+
+  it.each(cases(envelope.auth_client_frames))('auth frame %s encodes byte-exact', (_n, v: any) => {
+    expect(encodeAuth(v.token)).toBe(v.text)
   })
 
   it.each(cases(envelope.server_frames))('server frame %s decodes', (_n, v: any) => {
@@ -82,6 +87,10 @@ describe('yjs vectors', () => {
       case 100:
         expect(msg).toEqual({ type: 'saved', count: v.count })
         encoded = encodeSaved(v.count)
+        break
+      case 101:
+        expect(msg).toEqual({ type: 'refresh', token: v.token })
+        encoded = encodeRefresh(v.token)
         break
       default:
         throw new Error(`unexpected type ${v.message_type}`)
