@@ -1,7 +1,7 @@
 // Starts the real `roost` binary for end-to-end tests: 127.0.0.1 only, a temp
 // data dir, the port parsed from its "roost listening on" log line, and
 // stopped by PID. Binary: $ROOST_BIN, else ../target/debug/roost.
-import { type ChildProcess, spawn } from 'node:child_process'
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process'
 import { mkdtempSync, rmSync, existsSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
@@ -13,6 +13,7 @@ export const ROOST_BIN = process.env.ROOST_BIN ? resolve(process.env.ROOST_BIN) 
 export class RoostServer {
   private child: ChildProcess | null = null
   private log = ''
+  private args: string[] = []
   port = 0
 
   private constructor(readonly dataDir: string, private readonly ownsDir: boolean) {}
@@ -24,7 +25,8 @@ export class RoostServer {
     }
     const dir = options.dataDir ?? mkdtempSync(join(tmpdir(), 'roost-client-ts-'))
     const server = new RoostServer(dir, options.dataDir === undefined)
-    await server.spawn(options.port ?? 0, options.args ?? [])
+    server.args = options.args ?? []
+    await server.spawn(options.port ?? 0, server.args)
     return server
   }
 
@@ -106,12 +108,12 @@ export class RoostServer {
   async restart(signal: 'SIGTERM' | 'SIGKILL' = 'SIGKILL'): Promise<void> {
     const port = this.port
     await this.stop(signal)
-    await this.spawn(port, [])
+    await this.spawn(port, this.args)
   }
 
   /** Starts it again (after `stop()`) on the same port and data dir. */
   async startAgain(): Promise<void> {
-    await this.spawn(this.port, [])
+    await this.spawn(this.port, this.args)
   }
 
   /** Stops the process and removes the temp data dir it created. */
@@ -119,4 +121,13 @@ export class RoostServer {
     await this.stop('SIGKILL')
     if (this.ownsDir) rmSync(this.dataDir, { recursive: true, force: true })
   }
+}
+
+/** Mints an access token with `roost token` (the server must run with the same secret). */
+export function mintToken(secret: string, obj: string | string[], options: { perm?: 'read' | 'write'; ttl?: string } = {}): string {
+  const objs = (Array.isArray(obj) ? obj : [obj]).flatMap((o) => ['--obj', o])
+  return execFileSync(ROOST_BIN, ['token', ...objs, '--perm', options.perm ?? 'write', '--ttl', options.ttl ?? '1h', '--secret', secret], {
+    encoding: 'utf8',
+    timeout: 10_000,
+  }).trim()
 }
