@@ -3,6 +3,7 @@
 
 mod access;
 mod admin;
+mod demos;
 pub mod error;
 mod rpc;
 mod ws;
@@ -33,6 +34,7 @@ pub fn router(runtime: Runtime, max_body_bytes: usize) -> Router {
         .route("/v1/yjs/{doc}", get(yjs::socket))
         .route("/v1/yjs/{doc}/state", get(yjs::state))
         .route("/v1/yjs/{doc}/update", post(yjs::update))
+        .merge(demos::router())
         .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such route") })
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(runtime)
