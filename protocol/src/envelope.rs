@@ -92,7 +92,11 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::E
 pub enum ServerFrame {
     Result {
         id: u64,
-        #[serde(skip_serializing_if = "Option::is_none", default, deserialize_with = "present")]
+        #[serde(
+            skip_serializing_if = "Option::is_none",
+            default,
+            deserialize_with = "present"
+        )]
         ok: Option<Value>,
         #[serde(skip_serializing_if = "Option::is_none", default)]
         error: Option<ErrorDetail>,
