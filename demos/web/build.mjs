@@ -11,7 +11,8 @@ import { fileURLToPath } from 'node:url'
 
 const here = dirname(fileURLToPath(import.meta.url))
 const clientSrc = join(here, '../../client-ts/src')
-const dist = join(here, 'dist')
+// DEMOS_OUT: build elsewhere (tests/browser/run.sh checks that dist/ is up to date).
+const dist = process.env.DEMOS_OUT ?? join(here, 'dist')
 
 const localDeps = {
   name: 'local-deps',

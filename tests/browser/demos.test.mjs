@@ -91,6 +91,9 @@ test('two pages edit the same document and see each other\'s text and cursor', a
   await alice.waitForSelector('#saved[data-state="saved"]')
   await bob.waitForSelector('#saved[data-state="saved"]')
 
+  console.log(`${await screenshot(alice, 'editor-alice')}`)
+  console.log(`${await screenshot(bob, 'editor-bob')}`)
+
   // The document picker: another name is another, empty document.
   await bob.fill('#doc', `${doc}-other`)
   await bob.click('#picker button[type="submit"]')
@@ -98,8 +101,6 @@ test('two pages edit the same document and see each other\'s text and cursor', a
   assert.equal(await editorText(bob), '')
   assert.match(bob.url(), /doc=.*-other/)
 
-  await alice.hover('.cm-ySelectionCaret').catch(() => {})
-  console.log(`${await screenshot(alice, 'editor-alice')}`)
   await alice.context().close()
   await bob.context().close()
   noPageErrors()
