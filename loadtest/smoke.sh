@@ -2,8 +2,7 @@
 # Smoke run of every roost-load scenario against a fresh Roost, a few
 # seconds each, so the load tester keeps working. Builds debug binaries,
 # starts `roost serve` on a free loopback port with a temporary data
-# directory, stops it by PID. A scenario whose server endpoint does not
-# exist yet (HTTP 404 on its WebSocket upgrade) is skipped with a message.
+# directory, stops it by PID. Every scenario must pass.
 #
 #   loadtest/smoke.sh            # SMOKE_SECS=3 by default
 #   SMOKE_SECS=10 loadtest/smoke.sh
@@ -50,9 +49,6 @@ scenario() {
     if timeout 120 "$LOAD" --server-pid "$PID" "$@" >"$DATA/out" 2>"$DATA/err"; then
         cat "$DATA/out"
         passed=$((passed + 1))
-    elif grep -q 'refused: "HTTP/1.1 404' "$DATA/err"; then
-        echo "SKIPPED $name: the server has no endpoint for it yet ($(head -1 "$DATA/err"))"
-        skipped=$((skipped + 1))
     else
         cat "$DATA/out" "$DATA/err"
         echo "FAILED $name"

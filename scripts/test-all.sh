@@ -22,4 +22,13 @@ step "Yjs ecosystem compatibility (official yjs + y-websocket packages, Node >= 
 command -v node >/dev/null || { echo "Node.js >= 20 is required (apt-get install nodejs npm)"; exit 1; }
 (cd tests/node && npm ci --no-audit --no-fund && ROOST_BIN="$PWD/../../target/debug/roost" npm test)
 
+step "TypeScript client @roost/client (vitest: unit + end-to-end against the real binary)"
+(cd client-ts && npm ci --no-audit --no-fund && npm run build && ROOST_BIN="$PWD/../target/debug/roost" npm test)
+
+step "browser tests of the demos (playwright-core + Debian's Chromium, installed if missing)"
+ROOST_BIN="$PWD/target/debug/roost" tests/browser/run.sh
+
+step "load tester smoke run (every roost-load scenario against a real Roost, a few seconds each)"
+SMOKE_SECS=3 loadtest/smoke.sh
+
 step "all checks passed"
