@@ -6,8 +6,9 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-const BUCKETS_SECONDS: [f64; 13] = [
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+const BUCKETS_SECONDS: [f64; 16] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
 ];
 
 /// A cumulative latency histogram with fixed buckets.
@@ -79,6 +80,7 @@ pub struct Metrics {
     errors: [AtomicU64; ERROR_KINDS.len()],
     pub commit_latency: Histogram,
     pub log_fsync_latency: Histogram,
+    pub alarm_lateness: Histogram,
 }
 
 impl Default for Metrics {
@@ -102,6 +104,7 @@ impl Default for Metrics {
             errors: std::array::from_fn(|_| AtomicU64::new(0)),
             commit_latency: Histogram::new(),
             log_fsync_latency: Histogram::new(),
+            alarm_lateness: Histogram::new(),
         }
     }
 }
@@ -247,6 +250,11 @@ impl Metrics {
             &mut out,
             "roost_log_fsync_seconds",
             "Commit log write+fdatasync time per group.",
+        );
+        self.alarm_lateness.render(
+            &mut out,
+            "roost_alarm_lateness_seconds",
+            "How long after its scheduled time each alarm handler started.",
         );
         out
     }

@@ -20,7 +20,7 @@ use crate::sockets::SocketMode;
 pub(crate) fn configure(upgrade: WebSocketUpgrade, runtime: &Runtime) -> WebSocketUpgrade {
     let max = runtime.0.config.sockets.max_frame_bytes;
     upgrade
-        .read_buffer_size(4096)
+        .read_buffer_size(1024)
         .write_buffer_size(0)
         .max_message_size(max)
         .max_frame_size(max)

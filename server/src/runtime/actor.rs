@@ -650,6 +650,15 @@ async fn run_alarm<T: DurableObject>(
     let config = &runtime.0.alarms.config;
     l.ctx.storage.begin_event().map_err(storage_err)?;
     l.ctx.outputs.clear();
+    if retry == 0 {
+        runtime
+            .0
+            .metrics
+            .alarm_lateness
+            .observe(std::time::Duration::from_millis(
+                now.saturating_sub(at).max(0) as u64,
+            ));
+    }
     let info = AlarmInfo {
         retry_count: retry,
         is_retry: retry > 0,
