@@ -353,11 +353,16 @@ fn start<T: DurableObject>(key: &ObjectKey, runtime: &Runtime) -> Result<Live<T>
         }
     };
     // Constructors run rarely and usually migrate: make their writes durable
-    // in the object's own file rather than through the log.
-    let commit = ctx
-        .storage
-        .commit(false)
-        .and_then(|()| ctx.storage.sync_files());
+    // in the object's own file rather than through the log. A constructor
+    // that only read (a counter waking up) needs no fsync at all.
+    let commit = ctx.storage.finish_batch().and_then(|changes| {
+        let wrote = changes.is_some();
+        ctx.storage.commit(wrote)?;
+        if wrote {
+            crate::sys::blocking(|| ctx.storage.sync_files())?;
+        }
+        Ok(())
+    });
     if let Err(e) = commit {
         ctx.storage.rollback();
         return Err(broken(e));
