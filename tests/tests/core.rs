@@ -410,3 +410,52 @@ async fn sigterm_during_load_exits_zero_and_keeps_acknowledged_writes() -> anyho
     server.terminate().await?;
     Ok(())
 }
+
+/// Objects evicted (their WAL left in place, not checkpointed) and re-opened
+/// keep every acknowledged write across `kill -9`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn evicted_objects_survive_kill9() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let server = ServerProcess::start(dir.path(), &["--idle-timeout", "100ms"]).await?;
+    let client = http();
+    for round in 1..=3 {
+        for i in 0..10 {
+            let (status, body) = call(
+                &client,
+                &server,
+                "counter",
+                &format!("ev{i}"),
+                "increment",
+                json!({"by": i}),
+            )
+            .await?;
+            assert_eq!((status, body), (200, json!(i * round)));
+        }
+        // Let every object be evicted, then wake them again next round.
+        let mut evicted = false;
+        for _ in 0..100 {
+            if metric(&client, &server, "roost_live_objects").await? == 0.0 {
+                evicted = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(evicted, "objects were not evicted");
+    }
+    server.kill9().await?;
+    let server = ServerProcess::start(dir.path(), &[]).await?;
+    for i in 0..10 {
+        let (_, body) = call(
+            &client,
+            &server,
+            "counter",
+            &format!("ev{i}"),
+            "get",
+            Value::Null,
+        )
+        .await?;
+        assert_eq!(body, json!(i * 3), "object ev{i}");
+    }
+    server.terminate().await?;
+    Ok(())
+}

@@ -62,8 +62,11 @@ struct Live<T> {
 
 /// Most batches an object may have committed but not yet durable.
 const MAX_IN_FLIGHT: usize = 4;
-/// Run SQLite's WAL checkpoint after this many committed batches.
-const WAL_CHECKPOINT_EVERY: u64 = 2000;
+/// Look at the WAL's size after this many committed batches...
+const WAL_CHECK_EVERY: u64 = 256;
+/// ...and checkpoint it beyond this size (and when evicting beyond `WAL_KEEP_BYTES`).
+const WAL_CHECKPOINT_BYTES: u64 = 4 * 1024 * 1024;
+const WAL_KEEP_BYTES: u64 = 1024 * 1024;
 
 /// A committed batch whose outputs wait for durability.
 struct InFlight {
@@ -232,7 +235,7 @@ async fn run_inner<T: DurableObject>(args: ActorArgs) {
             continue;
         }
         if live.is_none() {
-            match start::<T>(&key, &runtime) {
+            match crate::sys::blocking(|| start::<T>(&key, &runtime)) {
                 Ok(l) => live = Some(l),
                 Err(e) => {
                     metrics.error("constructor_failed");
@@ -263,18 +266,31 @@ async fn run_inner<T: DurableObject>(args: ActorArgs) {
         }
         // A deletion found behind this batch runs next, before any new command.
         stashed_delete = deletion.take();
-        if batches_since_checkpoint >= WAL_CHECKPOINT_EVERY {
+        if batches_since_checkpoint >= WAL_CHECK_EVERY {
             batches_since_checkpoint = 0;
-            if let Some(l) = live.as_ref() {
+            if let Some(l) = live
+                .as_ref()
+                .filter(|l| l.ctx.storage.wal_bytes() > WAL_CHECKPOINT_BYTES)
+            {
                 if let Err(e) = crate::sys::blocking(|| l.ctx.storage.checkpoint_wal()) {
                     tracing::warn!(error = %e, "WAL checkpoint failed");
                 }
             }
         }
     }
-    // Closing the connection checkpoints the WAL (fsyncs): keep it off the
-    // async worker.
-    crate::sys::blocking(|| drop(live));
+    // Closing leaves the WAL in place (no fsync); a large one is folded into
+    // the database first. Either way, keep the file work off the async worker.
+    crate::sys::blocking(|| {
+        if let Some(l) = live
+            .as_ref()
+            .filter(|l| l.ctx.storage.wal_bytes() > WAL_KEEP_BYTES)
+        {
+            if let Err(e) = l.ctx.storage.checkpoint_wal() {
+                tracing::warn!(error = %e, "WAL checkpoint failed");
+            }
+        }
+        drop(live)
+    });
     runtime.0.catalog.touch(key.id, crate::catalog::now_ms());
     runtime.remove_stopped(key.id, generation);
     metrics

@@ -141,6 +141,13 @@ impl Storage {
             "PRAGMA locking_mode=EXCLUSIVE; PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;
              PRAGMA foreign_keys=ON; PRAGMA wal_autocheckpoint=0;",
         )?;
+        // Closing must not checkpoint (two fsyncs per eviction): the WAL stays
+        // and is recovered on the next open; the actor checkpoints a WAL that
+        // has grown large instead (`wal_bytes`, `checkpoint_wal`).
+        conn.set_db_config(
+            rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
+            true,
+        )?;
         let page_size: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
         let max_pages = (limits.max_db_bytes / page_size.max(512) as u64).max(16);
         conn.execute_batch(&format!("PRAGMA max_page_count={max_pages};"))?;
@@ -328,11 +335,16 @@ impl Storage {
         Ok(())
     }
 
+    /// Size of the object's WAL file, in bytes.
+    pub(crate) fn wal_bytes(&self) -> u64 {
+        std::fs::metadata(wal_path(&self.path)).map_or(0, |m| m.len())
+    }
+
     /// Copies the WAL into the database file (fsyncing both) so the WAL does
     /// not grow without bound. Blocking: call it through `sys::blocking`.
     pub(crate) fn checkpoint_wal(&self) -> Result<(), StorageError> {
         self.conn
-            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
         Ok(())
     }
 
