@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use axum::serve::ListenerExt as _;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -121,6 +122,13 @@ impl ServerBuilder {
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let serve_runtime = runtime.clone();
         let task = tokio::spawn(async move {
+            // Replies and socket frames are small and latency-bound: never let
+            // Nagle's algorithm hold them back behind a delayed ACK.
+            let listener = listener.tap_io(|tcp| {
+                if let Err(e) = tcp.set_nodelay(true) {
+                    tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+                }
+            });
             let served = axum::serve(
                 listener,
                 router.into_make_service_with_connect_info::<SocketAddr>(),
