@@ -110,7 +110,7 @@ pub struct ServeArgs {
     #[arg(
         long,
         env = "ROOST_MAX_SOCKET_MESSAGES_PER_SEC",
-        default_value_t = 1000
+        default_value_t = 10_000
     )]
     pub max_socket_messages_per_sec: u32,
     /// Largest Yjs document (snapshot plus log), in bytes.

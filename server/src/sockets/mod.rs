@@ -92,7 +92,7 @@ impl Default for SocketLimits {
             max_tags: 10,
             max_tag_bytes: 256,
             max_attachment_bytes: 16 * 1024,
-            max_messages_per_sec: 1000,
+            max_messages_per_sec: 10_000,
         }
     }
 }
