@@ -158,6 +158,21 @@ impl YClient {
         }
     }
 
+    /// Applies incoming frames until the text equals `want` (bounded by `timeout`).
+    pub async fn wait_for_text(&mut self, want: &str, timeout: Duration) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while self.text() != want {
+            if tokio::time::Instant::now() >= deadline {
+                bail!(
+                    "text is {:?}, still not {want:?} after {timeout:?}",
+                    self.text()
+                );
+            }
+            self.drain(Duration::from_millis(20)).await?;
+        }
+        Ok(())
+    }
+
     async fn next_binary(&mut self, wait: Duration) -> Result<Vec<u8>> {
         loop {
             let ws = self.ws.as_mut().ok_or_else(|| anyhow!("not connected"))?;

@@ -145,6 +145,15 @@ async fn read_tokens_cannot_write_anywhere() -> anyhow::Result<()> {
         .connect(&server.ws_url(&format!("/v1/yjs/doc?token={write}")))
         .await?;
     writer.insert(0, "mine").await?;
+    // Wait until the server has stored it (the update is in flight until then).
+    let state_url = server.url(&format!("/v1/yjs/doc/state?token={write}"));
+    for _ in 0..200 {
+        let bytes = http().get(&state_url).send().await?.bytes().await?;
+        if roost_tests::yclient::text_of_update(&bytes)? == "mine" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let mut ro = YClient::new();
     ro.connect(&server.ws_url(&format!("/v1/yjs/doc?token={read}")))
         .await?;
