@@ -63,9 +63,9 @@ struct Live<T> {
 /// Most batches an object may have committed but not yet durable.
 const MAX_IN_FLIGHT: usize = 4;
 /// Look at the WAL's size after this many committed batches...
-const WAL_CHECK_EVERY: u64 = 256;
+const WAL_CHECK_EVERY: u64 = 64;
 /// ...and checkpoint it beyond this size (and when evicting beyond `WAL_KEEP_BYTES`).
-const WAL_CHECKPOINT_BYTES: u64 = 4 * 1024 * 1024;
+const WAL_CHECKPOINT_BYTES: u64 = 1024 * 1024;
 const WAL_KEEP_BYTES: u64 = 1024 * 1024;
 
 /// A committed batch whose outputs wait for durability.
