@@ -202,6 +202,21 @@ pub async fn metric(client: &reqwest::Client, server: &ServerProcess, name: &str
         .ok_or_else(|| anyhow!("metric {name} not found"))
 }
 
+/// Polls `/metrics` until `name` equals `want` (up to 10 s).
+pub async fn wait_metric(server: &ServerProcess, name: &str, want: f64) -> Result<()> {
+    let client = http();
+    for _ in 0..400 {
+        if metric(&client, server, name).await? == want {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    bail!(
+        "{name} never reached {want} (now {})",
+        metric(&client, server, name).await?
+    )
+}
+
 /// Every file under `dir`, recursively.
 pub fn walk(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();

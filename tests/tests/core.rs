@@ -311,8 +311,7 @@ async fn idle_objects_are_evicted_and_recreated() -> anyhow::Result<()> {
         metric(&client, &server, "roost_object_starts_total").await?,
         3.0
     );
-    tokio::time::sleep(Duration::from_millis(1200)).await;
-    assert_eq!(metric(&client, &server, "roost_live_objects").await?, 0.0);
+    roost_tests::wait_metric(&server, "roost_live_objects", 0.0).await?;
     assert!(metric(&client, &server, "roost_evictions_total").await? >= 3.0);
     let (status, body) = call(
         &client,

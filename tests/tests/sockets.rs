@@ -15,17 +15,7 @@ async fn join(server: &ServerProcess, room: &str, name: &str) -> anyhow::Result<
 }
 
 async fn wait_for(server: &ServerProcess, name: &str, want: f64) -> anyhow::Result<()> {
-    let client = http();
-    for _ in 0..200 {
-        if metric(&client, server, name).await? == want {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    anyhow::bail!(
-        "{name} never reached {want} (now {})",
-        metric(&client, server, name).await?
-    )
+    roost_tests::wait_metric(server, name, want).await
 }
 
 /// Collects `n` message events from a client, returning their texts in order.
