@@ -13,6 +13,15 @@ use crate::id::ObjectKey;
 use crate::runtime::Runtime;
 use crate::sockets::IpSlot;
 
+/// The `{class}/{name}` of a route, validated (400 `bad_name` otherwise).
+pub(crate) fn object_key(
+    path: Result<axum::extract::Path<(String, String)>, axum::extract::rejection::PathRejection>,
+) -> Result<ObjectKey, ApiError> {
+    let axum::extract::Path((class, name)) =
+        path.map_err(|e| ApiError::new(ErrorCode::BadName, e.body_text()))?;
+    ObjectKey::new(&class, &name).map_err(|e| ApiError::new(ErrorCode::BadName, e.to_string()))
+}
+
 /// What the request's token allows on `key` (401/403 otherwise).
 pub(crate) fn authorize(
     runtime: &Runtime,

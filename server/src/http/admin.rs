@@ -28,13 +28,11 @@ fn existing(
     runtime: &Runtime,
     path: Result<Path<(String, String)>, PathRejection>,
 ) -> Result<ObjectKey, ApiError> {
-    let Path((class, name)) = path.map_err(|e| ApiError::new(ErrorCode::BadName, e.body_text()))?;
-    let key = ObjectKey::new(&class, &name)
-        .map_err(|e| ApiError::new(ErrorCode::BadName, e.to_string()))?;
+    let key = super::access::object_key(path)?;
     if !object_path(&runtime.0.config.data_dir, &key.class, key.id).exists() {
         return Err(ApiError::new(
             ErrorCode::NotFound,
-            format!("no object {class}/{name}"),
+            format!("no object {}/{}", key.class, key.name),
         ));
     }
     Ok(key)

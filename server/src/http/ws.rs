@@ -12,7 +12,6 @@ use axum::response::Response;
 use roost_protocol::ErrorCode;
 
 use super::error::ApiError;
-use crate::id::ObjectKey;
 use crate::runtime::{ConnectRequest, Runtime};
 use crate::sockets::SocketMode;
 
@@ -34,9 +33,7 @@ pub(crate) async fn object_socket(
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
-    let Path((class, name)) = path.map_err(|e| ApiError::new(ErrorCode::BadName, e.body_text()))?;
-    let key = ObjectKey::new(&class, &name)
-        .map_err(|e| ApiError::new(ErrorCode::BadName, e.to_string()))?;
+    let key = super::access::object_key(path)?;
     if !runtime.registry().contains(&key.class) {
         return Err(ApiError::new(
             ErrorCode::UnknownClass,

@@ -242,12 +242,7 @@ impl Runtime {
     /// Delivers a command to the object's mailbox, starting its actor if needed.
     /// Fails at once with `overloaded` when the mailbox is full.
     pub(crate) async fn send(&self, key: &ObjectKey, mut cmd: Command) -> Result<(), ErrorDetail> {
-        if !self.0.registry.contains(&key.class) {
-            return Err(error(
-                ErrorCode::UnknownClass,
-                format!("no class named `{}`", key.class),
-            ));
-        }
+        // `mailbox` refuses unknown classes.
         loop {
             let tx = self.mailbox(key).await?;
             match tx.try_send(cmd) {
@@ -276,12 +271,7 @@ impl Runtime {
         key: &ObjectKey,
         mut cmd: Command,
     ) -> Result<(), ErrorDetail> {
-        if !self.0.registry.contains(&key.class) {
-            return Err(error(
-                ErrorCode::UnknownClass,
-                format!("no class named `{}`", key.class),
-            ));
-        }
+        // `mailbox` refuses unknown classes.
         loop {
             let tx = self.mailbox(key).await?;
             match tokio::time::timeout(Duration::from_secs(5), tx.send(cmd)).await {
