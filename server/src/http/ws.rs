@@ -15,12 +15,16 @@ use super::error::ApiError;
 use crate::runtime::{ConnectRequest, Runtime};
 use crate::sockets::SocketMode;
 
-/// Applies the socket limits to an upgrade (small buffers: idle sockets are cheap).
+/// Applies the socket limits to an upgrade. The read buffer is small so idle
+/// sockets are cheap. Frames are gathered in the write buffer until 8 KiB or
+/// the end of a batch (the socket task flushes after every drain), so a burst
+/// of broadcasts costs one `send` per socket rather than one per frame; the
+/// library keeps that buffer's capacity, so it stays small too.
 pub(crate) fn configure(upgrade: WebSocketUpgrade, runtime: &Runtime) -> WebSocketUpgrade {
     let max = runtime.0.config.sockets.max_frame_bytes;
     upgrade
         .read_buffer_size(1024)
-        .write_buffer_size(0)
+        .write_buffer_size(8 * 1024)
         .max_message_size(max)
         .max_frame_size(max)
 }

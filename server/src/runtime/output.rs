@@ -10,7 +10,7 @@ use tokio::sync::oneshot;
 
 use super::Runtime;
 use crate::id::ObjectId;
-use crate::sockets::{OutFrame, SocketId};
+use crate::sockets::{OutFrame, SocketId, Staged};
 
 /// How `on_connect` decided.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,37 +113,54 @@ pub(crate) fn deliver_reply(
     }
 }
 
-/// Releases the outputs of a durable batch, in order.
+/// Releases the outputs of a durable batch, in order. Socket frames are
+/// gathered per socket and queued together (one lock and one wake-up per
+/// socket per batch); per-socket order is kept, and staged frames are queued
+/// before any admission or HTTP reply that follows them.
 pub(crate) fn release(runtime: &Runtime, object: ObjectId, outputs: Vec<Output>) {
     let table = runtime.0.sockets.get(&object);
+    let mut staged = Staged::default();
     for out in outputs {
         match out {
-            Output::Reply(reply, result) => deliver_reply(runtime, object, reply, result),
+            Output::Reply(Reply::Socket { socket, id }, result) => {
+                if let Some(t) = &table {
+                    let frame = Message::Text(result_frame(id, result).into());
+                    t.stage(socket, OutFrame::Msg(frame), &mut staged);
+                }
+            }
+            Output::Reply(reply, result) => {
+                std::mem::take(&mut staged).flush();
+                deliver_reply(runtime, object, reply, result);
+            }
             Output::Admission(tx, a) => {
+                // What the object sent while admitting goes first.
+                std::mem::take(&mut staged).flush();
                 let _ = tx.send(a);
             }
             Output::Send(socket, msg) => {
-                if let Some(o) = table.as_ref().and_then(|t| t.outbox(socket)) {
-                    o.push(OutFrame::Msg(msg));
+                if let Some(t) = &table {
+                    t.stage(socket, OutFrame::Msg(msg), &mut staged);
                 }
             }
             Output::Broadcast { tag, msg, except } => {
                 if let Some(t) = &table {
-                    t.broadcast(tag.as_deref(), &msg, except);
+                    t.stage_broadcast(tag.as_deref(), &msg, except, &mut staged);
                 }
             }
             Output::Close(socket, code, reason) => {
-                if let Some(o) = table.as_ref().and_then(|t| t.outbox(socket)) {
-                    o.push(OutFrame::Close(code, reason));
+                if let Some(t) = &table {
+                    t.stage(socket, OutFrame::Close(code, reason), &mut staged);
                 }
             }
             Output::Forget(socket) => runtime.0.sockets.remove(&object, socket),
             Output::Alarm(u) => apply_alarm(runtime, u),
             Output::Fetch(tx, r) => {
+                std::mem::take(&mut staged).flush();
                 let _ = tx.send(r);
             }
         }
     }
+    staged.flush();
 }
 
 fn apply_alarm(runtime: &Runtime, u: AlarmUpdate) {

@@ -159,6 +159,31 @@ impl Outbox {
         true
     }
 
+    /// Queues several frames under one lock and wakes the writer once;
+    /// returns false if the socket is (now) killed.
+    pub(crate) fn push_all(&self, frames: Vec<OutFrame>) -> bool {
+        let len: usize = frames.iter().map(frame_len).sum();
+        let Ok(mut st) = self.state.lock() else {
+            return false;
+        };
+        if st.killed {
+            return false;
+        }
+        if st.bytes + len > self.limit {
+            st.killed = true;
+            st.frames.clear();
+            st.bytes = 0;
+            drop(st);
+            self.notify.notify_one();
+            return false;
+        }
+        st.bytes += len;
+        st.frames.extend(frames);
+        drop(st);
+        self.notify.notify_one();
+        true
+    }
+
     /// Moves every queued frame into `into`; returns whether the socket was killed.
     pub(crate) fn drain(&self, into: &mut Vec<OutFrame>) -> bool {
         let Ok(mut st) = self.state.lock() else {
@@ -171,6 +196,33 @@ impl Outbox {
 
     pub(crate) fn is_killed(&self) -> bool {
         self.state.lock().map_or(true, |s| s.killed)
+    }
+}
+
+/// Frames gathered per socket while a batch's outputs are released, so each
+/// socket's queue is locked and its writer woken once per batch rather than
+/// once per frame. Order per socket is the order frames were staged.
+#[derive(Default)]
+pub(crate) struct Staged {
+    index: HashMap<SocketId, usize>,
+    queues: Vec<(Arc<Outbox>, Vec<OutFrame>)>,
+}
+
+impl Staged {
+    fn add(&mut self, id: SocketId, outbox: &Arc<Outbox>, frame: OutFrame) {
+        let queues = &mut self.queues;
+        let i = *self.index.entry(id).or_insert_with(|| {
+            queues.push((outbox.clone(), Vec::new()));
+            queues.len() - 1
+        });
+        self.queues[i].1.push(frame);
+    }
+
+    /// Queues everything staged.
+    pub(crate) fn flush(self) {
+        for (outbox, frames) in self.queues {
+            outbox.push_all(frames);
+        }
     }
 }
 
@@ -257,6 +309,36 @@ impl ObjectSockets {
 
     pub(crate) fn outbox(&self, id: SocketId) -> Option<Arc<Outbox>> {
         self.with_table(|t| t.get(&id).map(|e| e.outbox.clone()))
+    }
+
+    /// Stages `msg` for every accepted socket with `tag`, except `except`;
+    /// nothing is queued until `staged.flush()`.
+    pub(crate) fn stage_broadcast(
+        &self,
+        tag: Option<&str>,
+        msg: &Message,
+        except: Option<SocketId>,
+        staged: &mut Staged,
+    ) {
+        self.with_table(|t| {
+            for (id, e) in t.iter() {
+                if e.accepted
+                    && Some(*id) != except
+                    && tag.is_none_or(|tag| e.tags.iter().any(|t| t == tag))
+                {
+                    staged.add(*id, &e.outbox, OutFrame::Msg(msg.clone()));
+                }
+            }
+        });
+    }
+
+    /// Stages one frame for one socket, if it is still listed.
+    pub(crate) fn stage(&self, id: SocketId, frame: OutFrame, staged: &mut Staged) {
+        self.with_table(|t| {
+            if let Some(e) = t.get(&id) {
+                staged.add(id, &e.outbox, frame);
+            }
+        });
     }
 
     /// Pushes `msg` to every accepted socket with `tag`, except `except`.
@@ -443,5 +525,85 @@ mod tests {
         hub.remove(&key.id, SocketId(1));
         hub.remove(&key.id, SocketId(2));
         assert!(hub.is_empty());
+    }
+
+    fn texts(o: &Outbox) -> Vec<String> {
+        let mut out = Vec::new();
+        o.drain(&mut out);
+        out.into_iter()
+            .map(|f| match f {
+                OutFrame::Msg(Message::Text(t)) => t.as_str().to_owned(),
+                OutFrame::Close(code, _) => format!("close {code}"),
+                OutFrame::Msg(_) => "other".into(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn staged_frames_keep_per_socket_order_and_the_outbox_limit() {
+        let hub = SocketHub::default();
+        let key = ObjectKey::new("room", "s").expect("key");
+        let outboxes: Vec<Arc<Outbox>> = (0..3).map(|_| Arc::new(Outbox::new(64))).collect();
+        let mut table = None;
+        for (i, o) in outboxes.iter().enumerate() {
+            let entry = SocketEntry {
+                tags: vec![],
+                attachment: None,
+                outbox: o.clone(),
+                read_only: false,
+                accepted: true,
+                awareness_clients: vec![],
+            };
+            table = hub.insert(&key, SocketId(i as u64), entry, 10);
+        }
+        let t = table.expect("table");
+        let mut staged = Staged::default();
+        t.stage_broadcast(
+            None,
+            &Message::Text("a".into()),
+            Some(SocketId(0)),
+            &mut staged,
+        );
+        t.stage(
+            SocketId(0),
+            OutFrame::Msg(Message::Text("only 0".into())),
+            &mut staged,
+        );
+        t.stage_broadcast(
+            None,
+            &Message::Text("b".into()),
+            Some(SocketId(1)),
+            &mut staged,
+        );
+        t.stage(
+            SocketId(2),
+            OutFrame::Close(1000, "bye".into()),
+            &mut staged,
+        );
+        t.stage(
+            SocketId(9),
+            OutFrame::Msg(Message::Text("nobody".into())),
+            &mut staged,
+        );
+        assert!(
+            texts(&outboxes[0]).is_empty(),
+            "nothing is queued before flush"
+        );
+        staged.flush();
+        assert_eq!(texts(&outboxes[0]), ["only 0", "b"]);
+        assert_eq!(texts(&outboxes[1]), ["a"]);
+        assert_eq!(texts(&outboxes[2]), ["a", "b", "close 1000"]);
+        // A staged burst over the limit kills the socket as single pushes would.
+        let mut staged = Staged::default();
+        for _ in 0..3 {
+            t.stage(
+                SocketId(1),
+                OutFrame::Msg(Message::Text("x".repeat(30).into())),
+                &mut staged,
+            );
+        }
+        staged.flush();
+        assert!(outboxes[1].is_killed());
+        assert!(!outboxes[0].is_killed());
     }
 }
