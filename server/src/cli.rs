@@ -122,6 +122,10 @@ pub struct ServeArgs {
     /// How far back Yjs documents can be read with `state?at=` (e.g. 7d).
     #[arg(long, env = "ROOST_HISTORY_RETENTION", default_value = "7d", value_parser = parse_duration)]
     pub history_retention: Duration,
+    /// A Yjs document writes a snapshot once this many updates follow its
+    /// newest one (bounds the log replayed when a document loads).
+    #[arg(long, env = "ROOST_YDOC_SNAPSHOT_ROWS", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub ydoc_snapshot_rows: u64,
     /// How often the shared commit log is checkpointed into object files.
     #[arg(long, env = "ROOST_CHECKPOINT_INTERVAL", default_value = "5s", value_parser = parse_duration)]
     pub checkpoint_interval: Duration,
@@ -149,6 +153,7 @@ impl ServeArgs {
         config.ydoc.max_doc_bytes = self.max_doc_bytes;
         config.ydoc.max_update_bytes = self.max_update_bytes;
         config.ydoc.retention = self.history_retention;
+        config.ydoc.checkpoint_rows = self.ydoc_snapshot_rows;
         config.auth = crate::auth::Auth::new(
             self.auth_secret.clone().map(String::into_bytes),
             self.admin_token.clone(),
