@@ -85,6 +85,10 @@ pub struct ServeArgs {
     /// Largest database file per object, in bytes.
     #[arg(long, env = "ROOST_MAX_DB_BYTES", default_value_t = 1024 * 1024 * 1024)]
     pub max_db_bytes: u64,
+    /// Most memory each loaded object's SQLite page cache may hold, in bytes
+    /// (the OS page cache holds the rest of its file).
+    #[arg(long, env = "ROOST_OBJECT_CACHE_BYTES", default_value_t = 256 * 1024)]
+    pub object_cache_bytes: u64,
     /// Largest WebSocket frame/message accepted, in bytes (close 1009 beyond).
     #[arg(long, env = "ROOST_MAX_FRAME_BYTES", default_value_t = 1024 * 1024)]
     pub max_frame_bytes: usize,
@@ -144,6 +148,7 @@ impl ServeArgs {
         config.storage.max_key_bytes = self.max_key_bytes;
         config.storage.max_value_bytes = self.max_value_bytes;
         config.storage.max_db_bytes = self.max_db_bytes;
+        config.storage.cache_bytes = self.object_cache_bytes;
         config.log.checkpoint_interval = self.checkpoint_interval;
         config.sockets.max_frame_bytes = self.max_frame_bytes;
         config.sockets.max_outbox_bytes = self.max_socket_queue_bytes;

@@ -383,6 +383,7 @@ fn start<T: DurableObject>(key: &ObjectKey, runtime: &Runtime) -> Result<Live<T>
         ctx.storage.rollback();
         return Err(broken(e));
     }
+    ctx.storage.release_memory();
     Ok(Live { object, ctx })
 }
 

@@ -349,6 +349,7 @@ mod tests {
             max_key_bytes: 4,
             max_value_bytes: 10,
             max_db_bytes: 1 << 30,
+            ..StorageLimits::default()
         };
         let s = Storage::open(&dir.path().join("o.sqlite"), limits).expect("open");
         assert!(matches!(

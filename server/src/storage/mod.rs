@@ -30,6 +30,8 @@ pub struct StorageLimits {
     pub max_value_bytes: usize,
     /// Largest database file, in bytes.
     pub max_db_bytes: u64,
+    /// Most memory one object's SQLite page cache may hold, in bytes.
+    pub cache_bytes: u64,
 }
 
 impl Default for StorageLimits {
@@ -38,6 +40,7 @@ impl Default for StorageLimits {
             max_key_bytes: 2048,
             max_value_bytes: 2 * 1024 * 1024,
             max_db_bytes: 1024 * 1024 * 1024,
+            cache_bytes: 256 * 1024,
         }
     }
 }
@@ -150,7 +153,11 @@ impl Storage {
         )?;
         let page_size: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
         let max_pages = (limits.max_db_bytes / page_size.max(512) as u64).max(16);
-        conn.execute_batch(&format!("PRAGMA max_page_count={max_pages};"))?;
+        // A loaded object keeps its hot pages; the OS page cache holds the rest.
+        let cache_kib = (limits.cache_bytes / 1024).max(16);
+        conn.execute_batch(&format!(
+            "PRAGMA max_page_count={max_pages}; PRAGMA cache_size=-{cache_kib};"
+        ))?;
         conn.execute_batch(&format!("BEGIN IMMEDIATE;{META_SCHEMA}COMMIT;"))?;
         conn.execute_batch("PRAGMA synchronous=NORMAL;")?;
         if created {
@@ -305,6 +312,14 @@ impl Storage {
         }
         self.conn.begin_capture();
         let _ = self.set_read_only(false);
+    }
+
+    /// Frees the page cache's unused pages (after a constructor that read
+    /// the whole database, such as a Yjs document loading its snapshot).
+    pub(crate) fn release_memory(&self) {
+        if let Err(e) = self.conn.execute_batch("PRAGMA shrink_memory;") {
+            tracing::debug!(error = %e, "shrink_memory failed");
+        }
     }
 
     /// The object's alarm time (ms since the epoch), if one is set.
