@@ -10,6 +10,7 @@
 
 pub(crate) mod actor;
 pub mod alarms;
+mod events;
 pub(crate) mod output;
 pub mod registry;
 
