@@ -26,6 +26,10 @@ pub enum Protocol {
     YWebsocket,
     /// Hocuspocus: every message prefixed with the document name.
     Hocuspocus,
+    /// y-sweet: y-websocket framing on the socket URL its HTTP API hands
+    /// out (`POST /doc/new`, then `POST /doc/{id}/auth`; see `ysweet.rs`).
+    #[value(name = "y-sweet")]
+    YSweet,
 }
 
 impl Protocol {
@@ -35,15 +39,19 @@ impl Protocol {
             Protocol::Roost => "roost",
             Protocol::YWebsocket => "y-websocket",
             Protocol::Hocuspocus => "hocuspocus",
+            Protocol::YSweet => "y-sweet",
         }
     }
 
-    /// The request path for `doc` under the URL's base path.
+    /// The request path for `doc` under the URL's base path. For y-sweet
+    /// this is the path its auth answer names when the server has no auth
+    /// key and no URL prefix; `ysweet::doc_paths` asks the server instead.
     pub fn path(self, base: &str, doc: &str) -> String {
         let doc = crate::target::encode_segment(doc);
         match self {
             Protocol::Roost => format!("{base}/v1/yjs/{doc}"),
             Protocol::YWebsocket | Protocol::Hocuspocus => format!("{base}/{doc}"),
+            Protocol::YSweet => format!("{base}/d/{doc}/ws/{doc}"),
         }
     }
 }
@@ -446,5 +454,6 @@ mod tests {
     fn protocol_paths() {
         assert_eq!(Protocol::Roost.path("", "d 1"), "/v1/yjs/d%201");
         assert_eq!(Protocol::YWebsocket.path("/base", "d"), "/base/d");
+        assert_eq!(Protocol::YSweet.path("", "d"), "/d/d/ws/d");
     }
 }
