@@ -234,10 +234,12 @@ pub fn scan_markers(bytes: &[u8], mut f: impl FnMut(u64)) -> usize {
 }
 
 /// A client id for the `index`-th load client of a run: unique within the
-/// run (index below 2^21) and, through `run_seed`, across runs; below 2^53
-/// as Yjs requires.
+/// run (index below 2^21) and, through 11 bits of `run_seed`, mostly across
+/// runs. Kept below 2^32 like the random ids real Yjs clients pick: with
+/// ids up to 2^52, y-sweet 0.9.1 intermittently never applied any update
+/// from some clients (two per affected document; cause not established).
 pub fn client_id(run_seed: u32, index: usize) -> u64 {
-    (u64::from(run_seed & 0x7fff_ffff) << 21) | (index as u64 & 0x1f_ffff)
+    (u64::from(run_seed & 0x7ff) << 21) | (index as u64 & 0x1f_ffff)
 }
 
 /// A per-run seed from the clock (not for security).
@@ -447,7 +449,7 @@ mod tests {
         let a = client_id(u32::MAX, 0);
         let b = client_id(u32::MAX, 1);
         assert_ne!(a, b);
-        assert!(a < (1u64 << 53) && b < (1u64 << 53));
+        assert!(a < (1u64 << 32) && b < (1u64 << 32));
     }
 
     #[test]
