@@ -2,7 +2,8 @@
 //! holds U stored updates. `--phase fill` writes the updates (and waits
 //! until the server has applied them), `--phase measure` times fresh clients
 //! syncing the document; scripts restart the server between the two so the
-//! document is loaded from storage. `--phase both` does both without a
+//! document is loaded from storage (y-sweet: stop it with SIGINT, on which
+//! it stores every loaded document). `--phase both` does both without a
 //! restart.
 
 use std::time::{Duration, Instant};
@@ -15,6 +16,7 @@ use crate::report::{latency_histogram, Latency, Report, Unit};
 use crate::target::Target;
 use crate::ws::{Kind, WsConn};
 use crate::yjs::{self, Author, Framer, Incoming, Protocol, Replica};
+use crate::ysweet;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ColdPhase {
@@ -25,7 +27,7 @@ pub enum ColdPhase {
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct ColdloadArgs {
-    /// Server URL: http://HOST:PORT for Roost, ws://HOST:PORT[/prefix] for y-websocket-server or Hocuspocus.
+    /// Server URL: http://HOST:PORT for Roost and y-sweet, ws://HOST:PORT[/prefix] for y-websocket-server or Hocuspocus.
     #[arg(long, default_value = "http://127.0.0.1:8787")]
     pub url: String,
     /// Wire protocol and URL layout of the server.
@@ -49,20 +51,42 @@ pub struct ColdloadArgs {
     /// Give up on one phase step (the fill, or one client's full sync) after this long.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub timeout: Duration,
-    /// Token sent in Hocuspocus's auth message.
+    /// Hocuspocus: token sent in its auth message. y-sweet: its server token (with `serve --auth`).
     #[arg(long, default_value = "")]
     pub token: String,
+}
+
+/// The document's socket path; for y-sweet this runs its token handshake
+/// (`create`: also `POST /doc/new`, which would load a stored document, so
+/// the measure phase only asks for a token and the load happens on connect).
+async fn socket_path(
+    args: &ColdloadArgs,
+    target: &Target,
+    create: bool,
+    common: &Common,
+) -> anyhow::Result<String> {
+    let docs = [args.doc.clone()];
+    let mut paths = ysweet::doc_paths(
+        args.protocol,
+        target,
+        &docs,
+        &args.token,
+        create,
+        common.allow_remote,
+    )
+    .await?;
+    paths.pop().context("no socket path")
 }
 
 /// Opens a socket to the document and sends the opening messages.
 async fn open(
     args: &ColdloadArgs,
     target: &Target,
+    path: &str,
     framer: &mut Framer,
     author: &Author,
 ) -> anyhow::Result<WsConn> {
-    let path = args.protocol.path(&target.base_path, &args.doc);
-    let mut conn = WsConn::connect(target, &path, &[]).await?;
+    let mut conn = WsConn::connect(target, path, &[]).await?;
     if let Some(a) = framer.auth(&args.token) {
         conn.send_binary(a).await?;
     }
@@ -106,12 +130,18 @@ async fn wait_step2(
     }
 }
 
-async fn fill(args: &ColdloadArgs, target: &Target, report: &mut Report) -> anyhow::Result<()> {
+async fn fill(
+    args: &ColdloadArgs,
+    target: &Target,
+    common: &Common,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let path = socket_path(args, target, true, common).await?;
     let mut author = Author::new(yjs::client_id(yjs::run_seed(), 0));
     let mut framer = Framer::new(args.protocol, &args.doc);
     let progress = Progress::phase(&format!("writing {} updates to {}", args.updates, args.doc));
     let t0 = Instant::now();
-    let mut conn = open(args, target, &mut framer, &author).await?;
+    let mut conn = open(args, target, &path, &mut framer, &author).await?;
     tokio::time::timeout(
         args.timeout,
         wait_step2(&mut conn, args.protocol, &mut framer, &author),
@@ -222,7 +252,14 @@ async fn sync_fully(
     }
 }
 
-async fn measure(args: &ColdloadArgs, target: &Target, report: &mut Report) -> anyhow::Result<()> {
+async fn measure(
+    args: &ColdloadArgs,
+    target: &Target,
+    common: &Common,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    // Untimed, as a real client would have its token before connecting.
+    let path = socket_path(args, target, false, common).await?;
     let mut connect = latency_histogram();
     let mut first_sync = latency_histogram();
     let mut sync = latency_histogram();
@@ -240,7 +277,7 @@ async fn measure(args: &ColdloadArgs, target: &Target, report: &mut Report) -> a
         let author = Author::new(yjs::client_id(yjs::run_seed(), 1));
         let mut framer = Framer::new(args.protocol, &args.doc);
         let t0 = Instant::now();
-        let mut conn = open(args, target, &mut framer, &author).await?;
+        let mut conn = open(args, target, &path, &mut framer, &author).await?;
         connect.saturating_record(t0.elapsed().as_micros() as u64);
         let res = tokio::time::timeout(
             args.timeout,
@@ -299,11 +336,11 @@ pub async fn run(args: ColdloadArgs, common: &Common) -> anyhow::Result<Report> 
         .param("updates", args.updates)
         .param("phase", format!("{:?}", args.phase).to_lowercase());
     if matches!(args.phase, ColdPhase::Fill | ColdPhase::Both) {
-        fill(&args, &target, &mut report).await?;
+        fill(&args, &target, common, &mut report).await?;
     }
     if matches!(args.phase, ColdPhase::Measure | ColdPhase::Both) {
         report.param("samples", args.samples.max(1));
-        measure(&args, &target, &mut report).await?;
+        measure(&args, &target, common, &mut report).await?;
     }
     Ok(report)
 }

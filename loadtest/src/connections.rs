@@ -18,7 +18,7 @@ use crate::yjs::{self, Protocol};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct ConnectionsArgs {
-    /// Server URL: http://HOST:PORT for Roost, ws://HOST:PORT[/prefix] for y-websocket-server or Hocuspocus.
+    /// Server URL: http://HOST:PORT for Roost and y-sweet, ws://HOST:PORT[/prefix] for y-websocket-server or Hocuspocus.
     #[arg(long, default_value = "http://127.0.0.1:8787")]
     pub url: String,
     /// Wire protocol and URL layout of the server.
@@ -48,7 +48,7 @@ pub struct ConnectionsArgs {
     /// Document name prefix (default: conns-<random>).
     #[arg(long)]
     pub doc_prefix: Option<String>,
-    /// Token sent in Hocuspocus's auth message.
+    /// Hocuspocus: token sent in its auth message. y-sweet: its server token (with `serve --auth`).
     #[arg(long, default_value = "")]
     pub token: String,
 }
@@ -67,13 +67,23 @@ pub async fn run(args: ConnectionsArgs, common: &Common) -> anyhow::Result<Repor
     let sample = args.sample.min(args.conns);
     let stride = args.conns.checked_div(sample).unwrap_or(usize::MAX);
     let seed = yjs::run_seed();
+    let docs: Vec<String> = (0..args.docs).map(|d| format!("{prefix}-{d}")).collect();
+    let paths = crate::ysweet::doc_paths(
+        args.protocol,
+        &target,
+        &docs,
+        &args.token,
+        true,
+        common.allow_remote,
+    )
+    .await?;
     let specs: Vec<Spec> = (0..args.conns)
         .map(|i| {
-            let doc = format!("{prefix}-{}", i % args.docs);
+            let doc = docs[i % args.docs].clone();
             Spec {
                 index: i,
                 protocol: args.protocol,
-                path: args.protocol.path(&target.base_path, &doc),
+                path: paths[i % args.docs].clone(),
                 doc,
                 sender: sample > 0 && i % stride == 0 && i / stride < sample,
                 pad: 0,

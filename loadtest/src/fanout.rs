@@ -1,6 +1,6 @@
 //! `fanout`: R documents × C clients per document, every client appending
 //! small Yjs text updates at a set rate over the y-websocket (or Hocuspocus)
-//! protocol. Measures updates delivered per second and end-to-end latency
+//! protocol (y-sweet: after its token handshake, see `ysweet.rs`). Measures updates delivered per second and end-to-end latency
 //! (sender's clock to receiver's clock, same process). `--find-max` raises
 //! the rate round by round until delivery falls behind or p99 exceeds a bound.
 
@@ -13,10 +13,11 @@ use crate::report::{Latency, Report, Unit};
 use crate::target::Target;
 use crate::yclient::{self, Fleet, Phase, Spec};
 use crate::yjs::{self, Protocol};
+use crate::ysweet;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct FanoutArgs {
-    /// Server URL: http://HOST:PORT for Roost, ws://HOST:PORT[/prefix] for y-websocket-server or Hocuspocus.
+    /// Server URL: http://HOST:PORT for Roost and y-sweet, ws://HOST:PORT[/prefix] for y-websocket-server or Hocuspocus.
     #[arg(long, default_value = "http://127.0.0.1:8787")]
     pub url: String,
     /// Wire protocol and URL layout of the server.
@@ -64,7 +65,7 @@ pub struct FanoutArgs {
     /// Give up waiting for all clients to connect and sync after this long.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub connect_timeout: Duration,
-    /// Token sent in Hocuspocus's auth message.
+    /// Hocuspocus: token sent in its auth message. y-sweet: its server token (with `serve --auth`).
     #[arg(long, default_value = "")]
     pub token: String,
 }
@@ -156,15 +157,24 @@ async fn round(
     let target = Target::parse(&args.url, common.allow_remote)?;
     let origin = Instant::now();
     let seed = yjs::run_seed();
+    let docs: Vec<String> = (0..args.docs).map(|d| format!("{prefix}-{d}")).collect();
+    let paths = ysweet::doc_paths(
+        args.protocol,
+        &target,
+        &docs,
+        &args.token,
+        true,
+        common.allow_remote,
+    )
+    .await?;
     let mut specs = Vec::with_capacity(args.docs * args.clients);
-    for d in 0..args.docs {
-        let doc = format!("{prefix}-{d}");
+    for (d, (doc, path)) in docs.iter().zip(&paths).enumerate() {
         for c in 0..args.clients {
             let index = d * args.clients + c;
             specs.push(Spec {
                 index,
                 protocol: args.protocol,
-                path: args.protocol.path(&target.base_path, &doc),
+                path: path.clone(),
                 doc: doc.clone(),
                 sender: true,
                 pad: args.pad,

@@ -14,6 +14,8 @@ use crate::target::Target;
 pub struct HttpConn {
     sender: SendRequest<Full<Bytes>>,
     authority: String,
+    /// Sent as `Authorization: Bearer ...` on every request when set.
+    bearer: Option<String>,
 }
 
 impl HttpConn {
@@ -28,7 +30,13 @@ impl HttpConn {
         Ok(HttpConn {
             sender,
             authority: target.authority.clone(),
+            bearer: None,
         })
+    }
+
+    /// Sends `Authorization: Bearer <token>` from now on (none if empty).
+    pub fn set_bearer(&mut self, token: &str) {
+        self.bearer = (!token.is_empty()).then(|| token.to_string());
     }
 
     /// Sends one request and reads the whole response body.
@@ -46,6 +54,9 @@ impl HttpConn {
             .header(hyper::header::HOST, &self.authority);
         if let Some(ct) = content_type {
             req = req.header(hyper::header::CONTENT_TYPE, ct);
+        }
+        if let Some(b) = &self.bearer {
+            req = req.header(hyper::header::AUTHORIZATION, format!("Bearer {b}"));
         }
         let req = req.body(Full::new(body))?;
         let resp = self.sender.send_request(req).await?;

@@ -1,5 +1,5 @@
 //! `roost-load`: load scenarios against Roost and against peer Yjs servers
-//! (y-websocket-server, Hocuspocus). Each scenario is bounded in count and
+//! (y-websocket-server, y-sweet, Hocuspocus). Each scenario is bounded in count and
 //! time, shows a progress bar on a terminal, and ends with a human table or
 //! one JSON line (`--json`) that includes the generator's own CPU use.
 //!
@@ -25,6 +25,7 @@ mod target;
 mod ws;
 mod yclient;
 mod yjs;
+mod ysweet;
 
 use std::time::{Duration, Instant};
 

@@ -120,6 +120,14 @@ fn default_figures(scenario: &str) -> Vec<String> {
             "server_cpu_pct",
             "server_rss_bytes",
         ],
+        "fanout-max" => &[
+            "max_rate_per_client",
+            "delivered_per_s",
+            "latency_p50_us",
+            "latency_p99_us",
+            "client_cpu_pct",
+            "server_cpu_pct",
+        ],
         "connections" => &[
             "connected",
             "connect_p50_us",
@@ -251,7 +259,10 @@ pub fn summarize(args: &SummarizeArgs) -> anyhow::Result<String> {
 
 /// Whether a larger value of this figure is better (for the ratio's reading).
 fn higher_is_better(fig: &str) -> bool {
-    fig.ends_with("_per_s") || fig.ends_with("_ratio") || fig == "connected"
+    fig.ends_with("_per_s")
+        || fig.ends_with("_ratio")
+        || fig == "connected"
+        || fig == "max_rate_per_client"
 }
 
 pub fn compare(args: &CompareArgs) -> anyhow::Result<String> {

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Side-by-side run: Roost against y-websocket-server (@y/websocket-server,
-# LevelDB persistence) and Hocuspocus (SQLite extension). Installs the peers
-# into a cache folder outside the repo, starts each server on a free loopback
-# port with a temporary data directory, runs the same roost-load scenarios
-# against each, stops every server by PID, and prints each figure with
-# Roost's ratio to each peer.
+# LevelDB persistence), Hocuspocus (SQLite extension) and y-sweet (its
+# filesystem store, with an auth key so clients go through its token
+# handshake). Installs the peers into a cache folder outside the repo (npm
+# for the Node servers; `cargo install y-sweet`, niced, for y-sweet), starts
+# each server on a free loopback port with a temporary data directory, runs
+# the same roost-load scenarios against each (fanout at a fixed rate,
+# fanout --find-max, idle connections, cold load after a restart), stops
+# every server by PID, and prints each figure with Roost's ratio to each peer.
 #
 #   scripts/peers/run.sh                      # all targets, default sizes
 #   TARGETS="y-websocket hocuspocus" scripts/peers/run.sh
@@ -12,14 +15,16 @@
 #
 # Environment: ROOST_PEERS_CACHE (default ~/.cache/roost-peers), TARGETS,
 # DURATION (fanout run length), DOCS, CLIENTS, RATE, CONNS, CONN_DOCS,
-# UPDATES (coldload), OUT (JSON lines file). Every run is bounded by
-# `timeout`; only 127.0.0.1 is used.
+# UPDATES (coldload), FIND_MAX (1: run fanout --find-max, 0: skip),
+# FIND_DOCS, FIND_CLIENTS, FIND_RATE (first round's rate), FIND_DURATION
+# (per round), FIND_ROUNDS, YSWEET_VERSION, OUT (JSON lines file). Every run
+# is bounded by `timeout`; only 127.0.0.1 is used.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 REPO=$PWD
 
 CACHE=${ROOST_PEERS_CACHE:-$HOME/.cache/roost-peers}
-TARGETS=${TARGETS:-"roost y-websocket hocuspocus"}
+TARGETS=${TARGETS:-"roost y-websocket hocuspocus y-sweet"}
 DURATION=${DURATION:-10s}
 DOCS=${DOCS:-10}
 CLIENTS=${CLIENTS:-10}
@@ -27,13 +32,35 @@ RATE=${RATE:-20}
 CONNS=${CONNS:-2000}
 CONN_DOCS=${CONN_DOCS:-20}
 UPDATES=${UPDATES:-5000}
+FIND_MAX=${FIND_MAX:-1}
+FIND_DOCS=${FIND_DOCS:-10}
+FIND_CLIENTS=${FIND_CLIENTS:-10}
+FIND_RATE=${FIND_RATE:-5}
+FIND_DURATION=${FIND_DURATION:-5s}
+FIND_ROUNDS=${FIND_ROUNDS:-10}
+YSWEET_VERSION=${YSWEET_VERSION:-0.9.1}
+YSWEET="$CACHE/y-sweet/bin/y-sweet"
 OUT=${OUT:-$(mktemp /tmp/roost-peers.XXXXXX.jsonl)}
 
 log() { echo "[peers] $*" >&2; }
 
 # --- install the peers (outside the repo) -----------------------------------
+wants() { case " $TARGETS " in *" $1 "*) return 0 ;; esac; return 1; }
+
 install_peers() {
     mkdir -p "$CACHE"
+    if wants y-sweet && [ "$("$YSWEET" version 2>/dev/null)" != "$YSWEET_VERSION" ]; then
+        # A Rust build on a shared machine: niced, bounded, cached across runs.
+        log "installing y-sweet $YSWEET_VERSION into $CACHE/y-sweet (cargo install; takes a while)"
+        timeout 3600 nice -n 10 cargo install y-sweet --version "$YSWEET_VERSION" --locked \
+            --root "$CACHE/y-sweet" --quiet || {
+            log "cargo install y-sweet failed"
+            return 1
+        }
+    fi
+    if ! wants y-websocket && ! wants hocuspocus; then
+        return 0
+    fi
     if ! cmp -s "$REPO/scripts/peers/package.json" "$CACHE/package.json" || [ ! -d "$CACHE/node_modules/@hocuspocus/server" ]; then
         log "installing peers into $CACHE"
         cp "$REPO/scripts/peers/package.json" "$CACHE/package.json"
@@ -48,11 +75,30 @@ install_peers() {
 SERVER_PID=""
 URL=""
 PROTOCOL=""
+# Signal that makes the server store everything and exit.
+STOP_SIGNAL=TERM
+# Extra roost-load flags for the current target (y-sweet's server token).
+TARGET_ARGS=()
+YSWEET_KEY=""
+YSWEET_SERVER_TOKEN=""
+
+# One y-sweet auth key per run (`y-sweet gen-auth --json`): the private key
+# goes to the server, the server token to roost-load's --token.
+ysweet_keys() {
+    [ -n "$YSWEET_KEY" ] && return 0
+    local json
+    json=$("$YSWEET" gen-auth --json) || return 1
+    YSWEET_KEY=$(printf '%s\n' "$json" | sed -n 's/.*"private_key": *"\([^"]*\)".*/\1/p')
+    YSWEET_SERVER_TOKEN=$(printf '%s\n' "$json" | sed -n 's/.*"server_token": *"\([^"]*\)".*/\1/p')
+    [ -n "$YSWEET_KEY" ] && [ -n "$YSWEET_SERVER_TOKEN" ]
+}
 
 # start_server TARGET PORT DATA_DIR: starts it in the background, sets SERVER_PID/URL/PROTOCOL.
 start_server() {
     local target=$1 port=$2 data=$3
     mkdir -p "$data"
+    STOP_SIGNAL=TERM
+    TARGET_ARGS=()
     case "$target" in
     roost)
         "$REPO/target/release/roost" serve --listen "127.0.0.1:$port" --data "$data/roost" >>"$data/server.log" 2>&1 &
@@ -72,6 +118,22 @@ start_server() {
         URL="ws://127.0.0.1:$port"
         PROTOCOL=hocuspocus
         ;;
+    y-sweet)
+        ysweet_keys || {
+            log "y-sweet gen-auth failed"
+            return 1
+        }
+        # The auth key by environment (not on the command line); RUST_LOG=warn
+        # because y-sweet logs at INFO on every document change by default.
+        # Checkpoints stay at its default (every 10 s); SIGINT stores all.
+        Y_SWEET_AUTH="$YSWEET_KEY" RUST_LOG=warn "$YSWEET" serve "$data/store" \
+            --host 127.0.0.1 --port "$port" >>"$data/server.log" 2>&1 &
+        SERVER_PID=$!
+        URL="http://127.0.0.1:$port"
+        PROTOCOL=y-sweet
+        STOP_SIGNAL=INT
+        TARGET_ARGS=(--token "$YSWEET_SERVER_TOKEN")
+        ;;
     *)
         log "unknown target $target"
         return 1
@@ -79,6 +141,7 @@ start_server() {
     esac
     local ready=${URL/ws:/http:}
     [ "$target" = roost ] && ready="$URL/healthz"
+    [ "$target" = y-sweet ] && ready="$URL/ready"
     if ! "$LOAD" wait-ready --url "$ready" --timeout 20s; then
         log "$target did not start; log:"
         tail -5 "$data/server.log" >&2
@@ -89,7 +152,7 @@ start_server() {
 
 stop_server() {
     if [ -n "$SERVER_PID" ]; then
-        kill "$SERVER_PID" 2>/dev/null || true
+        kill -s "$STOP_SIGNAL" "$SERVER_PID" 2>/dev/null || true
         # Bounded wait, then SIGKILL.
         for _ in $(seq 1 50); do
             kill -0 "$SERVER_PID" 2>/dev/null || break
@@ -108,11 +171,13 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# run_load TARGET ARGS...: one roost-load run, its JSON line appended to $OUT.
+# run_load TARGET SCENARIO ARGS...: one roost-load run, its JSON line appended
+# to $OUT (FILE=path sends it elsewhere).
 run_load() {
     local target=$1
     shift
-    if ! timeout 300 "$LOAD" --json --label "$target" --server-pid "$SERVER_PID" "$@" >>"$OUT"; then
+    if ! timeout "${LIMIT:-300}" "$LOAD" --json --label "$target" --server-pid "$SERVER_PID" "$@" \
+        ${TARGET_ARGS[@]+"${TARGET_ARGS[@]}"} >>"${FILE:-$OUT}"; then
         log "$target: roost-load $1 failed (see above); continuing"
     fi
 }
@@ -121,7 +186,7 @@ run_load() {
 install_peers || exit 1
 cargo build --release -q -p roost -p roost-load || exit 1
 LOAD="$REPO/target/release/roost-load"
-log "machine: $(nproc) cores, $(free -g | awk '/^Mem:/ {print $2}') GiB; node $(node --version); results in $OUT"
+log "machine: $(nproc) cores, $(free -g | awk '/^Mem:/ {print $2}') GiB; node $(node --version 2>/dev/null || echo none); y-sweet $("$YSWEET" version 2>/dev/null || echo none); load average $(cut -d' ' -f1-3 /proc/loadavg); results in $OUT"
 
 for target in $TARGETS; do
     data="$WORK/$target"
@@ -133,14 +198,27 @@ for target in $TARGETS; do
     run_load "$target" fanout --url "$URL" --protocol "$PROTOCOL" \
         --docs "$DOCS" --clients "$CLIENTS" --rate "$RATE" --duration "$DURATION"
 
+    if [ "$FIND_MAX" = 1 ]; then
+        # Every round's report goes to a side file; only the maximum joins $OUT
+        # (rounds at different rates would each make their own table).
+        log "$target: fanout --find-max docs=$FIND_DOCS clients=$FIND_CLIENTS from $FIND_RATE/s, $FIND_DURATION per round"
+        : >"$WORK/findmax.jsonl"
+        FILE="$WORK/findmax.jsonl" LIMIT=$((FIND_ROUNDS * 60)) run_load "$target" fanout --find-max \
+            --url "$URL" --protocol "$PROTOCOL" --docs "$FIND_DOCS" --clients "$FIND_CLIENTS" \
+            --rate "$FIND_RATE" --duration "$FIND_DURATION" --max-rounds "$FIND_ROUNDS"
+        grep '"scenario":"fanout-max"' "$WORK/findmax.jsonl" >>"$OUT" || true
+        grep -o 'stopped: [^"]*' "$WORK/findmax.jsonl" | sed "s/^/[peers] $target: find-max /" >&2 || true
+    fi
+
     log "$target: connections conns=$CONNS docs=$CONN_DOCS"
     run_load "$target" connections --url "$URL" --protocol "$PROTOCOL" \
         --conns "$CONNS" --docs "$CONN_DOCS" --idle 2s
 
     log "$target: coldload fill updates=$UPDATES"
     if timeout 300 "$LOAD" --label "$target" coldload --url "$URL" --protocol "$PROTOCOL" \
-        --doc coldload --updates "$UPDATES" --phase fill >/dev/null; then
-        # Let asynchronous persistence (LevelDB, debounced stores) settle, then restart.
+        --doc coldload --updates "$UPDATES" --phase fill ${TARGET_ARGS[@]+"${TARGET_ARGS[@]}"} >/dev/null; then
+        # Let asynchronous persistence (LevelDB, debounced stores) settle, then
+        # restart (y-sweet stores every loaded document on its SIGINT).
         sleep 3
         stop_server
         start_server "$target" "$port" "$data" || continue
