@@ -11,6 +11,7 @@
 pub mod capture;
 pub mod inspect;
 mod kv;
+mod replay;
 
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
