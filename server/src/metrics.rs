@@ -81,6 +81,7 @@ pub struct Metrics {
     pub commit_latency: Histogram,
     pub log_fsync_latency: Histogram,
     pub alarm_lateness: Histogram,
+    pub wal_checkpoint: Histogram,
 }
 
 impl Default for Metrics {
@@ -105,6 +106,7 @@ impl Default for Metrics {
             commit_latency: Histogram::new(),
             log_fsync_latency: Histogram::new(),
             alarm_lateness: Histogram::new(),
+            wal_checkpoint: Histogram::new(),
         }
     }
 }
@@ -255,6 +257,11 @@ impl Metrics {
             &mut out,
             "roost_alarm_lateness_seconds",
             "How long after its scheduled time each alarm handler started.",
+        );
+        self.wal_checkpoint.render(
+            &mut out,
+            "roost_wal_checkpoint_seconds",
+            "An object's own WAL checkpoint (copy into the database file and fsync); the object waits meanwhile.",
         );
         out
     }

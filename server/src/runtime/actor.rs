@@ -277,7 +277,10 @@ async fn run_inner<T: DurableObject>(args: ActorArgs) {
                 .as_ref()
                 .filter(|l| l.ctx.storage.wal_bytes() > WAL_CHECKPOINT_BYTES)
             {
-                if let Err(e) = crate::sys::blocking(|| l.ctx.storage.checkpoint_wal()) {
+                let started = Instant::now();
+                let done = crate::sys::blocking(|| l.ctx.storage.checkpoint_wal());
+                metrics.wal_checkpoint.observe(started.elapsed());
+                if let Err(e) = done {
                     tracing::warn!(error = %e, "WAL checkpoint failed");
                 }
             }
