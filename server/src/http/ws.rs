@@ -45,16 +45,13 @@ pub(crate) async fn object_socket(
     let request = ConnectRequest {
         query: super::access::without_token(query),
     };
-    let rt = runtime.clone();
-    Ok(configure(upgrade, &runtime).on_upgrade(move |ws| {
-        crate::sockets::conn::serve(
-            rt,
-            key,
-            request,
-            access,
-            SocketMode::Envelope,
-            Some(slot),
-            ws,
-        )
-    }))
+    let up = Box::new(crate::sockets::conn::Upgrade {
+        runtime: runtime.clone(),
+        key,
+        request,
+        access,
+        mode: SocketMode::Envelope,
+        _ip_slot: Some(slot),
+    });
+    Ok(configure(upgrade, &runtime).on_upgrade(move |ws| crate::sockets::conn::serve(up, ws)))
 }
