@@ -15,11 +15,18 @@ use super::error::ApiError;
 use crate::runtime::{ConnectRequest, Runtime};
 use crate::sockets::SocketMode;
 
+/// Each socket's read buffer, allocated for its whole life: it is a good part
+/// of an idle socket's memory. Frames up to this size arrive in one read;
+/// larger ones take `len / 256` reads (the buffer grows to the largest frame
+/// seen, the reads stay this size). Typical Yjs updates and awareness
+/// messages fit.
+const READ_BUFFER_BYTES: usize = 256;
+
 /// Applies the socket limits to an upgrade (small buffers: idle sockets are cheap).
 pub(crate) fn configure(upgrade: WebSocketUpgrade, runtime: &Runtime) -> WebSocketUpgrade {
     let max = runtime.0.config.sockets.max_frame_bytes;
     upgrade
-        .read_buffer_size(1024)
+        .read_buffer_size(READ_BUFFER_BYTES)
         .write_buffer_size(0)
         .max_message_size(max)
         .max_frame_size(max)
