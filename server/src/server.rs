@@ -167,22 +167,30 @@ impl ServerBuilder {
 /// Objects that wake up and are evicted again (every connect wakes its
 /// object) free their memory into glibc's heap, where it stays — pinned by the
 /// long-lived socket allocations made around it — unless trimmed. Once a
-/// burst of evictions is over (a quiet second), or every 10 s while they go
-/// on, free pages are handed back to the OS.
+/// burst of evictions is over (a second without evictions or actors ending),
+/// or every 10 s while they go on, free pages are handed back to the OS.
 async fn trim_heap_after_evictions(metrics: Arc<Metrics>) {
     use std::sync::atomic::Ordering::Relaxed;
     use std::time::{Duration, Instant};
+    // An eviction is counted when it starts; the actor's memory is freed
+    // when it ends, which `live_objects` shows.
+    let look = || {
+        (
+            metrics.evictions.load(Relaxed),
+            metrics.live_objects.load(Relaxed),
+        )
+    };
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut trimmed = metrics.evictions.load(Relaxed);
+    let mut trimmed = look();
     let mut last_tick = trimmed;
     let mut last_trim = Instant::now();
     loop {
         tick.tick().await;
-        let now = metrics.evictions.load(Relaxed);
+        let now = look();
         let quiet = now == last_tick;
         last_tick = now;
-        if now == trimmed || !(quiet || last_trim.elapsed() >= Duration::from_secs(10)) {
+        if now.0 == trimmed.0 || !(quiet || last_trim.elapsed() >= Duration::from_secs(10)) {
             continue;
         }
         trimmed = now;
