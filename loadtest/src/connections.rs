@@ -4,8 +4,12 @@
 //! and one sync request — and checks that every other client of its document
 //! receives the update and that the server still answers.
 
-use std::sync::atomic::Ordering;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
+
+use tokio::net::{TcpSocket, TcpStream};
 
 use crate::args::{parse_duration, Common};
 use crate::probe::Probes;
@@ -51,6 +55,43 @@ pub struct ConnectionsArgs {
     /// Hocuspocus: token sent in its auth message. y-sweet: its server token (with `serve --auth`).
     #[arg(long, default_value = "")]
     pub token: String,
+    /// Spread connections over source addresses 127.0.0.1..127.0.0.N (one
+    /// address has ~28,000 ephemeral ports). Default: one address per 8,000
+    /// connections when there are more than 20,000 and the target is
+    /// 127.0.0.1, else 1 (the OS picks).
+    #[arg(long)]
+    pub source_ips: Option<u8>,
+}
+
+/// Source addresses connections are bound to, round robin (empty: the OS picks).
+static SOURCES: OnceLock<Vec<IpAddr>> = OnceLock::new();
+static NEXT_SOURCE: AtomicUsize = AtomicUsize::new(0);
+
+fn set_sources(n: usize, target: SocketAddr) -> anyhow::Result<()> {
+    if n <= 1 {
+        return Ok(());
+    }
+    anyhow::ensure!(
+        target.ip() == IpAddr::V4(Ipv4Addr::LOCALHOST),
+        "--source-ips needs a 127.0.0.1 target"
+    );
+    let ips = (1..=n as u8)
+        .map(|i| IpAddr::V4(Ipv4Addr::new(127, 0, 0, i)))
+        .collect();
+    let _ = SOURCES.set(ips);
+    Ok(())
+}
+
+/// Opens a TCP connection to `addr`, from the next source address if
+/// `connections` set several.
+pub async fn dial(addr: SocketAddr) -> std::io::Result<TcpStream> {
+    let Some(ips) = SOURCES.get().filter(|v| !v.is_empty()) else {
+        return TcpStream::connect(addr).await;
+    };
+    let ip = ips[NEXT_SOURCE.fetch_add(1, Ordering::Relaxed) % ips.len()];
+    let socket = TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::new(ip, 0))?;
+    socket.connect(addr).await
 }
 
 pub async fn run(args: ConnectionsArgs, common: &Common) -> anyhow::Result<Report> {
@@ -60,6 +101,14 @@ pub async fn run(args: ConnectionsArgs, common: &Common) -> anyhow::Result<Repor
     );
     anyhow::ensure!(args.conns < (1 << 21), "at most 2^21 connections");
     let target = Target::parse(&args.url, common.allow_remote)?;
+    let loopback1 = target.addr.ip() == IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let source_ips = match args.source_ips {
+        Some(n) => usize::from(n.max(1)),
+        None if args.conns > 20_000 && loopback1 => args.conns.div_ceil(8_000),
+        None => 1,
+    };
+    anyhow::ensure!(source_ips <= 254, "at most 254 source addresses");
+    set_sources(source_ips, target.addr)?;
     let prefix = args
         .doc_prefix
         .clone()
@@ -151,6 +200,7 @@ pub async fn run(args: ConnectionsArgs, common: &Common) -> anyhow::Result<Repor
         .param("protocol", args.protocol.name())
         .param("conns", args.conns)
         .param("docs", args.docs)
+        .param("source_ips", source_ips)
         .param("sample", sample)
         .param("idle_s", args.idle.as_secs_f64());
     let mut f = Report::new("connections");

@@ -164,7 +164,7 @@ impl WsConn {
         path: &str,
         extra_headers: &[(&str, &str)],
     ) -> anyhow::Result<WsConn> {
-        let stream = TcpStream::connect(target.addr)
+        let stream = crate::connections::dial(target.addr)
             .await
             .with_context(|| format!("connecting to {}", target.addr))?;
         stream.set_nodelay(true)?;

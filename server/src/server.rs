@@ -121,6 +121,7 @@ impl ServerBuilder {
         let addr = listener.local_addr()?;
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let serve_runtime = runtime.clone();
+        let trimmer = tokio::spawn(trim_heap_after_evictions(runtime.0.metrics.clone()));
         let task = tokio::spawn(async move {
             // Replies and socket frames are small and latency-bound: never let
             // Nagle's algorithm hold them back behind a delayed ACK.
@@ -137,6 +138,7 @@ impl ServerBuilder {
                 let _ = stop_rx.await;
             })
             .await;
+            trimmer.abort();
             serve_runtime.shutdown().await;
             serve_runtime.0.log.close().await;
             served.context("HTTP server failed")
@@ -159,6 +161,48 @@ impl ServerBuilder {
         shutdown.await;
         tracing::info!("shutting down: finishing in-flight events");
         server.shutdown().await
+    }
+}
+
+/// Objects that wake up and are evicted again (every connect wakes its
+/// object) free their memory into glibc's heap, where it stays — pinned by the
+/// long-lived socket allocations made around it — unless trimmed. Once a
+/// burst of evictions is over (a second without evictions or actors ending),
+/// or every 10 s while they go on, free pages are handed back to the OS.
+async fn trim_heap_after_evictions(metrics: Arc<Metrics>) {
+    use std::sync::atomic::Ordering::Relaxed;
+    use std::time::{Duration, Instant};
+    // An eviction is counted when it starts; the actor's memory is freed
+    // when it ends, which `live_objects` shows.
+    let look = || {
+        (
+            metrics.evictions.load(Relaxed),
+            metrics.live_objects.load(Relaxed),
+        )
+    };
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut trimmed = look();
+    let mut last_tick = trimmed;
+    let mut last_trim = Instant::now();
+    loop {
+        tick.tick().await;
+        let now = look();
+        let quiet = now == last_tick;
+        last_tick = now;
+        if now.0 == trimmed.0 || !(quiet || last_trim.elapsed() >= Duration::from_secs(10)) {
+            continue;
+        }
+        trimmed = now;
+        last_trim = Instant::now();
+        let released = tokio::task::spawn_blocking(crate::sys::trim_heap)
+            .await
+            .unwrap_or(false);
+        tracing::debug!(
+            released,
+            ms = last_trim.elapsed().as_secs_f64() * 1000.0,
+            "trimmed the heap after evictions"
+        );
     }
 }
 

@@ -1,7 +1,7 @@
-//! Thin wrappers over the two Linux calls std does not offer: `syncfs` (one
+//! Thin wrappers over the Linux calls std does not offer: `syncfs` (one
 //! flush for every dirty file of the data directory's filesystem, used by the
-//! commit-log checkpoint) and raising the open-file limit (each live object
-//! holds three descriptors, each socket one).
+//! commit-log checkpoint), raising the open-file limit (each live object
+//! holds three descriptors, each socket one) and glibc's `malloc_trim`.
 #![allow(unsafe_code)]
 
 use std::fs::File;
@@ -39,6 +39,22 @@ pub fn raise_nofile_limit() -> io::Result<u64> {
         }
     }
     Ok(lim.rlim_cur)
+}
+
+/// Hands free heap pages back to the OS, including pages inside glibc's
+/// arenas that a plain `free` keeps (they sit between live allocations, such
+/// as the sockets of objects that woke up and went back to sleep). Returns
+/// whether memory was released; does nothing off glibc.
+pub fn trim_heap() -> bool {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: malloc_trim only walks the allocator's own free lists.
+        unsafe { libc::malloc_trim(0) != 0 }
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        false
+    }
 }
 
 /// Runs blocking work (an fsync, a checkpoint) without stalling the other

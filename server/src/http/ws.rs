@@ -15,16 +15,25 @@ use super::error::ApiError;
 use crate::runtime::{ConnectRequest, Runtime};
 use crate::sockets::SocketMode;
 
-/// Applies the socket limits to an upgrade. The read buffer is small so idle
-/// sockets are cheap. Frames are gathered in the write buffer until 8 KiB or
-/// the end of a batch (the socket task flushes after every drain), so a burst
-/// of broadcasts costs one `send` per socket rather than one per frame; the
-/// library keeps that buffer's capacity, so it stays small too.
+/// Each socket's read buffer, allocated for its whole life: it is a good part
+/// of an idle socket's memory. Frames up to this size arrive in one read;
+/// larger ones take `len / 256` reads (the buffer grows to the largest frame
+/// seen, the reads stay this size). Typical Yjs updates and awareness
+/// messages fit.
+const READ_BUFFER_BYTES: usize = 256;
+
+/// Outgoing frames gather in the write buffer until this size or the end of
+/// a batch (the socket task flushes after every drain), so a burst of
+/// broadcasts costs one `send` per socket rather than one per frame. The
+/// library keeps the buffer's capacity after a burst, so it stays small.
+const WRITE_BUFFER_BYTES: usize = 8 * 1024;
+
+/// Applies the socket limits to an upgrade (small buffers: idle sockets are cheap).
 pub(crate) fn configure(upgrade: WebSocketUpgrade, runtime: &Runtime) -> WebSocketUpgrade {
     let max = runtime.0.config.sockets.max_frame_bytes;
     upgrade
-        .read_buffer_size(1024)
-        .write_buffer_size(8 * 1024)
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(WRITE_BUFFER_BYTES)
         .max_message_size(max)
         .max_frame_size(max)
 }
@@ -49,16 +58,13 @@ pub(crate) async fn object_socket(
     let request = ConnectRequest {
         query: super::access::without_token(query),
     };
-    let rt = runtime.clone();
-    Ok(configure(upgrade, &runtime).on_upgrade(move |ws| {
-        crate::sockets::conn::serve(
-            rt,
-            key,
-            request,
-            access,
-            SocketMode::Envelope,
-            Some(slot),
-            ws,
-        )
-    }))
+    let up = Box::new(crate::sockets::conn::Upgrade {
+        runtime: runtime.clone(),
+        key,
+        request,
+        access,
+        mode: SocketMode::Envelope,
+        _ip_slot: Some(slot),
+    });
+    Ok(configure(upgrade, &runtime).on_upgrade(move |ws| crate::sockets::conn::serve(up, ws)))
 }

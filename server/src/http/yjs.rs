@@ -36,15 +36,19 @@ pub(crate) async fn socket(
     let key = doc_key(path)?;
     let access = super::access::authorize(&runtime, &headers, &query, &key)?;
     let slot = super::access::admit(&runtime, addr)?;
-    let rt = runtime.clone();
     let request = ConnectRequest {
         query: super::access::without_token(query),
     };
-    Ok(
-        super::ws::configure(upgrade, &runtime).on_upgrade(move |ws| {
-            crate::sockets::conn::serve(rt, key, request, access, SocketMode::Yjs, Some(slot), ws)
-        }),
-    )
+    let up = Box::new(crate::sockets::conn::Upgrade {
+        runtime: runtime.clone(),
+        key,
+        request,
+        access,
+        mode: SocketMode::Yjs,
+        _ip_slot: Some(slot),
+    });
+    Ok(super::ws::configure(upgrade, &runtime)
+        .on_upgrade(move |ws| crate::sockets::conn::serve(up, ws)))
 }
 
 async fn fetch(

@@ -6,13 +6,17 @@
 //! closes the socket with 1009; a slow reader whose outbox overflows is
 //! dropped (its close code is 1013 as seen by the object).
 
+use std::collections::VecDeque;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures_util::SinkExt;
 use roost_protocol::{ClientFrame, DecodeError, ErrorCode, ServerFrame};
 use tokio::sync::oneshot;
+use tokio::time::Sleep;
 
 use super::{OutFrame, Outbox, SocketEntry, SocketId, SocketMessage, SocketMode};
 use crate::auth::Access;
@@ -32,40 +36,92 @@ fn error_event(code: ErrorCode, message: &str) -> Message {
     Message::Text(ServerFrame::event("error", data).encode().into())
 }
 
+/// What a socket is served with, known before the upgrade completes.
+pub(crate) struct Upgrade {
+    pub runtime: Runtime,
+    pub key: ObjectKey,
+    pub request: ConnectRequest,
+    pub access: Access,
+    pub mode: SocketMode,
+    /// Counts the connection against its IP address while held.
+    pub _ip_slot: Option<super::IpSlot>,
+}
+
 /// Serves one upgraded socket until it closes.
-pub(crate) async fn serve(
-    runtime: Runtime,
-    key: ObjectKey,
-    request: ConnectRequest,
-    access: Access,
-    mode: SocketMode,
-    _ip_slot: Option<super::IpSlot>,
+///
+/// An idle socket costs what this future holds while it waits in `run`, so
+/// everything that runs rarely — admission, writing, handling a frame,
+/// closing — is a separately boxed future that exists only while it runs.
+/// The arguments come in one box so that the upgrade callback that captures
+/// them is one pointer, and an `async move` block (unlike an `async fn`)
+/// keeps no second copy of the socket. The future's size is logged once at
+/// debug level.
+pub(crate) fn serve(
+    mut up: Box<Upgrade>,
     mut ws: WebSocket,
-) {
-    let read_only = access.read_only;
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let task = async move {
+        let request = std::mem::take(&mut up.request);
+        let Some((socket, table, outbox)) = Box::pin(admit(&up, request, &mut ws)).await else {
+            return;
+        };
+        let conn = Conn {
+            runtime: &up.runtime,
+            key: &up.key,
+            table: &table,
+            socket,
+            outbox: &outbox,
+            mode: up.mode,
+            expires_ms: up.access.expires_ms,
+        };
+        let (code, reason) = run(&conn, &mut ws).await;
+        Box::pin(finish(&up, &table, socket, code, reason, ws)).await;
+    };
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        tracing::debug!(bytes = std::mem::size_of_val(&task), "socket task future");
+    });
+    task
+}
+
+/// Lists the socket and asks the object's `on_connect`; `None` if refused
+/// (the socket is then closed with the reason).
+async fn admit(
+    up: &Upgrade,
+    request: ConnectRequest,
+    ws: &mut WebSocket,
+) -> Option<(SocketId, Arc<super::ObjectSockets>, Arc<Outbox>)> {
+    let Upgrade {
+        runtime,
+        key,
+        access,
+        mode,
+        ..
+    } = up;
+    let mode = *mode;
     let hub = &runtime.0.sockets;
-    let limits = runtime.0.config.sockets.clone();
+    let limits = &runtime.0.config.sockets;
     let socket = hub.next_id();
     let outbox = Arc::new(Outbox::new(limits.max_outbox_bytes));
     let entry = SocketEntry {
         tags: Vec::new(),
         attachment: None,
         outbox: outbox.clone(),
-        read_only,
+        read_only: access.read_only,
         accepted: false,
         awareness_clients: Vec::new(),
     };
-    let Some(table) = hub.insert(&key, socket, entry, limits.max_sockets_per_object) else {
-        close(&mut ws, 1013, "too many sockets on this object").await;
-        return;
+    let Some(table) = hub.insert(key, socket, entry, limits.max_sockets_per_object) else {
+        close(ws, 1013, "too many sockets on this object").await;
+        return None;
     };
-    let metrics = runtime.0.metrics.clone();
+    let metrics = &runtime.0.metrics;
     metrics.open_sockets.fetch_add(1, Ordering::Relaxed);
 
     let (reply, wait) = oneshot::channel();
     let admission = match runtime
         .send(
-            &key,
+            key,
             Command::Connect {
                 socket,
                 request,
@@ -91,8 +147,8 @@ pub(crate) async fn serve(
         // Frames the object queued before refusing (rare) are dropped.
         hub.remove(&key.id, socket);
         metrics.open_sockets.fetch_sub(1, Ordering::Relaxed);
-        close(&mut ws, code, &reason).await;
-        return;
+        close(ws, code, &reason).await;
+        return None;
     }
     if mode == SocketMode::Yjs {
         // A newcomer learns who is here, from the socket layer alone.
@@ -100,21 +156,32 @@ pub(crate) async fn serve(
             outbox.push(OutFrame::Msg(state));
         }
     }
-    let conn = Conn {
-        runtime: &runtime,
-        key: &key,
-        table: &table,
-        socket,
-        outbox: &outbox,
-        max_frame: limits.max_frame_bytes,
-        mode,
-        expires_ms: access.expires_ms,
-    };
-    let (code, reason) = run(&conn, &mut ws).await;
+    Some((socket, table, outbox))
+}
+
+/// After the loop ended: forget the socket's awareness, close the
+/// connection and tell the object.
+async fn finish(
+    up: &Upgrade,
+    table: &super::ObjectSockets,
+    socket: SocketId,
+    code: u16,
+    reason: String,
+    ws: WebSocket,
+) {
+    let Upgrade {
+        runtime, key, mode, ..
+    } = up;
+    let mode = *mode;
+    let hub = &runtime.0.sockets;
     if mode == SocketMode::Yjs {
         table.drop_awareness_of(socket);
     }
-    metrics.open_sockets.fetch_sub(1, Ordering::Relaxed);
+    runtime
+        .0
+        .metrics
+        .open_sockets
+        .fetch_sub(1, Ordering::Relaxed);
     tracing::debug!(%socket, code, "socket closed");
     // Stop queueing to it, but keep its attachment for `on_close`; the actor
     // removes the entry after `on_close` ran (this wakes a hibernated object).
@@ -131,7 +198,7 @@ pub(crate) async fn serve(
     }
     if runtime
         .send(
-            &key,
+            key,
             Command::Closed {
                 socket,
                 code,
@@ -145,7 +212,6 @@ pub(crate) async fn serve(
     }
 }
 
-/// The socket loop; returns the close code and reason.
 /// Roost extension on Yjs sockets: `[101, varString(token)]`.
 const MSG_REFRESH: u8 = 101;
 
@@ -205,212 +271,298 @@ struct Conn<'a> {
     table: &'a super::ObjectSockets,
     socket: SocketId,
     outbox: &'a Outbox,
-    max_frame: usize,
     mode: SocketMode,
     expires_ms: Option<i64>,
 }
 
-async fn run(conn: &Conn<'_>, ws: &mut WebSocket) -> (u16, String) {
+/// What the loop learns from the frames it reads.
+struct Session {
+    bucket: Bucket,
+    /// When the socket's token expires (ms since the epoch).
+    expires: Option<i64>,
+}
+
+/// The close code and reason the loop ended with.
+type End = (u16, String);
+
+/// A timer for a token expiry (boxed: most sockets have none).
+fn expiry_timer(expires: Option<i64>) -> Option<Pin<Box<Sleep>>> {
+    expires.map(|ms| {
+        let left = ms - crate::catalog::now_ms();
+        Box::pin(tokio::time::sleep(
+            Duration::from_millis(left.max(0) as u64),
+        ))
+    })
+}
+
+async fn expired(timer: &mut Option<Pin<Box<Sleep>>>) {
+    match timer {
+        Some(t) => t.await,
+        None => std::future::pending().await,
+    }
+}
+
+fn slow_consumer(conn: &Conn<'_>) -> End {
+    let metrics = &conn.runtime.0.metrics;
+    metrics.slow_consumers.fetch_add(1, Ordering::Relaxed);
+    tracing::info!(socket = %conn.socket, "disconnecting a slow client: outbound queue over its limit");
+    (1013, "outbound queue full".into())
+}
+
+/// The socket loop; returns the close code and reason. While it waits it
+/// holds only the socket, a `Notified` and a read future: queued frames are
+/// written and incoming frames handled by boxed futures.
+async fn run(conn: &Conn<'_>, ws: &mut WebSocket) -> End {
+    let mut session = Session {
+        bucket: Bucket::new(conn.runtime.0.config.sockets.max_messages_per_sec),
+        expires: conn.expires_ms,
+    };
+    let mut timer = expiry_timer(session.expires);
+    loop {
+        // Write everything queued, giving up on a client too slow to take it.
+        let (frames, killed) = conn.outbox.take();
+        if killed {
+            return slow_consumer(conn);
+        }
+        if !frames.is_empty() {
+            if let Some(end) = Box::pin(write(conn, ws, frames)).await {
+                return end;
+            }
+            continue;
+        }
+        let incoming = tokio::select! {
+            () = conn.outbox.notify.notified() => continue,
+            () = expired(&mut timer) => {
+                tracing::info!(socket = %conn.socket, "closing a socket whose token expired");
+                Box::pin(close(ws, 1008, "token expired")).await;
+                return (1008, "token expired".into());
+            }
+            incoming = ws.recv() => incoming,
+        };
+        let before = session.expires;
+        if let Some(end) = Box::pin(receive(conn, ws, &mut session, incoming)).await {
+            return end;
+        }
+        if session.expires != before {
+            timer = expiry_timer(session.expires);
+        }
+    }
+}
+
+/// Writes `frames`; `Some` ends the loop (write failed, a close frame was
+/// sent, or the outbox overflowed meanwhile).
+async fn write(conn: &Conn<'_>, ws: &mut WebSocket, frames: VecDeque<OutFrame>) -> Option<End> {
+    let mut closing = None;
+    let written = {
+        let write = async {
+            for frame in frames {
+                match frame {
+                    OutFrame::Msg(m) => ws.feed(m).await?,
+                    OutFrame::Close(code, reason) => {
+                        let frame = CloseFrame {
+                            code,
+                            reason: reason.as_str().into(),
+                        };
+                        ws.feed(Message::Close(Some(frame))).await?;
+                        closing = Some((code, reason));
+                        break;
+                    }
+                }
+            }
+            ws.flush().await
+        };
+        tokio::pin!(write);
+        loop {
+            tokio::select! {
+                r = &mut write => break r,
+                () = conn.outbox.notify.notified() => {
+                    if conn.outbox.is_killed() {
+                        return Some(slow_consumer(conn));
+                    }
+                }
+            }
+        }
+    };
+    if written.is_err() {
+        return Some((1006, "write failed".into()));
+    }
+    closing
+}
+
+/// Handles one read result; `Some` ends the loop.
+async fn receive(
+    conn: &Conn<'_>,
+    ws: &mut WebSocket,
+    session: &mut Session,
+    incoming: Option<Result<Message, axum::Error>>,
+) -> Option<End> {
     let Conn {
         runtime,
         key,
         table,
         socket,
         outbox,
-        max_frame,
         mode,
         ..
     } = *conn;
     let metrics = &runtime.0.metrics;
-    let mut pending: Vec<OutFrame> = Vec::new();
-    let mut expires = conn.expires_ms;
-    let mut bucket = Bucket::new(runtime.0.config.sockets.max_messages_per_sec);
-    loop {
-        // Write everything queued, giving up on a client too slow to take it.
-        if outbox.drain(&mut pending) {
-            metrics.slow_consumers.fetch_add(1, Ordering::Relaxed);
-            tracing::info!(%socket, "disconnecting a slow client: outbound queue over its limit");
-            return (1013, "outbound queue full".into());
+    let max_frame = runtime.0.config.sockets.max_frame_bytes;
+    let msg = match incoming {
+        None => return Some((1006, String::new())),
+        Some(Ok(m)) => m,
+        Some(Err(e)) => {
+            let text = e.to_string();
+            if text.contains("Space limit exceeded")
+                || text.contains("too long")
+                || text.contains("Message too big")
+                || text.contains("size")
+            {
+                tracing::info!(%socket, error = %text, "frame too large");
+                close(ws, 1009, &format!("frame larger than {max_frame} bytes")).await;
+                return Some((1009, "frame too large".into()));
+            }
+            return Some((1006, text));
         }
-        if !pending.is_empty() {
-            let mut closing = None;
-            let written = {
-                let write = async {
-                    for frame in pending.drain(..) {
-                        match frame {
-                            OutFrame::Msg(m) => ws.feed(m).await?,
-                            OutFrame::Close(code, reason) => {
-                                let frame = CloseFrame {
-                                    code,
-                                    reason: reason.as_str().into(),
-                                };
-                                ws.feed(Message::Close(Some(frame))).await?;
-                                closing = Some((code, reason));
-                                break;
-                            }
-                        }
-                    }
-                    ws.flush().await
-                };
-                tokio::pin!(write);
-                loop {
-                    tokio::select! {
-                        r = &mut write => break r,
-                        () = outbox.notify.notified() => {
-                            if outbox.is_killed() {
-                                metrics.slow_consumers.fetch_add(1, Ordering::Relaxed);
-                                tracing::info!(%socket, "disconnecting a slow client: outbound queue over its limit");
-                                return (1013, "outbound queue full".into());
-                            }
-                        }
-                    }
-                }
-            };
-            if written.is_err() {
-                return (1006, "write failed".into());
-            }
-            if let Some(c) = closing {
-                return c;
-            }
-            continue;
-        }
-        let expiry = expires.map(|ms| {
-            let left = ms - crate::catalog::now_ms();
-            tokio::time::Instant::now() + std::time::Duration::from_millis(left.max(0) as u64)
-        });
-        tokio::select! {
-            () = outbox.notify.notified() => continue,
-            () = async { if let Some(at) = expiry { tokio::time::sleep_until(at).await } }, if expiry.is_some() => {
-                tracing::info!(%socket, "closing a socket whose token expired");
-                close(ws, 1008, "token expired").await;
-                return (1008, "token expired".into());
-            }
-            incoming = ws.recv() => {
-                let msg = match incoming {
-                    None => return (1006, String::new()),
-                    Some(Ok(m)) => m,
-                    Some(Err(e)) => {
-                        let text = e.to_string();
-                        if text.contains("Space limit exceeded") || text.contains("too long") || text.contains("Message too big") || text.contains("size") {
-                            tracing::info!(%socket, error = %text, "frame too large");
-                            close(ws, 1009, &format!("frame larger than {max_frame} bytes")).await;
-                            return (1009, "frame too large".into());
-                        }
-                        return (1006, text);
-                    }
-                };
-                if matches!(msg, Message::Text(_) | Message::Binary(_)) && !bucket.take() {
-                    tracing::info!(%socket, "closing a socket over its message rate");
-                    close(ws, 1008, "message rate limit exceeded").await;
-                    return (1008, "message rate limit exceeded".into());
-                }
-                match msg {
-                    Message::Text(_) if mode == SocketMode::Yjs => {
-                        close(ws, 1008, "y-websocket messages are binary frames").await;
-                        return (1008, "text frame on a Yjs socket".into());
-                    }
-                    Message::Binary(bytes) if mode == SocketMode::Yjs => {
-                        metrics.frames_in.fetch_add(1, Ordering::Relaxed);
-                        match bytes.first() {
-                            // sync: the document's object handles it.
-                            Some(0) => {
-                                let cmd = Command::Message { socket, msg: SocketMessage::Binary(bytes.to_vec()) };
-                                if let Err(e) = runtime.send_wait(key, cmd).await {
-                                    return close_for(ws, &e).await;
-                                }
-                            }
-                            // awareness: merged and relayed here, the object sleeps on.
-                            Some(1) => {
-                                if let Err(why) = table.apply_awareness(socket, &bytes) {
-                                    tracing::info!(%socket, error = %why, "malformed awareness message");
-                                    close(ws, 1008, "malformed awareness message").await;
-                                    return (1008, "malformed awareness message".into());
-                                }
-                                metrics.awareness_relays.fetch_add(1, Ordering::Relaxed);
-                            }
-                            // query awareness
-                            Some(3) => {
-                                if let Some(state) = table.awareness_state() {
-                                    outbox.push(OutFrame::Msg(state));
-                                }
-                            }
-                            // Roost extension: in-band token refresh.
-                            Some(&MSG_REFRESH) => {
-                                let mut decoder = yrs::updates::decoder::DecoderV1::from(&bytes[1..]);
-                                let token = yrs::encoding::read::Read::read_string(&mut decoder).map(str::to_owned);
-                                match token.map_err(|e| e.to_string()).and_then(|t| refresh(runtime, key, table, socket, &t).map_err(|e| e.message)) {
-                                    Ok(exp) => expires = exp,
-                                    Err(why) => {
-                                        close(ws, 1008, &format!("token refresh refused: {why}")).await;
-                                        return (1008, "token refresh refused".into());
-                                    }
-                                }
-                            }
-                            Some(_) => {
-                                tracing::debug!(%socket, "ignoring unknown y-protocols message type");
-                            }
-                            None => {
-                                close(ws, 1008, "empty frame").await;
-                                return (1008, "empty frame".into());
-                            }
-                        }
-                    }
-                    Message::Text(text) => {
-                        metrics.frames_in.fetch_add(1, Ordering::Relaxed);
-                        if let Some((req, resp)) = table.auto_response() {
-                            if text.as_str() == req {
-                                metrics.auto_responses.fetch_add(1, Ordering::Relaxed);
-                                outbox.push(OutFrame::Msg(Message::Text(resp.into())));
-                                continue;
-                            }
-                        }
-                        match ClientFrame::decode(text.as_str()) {
-                            Ok(ClientFrame::Call { id, method, args }) => {
-                                let read_only = table.with_table(|t| t.get(&socket).is_some_and(|e| e.read_only));
-                                let cmd = Command::Call { method, args, read_only, from: Some(socket), reply: Reply::Socket { socket, id } };
-                                if let Err(e) = runtime.send_wait(key, cmd).await {
-                                    let frame = ServerFrame::err(id, e).encode();
-                                    outbox.push(OutFrame::Msg(Message::Text(frame.into())));
-                                }
-                            }
-                            Ok(ClientFrame::Other(_)) | Err(DecodeError::NotJson(_)) => {
-                                let cmd = Command::Message { socket, msg: SocketMessage::Text(text.as_str().to_owned()) };
-                                if let Err(e) = runtime.send_wait(key, cmd).await {
-                                    return close_for(ws, &e).await;
-                                }
-                            }
-                            Ok(ClientFrame::Auth { token }) => {
-                                match refresh(runtime, key, table, socket, &token) {
-                                    Ok(exp) => {
-                                        expires = exp;
-                                        let data = serde_json::json!({ "exp": exp });
-                                        outbox.push(OutFrame::Msg(Message::Text(ServerFrame::event("auth", data).encode().into())));
-                                    }
-                                    Err(e) => {
-                                        outbox.push(OutFrame::Msg(error_event(e.code, &format!("token refresh refused: {}", e.message))));
-                                    }
-                                }
-                            }
-                            Err(DecodeError::BadCall(why)) => {
-                                outbox.push(OutFrame::Msg(error_event(ErrorCode::BadRequest, &format!("malformed call envelope: {why}"))));
-                            }
-                        }
-                    }
-                    Message::Binary(bytes) => {
-                        metrics.frames_in.fetch_add(1, Ordering::Relaxed);
-                        let cmd = Command::Message { socket, msg: SocketMessage::Binary(bytes.to_vec()) };
-                        if let Err(e) = runtime.send_wait(key, cmd).await {
-                            return close_for(ws, &e).await;
-                        }
-                    }
-                    Message::Close(frame) => {
-                        return frame.map_or((1005, String::new()), |f| (f.code, f.reason.as_str().to_owned()));
-                    }
-                    Message::Ping(_) | Message::Pong(_) => {}
-                }
-            }
-        }
+    };
+    if matches!(msg, Message::Text(_) | Message::Binary(_)) && !session.bucket.take() {
+        tracing::info!(%socket, "closing a socket over its message rate");
+        close(ws, 1008, "message rate limit exceeded").await;
+        return Some((1008, "message rate limit exceeded".into()));
     }
+    match msg {
+        Message::Text(_) if mode == SocketMode::Yjs => {
+            close(ws, 1008, "y-websocket messages are binary frames").await;
+            return Some((1008, "text frame on a Yjs socket".into()));
+        }
+        Message::Binary(bytes) if mode == SocketMode::Yjs => {
+            metrics.frames_in.fetch_add(1, Ordering::Relaxed);
+            match bytes.first() {
+                // sync: the document's object handles it.
+                Some(0) => {
+                    let cmd = Command::Message {
+                        socket,
+                        msg: SocketMessage::Binary(bytes.to_vec()),
+                    };
+                    if let Err(e) = runtime.send_wait(key, cmd).await {
+                        return Some(close_for(ws, &e).await);
+                    }
+                }
+                // awareness: merged and relayed here, the object sleeps on.
+                Some(1) => {
+                    if let Err(why) = table.apply_awareness(socket, &bytes) {
+                        tracing::info!(%socket, error = %why, "malformed awareness message");
+                        close(ws, 1008, "malformed awareness message").await;
+                        return Some((1008, "malformed awareness message".into()));
+                    }
+                    metrics.awareness_relays.fetch_add(1, Ordering::Relaxed);
+                }
+                // query awareness
+                Some(3) => {
+                    if let Some(state) = table.awareness_state() {
+                        outbox.push(OutFrame::Msg(state));
+                    }
+                }
+                // Roost extension: in-band token refresh.
+                Some(&MSG_REFRESH) => {
+                    let mut decoder = yrs::updates::decoder::DecoderV1::from(&bytes[1..]);
+                    let token =
+                        yrs::encoding::read::Read::read_string(&mut decoder).map(str::to_owned);
+                    match token.map_err(|e| e.to_string()).and_then(|t| {
+                        refresh(runtime, key, table, socket, &t).map_err(|e| e.message)
+                    }) {
+                        Ok(exp) => session.expires = exp,
+                        Err(why) => {
+                            close(ws, 1008, &format!("token refresh refused: {why}")).await;
+                            return Some((1008, "token refresh refused".into()));
+                        }
+                    }
+                }
+                Some(_) => {
+                    tracing::debug!(%socket, "ignoring unknown y-protocols message type");
+                }
+                None => {
+                    close(ws, 1008, "empty frame").await;
+                    return Some((1008, "empty frame".into()));
+                }
+            }
+        }
+        Message::Text(text) => {
+            metrics.frames_in.fetch_add(1, Ordering::Relaxed);
+            if let Some((req, resp)) = table.auto_response() {
+                if text.as_str() == req {
+                    metrics.auto_responses.fetch_add(1, Ordering::Relaxed);
+                    outbox.push(OutFrame::Msg(Message::Text(resp.into())));
+                    return None;
+                }
+            }
+            match ClientFrame::decode(text.as_str()) {
+                Ok(ClientFrame::Call { id, method, args }) => {
+                    let read_only =
+                        table.with_table(|t| t.get(&socket).is_some_and(|e| e.read_only));
+                    let cmd = Command::Call {
+                        method,
+                        args,
+                        read_only,
+                        from: Some(socket),
+                        reply: Reply::Socket { socket, id },
+                    };
+                    if let Err(e) = runtime.send_wait(key, cmd).await {
+                        let frame = ServerFrame::err(id, e).encode();
+                        outbox.push(OutFrame::Msg(Message::Text(frame.into())));
+                    }
+                }
+                Ok(ClientFrame::Other(_)) | Err(DecodeError::NotJson(_)) => {
+                    let cmd = Command::Message {
+                        socket,
+                        msg: SocketMessage::Text(text.as_str().to_owned()),
+                    };
+                    if let Err(e) = runtime.send_wait(key, cmd).await {
+                        return Some(close_for(ws, &e).await);
+                    }
+                }
+                Ok(ClientFrame::Auth { token }) => {
+                    match refresh(runtime, key, table, socket, &token) {
+                        Ok(exp) => {
+                            session.expires = exp;
+                            let data = serde_json::json!({ "exp": exp });
+                            outbox.push(OutFrame::Msg(Message::Text(
+                                ServerFrame::event("auth", data).encode().into(),
+                            )));
+                        }
+                        Err(e) => {
+                            outbox.push(OutFrame::Msg(error_event(
+                                e.code,
+                                &format!("token refresh refused: {}", e.message),
+                            )));
+                        }
+                    }
+                }
+                Err(DecodeError::BadCall(why)) => {
+                    outbox.push(OutFrame::Msg(error_event(
+                        ErrorCode::BadRequest,
+                        &format!("malformed call envelope: {why}"),
+                    )));
+                }
+            }
+        }
+        Message::Binary(bytes) => {
+            metrics.frames_in.fetch_add(1, Ordering::Relaxed);
+            let cmd = Command::Message {
+                socket,
+                msg: SocketMessage::Binary(bytes.to_vec()),
+            };
+            if let Err(e) = runtime.send_wait(key, cmd).await {
+                return Some(close_for(ws, &e).await);
+            }
+        }
+        Message::Close(frame) => {
+            return Some(frame.map_or((1005, String::new()), |f| {
+                (f.code, f.reason.as_str().to_owned())
+            }));
+        }
+        Message::Ping(_) | Message::Pong(_) => {}
+    }
+    None
 }
 
 async fn close_for(ws: &mut WebSocket, e: &roost_protocol::ErrorDetail) -> (u16, String) {

@@ -184,14 +184,14 @@ impl Outbox {
         true
     }
 
-    /// Moves every queued frame into `into`; returns whether the socket was killed.
-    pub(crate) fn drain(&self, into: &mut Vec<OutFrame>) -> bool {
+    /// Takes every queued frame (the queue keeps no buffer while empty);
+    /// also returns whether the socket was killed.
+    pub(crate) fn take(&self) -> (VecDeque<OutFrame>, bool) {
         let Ok(mut st) = self.state.lock() else {
-            return true;
+            return (VecDeque::new(), true);
         };
-        into.extend(st.frames.drain(..));
         st.bytes = 0;
-        st.killed
+        (std::mem::take(&mut st.frames), st.killed)
     }
 
     pub(crate) fn is_killed(&self) -> bool {
@@ -495,8 +495,8 @@ mod tests {
         assert!(!o.push(OutFrame::Msg(Message::Text("y".repeat(60).into()))));
         assert!(o.is_killed());
         assert!(!o.push(OutFrame::Msg(Message::Text("z".into()))));
-        let mut out = Vec::new();
-        assert!(o.drain(&mut out));
+        let (out, killed) = o.take();
+        assert!(killed);
         assert!(out.is_empty(), "a killed outbox holds nothing");
     }
 
@@ -528,9 +528,9 @@ mod tests {
     }
 
     fn texts(o: &Outbox) -> Vec<String> {
-        let mut out = Vec::new();
-        o.drain(&mut out);
-        out.into_iter()
+        o.take()
+            .0
+            .into_iter()
             .map(|f| match f {
                 OutFrame::Msg(Message::Text(t)) => t.as_str().to_owned(),
                 OutFrame::Close(code, _) => format!("close {code}"),
