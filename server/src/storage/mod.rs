@@ -141,8 +141,13 @@ impl Storage {
         // file-lock round trip per transaction (and the shared-memory index).
         // SQLite's own WAL checkpoints fsync; the actor runs them itself
         // (`checkpoint_wal`) off the async worker instead of inside a commit.
+        // 2 KiB pages for new files (an existing file keeps its own): every
+        // commit writes whole pages to the WAL (the changed leaf and the
+        // `seq` stamp), so smaller pages halve the WAL bytes, the disk writes
+        // and the checkpoints. 1 KiB would halve them again but slows reading
+        // a large Yjs snapshot (more overflow pages); see docs/BENCHMARKS.md.
         conn.execute_batch(
-            "PRAGMA locking_mode=EXCLUSIVE; PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;
+            "PRAGMA page_size=2048; PRAGMA locking_mode=EXCLUSIVE; PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;
              PRAGMA foreign_keys=ON; PRAGMA wal_autocheckpoint=0;",
         )?;
         // Closing must not checkpoint (two fsyncs per eviction): the WAL stays
