@@ -65,7 +65,8 @@ const MAX_IN_FLIGHT: usize = 4;
 const PIPELINE_AFTER: usize = 16;
 /// Look at the WAL's size after this many committed batches...
 const WAL_CHECK_EVERY: u64 = 64;
-/// ...and checkpoint it beyond this size (and when evicting beyond `WAL_KEEP_BYTES`).
+/// ...and checkpoint it beyond this size, plus up to as much again chosen by
+/// the object's id (and when evicting beyond `WAL_KEEP_BYTES`).
 const WAL_CHECKPOINT_BYTES: u64 = 1024 * 1024;
 const WAL_KEEP_BYTES: u64 = 1024 * 1024;
 
@@ -131,6 +132,11 @@ async fn run_inner<T: DurableObject>(args: ActorArgs) {
     let mut inflight: VecDeque<InFlight> = VecDeque::new();
     let mut batches_since_checkpoint: u64 = 0;
     let mut stashed_delete: Option<oneshot::Sender<Result<(), ErrorDetail>>> = None;
+    // Each object checkpoints at its own size between 1× and 2× the base, so
+    // objects that were started together and get the same traffic do not
+    // all flush their WALs at the same moment.
+    let checkpoint_at = WAL_CHECKPOINT_BYTES
+        + u64::from(u16::from_le_bytes([key.id.0[0], key.id.0[1]])) * (WAL_CHECKPOINT_BYTES >> 16);
 
     loop {
         // Release the oldest in-flight batch as soon as it is durable. While
@@ -275,7 +281,7 @@ async fn run_inner<T: DurableObject>(args: ActorArgs) {
             batches_since_checkpoint = 0;
             if let Some(l) = live
                 .as_ref()
-                .filter(|l| l.ctx.storage.wal_bytes() > WAL_CHECKPOINT_BYTES)
+                .filter(|l| l.ctx.storage.wal_bytes() > checkpoint_at)
             {
                 let started = Instant::now();
                 let done = crate::sys::blocking(|| l.ctx.storage.checkpoint_wal());
