@@ -137,51 +137,38 @@ impl Outbox {
 
     /// Queues a frame; returns false if the socket is (now) killed.
     pub(crate) fn push(&self, frame: OutFrame) -> bool {
-        let len = frame_len(&frame);
-        let Ok(mut st) = self.state.lock() else {
-            return false;
-        };
-        if st.killed {
-            return false;
-        }
-        if st.bytes + len > self.limit {
-            st.killed = true;
-            st.frames.clear();
-            st.bytes = 0;
-            drop(st);
-            self.notify.notify_one();
-            return false;
-        }
-        st.bytes += len;
-        st.frames.push_back(frame);
-        drop(st);
-        self.notify.notify_one();
-        true
+        self.enqueue(frame_len(&frame), std::iter::once(frame))
     }
 
     /// Queues several frames under one lock and wakes the writer once;
     /// returns false if the socket is (now) killed.
     pub(crate) fn push_all(&self, frames: Vec<OutFrame>) -> bool {
-        let len: usize = frames.iter().map(frame_len).sum();
+        let len = frames.iter().map(frame_len).sum();
+        self.enqueue(len, frames)
+    }
+
+    /// Queues `frames` (`len` bytes in all), or kills the socket if they
+    /// would take its queue over the limit.
+    fn enqueue(&self, len: usize, frames: impl IntoIterator<Item = OutFrame>) -> bool {
         let Ok(mut st) = self.state.lock() else {
             return false;
         };
         if st.killed {
             return false;
         }
-        if st.bytes + len > self.limit {
+        let queued = if st.bytes + len > self.limit {
             st.killed = true;
             st.frames.clear();
             st.bytes = 0;
-            drop(st);
-            self.notify.notify_one();
-            return false;
-        }
-        st.bytes += len;
-        st.frames.extend(frames);
+            false
+        } else {
+            st.bytes += len;
+            st.frames.extend(frames);
+            true
+        };
         drop(st);
         self.notify.notify_one();
-        true
+        queued
     }
 
     /// Takes every queued frame (the queue keeps no buffer while empty);
@@ -235,6 +222,13 @@ pub(crate) struct SocketEntry {
     pub accepted: bool,
     /// Yjs awareness client ids this socket announced.
     pub awareness_clients: Vec<u64>,
+}
+
+impl SocketEntry {
+    /// Whether broadcasts to `tag` (to everyone if `None`) reach this socket.
+    fn listens(&self, tag: Option<&str>) -> bool {
+        self.accepted && tag.is_none_or(|tag| self.tags.iter().any(|t| t == tag))
+    }
 }
 
 /// What a socket speaks.
@@ -297,9 +291,7 @@ impl ObjectSockets {
     pub(crate) fn ids(&self, tag: Option<&str>) -> Vec<SocketId> {
         let mut ids: Vec<SocketId> = self.with_table(|t| {
             t.iter()
-                .filter(|(_, e)| {
-                    e.accepted && tag.is_none_or(|tag| e.tags.iter().any(|t| t == tag))
-                })
+                .filter(|(_, e)| e.listens(tag))
                 .map(|(id, _)| *id)
                 .collect()
         });
@@ -322,10 +314,7 @@ impl ObjectSockets {
     ) {
         self.with_table(|t| {
             for (id, e) in t.iter() {
-                if e.accepted
-                    && Some(*id) != except
-                    && tag.is_none_or(|tag| e.tags.iter().any(|t| t == tag))
-                {
+                if Some(*id) != except && e.listens(tag) {
                     staged.add(*id, &e.outbox, OutFrame::Msg(msg.clone()));
                 }
             }
@@ -350,11 +339,7 @@ impl ObjectSockets {
     ) -> usize {
         let targets: Vec<Arc<Outbox>> = self.with_table(|t| {
             t.iter()
-                .filter(|(id, e)| {
-                    e.accepted
-                        && Some(**id) != except
-                        && tag.is_none_or(|tag| e.tags.iter().any(|t| t == tag))
-                })
+                .filter(|(id, e)| Some(**id) != except && e.listens(tag))
                 .map(|(_, e)| e.outbox.clone())
                 .collect()
         });

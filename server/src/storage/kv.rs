@@ -342,6 +342,35 @@ mod tests {
         assert_eq!(n, 2);
     }
 
+    fn pragma(s: &Storage, name: &str) -> i64 {
+        s.sql()
+            .query_row(&format!("PRAGMA {name}"), [], |r| r.get(0))
+            .expect("pragma")
+    }
+
+    #[test]
+    fn new_files_get_2k_pages_and_existing_files_keep_theirs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let limits = StorageLimits {
+            cache_bytes: 64 * 1024,
+            ..StorageLimits::default()
+        };
+        let fresh = Storage::open(&dir.path().join("new.sqlite"), limits.clone()).expect("open");
+        assert_eq!(pragma(&fresh, "page_size"), 2048);
+        assert_eq!(pragma(&fresh, "cache_size"), -64, "cache capped in KiB");
+        let old = dir.path().join("old.sqlite");
+        rusqlite::Connection::open(&old)
+            .and_then(|c| c.execute_batch("PRAGMA page_size=4096; CREATE TABLE t(x);"))
+            .expect("4 KiB file");
+        let mut s = Storage::open(&old, limits).expect("open old");
+        assert_eq!(pragma(&s, "page_size"), 4096);
+        s.begin_batch().expect("begin");
+        s.put("k", &1).expect("put");
+        s.finish_batch().expect("finish");
+        s.commit(true).expect("commit");
+        assert_eq!(s.get::<i64>("k").expect("get"), Some(1));
+    }
+
     #[test]
     fn limits_refuse_and_change_nothing() {
         let dir = tempfile::tempdir().expect("tempdir");
