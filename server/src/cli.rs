@@ -89,6 +89,11 @@ pub struct ServeArgs {
     /// (the OS page cache holds the rest of its file).
     #[arg(long, env = "ROOST_OBJECT_CACHE_BYTES", default_value_t = 256 * 1024)]
     pub object_cache_bytes: u64,
+    /// WAL size, in bytes, beyond which an object's WAL is folded into its
+    /// database file by a background checkpoint (each object adds up to as
+    /// much again, so objects do not all checkpoint at once).
+    #[arg(long, env = "ROOST_WAL_CHECKPOINT_BYTES", default_value_t = 1024 * 1024, value_parser = clap::value_parser!(u64).range(4096..))]
+    pub wal_checkpoint_bytes: u64,
     /// Largest WebSocket frame/message accepted, in bytes (close 1009 beyond).
     #[arg(long, env = "ROOST_MAX_FRAME_BYTES", default_value_t = 1024 * 1024)]
     pub max_frame_bytes: usize,
@@ -149,6 +154,7 @@ impl ServeArgs {
         config.storage.max_value_bytes = self.max_value_bytes;
         config.storage.max_db_bytes = self.max_db_bytes;
         config.storage.cache_bytes = self.object_cache_bytes;
+        config.storage.wal_checkpoint_bytes = self.wal_checkpoint_bytes;
         config.log.checkpoint_interval = self.checkpoint_interval;
         config.sockets.max_frame_bytes = self.max_frame_bytes;
         config.sockets.max_outbox_bytes = self.max_socket_queue_bytes;

@@ -27,6 +27,11 @@ impl Histogram {
         }
     }
 
+    /// Observations so far.
+    pub fn count(&self) -> u64 {
+        self.count.load(Relaxed)
+    }
+
     pub fn observe(&self, d: Duration) {
         let secs = d.as_secs_f64();
         if let Some(i) = BUCKETS_SECONDS.iter().position(|b| secs <= *b) {
@@ -82,6 +87,7 @@ pub struct Metrics {
     pub log_fsync_latency: Histogram,
     pub alarm_lateness: Histogram,
     pub wal_checkpoint: Histogram,
+    pub wal_checkpoint_stall: Histogram,
 }
 
 impl Default for Metrics {
@@ -107,6 +113,7 @@ impl Default for Metrics {
             log_fsync_latency: Histogram::new(),
             alarm_lateness: Histogram::new(),
             wal_checkpoint: Histogram::new(),
+            wal_checkpoint_stall: Histogram::new(),
         }
     }
 }
@@ -261,7 +268,12 @@ impl Metrics {
         self.wal_checkpoint.render(
             &mut out,
             "roost_wal_checkpoint_seconds",
-            "An object's own WAL checkpoint (copy into the database file and fsync); the object waits meanwhile.",
+            "A background WAL checkpoint (copy into the database file and fsync, on a second connection); the object keeps running.",
+        );
+        self.wal_checkpoint_stall.render(
+            &mut out,
+            "roost_wal_checkpoint_stall_seconds",
+            "A WAL checkpoint on the object's own connection (the remainder after a background one, or at the hard limit); the object waits meanwhile.",
         );
         out
     }

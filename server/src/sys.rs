@@ -1,7 +1,8 @@
 //! Thin wrappers over the Linux calls std does not offer: `syncfs` (one
 //! flush for every dirty file of the data directory's filesystem, used by the
 //! commit-log checkpoint), raising the open-file limit (each live object
-//! holds three descriptors, each socket one) and glibc's `malloc_trim`.
+//! holds three descriptors — database, WAL, shared-memory index —, each
+//! socket one) and glibc's `malloc_trim`.
 #![allow(unsafe_code)]
 
 use std::fs::File;

@@ -69,13 +69,34 @@ async fn values_survive_graceful_restart() -> anyhow::Result<()> {
 /// acknowledged increment and never more than were sent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill9_never_loses_an_acknowledged_increment() -> anyhow::Result<()> {
+    kill9_under_load(&[]).await
+}
+
+/// The same with the commit log sealing a segment every 20 ms: each seal
+/// switches to the segment made ahead of time while the checkpointer syncs
+/// and deletes the old ones, so kills land around every step of that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_across_log_segment_switches_loses_nothing_acknowledged() -> anyhow::Result<()> {
+    kill9_under_load(&["--checkpoint-interval", "20ms"]).await
+}
+
+/// The same with objects checkpointing their WALs in the background every
+/// 64–128 KiB, so kills land while a second connection copies the WAL into
+/// the database file and while the object folds in the remainder.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_during_background_wal_checkpoints_loses_nothing_acknowledged(
+) -> anyhow::Result<()> {
+    kill9_under_load(&["--wal-checkpoint-bytes", "65536"]).await
+}
+
+async fn kill9_under_load(args: &[&str]) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let objects = 20usize;
     let clients = 32usize;
     let acked: Arc<Vec<AtomicU64>> = Arc::new((0..objects).map(|_| AtomicU64::new(0)).collect());
     let sent: Arc<Vec<AtomicU64>> = Arc::new((0..objects).map(|_| AtomicU64::new(0)).collect());
     for round in 0..3 {
-        let server = ServerProcess::start(dir.path(), &[]).await?;
+        let server = ServerProcess::start(dir.path(), args).await?;
         let client = http();
         let stop = Arc::new(AtomicBool::new(false));
         let mut tasks = Vec::new();
@@ -121,7 +142,7 @@ async fn kill9_never_loses_an_acknowledged_increment() -> anyhow::Result<()> {
         for t in tasks {
             let _ = t.await;
         }
-        let server = ServerProcess::start(dir.path(), &[]).await?;
+        let server = ServerProcess::start(dir.path(), args).await?;
         let mut total_acked = 0;
         for o in 0..objects {
             let (status, body) = call(

@@ -13,6 +13,12 @@
 //! and only then deletes those segments. On start-up, [`recovery`] replays any
 //! segments left behind into the object files.
 //!
+//! The next segment is always made ahead of time by a third thread (created,
+//! stamped, fsynced with its directory entry), so sealing is a swap of file
+//! handles: creating a file and fsyncing a directory while the checkpointer's
+//! `syncfs` floods the disk took up to hundreds of milliseconds, and every
+//! object's commits waited behind it.
+//!
 //! Architecture Invariant: a record is appended only after its batch has
 //! committed to the object's SQLite file, so when a segment is sealed, every
 //! commit it names is in the page cache of its object's file and the
@@ -137,6 +143,13 @@ impl CommitLog {
         crate::storage::create_dir_all_durable(&dir)?;
         let first = list_segments(&dir)?.last().map_or(1, |n| n + 1);
         let file = open_segment(&dir, first)?;
+        // A rendezvous channel: the spare thread makes segment n + 1 and
+        // waits, holding it, until the writer seals segment n and takes it.
+        let (spare_tx, spare_rx) = mpsc::sync_channel::<(u64, File)>(0);
+        let spare_dir = dir.clone();
+        thread::Builder::new()
+            .name("roost-log-spare".into())
+            .spawn(move || make_spares(&spare_dir, first + 1, spare_tx))?;
         let (tx, rx) = mpsc::channel::<WriterMsg>();
         let (seal_tx, seal_rx) = mpsc::channel::<Sealed>();
         let broken = Arc::new(AtomicBool::new(false));
@@ -147,6 +160,7 @@ impl CommitLog {
             segment_bytes: 0,
             touched: HashSet::new(),
             rx,
+            spare_rx,
             seal_tx,
             config,
             broken: broken.clone(),
@@ -212,6 +226,7 @@ struct Writer {
     segment_bytes: u64,
     touched: HashSet<(String, ObjectId)>,
     rx: mpsc::Receiver<WriterMsg>,
+    spare_rx: mpsc::Receiver<(u64, File)>,
     seal_tx: mpsc::Sender<Sealed>,
     config: LogConfig,
     broken: Arc<AtomicBool>,
@@ -312,7 +327,16 @@ impl Writer {
 
     fn seal(&mut self) -> std::io::Result<()> {
         let next = self.segment + 1;
-        self.file = open_segment(&self.dir, next)?;
+        self.file = match self.spare_rx.recv() {
+            Ok((n, file)) if n == next => file,
+            Ok((n, _)) => {
+                return Err(std::io::Error::other(format!(
+                    "spare segment {n} is not the next one ({next})"
+                )))
+            }
+            // The spare thread failed (logged there): make it here.
+            Err(_) => open_segment(&self.dir, next)?,
+        };
         let sealed = Sealed {
             segment: self.segment,
             objects: std::mem::take(&mut self.touched),
@@ -321,6 +345,25 @@ impl Writer {
         self.segment_bytes = 0;
         let _ = self.seal_tx.send(sealed);
         Ok(())
+    }
+}
+
+/// Makes segments `n`, `n + 1`, … ahead of the writer, one at a time, until
+/// the writer is gone; a spare it never took is removed.
+fn make_spares(dir: &Path, mut n: u64, tx: mpsc::SyncSender<(u64, File)>) {
+    loop {
+        let file = match open_segment(dir, n) {
+            Ok(file) => file,
+            Err(e) => {
+                tracing::error!(error = %e, segment = n, "cannot make the next commit log segment ahead; the writer will make it");
+                return;
+            }
+        };
+        if tx.send((n, file)).is_err() {
+            let _ = fs::remove_file(segment_path(dir, n));
+            return;
+        }
+        n += 1;
     }
 }
 

@@ -13,7 +13,7 @@ use std::path::Path;
 
 use rusqlite::Connection;
 
-use super::record::{decode_segment, Record, Tail};
+use super::record::{decode_segment, Record, Tail, SEGMENT_MAGIC};
 use super::{list_segments, segment_path, sync_object_files};
 use crate::id::{object_path, ObjectId};
 use crate::storage::capture::apply_changeset;
@@ -26,6 +26,9 @@ pub struct RecoveryReport {
     pub applied: usize,
     pub objects: usize,
     pub conflicts: u64,
+    /// Segments with a bad record before the log's end (their readable
+    /// records are still replayed).
+    pub damaged: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -48,13 +51,22 @@ pub fn recover(data_dir: &Path) -> Result<RecoveryReport, RecoveryError> {
         segments: segments.len(),
         ..Default::default()
     };
+    // The writer's next segment exists before it is used (made ahead, empty
+    // but for its magic), so a torn record is the log's end when only such
+    // empty segments follow it.
+    let mut last_written = 0;
+    for (i, n) in segments.iter().enumerate() {
+        if fs::metadata(segment_path(&log_dir, *n))?.len() > SEGMENT_MAGIC.len() as u64 {
+            last_written = i;
+        }
+    }
     let mut per_object: HashMap<(String, ObjectId), Vec<Record>> = HashMap::new();
     for (i, n) in segments.iter().enumerate() {
         let bytes = fs::read(segment_path(&log_dir, *n))?;
         let (records, tail) = decode_segment(&bytes);
         match tail {
             Tail::Clean => {}
-            Tail::Torn(at) if i + 1 == segments.len() => {
+            Tail::Torn(at) if i >= last_written => {
                 tracing::info!(
                     segment = n,
                     offset = at,
@@ -62,6 +74,7 @@ pub fn recover(data_dir: &Path) -> Result<RecoveryReport, RecoveryError> {
                 );
             }
             other => {
+                report.damaged += 1;
                 tracing::error!(segment = n, tail = ?other, "commit log segment is damaged before its end");
             }
         }
@@ -127,4 +140,81 @@ fn replay_object(
         tracing::warn!(object = %id, conflicts, "replay resolved conflicts in favour of the log");
     }
     Ok((applied, conflicts))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::commitlog::{CommitLog, LogConfig};
+    use crate::metrics::Metrics;
+    use std::sync::Arc;
+
+    fn record(seq: u64) -> Record {
+        Record {
+            class: "counter".into(),
+            id: ObjectId::derive("counter", "spare"),
+            seq,
+            changeset: Vec::new(),
+        }
+    }
+
+    /// The writer's next segment is made ahead of time. A crash leaves it
+    /// behind, empty, after the segment in use: a torn record at the end of
+    /// that segment is still the log's end, not damage.
+    #[tokio::test]
+    async fn a_torn_tail_before_the_spare_segment_is_the_end_of_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = CommitLog::start(dir.path(), LogConfig::default(), Arc::new(Metrics::default()))
+            .unwrap();
+        for seq in 1..=3 {
+            log.append(record(seq)).await.unwrap();
+        }
+        let log_dir = dir.path().join("log");
+        // The spare is made while the writer runs; wait for it (bounded).
+        for _ in 0..200 {
+            if list_segments(&log_dir).unwrap().len() == 2 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let segments = list_segments(&log_dir).unwrap();
+        assert_eq!(segments, vec![1, 2], "the next segment exists ahead of use");
+        let spare = fs::read(segment_path(&log_dir, 2)).unwrap();
+        assert_eq!(spare, SEGMENT_MAGIC.to_vec());
+        // A crash in the middle of a fourth append: its bytes are half there.
+        let used = segment_path(&log_dir, 1);
+        let mut bytes = fs::read(&used).unwrap();
+        let mut fourth = Vec::new();
+        record(4).encode_into(&mut fourth);
+        bytes.extend_from_slice(&fourth[..fourth.len() / 2]);
+        // Copy the files as the crash left them, away from the live log.
+        let crashed = tempfile::tempdir().unwrap();
+        let crashed_log = crashed.path().join("log");
+        fs::create_dir_all(&crashed_log).unwrap();
+        fs::write(segment_path(&crashed_log, 1), &bytes).unwrap();
+        fs::write(segment_path(&crashed_log, 2), &spare).unwrap();
+        let report = recover(crashed.path()).unwrap();
+        assert_eq!(report.segments, 2);
+        assert_eq!(report.records, 3);
+        assert_eq!(report.damaged, 0);
+        assert!(list_segments(&crashed_log).unwrap().is_empty());
+        // A torn record followed by a segment that holds records is damage.
+        let more = crashed.path().join("log");
+        fs::write(segment_path(&more, 1), &bytes).unwrap();
+        let mut later = SEGMENT_MAGIC.to_vec();
+        record(5).encode_into(&mut later);
+        fs::write(segment_path(&more, 2), &later).unwrap();
+        let report = recover(crashed.path()).unwrap();
+        assert_eq!((report.records, report.damaged), (4, 1));
+        // A clean close removes the spare it never used.
+        log.close().await;
+        drop(log);
+        for _ in 0..200 {
+            if !segment_path(&log_dir, 3).exists() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert!(!segment_path(&log_dir, 3).exists());
+    }
 }

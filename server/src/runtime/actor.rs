@@ -43,6 +43,7 @@ use crate::commitlog::LogError;
 use crate::ctx::Ctx;
 use crate::id::{object_path, ObjectId, ObjectKey};
 use crate::object::DurableObject;
+use crate::storage::wal::WalKeeper;
 use crate::storage::{Storage, StorageError};
 
 pub(crate) struct ActorArgs {
@@ -63,11 +64,7 @@ pub(super) struct Live<T> {
 const MAX_IN_FLIGHT: usize = 4;
 /// Queued commands that start another batch while one is in flight.
 const PIPELINE_AFTER: usize = 16;
-/// Look at the WAL's size after this many committed batches...
-const WAL_CHECK_EVERY: u64 = 64;
-/// ...and checkpoint it beyond this size, plus up to as much again chosen by
-/// the object's id (and when evicting beyond `WAL_KEEP_BYTES`).
-const WAL_CHECKPOINT_BYTES: u64 = 1024 * 1024;
+/// An object closing with a larger WAL folds it into the database first.
 const WAL_KEEP_BYTES: u64 = 1024 * 1024;
 
 /// A committed batch whose outputs wait for durability.
@@ -130,13 +127,12 @@ async fn run_inner<T: DurableObject>(args: ActorArgs) {
     let mut draining = false;
     let mut batch: Vec<Command> = Vec::with_capacity(max_batch);
     let mut inflight: VecDeque<InFlight> = VecDeque::new();
-    let mut batches_since_checkpoint: u64 = 0;
     let mut stashed_delete: Option<oneshot::Sender<Result<(), ErrorDetail>>> = None;
-    // Each object checkpoints at its own size between 1× and 2× the base, so
-    // objects that were started together and get the same traffic do not
-    // all flush their WALs at the same moment.
-    let checkpoint_at = WAL_CHECKPOINT_BYTES
-        + u64::from(u16::from_le_bytes([key.id.0[0], key.id.0[1]])) * (WAL_CHECKPOINT_BYTES >> 16);
+    let mut wal = WalKeeper::new(
+        object_path(&runtime.0.config.data_dir, &key.class, key.id),
+        runtime.0.config.storage.wal_checkpoint_bytes,
+        [key.id.0[0], key.id.0[1]],
+    );
 
     loop {
         // Release the oldest in-flight batch as soon as it is durable. While
@@ -240,6 +236,7 @@ async fn run_inner<T: DurableObject>(args: ActorArgs) {
                         }
                     }
                 }
+                wal.join().await;
                 crate::sys::blocking(|| drop(live.take()));
                 let _ = reply.send(delete_object(&runtime, &key));
             }
@@ -263,10 +260,11 @@ async fn run_inner<T: DurableObject>(args: ActorArgs) {
             }
         }
         let Some(l) = live.as_mut() else { continue };
+        wal.before_batch(&l.ctx.storage, &metrics);
         match run_batch(l, &runtime, &mut batch).await {
             BatchEnd::Committed(f) => {
                 if f.wrote {
-                    batches_since_checkpoint += 1;
+                    wal.after_commit(&l.ctx.storage, &metrics);
                 }
                 inflight.push_back(f);
             }
@@ -277,23 +275,10 @@ async fn run_inner<T: DurableObject>(args: ActorArgs) {
         }
         // A deletion found behind this batch runs next, before any new command.
         stashed_delete = deletion.take();
-        if batches_since_checkpoint >= WAL_CHECK_EVERY {
-            batches_since_checkpoint = 0;
-            if let Some(l) = live
-                .as_ref()
-                .filter(|l| l.ctx.storage.wal_bytes() > checkpoint_at)
-            {
-                let started = Instant::now();
-                let done = crate::sys::blocking(|| l.ctx.storage.checkpoint_wal());
-                metrics.wal_checkpoint.observe(started.elapsed());
-                if let Err(e) = done {
-                    tracing::warn!(error = %e, "WAL checkpoint failed");
-                }
-            }
-        }
     }
     // Closing leaves the WAL in place (no fsync); a large one is folded into
     // the database first. Either way, keep the file work off the async worker.
+    wal.join().await;
     crate::sys::blocking(|| {
         if let Some(l) = live
             .as_ref()

@@ -12,6 +12,7 @@ pub mod capture;
 pub mod inspect;
 mod kv;
 mod replay;
+pub(crate) mod wal;
 
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
@@ -33,6 +34,9 @@ pub struct StorageLimits {
     pub max_db_bytes: u64,
     /// Most memory one object's SQLite page cache may hold, in bytes.
     pub cache_bytes: u64,
+    /// WAL size beyond which a background checkpoint starts (each object
+    /// adds up to as much again, chosen by its id); see `wal.rs`.
+    pub wal_checkpoint_bytes: u64,
 }
 
 impl Default for StorageLimits {
@@ -42,6 +46,7 @@ impl Default for StorageLimits {
             max_value_bytes: 2 * 1024 * 1024,
             max_db_bytes: 1024 * 1024 * 1024,
             cache_bytes: 256 * 1024,
+            wal_checkpoint_bytes: 1024 * 1024,
         }
     }
 }
@@ -137,18 +142,19 @@ impl Storage {
         )?)?;
         // NORMAL in WAL mode: commits are not fsynced by SQLite (the commit log
         // or `sync_files` makes them durable), checkpoints are.
-        // The actor is the file's only user: an exclusive lock spares a
-        // file-lock round trip per transaction (and the shared-memory index).
-        // SQLite's own WAL checkpoints fsync; the actor runs them itself
-        // (`checkpoint_wal`) off the async worker instead of inside a commit.
+        // Normal (not exclusive) locking with the shared-memory WAL index, so
+        // a second connection can checkpoint in the background while the
+        // actor writes (`wal.rs`); the actor remains the only writer.
+        // After a WAL restart the first commit truncates the file
+        // (`journal_size_limit=0`), so the file's size tracks what is in use.
         // 2 KiB pages for new files (an existing file keeps its own): every
         // commit writes whole pages to the WAL (the changed leaf and the
         // `seq` stamp), so smaller pages halve the WAL bytes, the disk writes
         // and the checkpoints. 1 KiB would halve them again but slows reading
         // a large Yjs snapshot (more overflow pages); see docs/BENCHMARKS.md.
         conn.execute_batch(
-            "PRAGMA page_size=2048; PRAGMA locking_mode=EXCLUSIVE; PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;
-             PRAGMA foreign_keys=ON; PRAGMA wal_autocheckpoint=0;",
+            "PRAGMA page_size=2048; PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;
+             PRAGMA foreign_keys=ON; PRAGMA wal_autocheckpoint=0; PRAGMA journal_size_limit=0;",
         )?;
         // Closing must not checkpoint (two fsyncs per eviction): the WAL stays
         // and is recovered on the next open; the actor checkpoints a WAL that
@@ -157,6 +163,8 @@ impl Storage {
             rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
             true,
         )?;
+        // Waits out the background checkpointer's brief locks.
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
         let page_size: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
         let max_pages = (limits.max_db_bytes / page_size.max(512) as u64).max(16);
         // A loaded object keeps its hot pages; the OS page cache holds the rest.
@@ -361,11 +369,16 @@ impl Storage {
         std::fs::metadata(wal_path(&self.path)).map_or(0, |m| m.len())
     }
 
-    /// Copies the WAL into the database file (fsyncing both) so the WAL does
-    /// not grow without bound. Blocking: call it through `sys::blocking`.
+    /// Copies the WAL into the database file (fsyncing both) and empties it.
+    /// Blocking: call it through `sys::blocking`.
     pub(crate) fn checkpoint_wal(&self) -> Result<(), StorageError> {
+        self.checkpoint_wal_mode("TRUNCATE")
+    }
+
+    /// `PRAGMA wal_checkpoint(mode)` on the actor's own connection.
+    pub(crate) fn checkpoint_wal_mode(&self, mode: &str) -> Result<(), StorageError> {
         self.conn
-            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+            .query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |_| Ok(()))?;
         Ok(())
     }
 
