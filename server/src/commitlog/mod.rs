@@ -34,7 +34,7 @@ pub mod recovery;
 
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
@@ -120,14 +120,27 @@ pub(crate) fn list_segments(dir: &Path) -> std::io::Result<Vec<u64>> {
     Ok(out)
 }
 
+/// Room written as zeros into each new segment. Overwriting blocks that
+/// are already allocated and on disk lets `fdatasync` skip the inode (the
+/// file's size does not change): measured ~25% faster per group commit
+/// (docs/BENCHMARKS.md). A segment that outgrows it is appended to.
+const PREALLOCATED_BYTES: usize = 4 * 1024 * 1024;
+
+/// Creates segment `n`: the magic, then zeroed room, all fsynced with the
+/// directory entry. The returned file is positioned right after the magic.
 fn open_segment(dir: &Path, n: u64) -> std::io::Result<File> {
     let mut file = OpenOptions::new()
         .create_new(true)
-        .append(true)
+        .write(true)
         .open(segment_path(dir, n))?;
     file.write_all(SEGMENT_MAGIC)?;
+    let zeros = vec![0u8; 256 * 1024];
+    for _ in 0..PREALLOCATED_BYTES / zeros.len() {
+        file.write_all(&zeros)?;
+    }
     file.sync_all()?;
     File::open(dir)?.sync_all()?;
+    file.seek(SeekFrom::Start(SEGMENT_MAGIC.len() as u64))?;
     Ok(file)
 }
 

@@ -63,6 +63,9 @@ pub fn decode_segment(bytes: &[u8]) -> (Vec<Record>, Tail) {
                 records.push(record);
                 pos += used;
             }
+            // Segments are made zero-filled ahead of use: zeros to the end
+            // are room never written, not a torn record.
+            None if bytes[pos..].iter().all(|&b| b == 0) => break,
             None => return (records, Tail::Torn(pos)),
         }
     }
@@ -130,6 +133,24 @@ mod tests {
         let (records, tail) = decode_segment(&corrupt);
         assert_eq!(records.len(), 2);
         assert!(matches!(tail, Tail::Torn(_)));
+    }
+
+    #[test]
+    fn a_zero_filled_tail_is_unused_room() {
+        let mut bytes = SEGMENT_MAGIC.to_vec();
+        sample(1).encode_into(&mut bytes);
+        sample(2).encode_into(&mut bytes);
+        let written = bytes.len();
+        bytes.resize(written + 4096, 0);
+        let (records, tail) = decode_segment(&bytes);
+        assert_eq!((records, tail), (vec![sample(1), sample(2)], Tail::Clean));
+        // A record cut short inside the zeroed room is still torn.
+        let mut third = Vec::new();
+        sample(3).encode_into(&mut third);
+        bytes[written..written + third.len() / 2].copy_from_slice(&third[..third.len() / 2]);
+        let (records, tail) = decode_segment(&bytes);
+        assert_eq!(records.len(), 2);
+        assert_eq!(tail, Tail::Torn(written));
     }
 
     #[test]

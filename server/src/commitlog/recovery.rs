@@ -51,12 +51,12 @@ pub fn recover(data_dir: &Path) -> Result<RecoveryReport, RecoveryError> {
         segments: segments.len(),
         ..Default::default()
     };
-    // The writer's next segment exists before it is used (made ahead, empty
-    // but for its magic), so a torn record is the log's end when only such
-    // empty segments follow it.
+    // The writer's next segment exists before it is used (made ahead: its
+    // magic, then zeros), so a torn record is the log's end when only such
+    // unwritten segments follow it.
     let mut last_written = 0;
     for (i, n) in segments.iter().enumerate() {
-        if fs::metadata(segment_path(&log_dir, *n))?.len() > SEGMENT_MAGIC.len() as u64 {
+        if segment_has_records(&segment_path(&log_dir, *n))? {
             last_written = i;
         }
     }
@@ -102,6 +102,14 @@ pub fn recover(data_dir: &Path) -> Result<RecoveryReport, RecoveryError> {
         fs::remove_file(segment_path(&log_dir, n))?;
     }
     Ok(report)
+}
+
+/// Whether anything but zeros follows the segment's magic.
+fn segment_has_records(path: &Path) -> std::io::Result<bool> {
+    let bytes = fs::read(path)?;
+    Ok(bytes
+        .get(SEGMENT_MAGIC.len()..)
+        .is_some_and(|rest| rest.iter().any(|&b| b != 0)))
 }
 
 fn replay_object(
@@ -180,13 +188,21 @@ mod tests {
         let segments = list_segments(&log_dir).unwrap();
         assert_eq!(segments, vec![1, 2], "the next segment exists ahead of use");
         let spare = fs::read(segment_path(&log_dir, 2)).unwrap();
-        assert_eq!(spare, SEGMENT_MAGIC.to_vec());
-        // A crash in the middle of a fourth append: its bytes are half there.
+        assert!(spare.starts_with(SEGMENT_MAGIC));
+        assert!(spare[SEGMENT_MAGIC.len()..].iter().all(|&b| b == 0));
+        // A crash in the middle of a fourth append: its bytes are half there,
+        // in the zeroed room after the third.
         let used = segment_path(&log_dir, 1);
         let mut bytes = fs::read(&used).unwrap();
+        let mut written = SEGMENT_MAGIC.to_vec();
+        for seq in 1..=3 {
+            record(seq).encode_into(&mut written);
+        }
+        assert_eq!(&bytes[..written.len()], &written[..]);
         let mut fourth = Vec::new();
         record(4).encode_into(&mut fourth);
-        bytes.extend_from_slice(&fourth[..fourth.len() / 2]);
+        bytes[written.len()..written.len() + fourth.len() / 2]
+            .copy_from_slice(&fourth[..fourth.len() / 2]);
         // Copy the files as the crash left them, away from the live log.
         let crashed = tempfile::tempdir().unwrap();
         let crashed_log = crashed.path().join("log");
