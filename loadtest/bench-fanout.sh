@@ -9,6 +9,7 @@
 #
 #   loadtest/bench-fanout.sh                     # RUNS=3, 5 s rounds
 #   RUNS=1 CELLS="10x10" loadtest/bench-fanout.sh
+#   ROOST=/tmp/roost-old loadtest/bench-fanout.sh  # another server binary
 #
 # Every run is bounded by `timeout` and --max-rounds.
 set -euo pipefail
@@ -23,6 +24,7 @@ OUT=${OUT:-$(mktemp /tmp/roost-bench-fanout.XXXXXX.jsonl)}
 
 cargo build --release -q -p roost -p roost-load
 BIN=target/release
+ROOST=${ROOST:-$BIN/roost}
 SERVER_PID=""
 DATA=""
 
@@ -30,7 +32,7 @@ start() {
     DATA=$(mktemp -d /tmp/roost-bench-data.XXXXXX)
     PORT=$("$BIN/roost-load" free-port)
     URL="http://127.0.0.1:$PORT"
-    "$BIN/roost" serve --listen "127.0.0.1:$PORT" --data "$DATA" >"$DATA.log" 2>&1 &
+    "$ROOST" serve --listen "127.0.0.1:$PORT" --data "$DATA" >"$DATA.log" 2>&1 &
     SERVER_PID=$!
     "$BIN/roost-load" wait-ready --url "$URL/healthz" --timeout 15s
 }
@@ -41,7 +43,13 @@ stop() {
             /^roost_log_fsync_seconds_bucket/ { split($1, a, "\""); le[n] = a[2]; c[n++] = $2 }
             /^roost_log_fsync_seconds_sum/ { sum = $2 }
             /^roost_log_fsync_seconds_count/ { cnt = $2 }
+            /^roost_wal_checkpoint_seconds_sum/ { bs = $2 }
+            /^roost_wal_checkpoint_seconds_count/ { bc = $2 }
+            /^roost_wal_checkpoint_stall_seconds_sum/ { ss = $2 }
+            /^roost_wal_checkpoint_stall_seconds_count/ { sc = $2 }
             END {
+                # WAL checkpoints: in the background, and on the object (a stall).
+                printf "%s: WAL checkpoints in the background %d (%.0f ms in all), on the object %d (%.0f ms in all)\n", label, bc, bs * 1000, sc, ss * 1000
                 if (cnt == 0) exit
                 p50 = p99 = ""
                 for (i = 0; i < n; i++) {

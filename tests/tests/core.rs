@@ -85,8 +85,8 @@ async fn kill9_across_log_segment_switches_loses_nothing_acknowledged() -> anyho
 /// 64–128 KiB, so kills land while a second connection copies the WAL into
 /// the database file and while the object folds in the remainder.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill9_during_background_wal_checkpoints_loses_nothing_acknowledged(
-) -> anyhow::Result<()> {
+async fn kill9_during_background_wal_checkpoints_loses_nothing_acknowledged() -> anyhow::Result<()>
+{
     kill9_under_load(&["--wal-checkpoint-bytes", "65536"]).await
 }
 

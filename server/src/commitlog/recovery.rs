@@ -170,30 +170,33 @@ mod tests {
     /// behind, empty, after the segment in use: a torn record at the end of
     /// that segment is still the log's end, not damage.
     #[tokio::test]
-    async fn a_torn_tail_before_the_spare_segment_is_the_end_of_the_log() {
-        let dir = tempfile::tempdir().unwrap();
-        let log = CommitLog::start(dir.path(), LogConfig::default(), Arc::new(Metrics::default()))
-            .unwrap();
+    async fn a_torn_tail_before_the_spare_segment_is_the_end_of_the_log() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let log = CommitLog::start(
+            dir.path(),
+            LogConfig::default(),
+            Arc::new(Metrics::default()),
+        )?;
         for seq in 1..=3 {
-            log.append(record(seq)).await.unwrap();
+            log.append(record(seq)).await?;
         }
         let log_dir = dir.path().join("log");
         // The spare is made while the writer runs; wait for it (bounded).
         for _ in 0..200 {
-            if list_segments(&log_dir).unwrap().len() == 2 {
+            if list_segments(&log_dir)?.len() == 2 {
                 break;
             }
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
-        let segments = list_segments(&log_dir).unwrap();
+        let segments = list_segments(&log_dir)?;
         assert_eq!(segments, vec![1, 2], "the next segment exists ahead of use");
-        let spare = fs::read(segment_path(&log_dir, 2)).unwrap();
+        let spare = fs::read(segment_path(&log_dir, 2))?;
         assert!(spare.starts_with(SEGMENT_MAGIC));
         assert!(spare[SEGMENT_MAGIC.len()..].iter().all(|&b| b == 0));
         // A crash in the middle of a fourth append: its bytes are half there,
         // in the zeroed room after the third.
         let used = segment_path(&log_dir, 1);
-        let mut bytes = fs::read(&used).unwrap();
+        let mut bytes = fs::read(&used)?;
         let mut written = SEGMENT_MAGIC.to_vec();
         for seq in 1..=3 {
             record(seq).encode_into(&mut written);
@@ -204,23 +207,23 @@ mod tests {
         bytes[written.len()..written.len() + fourth.len() / 2]
             .copy_from_slice(&fourth[..fourth.len() / 2]);
         // Copy the files as the crash left them, away from the live log.
-        let crashed = tempfile::tempdir().unwrap();
+        let crashed = tempfile::tempdir()?;
         let crashed_log = crashed.path().join("log");
-        fs::create_dir_all(&crashed_log).unwrap();
-        fs::write(segment_path(&crashed_log, 1), &bytes).unwrap();
-        fs::write(segment_path(&crashed_log, 2), &spare).unwrap();
-        let report = recover(crashed.path()).unwrap();
+        fs::create_dir_all(&crashed_log)?;
+        fs::write(segment_path(&crashed_log, 1), &bytes)?;
+        fs::write(segment_path(&crashed_log, 2), &spare)?;
+        let report = recover(crashed.path())?;
         assert_eq!(report.segments, 2);
         assert_eq!(report.records, 3);
         assert_eq!(report.damaged, 0);
-        assert!(list_segments(&crashed_log).unwrap().is_empty());
+        assert!(list_segments(&crashed_log)?.is_empty());
         // A torn record followed by a segment that holds records is damage.
         let more = crashed.path().join("log");
-        fs::write(segment_path(&more, 1), &bytes).unwrap();
+        fs::write(segment_path(&more, 1), &bytes)?;
         let mut later = SEGMENT_MAGIC.to_vec();
         record(5).encode_into(&mut later);
-        fs::write(segment_path(&more, 2), &later).unwrap();
-        let report = recover(crashed.path()).unwrap();
+        fs::write(segment_path(&more, 2), &later)?;
+        let report = recover(crashed.path())?;
         assert_eq!((report.records, report.damaged), (4, 1));
         // A clean close removes the spare it never used.
         log.close().await;
@@ -232,5 +235,6 @@ mod tests {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
         assert!(!segment_path(&log_dir, 3).exists());
+        Ok(())
     }
 }

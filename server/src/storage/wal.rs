@@ -262,7 +262,10 @@ mod tests {
             "WAL reached {largest} bytes (hard limit {} plus one round)",
             base * HARD_LIMIT
         );
-        assert!(metrics.wal_checkpoint.count() > 0, "no background checkpoint ran");
+        assert!(
+            metrics.wal_checkpoint.count() > 0,
+            "no background checkpoint ran"
+        );
         assert_eq!(count(&storage), 1500);
     }
 }
