@@ -64,7 +64,8 @@ pub(super) struct Live<T> {
 const MAX_IN_FLIGHT: usize = 4;
 /// Queued commands that start another batch while one is in flight.
 const PIPELINE_AFTER: usize = 16;
-/// An object closing with a larger WAL folds it into the database first.
+/// An object closing with a larger WAL file folds it into the database and
+/// truncates it (the disk space of idle objects).
 const WAL_KEEP_BYTES: u64 = 1024 * 1024;
 
 /// A committed batch whose outputs wait for durability.
@@ -282,7 +283,7 @@ async fn run_inner<T: DurableObject>(args: ActorArgs) {
     crate::sys::blocking(|| {
         if let Some(l) = live
             .as_ref()
-            .filter(|l| l.ctx.storage.wal_bytes() > WAL_KEEP_BYTES)
+            .filter(|l| l.ctx.storage.wal_file_bytes() > WAL_KEEP_BYTES)
         {
             if let Err(e) = l.ctx.storage.checkpoint_wal() {
                 tracing::warn!(error = %e, "WAL checkpoint failed");

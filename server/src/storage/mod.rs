@@ -115,6 +115,7 @@ pub struct Storage {
     event_mark: Mark,
     /// Sequence number of the last committed batch that wrote anything.
     seq: u64,
+    page_size: u64,
 }
 
 const META_SCHEMA: &str = "
@@ -145,8 +146,10 @@ impl Storage {
         // Normal (not exclusive) locking with the shared-memory WAL index, so
         // a second connection can checkpoint in the background while the
         // actor writes (`wal.rs`); the actor remains the only writer.
-        // After a WAL restart the first commit truncates the file
-        // (`journal_size_limit=0`), so the file's size tracks what is in use.
+        // A restarted WAL is overwritten from its start, never truncated:
+        // overwriting allocated blocks spares `fdatasync` the inode and the
+        // filesystem a synchronous discard (this disk is mounted `discard`).
+        // What is in use is read from the WAL index (`wal_used_bytes`).
         // 2 KiB pages for new files (an existing file keeps its own): every
         // commit writes whole pages to the WAL (the changed leaf and the
         // `seq` stamp), so smaller pages halve the WAL bytes, the disk writes
@@ -154,11 +157,11 @@ impl Storage {
         // a large Yjs snapshot (more overflow pages); see docs/BENCHMARKS.md.
         conn.execute_batch(
             "PRAGMA page_size=2048; PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;
-             PRAGMA foreign_keys=ON; PRAGMA wal_autocheckpoint=0; PRAGMA journal_size_limit=0;",
+             PRAGMA foreign_keys=ON; PRAGMA wal_autocheckpoint=0;",
         )?;
         // Closing must not checkpoint (two fsyncs per eviction): the WAL stays
         // and is recovered on the next open; the actor checkpoints a WAL that
-        // has grown large instead (`wal_bytes`, `checkpoint_wal`).
+        // has grown large instead (`wal.rs`, `checkpoint_wal`).
         conn.set_db_config(
             rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
             true,
@@ -173,7 +176,15 @@ impl Storage {
             "PRAGMA max_page_count={max_pages}; PRAGMA cache_size=-{cache_kib};"
         ))?;
         conn.execute_batch(&format!("BEGIN IMMEDIATE;{META_SCHEMA}COMMIT;"))?;
-        conn.execute_batch("PRAGMA synchronous=NORMAL;")?;
+        // OFF: the actor's connection never fsyncs. Its commits are made
+        // durable by the commit log (or `sync_files`); the checkpoints that
+        // must fsync (WAL before the database is written, database before
+        // the WAL starts over) run with NORMAL: on the background connection
+        // (`wal.rs`), or switched on for the actor's own (`checkpoint_wal_mode`).
+        // Unsynced here is only the header written when the WAL starts over:
+        // until the next `syncfs`, the commit log holds what follows it.
+        conn.execute_batch("PRAGMA synchronous=OFF;")?;
+        let page_size = u64::try_from(page_size).unwrap_or(4096);
         if created {
             sync_parent(path)?;
         }
@@ -189,6 +200,7 @@ impl Storage {
             schema_version_at_begin: 0,
             event_mark: Mark::default(),
             seq: u64::try_from(seq).unwrap_or(0),
+            page_size,
         })
     }
 
@@ -364,9 +376,25 @@ impl Storage {
         Ok(())
     }
 
-    /// Size of the object's WAL file, in bytes.
-    pub(crate) fn wal_bytes(&self) -> u64 {
+    /// Size of the object's WAL file, in bytes (what it has ever held).
+    pub(crate) fn wal_file_bytes(&self) -> u64 {
         std::fs::metadata(wal_path(&self.path)).map_or(0, |m| m.len())
+    }
+
+    /// Bytes of the WAL in use since it last started over: `mxFrame` from
+    /// the WAL index header (a `u32` in native byte order at byte 16 of the
+    /// `-shm` file; sqlite.org/walformat.html) times the frame size. Read
+    /// without SQLite's locks, so at worst a moment stale; 0 if unreadable.
+    pub(crate) fn wal_used_bytes(&self) -> u64 {
+        use std::os::unix::fs::FileExt;
+        let mut shm = self.path.as_os_str().to_owned();
+        shm.push("-shm");
+        let mut frames = [0u8; 4];
+        let read = File::open(PathBuf::from(shm)).and_then(|f| f.read_exact_at(&mut frames, 16));
+        match read {
+            Ok(()) => u64::from(u32::from_ne_bytes(frames)) * (self.page_size + 24),
+            Err(_) => 0,
+        }
     }
 
     /// Copies the WAL into the database file (fsyncing both) and empties it.
@@ -375,10 +403,15 @@ impl Storage {
         self.checkpoint_wal_mode("TRUNCATE")
     }
 
-    /// `PRAGMA wal_checkpoint(mode)` on the actor's own connection.
+    /// `PRAGMA wal_checkpoint(mode)` on the actor's own connection, with
+    /// the fsyncs a checkpoint needs (`synchronous=NORMAL` while it runs).
     pub(crate) fn checkpoint_wal_mode(&self, mode: &str) -> Result<(), StorageError> {
-        self.conn
-            .query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |_| Ok(()))?;
+        self.conn.execute_batch("PRAGMA synchronous=NORMAL;")?;
+        let done = self
+            .conn
+            .query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |_| Ok(()));
+        self.conn.execute_batch("PRAGMA synchronous=OFF;")?;
+        done?;
         Ok(())
     }
 
