@@ -1,26 +1,9 @@
-//! Thin wrappers over the Linux calls std does not offer: `syncfs` (one
-//! flush for every dirty file of the data directory's filesystem, used by the
-//! commit-log checkpoint), raising the open-file limit (each live object
-//! holds three descriptors — database, WAL, shared-memory index —, each
-//! socket one) and glibc's `malloc_trim`.
+//! Thin wrappers over the Linux calls std does not offer: raising the
+//! open-file limit (each live object holds three descriptors — database,
+//! WAL, shared-memory index —, each socket one) and glibc's `malloc_trim`.
 #![allow(unsafe_code)]
 
-use std::fs::File;
 use std::io;
-use std::os::fd::AsRawFd;
-use std::path::Path;
-
-/// Flushes every dirty page and inode of the filesystem holding `dir`.
-pub fn syncfs(dir: &Path) -> io::Result<()> {
-    let f = File::open(dir)?;
-    // SAFETY: `f` is an open descriptor for the duration of the call.
-    let rc = unsafe { libc::syncfs(f.as_raw_fd()) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
 
 /// Raises the soft limit on open files to the hard limit; returns the new limit.
 pub fn raise_nofile_limit() -> io::Result<u64> {

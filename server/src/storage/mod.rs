@@ -182,7 +182,7 @@ impl Storage {
         // the WAL starts over) run with NORMAL: on the background connection
         // (`wal.rs`), or switched on for the actor's own (`checkpoint_wal_mode`).
         // Unsynced here is only the header written when the WAL starts over:
-        // until the next `syncfs`, the commit log holds what follows it.
+        // until the log's checkpoint syncs this file, the log holds what follows.
         conn.execute_batch("PRAGMA synchronous=OFF;")?;
         let page_size = u64::try_from(page_size).unwrap_or(4096);
         if created {
