@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
-use futures_util::SinkExt;
+use futures_util::{SinkExt, StreamExt};
 use roost_protocol::{ClientFrame, DecodeError, ErrorCode, ServerFrame};
 use tokio::sync::oneshot;
 use tokio::time::Sleep;
@@ -92,19 +92,18 @@ fn serve_socket(
             mode,
             ip: _ip_slot.map(super::IpSlot::into_ip),
         };
-        let (code, reason) = run(&conn, &mut ws, access.expires_ms).await;
+        let session = Session::new(
+            conn.runtime.0.config.sockets.max_messages_per_sec,
+            access.expires_ms,
+        );
+        let (code, reason) = run(&conn, &mut ws, session).await;
         Box::pin(finish(&conn, code, reason, ws)).await;
     };
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
-        tracing::debug!(bytes = std::mem::size_of_val(&task), ws = std::mem::size_of::<WebSocket>(), conn = std::mem::size_of::<Conn>(), session = std::mem::size_of::<Session>(), notified = std::mem::size_of::<tokio::sync::futures::Notified<'static>>(), run = run_size(), "socket task future");
+        tracing::debug!(bytes = std::mem::size_of_val(&task), "socket task future");
     });
     task
-}
-
-fn run_size() -> usize {
-    fn f<'a, F>(_: fn(&'a Conn, &'a mut WebSocket, Option<i64>) -> F) -> usize { std::mem::size_of::<F>() }
-    f(run)
 }
 
 /// Lists the socket and asks the object's `on_connect`; `None` if refused
@@ -228,36 +227,6 @@ async fn finish(conn: &Conn, code: u16, reason: String, ws: WebSocket) {
 /// Roost extension on Yjs sockets: `[101, varString(token)]`.
 const MSG_REFRESH: u8 = 101;
 
-/// A token bucket: `rate` frames per second, bursts of `rate` (the rate is
-/// the server's, passed in, so that each idle socket does not keep a copy).
-struct Bucket {
-    tokens: f32,
-    last: tokio::time::Instant,
-}
-
-impl Bucket {
-    fn new(rate: u32) -> Bucket {
-        Bucket {
-            tokens: rate.max(1) as f32,
-            last: tokio::time::Instant::now(),
-        }
-    }
-
-    fn take(&mut self, rate: u32) -> bool {
-        let rate = f64::from(rate.max(1));
-        let now = tokio::time::Instant::now();
-        let tokens = f64::from(self.tokens) + now.duration_since(self.last).as_secs_f64() * rate;
-        self.tokens = tokens.min(rate) as f32;
-        self.last = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-}
-
 /// Checks a refreshed token; on success updates the socket's permission and
 /// returns its new expiry.
 fn refresh(
@@ -296,19 +265,55 @@ impl Drop for Conn {
     }
 }
 
-/// What the loop learns from the frames it reads.
+/// What the loop learns from the frames it reads: the frame-rate bucket
+/// (`rate` frames per second, bursts of `rate`; the rate is the server's,
+/// passed in, so that idle sockets keep no copy) and the token's expiry.
 struct Session {
-    bucket: Bucket,
+    /// When the bucket was last refilled.
+    last: tokio::time::Instant,
+    tokens: f32,
     /// Set when a token refresh changed `expires`.
     expiry_changed: bool,
-    /// When the socket's token expires (ms since the epoch).
-    expires: Option<i64>,
+    /// When the socket's token expires (ms since the epoch); `NO_EXPIRY` if
+    /// it has none.
+    expires: i64,
 }
 
+const NO_EXPIRY: i64 = i64::MAX;
+
 impl Session {
+    fn new(rate: u32, expires: Option<i64>) -> Session {
+        Session {
+            last: tokio::time::Instant::now(),
+            tokens: rate.max(1) as f32,
+            expiry_changed: false,
+            expires: expires.unwrap_or(NO_EXPIRY),
+        }
+    }
+
+    fn expires(&self) -> Option<i64> {
+        (self.expires != NO_EXPIRY).then_some(self.expires)
+    }
+
     fn set_expires(&mut self, expires: Option<i64>) {
+        let expires = expires.unwrap_or(NO_EXPIRY);
         self.expiry_changed |= expires != self.expires;
         self.expires = expires;
+    }
+
+    /// Takes a token for one frame; false if the socket is over its rate.
+    fn take_token(&mut self, rate: u32) -> bool {
+        let rate = f64::from(rate.max(1));
+        let now = tokio::time::Instant::now();
+        let tokens = f64::from(self.tokens) + now.duration_since(self.last).as_secs_f64() * rate;
+        self.tokens = tokens.min(rate) as f32;
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
     }
 }
 
@@ -325,11 +330,13 @@ fn expiry_timer(expires: Option<i64>) -> Option<Pin<Box<Sleep>>> {
     })
 }
 
-async fn expired(timer: &mut Option<Pin<Box<Sleep>>>) {
-    match timer {
-        Some(t) => t.await,
-        None => std::future::pending().await,
-    }
+fn expired(
+    timer: &mut Option<Pin<Box<Sleep>>>,
+) -> impl std::future::Future<Output = ()> + '_ {
+    std::future::poll_fn(move |cx| match timer {
+        Some(t) => std::future::Future::poll(t.as_mut(), cx),
+        None => std::task::Poll::Pending,
+    })
 }
 
 fn slow_consumer(conn: &Conn) -> End {
@@ -342,13 +349,8 @@ fn slow_consumer(conn: &Conn) -> End {
 /// The socket loop; returns the close code and reason. While it waits it
 /// holds only the socket, a `Notified` and a read future: queued frames are
 /// written and incoming frames handled by boxed futures.
-async fn run(conn: &Conn, ws: &mut WebSocket, expires: Option<i64>) -> End {
-    let mut session = Session {
-        bucket: Bucket::new(conn.runtime.0.config.sockets.max_messages_per_sec),
-        expiry_changed: false,
-        expires,
-    };
-    let mut timer = expiry_timer(session.expires);
+async fn run(conn: &Conn, ws: &mut WebSocket, mut session: Session) -> End {
+    let mut timer = expiry_timer(session.expires());
     loop {
         // Write everything queued, giving up on a client too slow to take it.
         // (A block, so that the empty queue is not kept across the wait.)
@@ -365,19 +367,20 @@ async fn run(conn: &Conn, ws: &mut WebSocket, expires: Option<i64>) -> End {
             }
         }
         let incoming = tokio::select! {
-            () = conn.outbox.notify.notified() => continue,
+            () = conn.outbox.ready() => continue,
             () = expired(&mut timer) => {
                 tracing::info!(socket = %conn.socket, "closing a socket whose token expired");
                 Box::pin(close(ws, 1008, "token expired")).await;
                 return (1008, "token expired".into());
             }
-            incoming = ws.recv() => incoming,
+            // (`poll_next` rather than `recv()`, whose future is larger.)
+            incoming = std::future::poll_fn(|cx| ws.poll_next_unpin(cx)) => incoming,
         };
         if let Some(end) = Box::pin(receive(conn, ws, &mut session, incoming)).await {
             return end;
         }
         if std::mem::take(&mut session.expiry_changed) {
-            timer = expiry_timer(session.expires);
+            timer = expiry_timer(session.expires());
         }
     }
 }
@@ -404,16 +407,9 @@ async fn write(conn: &Conn, ws: &mut WebSocket, frames: VecDeque<OutFrame>) -> O
             }
             ws.flush().await
         };
-        tokio::pin!(write);
-        loop {
-            tokio::select! {
-                r = &mut write => break r,
-                () = conn.outbox.notify.notified() => {
-                    if conn.outbox.is_killed() {
-                        return Some(slow_consumer(conn));
-                    }
-                }
-            }
+        tokio::select! {
+            r = write => r,
+            () = conn.outbox.killed() => return Some(slow_consumer(conn)),
         }
     };
     if written.is_err() {
@@ -457,9 +453,7 @@ async fn receive(
             return Some((1006, text));
         }
     };
-    if matches!(msg, Message::Text(_) | Message::Binary(_)) && !session
-            .bucket
-            .take(runtime.0.config.sockets.max_messages_per_sec)
+    if matches!(msg, Message::Text(_) | Message::Binary(_)) && !session.take_token(runtime.0.config.sockets.max_messages_per_sec)
     {
         tracing::info!(%socket, "closing a socket over its message rate");
         close(ws, 1008, "message rate limit exceeded").await;

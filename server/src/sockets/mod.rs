@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use axum::extract::ws::Message;
 use dashmap::DashMap;
-use tokio::sync::Notify;
+use futures_util::task::AtomicWaker;
 
 use crate::id::{ObjectId, ObjectKey};
 
@@ -120,9 +120,13 @@ struct OutboxState {
 }
 
 /// The bounded queue of frames waiting to be written to one socket.
+///
+/// Its one reader is the socket's task, so a single `AtomicWaker` wakes it
+/// (a `Notify` would make every idle socket's task hold a 64-byte
+/// `Notified` while it waits).
 pub(crate) struct Outbox {
     state: Mutex<OutboxState>,
-    notify: Notify,
+    waker: AtomicWaker,
     limit: usize,
 }
 
@@ -130,7 +134,7 @@ impl Outbox {
     pub(crate) fn new(limit: usize) -> Outbox {
         Outbox {
             state: Mutex::new(OutboxState::default()),
-            notify: Notify::new(),
+            waker: AtomicWaker::new(),
             limit,
         }
     }
@@ -167,8 +171,35 @@ impl Outbox {
             true
         };
         drop(st);
-        self.notify.notify_one();
+        self.waker.wake();
         queued
+    }
+
+    /// Resolves once frames are queued or the socket was killed. For the
+    /// socket's own task only (one waker is kept).
+    pub(crate) fn ready(&self) -> impl std::future::Future<Output = ()> + '_ {
+        std::future::poll_fn(move |cx| {
+            self.poll_until(cx, |st| st.killed || !st.frames.is_empty())
+        })
+    }
+
+    /// Resolves once the socket was killed. For the socket's own task only.
+    pub(crate) fn killed(&self) -> impl std::future::Future<Output = ()> + '_ {
+        std::future::poll_fn(move |cx| self.poll_until(cx, |st| st.killed))
+    }
+
+    fn poll_until(
+        &self,
+        cx: &mut std::task::Context<'_>,
+        done: impl Fn(&OutboxState) -> bool,
+    ) -> std::task::Poll<()> {
+        // Register first: a push after the check below wakes this task.
+        self.waker.register(cx.waker());
+        if self.state.lock().map_or(true, |st| done(&st)) {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
     }
 
     /// Takes every queued frame (the queue keeps no buffer while empty);
@@ -181,6 +212,7 @@ impl Outbox {
         (std::mem::take(&mut st.frames), st.killed)
     }
 
+    #[cfg(test)]
     pub(crate) fn is_killed(&self) -> bool {
         self.state.lock().map_or(true, |s| s.killed)
     }
