@@ -444,7 +444,8 @@ mod rooms {
         }
         let deadline = t0 + args.connect_timeout;
         loop {
-            let done = counts.connected.load(Ordering::Relaxed) + counts.failed.load(Ordering::Relaxed);
+            let done =
+                counts.connected.load(Ordering::Relaxed) + counts.failed.load(Ordering::Relaxed);
             if done >= args.conns || Instant::now() >= deadline {
                 break;
             }
@@ -455,7 +456,10 @@ mod rooms {
         let connected = counts.connected.load(Ordering::Relaxed);
         let rss_connected = server.and_then(|p| rss_bytes(p).ok());
 
-        let idle = Progress::phase(&format!("{connected} room sockets idle for {:?}", args.idle));
+        let idle = Progress::phase(&format!(
+            "{connected} room sockets idle for {:?}",
+            args.idle
+        ));
         tokio::time::sleep(args.idle).await;
         idle.finish();
         let rss_idle = server.and_then(|p| rss_bytes(p).ok());
@@ -496,8 +500,11 @@ mod rooms {
                 Unit::PerSec,
             );
         if let (Some(b), Some(c)) = (rss_before, rss_connected) {
-            f.add("server_rss_before_bytes", b as f64, Unit::Bytes)
-                .add("server_rss_connected_bytes", c as f64, Unit::Bytes);
+            f.add("server_rss_before_bytes", b as f64, Unit::Bytes).add(
+                "server_rss_connected_bytes",
+                c as f64,
+                Unit::Bytes,
+            );
             if connected > 0 {
                 f.add(
                     "server_rss_per_conn_bytes",
@@ -526,7 +533,10 @@ mod rooms {
             report.note(format!("{} room sockets failed; first: {e}", errors.len()));
         }
         if answered < woken {
-            report.note(format!("{} woken room sockets got no answer to `who`", woken - answered));
+            report.note(format!(
+                "{} woken room sockets got no answer to `who`",
+                woken - answered
+            ));
         }
         Ok(report)
     }

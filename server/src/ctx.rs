@@ -188,8 +188,12 @@ impl Ctx {
 
     /// The bytes stored with the socket, if any.
     pub fn attachment(&self, socket: SocketId) -> Option<Vec<u8>> {
-        self.table()
-            .and_then(|t| t.with_table(|t| t.get(&socket).and_then(|e| e.attachment().map(<[u8]>::to_vec))))
+        self.table().and_then(|t| {
+            t.with_table(|t| {
+                t.get(&socket)
+                    .and_then(|e| e.attachment().map(<[u8]>::to_vec))
+            })
+        })
     }
 
     /// From now on, a text frame equal to `request` is answered with

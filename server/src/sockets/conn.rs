@@ -330,9 +330,7 @@ fn expiry_timer(expires: Option<i64>) -> Option<Pin<Box<Sleep>>> {
     })
 }
 
-fn expired(
-    timer: &mut Option<Pin<Box<Sleep>>>,
-) -> impl std::future::Future<Output = ()> + '_ {
+fn expired(timer: &mut Option<Pin<Box<Sleep>>>) -> impl std::future::Future<Output = ()> + '_ {
     std::future::poll_fn(move |cx| match timer {
         Some(t) => std::future::Future::poll(t.as_mut(), cx),
         None => std::task::Poll::Pending,
@@ -453,7 +451,8 @@ async fn receive(
             return Some((1006, text));
         }
     };
-    if matches!(msg, Message::Text(_) | Message::Binary(_)) && !session.take_token(runtime.0.config.sockets.max_messages_per_sec)
+    if matches!(msg, Message::Text(_) | Message::Binary(_))
+        && !session.take_token(runtime.0.config.sockets.max_messages_per_sec)
     {
         tracing::info!(%socket, "closing a socket over its message rate");
         close(ws, 1008, "message rate limit exceeded").await;

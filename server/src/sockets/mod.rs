@@ -178,9 +178,7 @@ impl Outbox {
     /// Resolves once frames are queued or the socket was killed. For the
     /// socket's own task only (one waker is kept).
     pub(crate) fn ready(&self) -> impl std::future::Future<Output = ()> + '_ {
-        std::future::poll_fn(move |cx| {
-            self.poll_until(cx, |st| st.killed || !st.frames.is_empty())
-        })
+        std::future::poll_fn(move |cx| self.poll_until(cx, |st| st.killed || !st.frames.is_empty()))
     }
 
     /// Resolves once the socket was killed. For the socket's own task only.
