@@ -3,6 +3,11 @@
 //! PID is given, then wakes a sample — each sampled client sends one update
 //! and one sync request — and checks that every other client of its document
 //! receives the update and that the server still answers.
+//!
+//! With `--target room` the sockets are Roost `room` sockets
+//! (`/v1/objects/room/{name}/ws`, M rooms): a socket counts as connected once
+//! its `history` event arrived (the room admitted it), and the wake-up is a
+//! `who` call from each sampled socket, which must be answered.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -20,6 +25,15 @@ use crate::target::Target;
 use crate::yclient::{self, Fleet, Phase, Spec};
 use crate::yjs::{self, Protocol};
 
+/// Which sockets `connections` opens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SocketTarget {
+    /// y-websocket documents (in the layout of `--protocol`).
+    Yjs,
+    /// Roost's built-in `room` class (`/v1/objects/room/{name}/ws`, JSON envelope).
+    Room,
+}
+
 #[derive(clap::Args, Debug, Clone)]
 pub struct ConnectionsArgs {
     /// Server URL: http://HOST:PORT for Roost and y-sweet, ws://HOST:PORT[/prefix] for y-websocket-server or Hocuspocus.
@@ -28,6 +42,9 @@ pub struct ConnectionsArgs {
     /// Wire protocol and URL layout of the server.
     #[arg(long, value_enum, default_value = "roost")]
     pub protocol: Protocol,
+    /// Sockets to open: Yjs documents, or Roost rooms (then `--docs` is the number of rooms).
+    #[arg(long, value_enum, default_value = "yjs")]
+    pub target: SocketTarget,
     /// Connections to open (mind `ulimit -n` and the ephemeral port range).
     #[arg(long, default_value_t = 1000)]
     pub conns: usize,
@@ -113,6 +130,13 @@ pub async fn run(args: ConnectionsArgs, common: &Common) -> anyhow::Result<Repor
         .doc_prefix
         .clone()
         .unwrap_or_else(|| format!("conns-{:08x}", yjs::run_seed()));
+    if args.target == SocketTarget::Room {
+        anyhow::ensure!(
+            args.protocol == Protocol::Roost,
+            "--target room needs --protocol roost"
+        );
+        return rooms::run(&args, common, &target, source_ips, &prefix).await;
+    }
     let sample = args.sample.min(args.conns);
     let stride = args.conns.checked_div(sample).unwrap_or(usize::MAX);
     let seed = yjs::run_seed();
@@ -273,4 +297,247 @@ pub async fn run(args: ConnectionsArgs, common: &Common) -> anyhow::Result<Repor
         ));
     }
     Ok(report)
+}
+
+/// `--target room`: idle Roost room sockets.
+mod rooms {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use roost_protocol::{ClientFrame, ServerFrame};
+    use tokio::sync::{watch, Semaphore};
+
+    use super::ConnectionsArgs;
+    use crate::args::Common;
+    use crate::probe::Probes;
+    use crate::procstat::{rss_bytes, Proc};
+    use crate::progress::Progress;
+    use crate::report::{Report, Unit};
+    use crate::rooms::event_kind;
+    use crate::target::{encode_segment, Target};
+    use crate::ws::{Kind, WsConn};
+
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Phase {
+        Hold,
+        Wake,
+        Stop,
+    }
+
+    /// The id of the sampled sockets' `who` call.
+    const WHO_ID: u64 = 1;
+
+    #[derive(Default)]
+    struct Counts {
+        connected: AtomicUsize,
+        failed: AtomicUsize,
+        answered: AtomicUsize,
+    }
+
+    /// One room socket: connects, waits for its `history` event, then holds;
+    /// on `Wake` a sampled socket calls `who` and counts the answer.
+    async fn client(
+        target: Target,
+        path: String,
+        sampled: bool,
+        mut phase: watch::Receiver<Phase>,
+        counts: Arc<Counts>,
+        gate: Arc<Semaphore>,
+    ) -> Option<String> {
+        let res: anyhow::Result<()> = async {
+            let permit = gate.acquire_owned().await?;
+            let mut conn = WsConn::connect(&target, &path, &[]).await?;
+            let mut admitted = false;
+            while !admitted {
+                if conn.read_more().await? == 0 {
+                    anyhow::bail!("server closed the connection before admitting it");
+                }
+                while let Some(msg) = conn.next_buffered()? {
+                    match msg.kind {
+                        Kind::Close => anyhow::bail!("server closed the socket"),
+                        Kind::Binary => {}
+                        Kind::Text => admitted |= event_kind(msg.payload) == Some(b"history"),
+                    }
+                }
+            }
+            drop(permit);
+            counts.connected.fetch_add(1, Ordering::Relaxed);
+            let mut asked = false;
+            loop {
+                tokio::select! {
+                    changed = phase.changed() => {
+                        if changed.is_err() {
+                            break;
+                        }
+                        let now = *phase.borrow_and_update();
+                        match now {
+                            Phase::Wake if sampled && !asked => {
+                                asked = true;
+                                conn.send_text(&ClientFrame::call(WHO_ID, "who", serde_json::json!({}))).await?;
+                            }
+                            Phase::Stop => break,
+                            _ => {}
+                        }
+                    }
+                    n = conn.read_more() => {
+                        if n? == 0 {
+                            anyhow::bail!("server closed the connection");
+                        }
+                        while let Some(msg) = conn.next_buffered()? {
+                            match msg.kind {
+                                Kind::Close => anyhow::bail!("server closed the socket"),
+                                Kind::Binary => {}
+                                Kind::Text if asked => {
+                                    let frame = std::str::from_utf8(msg.payload).ok().and_then(|s| ServerFrame::decode(s).ok());
+                                    if let Some(ServerFrame::Result { id: WHO_ID, ok: Some(_), .. }) = frame {
+                                        counts.answered.fetch_add(1, Ordering::Relaxed);
+                                    }
+                                }
+                                Kind::Text => {}
+                            }
+                        }
+                    }
+                }
+            }
+            let _ = conn.close().await;
+            Ok(())
+        }
+        .await;
+        res.err().map(|e| {
+            counts.failed.fetch_add(1, Ordering::Relaxed);
+            format!("{e:#}")
+        })
+    }
+
+    pub(super) async fn run(
+        args: &ConnectionsArgs,
+        common: &Common,
+        target: &Target,
+        source_ips: usize,
+        prefix: &str,
+    ) -> anyhow::Result<Report> {
+        let sample = args.sample.min(args.conns);
+        let stride = args.conns.checked_div(sample).unwrap_or(usize::MAX);
+        let server = common.server_pid.map(Proc::Pid);
+        let rss_before = server.and_then(|p| rss_bytes(p).ok());
+        let probes = Probes::start(common, Some(target)).await?;
+
+        let (phase_tx, phase_rx) = watch::channel(Phase::Hold);
+        let counts = Arc::new(Counts::default());
+        let gate = Arc::new(Semaphore::new(args.connect_concurrency.max(1)));
+        let progress = Progress::phase(&format!("opening {} room sockets", args.conns));
+        let t0 = Instant::now();
+        let mut tasks = Vec::with_capacity(args.conns);
+        for i in 0..args.conns {
+            let room = format!("{prefix}-{}", i % args.docs);
+            let path = target.path(&format!("/v1/objects/room/{}/ws", encode_segment(&room)));
+            let sampled = sample > 0 && i % stride == 0 && i / stride < sample;
+            tasks.push(tokio::spawn(client(
+                target.clone(),
+                path,
+                sampled,
+                phase_rx.clone(),
+                counts.clone(),
+                gate.clone(),
+            )));
+        }
+        let deadline = t0 + args.connect_timeout;
+        loop {
+            let done =
+                counts.connected.load(Ordering::Relaxed) + counts.failed.load(Ordering::Relaxed);
+            if done >= args.conns || Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let connect_wall = t0.elapsed();
+        progress.finish();
+        let connected = counts.connected.load(Ordering::Relaxed);
+        let rss_connected = server.and_then(|p| rss_bytes(p).ok());
+
+        let idle = Progress::phase(&format!(
+            "{connected} room sockets idle for {:?}",
+            args.idle
+        ));
+        tokio::time::sleep(args.idle).await;
+        idle.finish();
+        let rss_idle = server.and_then(|p| rss_bytes(p).ok());
+
+        let woken = if connected > 0 { sample } else { 0 };
+        let w0 = Instant::now();
+        let _ = phase_tx.send(Phase::Wake);
+        while counts.answered.load(Ordering::Relaxed) < woken && w0.elapsed() < args.wake_timeout {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let wake_wait = w0.elapsed();
+        let _ = phase_tx.send(Phase::Stop);
+        let mut errors = Vec::new();
+        for t in tasks {
+            if let Ok(Some(e)) = t.await {
+                errors.push(e);
+            }
+        }
+
+        let mut report = Report::new("connections");
+        report.label = common.label.clone();
+        probes.finish(&mut report).await;
+        report
+            .param("protocol", "roost")
+            .param("target", "room")
+            .param("conns", args.conns)
+            .param("docs", args.docs)
+            .param("source_ips", source_ips)
+            .param("sample", sample)
+            .param("idle_s", args.idle.as_secs_f64());
+        let mut f = Report::new("connections");
+        f.add("connected", connected as f64, Unit::Count)
+            .add("failed", errors.len() as f64, Unit::Count)
+            .add("connect_wall_s", connect_wall.as_secs_f64(), Unit::Seconds)
+            .add(
+                "connects_per_s",
+                connected as f64 / connect_wall.as_secs_f64().max(1e-9),
+                Unit::PerSec,
+            );
+        if let (Some(b), Some(c)) = (rss_before, rss_connected) {
+            f.add("server_rss_before_bytes", b as f64, Unit::Bytes).add(
+                "server_rss_connected_bytes",
+                c as f64,
+                Unit::Bytes,
+            );
+            if connected > 0 {
+                f.add(
+                    "server_rss_per_conn_bytes",
+                    (c as f64 - b as f64) / connected as f64,
+                    Unit::Bytes,
+                );
+            }
+            if let Some(i) = rss_idle {
+                f.add("server_rss_idle_bytes", i as f64, Unit::Bytes);
+                if connected > 0 {
+                    f.add(
+                        "server_rss_per_conn_idle_bytes",
+                        (i as f64 - b as f64) / connected as f64,
+                        Unit::Bytes,
+                    );
+                }
+            }
+        }
+        let answered = counts.answered.load(Ordering::Relaxed);
+        f.add("woken", woken as f64, Unit::Count)
+            .add("woken_sync_ok", answered as f64, Unit::Count)
+            .add("wake_wait_s", wake_wait.as_secs_f64(), Unit::Seconds);
+        f.figures.append(&mut report.figures);
+        report.figures = f.figures;
+        if let Some(e) = errors.first() {
+            report.note(format!("{} room sockets failed; first: {e}", errors.len()));
+        }
+        if answered < woken {
+            report.note(format!(
+                "{} woken room sockets got no answer to `who`",
+                woken - answered
+            ));
+        }
+        Ok(report)
+    }
 }

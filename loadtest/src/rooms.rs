@@ -84,7 +84,7 @@ struct Stats {
 /// Calls in flight are remembered in a ring indexed by id.
 const RING: usize = 4096;
 
-fn event_kind(text: &[u8]) -> Option<&[u8]> {
+pub(crate) fn event_kind(text: &[u8]) -> Option<&[u8]> {
     // `{"type":"event","event":"message",...}`: look for the event name near the start.
     let head = &text[..text.len().min(64)];
     let key = b"\"event\":\"";

@@ -246,6 +246,10 @@ pub fn main(builder: ServerBuilder) -> anyhow::Result<()> {
                     args.listen
                 );
             }
+            // One malloc arena per core (glibc's default is 8): see
+            // `sys::limit_malloc_arenas`.
+            let cores = std::thread::available_parallelism().map_or(2, usize::from);
+            crate::sys::limit_malloc_arenas(cores.max(2));
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()

@@ -118,7 +118,7 @@ impl Ctx {
     /// The tags a socket was accepted with.
     pub fn tags(&self, socket: SocketId) -> Vec<String> {
         self.table()
-            .and_then(|t| t.with_table(|t| t.get(&socket).map(|e| e.tags.clone())))
+            .and_then(|t| t.with_table(|t| t.get(&socket).map(|e| e.tags().to_vec())))
             .unwrap_or_default()
     }
 
@@ -175,7 +175,7 @@ impl Ctx {
         let stored = self.table().is_some_and(|t| {
             t.with_table(|t| {
                 t.get_mut(&socket)
-                    .map(|e| e.attachment = Some(bytes))
+                    .map(|e| e.set_attachment(bytes))
                     .is_some()
             })
         });
@@ -188,8 +188,12 @@ impl Ctx {
 
     /// The bytes stored with the socket, if any.
     pub fn attachment(&self, socket: SocketId) -> Option<Vec<u8>> {
-        self.table()
-            .and_then(|t| t.with_table(|t| t.get(&socket).and_then(|e| e.attachment.clone())))
+        self.table().and_then(|t| {
+            t.with_table(|t| {
+                t.get(&socket)
+                    .and_then(|e| e.attachment().map(<[u8]>::to_vec))
+            })
+        })
     }
 
     /// From now on, a text frame equal to `request` is answered with
@@ -210,7 +214,7 @@ impl Ctx {
         if let Some(t) = self.table() {
             t.with_table(|t| {
                 if let Some(e) = t.get_mut(&socket) {
-                    e.tags = tags;
+                    e.set_tags(tags);
                     e.accepted = true;
                 }
             });

@@ -41,6 +41,32 @@ pub fn trim_heap() -> bool {
     }
 }
 
+/// Caps glibc's malloc arenas at `n`, unless `MALLOC_ARENA_MAX` is set (then
+/// glibc already applied it). Call before other threads start. Returns
+/// whether the cap was set; does nothing off glibc.
+///
+/// glibc gives each thread that allocates while another holds its arena a
+/// new arena, up to 8 per core. The object actors run their SQLite work
+/// through `block_in_place`, which hands the async worker to another thread,
+/// so socket tasks end up allocated in every one of those arenas, each with
+/// its own partly used pages: idle sockets cost ~0.5 KiB more each.
+pub fn limit_malloc_arenas(n: usize) -> bool {
+    if std::env::var_os("MALLOC_ARENA_MAX").is_some() {
+        return false;
+    }
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        let n = libc::c_int::try_from(n.max(1)).unwrap_or(libc::c_int::MAX);
+        // SAFETY: mallopt only changes a malloc parameter.
+        unsafe { libc::mallopt(libc::M_ARENA_MAX, n) == 1 }
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        let _ = n;
+        false
+    }
+}
+
 /// Runs blocking work (an fsync, a checkpoint) without stalling the other
 /// tasks of this worker thread, where the runtime allows it.
 pub fn blocking<R>(f: impl FnOnce() -> R) -> R {

@@ -14,7 +14,7 @@ use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
 use yrs::ClientID;
 
-use super::{ObjectSockets, SocketId};
+use super::{ObjectSockets, SocketEntry, SocketId};
 
 /// Awareness states of one document: client id → (clock, JSON state).
 #[derive(Default)]
@@ -58,9 +58,7 @@ impl ObjectSockets {
         self.with_table(|t| {
             if let Some(e) = t.get_mut(&socket) {
                 for id in announced {
-                    if !e.awareness_clients.contains(&id) {
-                        e.awareness_clients.push(id);
-                    }
+                    e.add_awareness_client(id);
                 }
             }
         });
@@ -96,7 +94,7 @@ impl ObjectSockets {
     pub(crate) fn drop_awareness_of(&self, socket: SocketId) {
         let ids = self.with_table(|t| {
             t.get_mut(&socket)
-                .map(|e| std::mem::take(&mut e.awareness_clients))
+                .map(SocketEntry::take_awareness_clients)
                 .unwrap_or_default()
         });
         if ids.is_empty() {
@@ -145,13 +143,10 @@ mod tests {
     fn relays_merges_and_removes_on_close() {
         let hub = SocketHub::default();
         let key = ObjectKey::new("ydoc", "d").expect("key");
-        let mk = || SocketEntry {
-            tags: vec![],
-            attachment: None,
-            outbox: Arc::new(Outbox::new(1 << 20)),
-            read_only: false,
-            accepted: true,
-            awareness_clients: vec![],
+        let mk = || {
+            let mut e = SocketEntry::new(Arc::new(Outbox::new(1 << 20)), false);
+            e.accepted = true;
+            e
         };
         let t = hub.insert(&key, SocketId(1), mk(), 10).expect("table");
         hub.insert(&key, SocketId(2), mk(), 10).expect("table");

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
-use futures_util::SinkExt;
+use futures_util::{SinkExt, StreamExt};
 use roost_protocol::{ClientFrame, DecodeError, ErrorCode, ServerFrame};
 use tokio::sync::oneshot;
 use tokio::time::Sleep;
@@ -47,16 +47,28 @@ pub(crate) struct Upgrade {
     pub _ip_slot: Option<super::IpSlot>,
 }
 
-/// Serves one upgraded socket until it closes.
+/// Serves one upgraded socket until it closes, in a task of its own.
+///
+/// The task axum spawned for the upgrade ends as soon as this returns: its
+/// future is sized for the handshake as well as for whatever the callback
+/// returns, so serving the socket inside it would cost a larger task than
+/// the socket's own (tokio rounds task cells to 128 bytes). The socket's task
+/// is allocated after the HTTP request's buffers were freed.
+pub(crate) fn serve(up: Box<Upgrade>, ws: WebSocket) -> std::future::Ready<()> {
+    tokio::spawn(serve_socket(up, ws));
+    std::future::ready(())
+}
+
+/// What an idle socket's task holds besides the WebSocket.
 ///
 /// An idle socket costs what this future holds while it waits in `run`, so
 /// everything that runs rarely — admission, writing, handling a frame,
 /// closing — is a separately boxed future that exists only while it runs.
-/// The arguments come in one box so that the upgrade callback that captures
-/// them is one pointer, and an `async move` block (unlike an `async fn`)
-/// keeps no second copy of the socket. The future's size is logged once at
-/// debug level.
-pub(crate) fn serve(
+/// Once admitted, the upgrade's arguments are dropped (the object's key is
+/// kept once per object, in its socket table). An `async move` block (unlike
+/// an `async fn`) keeps no second copy of the socket. The future's size is
+/// logged once at debug level.
+fn serve_socket(
     mut up: Box<Upgrade>,
     mut ws: WebSocket,
 ) -> impl std::future::Future<Output = ()> + Send + 'static {
@@ -65,17 +77,27 @@ pub(crate) fn serve(
         let Some((socket, table, outbox)) = Box::pin(admit(&up, request, &mut ws)).await else {
             return;
         };
+        let Upgrade {
+            runtime,
+            access,
+            mode,
+            _ip_slot,
+            ..
+        } = *up;
         let conn = Conn {
-            runtime: &up.runtime,
-            key: &up.key,
-            table: &table,
+            runtime,
+            table,
+            outbox,
             socket,
-            outbox: &outbox,
-            mode: up.mode,
-            expires_ms: up.access.expires_ms,
+            mode,
+            ip: _ip_slot.map(super::IpSlot::into_ip),
         };
-        let (code, reason) = run(&conn, &mut ws).await;
-        Box::pin(finish(&up, &table, socket, code, reason, ws)).await;
+        let session = Session::new(
+            conn.runtime.0.config.sockets.max_messages_per_sec,
+            access.expires_ms,
+        );
+        let (code, reason) = run(&conn, &mut ws, session).await;
+        Box::pin(finish(&conn, code, reason, ws)).await;
     };
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
@@ -103,14 +125,7 @@ async fn admit(
     let limits = &runtime.0.config.sockets;
     let socket = hub.next_id();
     let outbox = Arc::new(Outbox::new(limits.max_outbox_bytes));
-    let entry = SocketEntry {
-        tags: Vec::new(),
-        attachment: None,
-        outbox: outbox.clone(),
-        read_only: access.read_only,
-        accepted: false,
-        awareness_clients: Vec::new(),
-    };
+    let entry = SocketEntry::new(outbox.clone(), access.read_only);
     let Some(table) = hub.insert(key, socket, entry, limits.max_sockets_per_object) else {
         close(ws, 1013, "too many sockets on this object").await;
         return None;
@@ -161,19 +176,16 @@ async fn admit(
 
 /// After the loop ended: forget the socket's awareness, close the
 /// connection and tell the object.
-async fn finish(
-    up: &Upgrade,
-    table: &super::ObjectSockets,
-    socket: SocketId,
-    code: u16,
-    reason: String,
-    ws: WebSocket,
-) {
-    let Upgrade {
-        runtime, key, mode, ..
-    } = up;
-    let mode = *mode;
+async fn finish(conn: &Conn, code: u16, reason: String, ws: WebSocket) {
+    let Conn {
+        ref runtime,
+        ref table,
+        socket,
+        mode,
+        ..
+    } = *conn;
     let hub = &runtime.0.sockets;
+    let key = table.key();
     if mode == SocketMode::Yjs {
         table.drop_awareness_of(socket);
     }
@@ -215,37 +227,6 @@ async fn finish(
 /// Roost extension on Yjs sockets: `[101, varString(token)]`.
 const MSG_REFRESH: u8 = 101;
 
-/// A token bucket: `rate` frames per second, bursts of `rate`.
-struct Bucket {
-    rate: f64,
-    tokens: f64,
-    last: tokio::time::Instant,
-}
-
-impl Bucket {
-    fn new(rate: u32) -> Bucket {
-        let rate = f64::from(rate.max(1));
-        Bucket {
-            rate,
-            tokens: rate,
-            last: tokio::time::Instant::now(),
-        }
-    }
-
-    fn take(&mut self) -> bool {
-        let now = tokio::time::Instant::now();
-        self.tokens =
-            (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(self.rate);
-        self.last = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-}
-
 /// Checks a refreshed token; on success updates the socket's permission and
 /// returns its new expiry.
 fn refresh(
@@ -264,22 +245,76 @@ fn refresh(
     Ok(access.expires_ms)
 }
 
-/// What the socket loop works with.
-struct Conn<'a> {
-    runtime: &'a Runtime,
-    key: &'a ObjectKey,
-    table: &'a super::ObjectSockets,
+/// What the socket loop works with (the object's key is in its table).
+/// Dropping it uncounts the connection from its IP address.
+struct Conn {
+    runtime: Runtime,
+    table: Arc<super::ObjectSockets>,
+    outbox: Arc<Outbox>,
     socket: SocketId,
-    outbox: &'a Outbox,
+    /// Counted against this address (per-IP connection limit) until dropped.
+    ip: Option<std::net::IpAddr>,
     mode: SocketMode,
-    expires_ms: Option<i64>,
 }
 
-/// What the loop learns from the frames it reads.
+impl Drop for Conn {
+    fn drop(&mut self) {
+        if let Some(ip) = self.ip {
+            self.runtime.0.sockets.release_ip(ip);
+        }
+    }
+}
+
+/// What the loop learns from the frames it reads: the frame-rate bucket
+/// (`rate` frames per second, bursts of `rate`; the rate is the server's,
+/// passed in, so that idle sockets keep no copy) and the token's expiry.
 struct Session {
-    bucket: Bucket,
-    /// When the socket's token expires (ms since the epoch).
-    expires: Option<i64>,
+    /// When the bucket was last refilled.
+    last: tokio::time::Instant,
+    tokens: f32,
+    /// Set when a token refresh changed `expires`.
+    expiry_changed: bool,
+    /// When the socket's token expires (ms since the epoch); `NO_EXPIRY` if
+    /// it has none.
+    expires: i64,
+}
+
+const NO_EXPIRY: i64 = i64::MAX;
+
+impl Session {
+    fn new(rate: u32, expires: Option<i64>) -> Session {
+        Session {
+            last: tokio::time::Instant::now(),
+            tokens: rate.max(1) as f32,
+            expiry_changed: false,
+            expires: expires.unwrap_or(NO_EXPIRY),
+        }
+    }
+
+    fn expires(&self) -> Option<i64> {
+        (self.expires != NO_EXPIRY).then_some(self.expires)
+    }
+
+    fn set_expires(&mut self, expires: Option<i64>) {
+        let expires = expires.unwrap_or(NO_EXPIRY);
+        self.expiry_changed |= expires != self.expires;
+        self.expires = expires;
+    }
+
+    /// Takes a token for one frame; false if the socket is over its rate.
+    fn take_token(&mut self, rate: u32) -> bool {
+        let rate = f64::from(rate.max(1));
+        let now = tokio::time::Instant::now();
+        let tokens = f64::from(self.tokens) + now.duration_since(self.last).as_secs_f64() * rate;
+        self.tokens = tokens.min(rate) as f32;
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 /// The close code and reason the loop ended with.
@@ -295,14 +330,14 @@ fn expiry_timer(expires: Option<i64>) -> Option<Pin<Box<Sleep>>> {
     })
 }
 
-async fn expired(timer: &mut Option<Pin<Box<Sleep>>>) {
-    match timer {
-        Some(t) => t.await,
-        None => std::future::pending().await,
-    }
+fn expired(timer: &mut Option<Pin<Box<Sleep>>>) -> impl std::future::Future<Output = ()> + '_ {
+    std::future::poll_fn(move |cx| match timer {
+        Some(t) => std::future::Future::poll(t.as_mut(), cx),
+        None => std::task::Poll::Pending,
+    })
 }
 
-fn slow_consumer(conn: &Conn<'_>) -> End {
+fn slow_consumer(conn: &Conn) -> End {
     let metrics = &conn.runtime.0.metrics;
     metrics.slow_consumers.fetch_add(1, Ordering::Relaxed);
     tracing::info!(socket = %conn.socket, "disconnecting a slow client: outbound queue over its limit");
@@ -312,46 +347,45 @@ fn slow_consumer(conn: &Conn<'_>) -> End {
 /// The socket loop; returns the close code and reason. While it waits it
 /// holds only the socket, a `Notified` and a read future: queued frames are
 /// written and incoming frames handled by boxed futures.
-async fn run(conn: &Conn<'_>, ws: &mut WebSocket) -> End {
-    let mut session = Session {
-        bucket: Bucket::new(conn.runtime.0.config.sockets.max_messages_per_sec),
-        expires: conn.expires_ms,
-    };
-    let mut timer = expiry_timer(session.expires);
+async fn run(conn: &Conn, ws: &mut WebSocket, mut session: Session) -> End {
+    let mut timer = expiry_timer(session.expires());
     loop {
         // Write everything queued, giving up on a client too slow to take it.
-        let (frames, killed) = conn.outbox.take();
-        if killed {
-            return slow_consumer(conn);
-        }
-        if !frames.is_empty() {
-            if let Some(end) = Box::pin(write(conn, ws, frames)).await {
-                return end;
+        // (A block, so that the empty queue is not kept across the wait.)
+        {
+            let (frames, killed) = conn.outbox.take();
+            if killed {
+                return slow_consumer(conn);
             }
-            continue;
+            if !frames.is_empty() {
+                if let Some(end) = Box::pin(write(conn, ws, frames)).await {
+                    return end;
+                }
+                continue;
+            }
         }
         let incoming = tokio::select! {
-            () = conn.outbox.notify.notified() => continue,
+            () = conn.outbox.ready() => continue,
             () = expired(&mut timer) => {
                 tracing::info!(socket = %conn.socket, "closing a socket whose token expired");
                 Box::pin(close(ws, 1008, "token expired")).await;
                 return (1008, "token expired".into());
             }
-            incoming = ws.recv() => incoming,
+            // (`poll_next` rather than `recv()`, whose future is larger.)
+            incoming = std::future::poll_fn(|cx| ws.poll_next_unpin(cx)) => incoming,
         };
-        let before = session.expires;
         if let Some(end) = Box::pin(receive(conn, ws, &mut session, incoming)).await {
             return end;
         }
-        if session.expires != before {
-            timer = expiry_timer(session.expires);
+        if std::mem::take(&mut session.expiry_changed) {
+            timer = expiry_timer(session.expires());
         }
     }
 }
 
 /// Writes `frames`; `Some` ends the loop (write failed, a close frame was
 /// sent, or the outbox overflowed meanwhile).
-async fn write(conn: &Conn<'_>, ws: &mut WebSocket, frames: VecDeque<OutFrame>) -> Option<End> {
+async fn write(conn: &Conn, ws: &mut WebSocket, frames: VecDeque<OutFrame>) -> Option<End> {
     let mut closing = None;
     let written = {
         let write = async {
@@ -371,16 +405,9 @@ async fn write(conn: &Conn<'_>, ws: &mut WebSocket, frames: VecDeque<OutFrame>) 
             }
             ws.flush().await
         };
-        tokio::pin!(write);
-        loop {
-            tokio::select! {
-                r = &mut write => break r,
-                () = conn.outbox.notify.notified() => {
-                    if conn.outbox.is_killed() {
-                        return Some(slow_consumer(conn));
-                    }
-                }
-            }
+        tokio::select! {
+            r = write => r,
+            () = conn.outbox.killed() => return Some(slow_consumer(conn)),
         }
     };
     if written.is_err() {
@@ -391,20 +418,20 @@ async fn write(conn: &Conn<'_>, ws: &mut WebSocket, frames: VecDeque<OutFrame>) 
 
 /// Handles one read result; `Some` ends the loop.
 async fn receive(
-    conn: &Conn<'_>,
+    conn: &Conn,
     ws: &mut WebSocket,
     session: &mut Session,
     incoming: Option<Result<Message, axum::Error>>,
 ) -> Option<End> {
     let Conn {
-        runtime,
-        key,
-        table,
+        ref runtime,
+        ref table,
+        ref outbox,
         socket,
-        outbox,
         mode,
         ..
     } = *conn;
+    let key = table.key();
     let metrics = &runtime.0.metrics;
     let max_frame = runtime.0.config.sockets.max_frame_bytes;
     let msg = match incoming {
@@ -424,7 +451,9 @@ async fn receive(
             return Some((1006, text));
         }
     };
-    if matches!(msg, Message::Text(_) | Message::Binary(_)) && !session.bucket.take() {
+    if matches!(msg, Message::Text(_) | Message::Binary(_))
+        && !session.take_token(runtime.0.config.sockets.max_messages_per_sec)
+    {
         tracing::info!(%socket, "closing a socket over its message rate");
         close(ws, 1008, "message rate limit exceeded").await;
         return Some((1008, "message rate limit exceeded".into()));
@@ -470,7 +499,7 @@ async fn receive(
                     match token.map_err(|e| e.to_string()).and_then(|t| {
                         refresh(runtime, key, table, socket, &t).map_err(|e| e.message)
                     }) {
-                        Ok(exp) => session.expires = exp,
+                        Ok(exp) => session.set_expires(exp),
                         Err(why) => {
                             close(ws, 1008, &format!("token refresh refused: {why}")).await;
                             return Some((1008, "token refresh refused".into()));
@@ -523,7 +552,7 @@ async fn receive(
                 Ok(ClientFrame::Auth { token }) => {
                     match refresh(runtime, key, table, socket, &token) {
                         Ok(exp) => {
-                            session.expires = exp;
+                            session.set_expires(exp);
                             let data = serde_json::json!({ "exp": exp });
                             outbox.push(OutFrame::Msg(Message::Text(
                                 ServerFrame::event("auth", data).encode().into(),

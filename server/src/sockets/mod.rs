@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use axum::extract::ws::Message;
 use dashmap::DashMap;
-use tokio::sync::Notify;
+use futures_util::task::AtomicWaker;
 
 use crate::id::{ObjectId, ObjectKey};
 
@@ -120,9 +120,13 @@ struct OutboxState {
 }
 
 /// The bounded queue of frames waiting to be written to one socket.
+///
+/// Its one reader is the socket's task, so a single `AtomicWaker` wakes it
+/// (a `Notify` would make every idle socket's task hold a 64-byte
+/// `Notified` while it waits).
 pub(crate) struct Outbox {
     state: Mutex<OutboxState>,
-    notify: Notify,
+    waker: AtomicWaker,
     limit: usize,
 }
 
@@ -130,7 +134,7 @@ impl Outbox {
     pub(crate) fn new(limit: usize) -> Outbox {
         Outbox {
             state: Mutex::new(OutboxState::default()),
-            notify: Notify::new(),
+            waker: AtomicWaker::new(),
             limit,
         }
     }
@@ -167,8 +171,33 @@ impl Outbox {
             true
         };
         drop(st);
-        self.notify.notify_one();
+        self.waker.wake();
         queued
+    }
+
+    /// Resolves once frames are queued or the socket was killed. For the
+    /// socket's own task only (one waker is kept).
+    pub(crate) fn ready(&self) -> impl std::future::Future<Output = ()> + '_ {
+        std::future::poll_fn(move |cx| self.poll_until(cx, |st| st.killed || !st.frames.is_empty()))
+    }
+
+    /// Resolves once the socket was killed. For the socket's own task only.
+    pub(crate) fn killed(&self) -> impl std::future::Future<Output = ()> + '_ {
+        std::future::poll_fn(move |cx| self.poll_until(cx, |st| st.killed))
+    }
+
+    fn poll_until(
+        &self,
+        cx: &mut std::task::Context<'_>,
+        done: impl Fn(&OutboxState) -> bool,
+    ) -> std::task::Poll<()> {
+        // Register first: a push after the check below wakes this task.
+        self.waker.register(cx.waker());
+        if self.state.lock().map_or(true, |st| done(&st)) {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
     }
 
     /// Takes every queued frame (the queue keeps no buffer while empty);
@@ -181,6 +210,7 @@ impl Outbox {
         (std::mem::take(&mut st.frames), st.killed)
     }
 
+    #[cfg(test)]
     pub(crate) fn is_killed(&self) -> bool {
         self.state.lock().map_or(true, |s| s.killed)
     }
@@ -213,21 +243,90 @@ impl Staged {
     }
 }
 
+/// One socket's row in its object's table: 24 bytes, because an idle
+/// socket's cost is mostly per-socket rows like this one. What many sockets
+/// never have — tags, an attachment, awareness ids — is in one optional box.
 pub(crate) struct SocketEntry {
-    pub tags: Vec<String>,
-    pub attachment: Option<Vec<u8>>,
     pub outbox: Arc<Outbox>,
+    extra: Option<Box<SocketExtra>>,
     pub read_only: bool,
     /// Set once `on_connect` accepted the socket.
     pub accepted: bool,
+}
+
+/// The rarely-set parts of a [`SocketEntry`].
+#[derive(Default)]
+struct SocketExtra {
+    tags: Box<[String]>,
+    attachment: Option<Box<[u8]>>,
     /// Yjs awareness client ids this socket announced.
-    pub awareness_clients: Vec<u64>,
+    awareness_clients: Vec<u64>,
 }
 
 impl SocketEntry {
+    pub(crate) fn new(outbox: Arc<Outbox>, read_only: bool) -> SocketEntry {
+        SocketEntry {
+            outbox,
+            extra: None,
+            read_only,
+            accepted: false,
+        }
+    }
+
     /// Whether broadcasts to `tag` (to everyone if `None`) reach this socket.
     fn listens(&self, tag: Option<&str>) -> bool {
-        self.accepted && tag.is_none_or(|tag| self.tags.iter().any(|t| t == tag))
+        self.accepted && tag.is_none_or(|tag| self.tags().iter().any(|t| t == tag))
+    }
+
+    pub(crate) fn tags(&self) -> &[String] {
+        self.extra.as_ref().map_or(&[], |x| &x.tags)
+    }
+
+    pub(crate) fn attachment(&self) -> Option<&[u8]> {
+        self.extra.as_ref().and_then(|x| x.attachment.as_deref())
+    }
+
+    pub(crate) fn awareness_clients(&self) -> &[u64] {
+        self.extra.as_ref().map_or(&[], |x| &x.awareness_clients)
+    }
+
+    fn extra_mut(&mut self) -> &mut SocketExtra {
+        self.extra.get_or_insert_with(Box::default)
+    }
+
+    /// Drops the box once nothing is left in it.
+    fn tidy(&mut self) {
+        if self.extra.as_ref().is_some_and(|x| {
+            x.tags.is_empty() && x.attachment.is_none() && x.awareness_clients.is_empty()
+        }) {
+            self.extra = None;
+        }
+    }
+
+    pub(crate) fn set_tags(&mut self, tags: Vec<String>) {
+        self.extra_mut().tags = tags.into_boxed_slice();
+        self.tidy();
+    }
+
+    pub(crate) fn set_attachment(&mut self, bytes: Vec<u8>) {
+        self.extra_mut().attachment = Some(bytes.into_boxed_slice());
+    }
+
+    /// Records an awareness client id this socket announced.
+    pub(crate) fn add_awareness_client(&mut self, id: u64) {
+        if !self.awareness_clients().contains(&id) {
+            self.extra_mut().awareness_clients.push(id);
+        }
+    }
+
+    pub(crate) fn take_awareness_clients(&mut self) -> Vec<u64> {
+        let ids = self
+            .extra
+            .as_mut()
+            .map(|x| std::mem::take(&mut x.awareness_clients))
+            .unwrap_or_default();
+        self.tidy();
+        ids
     }
 }
 
@@ -243,18 +342,25 @@ pub enum SocketMode {
 
 /// The sockets of one object. Survives the object's hibernation.
 pub(crate) struct ObjectSockets {
+    /// The object's key, kept here once rather than by each socket's task.
+    key: ObjectKey,
     table: Mutex<HashMap<SocketId, SocketEntry>>,
     awareness: Mutex<awareness::AwarenessStore>,
     auto_response: RwLock<Option<(String, String)>>,
 }
 
 impl ObjectSockets {
-    fn new() -> ObjectSockets {
+    fn new(key: ObjectKey) -> ObjectSockets {
         ObjectSockets {
+            key,
             table: Mutex::new(HashMap::new()),
             awareness: Mutex::new(awareness::AwarenessStore::default()),
             auto_response: RwLock::new(None),
         }
+    }
+
+    pub(crate) fn key(&self) -> &ObjectKey {
+        &self.key
     }
 
     pub(crate) fn with_table<R>(
@@ -384,7 +490,7 @@ impl SocketHub {
         let table = self
             .objects
             .entry(key.id)
-            .or_insert_with(|| Arc::new(ObjectSockets::new()));
+            .or_insert_with(|| Arc::new(ObjectSockets::new(key.clone())));
         let added = table.with_table(|t| {
             if t.len() >= max {
                 false
@@ -460,12 +566,29 @@ pub(crate) struct IpSlot {
     ip: std::net::IpAddr,
 }
 
-impl Drop for IpSlot {
-    fn drop(&mut self) {
-        self.hub.per_ip.remove_if_mut(&self.ip, |_, n| {
+impl IpSlot {
+    /// Gives up the slot without uncounting it: the caller now owes
+    /// `SocketHub::release_ip(ip)`.
+    pub(crate) fn into_ip(self) -> std::net::IpAddr {
+        let ip = self.ip;
+        std::mem::forget(self);
+        ip
+    }
+}
+
+impl SocketHub {
+    /// Uncounts one connection from `ip` (see [`IpSlot::into_ip`]).
+    pub(crate) fn release_ip(&self, ip: std::net::IpAddr) {
+        self.per_ip.remove_if_mut(&ip, |_, n| {
             *n = n.saturating_sub(1);
             *n == 0
         });
+    }
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        self.hub.release_ip(self.ip);
     }
 }
 
@@ -489,13 +612,11 @@ mod tests {
     fn tags_select_sockets() {
         let hub = SocketHub::default();
         let key = ObjectKey::new("room", "r").expect("key");
-        let mk = |tags: &[&str]| SocketEntry {
-            tags: tags.iter().map(|t| t.to_string()).collect(),
-            attachment: None,
-            outbox: Arc::new(Outbox::new(1000)),
-            read_only: false,
-            accepted: true,
-            awareness_clients: vec![],
+        let mk = |tags: &[&str]| {
+            let mut e = SocketEntry::new(Arc::new(Outbox::new(1000)), false);
+            e.set_tags(tags.iter().map(|t| t.to_string()).collect());
+            e.accepted = true;
+            e
         };
         let t = hub.insert(&key, SocketId(1), mk(&["a"]), 10).expect("room");
         hub.insert(&key, SocketId(2), mk(&["a", "b"]), 10)
@@ -531,14 +652,8 @@ mod tests {
         let outboxes: Vec<Arc<Outbox>> = (0..3).map(|_| Arc::new(Outbox::new(64))).collect();
         let mut table = None;
         for (i, o) in outboxes.iter().enumerate() {
-            let entry = SocketEntry {
-                tags: vec![],
-                attachment: None,
-                outbox: o.clone(),
-                read_only: false,
-                accepted: true,
-                awareness_clients: vec![],
-            };
+            let mut entry = SocketEntry::new(o.clone(), false);
+            entry.accepted = true;
             table = hub.insert(&key, SocketId(i as u64), entry, 10);
         }
         let t = table.expect("table");
