@@ -349,16 +349,21 @@ mod rooms {
             let permit = gate.acquire_owned().await?;
             let mut conn = WsConn::connect(&target, &path, &[]).await?;
             let mut admitted = false;
-            while !admitted {
-                if conn.read_more().await? == 0 {
-                    anyhow::bail!("server closed the connection before admitting it");
-                }
+            loop {
+                // The `history` event may have come in with the upgrade
+                // response: look at what is buffered before reading more.
                 while let Some(msg) = conn.next_buffered()? {
                     match msg.kind {
                         Kind::Close => anyhow::bail!("server closed the socket"),
                         Kind::Binary => {}
                         Kind::Text => admitted |= event_kind(msg.payload) == Some(b"history"),
                     }
+                }
+                if admitted {
+                    break;
+                }
+                if conn.read_more().await? == 0 {
+                    anyhow::bail!("server closed the connection before admitting it");
                 }
             }
             drop(permit);
