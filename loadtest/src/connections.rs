@@ -237,30 +237,7 @@ pub async fn run(args: ConnectionsArgs, common: &Common) -> anyhow::Result<Repor
             Unit::PerSec,
         );
     f.latency("connect", &Latency::from_histogram(&t.connect));
-    if let (Some(b), Some(c)) = (rss_before, rss_connected) {
-        f.add("server_rss_before_bytes", b as f64, Unit::Bytes).add(
-            "server_rss_connected_bytes",
-            c as f64,
-            Unit::Bytes,
-        );
-        if synced > 0 {
-            f.add(
-                "server_rss_per_conn_bytes",
-                (c as f64 - b as f64) / synced as f64,
-                Unit::Bytes,
-            );
-        }
-        if let Some(i) = rss_idle {
-            f.add("server_rss_idle_bytes", i as f64, Unit::Bytes);
-            if synced > 0 {
-                f.add(
-                    "server_rss_per_conn_idle_bytes",
-                    (i as f64 - b as f64) / synced as f64,
-                    Unit::Bytes,
-                );
-            }
-        }
-    }
+    add_rss_figures(&mut f, rss_before, rss_connected, rss_idle, synced);
     if let (Some(b), Some(c)) = (client_rss_before, client_rss_connected) {
         if synced > 0 {
             f.add(
@@ -504,30 +481,7 @@ mod rooms {
                 connected as f64 / connect_wall.as_secs_f64().max(1e-9),
                 Unit::PerSec,
             );
-        if let (Some(b), Some(c)) = (rss_before, rss_connected) {
-            f.add("server_rss_before_bytes", b as f64, Unit::Bytes).add(
-                "server_rss_connected_bytes",
-                c as f64,
-                Unit::Bytes,
-            );
-            if connected > 0 {
-                f.add(
-                    "server_rss_per_conn_bytes",
-                    (c as f64 - b as f64) / connected as f64,
-                    Unit::Bytes,
-                );
-            }
-            if let Some(i) = rss_idle {
-                f.add("server_rss_idle_bytes", i as f64, Unit::Bytes);
-                if connected > 0 {
-                    f.add(
-                        "server_rss_per_conn_idle_bytes",
-                        (i as f64 - b as f64) / connected as f64,
-                        Unit::Bytes,
-                    );
-                }
-            }
-        }
+        super::add_rss_figures(&mut f, rss_before, rss_connected, rss_idle, connected);
         let answered = counts.answered.load(Ordering::Relaxed);
         f.add("woken", woken as f64, Unit::Count)
             .add("woken_sync_ok", answered as f64, Unit::Count)
@@ -544,5 +498,34 @@ mod rooms {
             ));
         }
         Ok(report)
+    }
+}
+
+/// Server RSS before connecting, once connected and once idle, and per
+/// connection (`n` connections; each figure only when it was measured).
+fn add_rss_figures(
+    f: &mut Report,
+    before: Option<u64>,
+    connected: Option<u64>,
+    idle: Option<u64>,
+    n: usize,
+) {
+    let (Some(b), Some(c)) = (before, connected) else {
+        return;
+    };
+    let per_conn = |rss: u64| (rss as f64 - b as f64) / n as f64;
+    f.add("server_rss_before_bytes", b as f64, Unit::Bytes).add(
+        "server_rss_connected_bytes",
+        c as f64,
+        Unit::Bytes,
+    );
+    if n > 0 {
+        f.add("server_rss_per_conn_bytes", per_conn(c), Unit::Bytes);
+    }
+    if let Some(i) = idle {
+        f.add("server_rss_idle_bytes", i as f64, Unit::Bytes);
+        if n > 0 {
+            f.add("server_rss_per_conn_idle_bytes", per_conn(i), Unit::Bytes);
+        }
     }
 }

@@ -189,6 +189,18 @@ mod tests {
         }
     }
 
+    /// A new object file with one table `t`; keep the directory alive.
+    fn fresh() -> (tempfile::TempDir, PathBuf, Storage) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("o.sqlite");
+        let storage = Storage::open(&path, StorageLimits::default()).expect("open");
+        storage
+            .sql()
+            .execute_batch("CREATE TABLE t(x BLOB)")
+            .expect("schema");
+        (dir, path, storage)
+    }
+
     fn count(storage: &Storage) -> i64 {
         storage
             .sql()
@@ -198,16 +210,11 @@ mod tests {
 
     /// A checkpoint on a second connection runs while the owner keeps
     /// committing; the owner folds in the remainder, and its next commit
-    /// starts the WAL over (the file shrinks), with every row still there.
+    /// starts the WAL over (in place: the file keeps its size), with every
+    /// row still there.
     #[test]
     fn background_checkpoint_runs_beside_the_writer_and_the_wal_restarts() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("o.sqlite");
-        let storage = Storage::open(&path, StorageLimits::default()).expect("open");
-        storage
-            .sql()
-            .execute_batch("CREATE TABLE t(x BLOB)")
-            .expect("schema");
+        let (_dir, path, storage) = fresh();
         insert(&storage, 600);
         let before = storage.wal_used_bytes();
         assert!(before > 1024 * 1024, "WAL holds {before} bytes");
@@ -245,13 +252,7 @@ mod tests {
     /// disk and the machine's load, so that is not asserted.)
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_keeper_bounds_the_wal_under_steady_writes() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("o.sqlite");
-        let storage = Storage::open(&path, StorageLimits::default()).expect("open");
-        storage
-            .sql()
-            .execute_batch("CREATE TABLE t(x BLOB)")
-            .expect("schema");
+        let (_dir, path, storage) = fresh();
         let metrics = Metrics::default();
         let base = 64 * 1024;
         let mut keeper = WalKeeper::new(path.clone(), base, [0, 0]);
