@@ -1,7 +1,7 @@
 //! The server-wide commit log: how many objects' commits share one fsync.
 //!
 //! Each object commits its batch to its own SQLite file with
-//! `synchronous=NORMAL` (no fsync), then appends the batch's changeset here
+//! `synchronous=OFF` (no fsync), then appends the batch's changeset here
 //! and waits. One writer thread takes every record queued so far, writes them
 //! with one `write`, calls `fdatasync` once and acknowledges them all — group
 //! commit across objects. Only after that acknowledgement does the object

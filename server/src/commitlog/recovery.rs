@@ -1,8 +1,8 @@
 //! Start-up replay of commit-log segments into object files.
 //!
 //! After a crash, an object's SQLite file holds a prefix of its committed
-//! batches (SQLite's WAL guarantees atomic commits; with `synchronous=NORMAL`
-//! a power loss may drop the newest ones). Each file stores the `seq` of its
+//! batches (SQLite's WAL guarantees atomic commits; the actor's connection never
+//! fsyncs, so a power loss may drop the newest ones). Each file stores the `seq` of its
 //! newest batch, so replay applies exactly the logged batches with a larger
 //! `seq`, in order, then fsyncs the file. Only when every object is synced are
 //! the segments deleted; a crash during recovery simply replays again.
