@@ -14,7 +14,8 @@ use super::alarms::AlarmInfo;
 use super::output::{self, Admission, AlarmUpdate, Output};
 use super::{error, Command, Runtime};
 use crate::commitlog::record::Record;
-use crate::object::DurableObject;
+use crate::metrics::Metrics;
+use crate::object::{DurableObject, ObjectError};
 use crate::storage::StorageError;
 
 /// Runs one event inside its savepoint; returns whether to keep its writes,
@@ -65,19 +66,8 @@ async fn run_event<T: DurableObject>(
                 .catch_unwind()
                 .await;
             l.ctx.caller = None;
-            match outcome {
-                Ok(Ok(v)) => (true, Some(Output::Reply(reply, Ok(v))), false),
-                Ok(Err(e)) => {
-                    metrics.error("handler_error");
-                    let fatal = e.is_fatal();
-                    (false, Some(Output::Reply(reply, Err(e.detail()))), fatal)
-                }
-                Err(_) => {
-                    tracing::error!(method = %method, "handler panicked");
-                    let e = error(ErrorCode::Internal, "the handler panicked");
-                    (false, Some(Output::Reply(reply, Err(e))), true)
-                }
-            }
+            let (result, fatal) = settle(outcome, metrics, &method);
+            (result.is_ok(), Some(Output::Reply(reply, result)), fatal)
         }
         Command::Connect {
             socket,
@@ -175,22 +165,9 @@ async fn run_event<T: DurableObject>(
             let outcome = AssertUnwindSafe(l.object.fetch(&mut l.ctx, request))
                 .catch_unwind()
                 .await;
-            match outcome {
-                Ok(Ok(resp)) => {
-                    let ok = resp.status < 400;
-                    (ok, Some(Output::Fetch(reply, Ok(resp))), false)
-                }
-                Ok(Err(e)) => {
-                    metrics.error("handler_error");
-                    let fatal = e.is_fatal();
-                    (false, Some(Output::Fetch(reply, Err(e.detail()))), fatal)
-                }
-                Err(_) => {
-                    tracing::error!("fetch panicked");
-                    let e = error(ErrorCode::Internal, "the handler panicked");
-                    (false, Some(Output::Fetch(reply, Err(e))), true)
-                }
-            }
+            let (result, fatal) = settle(outcome, metrics, "fetch");
+            let ok = result.as_ref().is_ok_and(|resp| resp.status < 400);
+            (ok, Some(Output::Fetch(reply, result)), fatal)
         }
         Command::Closed {
             socket,
@@ -226,6 +203,30 @@ async fn run_event<T: DurableObject>(
         return Err(EventFailure::Panicked);
     }
     Ok(())
+}
+
+/// A `call` or `fetch` handler's outcome as the caller's answer, and
+/// whether the object must restart (a panic, or a fatal error). Errors are
+/// counted; panics are logged with `what` (the method, or "fetch").
+fn settle<T>(
+    outcome: std::thread::Result<Result<T, ObjectError>>,
+    metrics: &Metrics,
+    what: &str,
+) -> (Result<T, ErrorDetail>, bool) {
+    match outcome {
+        Ok(Ok(v)) => (Ok(v), false),
+        Ok(Err(e)) => {
+            metrics.error("handler_error");
+            (Err(e.detail()), e.is_fatal())
+        }
+        Err(_) => {
+            tracing::error!(what, "handler panicked");
+            (
+                Err(error(ErrorCode::Internal, "the handler panicked")),
+                true,
+            )
+        }
+    }
 }
 
 enum EventFailure {
