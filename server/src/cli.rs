@@ -26,7 +26,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the server.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Mint an access token (HS256 JWT) for objects.
     Token(TokenArgs),
 }
@@ -138,6 +138,11 @@ pub struct ServeArgs {
     /// How often the shared commit log is checkpointed into object files.
     #[arg(long, env = "ROOST_CHECKPOINT_INTERVAL", default_value = "5s", value_parser = parse_duration)]
     pub checkpoint_interval: Duration,
+    /// How long an object's batches, already durable in the commit log, may
+    /// wait in one open transaction before it is committed to the object's
+    /// file (fewer, larger SQLite commits; 0 commits every batch on its own).
+    #[arg(long, env = "ROOST_FILE_COMMIT_INTERVAL", default_value = "50ms", value_parser = parse_duration)]
+    pub file_commit_interval: Duration,
 }
 
 impl ServeArgs {
@@ -156,6 +161,7 @@ impl ServeArgs {
         config.storage.cache_bytes = self.object_cache_bytes;
         config.storage.wal_checkpoint_bytes = self.wal_checkpoint_bytes;
         config.log.checkpoint_interval = self.checkpoint_interval;
+        config.file_commit_interval = self.file_commit_interval;
         config.sockets.max_frame_bytes = self.max_frame_bytes;
         config.sockets.max_outbox_bytes = self.max_socket_queue_bytes;
         config.sockets.max_sockets_per_object = self.max_sockets_per_object;

@@ -19,6 +19,10 @@ pub struct Config {
     pub mailbox_depth: usize,
     /// Most events run in one batch (one commit).
     pub max_batch: usize,
+    /// How long an object's batches may wait, durable in the commit log, in
+    /// an open transaction before it is committed to the object's file
+    /// (zero: each batch commits on its own).
+    pub file_commit_interval: Duration,
     /// Largest HTTP request body.
     pub max_body_bytes: usize,
     pub storage: StorageLimits,
@@ -40,6 +44,7 @@ impl Default for Config {
             idle_timeout: Duration::from_secs(10),
             mailbox_depth: 1024,
             max_batch: 256,
+            file_commit_interval: Duration::from_millis(50),
             max_body_bytes: 1024 * 1024,
             storage: StorageLimits::default(),
             sockets: SocketLimits::default(),

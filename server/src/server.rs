@@ -103,6 +103,7 @@ impl ServerBuilder {
                 idle_timeout: config.idle_timeout,
                 mailbox_depth: config.mailbox_depth.max(1),
                 max_batch: config.max_batch.max(1),
+                file_commit_interval: config.file_commit_interval,
                 storage: config.storage.clone(),
                 sockets: config.sockets.clone(),
                 alarms: config.alarms.clone(),

@@ -90,6 +90,22 @@ async fn kill9_during_background_wal_checkpoints_loses_nothing_acknowledged() ->
     kill9_under_load(&["--wal-checkpoint-bytes", "65536"]).await
 }
 
+/// The same with batches held for up to 400 ms in an open transaction
+/// before they reach the object files, while segments are sealed every
+/// 100 ms: kills land while acknowledged batches are only in the log and
+/// while the checkpointer waits for objects to commit them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_while_batches_wait_for_their_file_commit_loses_nothing_acknowledged(
+) -> anyhow::Result<()> {
+    kill9_under_load(&[
+        "--file-commit-interval",
+        "400ms",
+        "--checkpoint-interval",
+        "100ms",
+    ])
+    .await
+}
+
 async fn kill9_under_load(args: &[&str]) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let objects = 20usize;

@@ -20,10 +20,15 @@
 //! disk took up to hundreds of milliseconds, and every object's commits
 //! waited behind it.
 //!
-//! Architecture Invariant: a record is appended only after its batch has
-//! committed to the object's SQLite file, so when a segment is sealed, every
-//! commit it names is in the page cache of its object's file and the
-//! checkpointer's fsyncs make it durable there.
+//! Architecture Invariant: an object's batch may reach its SQLite file after
+//! its record is appended (objects keep batches in an open transaction for
+//! up to `--file-commit-interval`), but it is listed in [`Unflushed`] before
+//! its record is submitted and until its transaction has committed. The
+//! checkpointer syncs an object's files for a segment only once none of
+//! the object's batches in the segment is listed, so the commits are in the
+//! page cache of the file and its fsyncs make them durable there; a segment
+//! with a batch still listed after [`UNFLUSHED_PATIENCE`] is kept for
+//! recovery instead of deleted.
 //!
 //! Architecture Invariant: records of one object are appended in `seq` order
 //! and the object waits for each to be durable before running its next batch,
@@ -33,7 +38,7 @@
 pub mod record;
 pub mod recovery;
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -47,6 +52,7 @@ use tokio::sync::oneshot;
 
 use crate::id::ObjectId;
 use crate::metrics::Metrics;
+pub use crate::storage::Unflushed;
 use record::{Record, SEGMENT_MAGIC};
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -81,6 +87,7 @@ impl Default for LogConfig {
 struct Append {
     bytes: Vec<u8>,
     object: (String, ObjectId),
+    seq: u64,
     done: oneshot::Sender<Result<(), LogError>>,
 }
 
@@ -96,6 +103,7 @@ enum WriterMsg {
 pub struct CommitLog {
     tx: mpsc::Sender<WriterMsg>,
     broken: Arc<AtomicBool>,
+    unflushed: Arc<Unflushed>,
 }
 
 pub(crate) fn segment_path(dir: &Path, n: u64) -> PathBuf {
@@ -172,7 +180,7 @@ impl CommitLog {
             file,
             segment: first,
             segment_bytes: 0,
-            touched: HashSet::new(),
+            touched: HashMap::new(),
             rx,
             spare_rx,
             seal_tx,
@@ -181,13 +189,25 @@ impl CommitLog {
             metrics,
         };
         let data_dir = data_dir.to_owned();
+        let unflushed = Arc::new(Unflushed::default());
+        let pending = unflushed.clone();
         let checkpoint = thread::Builder::new()
             .name("roost-checkpoint".into())
-            .spawn(move || checkpointer(&data_dir, &dir, seal_rx))?;
+            .spawn(move || checkpointer(&data_dir, &dir, seal_rx, &pending))?;
         thread::Builder::new()
             .name("roost-commitlog".into())
             .spawn(move || writer.run(checkpoint, spares))?;
-        Ok(CommitLog { tx, broken })
+        Ok(CommitLog {
+            tx,
+            broken,
+            unflushed,
+        })
+    }
+
+    /// Where objects list the batches that are in the log but not yet
+    /// committed to their own files (see [`Unflushed`]).
+    pub fn unflushed(&self) -> Arc<Unflushed> {
+        self.unflushed.clone()
     }
 
     /// Appends one batch and resolves once it is durable.
@@ -211,6 +231,7 @@ impl CommitLog {
             .send(WriterMsg::Append(Append {
                 bytes,
                 object: (record.class, record.id),
+                seq: record.seq,
                 done,
             }))
             .map_err(|_| LogError::Closed)?;
@@ -227,10 +248,11 @@ impl CommitLog {
     }
 }
 
-/// A sealed segment and the objects whose files must be synced before it can go.
+/// A sealed segment and the objects whose files must be synced before it
+/// can go, each with the last `seq` of its batches in the segment.
 struct Sealed {
     segment: u64,
-    objects: HashSet<(String, ObjectId)>,
+    objects: HashMap<(String, ObjectId), u64>,
 }
 
 struct Writer {
@@ -238,7 +260,7 @@ struct Writer {
     file: File,
     segment: u64,
     segment_bytes: u64,
-    touched: HashSet<(String, ObjectId)>,
+    touched: HashMap<(String, ObjectId), u64>,
     rx: mpsc::Receiver<WriterMsg>,
     spare_rx: mpsc::Receiver<(u64, File)>,
     seal_tx: mpsc::Sender<Sealed>,
@@ -288,7 +310,8 @@ impl Writer {
                     self.broken.store(true, Ordering::Release);
                 }
                 for a in group.drain(..) {
-                    self.touched.insert(a.object);
+                    let last = self.touched.entry(a.object).or_insert(a.seq);
+                    *last = (*last).max(a.seq);
                     let _ = a
                         .done
                         .send(result.clone().map_err(|e| LogError::Io(e.to_string())));
@@ -408,7 +431,30 @@ pub(crate) fn sync_object_files(path: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-fn checkpointer(data_dir: &Path, log_dir: &Path, rx: mpsc::Receiver<Sealed>) {
+/// How long the checkpointer waits for an object to commit batches that a
+/// sealed segment holds to its file before it keeps the segment for
+/// recovery instead (an object commits within `--file-commit-interval`
+/// unless a handler runs long, or its file refused the commit).
+pub const UNFLUSHED_PATIENCE: Duration = Duration::from_secs(5);
+
+/// Waits until none of the object's batches up to `seq` is only in the log.
+fn wait_flushed(unflushed: &Unflushed, id: ObjectId, seq: u64) -> bool {
+    let started = Instant::now();
+    while unflushed.holds(id, seq) {
+        if started.elapsed() >= UNFLUSHED_PATIENCE {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(1));
+    }
+    true
+}
+
+fn checkpointer(
+    data_dir: &Path,
+    log_dir: &Path,
+    rx: mpsc::Receiver<Sealed>,
+    unflushed: &Unflushed,
+) {
     while let Ok(first) = rx.recv() {
         let started = Instant::now();
         // Segments sealed while the last round ran are taken together: each
@@ -424,11 +470,20 @@ fn checkpointer(data_dir: &Path, log_dir: &Path, rx: mpsc::Receiver<Sealed>) {
         // every dirty page of the filesystem at once in front of the commit
         // log's next `fdatasync`: at 100 documents x 5 clients it took p99
         // from 84-94 ms to 333-596 ms (docs/BENCHMARKS.md).
-        let synced = objects.iter().try_for_each(|(class, id)| {
+        let mut waiting = None;
+        let synced = objects.iter().try_for_each(|((class, id), seq)| {
+            if !wait_flushed(unflushed, *id, *seq) {
+                waiting = Some(*id);
+                return Ok(());
+            }
             sync_object_files(&crate::id::object_path(data_dir, class, *id))
         });
         if let Err(e) = synced {
             tracing::error!(error = %e, ?segments, "checkpoint fsync failed; keeping the segments");
+            continue;
+        }
+        if let Some(id) = waiting {
+            tracing::warn!(%id, ?segments, "an object has not committed its logged batches to its file yet; keeping the segments for recovery");
             continue;
         }
         for segment in &segments {
@@ -442,5 +497,66 @@ fn checkpointer(data_dir: &Path, log_dir: &Path, rx: mpsc::Receiver<Sealed>) {
             ms = started.elapsed().as_millis() as u64,
             "checkpoint done"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::{Storage, StorageLimits};
+
+    async fn wait_for(what: impl Fn() -> bool) -> bool {
+        for _ in 0..300 {
+            if what() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        false
+    }
+
+    /// A sealed segment whose batch is not yet committed to its object's
+    /// file is neither synced nor deleted until the object commits it.
+    #[tokio::test]
+    async fn the_checkpointer_waits_for_batches_still_in_an_open_transaction() -> anyhow::Result<()>
+    {
+        let dir = tempfile::tempdir()?;
+        let config = LogConfig {
+            checkpoint_interval: Duration::from_millis(50),
+            ..LogConfig::default()
+        };
+        let log = CommitLog::start(dir.path(), config, Arc::new(Metrics::default()))?;
+        let id = ObjectId::derive("counter", "lazy");
+        let path = crate::id::object_path(dir.path(), "counter", id);
+        let mut s = Storage::open(&path, StorageLimits::default())?;
+        s.track_unflushed(log.unflushed(), id);
+        s.begin_batch()?;
+        s.put("k", &1)?;
+        let changes = s.finish_batch()?.expect("the batch wrote");
+        s.end_batch(true)?;
+        log.append(Record {
+            class: "counter".into(),
+            id,
+            seq: s.commit_seq(),
+            changeset: changes.changeset,
+        })
+        .await?;
+        let log_dir = dir.path().join("log");
+        let first = segment_path(&log_dir, 1);
+        // The segment is sealed after the interval (the writer seals on its
+        // next wake-up), then left alone while the batch is pending.
+        assert!(wait_for(|| list_segments(&log_dir).is_ok_and(|s| s.len() >= 3)).await);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            first.exists(),
+            "a segment with an unflushed batch was deleted"
+        );
+        s.flush()?;
+        assert!(
+            wait_for(|| !first.exists()).await,
+            "the segment outlived the flush"
+        );
+        log.close().await;
+        Ok(())
     }
 }

@@ -88,6 +88,32 @@ pub(super) enum BatchEnd {
     Broken,
 }
 
+/// Commits the object's open transaction to its file. If the file refuses
+/// batches that the log already holds, the storage is lost (see
+/// `Storage::flush`): it refuses every later batch.
+fn flush<T>(live: &mut Option<Live<T>>) {
+    if let Some(l) = live.as_mut() {
+        if let Err(e) = l.ctx.storage.flush() {
+            tracing::warn!(error = %e, "commit to the object's file failed");
+        }
+    }
+}
+
+/// Drops the loaded object so that the next command starts it again from its
+/// file, once its pending batches are committed there. A lost object stays
+/// loaded instead: starting it from the file would miss batches that
+/// clients have seen, until a restart replays them from the log.
+fn retire<T>(live: &mut Option<Live<T>>) {
+    flush(live);
+    if live
+        .as_ref()
+        .is_some_and(|l| l.ctx.storage.lost().is_some())
+    {
+        return;
+    }
+    *live = None;
+}
+
 fn release(inflight: InFlight, runtime: &Runtime, object: ObjectId) {
     let metrics = &runtime.0.metrics;
     if inflight.wrote {
@@ -122,6 +148,7 @@ async fn run_inner<T: DurableObject>(args: ActorArgs) {
         .live_objects
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let idle = runtime.0.config.idle_timeout;
+    let file_commit = runtime.0.config.file_commit_interval;
     let max_batch = runtime.0.config.max_batch.max(1);
     let mut live: Option<Live<T>> = None;
     let (done_tx, done_rx) = watch::channel(());
@@ -167,7 +194,7 @@ async fn run_inner<T: DurableObject>(args: ActorArgs) {
                             for later in inflight.drain(..) {
                                 output::fail(&runtime, key.id, later.outputs, &err);
                             }
-                            live = None;
+                            retire(&mut live);
                         }
                     }
                     continue;
@@ -177,8 +204,28 @@ async fn run_inner<T: DurableObject>(args: ActorArgs) {
         } else if draining {
             rx.recv().await
         } else {
-            match tokio::time::timeout(idle, rx.recv()).await {
+            // An open transaction is committed to the file once it has been
+            // open for the commit interval, or when the object goes idle.
+            let open_for = live.as_ref().and_then(|l| l.ctx.storage.open_for());
+            let wait = match open_for {
+                Some(t) => file_commit.saturating_sub(t).min(idle),
+                None => idle,
+            };
+            match tokio::time::timeout(wait, rx.recv()).await {
                 Ok(cmd) => cmd,
+                Err(_) if open_for.is_some() => {
+                    flush(&mut live);
+                    continue;
+                }
+                Err(_)
+                    if live
+                        .as_ref()
+                        .is_some_and(|l| l.ctx.storage.lost().is_some()) =>
+                {
+                    // Its file refused batches the log holds: stay loaded
+                    // (refusing every event) until a restart replays them.
+                    continue;
+                }
                 Err(_) => {
                     // Idle: leave a tombstone, close the mailbox, then run
                     // whatever was queued before it closed.
@@ -238,6 +285,7 @@ async fn run_inner<T: DurableObject>(args: ActorArgs) {
                     }
                 }
                 wal.join().await;
+                flush(&mut live);
                 crate::sys::blocking(|| drop(live.take()));
                 let _ = reply.send(delete_object(&runtime, &key));
             }
@@ -261,17 +309,25 @@ async fn run_inner<T: DurableObject>(args: ActorArgs) {
             }
         }
         let Some(l) = live.as_mut() else { continue };
-        wal.before_batch(&l.ctx.storage, &metrics);
+        wal.before_batch(&mut l.ctx.storage, &metrics);
         match run_batch(l, &runtime, &mut batch).await {
             BatchEnd::Committed(f) => {
                 if f.wrote {
-                    wal.after_commit(&l.ctx.storage, &metrics);
+                    wal.after_commit(&mut l.ctx.storage, &metrics);
                 }
                 inflight.push_back(f);
+                if l.ctx.storage.open_for().is_some_and(|t| t >= file_commit) {
+                    flush(&mut live);
+                }
             }
             BatchEnd::Broken => {
-                tracing::warn!("object broken; restarting from storage");
-                live = None;
+                if live
+                    .as_ref()
+                    .is_some_and(|l| l.ctx.storage.lost().is_none())
+                {
+                    tracing::warn!("object broken; restarting from storage");
+                }
+                retire(&mut live);
             }
         }
         // A deletion found behind this batch runs next, before any new command.
@@ -280,9 +336,11 @@ async fn run_inner<T: DurableObject>(args: ActorArgs) {
     // Closing leaves the WAL in place (no fsync); a large one is folded into
     // the database first. Either way, keep the file work off the async worker.
     wal.join().await;
+    flush(&mut live);
     crate::sys::blocking(|| {
         if let Some(l) = live
-            .as_ref()
+            .as_mut()
+            .filter(|l| l.ctx.storage.lost().is_none())
             .filter(|l| l.ctx.storage.wal_file_bytes() > WAL_KEEP_BYTES)
         {
             if let Err(e) = l.ctx.storage.checkpoint_wal() {
@@ -344,6 +402,7 @@ fn start<T: DurableObject>(key: &ObjectKey, runtime: &Runtime) -> Result<Live<T>
         )
     };
     let mut storage = Storage::open(&path, config.storage.clone()).map_err(broken)?;
+    storage.track_unflushed(runtime.0.log.unflushed(), key.id);
     if created {
         runtime.0.catalog.register(key, crate::catalog::now_ms());
     }

@@ -480,7 +480,13 @@ pub(super) async fn run_batch<T: DurableObject>(
             "commit failure injected by test hook".into(),
         ))
     } else {
-        l.ctx.storage.commit(changes.is_some())
+        // The batch stays in the open transaction; the actor commits that
+        // to the file later (`flush`), or now with no commit interval.
+        if runtime.0.config.file_commit_interval.is_zero() {
+            l.ctx.storage.commit(changes.is_some())
+        } else {
+            l.ctx.storage.end_batch(changes.is_some())
+        }
     };
     if let Err(e) = committed {
         l.ctx.storage.rollback();
@@ -494,7 +500,7 @@ pub(super) async fn run_batch<T: DurableObject>(
     let ack = match changes {
         None => None,
         Some(changes) if changes.needs_file_sync() => {
-            let storage = &l.ctx.storage;
+            let storage = &mut l.ctx.storage;
             if let Err(e) = crate::sys::blocking(|| storage.sync_files()) {
                 metrics.error("log_failed");
                 tracing::error!(error = %e, "batch could not be made durable");

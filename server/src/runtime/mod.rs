@@ -42,6 +42,7 @@ pub struct RuntimeConfig {
     pub idle_timeout: Duration,
     pub mailbox_depth: usize,
     pub max_batch: usize,
+    pub file_commit_interval: Duration,
     pub storage: StorageLimits,
     pub sockets: SocketLimits,
     pub alarms: AlarmConfig,

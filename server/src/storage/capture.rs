@@ -372,6 +372,24 @@ impl CapturingConnection {
         }
     }
 
+    /// Whether deferred foreign-key constraints are violated right now (the
+    /// open transaction's `COMMIT` would fail).
+    pub fn deferred_fk_violations(&self) -> bool {
+        let (mut current, mut highwater) = (0, 0);
+        // SAFETY: `db` is this value's open connection; the status call
+        // only writes the two counters.
+        let rc = unsafe {
+            ffi::sqlite3_db_status(
+                self.raw_handle(),
+                ffi::SQLITE_DBSTATUS_DEFERRED_FKS,
+                &mut current,
+                &mut highwater,
+                0,
+            )
+        };
+        rc == ffi::SQLITE_OK && current > 0
+    }
+
     fn raw_handle(&self) -> *mut ffi::sqlite3 {
         // SAFETY: returns the raw handle of the connection we own; callers
         // use it only while `self` (and so the connection) is alive.

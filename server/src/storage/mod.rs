@@ -20,6 +20,8 @@ use std::sync::Arc;
 
 use rusqlite::{Connection, OpenFlags};
 
+use crate::id::ObjectId;
+
 use capture::{CapturingConnection, Mark};
 pub use kv::ListOptions;
 
@@ -73,6 +75,8 @@ pub enum StorageError {
     Injected(String),
     #[error("change capture: {0}")]
     Capture(#[from] capture::CaptureError),
+    #[error("acknowledged batches could not be written to the object's file ({0}); they are safe in the commit log and are applied when the server restarts")]
+    Lost(String),
 }
 
 /// Decides whether a commit should fail, for tests. Called with the object's
@@ -113,9 +117,49 @@ pub struct Storage {
     schema_version_at_begin: i64,
     /// Where the running event's changes begin in the batch's capture.
     event_mark: Mark,
-    /// Sequence number of the last committed batch that wrote anything.
+    /// Sequence number of the last batch that wrote anything (committed to
+    /// the file, or pending in the open transaction).
     seq: u64,
     page_size: u64,
+    /// A batch's savepoint is open (between `begin_batch` and its end).
+    batch_open: bool,
+    /// When the open transaction began, if one is open.
+    txn_since: Option<std::time::Instant>,
+    /// First `seq` in the open transaction that is not in the file yet.
+    pending_from: Option<u64>,
+    /// Where pending batches are announced to the log's checkpointer.
+    unflushed: Option<(Arc<Unflushed>, ObjectId)>,
+    /// Set when batches already handed to the log could not reach the file
+    /// (a failed `COMMIT` or batch rollback): the object must not run again
+    /// from this file until recovery replays the log at the next start.
+    lost: Option<String>,
+}
+
+/// Objects with batches that are durable in the commit log but not yet
+/// committed to their own file (each object's first such `seq`). The log's
+/// checkpointer syncs an object's files for a segment, and deletes the
+/// segment, only once none of the object's batches in it is still listed.
+#[derive(Default)]
+pub struct Unflushed(std::sync::Mutex<std::collections::HashMap<ObjectId, u64>>);
+
+impl Unflushed {
+    pub(crate) fn insert(&self, id: ObjectId, seq: u64) {
+        self.lock().entry(id).or_insert(seq);
+    }
+
+    pub(crate) fn remove(&self, id: ObjectId) {
+        self.lock().remove(&id);
+    }
+
+    /// Whether batch `seq` of object `id` (or an earlier one) is still only
+    /// in the log.
+    pub fn holds(&self, id: ObjectId, seq: u64) -> bool {
+        self.lock().get(&id).is_some_and(|first| *first <= seq)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<ObjectId, u64>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 const META_SCHEMA: &str = "
@@ -201,6 +245,11 @@ impl Storage {
             event_mark: Mark::default(),
             seq: u64::try_from(seq).unwrap_or(0),
             page_size,
+            batch_open: false,
+            txn_since: None,
+            pending_from: None,
+            unflushed: None,
+            lost: None,
         })
     }
 
@@ -271,9 +320,27 @@ impl Storage {
         Ok(())
     }
 
-    /// Opens the batch transaction and starts capturing its row changes.
+    /// Announces this object's pending batches to the log's checkpointer
+    /// (see [`Unflushed`]); without it, every batch must be `commit`ted.
+    pub(crate) fn track_unflushed(&mut self, registry: Arc<Unflushed>, id: ObjectId) {
+        self.unflushed = Some((registry, id));
+    }
+
+    /// Starts a batch: a savepoint in the open transaction (begun here if
+    /// none is open), and the capture of its row changes.
     pub(crate) fn begin_batch(&mut self) -> Result<(), StorageError> {
-        self.run("BEGIN IMMEDIATE")?;
+        if let Some(why) = &self.lost {
+            return Err(StorageError::Lost(why.clone()));
+        }
+        if self.conn.is_autocommit() {
+            self.run("BEGIN IMMEDIATE")?;
+            self.txn_since = Some(std::time::Instant::now());
+        }
+        if let Err(e) = self.run("SAVEPOINT roost_batch") {
+            self.end_empty_transaction();
+            return Err(e);
+        }
+        self.batch_open = true;
         self.conn.begin_capture();
         self.schema_version_at_begin = self.schema_version()?;
         Ok(())
@@ -317,25 +384,148 @@ impl Storage {
         }))
     }
 
-    /// Commits the batch transaction (not yet durable by itself).
-    pub(crate) fn commit(&mut self, wrote: bool) -> Result<(), StorageError> {
-        self.run("COMMIT")?;
-        // Whatever is still recorded (e.g. a constructor's writes) is durable
-        // by other means now.
+    /// Ends the batch inside the open transaction; it reaches the file with
+    /// the next [`flush`](Self::flush). A batch that wrote is listed as
+    /// unflushed *before* this returns, so before its log record exists.
+    pub(crate) fn end_batch(&mut self, wrote: bool) -> Result<(), StorageError> {
+        // The transaction's `COMMIT` comes later, after the batch is logged
+        // and acknowledged, so what would fail it must fail the batch now.
+        if self.conn.deferred_fk_violations() {
+            return Err(StorageError::Sqlite(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY),
+                Some("FOREIGN KEY constraint failed (deferred)".into()),
+            )));
+        }
+        self.run("RELEASE roost_batch")?;
+        self.batch_open = false;
+        // Whatever is still recorded (e.g. a constructor's writes) is
+        // made durable by other means.
         self.conn.begin_capture();
         if wrote {
             self.seq += 1;
+            if self.pending_from.is_none() {
+                self.pending_from = Some(self.seq);
+                if let Some((registry, id)) = &self.unflushed {
+                    registry.insert(*id, self.seq);
+                }
+            }
         }
         Ok(())
     }
 
-    /// Undoes the batch transaction, if one is open, and its capture.
-    pub(crate) fn rollback(&mut self) {
-        if !self.conn.is_autocommit() {
+    /// Ends the batch and commits the transaction (not yet durable by
+    /// itself). For a batch not handed to the log yet: if the commit fails,
+    /// the batch is undone and earlier batches stay pending.
+    pub(crate) fn commit(&mut self, wrote: bool) -> Result<(), StorageError> {
+        let earlier = self.pending_from;
+        self.end_batch(wrote)?;
+        if earlier.is_some() || self.conn.is_autocommit() {
+            return self.flush();
+        }
+        match self.run("COMMIT") {
+            Ok(()) => {
+                self.txn_since = None;
+                if self.pending_from.take().is_some() {
+                    if let Some((registry, id)) = &self.unflushed {
+                        registry.remove(*id);
+                    }
+                }
+                Ok(())
+            }
+            Err(e) => {
+                // Only this batch was pending: forget it, nothing else is lost.
+                if self.pending_from.take().is_some() {
+                    self.seq -= 1;
+                    if let Some((registry, id)) = &self.unflushed {
+                        registry.remove(*id);
+                    }
+                }
+                self.end_empty_transaction();
+                Err(e)
+            }
+        }
+    }
+
+    /// Commits the open transaction, if any, to the file (not fsynced: the
+    /// log, or `sync_files`, makes it durable). On failure the pending
+    /// batches stay listed as unflushed, so the log keeps them for recovery,
+    /// and the storage refuses every later batch.
+    pub(crate) fn flush(&mut self) -> Result<(), StorageError> {
+        if let Some(why) = &self.lost {
+            return Err(StorageError::Lost(why.clone()));
+        }
+        if self.conn.is_autocommit() {
+            // SQLite itself rolled the transaction back (after an I/O error).
+            if let Some(first) = self.pending_from {
+                return Err(self.lose(format!(
+                    "the transaction holding batches from seq {first} was rolled back"
+                )));
+            }
+            self.txn_since = None;
+            return Ok(());
+        }
+        match self.run("COMMIT") {
+            Ok(()) => {
+                self.txn_since = None;
+                if self.pending_from.take().is_some() {
+                    if let Some((registry, id)) = &self.unflushed {
+                        registry.remove(*id);
+                    }
+                }
+                Ok(())
+            }
+            Err(e) if self.pending_from.is_some() => Err(self.lose(format!("commit failed: {e}"))),
+            Err(e) => {
+                self.end_empty_transaction();
+                Err(e)
+            }
+        }
+    }
+
+    fn lose(&mut self, why: String) -> StorageError {
+        tracing::error!(reason = %why, "batches acknowledged through the commit log could not be written to the object's file; the object refuses every event until the server restarts and replays the log");
+        self.lost = Some(why.clone());
+        StorageError::Lost(why)
+    }
+
+    /// Why the storage refuses batches, if it does (see [`flush`](Self::flush)).
+    pub(crate) fn lost(&self) -> Option<&str> {
+        self.lost.as_deref()
+    }
+
+    /// How long the open transaction has been open, if one is.
+    pub(crate) fn open_for(&self) -> Option<std::time::Duration> {
+        self.txn_since.map(|t| t.elapsed())
+    }
+
+    fn end_empty_transaction(&mut self) {
+        if self.pending_from.is_none() && !self.conn.is_autocommit() {
             if let Err(e) = self.conn.execute_batch("ROLLBACK;") {
                 tracing::warn!(error = %e, "rollback failed");
             }
         }
+        if self.conn.is_autocommit() {
+            self.txn_since = None;
+        }
+    }
+
+    /// Undoes the current batch, if one is open, and its capture; earlier
+    /// batches of the open transaction stay.
+    pub(crate) fn rollback(&mut self) {
+        if self.batch_open && !self.conn.is_autocommit() {
+            if let Err(e) = self
+                .conn
+                .execute_batch("ROLLBACK TO roost_batch; RELEASE roost_batch;")
+            {
+                if self.pending_from.is_some() {
+                    let _ = self.lose(format!("batch rollback failed: {e}"));
+                } else {
+                    tracing::warn!(error = %e, "rollback failed");
+                }
+            }
+        }
+        self.batch_open = false;
+        self.end_empty_transaction();
         self.conn.begin_capture();
         let _ = self.set_read_only(false);
     }
@@ -399,13 +589,15 @@ impl Storage {
 
     /// Copies the WAL into the database file (fsyncing both) and empties it.
     /// Blocking: call it through `sys::blocking`.
-    pub(crate) fn checkpoint_wal(&self) -> Result<(), StorageError> {
+    pub(crate) fn checkpoint_wal(&mut self) -> Result<(), StorageError> {
         self.checkpoint_wal_mode("TRUNCATE")
     }
 
     /// `PRAGMA wal_checkpoint(mode)` on the actor's own connection, with
     /// the fsyncs a checkpoint needs (`synchronous=NORMAL` while it runs).
-    pub(crate) fn checkpoint_wal_mode(&self, mode: &str) -> Result<(), StorageError> {
+    /// Commits the open transaction first.
+    pub(crate) fn checkpoint_wal_mode(&mut self, mode: &str) -> Result<(), StorageError> {
+        self.flush()?;
         self.conn.execute_batch("PRAGMA synchronous=NORMAL;")?;
         let done = self
             .conn
@@ -415,9 +607,10 @@ impl Storage {
         Ok(())
     }
 
-    /// fsyncs the object's database and WAL files, making every commit so far
-    /// durable without the commit log.
-    pub(crate) fn sync_files(&self) -> Result<(), StorageError> {
+    /// Commits the open transaction and fsyncs the object's database and WAL
+    /// files, making every batch so far durable without the commit log.
+    pub(crate) fn sync_files(&mut self) -> Result<(), StorageError> {
+        self.flush()?;
         File::open(&self.path)?.sync_all()?;
         let wal = wal_path(&self.path);
         if wal.exists() {
@@ -469,4 +662,128 @@ pub(crate) fn classify(e: rusqlite::Error, limits: &StorageLimits) -> StorageErr
         }
     }
     StorageError::Sqlite(e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fresh() -> (tempfile::TempDir, PathBuf, Storage) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("o.sqlite");
+        let mut s = Storage::open(&path, StorageLimits::default()).expect("open");
+        s.begin_batch().expect("begin");
+        s.sql()
+            .execute_batch(
+                "CREATE TABLE p(id INTEGER PRIMARY KEY);
+                 CREATE TABLE c(x INTEGER PRIMARY KEY,
+                   p INTEGER REFERENCES p(id) DEFERRABLE INITIALLY DEFERRED);",
+            )
+            .expect("schema");
+        s.finish_batch().expect("finish");
+        s.commit(true).expect("commit");
+        (dir, path, s)
+    }
+
+    fn batch(s: &mut Storage, sql: &str) -> Result<(), StorageError> {
+        s.begin_batch()?;
+        let ran = s.sql().execute_batch(sql).map_err(StorageError::from);
+        let ended = ran
+            .and_then(|()| s.finish_batch())
+            .and_then(|c| s.end_batch(c.is_some()));
+        if ended.is_err() {
+            s.rollback();
+        }
+        ended
+    }
+
+    fn rows(path: &Path) -> i64 {
+        let other = Connection::open(path).expect("second connection");
+        other
+            .query_row("SELECT count(*) FROM p", [], |r| r.get(0))
+            .expect("count")
+    }
+
+    /// Ended batches wait in one open transaction: listed as unflushed from
+    /// the first, invisible to other connections, kept when a later batch
+    /// is undone, and in the file once flushed.
+    #[test]
+    fn batches_wait_in_the_open_transaction_until_flushed() {
+        let (_dir, path, mut s) = fresh();
+        let registry = Arc::new(Unflushed::default());
+        let id = ObjectId::derive("t", "lazy");
+        s.track_unflushed(registry.clone(), id);
+        let seq0 = s.commit_seq();
+        batch(&mut s, "INSERT INTO p VALUES(1)").expect("first");
+        batch(&mut s, "INSERT INTO p VALUES(2)").expect("second");
+        assert_eq!(s.commit_seq(), seq0 + 2);
+        assert!(registry.holds(id, seq0 + 1) && registry.holds(id, seq0 + 2));
+        assert!(!registry.holds(id, seq0), "earlier batches are in the file");
+        assert!(s.open_for().is_some());
+        assert_eq!(rows(&path), 0, "not committed to the file yet");
+        // A failing batch is undone alone.
+        let failed = batch(&mut s, "INSERT INTO p VALUES(3); INSERT INTO p VALUES(1)");
+        assert!(failed.is_err());
+        assert_eq!(s.commit_seq(), seq0 + 2);
+        // A deferred foreign key is checked when the batch ends, not at the
+        // (later) commit: the batch fails and the transaction stays good.
+        let dangling = batch(&mut s, "INSERT INTO c VALUES(1, 99)");
+        assert!(
+            dangling.is_err(),
+            "a dangling deferred reference fails its batch"
+        );
+        s.flush().expect("flush");
+        assert!(!registry.holds(id, seq0 + 2));
+        assert!(s.open_for().is_none());
+        assert_eq!(rows(&path), 2);
+        let n: i64 = s
+            .sql()
+            .query_row("SELECT count(*) FROM c", [], |r| r.get(0))
+            .expect("count");
+        assert_eq!(n, 0);
+        // The file's stamp is the last batch's.
+        drop(s);
+        let reopened = Storage::open(&path, StorageLimits::default()).expect("reopen");
+        assert_eq!(reopened.commit_seq(), seq0 + 2);
+    }
+
+    /// If the open transaction is lost (here: rolled back behind the
+    /// storage's back), the pending batches stay listed, so the log keeps
+    /// them, and the storage refuses every later batch with `Lost`.
+    #[test]
+    fn a_lost_transaction_refuses_later_batches() {
+        let (_dir, path, mut s) = fresh();
+        let registry = Arc::new(Unflushed::default());
+        let id = ObjectId::derive("t", "lost");
+        s.track_unflushed(registry.clone(), id);
+        batch(&mut s, "INSERT INTO p VALUES(1)").expect("batch");
+        let seq = s.commit_seq();
+        s.sql().execute_batch("ROLLBACK").expect("rollback");
+        assert!(matches!(s.flush(), Err(StorageError::Lost(_))));
+        assert!(s.lost().is_some());
+        assert!(registry.holds(id, seq), "the log must keep the batch");
+        assert!(matches!(s.begin_batch(), Err(StorageError::Lost(_))));
+        assert!(matches!(s.flush(), Err(StorageError::Lost(_))));
+        assert_eq!(rows(&path), 0);
+    }
+
+    /// With `commit`, a batch that fails to commit is undone and forgotten;
+    /// nothing stays listed.
+    #[test]
+    fn commit_forgets_a_batch_it_could_not_commit() {
+        let (_dir, _path, mut s) = fresh();
+        let registry = Arc::new(Unflushed::default());
+        let id = ObjectId::derive("t", "now");
+        s.track_unflushed(registry.clone(), id);
+        let seq0 = s.commit_seq();
+        s.begin_batch().expect("begin");
+        s.sql()
+            .execute_batch("INSERT INTO p VALUES(1)")
+            .expect("insert");
+        s.finish_batch().expect("finish");
+        s.commit(true).expect("commit");
+        assert_eq!(s.commit_seq(), seq0 + 1);
+        assert!(!registry.holds(id, seq0 + 1));
+        assert!(s.open_for().is_none());
+    }
 }

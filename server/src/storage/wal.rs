@@ -69,14 +69,14 @@ impl WalKeeper {
     /// Called before each batch: a background round that has ended is
     /// followed up (see the module's text). Never waits for the disk unless
     /// rounds kept leaving a remainder, or the WAL hit its hard limit.
-    pub(crate) fn before_batch(&mut self, storage: &Storage, metrics: &Metrics) {
+    pub(crate) fn before_batch(&mut self, storage: &mut Storage, metrics: &Metrics) {
         if self.job.as_ref().is_some_and(|j| j.is_finished()) {
             self.poll(storage, metrics);
         }
     }
 
     /// Called after each batch that wrote.
-    pub(crate) fn after_commit(&mut self, storage: &Storage, metrics: &Metrics) {
+    pub(crate) fn after_commit(&mut self, storage: &mut Storage, metrics: &Metrics) {
         self.batches += 1;
         if self.job.is_some() {
             self.during_job += 1;
@@ -106,7 +106,7 @@ impl WalKeeper {
     }
 
     /// A finished background round: fold in what arrived meanwhile.
-    fn poll(&mut self, storage: &Storage, metrics: &Metrics) {
+    fn poll(&mut self, storage: &mut Storage, metrics: &Metrics) {
         let Some(job) = self.job.take() else { return };
         let Some(result) = futures_util::FutureExt::now_or_never(job) else {
             return;
@@ -140,7 +140,7 @@ impl WalKeeper {
 }
 
 /// A checkpoint on the actor's own connection (off the async worker).
-fn stall(storage: &Storage, metrics: &Metrics, mode: &str) {
+fn stall(storage: &mut Storage, metrics: &Metrics, mode: &str) {
     let started = Instant::now();
     let done = crate::sys::blocking(|| storage.checkpoint_wal_mode(mode));
     metrics.wal_checkpoint_stall.observe(started.elapsed());
@@ -214,7 +214,7 @@ mod tests {
     /// row still there.
     #[test]
     fn background_checkpoint_runs_beside_the_writer_and_the_wal_restarts() {
-        let (_dir, path, storage) = fresh();
+        let (_dir, path, mut storage) = fresh();
         insert(&storage, 600);
         let before = storage.wal_used_bytes();
         assert!(before > 1024 * 1024, "WAL holds {before} bytes");
@@ -252,7 +252,7 @@ mod tests {
     /// disk and the machine's load, so that is not asserted.)
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_keeper_bounds_the_wal_under_steady_writes() {
-        let (_dir, path, storage) = fresh();
+        let (_dir, path, mut storage) = fresh();
         let metrics = Metrics::default();
         let base = 64 * 1024;
         let mut keeper = WalKeeper::new(path.clone(), base, [0, 0]);
@@ -261,9 +261,9 @@ mod tests {
         let mut previous = 0;
         // A busy document: a commit every half millisecond or so.
         for _ in 0..1500 {
-            keeper.before_batch(&storage, &metrics);
+            keeper.before_batch(&mut storage, &metrics);
             insert(&storage, 1);
-            keeper.after_commit(&storage, &metrics);
+            keeper.after_commit(&mut storage, &metrics);
             let used = storage.wal_used_bytes();
             if used < previous {
                 restarts += 1;
