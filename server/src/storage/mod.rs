@@ -133,6 +133,9 @@ pub struct Storage {
     /// (a failed `COMMIT` or batch rollback): the object must not run again
     /// from this file until recovery replays the log at the next start.
     lost: Option<String>,
+    /// The `_roost_alarm` row as last read or written here (`None`: not
+    /// known); forgotten whenever an event or batch is rolled back.
+    alarm_cache: std::cell::Cell<Option<Option<i64>>>,
 }
 
 /// Objects with batches that are durable in the commit log but not yet
@@ -250,6 +253,7 @@ impl Storage {
             pending_from: None,
             unflushed: None,
             lost: None,
+            alarm_cache: std::cell::Cell::new(None),
         })
     }
 
@@ -358,6 +362,7 @@ impl Storage {
     pub(crate) fn end_event(&mut self, keep: bool) -> Result<(), StorageError> {
         self.set_read_only(false)?;
         if !keep {
+            self.alarm_cache.set(None);
             self.conn
                 .rollback_to(self.event_mark, || self.run("ROLLBACK TO roost_event"))?;
         }
@@ -512,6 +517,7 @@ impl Storage {
     /// Undoes the current batch, if one is open, and its capture; earlier
     /// batches of the open transaction stay.
     pub(crate) fn rollback(&mut self) {
+        self.alarm_cache.set(None);
         if self.batch_open && !self.conn.is_autocommit() {
             if let Err(e) = self
                 .conn
@@ -540,14 +546,19 @@ impl Storage {
 
     /// The object's alarm time (ms since the epoch), if one is set.
     pub(crate) fn alarm(&self) -> Result<Option<i64>, StorageError> {
+        if let Some(known) = self.alarm_cache.get() {
+            return Ok(known);
+        }
         let mut stmt = self
             .conn
             .prepare_cached("SELECT at_ms FROM _roost_alarm WHERE k = 1")?;
         let mut rows = stmt.query([])?;
-        Ok(match rows.next()? {
+        let at = match rows.next()? {
             Some(r) => Some(r.get(0)?),
             None => None,
-        })
+        };
+        self.alarm_cache.set(Some(at));
+        Ok(at)
     }
 
     pub(crate) fn set_alarm(&self, at_ms: i64) -> Result<(), StorageError> {
@@ -555,6 +566,7 @@ impl Storage {
         self.conn
             .prepare_cached("INSERT OR REPLACE INTO _roost_alarm(k, at_ms) VALUES(1, ?1)")?
             .execute([at_ms])?;
+        self.alarm_cache.set(Some(Some(at_ms)));
         Ok(())
     }
 
@@ -563,6 +575,7 @@ impl Storage {
         self.conn
             .prepare_cached("DELETE FROM _roost_alarm WHERE k = 1")?
             .execute([])?;
+        self.alarm_cache.set(Some(None));
         Ok(())
     }
 
@@ -785,5 +798,38 @@ mod tests {
         assert_eq!(s.commit_seq(), seq0 + 1);
         assert!(!registry.holds(id, seq0 + 1));
         assert!(s.open_for().is_none());
+    }
+}
+
+#[cfg(test)]
+mod alarm_cache_tests {
+    use super::*;
+
+    /// The alarm is read from memory after the first read, and an undone
+    /// event or batch that set or cleared it is not remembered.
+    #[test]
+    fn the_cached_alarm_follows_undone_events_and_batches() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut s =
+            Storage::open(&dir.path().join("a.sqlite"), StorageLimits::default()).expect("open");
+        s.begin_batch().expect("begin");
+        s.begin_event().expect("event");
+        s.set_alarm(100).expect("set");
+        s.end_event(true).expect("keep");
+        assert_eq!(s.alarm().expect("read"), Some(100));
+        s.begin_event().expect("event");
+        s.set_alarm(200).expect("set");
+        assert_eq!(s.alarm().expect("read"), Some(200));
+        s.end_event(false).expect("undo");
+        assert_eq!(s.alarm().expect("read"), Some(100), "undone event");
+        let changes = s.finish_batch().expect("finish");
+        s.commit(changes.is_some()).expect("commit");
+        s.begin_batch().expect("begin");
+        s.begin_event().expect("event");
+        s.delete_alarm().expect("delete");
+        s.end_event(true).expect("keep");
+        assert_eq!(s.alarm().expect("read"), None);
+        s.rollback();
+        assert_eq!(s.alarm().expect("read"), Some(100), "undone batch");
     }
 }

@@ -210,7 +210,9 @@ impl DurableObject for Ydoc {
             .query
             .get("saved")
             .is_some_and(|v| v == "1" || v == "true");
-        set_saved_state(ctx, socket, wants_saved, 0)?;
+        if wants_saved {
+            set_saved_state(ctx, socket, true, 0)?;
+        }
         let sv = self.doc.transact().state_vector();
         ctx.send(socket, frame(&YMessage::Sync(SyncMessage::SyncStep1(sv))));
         Ok(Admission::accept())
@@ -238,8 +240,7 @@ impl DurableObject for Ydoc {
             }
         };
         let read_only = ctx.storage().is_read_only();
-        let (wants_saved, mut saved) = saved_state(ctx, socket);
-        let counted_before = saved;
+        let mut accepted = 0u64;
         for message in messages {
             match message {
                 YMessage::Sync(SyncMessage::SyncStep1(sv)) => {
@@ -263,7 +264,7 @@ impl DurableObject for Ydoc {
                     match self.accept_update(ctx, &update)? {
                         Ok(broadcast) => {
                             ctx.broadcast(None, broadcast, Some(socket));
-                            saved += 1;
+                            accepted += 1;
                         }
                         Err(Refusal::TooLarge(why)) => {
                             ctx.close(socket, 1009, &why);
@@ -280,9 +281,13 @@ impl DurableObject for Ydoc {
                 _ => {}
             }
         }
-        if saved != counted_before {
-            set_saved_state(ctx, socket, wants_saved, saved)?;
+        // Only a socket that asked for `saved` keeps a count: the others'
+        // attachments are not touched per update (a lock and an allocation).
+        if accepted > 0 {
+            let (wants_saved, saved) = saved_state(ctx, socket);
             if wants_saved {
+                let saved = saved + accepted;
+                set_saved_state(ctx, socket, true, saved)?;
                 ctx.send(socket, saved_frame(saved));
             }
         }
