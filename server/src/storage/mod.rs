@@ -429,26 +429,35 @@ impl Storage {
         }
         match self.run("COMMIT") {
             Ok(()) => {
-                self.txn_since = None;
-                if self.pending_from.take().is_some() {
-                    if let Some((registry, id)) = &self.unflushed {
-                        registry.remove(*id);
-                    }
-                }
+                self.committed();
                 Ok(())
             }
             Err(e) => {
                 // Only this batch was pending: forget it, nothing else is lost.
-                if self.pending_from.take().is_some() {
+                if self.clear_pending() {
                     self.seq -= 1;
-                    if let Some((registry, id)) = &self.unflushed {
-                        registry.remove(*id);
-                    }
                 }
                 self.end_empty_transaction();
                 Err(e)
             }
         }
+    }
+
+    /// The open transaction committed: nothing is pending any more.
+    fn committed(&mut self) {
+        self.txn_since = None;
+        self.clear_pending();
+    }
+
+    /// Forgets the pending batches (and unlists them); whether there were any.
+    fn clear_pending(&mut self) -> bool {
+        let had = self.pending_from.take().is_some();
+        if had {
+            if let Some((registry, id)) = &self.unflushed {
+                registry.remove(*id);
+            }
+        }
+        had
     }
 
     /// Commits the open transaction, if any, to the file (not fsynced: the
@@ -471,12 +480,7 @@ impl Storage {
         }
         match self.run("COMMIT") {
             Ok(()) => {
-                self.txn_since = None;
-                if self.pending_from.take().is_some() {
-                    if let Some((registry, id)) = &self.unflushed {
-                        registry.remove(*id);
-                    }
-                }
+                self.committed();
                 Ok(())
             }
             Err(e) if self.pending_from.is_some() => Err(self.lose(format!("commit failed: {e}"))),
