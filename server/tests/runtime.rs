@@ -226,3 +226,105 @@ async fn recovery_replays_commits_missing_from_the_object_file() -> anyhow::Resu
     server.shutdown().await?;
     Ok(())
 }
+
+/// A class whose `sabotage` method ends the open SQLite transaction behind
+/// the runtime's back (user SQL may do anything), after `put` calls that
+/// were acknowledged but, with a long file commit interval, are only in the
+/// commit log.
+struct Saboteur;
+
+impl roost::DurableObject for Saboteur {
+    fn new(_ctx: &mut roost::Ctx) -> Result<Self, roost::ObjectError> {
+        Ok(Saboteur)
+    }
+
+    async fn call(
+        &mut self,
+        ctx: &mut roost::Ctx,
+        method: &str,
+        args: Value,
+    ) -> Result<Value, roost::ObjectError> {
+        match method {
+            "put" => {
+                let n = args.as_i64().unwrap_or(0);
+                ctx.storage().put(&format!("k{n}"), &n)?;
+                Ok(json!(n))
+            }
+            "count" => {
+                let n = ctx.storage().list(&roost::ListOptions::default())?.len();
+                Ok(json!(n))
+            }
+            "sabotage" => {
+                let _ = ctx.storage().sql().execute_batch("ROLLBACK");
+                Ok(Value::Null)
+            }
+            _ => Err(roost::ObjectError::app("no such method")),
+        }
+    }
+}
+
+/// If acknowledged batches cannot reach the object's file, the object
+/// refuses every later event (it is never restarted from the stale file and
+/// never busy-loops), and a restart replays them from the commit log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_file_commit_refuses_events_until_a_restart_replays_the_log() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut cfg = config(dir.path());
+    cfg.file_commit_interval = Duration::from_secs(30);
+    cfg.idle_timeout = Duration::from_millis(200);
+    let start = |cfg: Config| async move {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        Server::builder()
+            .with_builtins()
+            .class::<Saboteur>("saboteur")
+            .config(cfg)
+            .start(listener)
+            .await
+    };
+    let server = start(cfg.clone()).await?;
+    let rt = server.runtime().clone();
+    let key = ObjectKey::new("saboteur", "s")?;
+    for n in 1..=3 {
+        let got = rt.call(&key, "put", json!(n), false).await;
+        assert_eq!(got.ok(), Some(json!(n)));
+    }
+    assert!(rt.call(&key, "sabotage", Value::Null, false).await.is_err());
+    // Past the idle timeout: still loaded, still refusing, and idle.
+    let cpu_before = roost_cpu_ms();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let spent = roost_cpu_ms() - cpu_before;
+    assert!(spent < 300, "the object spun: {spent} ms of CPU in 600 ms");
+    for method in ["count", "put"] {
+        let err = rt
+            .call(&key, method, json!(9), false)
+            .await
+            .expect_err("a lost object refuses events");
+        assert_eq!(err.code, roost_protocol::ErrorCode::ObjectBroken);
+        assert!(err.message.contains("commit log"), "{}", err.message);
+    }
+    drop(rt);
+    server.shutdown().await?;
+    let server = start(cfg).await?;
+    let count = server
+        .runtime()
+        .call(&key, "count", Value::Null, false)
+        .await;
+    assert_eq!(count.ok(), Some(json!(3)), "the log's batches are back");
+    server.shutdown().await?;
+    Ok(())
+}
+
+/// This process's CPU time (user + system), in ms.
+fn roost_cpu_ms() -> i64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks: i64 = fields
+        .get(11..13)
+        .map_or(0, |f| f.iter().filter_map(|v| v.parse::<i64>().ok()).sum());
+    ticks * 10
+}

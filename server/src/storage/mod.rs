@@ -502,8 +502,12 @@ impl Storage {
         self.lost.as_deref()
     }
 
-    /// How long the open transaction has been open, if one is.
+    /// How long the open transaction has been open, if one is that can
+    /// still be committed (never for a lost storage: it has nothing to do).
     pub(crate) fn open_for(&self) -> Option<std::time::Duration> {
+        if self.lost.is_some() {
+            return None;
+        }
         self.txn_since.map(|t| t.elapsed())
     }
 
@@ -778,6 +782,10 @@ mod tests {
         s.sql().execute_batch("ROLLBACK").expect("rollback");
         assert!(matches!(s.flush(), Err(StorageError::Lost(_))));
         assert!(s.lost().is_some());
+        assert!(
+            s.open_for().is_none(),
+            "nothing left for the actor to commit"
+        );
         assert!(registry.holds(id, seq), "the log must keep the batch");
         assert!(matches!(s.begin_batch(), Err(StorageError::Lost(_))));
         assert!(matches!(s.flush(), Err(StorageError::Lost(_))));
