@@ -56,7 +56,7 @@ impl Histogram {
 }
 
 /// Error kinds counted separately (the `kind` label of `roost_errors_total`).
-pub const ERROR_KINDS: [&str; 7] = [
+pub const ERROR_KINDS: [&str; 8] = [
     "alarm_failed",
     "commit_failed",
     "handler_error",
@@ -64,6 +64,7 @@ pub const ERROR_KINDS: [&str; 7] = [
     "overloaded",
     "bad_request",
     "log_failed",
+    "file_commit_failed",
 ];
 
 pub struct Metrics {

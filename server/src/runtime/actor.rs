@@ -91,9 +91,10 @@ pub(super) enum BatchEnd {
 /// Commits the object's open transaction to its file. If the file refuses
 /// batches that the log already holds, the storage is lost (see
 /// `Storage::flush`): it refuses every later batch.
-fn flush<T>(live: &mut Option<Live<T>>) {
+fn flush<T>(live: &mut Option<Live<T>>, metrics: &crate::metrics::Metrics) {
     if let Some(l) = live.as_mut() {
         if let Err(e) = l.ctx.storage.flush() {
+            metrics.error("file_commit_failed");
             tracing::warn!(error = %e, "commit to the object's file failed");
         }
     }
@@ -103,8 +104,8 @@ fn flush<T>(live: &mut Option<Live<T>>) {
 /// file, once its pending batches are committed there. A lost object stays
 /// loaded instead: starting it from the file would miss batches that
 /// clients have seen, until a restart replays them from the log.
-fn retire<T>(live: &mut Option<Live<T>>) {
-    flush(live);
+fn retire<T>(live: &mut Option<Live<T>>, metrics: &crate::metrics::Metrics) {
+    flush(live, metrics);
     if live
         .as_ref()
         .is_some_and(|l| l.ctx.storage.lost().is_some())
@@ -194,7 +195,7 @@ async fn run_inner<T: DurableObject>(args: ActorArgs) {
                             for later in inflight.drain(..) {
                                 output::fail(&runtime, key.id, later.outputs, &err);
                             }
-                            retire(&mut live);
+                            retire(&mut live, &metrics);
                         }
                     }
                     continue;
@@ -214,7 +215,7 @@ async fn run_inner<T: DurableObject>(args: ActorArgs) {
             match tokio::time::timeout(wait, rx.recv()).await {
                 Ok(cmd) => cmd,
                 Err(_) if open_for.is_some() => {
-                    flush(&mut live);
+                    flush(&mut live, &metrics);
                     continue;
                 }
                 Err(_)
@@ -285,7 +286,7 @@ async fn run_inner<T: DurableObject>(args: ActorArgs) {
                     }
                 }
                 wal.join().await;
-                flush(&mut live);
+                flush(&mut live, &metrics);
                 crate::sys::blocking(|| drop(live.take()));
                 let _ = reply.send(delete_object(&runtime, &key));
             }
@@ -317,7 +318,7 @@ async fn run_inner<T: DurableObject>(args: ActorArgs) {
                 }
                 inflight.push_back(f);
                 if l.ctx.storage.open_for().is_some_and(|t| t >= file_commit) {
-                    flush(&mut live);
+                    flush(&mut live, &metrics);
                 }
             }
             BatchEnd::Broken => {
@@ -327,7 +328,7 @@ async fn run_inner<T: DurableObject>(args: ActorArgs) {
                 {
                     tracing::warn!("object broken; restarting from storage");
                 }
-                retire(&mut live);
+                retire(&mut live, &metrics);
             }
         }
         // A deletion found behind this batch runs next, before any new command.
@@ -336,7 +337,7 @@ async fn run_inner<T: DurableObject>(args: ActorArgs) {
     // Closing leaves the WAL in place (no fsync); a large one is folded into
     // the database first. Either way, keep the file work off the async worker.
     wal.join().await;
-    flush(&mut live);
+    flush(&mut live, &metrics);
     crate::sys::blocking(|| {
         if let Some(l) = live
             .as_mut()
