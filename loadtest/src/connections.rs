@@ -220,22 +220,16 @@ pub async fn run(args: ConnectionsArgs, common: &Common) -> anyhow::Result<Repor
         .filter(|(s, st)| s.sender && st.resyncs > 0)
         .count();
 
-    report
-        .param("protocol", args.protocol.name())
-        .param("conns", args.conns)
-        .param("docs", args.docs)
-        .param("source_ips", source_ips)
-        .param("sample", sample)
-        .param("idle_s", args.idle.as_secs_f64());
-    let mut f = Report::new("connections");
-    f.add("connected", t.connected as f64, Unit::Count)
-        .add("failed", t.errors.len() as f64, Unit::Count)
-        .add("connect_wall_s", connect_wall.as_secs_f64(), Unit::Seconds)
-        .add(
-            "connects_per_s",
-            synced as f64 / connect_wall.as_secs_f64().max(1e-9),
-            Unit::PerSec,
-        );
+    report.param("protocol", args.protocol.name());
+    let connect = Connected {
+        source_ips,
+        sample,
+        connected: t.connected,
+        failed: t.errors.len(),
+        synced,
+        wall: connect_wall,
+    };
+    let mut f = connect.figures(&mut report, &args);
     f.latency("connect", &Latency::from_histogram(&t.connect));
     add_rss_figures(&mut f, rss_before, rss_connected, rss_idle, synced);
     if let (Some(b), Some(c)) = (client_rss_before, client_rss_connected) {
@@ -464,23 +458,16 @@ mod rooms {
         let mut report = Report::new("connections");
         report.label = common.label.clone();
         probes.finish(&mut report).await;
-        report
-            .param("protocol", "roost")
-            .param("target", "room")
-            .param("conns", args.conns)
-            .param("docs", args.docs)
-            .param("source_ips", source_ips)
-            .param("sample", sample)
-            .param("idle_s", args.idle.as_secs_f64());
-        let mut f = Report::new("connections");
-        f.add("connected", connected as f64, Unit::Count)
-            .add("failed", errors.len() as f64, Unit::Count)
-            .add("connect_wall_s", connect_wall.as_secs_f64(), Unit::Seconds)
-            .add(
-                "connects_per_s",
-                connected as f64 / connect_wall.as_secs_f64().max(1e-9),
-                Unit::PerSec,
-            );
+        report.param("protocol", "roost").param("target", "room");
+        let connect = super::Connected {
+            source_ips,
+            sample,
+            connected,
+            failed: errors.len(),
+            synced: connected,
+            wall: connect_wall,
+        };
+        let mut f = connect.figures(&mut report, args);
         super::add_rss_figures(&mut f, rss_before, rss_connected, rss_idle, connected);
         let answered = counts.answered.load(Ordering::Relaxed);
         f.add("woken", woken as f64, Unit::Count)
@@ -498,6 +485,40 @@ mod rooms {
             ));
         }
         Ok(report)
+    }
+}
+
+/// How the connecting went, for either target's report.
+struct Connected {
+    source_ips: usize,
+    sample: usize,
+    connected: usize,
+    failed: usize,
+    /// Connections through their first exchange (the rate counts these).
+    synced: usize,
+    wall: Duration,
+}
+
+impl Connected {
+    /// Sets the run's shared parameters on `report` and returns the figures
+    /// that open the report: counts, connect time and rate.
+    fn figures(&self, report: &mut Report, args: &ConnectionsArgs) -> Report {
+        report
+            .param("conns", args.conns)
+            .param("docs", args.docs)
+            .param("source_ips", self.source_ips)
+            .param("sample", self.sample)
+            .param("idle_s", args.idle.as_secs_f64());
+        let mut f = Report::new("connections");
+        f.add("connected", self.connected as f64, Unit::Count)
+            .add("failed", self.failed as f64, Unit::Count)
+            .add("connect_wall_s", self.wall.as_secs_f64(), Unit::Seconds)
+            .add(
+                "connects_per_s",
+                self.synced as f64 / self.wall.as_secs_f64().max(1e-9),
+                Unit::PerSec,
+            );
+        f
     }
 }
 
