@@ -400,7 +400,11 @@ async fn guard_rails_trigger_and_the_server_stays_healthy() -> anyhow::Result<()
     // Connections per IP.
     let mut held = Vec::new();
     for _ in 0..3 {
-        held.push(Client::connect(&server.ws_url("/v1/objects/room/ip/ws")).await?);
+        let mut c = Client::connect(&server.ws_url("/v1/objects/room/ip/ws")).await?;
+        // Admitted (with --mailbox-depth 2, an admission queued behind
+        // others could be refused, closing the socket and freeing its slot).
+        c.event("history").await?;
+        held.push(c);
     }
     assert_eq!(
         ws_status(&server.ws_url("/v1/objects/room/ip/ws")).await,

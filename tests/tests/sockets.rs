@@ -230,3 +230,46 @@ async fn graceful_shutdown_closes_sockets_with_1012() -> anyhow::Result<()> {
     assert_eq!(waiter.await??, Some(0));
     Ok(())
 }
+
+/// Replies leave in the order their events ran, whether their batch wrote
+/// (released by the commit log's writer the moment it is durable) or only
+/// read (released by the object once every batch before it is durable):
+/// bursts of reads pipelined between writes, each read seeing the writes
+/// before it and none after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replies_of_writing_and_reading_batches_leave_in_order() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let server = ServerProcess::start(dir.path(), &[]).await?;
+    let (mut a, _) = join(&server, "order", "ann").await?;
+    let (mut b, _) = join(&server, "order", "bob").await?;
+    // id → the text the reply must show (a send's own id is checked by order).
+    let mut want: Vec<(u64, Option<String>)> = Vec::new();
+    for round in 0..40 {
+        let text = format!("m{round}");
+        want.push((a.send_call("send", json!({ "text": text })).await?, None));
+        for _ in 0..(round * 7) % 41 {
+            let id = a.send_call("history", json!({"limit": 1})).await?;
+            want.push((id, Some(text.clone())));
+        }
+    }
+    let mut got = Vec::new();
+    while got.len() < want.len() {
+        match a.next(Duration::from_secs(10)).await? {
+            Frame::Json(v) if v["type"] == "result" => got.push(v),
+            Frame::Json(_) => {}
+            other => anyhow::bail!("expected JSON, got {other:?}"),
+        }
+    }
+    for ((id, last), r) in want.iter().zip(&got) {
+        assert_eq!(r["id"], json!(id), "replies in the order of their calls");
+        if let Some(last) = last {
+            assert_eq!(r["ok"][0]["text"], json!(last), "call {id} read {r}");
+        } else {
+            assert!(r["ok"]["id"].is_i64(), "{r}");
+        }
+    }
+    let all: Vec<String> = (0..40).map(|i| format!("m{i}")).collect();
+    assert_eq!(texts(&mut b, 40).await?, all);
+    server.terminate().await?;
+    Ok(())
+}

@@ -88,7 +88,25 @@ struct Append {
     bytes: Vec<u8>,
     object: (String, ObjectId),
     seq: u64,
+    /// Run by the writer with the outcome, before `done` is answered.
+    then: Option<Then>,
     done: oneshot::Sender<Result<(), LogError>>,
+}
+
+/// What the writer runs once a record's outcome is known (see
+/// [`CommitLog::submit_then`]).
+pub type Then = Box<dyn FnOnce(Result<(), LogError>) + Send>;
+
+/// Answers one record: its `then` first, then its waiter.
+fn answer(
+    then: Option<Then>,
+    done: oneshot::Sender<Result<(), LogError>>,
+    result: Result<(), LogError>,
+) {
+    if let Some(then) = then {
+        then(result.clone());
+    }
+    let _ = done.send(result);
 }
 
 enum WriterMsg {
@@ -221,6 +239,27 @@ impl CommitLog {
         &self,
         record: Record,
     ) -> Result<oneshot::Receiver<Result<(), LogError>>, LogError> {
+        self.submit_inner(record, None)
+    }
+
+    /// Like [`submit`](Self::submit), and the writer thread itself runs
+    /// `then` with the outcome as soon as it is known — before the receiver
+    /// resolves and before any later record's `then`. The output gate uses
+    /// it to release a batch's outputs without waiting for its object's task
+    /// to be scheduled. `then` must be quick and must not block.
+    pub fn submit_then(
+        &self,
+        record: Record,
+        then: Then,
+    ) -> Result<oneshot::Receiver<Result<(), LogError>>, LogError> {
+        self.submit_inner(record, Some(then))
+    }
+
+    fn submit_inner(
+        &self,
+        record: Record,
+        then: Option<Then>,
+    ) -> Result<oneshot::Receiver<Result<(), LogError>>, LogError> {
         if self.broken.load(Ordering::Acquire) {
             return Err(LogError::Broken);
         }
@@ -232,6 +271,7 @@ impl CommitLog {
                 bytes,
                 object: (record.class, record.id),
                 seq: record.seq,
+                then,
                 done,
             }))
             .map_err(|_| LogError::Closed)?;
@@ -310,19 +350,26 @@ impl Writer {
                     self.broken.store(true, Ordering::Release);
                 }
                 for a in group.drain(..) {
-                    let last = self.touched.entry(a.object).or_insert(a.seq);
-                    *last = (*last).max(a.seq);
-                    let _ = a
-                        .done
-                        .send(result.clone().map_err(|e| LogError::Io(e.to_string())));
+                    let Append {
+                        object,
+                        seq,
+                        then,
+                        done,
+                        ..
+                    } = a;
+                    let last = self.touched.entry(object).or_insert(seq);
+                    *last = (*last).max(seq);
+                    answer(
+                        then,
+                        done,
+                        result.clone().map_err(|e| LogError::Io(e.to_string())),
+                    );
                 }
                 if result.is_err() {
                     // Refuse everything else; the process must restart.
                     while let Ok(msg) = self.rx.recv() {
                         match msg {
-                            WriterMsg::Append(a) => {
-                                let _ = a.done.send(Err(LogError::Broken));
-                            }
+                            WriterMsg::Append(a) => answer(a.then, a.done, Err(LogError::Broken)),
                             WriterMsg::Close(done) => {
                                 let _ = done.send(());
                             }
@@ -562,6 +609,62 @@ mod tests {
             "the segment outlived the flush"
         );
         log.close().await;
+        Ok(())
+    }
+
+    /// `then` runs on the writer, in submission order, before the record's
+    /// receiver resolves; after a failure every later record gets `Broken`.
+    #[tokio::test]
+    async fn then_runs_in_order_before_the_waiter_is_answered() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let log = CommitLog::start(
+            dir.path(),
+            LogConfig::default(),
+            Arc::new(Metrics::default()),
+        )?;
+        let id = ObjectId::derive("counter", "then");
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut waits = Vec::new();
+        for seq in 1..=50u64 {
+            let seen = seen.clone();
+            let record = Record {
+                class: "counter".into(),
+                id,
+                seq,
+                changeset: vec![seq as u8; 16],
+            };
+            let then: Then = Box::new(move |r| seen.lock().expect("lock").push((seq, r.is_ok())));
+            waits.push((seq, log.submit_then(record, then)?));
+        }
+        for (seq, wait) in waits {
+            wait.await??;
+            let seen = seen.lock().expect("lock");
+            assert!(
+                seen.len() >= seq as usize,
+                "record {seq} answered before its `then` ran"
+            );
+        }
+        let seen = seen.lock().expect("lock").clone();
+        assert_eq!(seen, (1..=50).map(|s| (s, true)).collect::<Vec<_>>());
+        log.close().await;
+        // A closed log refuses: no `then` is left behind unrun.
+        let ran = Arc::new(AtomicBool::new(false));
+        let flag = ran.clone();
+        let refused = log.submit_then(
+            Record {
+                class: "counter".into(),
+                id,
+                seq: 51,
+                changeset: vec![1],
+            },
+            Box::new(move |_| flag.store(true, Ordering::SeqCst)),
+        );
+        match refused {
+            Err(_) => assert!(!ran.load(Ordering::SeqCst)),
+            Ok(wait) => {
+                assert!(wait.await.map_or(true, |r| r.is_err()));
+            }
+        }
         Ok(())
     }
 }

@@ -9,7 +9,10 @@
 //!    batch durable — through the shared commit log (one fsync for many
 //!    objects), or, if the batch changed the schema, by fsyncing the object's
 //!    own files.
-//! 4. Only then release the outputs: every reply of the batch.
+//! 4. Only then release the outputs: every reply of the batch. For a batch
+//!    that went through the log, the log's writer thread releases them
+//!    itself right after the fsync (`submit_then`), unless an earlier
+//!    batch's outputs are still held here; those leave from this task.
 //!
 //! Architecture Invariant (output gate): no output of a batch leaves before
 //! the batch is durable. If the commit or the durability step fails, every
@@ -77,6 +80,9 @@ pub(super) struct InFlight {
     pub(super) committed_at: Instant,
     pub(super) events: usize,
     pub(super) wrote: bool,
+    /// The log's writer releases (or fails) the outputs itself once the
+    /// batch is durable; `outputs` is empty.
+    pub(super) by_log: bool,
 }
 
 /// What happened to a batch.
@@ -116,19 +122,22 @@ fn retire<T>(live: &mut Option<Live<T>>, metrics: &crate::metrics::Metrics) {
 }
 
 fn release(inflight: InFlight, runtime: &Runtime, object: ObjectId) {
-    let metrics = &runtime.0.metrics;
-    if inflight.wrote {
-        metrics
-            .commit_latency
-            .observe(inflight.committed_at.elapsed());
-        metrics
-            .commits
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        metrics
-            .committed_events
-            .fetch_add(inflight.events as u64, std::sync::atomic::Ordering::Relaxed);
+    if inflight.wrote && !inflight.by_log {
+        count_durable(runtime, inflight.committed_at, inflight.events);
     }
     output::release(runtime, object, inflight.outputs);
+}
+
+/// Counts a durable batch that wrote.
+pub(super) fn count_durable(runtime: &Runtime, committed_at: Instant, events: usize) {
+    let metrics = &runtime.0.metrics;
+    metrics.commit_latency.observe(committed_at.elapsed());
+    metrics
+        .commits
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    metrics
+        .committed_events
+        .fetch_add(events as u64, std::sync::atomic::Ordering::Relaxed);
 }
 
 pub(crate) async fn run<T: DurableObject>(args: ActorArgs) {
@@ -311,7 +320,10 @@ async fn run_inner<T: DurableObject>(args: ActorArgs) {
         }
         let Some(l) = live.as_mut() else { continue };
         wal.before_batch(&mut l.ctx.storage, &metrics);
-        match run_batch(l, &runtime, &mut batch).await {
+        // The log may release this batch's outputs itself only if no earlier
+        // batch's outputs still wait here: they must leave first.
+        let by_log = inflight.iter().all(|f| f.by_log);
+        match run_batch(l, &runtime, &mut batch, by_log).await {
             BatchEnd::Committed(f) => {
                 if f.wrote {
                     wal.after_commit(&mut l.ctx.storage, &metrics);

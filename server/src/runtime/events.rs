@@ -382,6 +382,7 @@ pub(super) async fn run_batch<T: DurableObject>(
     l: &mut Live<T>,
     runtime: &Runtime,
     batch: &mut Vec<Command>,
+    by_log: bool,
 ) -> BatchEnd {
     let metrics = &runtime.0.metrics;
     let object = l.ctx.key.id;
@@ -514,12 +515,37 @@ pub(super) async fn run_batch<T: DurableObject>(
             None
         }
         Some(changes) => {
-            let submitted = runtime.0.log.submit(Record {
+            let record = Record {
                 class: l.ctx.key.class.clone(),
                 id: l.ctx.key.id,
                 seq: l.ctx.storage.commit_seq(),
                 changeset: changes.changeset,
-            });
+            };
+            let submitted = if by_log {
+                // Released by the log's writer the moment the batch is
+                // durable (or failed there): the object's task need not be
+                // scheduled first.
+                let outputs = std::mem::take(&mut outputs);
+                let rt = runtime.clone();
+                runtime.0.log.submit_then(
+                    record,
+                    Box::new(move |result| match result {
+                        Ok(()) => {
+                            super::actor::count_durable(&rt, committed_at, n);
+                            output::release(&rt, object, outputs);
+                        }
+                        Err(e) => {
+                            let err = error(
+                                ErrorCode::ObjectBroken,
+                                format!("batch could not be made durable: {e}; the object restarts from storage"),
+                            );
+                            output::fail(&rt, object, outputs, &err);
+                        }
+                    }),
+                )
+            } else {
+                runtime.0.log.submit(record)
+            };
             match submitted {
                 Ok(ack) => Some(ack),
                 Err(e) => {
@@ -536,6 +562,7 @@ pub(super) async fn run_batch<T: DurableObject>(
         }
     };
     BatchEnd::Committed(InFlight {
+        by_log: by_log && ack.is_some(),
         ack,
         outputs,
         committed_at,
