@@ -88,6 +88,17 @@ pub trait DurableObject: Sized + Send + 'static {
     ) -> impl Future<Output = Result<(), ObjectError>> + Send {
         async { Ok(()) }
     }
+
+    /// Runs once at the end of every batch, after its last event and before
+    /// the batch commits: where an object writes, with one statement, what
+    /// the batch's events gathered in memory (a Yjs document stores a
+    /// batch's updates as one row). It runs outside the events' savepoints,
+    /// so an error — or a panic — fails the whole batch: every output of the
+    /// batch becomes an error and the object restarts from storage. The
+    /// default does nothing.
+    fn before_commit(&mut self, _ctx: &mut Ctx) -> Result<(), ObjectError> {
+        Ok(())
+    }
 }
 
 /// An HTTP request for an object's `fetch`.

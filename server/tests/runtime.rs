@@ -326,3 +326,101 @@ async fn a_lost_file_commit_refuses_events_until_a_restart_replays_the_log() -> 
     server.shutdown().await?;
     Ok(())
 }
+
+/// Gathers `add`ed numbers in memory and writes them in `before_commit`,
+/// once per batch; a gathered negative number makes the hook fail.
+struct Gatherer {
+    gathered: Vec<i64>,
+    hook_runs: i64,
+}
+
+impl roost::DurableObject for Gatherer {
+    fn new(_ctx: &mut roost::Ctx) -> Result<Self, roost::ObjectError> {
+        Ok(Gatherer {
+            gathered: Vec::new(),
+            hook_runs: 0,
+        })
+    }
+
+    async fn call(
+        &mut self,
+        ctx: &mut roost::Ctx,
+        method: &str,
+        args: Value,
+    ) -> Result<Value, roost::ObjectError> {
+        match method {
+            "add" => {
+                self.gathered.push(args.as_i64().unwrap_or(0));
+                Ok(Value::Null)
+            }
+            "stored" => {
+                let mut all: Vec<i64> = ctx
+                    .storage()
+                    .list(&roost::ListOptions::default())?
+                    .into_iter()
+                    .filter_map(|(_, v)| v.as_i64())
+                    .collect();
+                all.sort();
+                Ok(json!({ "stored": all, "hook_runs": self.hook_runs }))
+            }
+            _ => Err(roost::ObjectError::app("no such method")),
+        }
+    }
+
+    fn before_commit(&mut self, ctx: &mut roost::Ctx) -> Result<(), roost::ObjectError> {
+        self.hook_runs += 1;
+        for n in std::mem::take(&mut self.gathered) {
+            if n < 0 {
+                return Err(roost::ObjectError::app("negative"));
+            }
+            ctx.storage().put(&format!("k{n}"), &n)?;
+        }
+        Ok(())
+    }
+}
+
+/// `before_commit` runs once per batch, its writes commit with the batch,
+/// and its failure fails the whole batch: every call in it gets an error,
+/// nothing of it is stored, and the object restarts from storage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn before_commit_writes_with_its_batch_and_its_failure_fails_the_batch() -> anyhow::Result<()>
+{
+    let dir = tempfile::tempdir()?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let server = Server::builder()
+        .class::<Gatherer>("gatherer")
+        .config(config(dir.path()))
+        .start(listener)
+        .await?;
+    let rt = server.runtime().clone();
+    let key = ObjectKey::new("gatherer", "g")?;
+    let call = |method: &'static str, args: Value| {
+        let (rt, key) = (rt.clone(), key.clone());
+        async move { rt.call(&key, method, args, false).await }
+    };
+    // 50 concurrent adds: fewer hook runs than calls (they share batches).
+    let adds: Vec<_> = (1..=50)
+        .map(|n| tokio::spawn(call("add", json!(n))))
+        .collect();
+    for a in adds {
+        a.await?.map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    }
+    let r = call("stored", Value::Null)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    assert_eq!(r["stored"], json!((1..=50).collect::<Vec<i64>>()));
+    assert!(r["hook_runs"].as_i64().is_some_and(|n| n < 51), "{r}");
+    // A failing hook: the call is answered with an error, nothing stored.
+    let err = call("add", json!(-1))
+        .await
+        .expect_err("the batch must fail");
+    assert_eq!(err.code, roost_protocol::ErrorCode::ObjectBroken);
+    let r = call("stored", Value::Null)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    assert_eq!(r["stored"], json!((1..=50).collect::<Vec<i64>>()));
+    // Restarted from storage: the hook count began again.
+    assert!(r["hook_runs"].as_i64().is_some_and(|n| n <= 2), "{r}");
+    server.shutdown().await?;
+    Ok(())
+}

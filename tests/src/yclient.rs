@@ -146,7 +146,12 @@ impl YClient {
                 }
                 Some(Ok(Message::Binary(b))) => {
                     if b.first() == Some(&100) {
-                        self.saved = u64::from(b.get(1).copied().unwrap_or(0) & 0x7f);
+                        // varUint: 7 bits per byte, low first.
+                        self.saved = b[1..]
+                            .iter()
+                            .take(10)
+                            .enumerate()
+                            .fold(0, |n, (i, x)| n | (u64::from(x & 0x7f) << (7 * i)));
                         continue;
                     }
                     for msg in decode(&b)? {

@@ -265,3 +265,51 @@ async fn idle_documents_hibernate_and_awareness_does_not_wake_them() -> anyhow::
     server.terminate().await?;
     Ok(())
 }
+
+/// A burst of updates is stored a batch per row (`n` updates in each): fewer
+/// rows than updates, every update counted, and the document whole after a
+/// kill -9 and after a graceful restart that loads it from those rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_updates_is_stored_a_batch_per_row_and_survives_kill9() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let admin = ["--admin-token", "burst-admin"];
+    let server = ServerProcess::start(dir.path(), &admin).await?;
+    let mut a = YClient::new();
+    a.connect(&server.ws_url("/v1/yjs/burst?saved=1")).await?;
+    let mut b = YClient::new();
+    b.connect(&server.ws_url("/v1/yjs/burst?saved=1")).await?;
+    for i in 0..300u32 {
+        a.insert(i, "a").await?;
+        b.insert(0, "b").await?;
+    }
+    for _ in 0..500 {
+        a.drain(Duration::from_millis(10)).await?;
+        b.drain(Duration::from_millis(10)).await?;
+        if a.saved >= 301 && b.saved >= 301 {
+            break;
+        }
+    }
+    // The handshake's step 2 counts as one message for each client.
+    assert_eq!((a.saved, b.saved), (301, 301));
+    let want = server_text(&server, "burst").await?;
+    assert_eq!(want.len(), 600);
+    let r: serde_json::Value = http()
+        .post(server.url("/v1/admin/objects/ydoc/burst/sql"))
+        .bearer_auth("burst-admin")
+        .json(&serde_json::json!({"sql": "SELECT count(*), sum(n) FROM updates"}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let (rows, updates) = (r["rows"][0][0].as_i64(), r["rows"][0][1].as_i64());
+    assert_eq!(updates, Some(602), "{r}");
+    assert!(rows.is_some_and(|n| n < 602), "one row per update: {r}");
+    server.kill9().await?;
+    let server = ServerProcess::start(dir.path(), &[]).await?;
+    assert_eq!(server_text(&server, "burst").await?, want);
+    server.terminate().await?;
+    let server = ServerProcess::start(dir.path(), &[]).await?;
+    assert_eq!(server_text(&server, "burst").await?, want);
+    server.terminate().await?;
+    Ok(())
+}

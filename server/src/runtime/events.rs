@@ -434,6 +434,28 @@ pub(super) async fn run_batch<T: DurableObject>(
         fail_all(outputs, batch, e);
         return BatchEnd::Broken;
     }
+    // The object's own end of the batch, outside every event's savepoint.
+    l.ctx.outputs.clear();
+    let ctx = &mut l.ctx;
+    let object_hook = &mut l.object;
+    match std::panic::catch_unwind(AssertUnwindSafe(|| object_hook.before_commit(ctx))) {
+        Ok(Ok(())) => outputs.append(&mut l.ctx.outputs),
+        outcome => {
+            l.ctx.storage.rollback();
+            let why = match outcome {
+                Ok(Err(e)) => e.to_string(),
+                _ => "it panicked".to_owned(),
+            };
+            metrics.error("handler_error");
+            tracing::error!(error = %why, "the batch's before_commit failed");
+            fail_all(
+                outputs,
+                batch,
+                broken("the batch's before_commit failed", &why),
+            );
+            return BatchEnd::Broken;
+        }
+    }
 
     let changes = match l.ctx.storage.finish_batch() {
         Ok(c) => c,

@@ -2,9 +2,11 @@
 //! (`/v1/yjs/{doc}`) and HTTP (`/v1/yjs/{doc}/state`, `/update`).
 //!
 //! Each update a client sends is decoded (malformed → close 1008, nothing
-//! stored), appended to the document's log and applied to the in-memory
-//! `Doc` within the event; the broadcast to the other clients and any sync
-//! reply are outputs, so they leave only after the update is durable.
+//! stored) and applied to the in-memory `Doc` within the event; the batch's
+//! updates are appended to the document's log as one row when the batch
+//! ends (`before_commit`), or earlier if an event reads the log. The
+//! broadcast to the other clients and any sync reply are outputs, so they
+//! leave only after the batch, with its row, is durable.
 //! Awareness never reaches this class: the socket layer relays it.
 //!
 //! The document hibernates like any object: the `Doc` is dropped after
@@ -64,6 +66,8 @@ pub const MSG_SAVED: u8 = 100;
 pub struct Ydoc {
     doc: Doc,
     stats: store::LogStats,
+    /// Updates applied to `doc` in this batch and not yet in the log table.
+    pending: store::Pending,
 }
 
 fn frame(msg: &YMessage) -> SocketMessage {
@@ -152,14 +156,14 @@ impl Ydoc {
             }
         };
         let now = ctx.now_ms();
-        store::append(ctx.storage().sql(), now, update)
-            .map_err(|e| ObjectError::app(e.to_string()))?;
-        // Past this point the in-memory document changes: any failure must
-        // discard it (Fatal restarts the object from storage).
+        // Past this point the in-memory document changes: it is stored with
+        // the batch (`before_commit`), and any failure must discard it
+        // (Fatal restarts the object from storage).
         self.doc
             .transact_mut()
             .apply_update(decoded)
             .map_err(|e| ObjectError::Fatal(format!("update could not be applied: {e}")))?;
+        self.pending.push(now, update);
         self.stats.rows_since_snapshot += 1;
         self.stats.bytes_since_snapshot += update.len() as u64;
         self.stats.last_update_ts = now;
@@ -176,7 +180,16 @@ impl Ydoc {
         )))))
     }
 
+    /// Appends the batch's updates so far to the log table (one row).
+    fn store_pending(&mut self, ctx: &mut Ctx) -> Result<(), ObjectError> {
+        store::append_pending(ctx.storage().sql(), &mut self.pending)
+            .map_err(|e| ObjectError::Fatal(format!("cannot store the batch's updates: {e}")))
+    }
+
     fn checkpoint(&mut self, ctx: &mut Ctx) -> Result<(), ObjectError> {
+        // A snapshot covers the log up to its newest row: the document in
+        // memory must hold nothing more.
+        self.store_pending(ctx)?;
         let written = store::checkpoint(ctx.storage().sql(), &self.doc)
             .map_err(|e| ObjectError::Fatal(e.to_string()))?;
         if let Some(size) = written {
@@ -197,7 +210,11 @@ impl DurableObject for Ydoc {
         ctx.storage().migrate(store::MIGRATIONS)?;
         let (doc, stats) =
             store::load(ctx.storage().sql()).map_err(|e| ObjectError::app(e.to_string()))?;
-        Ok(Ydoc { doc, stats })
+        Ok(Ydoc {
+            doc,
+            stats,
+            pending: store::Pending::default(),
+        })
     }
 
     async fn on_connect(
@@ -342,6 +359,10 @@ impl DurableObject for Ydoc {
                         }
                     }
                 };
+                if at.is_some() {
+                    // History is read from the log table.
+                    self.store_pending(ctx)?;
+                }
                 let body = match at {
                     None => self.state(&StateVector::default()),
                     Some(ts) => match store::as_of(ctx.storage().sql(), ts) {
@@ -398,6 +419,10 @@ impl DurableObject for Ydoc {
             }
             other => Err(ObjectError::UnknownMethod(other.to_owned())),
         }
+    }
+
+    fn before_commit(&mut self, ctx: &mut Ctx) -> Result<(), ObjectError> {
+        self.store_pending(ctx)
     }
 }
 

@@ -1,7 +1,10 @@
 //! A document's persistence in its object's SQLite file: an append-only
 //! update log, snapshots, compaction and reading the document as of a time.
 //!
-//! Tables: `updates(id, ts, data)` — every applied Yjs v1 update, in order —
+//! Tables: `updates(id, ts, data, n)` — every applied Yjs v1 update, in
+//! order; a row holds the `n` updates of one batch (`n` = 1: `data` is the
+//! update; more: each as lib0 `varUint(len)` + bytes), so a burst costs one
+//! row, and history is read at the granularity of batches —
 //! and `snapshots(id, upto, ts, data)` — the whole document as of update
 //! `upto` (whose time is `ts`). Loading takes the newest snapshot and the
 //! updates after it. Compaction adds a snapshot and deletes only updates
@@ -13,12 +16,15 @@
 //! replaying every update up to its `upto` (tests check this).
 
 use rusqlite::{Connection, OptionalExtension};
+use yrs::encoding::read::{Cursor, Read};
+use yrs::encoding::write::Write;
 use yrs::updates::decoder::Decode;
 use yrs::{Doc, ReadTxn, StateVector, Transact, Update};
 
 pub const MIGRATIONS: &[&str] = &["CREATE TABLE updates(id INTEGER PRIMARY KEY, ts INTEGER NOT NULL, data BLOB NOT NULL);
      CREATE TABLE snapshots(id INTEGER PRIMARY KEY, upto INTEGER NOT NULL, ts INTEGER NOT NULL, data BLOB NOT NULL);
-     CREATE INDEX snapshots_by_ts ON snapshots(ts);"];
+     CREATE INDEX snapshots_by_ts ON snapshots(ts);",
+    "ALTER TABLE updates ADD COLUMN n INTEGER NOT NULL DEFAULT 1;"];
 // No index on `updates(ts)`: it would add a page write to every update, and
 // only compaction (rare, alarm-driven) filters by time; `ts` grows with `id`.
 
@@ -42,10 +48,71 @@ pub struct LogStats {
 }
 
 fn apply(doc: &Doc, id: i64, data: &[u8]) -> Result<(), StoreError> {
-    let update = Update::decode_v1(data).map_err(|e| StoreError::Corrupt(id, e.to_string()))?;
-    doc.transact_mut()
-        .apply_update(update)
-        .map_err(|e| StoreError::Corrupt(id, e.to_string()))
+    apply_row(doc, id, data, 1)
+}
+
+/// Applies a row's `n` updates (see the module doc for the layout).
+fn apply_row(doc: &Doc, id: i64, data: &[u8], n: i64) -> Result<(), StoreError> {
+    let corrupt = |e: &dyn std::fmt::Display| StoreError::Corrupt(id, e.to_string());
+    let mut txn = doc.transact_mut();
+    if n == 1 {
+        let update = Update::decode_v1(data).map_err(|e| corrupt(&e))?;
+        return txn.apply_update(update).map_err(|e| corrupt(&e));
+    }
+    let mut cursor = Cursor::new(data);
+    for _ in 0..n {
+        let part = cursor.read_buf().map_err(|e| corrupt(&e))?;
+        let update = Update::decode_v1(part).map_err(|e| corrupt(&e))?;
+        txn.apply_update(update).map_err(|e| corrupt(&e))?;
+    }
+    if cursor.has_content() {
+        return Err(corrupt(&"bytes after the last update"));
+    }
+    Ok(())
+}
+
+/// The updates of one batch, gathered for one row.
+#[derive(Debug, Default)]
+pub struct Pending {
+    framed: Vec<u8>,
+    n: i64,
+    ts: i64,
+}
+
+impl Pending {
+    pub fn push(&mut self, ts: i64, update: &[u8]) {
+        self.framed.write_buf(update);
+        self.n += 1;
+        self.ts = ts;
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+}
+
+/// Writes the gathered updates as one row (none: nothing) and empties
+/// `pending` once they are written.
+pub fn append_pending(conn: &Connection, pending: &mut Pending) -> Result<(), StoreError> {
+    if pending.n == 0 {
+        return Ok(());
+    }
+    let data = if pending.n == 1 {
+        // One update is stored bare: skip its varUint length prefix.
+        let prefix = pending
+            .framed
+            .iter()
+            .position(|b| b & 0x80 == 0)
+            .map_or(0, |i| i + 1);
+        &pending.framed[prefix..]
+    } else {
+        &pending.framed[..]
+    };
+    conn.prepare_cached("INSERT INTO updates(ts, data, n) VALUES(?1, ?2, ?3)")?
+        .execute((pending.ts, data, pending.n))?;
+    pending.framed.clear();
+    pending.n = 0;
+    Ok(())
 }
 
 /// Loads the current document and the log statistics.
@@ -67,13 +134,14 @@ pub fn load(conn: &Connection) -> Result<(Doc, LogStats), StoreError> {
         }
         None => 0,
     };
-    let mut stmt = conn.prepare("SELECT id, ts, data FROM updates WHERE id > ?1 ORDER BY id")?;
+    let mut stmt = conn.prepare("SELECT id, ts, data, n FROM updates WHERE id > ?1 ORDER BY id")?;
     let mut rows = stmt.query([upto])?;
     while let Some(row) = rows.next()? {
         let id: i64 = row.get(0)?;
         let data: Vec<u8> = row.get(2)?;
-        apply(&doc, id, &data)?;
-        stats.rows_since_snapshot += 1;
+        let n: i64 = row.get(3)?;
+        apply_row(&doc, id, &data, n)?;
+        stats.rows_since_snapshot += n as u64;
         stats.bytes_since_snapshot += data.len() as u64;
         stats.last_update_ts = row.get(1)?;
     }
@@ -85,13 +153,6 @@ pub fn load(conn: &Connection) -> Result<(Doc, LogStats), StoreError> {
             .unwrap_or(0);
     }
     Ok((doc, stats))
-}
-
-/// Appends one update to the log; returns its id.
-pub fn append(conn: &Connection, ts: i64, data: &[u8]) -> Result<i64, StoreError> {
-    conn.prepare_cached("INSERT INTO updates(ts, data) VALUES(?1, ?2)")?
-        .execute((ts, data))?;
-    Ok(conn.last_insert_rowid())
 }
 
 /// Writes a snapshot of `doc` as of the newest update (if any update is not
@@ -155,12 +216,10 @@ pub fn compact(conn: &Connection, cutoff_ts: i64) -> Result<(usize, usize), Stor
             // Build a base snapshot exactly at `last_old`.
             let doc = Doc::new();
             let mut stmt =
-                conn.prepare("SELECT id, data FROM updates WHERE id <= ?1 ORDER BY id")?;
+                conn.prepare("SELECT id, data, n FROM updates WHERE id <= ?1 ORDER BY id")?;
             let mut rows = stmt.query([last_old])?;
             while let Some(row) = rows.next()? {
-                let id: i64 = row.get(0)?;
-                let data: Vec<u8> = row.get(1)?;
-                apply(&doc, id, &data)?;
+                apply_row(&doc, row.get(0)?, &row.get::<_, Vec<u8>>(1)?, row.get(2)?)?;
             }
             let ts: i64 =
                 conn.query_row("SELECT ts FROM updates WHERE id = ?1", [last_old], |r| {
@@ -215,12 +274,10 @@ pub fn as_of(conn: &Connection, ts: i64) -> Result<Doc, StoreError> {
         }
     };
     let mut stmt =
-        conn.prepare("SELECT id, data FROM updates WHERE id > ?1 AND ts <= ?2 ORDER BY id")?;
+        conn.prepare("SELECT id, data, n FROM updates WHERE id > ?1 AND ts <= ?2 ORDER BY id")?;
     let mut rows = stmt.query((upto, ts))?;
     while let Some(row) = rows.next()? {
-        let id: i64 = row.get(0)?;
-        let data: Vec<u8> = row.get(1)?;
-        apply(&doc, id, &data)?;
+        apply_row(&doc, row.get(0)?, &row.get::<_, Vec<u8>>(1)?, row.get(2)?)?;
     }
     Ok(doc)
 }
@@ -230,9 +287,17 @@ mod tests {
     use super::*;
     use yrs::{GetString, Text};
 
+    fn append(conn: &Connection, ts: i64, data: &[u8]) -> Result<(), StoreError> {
+        let mut one = Pending::default();
+        one.push(ts, data);
+        append_pending(conn, &mut one)
+    }
+
     fn db() -> Connection {
         let conn = Connection::open_in_memory().expect("open");
-        conn.execute_batch(MIGRATIONS[0]).expect("schema");
+        for m in MIGRATIONS {
+            conn.execute_batch(m).expect("schema");
+        }
         conn
     }
 
@@ -270,12 +335,19 @@ mod tests {
             let client = Doc::new();
             let mut texts_at: Vec<(i64, String)> = Vec::new();
             let n = 20 + (rng.next() % 40) as i64;
+            let mut pending = Pending::default();
             for i in 0..n {
                 let len = text_of(&client).chars().count() as u64;
                 let at = (rng.next() % (len + 1)) as u32;
                 let u = edit(&client, at, &format!("{}", i % 10));
                 let ts = 1000 + i * 10;
-                append(&conn, ts, &u).expect("append");
+                // Rows of one to four updates, as batches write them.
+                pending.push(ts, &u);
+                if i + 1 < n && !rng.next().is_multiple_of(4) {
+                    continue;
+                }
+                append_pending(&conn, &mut pending).expect("append");
+                assert!(pending.is_empty());
                 texts_at.push((ts, text_of(&client)));
                 if rng.next().is_multiple_of(7) {
                     let (doc, _) = load(&conn).expect("load");
