@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Yjs fan-out benchmark (issue 5's figures): for 1 doc x 50 clients,
 # 10 x 10 and 100 x 5, `fanout --find-max` raises the per-client update rate
-# (x STEP per round) until delivery falls behind or p99 exceeds MAX_P99; then
+# (x STEP per round) until delivery falls behind or p99 exceeds MAX_P99, then
+# halves the gap between the best passing and the failed rate twice; then
 # 10 x 10 at 2 updates/s per client measures latency at a low rate. Each
 # cell runs RUNS times against a fresh `roost serve` (own data directory,
 # stopped by PID); medians are printed at the end, with the server's own

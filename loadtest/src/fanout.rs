@@ -59,6 +59,10 @@ pub struct FanoutArgs {
     /// With --find-max: most rounds.
     #[arg(long, default_value_t = 12)]
     pub max_rounds: usize,
+    /// With --find-max: after the first failed round, this many more rounds
+    /// halve the gap between the best passing rate and the failed one.
+    #[arg(long, default_value_t = 2)]
+    pub refine: usize,
     /// Connections being opened at once.
     #[arg(long, default_value_t = 64)]
     pub connect_concurrency: usize,
@@ -92,7 +96,10 @@ pub async fn run(args: FanoutArgs, common: &Common) -> anyhow::Result<Vec<Report
     let mut best: Option<(f64, Report)> = None;
     let mut rate = args.rate;
     let mut why = format!("reached --max-rounds {}", args.max_rounds);
-    for r in 0..args.max_rounds.max(1) {
+    // The lowest rate that failed, once one has.
+    let mut failed: Option<f64> = None;
+    let mut refined = 0;
+    for r in 0..args.max_rounds.max(1) + args.refine {
         let rep = round(&args, common, rate, &format!("{prefix}-r{r}")).await?;
         let ratio = rep.get("delivery_ratio").unwrap_or(0.0);
         let p99 = rep.get("latency_p99_us").unwrap_or(f64::INFINITY);
@@ -101,7 +108,9 @@ pub async fn run(args: FanoutArgs, common: &Common) -> anyhow::Result<Vec<Report
         let ok =
             ratio >= args.min_delivery && p99 <= args.max_p99.as_micros() as f64 && errors == 0.0;
         reports.push(rep.clone());
-        if !ok {
+        if ok {
+            best = Some((rate, rep));
+        } else {
             why = format!(
                 "at {rate:.1}/s per client: delivery {ratio:.3}, p99 {:.1} ms, errors {errors}{}",
                 p99 / 1000.0,
@@ -111,10 +120,19 @@ pub async fn run(args: FanoutArgs, common: &Common) -> anyhow::Result<Vec<Report
                     ""
                 }
             );
-            break;
+            failed = Some(rate);
         }
-        best = Some((rate, rep));
-        rate *= args.step;
+        match (failed, &best) {
+            (None, _) if r + 1 >= args.max_rounds.max(1) => break,
+            (None, _) => rate *= args.step,
+            // Nothing passed, or the refinement rounds are spent.
+            (Some(_), None) => break,
+            (Some(_), Some(_)) if refined == args.refine => break,
+            (Some(hi), Some((lo, _))) => {
+                refined += 1;
+                rate = (lo + hi) / 2.0;
+            }
+        }
     }
     let mut max = Report::new("fanout-max");
     max.label = common.label.clone();
