@@ -122,7 +122,11 @@ fn retire<T>(live: &mut Option<Live<T>>, metrics: &crate::metrics::Metrics) {
 }
 
 fn release(inflight: InFlight, runtime: &Runtime, object: ObjectId) {
-    if inflight.wrote && !inflight.by_log {
+    if inflight.by_log {
+        // The log's writer released (and counted) them already.
+        return;
+    }
+    if inflight.wrote {
         count_durable(runtime, inflight.committed_at, inflight.events);
     }
     output::release(runtime, object, inflight.outputs);
