@@ -613,7 +613,8 @@ mod tests {
     }
 
     /// `then` runs on the writer, in submission order, before the record's
-    /// receiver resolves; after a failure every later record gets `Broken`.
+    /// receiver resolves; a closed log refuses a record without running its
+    /// `then`, or answers it with an error.
     #[tokio::test]
     async fn then_runs_in_order_before_the_waiter_is_answered() -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
