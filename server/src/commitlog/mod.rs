@@ -260,22 +260,32 @@ impl CommitLog {
         record: Record,
         then: Option<Then>,
     ) -> Result<oneshot::Receiver<Result<(), LogError>>, LogError> {
+        // A refused record's `then` still runs, with the error: it may hold
+        // outputs that must fail rather than vanish.
+        let refuse = |then: Option<Then>, e: LogError| {
+            if let Some(then) = then {
+                then(Err(e.clone()));
+            }
+            Err(e)
+        };
         if self.broken.load(Ordering::Acquire) {
-            return Err(LogError::Broken);
+            return refuse(then, LogError::Broken);
         }
         let mut bytes = Vec::with_capacity(record.changeset.len() + 64);
         record.encode_into(&mut bytes);
         let (done, wait) = oneshot::channel();
-        self.tx
-            .send(WriterMsg::Append(Append {
-                bytes,
-                object: (record.class, record.id),
-                seq: record.seq,
-                then,
-                done,
-            }))
-            .map_err(|_| LogError::Closed)?;
-        Ok(wait)
+        let sent = self.tx.send(WriterMsg::Append(Append {
+            bytes,
+            object: (record.class, record.id),
+            seq: record.seq,
+            then,
+            done,
+        }));
+        match sent {
+            Ok(()) => Ok(wait),
+            Err(mpsc::SendError(WriterMsg::Append(a))) => refuse(a.then, LogError::Closed),
+            Err(_) => Err(LogError::Closed),
+        }
     }
 
     /// Writes and syncs everything queued, checkpoints it into the object
@@ -613,8 +623,8 @@ mod tests {
     }
 
     /// `then` runs on the writer, in submission order, before the record's
-    /// receiver resolves; a closed log refuses a record without running its
-    /// `then`, or answers it with an error.
+    /// receiver resolves; a closed log refuses a record and runs its `then`
+    /// with the error.
     #[tokio::test]
     async fn then_runs_in_order_before_the_waiter_is_answered() -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
@@ -658,14 +668,13 @@ mod tests {
                 seq: 51,
                 changeset: vec![1],
             },
-            Box::new(move |_| flag.store(true, Ordering::SeqCst)),
+            Box::new(move |r| flag.store(r.is_err(), Ordering::SeqCst)),
         );
-        match refused {
-            Err(_) => assert!(!ran.load(Ordering::SeqCst)),
-            Ok(wait) => {
-                assert!(wait.await.map_or(true, |r| r.is_err()));
-            }
-        }
+        assert!(refused.is_err(), "a closed log took a record");
+        assert!(
+            ran.load(Ordering::SeqCst),
+            "a refused record's `then` did not run"
+        );
         Ok(())
     }
 }
