@@ -112,13 +112,15 @@ fn flush<T>(live: &mut Option<Live<T>>, metrics: &crate::metrics::Metrics) {
 /// clients have seen, until a restart replays them from the log.
 fn retire<T>(live: &mut Option<Live<T>>, metrics: &crate::metrics::Metrics) {
     flush(live, metrics);
-    if live
-        .as_ref()
-        .is_some_and(|l| l.ctx.storage.lost().is_some())
-    {
-        return;
+    if !is_lost(live) {
+        *live = None;
     }
-    *live = None;
+}
+
+/// Whether the loaded object's file refused batches the log holds.
+fn is_lost<T>(live: &Option<Live<T>>) -> bool {
+    live.as_ref()
+        .is_some_and(|l| l.ctx.storage.lost().is_some())
 }
 
 fn release(inflight: InFlight, runtime: &Runtime, object: ObjectId) {
@@ -231,11 +233,7 @@ async fn run_inner<T: DurableObject>(args: ActorArgs) {
                     flush(&mut live, &metrics);
                     continue;
                 }
-                Err(_)
-                    if live
-                        .as_ref()
-                        .is_some_and(|l| l.ctx.storage.lost().is_some()) =>
-                {
+                Err(_) if is_lost(&live) => {
                     // Its file refused batches the log holds: stay loaded
                     // (refusing every event) until a restart replays them.
                     continue;
@@ -338,10 +336,7 @@ async fn run_inner<T: DurableObject>(args: ActorArgs) {
                 }
             }
             BatchEnd::Broken => {
-                if live
-                    .as_ref()
-                    .is_some_and(|l| l.ctx.storage.lost().is_none())
-                {
+                if live.is_some() && !is_lost(&live) {
                     tracing::warn!("object broken; restarting from storage");
                 }
                 retire(&mut live, &metrics);

@@ -792,24 +792,35 @@ mod tests {
         assert_eq!(rows(&path), 0);
     }
 
-    /// With `commit`, a batch that fails to commit is undone and forgotten;
-    /// nothing stays listed.
+    /// With `commit`, a batch that fails to commit is undone and forgotten:
+    /// its `seq` is not used, nothing stays listed, no transaction stays
+    /// open, and the next batch commits as usual.
     #[test]
     fn commit_forgets_a_batch_it_could_not_commit() {
-        let (_dir, _path, mut s) = fresh();
+        let (_dir, path, mut s) = fresh();
         let registry = Arc::new(Unflushed::default());
         let id = ObjectId::derive("t", "now");
         s.track_unflushed(registry.clone(), id);
         let seq0 = s.commit_seq();
-        s.begin_batch().expect("begin");
-        s.sql()
-            .execute_batch("INSERT INTO p VALUES(1)")
-            .expect("insert");
-        s.finish_batch().expect("finish");
-        s.commit(true).expect("commit");
+        let commit_one = |s: &mut Storage, sql: &str| {
+            s.begin_batch()?;
+            s.sql().execute_batch(sql)?;
+            let wrote = s.finish_batch()?.is_some();
+            s.commit(wrote)
+        };
+        // A commit hook that vetoes turns the COMMIT into a rollback.
+        s.sql().commit_hook(Some(|| true));
+        assert!(commit_one(&mut s, "INSERT INTO p VALUES(1)").is_err());
+        assert_eq!(s.commit_seq(), seq0, "the failed batch's seq is unused");
+        assert!(!registry.holds(id, seq0 + 1), "nothing stays listed");
+        assert!(s.open_for().is_none());
+        assert!(s.lost().is_none(), "only this batch was at stake");
+        assert_eq!(rows(&path), 0);
+        s.sql().commit_hook(None::<fn() -> bool>);
+        commit_one(&mut s, "INSERT INTO p VALUES(2)").expect("next batch");
         assert_eq!(s.commit_seq(), seq0 + 1);
         assert!(!registry.holds(id, seq0 + 1));
-        assert!(s.open_for().is_none());
+        assert_eq!(rows(&path), 1);
     }
 }
 
