@@ -307,6 +307,11 @@ impl CapturingConnection {
         Mark(self.with_log(|log| log.buf.len()))
     }
 
+    /// Whether a change was recorded since `mark`.
+    pub fn changed_since(&self, mark: Mark) -> bool {
+        self.with_log(|log| log.buf.len() != mark.0)
+    }
+
     /// Like [`mark`](Self::mark), taken when an event's savepoint opens. A
     /// `ROLLBACK TO` that the handler runs itself is taken to undo changes
     /// back to here (handler savepoints nest inside the event's).

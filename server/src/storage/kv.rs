@@ -71,7 +71,7 @@ impl Storage {
     pub fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StorageError> {
         self.check_key(key)?;
         let mut stmt = self
-            .conn
+            .db()
             .prepare_cached("SELECT value FROM _roost_kv WHERE key = ?1")?;
         let mut rows = stmt.query([key.as_bytes()])?;
         match rows.next()? {
@@ -102,7 +102,7 @@ impl Storage {
         self.check_key(key)?;
         let bytes = self.encode_value(value)?;
         let mut stmt = self
-            .conn
+            .db()
             .prepare_cached("INSERT OR REPLACE INTO _roost_kv(key, value) VALUES(?1, ?2)")?;
         stmt.execute((key.as_bytes(), bytes))
             .map_err(|e| classify(e, &self.limits))?;
@@ -118,11 +118,11 @@ impl Storage {
             self.check_key(key)?;
             encoded.push((*key, self.encode_value(value)?));
         }
-        self.conn.execute_batch("SAVEPOINT roost_put_many;")?;
-        let mark = self.conn.mark();
+        self.db().execute_batch("SAVEPOINT roost_put_many;")?;
+        let mark = self.db().mark();
         let result = (|| {
             let mut stmt = self
-                .conn
+                .db()
                 .prepare_cached("INSERT OR REPLACE INTO _roost_kv(key, value) VALUES(?1, ?2)")?;
             for (key, bytes) in &encoded {
                 stmt.execute((key.as_bytes(), bytes))?;
@@ -131,12 +131,12 @@ impl Storage {
         })();
         match result {
             Ok(()) => {
-                self.conn.execute_batch("RELEASE roost_put_many;")?;
+                self.db().execute_batch("RELEASE roost_put_many;")?;
                 Ok(())
             }
             Err(e) => {
-                self.conn.rollback_to(mark, || {
-                    self.conn
+                self.db().rollback_to(mark, || {
+                    self.db()
                         .execute_batch("ROLLBACK TO roost_put_many; RELEASE roost_put_many;")
                 })?;
                 Err(classify(e, &self.limits))
@@ -149,7 +149,7 @@ impl Storage {
         self.check_writable()?;
         self.check_key(key)?;
         let mut stmt = self
-            .conn
+            .db()
             .prepare_cached("DELETE FROM _roost_kv WHERE key = ?1")?;
         Ok(stmt.execute([key.as_bytes()])? > 0)
     }
@@ -183,7 +183,7 @@ impl Storage {
             sql.push_str(" LIMIT ?");
             args.push(SqlValue::Integer(i64::from(limit)));
         }
-        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let mut stmt = self.db().prepare_cached(&sql)?;
         let mut rows = stmt.query(params_from_iter(args))?;
         let mut out = Vec::new();
         while let Some(row) = rows.next()? {
@@ -201,9 +201,9 @@ impl Storage {
     /// the class's schema version, atomically with the rest of the event.
     pub fn delete_all(&self) -> Result<(), StorageError> {
         self.check_writable()?;
-        self.conn.execute_batch("DELETE FROM _roost_kv;")?;
+        self.db().execute_batch("DELETE FROM _roost_kv;")?;
         let tables: Vec<String> = {
-            let mut stmt = self.conn.prepare(
+            let mut stmt = self.db().prepare(
                 "SELECT name FROM sqlite_schema WHERE type='table' \
                  AND name NOT LIKE '_roost_%' AND name NOT LIKE 'sqlite_%'",
             )?;
@@ -212,10 +212,10 @@ impl Storage {
         };
         for table in tables {
             let quoted = table.replace('"', "\"\"");
-            self.conn
+            self.db()
                 .execute_batch(&format!("DROP TABLE IF EXISTS \"{quoted}\";"))?;
         }
-        self.conn.execute_batch("PRAGMA user_version=0;")?;
+        self.db().execute_batch("PRAGMA user_version=0;")?;
         Ok(())
     }
 }

@@ -117,6 +117,8 @@ pub struct Storage {
     schema_version_at_begin: i64,
     /// Where the running event's changes begin in the batch's capture.
     event_mark: Mark,
+    /// The running event's savepoint (see [`EventSavepoint`]).
+    event: std::cell::Cell<EventSavepoint>,
     /// Sequence number of the last batch that wrote anything (committed to
     /// the file, or pending in the open transaction).
     seq: u64,
@@ -136,6 +138,23 @@ pub struct Storage {
     /// The `_roost_alarm` row as last read or written here (`None`: not
     /// known); forgotten whenever an event or batch is rolled back.
     alarm_cache: std::cell::Cell<Option<Option<i64>>>,
+}
+
+/// An event's savepoint is opened lazily: by the first use of the
+/// connection inside the event ([`Storage::db`], behind `sql()`, the KV API,
+/// migrations and the alarm writes). An event that never touches SQL — a
+/// Yjs update, an awareness message — costs no `SAVEPOINT`/`RELEASE`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum EventSavepoint {
+    /// No event is running.
+    None,
+    /// An event is running; its savepoint is not open yet.
+    Pending,
+    /// The event's savepoint is open.
+    Open,
+    /// Opening it failed: the event cannot be undone alone, so it fails
+    /// the batch when it ends.
+    Failed,
 }
 
 /// Objects with batches that are durable in the commit log but not yet
@@ -246,6 +265,7 @@ impl Storage {
             read_only: false,
             schema_version_at_begin: 0,
             event_mark: Mark::default(),
+            event: std::cell::Cell::new(EventSavepoint::None),
             seq: u64::try_from(seq).unwrap_or(0),
             page_size,
             batch_open: false,
@@ -260,6 +280,21 @@ impl Storage {
     /// Direct SQL on the object's own connection. Writes made while the
     /// caller is read-only fail (`PRAGMA query_only`).
     pub fn sql(&self) -> &Connection {
+        self.db()
+    }
+
+    /// The connection, for a use that may write during an event: opens the
+    /// event's savepoint first if it is not open yet. Every path by which
+    /// an event reaches SQL goes through here.
+    pub(crate) fn db(&self) -> &CapturingConnection {
+        if self.event.get() == EventSavepoint::Pending {
+            let opened = self.run("SAVEPOINT roost_event");
+            self.event.set(if opened.is_ok() {
+                EventSavepoint::Open
+            } else {
+                EventSavepoint::Failed
+            });
+        }
         &self.conn
     }
 
@@ -270,14 +305,12 @@ impl Storage {
     /// Runs numbered schema migrations: `migrations[i]` moves the schema from
     /// version `i` to `i + 1` (`PRAGMA user_version`). Each runs once, ever.
     pub fn migrate(&self, migrations: &[&str]) -> Result<(), StorageError> {
-        let current: i64 = self
-            .conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        let conn = self.db();
+        let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
         let current = usize::try_from(current).unwrap_or(0);
         for (i, step) in migrations.iter().enumerate().skip(current) {
-            self.conn.execute_batch(step)?;
-            self.conn
-                .execute_batch(&format!("PRAGMA user_version={};", i + 1))?;
+            conn.execute_batch(step)?;
+            conn.execute_batch(&format!("PRAGMA user_version={};", i + 1))?;
         }
         Ok(())
     }
@@ -350,23 +383,41 @@ impl Storage {
         Ok(())
     }
 
-    /// Starts one event's savepoint inside the batch.
+    /// Starts one event inside the batch; its savepoint opens with its
+    /// first use of SQL ([`db`](Self::db)).
     pub(crate) fn begin_event(&mut self) -> Result<(), StorageError> {
-        self.run("SAVEPOINT roost_event")?;
         self.event_mark = self.conn.start_event();
+        self.event.set(EventSavepoint::Pending);
         Ok(())
     }
 
     /// Keeps (`keep = true`) or undoes the current event's writes (and drops
     /// them from the batch's capture).
     pub(crate) fn end_event(&mut self, keep: bool) -> Result<(), StorageError> {
+        let event = self.event.replace(EventSavepoint::None);
         self.set_read_only(false)?;
-        if !keep {
-            self.alarm_cache.set(None);
-            self.conn
-                .rollback_to(self.event_mark, || self.run("ROLLBACK TO roost_event"))?;
+        match event {
+            EventSavepoint::Open => {
+                if !keep {
+                    self.alarm_cache.set(None);
+                    self.conn
+                        .rollback_to(self.event_mark, || self.run("ROLLBACK TO roost_event"))?;
+                }
+                self.run("RELEASE roost_event")
+            }
+            // Without a savepoint nothing may have been written: a change
+            // recorded anyway came by a path that bypassed `db`, and only
+            // undoing the whole batch can take it back.
+            EventSavepoint::Pending | EventSavepoint::None
+                if !self.conn.changed_since(self.event_mark) =>
+            {
+                Ok(())
+            }
+            _ => Err(StorageError::Sqlite(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_INTERNAL),
+                Some("the event's savepoint could not be opened".into()),
+            ))),
         }
-        self.run("RELEASE roost_event")
     }
 
     /// Returns what the batch changed and, if it changed anything, stamps it
@@ -571,7 +622,7 @@ impl Storage {
 
     pub(crate) fn set_alarm(&self, at_ms: i64) -> Result<(), StorageError> {
         self.check_writable()?;
-        self.conn
+        self.db()
             .prepare_cached("INSERT OR REPLACE INTO _roost_alarm(k, at_ms) VALUES(1, ?1)")?
             .execute([at_ms])?;
         self.alarm_cache.set(Some(Some(at_ms)));
@@ -580,7 +631,7 @@ impl Storage {
 
     pub(crate) fn delete_alarm(&self) -> Result<(), StorageError> {
         self.check_writable()?;
-        self.conn
+        self.db()
             .prepare_cached("DELETE FROM _roost_alarm WHERE k = 1")?
             .execute([])?;
         self.alarm_cache.set(Some(None));
@@ -854,5 +905,65 @@ mod alarm_cache_tests {
         assert_eq!(s.alarm().expect("read"), None);
         s.rollback();
         assert_eq!(s.alarm().expect("read"), Some(100), "undone batch");
+    }
+}
+
+#[cfg(test)]
+mod event_savepoint_tests {
+    use super::*;
+
+    fn no_event_savepoint(s: &Storage) -> bool {
+        // `RELEASE` of a savepoint that is not open fails.
+        s.conn.execute_batch("RELEASE roost_event").is_err()
+    }
+
+    /// An event opens its savepoint with its first use of SQL: one that
+    /// touches none costs no statement, one that does is still undone
+    /// alone, and a write that bypasses the lazy opening fails the event
+    /// instead of escaping its undo.
+    #[test]
+    fn an_event_opens_its_savepoint_with_its_first_use_of_sql() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut s =
+            Storage::open(&dir.path().join("a.sqlite"), StorageLimits::default()).expect("open");
+        s.sql().execute_batch("CREATE TABLE t(x)").expect("create");
+        let count = |s: &Storage| -> i64 {
+            s.conn
+                .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+                .expect("count")
+        };
+        s.begin_batch().expect("begin");
+
+        s.begin_event().expect("event");
+        assert!(no_event_savepoint(&s), "nothing used SQL yet");
+        s.end_event(false)
+            .expect("an event without SQL ends either way");
+
+        s.begin_event().expect("event");
+        s.sql()
+            .execute("INSERT INTO t VALUES(1)", [])
+            .expect("insert");
+        s.end_event(true).expect("keep");
+
+        s.begin_event().expect("event");
+        s.put("k", &1).expect("put");
+        s.sql()
+            .execute("INSERT INTO t VALUES(2)", [])
+            .expect("insert");
+        s.end_event(false).expect("undo");
+        assert_eq!(count(&s), 1, "the failed event is undone alone");
+        assert_eq!(s.get::<i64>("k").expect("get"), None);
+
+        s.begin_event().expect("event");
+        s.conn
+            .execute("INSERT INTO t VALUES(3)", [])
+            .expect("a write that bypasses db()");
+        assert!(no_event_savepoint(&s));
+        assert!(
+            s.end_event(true).is_err(),
+            "a change made without the event's savepoint fails the event"
+        );
+        s.rollback();
+        assert_eq!(count(&s), 0, "the whole batch is undone");
     }
 }
