@@ -313,3 +313,55 @@ async fn a_burst_of_updates_is_stored_a_batch_per_row_and_survives_kill9() -> an
     server.terminate().await?;
     Ok(())
 }
+
+/// An update the document cannot store (its database is full) is undone,
+/// reaches no other client, and its sender's socket is closed (1011) so
+/// that the client knows and resends it on reconnecting; the server stays
+/// up and keeps serving what it stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_that_cannot_be_stored_closes_its_socket_and_reaches_no_one() -> anyhow::Result<()>
+{
+    let dir = tempfile::tempdir()?;
+    let limits = ["--max-db-bytes", "98304", "--max-doc-bytes", "100000000"];
+    let server = ServerProcess::start(dir.path(), &limits).await?;
+    let url = server.ws_url("/v1/yjs/full");
+    let mut writer = YClient::new();
+    writer.connect(&url).await?;
+    let mut observer = YClient::new();
+    observer.connect(&url).await?;
+    let mut closed = None;
+    for i in 0..200u32 {
+        let chunk: String = std::iter::repeat_n(char::from(b'a' + (i % 26) as u8), 3000).collect();
+        writer.insert(writer.text_len(), &chunk).await?;
+        closed = writer.drain(Duration::from_millis(150)).await?;
+        observer.drain(Duration::from_millis(10)).await?;
+        if closed.is_some() {
+            break;
+        }
+    }
+    assert_eq!(
+        closed,
+        Some(1011),
+        "the writer's socket closes when its update cannot be stored"
+    );
+    observer.drain(Duration::from_millis(300)).await?;
+    assert!(observer.is_connected(), "other clients stay connected");
+    let stored = server_text(&server, "full").await?;
+    assert!(stored.len() >= 3000, "earlier updates were stored");
+    assert_eq!(
+        stored,
+        observer.text(),
+        "what others received is exactly what was stored"
+    );
+    assert_eq!(
+        writer.text().len(),
+        stored.len() + 3000,
+        "only the writer holds the update that could not be stored"
+    );
+    assert_eq!(
+        http().get(server.url("/healthz")).send().await?.status(),
+        200
+    );
+    server.terminate().await?;
+    Ok(())
+}

@@ -127,6 +127,8 @@ async fn run_event<T: DurableObject>(
             }
         }
         Command::Message { socket, msg } => {
+            // First, so that every failure path from here on finds it.
+            outputs.push(Output::Received(socket));
             l.ctx.caller = Some(socket);
             let outcome = AssertUnwindSafe(l.object.on_message(&mut l.ctx, socket, msg))
                 .catch_unwind()
@@ -250,7 +252,7 @@ fn push_failure(cmd: Command, outputs: &mut Vec<Output>) {
                 reason: "object broken".into(),
             },
         )),
-        Command::Message { .. } => {}
+        Command::Message { socket, .. } => outputs.push(Output::Received(socket)),
         Command::Closed { socket, .. } => outputs.push(Output::Forget(socket)),
         Command::Fetch { reply, .. } => outputs.push(Output::Fetch(
             reply,

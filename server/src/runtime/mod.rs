@@ -111,7 +111,7 @@ impl Command {
                     reason: error.message,
                 });
             }
-            Command::Message { .. } => {}
+            Command::Message { socket, .. } => output::close_unsaved(runtime, object, socket),
             Command::Closed { socket, .. } => runtime.0.sockets.remove(&object, socket),
             Command::Fetch { reply, .. } => {
                 let _ = reply.send(Err(error));

@@ -56,6 +56,11 @@ pub(crate) enum Output {
         except: Option<SocketId>,
     },
     Close(SocketId, u16, String),
+    /// A message from this socket ran in the batch. Nothing to send once
+    /// the batch is durable; if the batch fails, the message's effects are
+    /// undone and the socket is closed (1011) so that its client learns it,
+    /// reconnects and sends its state again (a Yjs provider resyncs).
+    Received(SocketId),
     /// Drop a closed socket's entry (its `on_close` could not run).
     Forget(SocketId),
     /// Tell the scheduler the object's next alarm.
@@ -152,6 +157,7 @@ pub(crate) fn release(runtime: &Runtime, object: ObjectId, outputs: Vec<Output>)
                     t.stage(socket, OutFrame::Close(code, reason), &mut staged);
                 }
             }
+            Output::Received(_) => {}
             Output::Forget(socket) => runtime.0.sockets.remove(&object, socket),
             Output::Alarm(u) => apply_alarm(runtime, u),
             Output::Fetch(tx, r) => {
@@ -162,6 +168,21 @@ pub(crate) fn release(runtime: &Runtime, object: ObjectId, outputs: Vec<Output>)
     }
     staged.flush();
 }
+
+/// Closes a socket whose message could not be saved (its batch failed).
+pub(crate) fn close_unsaved(runtime: &Runtime, object: ObjectId, socket: SocketId) {
+    if let Some(outbox) = runtime
+        .0
+        .sockets
+        .get(&object)
+        .and_then(|t| t.outbox(socket))
+    {
+        outbox.push(OutFrame::Close(1011, UNSAVED.into()));
+    }
+}
+
+/// The close reason of [`close_unsaved`].
+pub(crate) const UNSAVED: &str = "the object could not save a message; reconnect";
 
 fn apply_alarm(runtime: &Runtime, u: AlarmUpdate) {
     let alarms = &runtime.0.alarms;
@@ -180,10 +201,12 @@ fn apply_alarm(runtime: &Runtime, u: AlarmUpdate) {
 }
 
 /// Turns the outputs of a failed batch into errors: replies fail, sockets
-/// that were connecting are refused, messages are dropped.
+/// that were connecting are refused, frames are dropped, and sockets whose
+/// messages were undone are closed.
 pub(crate) fn fail(runtime: &Runtime, object: ObjectId, outputs: Vec<Output>, e: &ErrorDetail) {
     for out in outputs {
         match out {
+            Output::Received(socket) => close_unsaved(runtime, object, socket),
             Output::Reply(reply, _) => deliver_reply(runtime, object, reply, Err(e.clone())),
             Output::Admission(tx, _) => {
                 let _ = tx.send(Admission::Reject {
