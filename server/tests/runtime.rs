@@ -128,16 +128,24 @@ async fn eviction_on_paused_time() -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("{e:?}"))?;
     assert_eq!(rt.live_objects(), 1);
+    // The reply leaves from the log's thread before the actor hears of the
+    // fsync. Let the actor take that news in real time before the paused
+    // clock jumps ahead (else its idle wait starts late and the test races).
+    for _ in 0..20 {
+        std::thread::sleep(Duration::from_millis(5));
+        tokio::task::yield_now().await;
+    }
     tokio::time::sleep(Duration::from_secs(9)).await;
     assert_eq!(rt.live_objects(), 1, "evicted before the idle timeout");
     assert_eq!(rt.metrics().evictions.load(Ordering::Relaxed), 0);
     tokio::time::sleep(Duration::from_secs(2)).await;
-    // Let the actor finish closing.
-    for _ in 0..100 {
-        if rt.live_objects() == 0 {
-            break;
-        }
+    // Let the actor finish closing: its file work runs on blocking-pool
+    // threads, in real time, so wait by the wall clock (a fixed number of
+    // yields was not always enough on a loaded machine).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while rt.live_objects() != 0 && std::time::Instant::now() < deadline {
         tokio::task::yield_now().await;
+        std::thread::sleep(Duration::from_millis(1));
     }
     assert_eq!(rt.live_objects(), 0, "not evicted after the idle timeout");
     assert_eq!(rt.metrics().evictions.load(Ordering::Relaxed), 1);
