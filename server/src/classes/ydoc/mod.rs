@@ -66,8 +66,12 @@ pub const MSG_SAVED: u8 = 100;
 pub struct Ydoc {
     doc: Doc,
     stats: store::LogStats,
-    /// Updates applied to `doc` in this batch and not yet in the log table.
+    /// Updates accepted in this batch and not yet in the log table.
     pending: store::Pending,
+    /// Updates accepted (decoded) in this batch and not yet applied to
+    /// `doc`: they are applied together, in one transaction, by the batch's
+    /// end or by the first read of `doc` before it (`settle`).
+    unapplied: Vec<Update>,
 }
 
 fn frame(msg: &YMessage) -> SocketMessage {
@@ -159,10 +163,7 @@ impl Ydoc {
         // Past this point the in-memory document changes: it is stored with
         // the batch (`before_commit`), and any failure must discard it
         // (Fatal restarts the object from storage).
-        self.doc
-            .transact_mut()
-            .apply_update(decoded)
-            .map_err(|e| ObjectError::Fatal(format!("update could not be applied: {e}")))?;
+        self.unapplied.push(decoded);
         self.pending.push(now, update);
         self.stats.rows_since_snapshot += 1;
         self.stats.bytes_since_snapshot += update.len() as u64;
@@ -180,6 +181,21 @@ impl Ydoc {
         )))))
     }
 
+    /// Applies the updates accepted so far to `doc`, in one transaction. A
+    /// failure is fatal: the batch fails and the object restarts from
+    /// storage, so nothing of it was stored or sent.
+    fn settle(&mut self) -> Result<(), ObjectError> {
+        if self.unapplied.is_empty() {
+            return Ok(());
+        }
+        let mut txn = self.doc.transact_mut();
+        for update in self.unapplied.drain(..) {
+            txn.apply_update(update)
+                .map_err(|e| ObjectError::Fatal(format!("update could not be applied: {e}")))?;
+        }
+        Ok(())
+    }
+
     /// Appends the batch's updates so far to the log table (one row).
     fn store_pending(&mut self, ctx: &mut Ctx) -> Result<(), ObjectError> {
         store::append_pending(ctx.storage().sql(), &mut self.pending)
@@ -189,6 +205,7 @@ impl Ydoc {
     fn checkpoint(&mut self, ctx: &mut Ctx) -> Result<(), ObjectError> {
         // A snapshot covers the log up to its newest row: the document in
         // memory must hold nothing more.
+        self.settle()?;
         self.store_pending(ctx)?;
         let written = store::checkpoint(ctx.storage().sql(), &self.doc)
             .map_err(|e| ObjectError::Fatal(e.to_string()))?;
@@ -200,8 +217,9 @@ impl Ydoc {
         Ok(())
     }
 
-    fn state(&self, sv: &StateVector) -> Vec<u8> {
-        self.doc.transact().encode_state_as_update_v1(sv)
+    fn state(&mut self, sv: &StateVector) -> Result<Vec<u8>, ObjectError> {
+        self.settle()?;
+        Ok(self.doc.transact().encode_state_as_update_v1(sv))
     }
 }
 
@@ -214,6 +232,7 @@ impl DurableObject for Ydoc {
             doc,
             stats,
             pending: store::Pending::default(),
+            unapplied: Vec::new(),
         })
     }
 
@@ -230,6 +249,7 @@ impl DurableObject for Ydoc {
         if wants_saved {
             set_saved_state(ctx, socket, true, 0)?;
         }
+        self.settle()?;
         let sv = self.doc.transact().state_vector();
         ctx.send(socket, frame(&YMessage::Sync(SyncMessage::SyncStep1(sv))));
         Ok(Admission::accept())
@@ -261,7 +281,7 @@ impl DurableObject for Ydoc {
         for message in messages {
             match message {
                 YMessage::Sync(SyncMessage::SyncStep1(sv)) => {
-                    let reply = self.state(&sv);
+                    let reply = self.state(&sv)?;
                     ctx.send(
                         socket,
                         frame(&YMessage::Sync(SyncMessage::SyncStep2(reply))),
@@ -364,7 +384,7 @@ impl DurableObject for Ydoc {
                     self.store_pending(ctx)?;
                 }
                 let body = match at {
-                    None => self.state(&StateVector::default()),
+                    None => self.state(&StateVector::default())?,
                     Some(ts) => match store::as_of(ctx.storage().sql(), ts) {
                         Ok(doc) => doc
                             .transact()
@@ -422,6 +442,7 @@ impl DurableObject for Ydoc {
     }
 
     fn before_commit(&mut self, ctx: &mut Ctx) -> Result<(), ObjectError> {
+        self.settle()?;
         self.store_pending(ctx)
     }
 }
@@ -437,5 +458,41 @@ mod tests {
             saved_frame(300),
             SocketMessage::Binary(vec![100, 0xac, 0x02])
         );
+    }
+
+    fn update_inserting(text: &str) -> Update {
+        use yrs::Text;
+        let doc = Doc::new();
+        let t = doc.get_or_insert_text("t");
+        t.insert(&mut doc.transact_mut(), 0, text);
+        let bytes = doc
+            .transact()
+            .encode_state_as_update_v1(&StateVector::default());
+        Update::decode_v1(&bytes).expect("decode")
+    }
+
+    /// Accepted updates wait, decoded, for one transaction; any read of the
+    /// document applies them first, so a reply in the same batch sees them.
+    #[test]
+    fn reading_the_document_applies_what_the_batch_accepted() {
+        use yrs::GetString;
+        let mut y = Ydoc {
+            doc: Doc::new(),
+            stats: store::LogStats::default(),
+            pending: store::Pending::default(),
+            unapplied: vec![update_inserting("hello")],
+        };
+        let state = y.state(&StateVector::default()).expect("state");
+        assert!(y.unapplied.is_empty());
+        let copy = Doc::new();
+        copy.transact_mut()
+            .apply_update(Update::decode_v1(&state).expect("decode"))
+            .expect("apply");
+        let t = copy.get_or_insert_text("t");
+        assert_eq!(t.get_string(&copy.transact()), "hello");
+        // Nothing waiting: a no-op.
+        y.settle().expect("settle");
+        let t = y.doc.get_or_insert_text("t");
+        assert_eq!(t.get_string(&y.doc.transact()), "hello");
     }
 }
