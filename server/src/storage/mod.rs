@@ -157,6 +157,14 @@ enum EventSavepoint {
     Failed,
 }
 
+/// An internal error (`SQLITE_INTERNAL`) with `why`.
+fn internal(why: &str) -> StorageError {
+    StorageError::Sqlite(rusqlite::Error::SqliteFailure(
+        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_INTERNAL),
+        Some(why.into()),
+    ))
+}
+
 /// Objects with batches that are durable in the commit log but not yet
 /// committed to their own file (each object's first such `seq`). The log's
 /// checkpointer syncs an object's files for a segment, and deletes the
@@ -413,10 +421,10 @@ impl Storage {
             {
                 Ok(())
             }
-            _ => Err(StorageError::Sqlite(rusqlite::Error::SqliteFailure(
-                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_INTERNAL),
-                Some("the event's savepoint could not be opened".into()),
-            ))),
+            EventSavepoint::Failed => Err(internal("the event's savepoint could not be opened")),
+            EventSavepoint::Pending | EventSavepoint::None => Err(internal(
+                "the event wrote without its savepoint (a path that bypassed Storage::db)",
+            )),
         }
     }
 
@@ -959,9 +967,12 @@ mod event_savepoint_tests {
             .execute("INSERT INTO t VALUES(3)", [])
             .expect("a write that bypasses db()");
         assert!(no_event_savepoint(&s));
+        let refused = s.end_event(true).map_err(|e| e.to_string());
         assert!(
-            s.end_event(true).is_err(),
-            "a change made without the event's savepoint fails the event"
+            refused
+                .as_ref()
+                .is_err_and(|e| e.contains("without its savepoint")),
+            "a change made without the event's savepoint fails the event: {refused:?}"
         );
         s.rollback();
         assert_eq!(count(&s), 0, "the whole batch is undone");
