@@ -20,6 +20,24 @@ pub struct Record {
 }
 
 impl Record {
+    /// The mark of a deleted object: recovery forgets every record of the
+    /// object before it, so that an object created again under the same
+    /// name never receives the old one's batches. Batches are numbered from
+    /// 1, so `seq` 0 without changes is never a batch.
+    pub fn deletion(class: &str, id: ObjectId) -> Record {
+        Record {
+            class: class.to_owned(),
+            id,
+            seq: 0,
+            changeset: Vec::new(),
+        }
+    }
+
+    /// Whether this is a [`deletion`](Self::deletion) mark.
+    pub fn is_deletion(&self) -> bool {
+        self.seq == 0 && self.changeset.is_empty()
+    }
+
     /// Appends the framed record to `out`.
     pub fn encode_into(&self, out: &mut Vec<u8>) {
         let class = self.class.as_bytes();

@@ -80,10 +80,13 @@ pub fn recover(data_dir: &Path) -> Result<RecoveryReport, RecoveryError> {
         }
         report.records += records.len();
         for r in records {
-            per_object
-                .entry((r.class.clone(), r.id))
-                .or_default()
-                .push(r);
+            let logged = per_object.entry((r.class.clone(), r.id)).or_default();
+            if r.is_deletion() {
+                // The object was deleted: what it logged before is gone.
+                logged.clear();
+            } else {
+                logged.push(r);
+            }
         }
     }
     for ((class, id), records) in per_object {

@@ -299,7 +299,11 @@ async fn run_inner<T: DurableObject>(args: ActorArgs) {
                 wal.join().await;
                 flush(&mut live, &metrics);
                 crate::sys::blocking(|| drop(live.take()));
-                let _ = reply.send(delete_object(&runtime, &key));
+                let deleted = match delete_object(&runtime, &key) {
+                    Ok(()) => log_deletion(&runtime, &key).await,
+                    Err(e) => Err(e),
+                };
+                let _ = reply.send(deleted);
             }
             continue;
         }
@@ -400,6 +404,29 @@ fn delete_object(runtime: &Runtime, key: &ObjectKey) -> Result<(), ErrorDetail> 
     runtime.0.catalog.forget(key.id);
     tracing::info!(class = %key.class, id = %key.id, "object deleted");
     Ok(())
+}
+
+/// Makes the deletion durable in the commit log (after the files are gone,
+/// before it is acknowledged and before the object can be created again):
+/// recovery then forgets the deleted object's logged batches instead of
+/// replaying them into a new object of the same name.
+async fn log_deletion(runtime: &Runtime, key: &ObjectKey) -> Result<(), ErrorDetail> {
+    let durable = match runtime
+        .0
+        .log
+        .submit(crate::commitlog::record::Record::deletion(
+            &key.class, key.id,
+        )) {
+        Ok(ack) => ack.await.unwrap_or(Err(LogError::Closed)),
+        Err(e) => Err(e),
+    };
+    durable.map_err(|e| {
+        tracing::error!(error = %e, class = %key.class, id = %key.id, "the deletion could not be logged");
+        error(
+            ErrorCode::Storage,
+            format!("the object's files are deleted, but the deletion could not be made durable: {e}"),
+        )
+    })
 }
 
 /// Opens storage and runs the constructor in a durable transaction of its own.
