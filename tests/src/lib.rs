@@ -185,6 +185,18 @@ pub async fn call(
     Ok((status, body))
 }
 
+/// The text of a Yjs document as the server stores it
+/// (`GET /v1/yjs/{doc}/state`, anonymous).
+pub async fn stored_text(server: &ServerProcess, doc: &str) -> Result<String> {
+    let state = http()
+        .get(server.url(&format!("/v1/yjs/{}/state", segment(doc))))
+        .send()
+        .await?
+        .bytes()
+        .await?;
+    yclient::text_of_update(&state)
+}
+
 /// Reads one metric's value from `/metrics` (the first sample with that exact name).
 pub async fn metric(client: &reqwest::Client, server: &ServerProcess, name: &str) -> Result<f64> {
     let text = client

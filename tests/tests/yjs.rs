@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use roost_tests::yclient::{text_of_update, YClient};
+use roost_tests::yclient::YClient;
 use roost_tests::{http, metric, ServerProcess};
 
 /// xorshift64: small, seeded, reproducible.
@@ -33,13 +33,7 @@ async fn wait_server_text(server: &ServerProcess, doc: &str, want: &str) -> anyh
 }
 
 async fn server_text(server: &ServerProcess, doc: &str) -> anyhow::Result<String> {
-    let bytes = http()
-        .get(server.url(&format!("/v1/yjs/{doc}/state")))
-        .send()
-        .await?
-        .bytes()
-        .await?;
-    text_of_update(&bytes)
+    roost_tests::stored_text(server, doc).await
 }
 
 async fn run_convergence(seed: u64) -> anyhow::Result<()> {
