@@ -406,10 +406,24 @@ pub(super) async fn run_batch<T: DurableObject>(
             format!("{what}: {e}; the object restarts from storage"),
         )
     };
+    // Gives up on the batch (its storage already rolled back): counts the
+    // failure as `kind` and logs it, if it is one to count, then fails every
+    // output and every command not run.
+    let give_up = |outputs: Vec<Output>,
+                   batch: &mut Vec<Command>,
+                   kind: Option<&str>,
+                   what: &str,
+                   e: &dyn std::fmt::Display| {
+        if let Some(kind) = kind {
+            metrics.error(kind);
+            tracing::error!(error = %e, "{what}");
+        }
+        fail_all(outputs, batch, broken(what, e));
+        BatchEnd::Broken
+    };
 
     if let Err(e) = l.ctx.storage.begin_batch() {
-        fail_all(outputs, batch, broken("cannot begin transaction", &e));
-        return BatchEnd::Broken;
+        return give_up(outputs, batch, None, "cannot begin transaction", &e);
     }
     let mut failure = None;
     let mut cmds = std::mem::take(batch).into_iter();
@@ -448,14 +462,8 @@ pub(super) async fn run_batch<T: DurableObject>(
                 Ok(Err(e)) => e.to_string(),
                 _ => "it panicked".to_owned(),
             };
-            metrics.error("handler_error");
-            tracing::error!(error = %why, "the batch's before_commit failed");
-            fail_all(
-                outputs,
-                batch,
-                broken("the batch's before_commit failed", &why),
-            );
-            return BatchEnd::Broken;
+            let what = "the batch's before_commit failed";
+            return give_up(outputs, batch, Some("handler_error"), what, &why);
         }
     }
 
@@ -463,9 +471,13 @@ pub(super) async fn run_batch<T: DurableObject>(
         Ok(c) => c,
         Err(e) => {
             l.ctx.storage.rollback();
-            metrics.error("commit_failed");
-            fail_all(outputs, batch, broken("cannot finish batch", &e));
-            return BatchEnd::Broken;
+            return give_up(
+                outputs,
+                batch,
+                Some("commit_failed"),
+                "cannot finish batch",
+                &e,
+            );
         }
     };
     // An alarm set in this batch must be in the durable index before the
@@ -475,15 +487,13 @@ pub(super) async fn run_batch<T: DurableObject>(
             Ok(next) => next,
             Err(e) => {
                 l.ctx.storage.rollback();
-                fail_all(outputs, batch, broken("cannot read the alarm", &e));
-                return BatchEnd::Broken;
+                return give_up(outputs, batch, None, "cannot read the alarm", &e);
             }
         };
         if let Some(at) = next {
             if let Err(e) = runtime.0.alarms.ensure_indexed(runtime, &key, at).await {
                 l.ctx.storage.rollback();
-                fail_all(outputs, batch, broken("cannot index the alarm", &e));
-                return BatchEnd::Broken;
+                return give_up(outputs, batch, None, "cannot index the alarm", &e);
             }
         }
         outputs.push(Output::Alarm(AlarmUpdate {
@@ -515,10 +525,7 @@ pub(super) async fn run_batch<T: DurableObject>(
     };
     if let Err(e) = committed {
         l.ctx.storage.rollback();
-        metrics.error("commit_failed");
-        tracing::error!(error = %e, "commit failed");
-        fail_all(outputs, batch, broken("commit failed", &e));
-        return BatchEnd::Broken;
+        return give_up(outputs, batch, Some("commit_failed"), "commit failed", &e);
     }
     let committed_at = Instant::now();
     let wrote = changes.is_some();
@@ -527,14 +534,8 @@ pub(super) async fn run_batch<T: DurableObject>(
         Some(changes) if changes.needs_file_sync() => {
             let storage = &mut l.ctx.storage;
             if let Err(e) = crate::sys::blocking(|| storage.sync_files()) {
-                metrics.error("log_failed");
-                tracing::error!(error = %e, "batch could not be made durable");
-                fail_all(
-                    outputs,
-                    batch,
-                    broken("batch could not be made durable", &e),
-                );
-                return BatchEnd::Broken;
+                let what = "batch could not be made durable";
+                return give_up(outputs, batch, Some("log_failed"), what, &e);
             }
             None
         }
@@ -573,14 +574,8 @@ pub(super) async fn run_batch<T: DurableObject>(
             match submitted {
                 Ok(ack) => Some(ack),
                 Err(e) => {
-                    metrics.error("log_failed");
-                    tracing::error!(error = %e, "batch could not be made durable");
-                    fail_all(
-                        outputs,
-                        batch,
-                        broken("batch could not be made durable", &e),
-                    );
-                    return BatchEnd::Broken;
+                    let what = "batch could not be made durable";
+                    return give_up(outputs, batch, Some("log_failed"), what, &e);
                 }
             }
         }

@@ -103,18 +103,12 @@ pub(crate) fn deliver_reply(
         Reply::Http(tx) => {
             let _ = tx.send(result);
         }
-        Reply::Socket { socket, id } => {
-            if let Some(outbox) = runtime
-                .0
-                .sockets
-                .get(&object)
-                .and_then(|t| t.outbox(socket))
-            {
-                outbox.push(OutFrame::Msg(Message::Text(
-                    result_frame(id, result).into(),
-                )));
-            }
-        }
+        Reply::Socket { socket, id } => push(
+            runtime,
+            object,
+            socket,
+            OutFrame::Msg(Message::Text(result_frame(id, result).into())),
+        ),
     }
 }
 
@@ -169,16 +163,26 @@ pub(crate) fn release(runtime: &Runtime, object: ObjectId, outputs: Vec<Output>)
     staged.flush();
 }
 
-/// Closes a socket whose message could not be saved (its batch failed).
-pub(crate) fn close_unsaved(runtime: &Runtime, object: ObjectId, socket: SocketId) {
+/// Queues one frame for one socket of the object, if it is still open.
+fn push(runtime: &Runtime, object: ObjectId, socket: SocketId, frame: OutFrame) {
     if let Some(outbox) = runtime
         .0
         .sockets
         .get(&object)
         .and_then(|t| t.outbox(socket))
     {
-        outbox.push(OutFrame::Close(1011, UNSAVED.into()));
+        outbox.push(frame);
     }
+}
+
+/// Closes a socket whose message could not be saved (its batch failed).
+pub(crate) fn close_unsaved(runtime: &Runtime, object: ObjectId, socket: SocketId) {
+    push(
+        runtime,
+        object,
+        socket,
+        OutFrame::Close(1011, UNSAVED.into()),
+    );
 }
 
 /// The close reason of [`close_unsaved`].
