@@ -1,10 +1,11 @@
 //! `ydoc`: a Yjs document served over the y-websocket protocol
 //! (`/v1/yjs/{doc}`) and HTTP (`/v1/yjs/{doc}/state`, `/update`).
 //!
-//! Each update a client sends is decoded (malformed → close 1008, nothing
-//! stored) and applied to the in-memory `Doc` within the event; the batch's
-//! updates are appended to the document's log as one row when the batch
-//! ends (`before_commit`), or earlier if an event reads the log. The
+//! Each update a client sends is decoded within its event (malformed →
+//! close 1008, nothing stored); the batch's updates are applied to the
+//! in-memory `Doc` in one transaction and appended to the document's log as
+//! one row when the batch ends (`before_commit`), or earlier if an event
+//! reads the `Doc` or the log (`settle`, `store_pending`). The
 //! broadcast to the other clients and any sync reply are outputs, so they
 //! leave only after the batch, with its row, is durable.
 //! Awareness never reaches this class: the socket layer relays it.
