@@ -335,6 +335,84 @@ async fn a_lost_file_commit_refuses_events_until_a_restart_replays_the_log() -> 
     Ok(())
 }
 
+/// A segment kept for recovery (its object's file lost the transaction that
+/// held its batches) must not outlive the deletion mark of that object: a
+/// new object of the same name would otherwise get the old one's batches
+/// replayed into it at the next start-up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_segment_is_never_replayed_into_a_recreated_object() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut cfg = config(dir.path());
+    cfg.file_commit_interval = Duration::from_secs(30);
+    cfg.idle_timeout = Duration::from_millis(200);
+    cfg.log.checkpoint_interval = Duration::from_millis(100);
+    cfg.log.unflushed_patience = Duration::from_millis(800);
+    let start = |cfg: Config| async move {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        Server::builder()
+            .with_builtins()
+            .class::<Saboteur>("saboteur")
+            .config(cfg)
+            .start(listener)
+            .await
+    };
+    let server = start(cfg.clone()).await?;
+    let rt = server.runtime().clone();
+    let key = ObjectKey::new("saboteur", "s")?;
+    for n in 1..=3 {
+        assert_eq!(
+            rt.call(&key, "put", json!(n), false).await.ok(),
+            Some(json!(n))
+        );
+    }
+    // The transaction holding the three batches is lost: the segment that
+    // holds them waits for the object, gives up, and is kept.
+    assert!(rt.call(&key, "sabotage", Value::Null, false).await.is_err());
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let log_dir = dir.path().join("log");
+    let oldest = || -> anyhow::Result<u64> {
+        let mut names: Vec<u64> = std::fs::read_dir(&log_dir)?
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.strip_suffix(".log")?.parse().ok())
+            .collect();
+        names.sort();
+        names
+            .first()
+            .copied()
+            .ok_or_else(|| anyhow::anyhow!("no segment"))
+    };
+    let kept = oldest()?;
+    // Deleted and created again; the new object's batch reaches its file
+    // when it idles, so the segments after the kept one are checkpointed.
+    rt.delete(&key)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    assert_eq!(
+        rt.call(&key, "put", json!(7), false).await.ok(),
+        Some(json!(7))
+    );
+    assert_eq!(
+        rt.call(&key, "count", Value::Null, false).await.ok(),
+        Some(json!(1))
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(oldest()?, kept, "the kept segment is still there");
+    drop(rt);
+    server.shutdown().await?;
+    let server = start(cfg).await?;
+    let count = server
+        .runtime()
+        .call(&key, "count", Value::Null, false)
+        .await;
+    assert_eq!(
+        count.ok(),
+        Some(json!(1)),
+        "the deleted object's batches came back"
+    );
+    server.shutdown().await?;
+    Ok(())
+}
+
 /// Gathers `add`ed numbers in memory and writes them in `before_commit`,
 /// once per batch; a gathered negative number makes the hook fail.
 struct Gatherer {

@@ -27,8 +27,13 @@
 //! checkpointer syncs an object's files for a segment only once none of
 //! the object's batches in the segment is listed, so the commits are in the
 //! page cache of the file and its fsyncs make them durable there; a segment
-//! with a batch still listed after [`UNFLUSHED_PATIENCE`] is kept for
-//! recovery instead of deleted.
+//! with a batch still listed after `LogConfig::unflushed_patience` is kept
+//! for recovery instead of deleted (until the next start-up replays it).
+//!
+//! Architecture Invariant: a segment holding an object's deletion mark is
+//! deleted only while no kept segment holds a record of that object: the
+//! mark is what keeps recovery from replaying a kept segment's batches of
+//! the deleted object into a new object of the same name.
 //!
 //! Architecture Invariant: records of one object are appended in `seq` order
 //! and the object waits for each to be durable before running its next batch,
@@ -38,7 +43,7 @@
 pub mod record;
 pub mod recovery;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -72,6 +77,11 @@ pub struct LogConfig {
     pub max_segment_bytes: u64,
     /// Most bytes written per group commit.
     pub max_group_bytes: usize,
+    /// How long the checkpointer waits for an object to commit the batches
+    /// a sealed segment holds to its file before it keeps the segment for
+    /// recovery instead (an object commits within `--file-commit-interval`
+    /// unless a handler runs long, or its file refused the commit).
+    pub unflushed_patience: Duration,
 }
 
 impl Default for LogConfig {
@@ -80,6 +90,7 @@ impl Default for LogConfig {
             checkpoint_interval: Duration::from_secs(5),
             max_segment_bytes: 64 * 1024 * 1024,
             max_group_bytes: 8 * 1024 * 1024,
+            unflushed_patience: Duration::from_secs(5),
         }
     }
 }
@@ -218,6 +229,7 @@ impl CommitLog {
             segment: first,
             segment_bytes: 0,
             touched: HashMap::new(),
+            deleted: HashSet::new(),
             rx,
             spare_rx,
             seal_tx,
@@ -228,9 +240,10 @@ impl CommitLog {
         let data_dir = data_dir.to_owned();
         let unflushed = Arc::new(Unflushed::default());
         let pending = unflushed.clone();
+        let patience = writer.config.unflushed_patience;
         let checkpoint = thread::Builder::new()
             .name("roost-checkpoint".into())
-            .spawn(move || checkpointer(&data_dir, &dir, seal_rx, &pending))?;
+            .spawn(move || checkpointer(&data_dir, &dir, seal_rx, &pending, patience))?;
         thread::Builder::new()
             .name("roost-commitlog".into())
             .spawn(move || writer.run(checkpoint, spares))?;
@@ -317,10 +330,12 @@ impl CommitLog {
 }
 
 /// A sealed segment and the objects whose files must be synced before it
-/// can go, each with the last `seq` of its batches in the segment.
+/// can go, each with the last `seq` of its batches in the segment, and the
+/// objects whose deletion marks it holds.
 struct Sealed {
     segment: u64,
     objects: HashMap<(String, ObjectId), u64>,
+    deleted: HashSet<ObjectId>,
 }
 
 struct Writer {
@@ -329,6 +344,7 @@ struct Writer {
     segment: u64,
     segment_bytes: u64,
     touched: HashMap<(String, ObjectId), u64>,
+    deleted: HashSet<ObjectId>,
     rx: mpsc::Receiver<WriterMsg>,
     spare_rx: mpsc::Receiver<(u64, File)>,
     seal_tx: mpsc::Sender<Sealed>,
@@ -385,6 +401,10 @@ impl Writer {
                         done,
                         ..
                     } = a;
+                    if seq == 0 {
+                        // A deletion mark (batches are numbered from 1).
+                        self.deleted.insert(object.1);
+                    }
                     let last = self.touched.entry(object).or_insert(seq);
                     *last = (*last).max(seq);
                     answer(
@@ -459,6 +479,7 @@ impl Writer {
         let sealed = Sealed {
             segment: self.segment,
             objects: std::mem::take(&mut self.touched),
+            deleted: std::mem::take(&mut self.deleted),
         };
         self.segment = next;
         self.segment_bytes = 0;
@@ -506,17 +527,12 @@ pub(crate) fn sync_object_files(path: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// How long the checkpointer waits for an object to commit batches that a
-/// sealed segment holds to its file before it keeps the segment for
-/// recovery instead (an object commits within `--file-commit-interval`
-/// unless a handler runs long, or its file refused the commit).
-pub const UNFLUSHED_PATIENCE: Duration = Duration::from_secs(5);
-
-/// Waits until none of the object's batches up to `seq` is only in the log.
-fn wait_flushed(unflushed: &Unflushed, id: ObjectId, seq: u64) -> bool {
+/// Waits (up to `patience`) until none of the object's batches up to `seq`
+/// is only in the log.
+fn wait_flushed(unflushed: &Unflushed, id: ObjectId, seq: u64, patience: Duration) -> bool {
     let started = Instant::now();
     while unflushed.holds(id, seq) {
-        if started.elapsed() >= UNFLUSHED_PATIENCE {
+        if started.elapsed() >= patience {
             return false;
         }
         thread::sleep(Duration::from_millis(1));
@@ -529,16 +545,22 @@ fn checkpointer(
     log_dir: &Path,
     rx: mpsc::Receiver<Sealed>,
     unflushed: &Unflushed,
+    patience: Duration,
 ) {
+    // Every object with a record in a segment kept for recovery: their
+    // deletion marks must be kept too (they stay until the next start-up).
+    let mut kept: HashSet<ObjectId> = HashSet::new();
     while let Ok(first) = rx.recv() {
         let started = Instant::now();
         // Segments sealed while the last round ran are taken together: each
         // object file is synced once for all of them.
         let mut segments = vec![first.segment];
         let mut objects = first.objects;
+        let mut deleted = first.deleted;
         while let Ok(more) = rx.try_recv() {
             segments.push(more.segment);
             objects.extend(more.objects);
+            deleted.extend(more.deleted);
         }
         // Each touched object's files, one after another (database, WAL,
         // directory). A single `syncfs` is cheaper in all, but it queues
@@ -552,18 +574,26 @@ fn checkpointer(
             if waiting.is_some() {
                 return Ok(());
             }
-            if !wait_flushed(unflushed, *id, *seq) {
+            if !wait_flushed(unflushed, *id, *seq, patience) {
                 waiting = Some(*id);
                 return Ok(());
             }
             sync_object_files(&crate::id::object_path(data_dir, class, *id))
         });
+        let keep = |kept: &mut HashSet<ObjectId>| kept.extend(objects.keys().map(|(_, id)| *id));
         if let Err(e) = synced {
             tracing::error!(error = %e, ?segments, "checkpoint fsync failed; keeping the segments");
+            keep(&mut kept);
             continue;
         }
         if let Some(id) = waiting {
             tracing::warn!(%id, ?segments, "an object has not committed its logged batches to its file yet; keeping the segments for recovery");
+            keep(&mut kept);
+            continue;
+        }
+        if let Some(id) = deleted.iter().find(|id| kept.contains(id)) {
+            tracing::warn!(%id, ?segments, "keeping the segments with the deletion mark of an object whose earlier batches a kept segment holds");
+            keep(&mut kept);
             continue;
         }
         for segment in &segments {

@@ -420,6 +420,12 @@ async fn log_deletion(runtime: &Runtime, key: &ObjectKey) -> Result<(), ErrorDet
         Ok(ack) => ack.await.unwrap_or(Err(LogError::Closed)),
         Err(e) => Err(e),
     };
+    if durable.is_ok() {
+        // Batches the object's file never took (a lost transaction) are void
+        // now: the checkpointer need not wait for them, nor for a new object
+        // of the same name to commit its own.
+        runtime.0.log.unflushed().remove(key.id);
+    }
     durable.map_err(|e| {
         tracing::error!(error = %e, class = %key.class, id = %key.id, "the deletion could not be logged");
         error(
