@@ -11,6 +11,7 @@
 #   loadtest/bench-fanout.sh                     # RUNS=3, 5 s rounds
 #   RUNS=1 CELLS="10x10" loadtest/bench-fanout.sh
 #   ROOST=/tmp/roost-old loadtest/bench-fanout.sh  # another server binary
+#   SERVER_ARGS="--ydoc-compact-after 5s" loadtest/bench-fanout.sh  # server flags
 #
 # Every run is bounded by `timeout` and --max-rounds.
 set -euo pipefail
@@ -33,7 +34,8 @@ start() {
     DATA=$(mktemp -d /tmp/roost-bench-data.XXXXXX)
     PORT=$("$BIN/roost-load" free-port)
     URL="http://127.0.0.1:$PORT"
-    "$ROOST" serve --listen "127.0.0.1:$PORT" --data "$DATA" >"$DATA.log" 2>&1 &
+    # shellcheck disable=SC2086 # SERVER_ARGS is split into flags on purpose
+    "$ROOST" serve --listen "127.0.0.1:$PORT" --data "$DATA" ${SERVER_ARGS:-} >"$DATA.log" 2>&1 &
     SERVER_PID=$!
     "$BIN/roost-load" wait-ready --url "$URL/healthz" --timeout 15s
 }

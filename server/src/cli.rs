@@ -135,6 +135,12 @@ pub struct ServeArgs {
     /// newest one (bounds the log replayed when a document loads).
     #[arg(long, env = "ROOST_YDOC_SNAPSHOT_ROWS", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..))]
     pub ydoc_snapshot_rows: u64,
+    /// A Yjs document that has been quiet this long writes a snapshot, if
+    /// its log since the newest one is long enough to be worth it, and drops
+    /// what the history window no longer needs. Keep it below
+    /// --idle-timeout: an evicted document is loaded again to do it.
+    #[arg(long, env = "ROOST_YDOC_COMPACT_AFTER", default_value = "5s", value_parser = parse_duration)]
+    pub ydoc_compact_after: Duration,
     /// How often the shared commit log is checkpointed into object files.
     #[arg(long, env = "ROOST_CHECKPOINT_INTERVAL", default_value = "5s", value_parser = parse_duration)]
     pub checkpoint_interval: Duration,
@@ -171,6 +177,7 @@ impl ServeArgs {
         config.ydoc.max_update_bytes = self.max_update_bytes;
         config.ydoc.retention = self.history_retention;
         config.ydoc.checkpoint_rows = self.ydoc_snapshot_rows;
+        config.ydoc.compact_after = self.ydoc_compact_after;
         config.auth = crate::auth::Auth::new(
             self.auth_secret.clone().map(String::into_bytes),
             self.admin_token.clone(),

@@ -359,3 +359,76 @@ async fn an_update_that_cannot_be_stored_closes_its_socket_and_reaches_no_one() 
     server.terminate().await?;
     Ok(())
 }
+
+/// A document that goes quiet writes a snapshot through its alarm, but only
+/// when the log after its newest snapshot is worth one (long, or a quarter
+/// of the snapshot's size): a one-letter edit after a 12 KB document adds
+/// no copy of the whole document, 4 KB more does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_document_snapshots_only_a_log_worth_it() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let flags = [
+        "--admin-token",
+        "quiet-admin",
+        "--ydoc-compact-after",
+        "200ms",
+    ];
+    let server = ServerProcess::start(dir.path(), &flags).await?;
+    let client = http();
+    let count = |sql: &'static str| {
+        let req = client
+            .post(server.url("/v1/admin/objects/ydoc/quiet/sql"))
+            .bearer_auth("quiet-admin")
+            .json(&serde_json::json!({ "sql": sql }));
+        async move {
+            let r: serde_json::Value = req.send().await?.json().await?;
+            r["rows"][0][0]
+                .as_i64()
+                .ok_or_else(|| anyhow::anyhow!("no count in {r}"))
+        }
+    };
+    // Once the server holds `text`, waits for the quiet alarm to have run
+    // (it then waits for the history window, days away) and counts the
+    // snapshots.
+    let snapshots_after_quiet = |text: String| {
+        let count = &count;
+        let server = &server;
+        async move {
+            wait_server_text(server, "quiet", &text).await?;
+            for _ in 0..500 {
+                let now_ms = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)?
+                    .as_millis() as i64;
+                if count("SELECT at_ms FROM _roost_alarm").await? > now_ms + 3_600_000 {
+                    return count("SELECT count(*) FROM snapshots").await;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            anyhow::bail!("the quiet alarm never ran")
+        }
+    };
+    let mut a = YClient::new();
+    a.connect(&server.ws_url("/v1/yjs/quiet")).await?;
+    let big: String = "abcdefghijkl".repeat(1000);
+    a.insert(0, &big).await?;
+    assert_eq!(
+        snapshots_after_quiet(big.clone()).await?,
+        1,
+        "the first quiet snapshots"
+    );
+    a.insert(0, "x").await?;
+    assert_eq!(
+        snapshots_after_quiet(format!("x{big}")).await?,
+        1,
+        "one letter is not worth a copy of the document"
+    );
+    let ys = "y".repeat(4000);
+    a.insert(0, &ys).await?;
+    assert_eq!(
+        snapshots_after_quiet(format!("{ys}x{big}")).await?,
+        2,
+        "a quarter of it is"
+    );
+    server.terminate().await?;
+    Ok(())
+}
