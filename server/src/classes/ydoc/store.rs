@@ -184,10 +184,23 @@ pub fn checkpoint(conn: &Connection, doc: &Doc) -> Result<Option<u64>, StoreErro
     Ok(Some(size))
 }
 
+/// The time of the oldest stored update (`ts` grows with `id`).
+pub fn oldest_ts(conn: &Connection) -> Result<Option<i64>, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT ts FROM updates ORDER BY id LIMIT 1")?
+        .query_row([], |r| r.get(0))
+        .optional()?)
+}
+
 /// Drops what the retention window no longer needs: updates older than
 /// `cutoff_ts` and snapshots older than the newest snapshot at or before the
 /// cutoff (the base that replaces them). Returns (updates, snapshots) deleted.
 pub fn compact(conn: &Connection, cutoff_ts: i64) -> Result<(usize, usize), StoreError> {
+    // Nothing is old yet (the usual case): one lookup by primary key, not
+    // the scan below.
+    if oldest_ts(conn)?.is_none_or(|ts| ts >= cutoff_ts) {
+        return Ok((0, 0));
+    }
     // The newest update before the cutoff: everything up to it may go once a
     // snapshot covers it.
     let last_old: Option<i64> = conn
