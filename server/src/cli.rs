@@ -281,6 +281,13 @@ pub fn main(builder: ServerBuilder) -> anyhow::Result<()> {
                     idle_timeout_ms = config.idle_timeout.as_millis() as u64,
                     "roost listening on http://{addr}"
                 );
+                if config.ydoc.compact_after >= config.idle_timeout {
+                    tracing::warn!(
+                        ydoc_compact_after_ms = config.ydoc.compact_after.as_millis() as u64,
+                        idle_timeout_ms = config.idle_timeout.as_millis() as u64,
+                        "--ydoc-compact-after is not below --idle-timeout: quiet Yjs documents will be loaded again just to compact them"
+                    );
+                }
                 builder
                     .config(config)
                     .serve(listener, shutdown_signal())

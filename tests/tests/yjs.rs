@@ -296,8 +296,9 @@ async fn a_burst_of_updates_is_stored_a_batch_per_row_and_survives_kill9() -> an
         .json()
         .await?;
     let (rows, updates) = (r["rows"][0][0].as_i64(), r["rows"][0][1].as_i64());
-    assert_eq!(updates, Some(602), "{r}");
-    assert!(rows.is_some_and(|n| n < 602), "one row per update: {r}");
+    // The handshakes' step 2s were empty: acknowledged, not stored.
+    assert_eq!(updates, Some(600), "{r}");
+    assert!(rows.is_some_and(|n| n < 600), "one row per update: {r}");
     server.kill9().await?;
     let server = ServerProcess::start(dir.path(), &[]).await?;
     assert_eq!(server_text(&server, "burst").await?, want);
@@ -429,6 +430,46 @@ async fn a_quiet_document_snapshots_only_a_log_worth_it() -> anyhow::Result<()> 
         2,
         "a quarter of it is"
     );
+    server.terminate().await?;
+    Ok(())
+}
+
+/// A client's sync step 2 that carries nothing new (every fresh provider
+/// sends one on connecting) is acknowledged but neither stored nor
+/// broadcast: connecting costs no log row and no frame to the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_that_changes_nothing_is_not_stored() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let server = ServerProcess::start(dir.path(), &["--admin-token", "empty-admin"]).await?;
+    let rows = || async {
+        let r: serde_json::Value = http()
+            .post(server.url("/v1/admin/objects/ydoc/empty/sql"))
+            .bearer_auth("empty-admin")
+            .json(&serde_json::json!({"sql": "SELECT count(*) FROM updates"}))
+            .send()
+            .await?
+            .json()
+            .await?;
+        r["rows"][0][0]
+            .as_i64()
+            .ok_or_else(|| anyhow::anyhow!("no count in {r}"))
+    };
+    let mut a = YClient::new();
+    a.connect(&server.ws_url("/v1/yjs/empty?saved=1")).await?;
+    let mut b = YClient::new();
+    b.connect(&server.ws_url("/v1/yjs/empty?saved=1")).await?;
+    for _ in 0..100 {
+        a.drain(Duration::from_millis(10)).await?;
+        b.drain(Duration::from_millis(10)).await?;
+        if a.saved >= 1 && b.saved >= 1 {
+            break;
+        }
+    }
+    assert_eq!((a.saved, b.saved), (1, 1), "each step 2 is acknowledged");
+    assert_eq!(rows().await?, 0, "empty step 2s were stored");
+    a.insert(0, "x").await?;
+    b.wait_for_text("x", Duration::from_secs(10)).await?;
+    assert_eq!(rows().await?, 1);
     server.terminate().await?;
     Ok(())
 }

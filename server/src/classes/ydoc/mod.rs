@@ -13,14 +13,14 @@
 //! The document hibernates like any object: the `Doc` is dropped after
 //! `--idle-timeout` and rebuilt from the newest snapshot plus the log.
 //! A snapshot is written when the log since the newest one passes a size
-//! threshold and, through the alarm, a short while after editing stops
-//! (`compact_after`, 5 s plus up to a quarter more by the document's id:
-//! shorter than the idle timeout, so the quiet
-//! document is still in memory — waking an evicted document only to
-//! snapshot it replays its whole log, and a hundred documents that stopped
-//! together did that in one burst that took p99 at 100 x 5 past 250 ms),
-//! if what follows the newest snapshot is worth one (`worth_a_snapshot`);
-//! the same alarm drops what the history window no longer needs.
+//! threshold, and through the alarm once editing has stopped for
+//! `compact_after` (5 s, plus up to a quarter more by the document's id) if
+//! the log since the newest snapshot is worth one (`worth_a_snapshot`); the
+//! same alarm drops what the history window no longer needs.
+//! `compact_after` is shorter than the idle timeout, so the quiet document
+//! is still in memory: waking an evicted document only to snapshot it
+//! replays its whole log, and a hundred documents that stopped together did
+//! that in one burst that took p99 at 100 x 5 past 250 ms.
 
 pub mod store;
 
@@ -143,12 +143,15 @@ impl Ydoc {
         ctx.runtime.0.config.ydoc.clone()
     }
 
-    /// Stores and applies one update; returns the frame to broadcast.
+    /// Stores and applies one update; returns the frame to broadcast, or
+    /// `None` for an update that changes nothing (a client's sync step 2
+    /// when it holds nothing the server lacks, sent on every connect): it
+    /// is neither stored nor broadcast.
     fn accept_update(
         &mut self,
         ctx: &mut Ctx,
         update: &[u8],
-    ) -> Result<Result<SocketMessage, Refusal>, ObjectError> {
+    ) -> Result<Result<Option<SocketMessage>, Refusal>, ObjectError> {
         let config = Self::config(ctx);
         if update.len() > config.max_update_bytes {
             return Ok(Err(Refusal::TooLarge(format!(
@@ -173,6 +176,9 @@ impl Ydoc {
                 ))))
             }
         };
+        if decoded.is_empty() {
+            return Ok(Ok(None));
+        }
         let now = ctx.now_ms();
         // Past this point the in-memory document changes: it is stored with
         // the batch (`before_commit`), and any failure must discard it
@@ -193,9 +199,9 @@ impl Ydoc {
         if ctx.get_alarm()?.is_none_or(|at| at > quiet) {
             ctx.set_alarm(quiet)?;
         }
-        Ok(Ok(frame(&YMessage::Sync(SyncMessage::Update(
+        Ok(Ok(Some(frame(&YMessage::Sync(SyncMessage::Update(
             update.to_vec(),
-        )))))
+        ))))))
     }
 
     /// Applies the updates accepted so far to `doc`, in one transaction. A
@@ -331,7 +337,9 @@ impl DurableObject for Ydoc {
                     }
                     match self.accept_update(ctx, &update)? {
                         Ok(broadcast) => {
-                            ctx.broadcast(None, broadcast, Some(socket));
+                            if let Some(frame) = broadcast {
+                                ctx.broadcast(None, frame, Some(socket));
+                            }
                             accepted += 1;
                         }
                         Err(Refusal::TooLarge(why)) => {
@@ -440,7 +448,9 @@ impl DurableObject for Ydoc {
                 }
                 match self.accept_update(ctx, &request.body)? {
                     Ok(broadcast) => {
-                        ctx.broadcast(None, broadcast, None);
+                        if let Some(frame) = broadcast {
+                            ctx.broadcast(None, frame, None);
+                        }
                         Ok(FetchResponse::json(&json!({ "ok": true })))
                     }
                     Err(Refusal::TooLarge(why)) => Ok(FetchResponse::status(413, &why)),
