@@ -271,6 +271,28 @@ impl roost::DurableObject for Saboteur {
     }
 }
 
+/// Starts a server with the `saboteur` class.
+async fn start_with_saboteur(cfg: Config) -> anyhow::Result<roost::RunningServer> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    Server::builder()
+        .with_builtins()
+        .class::<Saboteur>("saboteur")
+        .config(cfg)
+        .start(listener)
+        .await
+}
+
+/// Three acknowledged `put`s, then the transaction holding them (a long
+/// file commit interval keeps them there) is ended behind the runtime's
+/// back: they are only in the commit log.
+async fn lose_three_puts(rt: &roost::runtime::Runtime, key: &ObjectKey) {
+    for n in 1..=3 {
+        let got = rt.call(key, "put", json!(n), false).await;
+        assert_eq!(got.ok(), Some(json!(n)));
+    }
+    assert!(rt.call(key, "sabotage", Value::Null, false).await.is_err());
+}
+
 /// If acknowledged batches cannot reach the object's file, the object
 /// refuses every later event (it is never restarted from the stale file and
 /// never busy-loops), and a restart replays them from the commit log.
@@ -280,23 +302,10 @@ async fn a_lost_file_commit_refuses_events_until_a_restart_replays_the_log() -> 
     let mut cfg = config(dir.path());
     cfg.file_commit_interval = Duration::from_secs(30);
     cfg.idle_timeout = Duration::from_millis(200);
-    let start = |cfg: Config| async move {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        Server::builder()
-            .with_builtins()
-            .class::<Saboteur>("saboteur")
-            .config(cfg)
-            .start(listener)
-            .await
-    };
-    let server = start(cfg.clone()).await?;
+    let server = start_with_saboteur(cfg.clone()).await?;
     let rt = server.runtime().clone();
     let key = ObjectKey::new("saboteur", "s")?;
-    for n in 1..=3 {
-        let got = rt.call(&key, "put", json!(n), false).await;
-        assert_eq!(got.ok(), Some(json!(n)));
-    }
-    assert!(rt.call(&key, "sabotage", Value::Null, false).await.is_err());
+    lose_three_puts(&rt, &key).await;
     // Past the idle timeout: still loaded, still refusing, and not trying
     // again and again to commit what it cannot.
     // (The object counts the lost commit right after it answered the call.)
@@ -325,7 +334,7 @@ async fn a_lost_file_commit_refuses_events_until_a_restart_replays_the_log() -> 
     }
     drop(rt);
     server.shutdown().await?;
-    let server = start(cfg).await?;
+    let server = start_with_saboteur(cfg).await?;
     let count = server
         .runtime()
         .call(&key, "count", Value::Null, false)
@@ -347,27 +356,12 @@ async fn a_kept_segment_is_never_replayed_into_a_recreated_object() -> anyhow::R
     cfg.idle_timeout = Duration::from_millis(200);
     cfg.log.checkpoint_interval = Duration::from_millis(100);
     cfg.log.unflushed_patience = Duration::from_millis(800);
-    let start = |cfg: Config| async move {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        Server::builder()
-            .with_builtins()
-            .class::<Saboteur>("saboteur")
-            .config(cfg)
-            .start(listener)
-            .await
-    };
-    let server = start(cfg.clone()).await?;
+    let server = start_with_saboteur(cfg.clone()).await?;
     let rt = server.runtime().clone();
     let key = ObjectKey::new("saboteur", "s")?;
-    for n in 1..=3 {
-        assert_eq!(
-            rt.call(&key, "put", json!(n), false).await.ok(),
-            Some(json!(n))
-        );
-    }
     // The transaction holding the three batches is lost: the segment that
     // holds them waits for the object, gives up, and is kept.
-    assert!(rt.call(&key, "sabotage", Value::Null, false).await.is_err());
+    lose_three_puts(&rt, &key).await;
     tokio::time::sleep(Duration::from_millis(2000)).await;
     let log_dir = dir.path().join("log");
     let oldest = || -> anyhow::Result<u64> {
@@ -399,7 +393,7 @@ async fn a_kept_segment_is_never_replayed_into_a_recreated_object() -> anyhow::R
     assert_eq!(oldest()?, kept, "the kept segment is still there");
     drop(rt);
     server.shutdown().await?;
-    let server = start(cfg).await?;
+    let server = start_with_saboteur(cfg).await?;
     let count = server
         .runtime()
         .call(&key, "count", Value::Null, false)

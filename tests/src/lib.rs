@@ -197,6 +197,22 @@ pub async fn stored_text(server: &ServerProcess, doc: &str) -> Result<String> {
     yclient::text_of_update(&state)
 }
 
+/// Runs read-only SQL in a Yjs document's database through the admin API
+/// and returns the first row's first value as an integer.
+pub async fn doc_sql_int(server: &ServerProcess, admin: &str, doc: &str, sql: &str) -> Result<i64> {
+    let r: serde_json::Value = http()
+        .post(server.url(&format!("/v1/admin/objects/ydoc/{}/sql", segment(doc))))
+        .bearer_auth(admin)
+        .json(&serde_json::json!({ "sql": sql }))
+        .send()
+        .await?
+        .json()
+        .await?;
+    r["rows"][0][0]
+        .as_i64()
+        .ok_or_else(|| anyhow::anyhow!("no integer in {r}"))
+}
+
 /// Reads one metric's value from `/metrics` (the first sample with that exact name).
 pub async fn metric(client: &reqwest::Client, server: &ServerProcess, name: &str) -> Result<f64> {
     let text = client

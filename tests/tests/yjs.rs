@@ -375,19 +375,7 @@ async fn a_quiet_document_snapshots_only_a_log_worth_it() -> anyhow::Result<()> 
         "200ms",
     ];
     let server = ServerProcess::start(dir.path(), &flags).await?;
-    let client = http();
-    let count = |sql: &'static str| {
-        let req = client
-            .post(server.url("/v1/admin/objects/ydoc/quiet/sql"))
-            .bearer_auth("quiet-admin")
-            .json(&serde_json::json!({ "sql": sql }));
-        async move {
-            let r: serde_json::Value = req.send().await?.json().await?;
-            r["rows"][0][0]
-                .as_i64()
-                .ok_or_else(|| anyhow::anyhow!("no count in {r}"))
-        }
-    };
+    let count = |sql: &'static str| roost_tests::doc_sql_int(&server, "quiet-admin", "quiet", sql);
     // Once the server holds `text`, waits for the quiet alarm to have run
     // (it then waits for the history window, days away) and counts the
     // snapshots.
@@ -441,18 +429,13 @@ async fn a_quiet_document_snapshots_only_a_log_worth_it() -> anyhow::Result<()> 
 async fn an_update_that_changes_nothing_is_not_stored() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let server = ServerProcess::start(dir.path(), &["--admin-token", "empty-admin"]).await?;
-    let rows = || async {
-        let r: serde_json::Value = http()
-            .post(server.url("/v1/admin/objects/ydoc/empty/sql"))
-            .bearer_auth("empty-admin")
-            .json(&serde_json::json!({"sql": "SELECT count(*) FROM updates"}))
-            .send()
-            .await?
-            .json()
-            .await?;
-        r["rows"][0][0]
-            .as_i64()
-            .ok_or_else(|| anyhow::anyhow!("no count in {r}"))
+    let rows = || {
+        roost_tests::doc_sql_int(
+            &server,
+            "empty-admin",
+            "empty",
+            "SELECT count(*) FROM updates",
+        )
     };
     let mut a = YClient::new();
     a.connect(&server.ws_url("/v1/yjs/empty?saved=1")).await?;
