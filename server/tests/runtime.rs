@@ -365,12 +365,7 @@ async fn a_kept_segment_is_never_replayed_into_a_recreated_object() -> anyhow::R
     tokio::time::sleep(Duration::from_millis(2000)).await;
     let log_dir = dir.path().join("log");
     let oldest = || -> anyhow::Result<u64> {
-        let mut names: Vec<u64> = std::fs::read_dir(&log_dir)?
-            .flatten()
-            .filter_map(|e| e.file_name().to_str()?.strip_suffix(".log")?.parse().ok())
-            .collect();
-        names.sort();
-        names
+        log_segments(&log_dir)?
             .first()
             .copied()
             .ok_or_else(|| anyhow::anyhow!("no segment"))
@@ -403,6 +398,76 @@ async fn a_kept_segment_is_never_replayed_into_a_recreated_object() -> anyhow::R
         Some(json!(1)),
         "the deleted object's batches came back"
     );
+    server.shutdown().await?;
+    Ok(())
+}
+
+/// The commit log segments in `log_dir` (named by their number in hex),
+/// ascending.
+fn log_segments(log_dir: &std::path::Path) -> anyhow::Result<Vec<u64>> {
+    let mut names: Vec<u64> = std::fs::read_dir(log_dir)?
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name();
+            u64::from_str_radix(name.to_str()?.strip_suffix(".log")?, 16).ok()
+        })
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+/// A segment kept because its object had not committed its batches to its
+/// file in time (a long open transaction) is checkpointed by a later round
+/// once the object has: it does not stay until the next start-up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_segment_kept_for_a_slow_object_goes_once_the_object_commits() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut cfg = config(dir.path());
+    cfg.file_commit_interval = Duration::from_secs(30);
+    cfg.idle_timeout = Duration::from_millis(1000);
+    cfg.log.checkpoint_interval = Duration::from_millis(100);
+    cfg.log.unflushed_patience = Duration::from_millis(300);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let server = Server::builder()
+        .with_builtins()
+        .config(cfg)
+        .start(listener)
+        .await?;
+    let rt = server.runtime().clone();
+    let key = ObjectKey::new("counter", "slow")?;
+    let increment = || async {
+        rt.call(&key, "increment", json!({"by": 1}), false)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e:?}"))
+    };
+    increment().await?;
+    // Sealed within 100 ms; the round waits 300 ms for the open transaction
+    // (it commits when the object idles, after 1 s) and keeps the segment.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let log_dir = dir.path().join("log");
+    let kept = *log_segments(&log_dir)?
+        .first()
+        .ok_or_else(|| anyhow::anyhow!("no segment"))?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(log_segments(&log_dir)?.first(), Some(&kept), "not kept");
+    // After the idle commit, a new write means a new round, which tries the
+    // kept segment again.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    increment().await?;
+    let mut gone = false;
+    for _ in 0..100 {
+        if !log_segments(&log_dir)?.contains(&kept) {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        gone,
+        "segment {kept} is still kept: {:?}",
+        log_segments(&log_dir)?
+    );
+    drop(rt);
     server.shutdown().await?;
     Ok(())
 }
