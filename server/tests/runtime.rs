@@ -271,6 +271,18 @@ impl roost::DurableObject for Saboteur {
     }
 }
 
+/// Batches wait in open transactions (30 s file commits) until the object
+/// idles after `idle_ms`; the log seals every 100 ms and the checkpointer
+/// waits `patience_ms` for an object still committing.
+fn slow_commits(dir: &std::path::Path, idle_ms: u64, patience_ms: u64) -> Config {
+    let mut cfg = config(dir);
+    cfg.file_commit_interval = Duration::from_secs(30);
+    cfg.idle_timeout = Duration::from_millis(idle_ms);
+    cfg.log.checkpoint_interval = Duration::from_millis(100);
+    cfg.log.unflushed_patience = Duration::from_millis(patience_ms);
+    cfg
+}
+
 /// Starts a server with the `saboteur` class.
 async fn start_with_saboteur(cfg: Config) -> anyhow::Result<roost::RunningServer> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -351,11 +363,7 @@ async fn a_lost_file_commit_refuses_events_until_a_restart_replays_the_log() -> 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kept_segment_is_never_replayed_into_a_recreated_object() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let mut cfg = config(dir.path());
-    cfg.file_commit_interval = Duration::from_secs(30);
-    cfg.idle_timeout = Duration::from_millis(200);
-    cfg.log.checkpoint_interval = Duration::from_millis(100);
-    cfg.log.unflushed_patience = Duration::from_millis(800);
+    let cfg = slow_commits(dir.path(), 200, 800);
     let server = start_with_saboteur(cfg.clone()).await?;
     let rt = server.runtime().clone();
     let key = ObjectKey::new("saboteur", "s")?;
@@ -422,17 +430,7 @@ fn log_segments(log_dir: &std::path::Path) -> anyhow::Result<Vec<u64>> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_segment_kept_for_a_slow_object_goes_once_the_object_commits() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let mut cfg = config(dir.path());
-    cfg.file_commit_interval = Duration::from_secs(30);
-    cfg.idle_timeout = Duration::from_millis(1000);
-    cfg.log.checkpoint_interval = Duration::from_millis(100);
-    cfg.log.unflushed_patience = Duration::from_millis(300);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let server = Server::builder()
-        .with_builtins()
-        .config(cfg)
-        .start(listener)
-        .await?;
+    let server = start_with_saboteur(slow_commits(dir.path(), 1000, 300)).await?;
     let rt = server.runtime().clone();
     let key = ObjectKey::new("counter", "slow")?;
     let increment = || async {
