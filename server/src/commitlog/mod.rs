@@ -49,7 +49,7 @@ use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread;
@@ -179,22 +179,38 @@ pub(crate) fn list_segments(dir: &Path) -> std::io::Result<Vec<u64>> {
     Ok(out)
 }
 
-/// Room written as zeros into each new segment. Overwriting blocks that
+/// Most room written as zeros into a new segment. Overwriting blocks that
 /// are already allocated and on disk lets `fdatasync` skip the inode (the
 /// file's size does not change): measured ~25% faster per group commit
-/// (docs/BENCHMARKS.md). A segment that outgrows it is appended to.
+/// (docs/BENCHMARKS.md). A segment that outgrows its room is appended to.
 const PREALLOCATED_BYTES: usize = 4 * 1024 * 1024;
 
-/// Creates segment `n`: the magic, then zeroed room, all fsynced with the
-/// directory entry. The returned file is positioned right after the magic.
-fn open_segment(dir: &Path, n: u64) -> std::io::Result<File> {
+/// Room is written in chunks of this size, and never less than one.
+const ROOM_CHUNK: usize = 256 * 1024;
+
+/// The room for the next segment: twice what the last sealed one held
+/// (within [`ROOM_CHUNK`] and [`PREALLOCATED_BYTES`]). A server sealing a
+/// trickle of writes every few seconds would otherwise write 4 MiB of
+/// zeros, and fsync them, at every seal (about 70 GB a day at one seal
+/// every 5 s), and a log group waited behind each of those writes.
+fn room_after(sealed_bytes: u64) -> usize {
+    let want = usize::try_from(sealed_bytes.saturating_mul(2)).unwrap_or(PREALLOCATED_BYTES);
+    want.div_ceil(ROOM_CHUNK)
+        .saturating_mul(ROOM_CHUNK)
+        .clamp(ROOM_CHUNK, PREALLOCATED_BYTES)
+}
+
+/// Creates segment `n`: the magic, then `room` bytes of zeros (rounded to
+/// [`ROOM_CHUNK`]), all fsynced with the directory entry. The returned file
+/// is positioned right after the magic.
+fn open_segment(dir: &Path, n: u64, room: usize) -> std::io::Result<File> {
     let mut file = OpenOptions::new()
         .create_new(true)
         .write(true)
         .open(segment_path(dir, n))?;
     file.write_all(SEGMENT_MAGIC)?;
-    let zeros = vec![0u8; 256 * 1024];
-    for _ in 0..PREALLOCATED_BYTES / zeros.len() {
+    let zeros = vec![0u8; ROOM_CHUNK];
+    for _ in 0..room.div_ceil(ROOM_CHUNK).max(1) {
         file.write_all(&zeros)?;
     }
     file.sync_all()?;
@@ -214,14 +230,17 @@ impl CommitLog {
         let dir = data_dir.join("log");
         crate::storage::create_dir_all_durable(&dir)?;
         let first = list_segments(&dir)?.last().map_or(1, |n| n + 1);
-        let file = open_segment(&dir, first)?;
+        let file = open_segment(&dir, first, PREALLOCATED_BYTES)?;
         // A rendezvous channel: the spare thread makes segment n + 1 and
         // waits, holding it, until the writer seals segment n and takes it.
         let (spare_tx, spare_rx) = mpsc::sync_channel::<(u64, File)>(0);
         let spare_dir = dir.clone();
+        // The room for the next spare, set by the writer as it seals.
+        let room = Arc::new(AtomicUsize::new(PREALLOCATED_BYTES));
+        let spare_room = room.clone();
         let spares = thread::Builder::new()
             .name("roost-log-spare".into())
-            .spawn(move || make_spares(&spare_dir, first + 1, spare_tx))?;
+            .spawn(move || make_spares(&spare_dir, first + 1, spare_tx, &spare_room))?;
         let (tx, rx) = mpsc::channel::<WriterMsg>();
         let (seal_tx, seal_rx) = mpsc::channel::<Sealed>();
         let broken = Arc::new(AtomicBool::new(false));
@@ -234,6 +253,7 @@ impl CommitLog {
             deleted: HashSet::new(),
             rx,
             spare_rx,
+            room,
             seal_tx,
             config,
             broken: broken.clone(),
@@ -349,6 +369,8 @@ struct Writer {
     deleted: HashSet<ObjectId>,
     rx: mpsc::Receiver<WriterMsg>,
     spare_rx: mpsc::Receiver<(u64, File)>,
+    /// The room the spare thread gives the segment after the next one.
+    room: Arc<AtomicUsize>,
     seal_tx: mpsc::Sender<Sealed>,
     config: LogConfig,
     broken: Arc<AtomicBool>,
@@ -468,6 +490,10 @@ impl Writer {
 
     fn seal(&mut self) -> std::io::Result<()> {
         let next = self.segment + 1;
+        // Before taking the spare: the spare thread makes the one after it
+        // as soon as this one is taken.
+        self.room
+            .store(room_after(self.segment_bytes), Ordering::Release);
         self.file = match self.spare_rx.recv() {
             Ok((n, file)) if n == next => file,
             Ok((n, _)) => {
@@ -476,7 +502,7 @@ impl Writer {
                 )))
             }
             // The spare thread failed (logged there): make it here.
-            Err(_) => open_segment(&self.dir, next)?,
+            Err(_) => open_segment(&self.dir, next, room_after(self.segment_bytes))?,
         };
         let sealed = Sealed {
             segment: self.segment,
@@ -490,11 +516,12 @@ impl Writer {
     }
 }
 
-/// Makes segments `n`, `n + 1`, … ahead of the writer, one at a time, until
+/// Makes segments `n`, `n + 1`, … ahead of the writer, one at a time (each
+/// with the `room` the writer asked for when it took the one before), until
 /// the writer is gone; a spare it never took is removed.
-fn make_spares(dir: &Path, mut n: u64, tx: mpsc::SyncSender<(u64, File)>) {
+fn make_spares(dir: &Path, mut n: u64, tx: mpsc::SyncSender<(u64, File)>, room: &AtomicUsize) {
     loop {
-        let file = match open_segment(dir, n) {
+        let file = match open_segment(dir, n, room.load(Ordering::Acquire)) {
             Ok(file) => file,
             Err(e) => {
                 tracing::error!(error = %e, segment = n, "cannot make the next commit log segment ahead; the writer will make it");
@@ -680,6 +707,78 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         false
+    }
+
+    /// A new segment gets room for twice what the last sealed one held:
+    /// after a segment of one small record, 256 KiB of zeros, not 4 MiB.
+    #[tokio::test]
+    async fn a_new_segment_gets_room_for_what_the_last_one_held() -> anyhow::Result<()> {
+        assert_eq!(room_after(0), ROOM_CHUNK);
+        assert_eq!(room_after(200 * 1024), 512 * 1024);
+        assert_eq!(room_after(64 * 1024 * 1024), PREALLOCATED_BYTES);
+        let dir = tempfile::tempdir()?;
+        let config = LogConfig {
+            checkpoint_interval: Duration::from_millis(400),
+            ..LogConfig::default()
+        };
+        let log = CommitLog::start(dir.path(), config, Arc::new(Metrics::default()))?;
+        let log_dir = dir.path().join("log");
+        let size = |n: u64| fs::metadata(segment_path(&log_dir, n)).map(|m| m.len());
+        let room = |bytes: usize| (SEGMENT_MAGIC.len() + bytes) as u64;
+        // Segment 1 and the spare made at start (2) have the most room.
+        assert_eq!(size(1)?, room(PREALLOCATED_BYTES));
+        let id = ObjectId::derive("counter", "small");
+        log.append(Record {
+            class: "counter".into(),
+            id,
+            seq: 1,
+            changeset: vec![7; 64],
+        })
+        .await?;
+        // Sealing 1 takes 2 and asks for the room of 3.
+        assert!(wait_for(|| size(3).is_ok()).await, "no segment 3");
+        // Let the spare thread finish writing it (4 MiB took 13-16 ms).
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(size(3)?, room(ROOM_CHUNK));
+        // Once 3 is the segment written to (its spare, 4, exists), records
+        // beyond its room are appended and all read back.
+        let mut seq = 2;
+        while size(4).is_err() {
+            log.append(Record {
+                class: "counter".into(),
+                id,
+                seq,
+                changeset: vec![7; 64],
+            })
+            .await?;
+            seq += 1;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let first = seq;
+        let mut waits = Vec::new();
+        for _ in 0..400 {
+            waits.push(log.submit(Record {
+                class: "counter".into(),
+                id,
+                seq,
+                changeset: vec![9; 1024],
+            })?);
+            seq += 1;
+        }
+        for wait in waits {
+            wait.await??;
+        }
+        let bytes = fs::read(segment_path(&log_dir, 3))?;
+        assert!(bytes.len() > room(ROOM_CHUNK) as usize, "not past its room");
+        let (records, _) = record::decode_segment(&bytes);
+        let big: Vec<u64> = records
+            .iter()
+            .filter(|r| r.changeset.len() == 1024)
+            .map(|r| r.seq)
+            .collect();
+        assert_eq!(big, (first..seq).collect::<Vec<_>>());
+        log.close().await;
+        Ok(())
     }
 
     /// A sealed segment whose batch is not yet committed to its object's
