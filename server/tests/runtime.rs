@@ -294,6 +294,15 @@ async fn start_with_saboteur(cfg: Config) -> anyhow::Result<roost::RunningServer
         .await
 }
 
+/// How many keys a saboteur object holds (`None` if the call failed).
+async fn keys_of(server: &roost::RunningServer, key: &ObjectKey) -> Option<Value> {
+    server
+        .runtime()
+        .call(key, "count", Value::Null, false)
+        .await
+        .ok()
+}
+
 /// Three acknowledged `put`s, then the transaction holding them (a long
 /// file commit interval keeps them there) is ended behind the runtime's
 /// back: they are only in the commit log.
@@ -347,11 +356,11 @@ async fn a_lost_file_commit_refuses_events_until_a_restart_replays_the_log() -> 
     drop(rt);
     server.shutdown().await?;
     let server = start_with_saboteur(cfg).await?;
-    let count = server
-        .runtime()
-        .call(&key, "count", Value::Null, false)
-        .await;
-    assert_eq!(count.ok(), Some(json!(3)), "the log's batches are back");
+    assert_eq!(
+        keys_of(&server, &key).await,
+        Some(json!(3)),
+        "the log's batches are back"
+    );
     server.shutdown().await?;
     Ok(())
 }
@@ -403,21 +412,13 @@ async fn a_kept_segment_is_never_replayed_into_a_recreated_object() -> anyhow::R
     drop(rt);
     server.shutdown().await?;
     let server = start_with_saboteur(cfg).await?;
-    let count = server
-        .runtime()
-        .call(&key, "count", Value::Null, false)
-        .await;
     assert_eq!(
-        count.ok(),
+        keys_of(&server, &key).await,
         Some(json!(1)),
         "the deleted object's batches came back"
     );
-    let count = server
-        .runtime()
-        .call(&other, "count", Value::Null, false)
-        .await;
     assert_eq!(
-        count.ok(),
+        keys_of(&server, &other).await,
         Some(json!(3)),
         "the lost object's batches are back"
     );

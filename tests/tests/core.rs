@@ -546,19 +546,10 @@ async fn a_deleted_and_recreated_object_survives_kill9_without_its_past() -> any
     );
     // The old object's updates depend on each other, so stray ones would not
     // show in the text: count the stored updates instead.
-    let rows: Value = client
-        .post(server.url("/v1/admin/objects/ydoc/reborn/sql"))
-        .bearer_auth("del-admin")
-        .json(&json!({"sql": "SELECT sum(n), count(*) FROM updates"}))
-        .send()
-        .await?
-        .json()
-        .await?;
-    assert_eq!(
-        rows["rows"][0][0],
-        json!(2),
-        "only the new object's updates: {rows}"
-    );
+    let stored =
+        roost_tests::doc_sql_int(&server, "del-admin", "reborn", "SELECT sum(n) FROM updates")
+            .await?;
+    assert_eq!(stored, 2, "only the new object's updates");
     server.terminate().await?;
     Ok(())
 }

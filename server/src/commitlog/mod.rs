@@ -101,6 +101,8 @@ struct Append {
     bytes: Vec<u8>,
     object: (String, ObjectId),
     seq: u64,
+    /// A deletion mark ([`Record::is_deletion`]).
+    deletion: bool,
     /// Run by the writer with the outcome, before `done` is answered.
     then: ThenGuard,
     done: oneshot::Sender<Result<(), LogError>>,
@@ -327,10 +329,12 @@ impl CommitLog {
         let mut bytes = Vec::with_capacity(record.changeset.len() + 64);
         record.encode_into(&mut bytes);
         let (done, wait) = oneshot::channel();
+        let deletion = record.is_deletion();
         let sent = self.tx.send(WriterMsg::Append(Append {
             bytes,
             object: (record.class, record.id),
             seq: record.seq,
+            deletion,
             then,
             done,
         }));
@@ -421,12 +425,12 @@ impl Writer {
                     let Append {
                         object,
                         seq,
+                        deletion,
                         then,
                         done,
                         ..
                     } = a;
-                    if seq == 0 {
-                        // A deletion mark (batches are numbered from 1).
+                    if deletion {
                         self.deleted.insert(object.1);
                     }
                     let last = self.touched.entry(object).or_insert(seq);
