@@ -273,25 +273,30 @@ pub fn main(builder: ServerBuilder) -> anyhow::Result<()> {
                     .with_context(|| format!("cannot listen on {}", args.listen))?;
                 let addr = listener.local_addr()?;
                 let config = args.config();
-                tracing::info!(
-                    auth = if args.auth_secret.is_some() { "tokens" } else { "anonymous (development)" },
-                    admin_api = args.admin_token.is_some(),
-                    listen = %addr,
-                    data = %config.data_dir.display(),
-                    idle_timeout_ms = config.idle_timeout.as_millis() as u64,
-                    "roost listening on http://{addr}"
-                );
+                let auth = if args.auth_secret.is_some() { "tokens" } else { "anonymous (development)" };
+                let (data, idle_timeout_ms) =
+                    (config.data_dir.clone(), config.idle_timeout.as_millis() as u64);
                 if config.ydoc.compact_after >= config.idle_timeout {
                     tracing::warn!(
                         ydoc_compact_after_ms = config.ydoc.compact_after.as_millis() as u64,
-                        idle_timeout_ms = config.idle_timeout.as_millis() as u64,
+                        idle_timeout_ms,
                         "--ydoc-compact-after is not below --idle-timeout: quiet Yjs documents will be loaded again just to compact them"
                     );
                 }
-                builder
-                    .config(config)
-                    .serve(listener, shutdown_signal())
-                    .await?;
+                // Recovery runs before the first request is answered; say
+                // "listening" only once the server can serve.
+                let server = builder.config(config).start(listener).await?;
+                tracing::info!(
+                    auth,
+                    admin_api = args.admin_token.is_some(),
+                    listen = %addr,
+                    data = %data.display(),
+                    idle_timeout_ms,
+                    "roost listening on http://{addr}"
+                );
+                shutdown_signal().await;
+                tracing::info!("shutting down: finishing in-flight events");
+                server.shutdown().await?;
                 tracing::info!("shut down cleanly");
                 Ok(())
             })

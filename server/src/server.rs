@@ -74,7 +74,19 @@ impl ServerBuilder {
             Ok(n) => tracing::debug!(limit = n, "open-file limit"),
             Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
         }
-        let data_dir = config.data_dir.clone();
+        // Every path below is built from this one: make it absolute once, so a
+        // relative `--data` (the default `./roost-data` included) never leaves
+        // an empty parent to fsync, and a later change of directory is harmless.
+        let data_dir = std::path::absolute(&config.data_dir).with_context(|| {
+            format!(
+                "cannot resolve data directory {}",
+                config.data_dir.display()
+            )
+        })?;
+        let config = Config {
+            data_dir: data_dir.clone(),
+            ..config
+        };
         crate::storage::create_dir_all_durable(&data_dir)
             .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
         let report = tokio::task::spawn_blocking({

@@ -39,6 +39,16 @@ impl ServerProcess {
     /// Starts `roost serve --listen 127.0.0.1:0 --data <data> <extra...>` and
     /// waits until it says where it listens.
     pub async fn start(data: &Path, extra: &[&str]) -> Result<ServerProcess> {
+        let mut args = vec!["--data", data.to_str().context("data path is not UTF-8")?];
+        args.extend_from_slice(extra);
+        Self::start_in(None, &args).await
+    }
+
+    /// Starts `roost serve --listen 127.0.0.1:0 <args...>` in the working
+    /// directory `cwd` (this process's own if `None`), as a user runs it: with
+    /// no `--data` it uses its default `./roost-data`, and a relative one is
+    /// resolved by the server, not by the test. `data` is where that lands.
+    pub async fn start_in(cwd: Option<&Path>, args: &[&str]) -> Result<ServerProcess> {
         let bin = roost_bin();
         if !bin.exists() {
             bail!(
@@ -46,13 +56,27 @@ impl ServerProcess {
                 bin.display()
             );
         }
-        let mut child = Command::new(&bin)
+        let here = match cwd {
+            Some(d) => d.to_owned(),
+            None => std::env::current_dir()?,
+        };
+        let data_arg = args
+            .iter()
+            .position(|a| *a == "--data")
+            .and_then(|i| args.get(i + 1))
+            .copied()
+            .unwrap_or("roost-data");
+        let data = here.join(data_arg);
+        let mut command = Command::new(&bin);
+        if let Some(d) = cwd {
+            command.current_dir(d);
+        }
+        let mut child = command
             .arg("serve")
             .arg("--listen")
             .arg("127.0.0.1:0")
-            .arg("--data")
-            .arg(data)
-            .args(extra)
+            .args(args)
+            .env_remove("ROOST_DATA")
             .env("ROOST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -86,7 +110,7 @@ impl ServerProcess {
         Ok(ServerProcess {
             child,
             base,
-            data: data.to_owned(),
+            data,
             pid,
             logs,
         })

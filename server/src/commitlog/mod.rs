@@ -554,7 +554,7 @@ pub(crate) fn sync_object_files(path: &Path) -> std::io::Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
     }
-    if let Some(parent) = path.parent() {
+    if let Some(parent) = crate::storage::parent_dir(path) {
         File::open(parent)?.sync_all()?;
     }
     Ok(())

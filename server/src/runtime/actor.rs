@@ -396,7 +396,7 @@ fn delete_object(runtime: &Runtime, key: &ObjectKey) -> Result<(), ErrorDetail> 
             }
         }
     }
-    if let Some(dir) = path.parent() {
+    if let Some(dir) = crate::storage::parent_dir(&path) {
         let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
     }
     runtime.0.alarms.unschedule(key.id);

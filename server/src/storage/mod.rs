@@ -205,7 +205,7 @@ impl Storage {
     pub fn open(path: &Path, limits: StorageLimits) -> Result<Storage, StorageError> {
         let created = !path.exists();
         if created {
-            if let Some(parent) = path.parent() {
+            if let Some(parent) = parent_dir(path) {
                 create_dir_all_durable(parent)?;
             }
         }
@@ -717,13 +717,22 @@ pub(crate) fn create_dir_all_durable(dir: &Path) -> Result<(), std::io::Error> {
     for _ in 0..4 {
         let Some(d) = cursor else { break };
         File::open(d)?.sync_all()?;
-        cursor = d.parent();
+        cursor = parent_dir(d);
     }
     Ok(())
 }
 
+/// The directory holding `path`: `.` for a bare relative name (whose
+/// `Path::parent` is the empty path, which cannot be opened).
+pub(crate) fn parent_dir(path: &Path) -> Option<&Path> {
+    match path.parent() {
+        Some(p) if p.as_os_str().is_empty() => Some(Path::new(".")),
+        other => other,
+    }
+}
+
 fn sync_parent(path: &Path) -> Result<(), std::io::Error> {
-    if let Some(parent) = path.parent() {
+    if let Some(parent) = parent_dir(path) {
         File::open(parent)?.sync_all()?;
     }
     Ok(())
