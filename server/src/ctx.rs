@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use axum::extract::ws::Message;
-use roost_protocol::{ErrorCode, ErrorDetail, ServerFrame};
+use roost_protocol::ServerFrame;
 use serde_json::Value;
 
 use crate::id::{ObjectId, ObjectKey};
@@ -58,22 +58,6 @@ impl Ctx {
     /// The object's own storage: the KV API and direct SQL.
     pub fn storage(&self) -> &Storage {
         &self.storage
-    }
-
-    /// Calls a method on another object and waits for its (durable) reply.
-    /// Calling back into the calling object from there would wait forever.
-    pub async fn call_object(
-        &self,
-        class: &str,
-        name: &str,
-        method: &str,
-        args: Value,
-    ) -> Result<Value, ErrorDetail> {
-        let key = ObjectKey::new(class, name).map_err(|e| ErrorDetail {
-            code: ErrorCode::BadName,
-            message: e.to_string(),
-        })?;
-        self.runtime.call(&key, method, args, false).await
     }
 
     /// Milliseconds since the epoch, on the runtime's clock (the one alarms use).

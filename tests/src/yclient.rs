@@ -77,15 +77,21 @@ impl YClient {
         Ok(())
     }
 
-    /// Inserts `text` at `index` and sends the update.
-    pub async fn insert(&mut self, index: u32, text: &str) -> Result<()> {
+    /// Inserts `text` at `index` in the local document only and returns the
+    /// update (to send some other way, e.g. `POST /v1/yjs/{doc}/update`).
+    pub fn edit(&mut self, index: u32, text: &str) -> Vec<u8> {
         let before = self.doc.transact().state_vector();
         {
             let t = self.doc.get_or_insert_text("t");
             let mut txn = self.doc.transact_mut();
             t.insert(&mut txn, index, text);
         }
-        let update = self.doc.transact().encode_state_as_update_v1(&before);
+        self.doc.transact().encode_state_as_update_v1(&before)
+    }
+
+    /// Inserts `text` at `index` and sends the update.
+    pub async fn insert(&mut self, index: u32, text: &str) -> Result<()> {
+        let update = self.edit(index, text);
         if self.ws.is_some() {
             self.send(YMessage::Sync(SyncMessage::Update(update)))
                 .await?;

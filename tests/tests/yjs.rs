@@ -470,3 +470,87 @@ async fn an_update_that_changes_nothing_is_not_stored() -> anyhow::Result<()> {
     server.terminate().await?;
     Ok(())
 }
+
+/// Invariant: an acknowledged update stays in the document after the history
+/// window has emptied the update log, through later compactions and restarts.
+/// (Update ids used to restart at 1 once compaction deleted every row, below
+/// the snapshot's watermark, and load skipped them as already included.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edit_after_the_history_window_emptied_the_log_is_never_lost() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let flags = [
+        "--admin-token",
+        "window-admin",
+        "--history-retention",
+        "2s",
+        "--ydoc-compact-after",
+        "300ms",
+        "--idle-timeout",
+        "4s",
+    ];
+    let mut server = ServerProcess::start(dir.path(), &flags).await?;
+    let client = http();
+    let mut author = YClient::new();
+    let mut want = String::new();
+    for round in 0..4 {
+        let piece = if round == 0 {
+            "one".to_owned()
+        } else {
+            format!("-{round}")
+        };
+        let update = author.edit(want.chars().count() as u32, &piece);
+        want.push_str(&piece);
+        let resp = client
+            .post(server.url("/v1/yjs/window/update"))
+            .body(update)
+            .send()
+            .await?;
+        assert_eq!(resp.status(), 200, "round {round}");
+        assert_eq!(server_text(&server, "window").await?, want, "round {round}");
+        // Days of the document's life: the window passes, compaction
+        // snapshots the document and deletes every update row.
+        let mut emptied = false;
+        for _ in 0..400 {
+            let rows = roost_tests::doc_sql_int(
+                &server,
+                "window-admin",
+                "window",
+                "SELECT count(*) FROM updates",
+            )
+            .await?;
+            if rows == 0 {
+                emptied = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        assert!(
+            emptied,
+            "round {round}: the history window never emptied the log"
+        );
+        assert_eq!(
+            server_text(&server, "window").await?,
+            want,
+            "round {round}, compacted"
+        );
+        server.kill9().await?;
+        server = ServerProcess::start(dir.path(), &flags).await?;
+        assert_eq!(
+            server_text(&server, "window").await?,
+            want,
+            "round {round}, reloaded"
+        );
+    }
+    // History from before the emptied window is refused, never read as empty.
+    let resp = client
+        .get(server.url("/v1/yjs/window/state?at=2001-01-01T00:00:00Z"))
+        .send()
+        .await?;
+    assert_eq!(
+        resp.status(),
+        404,
+        "a time before the window read as a document"
+    );
+    server.terminate().await?;
+    Ok(())
+}

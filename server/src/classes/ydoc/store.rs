@@ -24,7 +24,22 @@ use yrs::{Doc, ReadTxn, StateVector, Transact, Update};
 pub const MIGRATIONS: &[&str] = &["CREATE TABLE updates(id INTEGER PRIMARY KEY, ts INTEGER NOT NULL, data BLOB NOT NULL);
      CREATE TABLE snapshots(id INTEGER PRIMARY KEY, upto INTEGER NOT NULL, ts INTEGER NOT NULL, data BLOB NOT NULL);
      CREATE INDEX snapshots_by_ts ON snapshots(ts);",
-    "ALTER TABLE updates ADD COLUMN n INTEGER NOT NULL DEFAULT 1;"];
+    "ALTER TABLE updates ADD COLUMN n INTEGER NOT NULL DEFAULT 1;",
+    // Update ids used to be plain rowids, which SQLite reuses from 1 once
+    // compaction has emptied the log: the new updates then sat at or below
+    // the snapshot's `upto` and were skipped as already included. Ids now
+    // continue above every snapshot (`append_pending`); the index makes that
+    // lookup one seek. Rows a document stored after such a reuse (newer than
+    // the newest snapshot, yet numbered at or below it) are moved above every
+    // id, in order; applying an update twice changes nothing, so moving a row
+    // the snapshot did hold is harmless.
+    "CREATE INDEX snapshots_by_upto ON snapshots(upto);
+     UPDATE updates
+        SET id = id + (SELECT max(id) FROM updates) + (SELECT max(upto) FROM snapshots)
+      WHERE ts > (SELECT ts FROM snapshots ORDER BY upto DESC LIMIT 1)
+        AND EXISTS (SELECT 1 FROM updates u
+                     WHERE u.id <= (SELECT max(upto) FROM snapshots)
+                       AND u.ts > (SELECT ts FROM snapshots ORDER BY upto DESC LIMIT 1));"];
 // No index on `updates(ts)`: it would add a page write to every update, and
 // only compaction (rare, alarm-driven) filters by time; `ts` grows with `id`.
 
@@ -108,8 +123,15 @@ pub fn append_pending(conn: &Connection, pending: &mut Pending) -> Result<(), St
     } else {
         &pending.framed[..]
     };
-    conn.prepare_cached("INSERT INTO updates(ts, data, n) VALUES(?1, ?2, ?3)")?
-        .execute((pending.ts, data, pending.n))?;
+    // Architecture Invariant: an update's id is above every id any snapshot
+    // or earlier update ever had, even after compaction deleted them all
+    // (a rowid would start again at 1, below the snapshot's `upto`).
+    conn.prepare_cached(
+        "INSERT INTO updates(id, ts, data, n) VALUES(
+            max(coalesce((SELECT max(id) FROM updates), 0),
+                coalesce((SELECT max(upto) FROM snapshots), 0)) + 1, ?1, ?2, ?3)",
+    )?
+    .execute((pending.ts, data, pending.n))?;
     pending.framed.clear();
     pending.n = 0;
     Ok(())
@@ -271,16 +293,23 @@ pub fn as_of(conn: &Connection, ts: i64) -> Result<Doc, StoreError> {
         }
         None => {
             // No snapshot that old: the log must reach back to the start.
-            let oldest_snapshot: Option<i64> = conn
-                .query_row("SELECT min(ts) FROM snapshots", [], |r| r.get(0))
+            // Compaction deletes updates only up to a snapshot it keeps, so
+            // the log is whole exactly when there is no snapshot, or an
+            // update no later than the oldest one (ids are never reused).
+            let oldest_upto: Option<i64> = conn
+                .query_row("SELECT min(upto) FROM snapshots", [], |r| r.get(0))
                 .optional()?
                 .flatten();
             let first_update: Option<i64> = conn
                 .query_row("SELECT min(id) FROM updates", [], |r| r.get(0))
                 .optional()?
                 .flatten();
-            let log_is_complete = first_update.is_none_or(|id| id == 1);
-            if oldest_snapshot.is_some() && !log_is_complete {
+            let log_is_complete = match (oldest_upto, first_update) {
+                (None, _) => true,
+                (Some(upto), Some(first)) => first <= upto,
+                (Some(_), None) => false,
+            };
+            if !log_is_complete {
                 return Err(StoreError::BeforeHistory(ts));
             }
             0
@@ -416,6 +445,81 @@ mod tests {
         ));
         assert_eq!(text_of(&as_of(&conn, 250).expect("base")), "ab");
         assert_eq!(text_of(&load(&conn).expect("load").0), "abc");
+    }
+
+    /// Compaction may empty the update log; the updates after it are still
+    /// part of the document, through later compactions and reloads, and
+    /// history before the emptied window is refused, not read as empty.
+    #[test]
+    fn updates_after_the_log_was_emptied_are_kept() {
+        let conn = db();
+        let client = Doc::new();
+        append(&conn, 100, &edit(&client, 0, "one")).expect("append");
+        let (doc, _) = load(&conn).expect("load");
+        checkpoint(&conn, &doc).expect("checkpoint");
+        assert_eq!(compact(&conn, 1000).expect("compact").0, 1, "log emptied");
+        for (round, ts) in [2000i64, 3000, 4000].into_iter().enumerate() {
+            let len = text_of(&client).len() as u32;
+            append(&conn, ts, &edit(&client, len, &format!("-{round}"))).expect("append");
+            let (doc, _) = load(&conn).expect("load");
+            assert_eq!(text_of(&doc), text_of(&client), "round {round}");
+            checkpoint(&conn, &doc).expect("checkpoint");
+            compact(&conn, ts + 500).expect("compact");
+            assert_eq!(text_of(&load(&conn).expect("load").0), text_of(&client));
+        }
+        assert_eq!(text_of(&client), "one-0-1-2");
+        assert!(matches!(
+            as_of(&conn, 50),
+            Err(StoreError::BeforeHistory(_))
+        ));
+    }
+
+    /// A document hit by the old rowid reuse (rows numbered at or below the
+    /// snapshot, written after it) gets those rows back on upgrade.
+    #[test]
+    fn the_upgrade_recovers_updates_stored_under_reused_ids() {
+        let conn = Connection::open_in_memory().expect("open");
+        conn.execute_batch(MIGRATIONS[0]).expect("schema 1");
+        conn.execute_batch(MIGRATIONS[1]).expect("schema 2");
+        let client = Doc::new();
+        let old = |ts: i64, data: Vec<u8>| {
+            conn.execute("INSERT INTO updates(ts, data) VALUES(?1, ?2)", (ts, data))
+                .expect("old insert")
+        };
+        old(100, edit(&client, 0, "a"));
+        old(110, edit(&client, 1, "b"));
+        let snap = client
+            .transact()
+            .encode_state_as_update_v1(&StateVector::default());
+        conn.execute(
+            "INSERT INTO snapshots(upto, ts, data) VALUES(2, 110, ?1)",
+            [snap],
+        )
+        .expect("snapshot");
+        conn.execute("DELETE FROM updates", [])
+            .expect("compaction emptied the log");
+        old(500, edit(&client, 2, "c")); // id 1 again
+        old(510, edit(&client, 3, "d")); // id 2
+        old(520, edit(&client, 4, "e")); // id 3, above the snapshot
+        assert_ne!(
+            text_of(&load(&conn).expect("load").0),
+            "abcde",
+            "the loss as it was"
+        );
+        for m in &MIGRATIONS[2..] {
+            conn.execute_batch(m).expect("upgrade");
+        }
+        assert_eq!(text_of(&load(&conn).expect("load").0), "abcde");
+        append(&conn, 600, &edit(&client, 5, "f")).expect("append");
+        assert_eq!(text_of(&load(&conn).expect("load").0), "abcdef");
+        // A healthy document is read the same after the upgrade.
+        let healthy = db();
+        let c2 = Doc::new();
+        append(&healthy, 1, &edit(&c2, 0, "x")).expect("append");
+        let (d, _) = load(&healthy).expect("load");
+        checkpoint(&healthy, &d).expect("checkpoint");
+        append(&healthy, 2, &edit(&c2, 1, "y")).expect("append");
+        assert_eq!(text_of(&load(&healthy).expect("load").0), "xy");
     }
 
     /// A document written before rows held batches (migration 1 only) loads
