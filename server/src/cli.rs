@@ -64,6 +64,10 @@ pub struct ServeArgs {
     /// Evict an object from memory after this long without events (e.g. 10s, 500ms, 5m).
     #[arg(long, env = "ROOST_IDLE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub idle_timeout: Duration,
+    /// On SIGTERM: how long to wait for objects to finish queued events and
+    /// for sockets to close (1012) before exiting anyway (e.g. 10s).
+    #[arg(long, env = "ROOST_DRAIN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
     /// Log format.
     #[arg(long, env = "ROOST_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -156,6 +160,7 @@ impl ServeArgs {
         let mut config = Config {
             data_dir: self.data.clone(),
             idle_timeout: self.idle_timeout,
+            drain_timeout: self.drain_timeout,
             mailbox_depth: self.mailbox_depth,
             max_batch: self.max_batch,
             max_body_bytes: self.max_body_bytes,

@@ -33,6 +33,9 @@ pub struct Config {
     /// Most open WebSockets from one client IP address.
     pub max_connections_per_ip: usize,
     pub log: LogConfig,
+    /// How long a graceful shutdown (SIGTERM) waits for objects to finish
+    /// what is queued and for sockets to close before it exits anyway.
+    pub drain_timeout: Duration,
     /// Test hook: make commits fail (see `storage::FaultHook`).
     pub fault: Option<FaultHook>,
 }
@@ -53,6 +56,7 @@ impl Default for Config {
             auth: crate::auth::Auth::default(),
             max_connections_per_ip: 10_000,
             log: LogConfig::default(),
+            drain_timeout: Duration::from_secs(10),
             fault: None,
         }
     }

@@ -6,9 +6,10 @@
 //! accepting, let in-flight requests finish, let every actor finish and commit
 //! its queued events, then stop the log writer.
 
-use std::future::Future;
+use std::future::{Future, IntoFuture as _};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use axum::serve::ListenerExt as _;
@@ -134,6 +135,7 @@ impl ServerBuilder {
         let addr = listener.local_addr()?;
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let serve_runtime = runtime.clone();
+        let drain_timeout = config.drain_timeout;
         let trimmer = tokio::spawn(trim_heap_after_evictions(runtime.0.metrics.clone()));
         let task = tokio::spawn(async move {
             // Replies and socket frames are small and latency-bound: never let
@@ -143,16 +145,48 @@ impl ServerBuilder {
                     tracing::debug!(error = %e, "cannot set TCP_NODELAY");
                 }
             });
-            let served = axum::serve(
-                listener,
-                router.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(async move {
-                let _ = stop_rx.await;
-            })
-            .await;
+            let (http_stop_tx, http_stop_rx) = oneshot::channel::<()>();
+            let mut http = tokio::spawn(
+                axum::serve(
+                    listener,
+                    router.into_make_service_with_connect_info::<SocketAddr>(),
+                )
+                .with_graceful_shutdown(async move {
+                    let _ = http_stop_rx.await;
+                })
+                .into_future(),
+            );
+            // The drain, in order (ARCHITECTURE.md, "Shutdown"): objects
+            // first, while HTTP still answers — each finishes what is queued
+            // and its callers get their replies; new calls get 503
+            // `shutting_down` and new sockets 1012 —, then sockets close with
+            // 1012 (their close handshake completed), then HTTP stops.
+            tokio::select! {
+                _ = stop_rx => {}
+                served = &mut http => {
+                    trimmer.abort();
+                    serve_runtime.shutdown(drain_timeout).await;
+                    serve_runtime.0.log.close().await;
+                    return served.context("HTTP server task failed")?.context("HTTP server failed");
+                }
+            }
+            let started = tokio::time::Instant::now();
+            serve_runtime.shutdown(drain_timeout).await;
+            let _ = http_stop_tx.send(());
+            let left = drain_timeout
+                .saturating_sub(started.elapsed())
+                .max(Duration::from_secs(1));
+            let served = match tokio::time::timeout(left, &mut http).await {
+                Ok(served) => served.context("HTTP server task failed")?,
+                Err(_) => {
+                    tracing::warn!(
+                        "HTTP connections still open after the drain timeout; closing them"
+                    );
+                    http.abort();
+                    Ok(())
+                }
+            };
             trimmer.abort();
-            serve_runtime.shutdown().await;
             serve_runtime.0.log.close().await;
             served.context("HTTP server failed")
         });
@@ -184,7 +218,7 @@ impl ServerBuilder {
 /// or every 10 s while they go on, free pages are handed back to the OS.
 async fn trim_heap_after_evictions(metrics: Arc<Metrics>) {
     use std::sync::atomic::Ordering::Relaxed;
-    use std::time::{Duration, Instant};
+    use std::time::Instant;
     // An eviction is counted when it starts; the actor's memory is freed
     // when it ends, which `live_objects` shows.
     let look = || {

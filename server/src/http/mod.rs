@@ -22,6 +22,7 @@ use error::ApiError;
 pub fn router(runtime: Runtime, max_body_bytes: usize) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/v1/objects/{class}/{name}/call/{method}", post(rpc::call))
         .route("/v1/objects/{class}/{name}/ws", get(ws::object_socket))
@@ -38,6 +39,15 @@ pub fn router(runtime: Runtime, max_body_bytes: usize) -> Router {
         .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such route") })
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(runtime)
+}
+
+/// Readiness: 200 while serving, 503 once a shutdown began (the listener
+/// opens only after recovery, so there is no "recovering" answer to give).
+async fn readyz(State(runtime): State<Runtime>) -> axum::response::Response {
+    if runtime.is_shutting_down() {
+        return ApiError::new(ErrorCode::ShuttingDown, "the server is draining").into_response();
+    }
+    "ready\n".into_response()
 }
 
 async fn metrics(State(runtime): State<Runtime>) -> impl IntoResponse {

@@ -451,6 +451,11 @@ impl Runtime {
         &self.0.catalog
     }
 
+    /// Whether a graceful shutdown has begun.
+    pub fn is_shutting_down(&self) -> bool {
+        self.0.shutting_down.load(Ordering::Acquire)
+    }
+
     /// Open sockets across all objects.
     pub fn open_sockets(&self) -> u64 {
         self.0.sockets.open.load(Ordering::Relaxed)
@@ -458,7 +463,8 @@ impl Runtime {
 
     /// Stops every actor after it finishes what is queued, and waits for all;
     /// then closes every socket with 1012 and waits (up to 5 s) for them.
-    pub async fn shutdown(&self) {
+    pub async fn shutdown(&self, timeout: Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
         self.0.shutting_down.store(true, Ordering::Release);
         // Dropping the directory's senders lets each actor drain its mailbox and exit.
         self.0
@@ -468,11 +474,20 @@ impl Runtime {
             alive.take();
         }
         let mut rx = self.0.alive_rx.lock().await;
-        while rx.recv().await.is_some() {}
+        let drained =
+            tokio::time::timeout_at(deadline, async { while rx.recv().await.is_some() {} }).await;
+        if drained.is_err() {
+            tracing::warn!(
+                objects = self.0.directory.len(),
+                "objects still running at the drain timeout; exiting without them (nothing they did not acknowledge is promised)"
+            );
+        }
         self.0.sockets.close_all(1012, "server restarting");
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         while !self.0.sockets.is_empty() && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if !self.0.sockets.is_empty() {
+            tracing::warn!("sockets still open at the drain timeout");
         }
     }
 }

@@ -97,6 +97,9 @@ fn serve_socket(
             access.expires_ms,
         );
         let (code, reason) = run(&conn, &mut ws, session).await;
+        if code != 1006 {
+            Box::pin(linger(&mut ws)).await;
+        }
         Box::pin(finish(&conn, code, reason, ws)).await;
     };
     static ONCE: std::sync::Once = std::sync::Once::new();
@@ -473,7 +476,7 @@ async fn receive(
                         msg: SocketMessage::Binary(bytes.to_vec()),
                     };
                     if let Err(e) = runtime.send_wait(key, cmd).await {
-                        return Some(close_for(ws, &e).await);
+                        return Some(Box::pin(refused(conn, ws, &e)).await);
                     }
                 }
                 // awareness: merged and relayed here, the object sleeps on.
@@ -546,7 +549,7 @@ async fn receive(
                         msg: SocketMessage::Text(text.as_str().to_owned()),
                     };
                     if let Err(e) = runtime.send_wait(key, cmd).await {
-                        return Some(close_for(ws, &e).await);
+                        return Some(Box::pin(refused(conn, ws, &e)).await);
                     }
                 }
                 Ok(ClientFrame::Auth { token }) => {
@@ -581,7 +584,7 @@ async fn receive(
                 msg: SocketMessage::Binary(bytes.to_vec()),
             };
             if let Err(e) = runtime.send_wait(key, cmd).await {
-                return Some(close_for(ws, &e).await);
+                return Some(Box::pin(refused(conn, ws, &e)).await);
             }
         }
         Message::Close(frame) => {
@@ -594,12 +597,53 @@ async fn receive(
     None
 }
 
-async fn close_for(ws: &mut WebSocket, e: &roost_protocol::ErrorDetail) -> (u16, String) {
+/// A message the object could not take. If the server is shutting down, the
+/// socket stops reading but keeps writing what the object still sends for
+/// earlier messages (replies, `saved` acknowledgements) until the shutdown's
+/// own 1012 close, queued after every object finished; otherwise it closes
+/// now (1013 overloaded, 1011 otherwise).
+async fn refused(conn: &Conn, ws: &mut WebSocket, e: &roost_protocol::ErrorDetail) -> End {
     let code = match e.code {
         ErrorCode::Overloaded => 1013,
-        ErrorCode::ShuttingDown => 1012,
+        ErrorCode::ShuttingDown => return write_until_close(conn, ws).await,
         _ => 1011,
     };
     close(ws, code, &e.message).await;
     (code, e.message.clone())
+}
+
+/// Writes queued frames, reading nothing, until a close frame was written.
+async fn write_until_close(conn: &Conn, ws: &mut WebSocket) -> End {
+    loop {
+        let (frames, killed) = conn.outbox.take();
+        if killed {
+            return slow_consumer(conn);
+        }
+        if frames.is_empty() {
+            conn.outbox.ready().await;
+            continue;
+        }
+        if let Some(end) = Box::pin(write(conn, ws, frames)).await {
+            return end;
+        }
+    }
+}
+
+/// How long a socket that sent its close frame waits for the client's.
+const CLOSE_LINGER: Duration = Duration::from_secs(2);
+
+/// Completes the close handshake: reads (and drops) what the client still
+/// sends until its close frame, so the connection is not torn down with
+/// unread input — a reset, which discards our close frame in flight and
+/// shows the client 1006 instead of the code we sent. Reading also flushes
+/// the reply to a close the client started.
+async fn linger(ws: &mut WebSocket) {
+    let _ = tokio::time::timeout(CLOSE_LINGER, async {
+        while let Some(Ok(m)) = ws.next().await {
+            if matches!(m, Message::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
 }
