@@ -68,6 +68,11 @@ pub struct ServeArgs {
     /// for sockets to close (1012) before exiting anyway (e.g. 10s).
     #[arg(long, env = "ROOST_DRAIN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
+    /// How batches are made durable: `log` (the shared commit log, group
+    /// commit across objects) or `file` (each batch fsynced in its object's
+    /// own file: slow, simple, the reference the log mode is tested against).
+    #[arg(long, env = "ROOST_DURABILITY", value_enum, default_value = "log")]
+    pub durability: crate::config::Durability,
     /// Log format.
     #[arg(long, env = "ROOST_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -161,6 +166,7 @@ impl ServeArgs {
             data_dir: self.data.clone(),
             idle_timeout: self.idle_timeout,
             drain_timeout: self.drain_timeout,
+            durability: self.durability,
             mailbox_depth: self.mailbox_depth,
             max_batch: self.max_batch,
             max_body_bytes: self.max_body_bytes,

@@ -9,6 +9,20 @@ use crate::runtime::AlarmConfig;
 use crate::sockets::SocketLimits;
 use crate::storage::{FaultHook, StorageLimits};
 
+/// How a batch is made durable before its replies leave.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Durability {
+    /// Appended to the shared commit log (one `fdatasync` for many objects'
+    /// batches), checkpointed into the object files later, replayed after a
+    /// crash.
+    #[default]
+    Log,
+    /// Committed and fsynced in the object's own file, batch by batch; the
+    /// commit log carries nothing but deletion marks. Slow and simple: the
+    /// oracle the log mode is tested against.
+    File,
+}
+
 #[derive(Clone)]
 pub struct Config {
     /// Where object files, the catalog and the commit log live.
@@ -36,6 +50,7 @@ pub struct Config {
     /// How long a graceful shutdown (SIGTERM) waits for objects to finish
     /// what is queued and for sockets to close before it exits anyway.
     pub drain_timeout: Duration,
+    pub durability: Durability,
     /// Test hook: make commits fail (see `storage::FaultHook`).
     pub fault: Option<FaultHook>,
 }
@@ -57,6 +72,7 @@ impl Default for Config {
             max_connections_per_ip: 10_000,
             log: LogConfig::default(),
             drain_timeout: Duration::from_secs(10),
+            durability: Durability::Log,
             fault: None,
         }
     }

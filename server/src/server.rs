@@ -124,6 +124,7 @@ impl ServerBuilder {
                 auth: config.auth.clone(),
                 max_connections_per_ip: config.max_connections_per_ip,
                 fault: config.fault.clone(),
+                durability: config.durability,
             },
             self.registry,
             metrics,

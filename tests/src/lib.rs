@@ -20,10 +20,20 @@ pub fn roost_bin() -> PathBuf {
     if let Ok(p) = std::env::var("ROOST_BIN") {
         return PathBuf::from(p);
     }
+    debug_bin("roost")
+}
+
+/// A binary of this workspace's debug build (`$CARGO_TARGET_DIR` honoured).
+pub fn debug_bin(name: &str) -> PathBuf {
     let target = std::env::var("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    target.join("debug/roost")
+    target.join("debug").join(name)
+}
+
+/// `roost` with the test-only `workload` class (`src/bin/roost-workload.rs`).
+pub fn workload_bin() -> PathBuf {
+    debug_bin("roost-workload")
 }
 
 /// A running `roost serve` process.
@@ -49,7 +59,11 @@ impl ServerProcess {
     /// no `--data` it uses its default `./roost-data`, and a relative one is
     /// resolved by the server, not by the test. `data` is where that lands.
     pub async fn start_in(cwd: Option<&Path>, args: &[&str]) -> Result<ServerProcess> {
-        let bin = roost_bin();
+        Self::start_bin(&roost_bin(), cwd, args).await
+    }
+
+    /// `start_in` with another server binary (one embedding Roost).
+    pub async fn start_bin(bin: &Path, cwd: Option<&Path>, args: &[&str]) -> Result<ServerProcess> {
         if !bin.exists() {
             bail!(
                 "{} does not exist: run `cargo build --bins` first",
@@ -67,7 +81,7 @@ impl ServerProcess {
             .copied()
             .unwrap_or("roost-data");
         let data = here.join(data_arg);
-        let mut command = Command::new(&bin);
+        let mut command = Command::new(bin);
         if let Some(d) = cwd {
             command.current_dir(d);
         }

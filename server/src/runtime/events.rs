@@ -531,7 +531,10 @@ pub(super) async fn run_batch<T: DurableObject>(
     let wrote = changes.is_some();
     let ack = match changes {
         None => None,
-        Some(changes) if changes.needs_file_sync() => {
+        Some(changes)
+            if changes.needs_file_sync()
+                || runtime.0.config.durability == crate::config::Durability::File =>
+        {
             let storage = &mut l.ctx.storage;
             if let Err(e) = crate::sys::blocking(|| storage.sync_files()) {
                 let what = "batch could not be made durable";

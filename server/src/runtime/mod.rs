@@ -50,6 +50,7 @@ pub struct RuntimeConfig {
     pub auth: crate::auth::Auth,
     pub max_connections_per_ip: usize,
     pub fault: Option<FaultHook>,
+    pub durability: crate::config::Durability,
 }
 
 /// A command for an object's actor: the closed set of events it handles.

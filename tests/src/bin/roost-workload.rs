@@ -1,0 +1,312 @@
+//! `roost` with one more class, `workload`: a seeded, deterministic stream of
+//! user SQL for the durability oracle (`tests/tests/oracle.rs`). Step `n` of
+//! seed `s` always runs the same statements on the same state, so two
+//! servers that ran steps `1..=n` — one with the commit log (and kill -9,
+//! and replay), one with `--durability file` — must hold equal tables.
+//!
+//! What the steps cover: rowid tables with rowid reuse after deletes,
+//! `WITHOUT ROWID` tables (one with a composite key), `AUTOINCREMENT`,
+//! virtual and stored generated columns, triggers, foreign keys with
+//! `ON DELETE CASCADE`, blobs up to 300 KB, a failed multi-row statement,
+//! a handler's own `ROLLBACK TO`, and schema changes by migration.
+//!
+//! Methods: `step {seed, n}` (refused unless `n` follows the last step),
+//! `last` → n, `dump` → every user table and the schema.
+
+use roost::{Ctx, DurableObject, ObjectError, Server};
+use rusqlite::types::ValueRef;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE progress(k INTEGER PRIMARY KEY CHECK (k = 1), n INTEGER NOT NULL);
+     INSERT INTO progress VALUES (1, 0);
+     CREATE TABLE items(
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL,
+        data BLOB,
+        size INTEGER GENERATED ALWAYS AS (length(data)) VIRTUAL,
+        tag TEXT GENERATED ALWAYS AS (upper(name)) STORED);
+     CREATE TABLE kv(k TEXT PRIMARY KEY, v BLOB, n INTEGER) WITHOUT ROWID;
+     CREATE TABLE events(id INTEGER PRIMARY KEY AUTOINCREMENT, what TEXT NOT NULL);
+     CREATE TABLE children(
+        id INTEGER PRIMARY KEY,
+        parent INTEGER NOT NULL REFERENCES items(id) ON DELETE CASCADE,
+        note TEXT);
+     CREATE TABLE audit(item INTEGER, op TEXT);
+     CREATE TRIGGER items_ins AFTER INSERT ON items BEGIN INSERT INTO audit VALUES (new.id, 'ins'); END;
+     CREATE TRIGGER items_del AFTER DELETE ON items BEGIN INSERT INTO audit VALUES (old.id, 'del'); END;",
+    "ALTER TABLE items ADD COLUMN extra INTEGER DEFAULT 7;
+     CREATE INDEX items_by_name ON items(name);",
+    "CREATE TABLE tags(item INTEGER, tag TEXT, PRIMARY KEY (item, tag)) WITHOUT ROWID;
+     UPDATE items SET extra = id % 5;",
+    "ALTER TABLE kv RENAME TO kv_old;
+     CREATE TABLE kv(k TEXT PRIMARY KEY, v BLOB, n INTEGER, w TEXT DEFAULT 'w') WITHOUT ROWID;
+     INSERT INTO kv(k, v, n) SELECT k, v, n FROM kv_old;
+     DROP TABLE kv_old;",
+];
+
+/// Steps between migrations.
+const STEPS_PER_MIGRATION: u64 = 40;
+
+/// splitmix64: one seeded stream per (seed, step).
+struct Rng(u64);
+impl Rng {
+    fn new(seed: u64, n: u64) -> Rng {
+        Rng(seed ^ n.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+    }
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+    fn bytes(&mut self, len: usize) -> Vec<u8> {
+        let mut out = Vec::with_capacity(len + 8);
+        while out.len() < len {
+            out.extend_from_slice(&self.next().to_le_bytes());
+        }
+        out.truncate(len);
+        out
+    }
+}
+
+struct Workload;
+
+fn count(conn: &rusqlite::Connection, table: &str) -> Result<u64, ObjectError> {
+    Ok(conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))?)
+}
+
+/// The id of the `k`-th row of `table` (by id), if it has any rows.
+fn nth_id(conn: &rusqlite::Connection, table: &str, k: u64) -> Result<Option<i64>, ObjectError> {
+    let rows = count(conn, table)?;
+    if rows == 0 {
+        return Ok(None);
+    }
+    Ok(Some(conn.query_row(
+        &format!("SELECT id FROM {table} ORDER BY id LIMIT 1 OFFSET ?1"),
+        [k % rows],
+        |r| r.get(0),
+    )?))
+}
+
+fn step(ctx: &mut Ctx, seed: u64, n: u64) -> Result<(), ObjectError> {
+    let level = (1 + n / STEPS_PER_MIGRATION).min(MIGRATIONS.len() as u64) as usize;
+    ctx.storage().migrate(&MIGRATIONS[..level])?;
+    let conn = ctx.storage().sql();
+    let last: u64 = conn.query_row("SELECT n FROM progress", [], |r| r.get(0))?;
+    if n != last + 1 {
+        return Err(ObjectError::bad_args(format!(
+            "step {n} does not follow step {last}"
+        )));
+    }
+    let mut rng = Rng::new(seed, n);
+    for _ in 0..1 + rng.below(6) {
+        match rng.below(100) {
+            0..=29 => {
+                let len = if rng.below(20) == 0 {
+                    20_000 + rng.below(280_000) as usize
+                } else {
+                    rng.below(200) as usize
+                };
+                let data = rng.bytes(len);
+                conn.execute(
+                    "INSERT INTO items(name, data) VALUES (?1, ?2)",
+                    (format!("item-{n}-{}", rng.below(1000)), data),
+                )?;
+            }
+            30..=39 => {
+                // The newest row goes: the next insert takes its rowid again.
+                conn.execute(
+                    "DELETE FROM items WHERE id = (SELECT max(id) FROM items)",
+                    [],
+                )?;
+            }
+            40..=54 => {
+                if let Some(id) = nth_id(conn, "items", rng.next())? {
+                    let len = rng.below(64) as usize;
+                    let data = rng.bytes(len);
+                    conn.execute(
+                        "UPDATE items SET data = ?1, name = name || '+' WHERE id = ?2",
+                        (data, id),
+                    )?;
+                }
+            }
+            55..=69 => {
+                let k = format!("k{}", rng.below(40));
+                let len = rng.below(100) as usize;
+                let v = rng.bytes(len);
+                conn.execute(
+                    "INSERT INTO kv(k, v, n) VALUES (?1, ?2, 1)
+                     ON CONFLICT(k) DO UPDATE SET n = n + 1, v = excluded.v",
+                    (k, v),
+                )?;
+            }
+            70..=77 => {
+                conn.execute(
+                    "DELETE FROM kv WHERE k = ?1",
+                    [format!("k{}", rng.below(40))],
+                )?;
+            }
+            78..=87 => {
+                conn.execute("INSERT INTO events(what) VALUES (?1)", [format!("e{n}")])?;
+                if rng.below(8) == 0 {
+                    // AUTOINCREMENT: ids go on above every id ever used.
+                    conn.execute("DELETE FROM events", [])?;
+                }
+            }
+            88..=96 => {
+                if let Some(parent) = nth_id(conn, "items", rng.next())? {
+                    conn.execute(
+                        "INSERT INTO children(parent, note) VALUES (?1, ?2)",
+                        (parent, format!("c{n}")),
+                    )?;
+                }
+            }
+            97 => {
+                // (Rare: a batch that cannot be replayed is fsynced in its own
+                // file, which ends the stretch of batches the log replays.)
+                // A multi-row statement that fails half-way (duplicate key):
+                // SQLite undoes its rows; the handler carries on.
+                let failed = conn.execute(
+                    "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 5)
+                     INSERT INTO kv(k, v, n) SELECT 'fail-' || (x % 3), NULL, x FROM c",
+                    [],
+                );
+                if failed.is_ok() {
+                    return Err(ObjectError::app("the duplicate insert did not fail"));
+                }
+            }
+            _ => {
+                // The handler's own savepoint, rolled back.
+                conn.execute_batch(
+                    "SAVEPOINT mine;
+                     INSERT INTO events(what) VALUES ('undone');
+                     DELETE FROM audit;
+                     ROLLBACK TO mine;
+                     RELEASE mine;",
+                )?;
+                if level >= 3 {
+                    if let Some(item) = nth_id(conn, "items", rng.next())? {
+                        conn.execute(
+                            "INSERT OR IGNORE INTO tags(item, tag) VALUES (?1, ?2)",
+                            (item, format!("t{}", rng.below(5))),
+                        )?;
+                    }
+                }
+            }
+        }
+    }
+    conn.execute("UPDATE progress SET n = ?1", [n])?;
+    Ok(())
+}
+
+fn cell(v: ValueRef<'_>) -> Value {
+    match v {
+        ValueRef::Null => Value::Null,
+        ValueRef::Integer(i) => json!(i),
+        ValueRef::Real(f) => json!(f),
+        ValueRef::Text(t) => json!(String::from_utf8_lossy(t)),
+        ValueRef::Blob(b) => {
+            let digest = Sha256::digest(b);
+            let hex: String = digest[..8].iter().map(|x| format!("{x:02x}")).collect();
+            json!(format!("blob:{}:{hex}", b.len()))
+        }
+    }
+}
+
+/// Every user table (rows sorted; rowid tables with their rowids), the
+/// AUTOINCREMENT counters, and the schema. Roost's own `_roost_*` tables
+/// are left out: their batch stamps differ between durability modes.
+fn dump(ctx: &Ctx) -> Result<Value, ObjectError> {
+    let conn = ctx.storage().sql();
+    let mut schema = Vec::new();
+    let mut tables = Vec::new();
+    {
+        let mut stmt = conn.prepare(
+            "SELECT type, name, tbl_name, coalesce(sql, '') FROM sqlite_master
+             WHERE name NOT LIKE '_roost%' ORDER BY type, name",
+        )?;
+        let mut rows = stmt.query([])?;
+        while let Some(r) = rows.next()? {
+            let (kind, name): (String, String) = (r.get(0)?, r.get(1)?);
+            schema.push(json!([
+                kind,
+                name,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?
+            ]));
+            if kind == "table" {
+                tables.push(name);
+            }
+        }
+    }
+    let mut out = serde_json::Map::new();
+    for table in tables {
+        let with_rowid = conn
+            .prepare(&format!("SELECT rowid FROM \"{table}\" LIMIT 0"))
+            .is_ok();
+        let sql = if with_rowid {
+            format!("SELECT rowid, * FROM \"{table}\"")
+        } else {
+            format!("SELECT * FROM \"{table}\"")
+        };
+        let mut stmt = conn.prepare(&sql)?;
+        let columns = stmt.column_count();
+        let mut rows = stmt.query([])?;
+        let mut all = Vec::new();
+        while let Some(r) = rows.next()? {
+            let row: Vec<Value> = (0..columns)
+                .map(|i| r.get_ref(i).map(cell))
+                .collect::<Result<_, _>>()?;
+            all.push(Value::Array(row));
+        }
+        all.sort_by_key(|v| v.to_string());
+        out.insert(table, Value::Array(all));
+    }
+    out.insert("schema".into(), Value::Array(schema));
+    Ok(Value::Object(out))
+}
+
+impl DurableObject for Workload {
+    fn new(ctx: &mut Ctx) -> Result<Self, ObjectError> {
+        ctx.storage().migrate(&MIGRATIONS[..1])?;
+        Ok(Workload)
+    }
+
+    async fn call(
+        &mut self,
+        ctx: &mut Ctx,
+        method: &str,
+        args: Value,
+    ) -> Result<Value, ObjectError> {
+        match method {
+            "step" => {
+                let (Some(seed), Some(n)) = (args["seed"].as_u64(), args["n"].as_u64()) else {
+                    return Err(ObjectError::bad_args("step needs {seed, n}"));
+                };
+                step(ctx, seed, n)?;
+                Ok(json!(n))
+            }
+            "last" => Ok(json!(ctx.storage().sql().query_row(
+                "SELECT n FROM progress",
+                [],
+                |r| r.get::<_, i64>(0)
+            )?)),
+            "dump" => dump(ctx),
+            other => Err(ObjectError::UnknownMethod(other.into())),
+        }
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    roost::cli::main(
+        Server::builder()
+            .with_builtins()
+            .class::<Workload>("workload"),
+    )
+}
