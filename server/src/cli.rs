@@ -121,7 +121,16 @@ pub struct ServeArgs {
     /// Allow listening on a non-loopback address without an auth secret (anyone may read and write).
     #[arg(long, env = "ROOST_ALLOW_ANONYMOUS")]
     pub allow_anonymous: bool,
-    /// Most open WebSockets from one client IP address (429 beyond).
+    /// Most open TCP connections in all, sockets included (0: the open-file
+    /// limit minus 1,024). Beyond it a new connection gets 503 and is closed.
+    #[arg(long, env = "ROOST_MAX_CONNECTIONS", default_value_t = 0)]
+    pub max_connections: usize,
+    /// Time a client has to send a request's headers; also how long an idle
+    /// HTTP keep-alive connection stays open (e.g. 30s).
+    #[arg(long, env = "ROOST_HEADER_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub header_timeout: Duration,
+    /// Most open TCP connections (sockets included) from one client IP
+    /// address; beyond it a new connection gets 429 and is closed.
     #[arg(long, env = "ROOST_MAX_CONNECTIONS_PER_IP", default_value_t = 10_000)]
     pub max_connections_per_ip: usize,
     /// Most frames per second one socket may send (closed with 1008 beyond).
@@ -184,6 +193,10 @@ impl ServeArgs {
         config.sockets.max_sockets_per_object = self.max_sockets_per_object;
         config.sockets.max_messages_per_sec = self.max_socket_messages_per_sec;
         config.max_connections_per_ip = self.max_connections_per_ip;
+        config.connections = crate::http::serve::ConnLimits {
+            max_connections: self.max_connections,
+            header_timeout: self.header_timeout,
+        };
         config.ydoc.max_doc_bytes = self.max_doc_bytes;
         config.ydoc.max_update_bytes = self.max_update_bytes;
         config.ydoc.retention = self.history_retention;

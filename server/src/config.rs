@@ -46,6 +46,9 @@ pub struct Config {
     pub auth: crate::auth::Auth,
     /// Most open WebSockets from one client IP address.
     pub max_connections_per_ip: usize,
+    /// The global TCP connection cap and the header-read timeout
+    /// (`http::serve`); the per-IP cap is `max_connections_per_ip`.
+    pub connections: crate::http::serve::ConnLimits,
     pub log: LogConfig,
     /// How long a graceful shutdown (SIGTERM) waits for objects to finish
     /// what is queued and for sockets to close before it exits anyway.
@@ -70,6 +73,7 @@ impl Default for Config {
             ydoc: crate::classes::ydoc::YdocConfig::default(),
             auth: crate::auth::Auth::default(),
             max_connections_per_ip: 10_000,
+            connections: crate::http::serve::ConnLimits::default(),
             log: LogConfig::default(),
             drain_timeout: Duration::from_secs(10),
             durability: Durability::Log,

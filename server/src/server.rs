@@ -6,13 +6,12 @@
 //! accepting, let in-flight requests finish, let every actor finish and commit
 //! its queued events, then stop the log writer.
 
-use std::future::{Future, IntoFuture as _};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use axum::serve::ListenerExt as _;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -71,10 +70,16 @@ impl ServerBuilder {
             anyhow::bail!("class name `{bad}` is invalid: it must match [a-z][a-z0-9_-]{{0,63}}");
         }
         let config = self.config;
-        match crate::sys::raise_nofile_limit() {
-            Ok(n) => tracing::debug!(limit = n, "open-file limit"),
-            Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
-        }
+        let open_files = match crate::sys::raise_nofile_limit() {
+            Ok(n) => {
+                tracing::debug!(limit = n, "open-file limit");
+                n
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot raise the open-file limit");
+                1024
+            }
+        };
         // Every path below is built from this one: make it absolute once, so a
         // relative `--data` (the default `./roost-data` included) never leaves
         // an empty parent to fsync, and a later change of directory is harmless.
@@ -137,26 +142,20 @@ impl ServerBuilder {
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let serve_runtime = runtime.clone();
         let drain_timeout = config.drain_timeout;
+        let (connections, max_per_ip) = (config.connections.clone(), config.max_connections_per_ip);
         let trimmer = tokio::spawn(trim_heap_after_evictions(runtime.0.metrics.clone()));
         let task = tokio::spawn(async move {
-            // Replies and socket frames are small and latency-bound: never let
-            // Nagle's algorithm hold them back behind a delayed ACK.
-            let listener = listener.tap_io(|tcp| {
-                if let Err(e) = tcp.set_nodelay(true) {
-                    tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-                }
-            });
             let (http_stop_tx, http_stop_rx) = oneshot::channel::<()>();
-            let mut http = tokio::spawn(
-                axum::serve(
-                    listener,
-                    router.into_make_service_with_connect_info::<SocketAddr>(),
-                )
-                .with_graceful_shutdown(async move {
+            let mut http = tokio::spawn(crate::http::serve::serve(
+                listener,
+                router,
+                connections,
+                max_per_ip,
+                open_files,
+                async move {
                     let _ = http_stop_rx.await;
-                })
-                .into_future(),
-            );
+                },
+            ));
             // The drain, in order (ARCHITECTURE.md, "Shutdown"): objects
             // first, while HTTP still answers — each finishes what is queued
             // and its callers get their replies; new calls get 503
@@ -168,7 +167,7 @@ impl ServerBuilder {
                     trimmer.abort();
                     serve_runtime.shutdown(drain_timeout).await;
                     serve_runtime.0.log.close().await;
-                    return served.context("HTTP server task failed")?.context("HTTP server failed");
+                    return served.context("HTTP server task failed");
                 }
             }
             let started = tokio::time::Instant::now();
@@ -178,7 +177,7 @@ impl ServerBuilder {
                 .saturating_sub(started.elapsed())
                 .max(Duration::from_secs(1));
             let served = match tokio::time::timeout(left, &mut http).await {
-                Ok(served) => served.context("HTTP server task failed")?,
+                Ok(served) => served.context("HTTP server task failed"),
                 Err(_) => {
                     tracing::warn!(
                         "HTTP connections still open after the drain timeout; closing them"
@@ -189,7 +188,7 @@ impl ServerBuilder {
             };
             trimmer.abort();
             serve_runtime.0.log.close().await;
-            served.context("HTTP server failed")
+            served
         });
         Ok(RunningServer {
             addr,

@@ -370,8 +370,6 @@ async fn guard_rails_trigger_and_the_server_stays_healthy() -> anyhow::Result<()
         &[
             "--mailbox-depth",
             "2",
-            "--max-connections-per-ip",
-            "3",
             "--max-socket-messages-per-sec",
             "5",
             "--max-doc-bytes",
@@ -397,20 +395,24 @@ async fn guard_rails_trigger_and_the_server_stays_healthy() -> anyhow::Result<()
     }
     assert!(codes.contains(&503), "no overload answer in {codes:?}");
     assert!(codes.contains(&200));
-    // Connections per IP.
+    // Connections per IP (every TCP connection counts, so on a server of its own).
+    let capped_dir = tempfile::tempdir()?;
+    let capped =
+        ServerProcess::start(capped_dir.path(), &["--max-connections-per-ip", "3"]).await?;
     let mut held = Vec::new();
     for _ in 0..3 {
-        let mut c = Client::connect(&server.ws_url("/v1/objects/room/ip/ws")).await?;
+        let mut c = Client::connect(&capped.ws_url("/v1/objects/room/ip/ws")).await?;
         // Admitted (with --mailbox-depth 2, an admission queued behind
         // others could be refused, closing the socket and freeing its slot).
         c.event("history").await?;
         held.push(c);
     }
     assert_eq!(
-        ws_status(&server.ws_url("/v1/objects/room/ip/ws")).await,
+        ws_status(&capped.ws_url("/v1/objects/room/ip/ws")).await,
         429
     );
     drop(held);
+    capped.terminate().await?;
     tokio::time::sleep(Duration::from_millis(300)).await;
     // Messages per second per socket.
     let mut chatty = Client::connect(&server.ws_url("/v1/objects/room/rate/ws")).await?;

@@ -6,6 +6,7 @@ mod admin;
 mod demos;
 pub mod error;
 mod rpc;
+pub(crate) mod serve;
 mod ws;
 mod yjs;
 
