@@ -7,6 +7,7 @@ use std::time::Duration;
 use crate::commitlog::LogConfig;
 use crate::runtime::AlarmConfig;
 use crate::sockets::SocketLimits;
+use crate::storage::inspect::ConsoleLimits;
 use crate::storage::{FaultHook, StorageLimits};
 
 #[derive(Clone)]
@@ -33,6 +34,8 @@ pub struct Config {
     /// Most open WebSockets from one client IP address.
     pub max_connections_per_ip: usize,
     pub log: LogConfig,
+    /// The admin SQL console's time and byte budgets.
+    pub admin_sql: ConsoleLimits,
     /// Test hook: make commits fail (see `storage::FaultHook`).
     pub fault: Option<FaultHook>,
 }
@@ -53,6 +56,7 @@ impl Default for Config {
             auth: crate::auth::Auth::default(),
             max_connections_per_ip: 10_000,
             log: LogConfig::default(),
+            admin_sql: ConsoleLimits::default(),
             fault: None,
         }
     }

@@ -123,6 +123,7 @@ impl ServerBuilder {
                 auth: config.auth.clone(),
                 max_connections_per_ip: config.max_connections_per_ip,
                 fault: config.fault.clone(),
+                admin_sql: config.admin_sql.clone(),
             },
             self.registry,
             metrics,
@@ -134,6 +135,7 @@ impl ServerBuilder {
         let addr = listener.local_addr()?;
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let serve_runtime = runtime.clone();
+        let http_runtime = runtime.clone();
         let trimmer = tokio::spawn(trim_heap_after_evictions(runtime.0.metrics.clone()));
         let task = tokio::spawn(async move {
             // Replies and socket frames are small and latency-bound: never let
@@ -149,6 +151,9 @@ impl ServerBuilder {
             )
             .with_graceful_shutdown(async move {
                 let _ = stop_rx.await;
+                // In-flight requests are waited for: stop console queries
+                // now rather than at their time budget.
+                http_runtime.stop_console_queries();
             })
             .await;
             trimmer.abort();

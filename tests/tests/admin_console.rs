@@ -65,7 +65,11 @@ async fn the_admin_console_never_changes_or_stops_an_object() -> anyhow::Result<
     for _ in 0..3 {
         value = increment(&server, "c").await?;
     }
-    assert_eq!(stored_value(&server, "c").await?, value, "sees acknowledged writes");
+    assert_eq!(
+        stored_value(&server, "c").await?,
+        value,
+        "sees acknowledged writes"
+    );
 
     let evil = outside.path().join("evil.sqlite");
     let copy = outside.path().join("copy.sqlite");
