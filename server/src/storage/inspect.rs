@@ -163,41 +163,48 @@ pub fn precheck(sql: &str) -> Result<(), ErrorDetail> {
     )))
 }
 
-/// The authorizer's verdict on one action; `None` allows it.
+/// The authorizer's verdict on one action: `None` allows it, or why not.
 fn forbidden_action(ctx: &AuthContext<'_>) -> Option<String> {
-    match ctx.action {
-        AuthAction::Select | AuthAction::Read { .. } | AuthAction::Recursive => None,
-        AuthAction::Function { .. } => None,
+    let why = match ctx.action {
+        AuthAction::Select
+        | AuthAction::Read { .. }
+        | AuthAction::Recursive
+        | AuthAction::Function { .. } => return None,
         AuthAction::Pragma {
             pragma_name,
             pragma_value,
         } => {
             let name = pragma_name.to_ascii_lowercase();
-            let known = READ_PRAGMAS.contains(&name.as_str());
             let may_take = PRAGMAS_WITH_ARGUMENT.contains(&name.as_str());
             match pragma_value {
-                _ if !known => Some(format!("PRAGMA {name} is not on the console's list")),
-                Some(_) if !may_take => Some(format!("PRAGMA {name} with a value would set it")),
-                _ => None,
+                _ if !READ_PRAGMAS.contains(&name.as_str()) => {
+                    format!("PRAGMA {name} is not on the console's list of read-only pragmas")
+                }
+                Some(_) if !may_take => format!("PRAGMA {name} with a value would set it"),
+                _ => return None,
             }
         }
-        AuthAction::Attach { .. } => Some("ATTACH".into()),
-        AuthAction::Detach { .. } => Some("DETACH".into()),
-        AuthAction::Transaction { .. } | AuthAction::Savepoint { .. } => {
-            Some("transaction control".into())
+        AuthAction::Attach { .. } | AuthAction::Detach { .. } => {
+            "ATTACH and DETACH are not allowed".into()
         }
-        other => Some(format!("{other:?}")),
-    }
+        AuthAction::Transaction { .. } | AuthAction::Savepoint { .. } => {
+            "transaction control is not allowed".into()
+        }
+        AuthAction::Insert { table_name }
+        | AuthAction::Update { table_name, .. }
+        | AuthAction::Delete { table_name } => format!("this statement would write {table_name}"),
+        _ => "this statement would change the schema or the database".into(),
+    };
+    Some(format!("the console is read-only: {why}"))
 }
 
 /// Opens the console's connection: read-only, nothing attached, values no
-/// longer than the byte budget, the authorizer and the progress handler on.
+/// longer than the byte budget, the progress handler on.
 fn open(
     path: &Path,
     limits: &ConsoleLimits,
     deadline: Instant,
     stop: &ConsoleStop,
-    denied: &Arc<Mutex<Option<String>>>,
 ) -> rusqlite::Result<Connection> {
     // No SQLITE_OPEN_CREATE, no URI: the object's own file or nothing.
     let conn = Connection::open_with_flags(
@@ -213,18 +220,6 @@ fn open(
     conn.set_limit(Limit::SQLITE_LIMIT_LENGTH, longest)?;
     conn.busy_timeout(limits.timeout.min(Duration::from_secs(1)))?;
     conn.execute_batch("PRAGMA query_only = ON;")?;
-    let denied = denied.clone();
-    conn.authorizer(Some(move |ctx: AuthContext<'_>| {
-        match forbidden_action(&ctx) {
-            None => Authorization::Allow,
-            Some(what) => {
-                if let Ok(mut d) = denied.lock() {
-                    d.get_or_insert(what);
-                }
-                Authorization::Deny
-            }
-        }
-    }));
     let stop = stop.clone();
     conn.progress_handler(
         PROGRESS_EVERY,
@@ -245,18 +240,34 @@ pub fn query(
     let deadline = Instant::now() + limits.timeout;
     let denied = Arc::new(Mutex::new(None));
     let failed = |e: rusqlite::Error| fail(e, limits, stop, &denied);
-    let conn = open(path, limits, deadline, stop, &denied).map_err(|e| match e {
+    let conn = open(path, limits, deadline, stop).map_err(|e| match e {
         rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::CannotOpen => {
             detail(ErrorCode::NotFound, "the object has no database file")
         }
         other => failed(other),
     })?;
-    let mut stmt = conn.prepare(sql).map_err(|e| match e {
+    // One statement, told apart before the authorizer judges a second one
+    // (preparing compiles; it runs nothing).
+    let one = |e| match e {
         rusqlite::Error::MultipleStatement => {
             detail(ErrorCode::BadRequest, "one statement at a time")
         }
         other => failed(other),
-    })?;
+    };
+    drop(conn.prepare(sql).map_err(one)?);
+    let judge = denied.clone();
+    conn.authorizer(Some(move |ctx: AuthContext<'_>| {
+        match forbidden_action(&ctx) {
+            None => Authorization::Allow,
+            Some(why) => {
+                if let Ok(mut d) = judge.lock() {
+                    d.get_or_insert(why);
+                }
+                Authorization::Deny
+            }
+        }
+    }));
+    let mut stmt = conn.prepare(sql).map_err(one)?;
     if !stmt.readonly() {
         return Err(refused(
             "the console is read-only: this statement would write",
@@ -379,10 +390,8 @@ fn fail(
                 .lock()
                 .ok()
                 .and_then(|mut d| d.take())
-                .unwrap_or_else(|| "this statement".into());
-            refused(format!(
-                "{what} is not allowed in the read-only console"
-            ))
+                .unwrap_or_else(|| "the console is read-only".into());
+            refused(what)
         }
         Some(Sqlite::ReadOnly) => refused("the console is read-only: this statement would write"),
         Some(Sqlite::DatabaseBusy | Sqlite::DatabaseLocked) => detail(
