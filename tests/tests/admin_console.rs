@@ -176,6 +176,10 @@ async fn endless_console_queries_end_at_their_time_budget_and_never_hold_up_the_
         );
     }
     assert_eq!(increment(&server, "c").await?, before + 1);
+    // Two run at once; a third is turned away rather than queued.
+    let (status, body) = console(&server, "other", "SELECT 1").await?;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], "overloaded", "{body}");
     for q in queries {
         let (status, body) = tokio::time::timeout(Duration::from_secs(20), q).await???;
         assert_eq!(status, 504, "{body}");

@@ -29,7 +29,7 @@ use crate::commitlog::CommitLog;
 use crate::id::{ObjectId, ObjectKey};
 use crate::metrics::Metrics;
 use crate::sockets::{SocketHub, SocketId, SocketLimits, SocketMessage};
-use crate::storage::inspect::{ConsoleLimits, ConsoleStop};
+use crate::storage::inspect::{ConsoleLimits, Consoles};
 use crate::storage::{FaultHook, StorageLimits};
 pub use alarms::{AlarmConfig, AlarmInfo, Clock};
 pub(crate) use output::Reply;
@@ -158,8 +158,8 @@ pub(crate) struct RuntimeInner {
     directory: DashMap<ObjectId, Slot>,
     next_generation: AtomicU64,
     shutting_down: AtomicBool,
-    /// Stops the admin console's queries at shutdown.
-    console_stop: ConsoleStop,
+    /// The admin console's running queries.
+    consoles: Consoles,
     /// Every actor holds a clone; `shutdown` waits until all are dropped.
     alive_tx: std::sync::Mutex<Option<mpsc::Sender<()>>>,
     alive_rx: tokio::sync::Mutex<mpsc::Receiver<()>>,
@@ -198,7 +198,7 @@ impl Runtime {
             directory: DashMap::new(),
             next_generation: AtomicU64::new(1),
             shutting_down: AtomicBool::new(false),
-            console_stop: ConsoleStop::default(),
+            consoles: Consoles::default(),
             alive_tx: std::sync::Mutex::new(Some(alive_tx)),
             alive_rx: tokio::sync::Mutex::new(alive_rx),
         }))
@@ -398,12 +398,14 @@ impl Runtime {
     /// (see `storage::inspect`). Never starts the object.
     pub async fn inspect(&self, key: &ObjectKey, sql: &str) -> Result<Value, ErrorDetail> {
         crate::storage::inspect::precheck(sql)?;
+        let running = self.0.consoles.admit()?;
         self.flush_file(key).await?;
         let path = crate::id::object_path(&self.0.config.data_dir, &key.class, key.id);
         let (sql, limits) = (sql.to_owned(), self.0.config.admin_sql.clone());
-        let stop = self.0.console_stop.clone();
+        let consoles = self.0.consoles.clone();
         tokio::task::spawn_blocking(move || {
-            crate::storage::inspect::query(&path, &sql, &limits, &stop)
+            let _running = running;
+            crate::storage::inspect::query(&path, &sql, &limits, &consoles)
         })
         .await
         .unwrap_or_else(|_| Err(error(ErrorCode::Internal, "the console query panicked")))
@@ -451,7 +453,7 @@ impl Runtime {
 
     /// Stops every running admin console query (they answer `shutting_down`).
     pub fn stop_console_queries(&self) {
-        self.0.console_stop.stop();
+        self.0.consoles.stop();
     }
 
     /// Deletes an object: its files, sockets, catalog entry and alarm.

@@ -102,18 +102,52 @@ impl Default for ConsoleLimits {
     }
 }
 
-/// Stops every running console query once set: the server's shutdown sets
-/// it, so that it never waits for a query's time budget. Cheap to clone.
-#[derive(Clone, Default)]
-pub struct ConsoleStop(Arc<AtomicBool>);
+/// Most console queries that run at once (each may keep a core busy for
+/// its whole time budget); more get `overloaded`.
+pub const MAX_RUNNING: usize = 2;
 
-impl ConsoleStop {
+/// The running console queries: how many may run, and a flag that stops
+/// them all (the server's shutdown sets it, so that it never waits for a
+/// query's time budget). Cheap to clone.
+#[derive(Clone)]
+pub struct Consoles {
+    stop: Arc<AtomicBool>,
+    running: Arc<tokio::sync::Semaphore>,
+}
+
+impl Default for Consoles {
+    fn default() -> Self {
+        Consoles {
+            stop: Arc::default(),
+            running: Arc::new(tokio::sync::Semaphore::new(MAX_RUNNING)),
+        }
+    }
+}
+
+impl Consoles {
+    /// Stops every running query and refuses new ones.
     pub fn stop(&self) {
-        self.0.store(true, Ordering::Release);
+        self.stop.store(true, Ordering::Release);
     }
 
     fn stopped(&self) -> bool {
-        self.0.load(Ordering::Acquire)
+        self.stop.load(Ordering::Acquire)
+    }
+
+    /// Room for one more query, held until the permit is dropped.
+    pub fn admit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, ErrorDetail> {
+        if self.stopped() {
+            return Err(detail(
+                ErrorCode::ShuttingDown,
+                "the server is shutting down",
+            ));
+        }
+        self.running.clone().try_acquire_owned().map_err(|_| {
+            detail(
+                ErrorCode::Overloaded,
+                format!("{MAX_RUNNING} console queries are running already; retry later"),
+            )
+        })
     }
 }
 
@@ -204,7 +238,7 @@ fn open(
     path: &Path,
     limits: &ConsoleLimits,
     deadline: Instant,
-    stop: &ConsoleStop,
+    stop: &Consoles,
 ) -> rusqlite::Result<Connection> {
     // No SQLITE_OPEN_CREATE, no URI: the object's own file or nothing.
     let conn = Connection::open_with_flags(
@@ -234,7 +268,7 @@ pub fn query(
     path: &Path,
     sql: &str,
     limits: &ConsoleLimits,
-    stop: &ConsoleStop,
+    stop: &Consoles,
 ) -> Result<Value, ErrorDetail> {
     precheck(sql)?;
     let deadline = Instant::now() + limits.timeout;
@@ -364,7 +398,7 @@ fn too_large(limits: &ConsoleLimits) -> ErrorDetail {
 fn fail(
     e: rusqlite::Error,
     limits: &ConsoleLimits,
-    stop: &ConsoleStop,
+    stop: &Consoles,
     denied: &Mutex<Option<String>>,
 ) -> ErrorDetail {
     use rusqlite::ErrorCode as Sqlite;
