@@ -399,9 +399,17 @@ impl Runtime {
     pub async fn inspect(&self, key: &ObjectKey, sql: &str) -> Result<Value, ErrorDetail> {
         crate::storage::inspect::precheck(sql)?;
         let running = self.0.consoles.admit()?;
-        self.flush_file(key).await?;
+        let limits = self.0.config.admin_sql.clone();
+        tokio::time::timeout(limits.timeout, self.flush_file(key))
+            .await
+            .map_err(|_| {
+                error(
+                    ErrorCode::TimedOut,
+                    "the object did not commit to its file within the console's time budget",
+                )
+            })??;
         let path = crate::id::object_path(&self.0.config.data_dir, &key.class, key.id);
-        let (sql, limits) = (sql.to_owned(), self.0.config.admin_sql.clone());
+        let sql = sql.to_owned();
         let consoles = self.0.consoles.clone();
         tokio::task::spawn_blocking(move || {
             let _running = running;

@@ -5,15 +5,17 @@
 //!
 //! Never the actor's connection: a `COMMIT` or `RELEASE` there would end the
 //! transaction the actor keeps open, and a pragma would stay set on it. The
-//! console's own connection is opened read-only and may attach nothing; what
-//! it runs must pass three checks, each enough alone for the statements we
-//! know of: its first keyword (after comments) is that of a query
-//! ([`precheck`]); the authorizer allows only reads, functions and the
-//! pragmas of [`READ_PRAGMAS`] without a value; and SQLite calls the
-//! prepared statement read-only. A progress handler stops it at its time
-//! budget or when the server shuts down; values are counted as the JSON they
-//! become and the query stops at the byte budget (no single value may be
-//! longer than the budget either: `SQLITE_LIMIT_LENGTH`).
+//! console's own connection is opened read-only, with `query_only` on, and
+//! may attach nothing; what it runs must also pass three checks, in layers
+//! (`WITH … DELETE` passes the first, not the second): its first keyword,
+//! after comments, is that of a query ([`precheck`]); the authorizer allows
+//! only reads, functions and the pragmas of [`READ_PRAGMAS`] (with a value
+//! only those that name a table or index); and SQLite calls the prepared
+//! statement read-only. A progress handler stops it at its time budget or
+//! when the server shuts down; values are counted as the JSON they become
+//! and the query stops at the byte budget (no single value may be longer
+//! than the budget either: `SQLITE_LIMIT_LENGTH`). At most [`MAX_RUNNING`]
+//! queries run at once.
 //!
 //! It does not page: at most `MAX_ROWS` rows, then `truncated`.
 
