@@ -114,7 +114,9 @@ fn flushed<T>(
     metrics: &crate::metrics::Metrics,
     reply: output::Reply,
 ) -> InFlight {
-    flush(live, metrics);
+    if !is_lost(live) {
+        flush(live, metrics);
+    }
     let result = match live.as_ref().and_then(|l| l.ctx.storage.lost()) {
         Some(why) => Err(error(
             ErrorCode::ObjectBroken,
