@@ -19,6 +19,7 @@ export type ServerErrorCode =
   | 'forbidden'
   | 'not_found'
   | 'rate_limited'
+  | 'timed_out'
   | 'internal'
 
 /**

@@ -36,6 +36,8 @@ pub enum ErrorCode {
     NotFound,
     /// Too many connections or requests from this client.
     RateLimited,
+    /// The request ran past its time budget and was stopped (the admin SQL console).
+    TimedOut,
     /// Anything else: a bug in the server.
     Internal,
 }
@@ -58,6 +60,7 @@ impl ErrorCode {
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::NotFound => "not_found",
             ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::TimedOut => "timed_out",
             ErrorCode::Internal => "internal",
         }
     }

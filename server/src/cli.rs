@@ -167,6 +167,12 @@ pub struct ServeArgs {
     /// file (fewer, larger SQLite commits; 0 commits every batch on its own).
     #[arg(long, env = "ROOST_FILE_COMMIT_INTERVAL", default_value = "50ms", value_parser = parse_duration)]
     pub file_commit_interval: Duration,
+    /// Longest an admin SQL console query may run before it is stopped (504 timed_out).
+    #[arg(long, env = "ROOST_ADMIN_SQL_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub admin_sql_timeout: Duration,
+    /// Most bytes of an admin SQL console result, counted as JSON (413 too_large beyond).
+    #[arg(long, env = "ROOST_ADMIN_SQL_MAX_BYTES", default_value_t = 16 * 1024 * 1024, value_parser = clap::value_parser!(u32).range(65536..))]
+    pub admin_sql_max_bytes: u32,
 }
 
 impl ServeArgs {
@@ -188,6 +194,8 @@ impl ServeArgs {
         config.storage.wal_checkpoint_bytes = self.wal_checkpoint_bytes;
         config.log.checkpoint_interval = self.checkpoint_interval;
         config.file_commit_interval = self.file_commit_interval;
+        config.admin_sql.timeout = self.admin_sql_timeout;
+        config.admin_sql.max_bytes = self.admin_sql_max_bytes as usize;
         config.sockets.max_frame_bytes = self.max_frame_bytes;
         config.sockets.max_outbox_bytes = self.max_socket_queue_bytes;
         config.sockets.max_sockets_per_object = self.max_sockets_per_object;

@@ -7,6 +7,7 @@ use std::time::Duration;
 use crate::commitlog::LogConfig;
 use crate::runtime::AlarmConfig;
 use crate::sockets::SocketLimits;
+use crate::storage::inspect::ConsoleLimits;
 use crate::storage::{FaultHook, StorageLimits};
 
 /// How a batch is made durable before its replies leave.
@@ -54,6 +55,8 @@ pub struct Config {
     /// what is queued and for sockets to close before it exits anyway.
     pub drain_timeout: Duration,
     pub durability: Durability,
+    /// The admin SQL console's time and byte budgets.
+    pub admin_sql: ConsoleLimits,
     /// Test hook: make commits fail (see `storage::FaultHook`).
     pub fault: Option<FaultHook>,
 }
@@ -77,6 +80,7 @@ impl Default for Config {
             log: LogConfig::default(),
             drain_timeout: Duration::from_secs(10),
             durability: Durability::Log,
+            admin_sql: ConsoleLimits::default(),
             fault: None,
         }
     }

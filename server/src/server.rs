@@ -130,6 +130,7 @@ impl ServerBuilder {
                 max_connections_per_ip: config.max_connections_per_ip,
                 fault: config.fault.clone(),
                 durability: config.durability,
+                admin_sql: config.admin_sql.clone(),
             },
             self.registry,
             metrics,

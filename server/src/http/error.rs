@@ -36,6 +36,7 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
         ErrorCode::Forbidden => StatusCode::FORBIDDEN,
         ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+        ErrorCode::TimedOut => StatusCode::GATEWAY_TIMEOUT,
         ErrorCode::ObjectBroken | ErrorCode::Storage | ErrorCode::Internal => {
             StatusCode::INTERNAL_SERVER_ERROR
         }

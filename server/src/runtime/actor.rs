@@ -106,6 +106,34 @@ fn flush<T>(live: &mut Option<Live<T>>, metrics: &crate::metrics::Metrics) {
     }
 }
 
+/// Answers a `Flush` (the admin console reads the file next): commits the
+/// open transaction to the file. The answer waits in the FIFO behind every
+/// earlier batch, so the console never reads what is not durable yet.
+fn flushed<T>(
+    live: &mut Option<Live<T>>,
+    metrics: &crate::metrics::Metrics,
+    reply: output::Reply,
+) -> InFlight {
+    if !is_lost(live) {
+        flush(live, metrics);
+    }
+    let result = match live.as_ref().and_then(|l| l.ctx.storage.lost()) {
+        Some(why) => Err(error(
+            ErrorCode::ObjectBroken,
+            format!("the object's file refused its batches ({why}); a restart replays them"),
+        )),
+        None => Ok(serde_json::Value::Null),
+    };
+    InFlight {
+        ack: None,
+        outputs: vec![Output::Reply(reply, result)],
+        committed_at: Instant::now(),
+        events: 0,
+        wrote: false,
+        by_log: false,
+    }
+}
+
 /// Drops the loaded object so that the next command starts it again from its
 /// file, once its pending batches are committed there. A lost object stays
 /// loaded instead: starting it from the file would miss batches that
@@ -260,24 +288,35 @@ async fn run_inner<T: DurableObject>(args: ActorArgs) {
             draining = true;
             continue;
         };
-        // A deletion runs alone, after everything before it.
+        // A deletion runs alone, after everything before it; a flush right
+        // after the batch before it.
         let mut deletion = None;
-        if let Command::Delete { reply } = first {
-            deletion = Some(reply);
-        } else {
-            batch.push(first);
-            while batch.len() < max_batch {
-                match rx.try_recv() {
-                    Ok(Command::Delete { reply }) => {
-                        deletion = Some(reply);
-                        break;
+        let mut flush_for = None;
+        match first {
+            Command::Delete { reply } => deletion = Some(reply),
+            Command::Flush { reply } => flush_for = Some(reply),
+            first => {
+                batch.push(first);
+                while batch.len() < max_batch {
+                    match rx.try_recv() {
+                        Ok(Command::Delete { reply }) => {
+                            deletion = Some(reply);
+                            break;
+                        }
+                        Ok(Command::Flush { reply }) => {
+                            flush_for = Some(reply);
+                            break;
+                        }
+                        Ok(cmd) => batch.push(cmd),
+                        Err(_) => break,
                     }
-                    Ok(cmd) => batch.push(cmd),
-                    Err(_) => break,
                 }
             }
         }
         if batch.is_empty() {
+            if let Some(reply) = flush_for.take() {
+                inflight.push_back(flushed(&mut live, &metrics, reply));
+            }
             if let Some(reply) = deletion.take() {
                 // Let every earlier batch reach its clients first.
                 while let Some(mut f) = inflight.pop_front() {
@@ -316,6 +355,9 @@ async fn run_inner<T: DurableObject>(args: ActorArgs) {
                     for cmd in batch.drain(..) {
                         cmd.fail(&runtime, &key, e.clone());
                     }
+                    if let Some(reply) = flush_for.take() {
+                        inflight.push_back(flushed(&mut live, &metrics, reply));
+                    }
                     // Stop: the next command starts a fresh attempt.
                     runtime.mark_stopping(key.id, generation, done_rx.clone());
                     rx.close();
@@ -345,6 +387,9 @@ async fn run_inner<T: DurableObject>(args: ActorArgs) {
                 }
                 retire(&mut live, &metrics);
             }
+        }
+        if let Some(reply) = flush_for.take() {
+            inflight.push_back(flushed(&mut live, &metrics, reply));
         }
         // A deletion found behind this batch runs next, before any new command.
         stashed_delete = deletion.take();

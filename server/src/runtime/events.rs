@@ -37,8 +37,10 @@ async fn run_event<T: DurableObject>(
             l.ctx.socket_read_only(*socket)
         }
         Command::Fetch { request, .. } => request.read_only,
-        Command::Inspect { .. } => true,
-        Command::Closed { .. } | Command::Alarm { .. } | Command::Delete { .. } => false,
+        Command::Closed { .. }
+        | Command::Alarm { .. }
+        | Command::Delete { .. }
+        | Command::Flush { .. } => false,
     };
     let prepared = l
         .ctx
@@ -158,11 +160,8 @@ async fn run_event<T: DurableObject>(
                 }
             }
         }
-        Command::Alarm { .. } | Command::Delete { .. } => return Ok(()),
-        Command::Inspect { sql, reply } => {
-            let result = crate::storage::inspect::query(&l.ctx.storage, &sql);
-            (false, Some(Output::Reply(reply, result)), false)
-        }
+        // Alarms ran above; the actor's loop takes deletions and flushes.
+        Command::Alarm { .. } | Command::Delete { .. } | Command::Flush { .. } => return Ok(()),
         Command::Fetch { request, reply } => {
             let outcome = AssertUnwindSafe(l.object.fetch(&mut l.ctx, request))
                 .catch_unwind()
@@ -258,7 +257,7 @@ fn push_failure(cmd: Command, outputs: &mut Vec<Output>) {
             reply,
             Err(error(ErrorCode::ObjectBroken, "not run")),
         )),
-        Command::Inspect { reply, .. } => outputs.push(Output::Reply(
+        Command::Flush { reply } => outputs.push(Output::Reply(
             reply,
             Err(error(ErrorCode::ObjectBroken, "not run")),
         )),

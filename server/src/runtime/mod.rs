@@ -29,6 +29,7 @@ use crate::commitlog::CommitLog;
 use crate::id::{ObjectId, ObjectKey};
 use crate::metrics::Metrics;
 use crate::sockets::{SocketHub, SocketId, SocketLimits, SocketMessage};
+use crate::storage::inspect::{ConsoleLimits, Consoles};
 use crate::storage::{FaultHook, StorageLimits};
 pub use alarms::{AlarmConfig, AlarmInfo, Clock};
 pub(crate) use output::Reply;
@@ -51,6 +52,7 @@ pub struct RuntimeConfig {
     pub max_connections_per_ip: usize,
     pub fault: Option<FaultHook>,
     pub durability: crate::config::Durability,
+    pub admin_sql: ConsoleLimits,
 }
 
 /// A command for an object's actor: the closed set of events it handles.
@@ -80,8 +82,9 @@ pub(crate) enum Command {
     },
     /// The alarm index says the object's alarm is due.
     Alarm { retry: u32 },
-    /// A read-only SQL query from the admin console.
-    Inspect { sql: String, reply: Reply },
+    /// Commit the open transaction to the object's file (the admin console
+    /// reads the file next); answered once every earlier batch is durable.
+    Flush { reply: Reply },
     /// Delete the object: its files, sockets, catalog entry and alarm.
     Delete {
         reply: oneshot::Sender<Result<(), ErrorDetail>>,
@@ -117,9 +120,7 @@ impl Command {
             Command::Fetch { reply, .. } => {
                 let _ = reply.send(Err(error));
             }
-            Command::Inspect { reply, .. } => {
-                output::deliver_reply(runtime, object, reply, Err(error))
-            }
+            Command::Flush { reply } => output::deliver_reply(runtime, object, reply, Err(error)),
             Command::Delete { reply } => {
                 let _ = reply.send(Err(error));
             }
@@ -158,6 +159,8 @@ pub(crate) struct RuntimeInner {
     directory: DashMap<ObjectId, Slot>,
     next_generation: AtomicU64,
     shutting_down: AtomicBool,
+    /// The admin console's running queries.
+    consoles: Consoles,
     /// Every actor holds a clone; `shutdown` waits until all are dropped.
     alive_tx: std::sync::Mutex<Option<mpsc::Sender<()>>>,
     alive_rx: tokio::sync::Mutex<mpsc::Receiver<()>>,
@@ -196,6 +199,7 @@ impl Runtime {
             directory: DashMap::new(),
             next_generation: AtomicU64::new(1),
             shutting_down: AtomicBool::new(false),
+            consoles: Consoles::default(),
             alive_tx: std::sync::Mutex::new(Some(alive_tx)),
             alive_rx: tokio::sync::Mutex::new(alive_rx),
         }))
@@ -389,23 +393,76 @@ impl Runtime {
         })
     }
 
-    /// Runs a read-only SQL query on the object's database (admin console).
+    /// Runs a read-only SQL query on the object's file (admin console): once
+    /// the object's actor, if it has one, has committed every acknowledged
+    /// batch to the file, on a connection of its own in a blocking thread
+    /// (see `storage::inspect`). Never starts the object.
     pub async fn inspect(&self, key: &ObjectKey, sql: &str) -> Result<Value, ErrorDetail> {
-        let (reply, wait) = oneshot::channel();
-        self.send(
-            key,
-            Command::Inspect {
-                sql: sql.to_owned(),
-                reply: Reply::Http(reply),
-            },
-        )
-        .await?;
-        wait.await.unwrap_or_else(|_| {
-            Err(error(
-                ErrorCode::ShuttingDown,
-                "the object stopped before answering",
-            ))
+        crate::storage::inspect::precheck(sql)?;
+        let running = self.0.consoles.admit()?;
+        let limits = self.0.config.admin_sql.clone();
+        tokio::time::timeout(limits.timeout, self.flush_file(key))
+            .await
+            .map_err(|_| {
+                error(
+                    ErrorCode::TimedOut,
+                    "the object did not commit to its file within the console's time budget",
+                )
+            })??;
+        let path = crate::id::object_path(&self.0.config.data_dir, &key.class, key.id);
+        let sql = sql.to_owned();
+        let consoles = self.0.consoles.clone();
+        tokio::task::spawn_blocking(move || {
+            let _running = running;
+            crate::storage::inspect::query(&path, &sql, &limits, &consoles)
         })
+        .await
+        .unwrap_or_else(|_| Err(error(ErrorCode::Internal, "the console query panicked")))
+    }
+
+    /// Has a live actor commit its open transaction to the object's file and
+    /// waits for it; a stopping one commits before it ends, and without an
+    /// actor the file is up to date.
+    async fn flush_file(&self, key: &ObjectKey) -> Result<(), ErrorDetail> {
+        loop {
+            let (live, stopping) = match self.0.directory.get(&key.id).as_deref() {
+                Some(Slot::Live { tx, .. }) => (Some(tx.clone()), None),
+                Some(Slot::Stopping { done, .. }) => (None, Some(done.clone())),
+                None => (None, None),
+            };
+            if let Some(mut done) = stopping {
+                let _ = done.changed().await;
+                return Ok(());
+            }
+            let Some(tx) = live else { return Ok(()) };
+            let (reply, wait) = oneshot::channel();
+            match tx.try_send(Command::Flush {
+                reply: Reply::Http(reply),
+            }) {
+                Ok(()) => {
+                    return match wait.await {
+                        Ok(flushed) => flushed.map(drop),
+                        Err(_) => Err(error(
+                            ErrorCode::ShuttingDown,
+                            "the object stopped before answering",
+                        )),
+                    }
+                }
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    return Err(error(
+                        ErrorCode::Overloaded,
+                        "the object's mailbox is full; retry later",
+                    ))
+                }
+                // About to be replaced by a tombstone.
+                Err(mpsc::error::TrySendError::Closed(_)) => tokio::task::yield_now().await,
+            }
+        }
+    }
+
+    /// Stops every running admin console query (they answer `shutting_down`).
+    pub fn stop_console_queries(&self) {
+        self.0.consoles.stop();
     }
 
     /// Deletes an object: its files, sockets, catalog entry and alarm.
@@ -467,6 +524,7 @@ impl Runtime {
     pub async fn shutdown(&self, timeout: Duration) {
         let deadline = tokio::time::Instant::now() + timeout;
         self.0.shutting_down.store(true, Ordering::Release);
+        self.stop_console_queries();
         // Dropping the directory's senders lets each actor drain its mailbox and exit.
         self.0
             .directory
