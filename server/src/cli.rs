@@ -109,6 +109,17 @@ pub struct ServeArgs {
     /// Most bytes queued for one socket before that (slow) client is disconnected.
     #[arg(long, env = "ROOST_MAX_SOCKET_QUEUE_BYTES", default_value_t = 4 * 1024 * 1024)]
     pub max_socket_queue_bytes: usize,
+    /// Most Yjs awareness client ids one socket may announce (a browser tab
+    /// announces one); beyond, the socket is closed with 1008.
+    #[arg(long, env = "ROOST_MAX_AWARENESS_PER_SOCKET", default_value_t = 16)]
+    pub max_awareness_per_socket: usize,
+    /// Most awareness entries one document holds (1008 beyond).
+    #[arg(long, env = "ROOST_MAX_AWARENESS_PER_DOC", default_value_t = 10_000)]
+    pub max_awareness_per_doc: usize,
+    /// Most bytes of awareness states one document holds (1008 beyond; keep
+    /// it below --max-socket-queue-bytes, so a newcomer can receive them all).
+    #[arg(long, env = "ROOST_MAX_AWARENESS_BYTES", default_value_t = 2 * 1024 * 1024)]
+    pub max_awareness_bytes: usize,
     /// Most WebSockets one object may hold.
     #[arg(long, env = "ROOST_MAX_SOCKETS_PER_OBJECT", default_value_t = 10_000)]
     pub max_sockets_per_object: usize,
@@ -199,6 +210,9 @@ impl ServeArgs {
         config.sockets.max_frame_bytes = self.max_frame_bytes;
         config.sockets.max_outbox_bytes = self.max_socket_queue_bytes;
         config.sockets.max_sockets_per_object = self.max_sockets_per_object;
+        config.sockets.max_awareness_per_socket = self.max_awareness_per_socket;
+        config.sockets.max_awareness_per_doc = self.max_awareness_per_doc;
+        config.sockets.max_awareness_bytes = self.max_awareness_bytes;
         config.sockets.max_messages_per_sec = self.max_socket_messages_per_sec;
         config.max_connections_per_ip = self.max_connections_per_ip;
         config.connections = crate::http::serve::ConnLimits {

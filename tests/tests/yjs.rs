@@ -554,3 +554,61 @@ async fn an_edit_after_the_history_window_emptied_the_log_is_never_lost() -> any
     server.terminate().await?;
     Ok(())
 }
+
+/// An awareness frame announcing client ids `ids` (clock 1, a small state).
+fn awareness_frame(ids: std::ops::Range<u64>) -> Vec<u8> {
+    use yrs::sync::awareness::{AwarenessUpdate, AwarenessUpdateEntry};
+    use yrs::updates::encoder::Encode;
+    let clients = ids
+        .map(|id| {
+            let state = AwarenessUpdateEntry {
+                clock: 1,
+                json: std::sync::Arc::from(r#"{"user":{"name":"x"}}"#),
+            };
+            (yrs::ClientID::new(id), state)
+        })
+        .collect();
+    yrs::sync::protocol::Message::Awareness(AwarenessUpdate { clients }).encode_v1()
+}
+
+/// Invariant: one socket cannot flood a document's awareness. A client
+/// announcing thousands of presence ids is closed with 1008 and its ids
+/// are gone; newcomers connect, receive awareness and edit as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_awareness_flood_is_refused_and_newcomers_get_in() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let server = ServerProcess::start(dir.path(), &[]).await?;
+    let url = server.ws_url("/v1/yjs/crowd");
+    let mut flooder = YClient::new();
+    flooder.connect(&url).await?;
+    let mut code = None;
+    for frame in 0..6u64 {
+        if flooder
+            .send_raw(awareness_frame(frame * 5_000..(frame + 1) * 5_000))
+            .await
+            .is_err()
+        {
+            break;
+        }
+        if let Some(c) = flooder.drain(Duration::from_millis(200)).await? {
+            code = Some(c);
+            break;
+        }
+    }
+    assert_eq!(code, Some(1008), "the flood was not refused");
+    let mut a = YClient::new();
+    a.connect(&url).await?;
+    let mut b = YClient::new();
+    b.connect(&url).await?;
+    // Ordinary presence still works: one id each.
+    a.send_raw(awareness_frame(900_001..900_002)).await?;
+    a.insert(0, "still open").await?;
+    b.wait_for_text("still open", Duration::from_secs(10))
+        .await?;
+    assert!(
+        a.drain(Duration::from_millis(100)).await?.is_none(),
+        "a was closed"
+    );
+    server.terminate().await?;
+    Ok(())
+}

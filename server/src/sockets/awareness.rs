@@ -16,10 +16,13 @@ use yrs::ClientID;
 
 use super::{ObjectSockets, SocketEntry, SocketId};
 
-/// Awareness states of one document: client id → (clock, JSON state).
+/// Awareness states of one document: client id → (clock, JSON state, the
+/// socket that announced it — only that socket may change or remove it).
 #[derive(Default)]
 pub(crate) struct AwarenessStore {
-    clients: HashMap<u64, (u32, Arc<str>)>,
+    clients: HashMap<u64, (u32, Arc<str>, SocketId)>,
+    /// Bytes of every JSON state held.
+    bytes: usize,
 }
 
 fn encode(entries: HashMap<ClientID, AwarenessUpdateEntry>) -> Message {
@@ -30,39 +33,96 @@ fn encode(entries: HashMap<ClientID, AwarenessUpdateEntry>) -> Message {
 impl ObjectSockets {
     /// Applies an awareness message (a whole frame) from `socket` and relays
     /// it to the document's other sockets. Errors if it does not decode.
-    pub(crate) fn apply_awareness(&self, socket: SocketId, frame: &[u8]) -> Result<usize, String> {
+    ///
+    /// Bounds (`SocketLimits`): the client ids one socket announces, the
+    /// entries and the bytes of states the document holds. A frame that
+    /// would pass one is refused whole (the caller closes the socket with
+    /// 1008). Entries of ids another socket announced are ignored and not
+    /// relayed.
+    pub(crate) fn apply_awareness(
+        &self,
+        socket: SocketId,
+        frame: &[u8],
+        limits: &super::SocketLimits,
+    ) -> Result<usize, String> {
         let update = match YMessage::decode_v1(frame) {
             Ok(YMessage::Awareness(u)) => u,
             Ok(_) => return Err("not an awareness message".into()),
             Err(e) => return Err(e.to_string()),
         };
-        let mut announced = Vec::new();
-        self.with_awareness(|store| {
+        let owned = self.with_table(|t| t.get(&socket).map_or(0, |e| e.awareness_clients().len()));
+        let (mut announced, mut withdrawn) = (Vec::new(), Vec::new());
+        let accepted = self.with_awareness(|store| {
+            // Check every bound before anything changes.
+            let (mut new_ids, mut entries, mut bytes) = (0usize, store.clients.len(), store.bytes);
+            let mut accepted: HashMap<ClientID, AwarenessUpdateEntry> = HashMap::new();
             for (id, entry) in &update.clients {
-                let id = id.get();
-                let newer = store
-                    .clients
-                    .get(&id)
-                    .is_none_or(|(clock, _)| entry.clock >= *clock);
-                if !newer {
+                let held = store.clients.get(&id.get());
+                if held.is_some_and(|(clock, _, owner)| *owner != socket || entry.clock < *clock) {
                     continue;
                 }
+                let old = held.map_or(0, |(_, json, _)| json.len());
                 if &*entry.json == "null" {
-                    store.clients.remove(&id);
+                    if held.is_some() {
+                        entries -= 1;
+                        bytes -= old;
+                    }
                 } else {
-                    store.clients.insert(id, (entry.clock, entry.json.clone()));
+                    if held.is_none() {
+                        new_ids += 1;
+                        entries += 1;
+                    }
+                    bytes = bytes - old + entry.json.len();
+                }
+                accepted.insert(*id, entry.clone());
+            }
+            if owned + new_ids > limits.max_awareness_per_socket {
+                return Err(format!(
+                    "a socket may announce at most {} awareness clients",
+                    limits.max_awareness_per_socket
+                ));
+            }
+            if entries > limits.max_awareness_per_doc || bytes > limits.max_awareness_bytes {
+                return Err(format!(
+                    "the document's awareness is full ({} clients, {} bytes at most)",
+                    limits.max_awareness_per_doc, limits.max_awareness_bytes
+                ));
+            }
+            for (id, entry) in &accepted {
+                let id = id.get();
+                if let Some((_, old, _)) = store.clients.remove(&id) {
+                    store.bytes -= old.len();
+                }
+                if &*entry.json == "null" {
+                    withdrawn.push(id);
+                } else {
+                    store.bytes += entry.json.len();
+                    store
+                        .clients
+                        .insert(id, (entry.clock, entry.json.clone(), socket));
                     announced.push(id);
                 }
             }
-        });
+            Ok(accepted)
+        })?;
         self.with_table(|t| {
             if let Some(e) = t.get_mut(&socket) {
                 for id in announced {
                     e.add_awareness_client(id);
                 }
+                for id in withdrawn {
+                    e.remove_awareness_client(id);
+                }
             }
         });
-        let relay = Message::Binary(frame.to_vec().into());
+        if accepted.is_empty() {
+            return Ok(0);
+        }
+        let relay = if accepted.len() == update.clients.len() {
+            Message::Binary(frame.to_vec().into())
+        } else {
+            encode(accepted)
+        };
         Ok(self.broadcast(None, &relay, Some(socket)))
     }
 
@@ -72,7 +132,7 @@ impl ObjectSockets {
             store
                 .clients
                 .iter()
-                .map(|(id, (clock, json))| {
+                .map(|(id, (clock, json, _))| {
                     (
                         ClientID::new(*id),
                         AwarenessUpdateEntry {
@@ -101,19 +161,27 @@ impl ObjectSockets {
             return;
         }
         let removed: HashMap<ClientID, AwarenessUpdateEntry> = self.with_awareness(|store| {
-            ids.iter()
-                .filter_map(|id| {
-                    store.clients.remove(id).map(|(clock, _)| {
-                        (
-                            ClientID::new(*id),
-                            AwarenessUpdateEntry {
-                                clock: clock + 1,
-                                json: Arc::from("null"),
-                            },
-                        )
-                    })
-                })
-                .collect()
+            let mut removed = HashMap::new();
+            for id in ids {
+                if !store
+                    .clients
+                    .get(&id)
+                    .is_some_and(|(_, _, owner)| *owner == socket)
+                {
+                    continue;
+                }
+                if let Some((clock, json, _)) = store.clients.remove(&id) {
+                    store.bytes -= json.len();
+                    removed.insert(
+                        ClientID::new(id),
+                        AwarenessUpdateEntry {
+                            clock: clock + 1,
+                            json: Arc::from("null"),
+                        },
+                    );
+                }
+            }
+            removed
         });
         if !removed.is_empty() {
             self.broadcast(None, &encode(removed), Some(socket));
@@ -124,7 +192,7 @@ impl ObjectSockets {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sockets::{Outbox, SocketEntry, SocketHub};
+    use crate::sockets::{Outbox, SocketEntry, SocketHub, SocketLimits};
     use crate::ObjectKey;
 
     fn frame(id: u64, clock: u32, json: &str) -> Vec<u8> {
@@ -141,6 +209,7 @@ mod tests {
 
     #[test]
     fn relays_merges_and_removes_on_close() {
+        let limits = SocketLimits::default();
         let hub = SocketHub::default();
         let key = ObjectKey::new("ydoc", "d").expect("key");
         let mk = || {
@@ -151,13 +220,13 @@ mod tests {
         let t = hub.insert(&key, SocketId(1), mk(), 10).expect("table");
         hub.insert(&key, SocketId(2), mk(), 10).expect("table");
         assert_eq!(
-            t.apply_awareness(SocketId(1), &frame(7, 1, r#"{"user":"a"}"#)),
+            t.apply_awareness(SocketId(1), &frame(7, 1, r#"{"user":"a"}"#), &limits),
             Ok(1)
         );
         // An older clock does not overwrite a newer state.
-        t.apply_awareness(SocketId(1), &frame(7, 3, r#"{"user":"b"}"#))
+        t.apply_awareness(SocketId(1), &frame(7, 3, r#"{"user":"b"}"#), &limits)
             .expect("apply");
-        t.apply_awareness(SocketId(1), &frame(7, 2, r#"{"user":"old"}"#))
+        t.apply_awareness(SocketId(1), &frame(7, 2, r#"{"user":"old"}"#), &limits)
             .expect("apply");
         let state = t.awareness_state().expect("state");
         let Message::Binary(bytes) = state else {
@@ -170,8 +239,76 @@ mod tests {
         t.drop_awareness_of(SocketId(1));
         assert!(t.awareness_state().is_none());
         assert!(
-            t.apply_awareness(SocketId(1), &[1, 200, 1]).is_err(),
+            t.apply_awareness(SocketId(1), &[1, 200, 1], &limits)
+                .is_err(),
             "garbage is refused"
         );
+    }
+
+    fn frame_of(ids: std::ops::Range<u64>, json: &str) -> Vec<u8> {
+        let clients = ids
+            .map(|id| {
+                let entry = AwarenessUpdateEntry {
+                    clock: 1,
+                    json: Arc::from(json),
+                };
+                (ClientID::new(id), entry)
+            })
+            .collect();
+        YMessage::Awareness(AwarenessUpdate { clients }).encode_v1()
+    }
+
+    /// Invariant: awareness is bounded per socket and per document, and an
+    /// entry belongs to the socket that announced it.
+    #[test]
+    fn awareness_is_bounded_and_owned_by_its_socket() {
+        let limits = SocketLimits {
+            max_awareness_per_socket: 4,
+            max_awareness_per_doc: 6,
+            max_awareness_bytes: 200,
+            ..SocketLimits::default()
+        };
+        let hub = SocketHub::default();
+        let key = ObjectKey::new("ydoc", "d").expect("key");
+        let mk = || {
+            let mut e = SocketEntry::new(Arc::new(Outbox::new(1 << 20)), false);
+            e.accepted = true;
+            e
+        };
+        let t = hub.insert(&key, SocketId(1), mk(), 10).expect("table");
+        for s in 2..=4 {
+            hub.insert(&key, SocketId(s), mk(), 10).expect("table");
+        }
+        let count = |t: &ObjectSockets| t.with_awareness(|s| s.clients.len());
+        // Per socket: a frame of five new ids is refused whole.
+        assert!(t
+            .apply_awareness(SocketId(1), &frame_of(0..5, "{}"), &limits)
+            .is_err());
+        assert_eq!(count(&t), 0);
+        t.apply_awareness(SocketId(1), &frame_of(0..4, "{}"), &limits)
+            .expect("four");
+        // Another socket cannot overwrite or remove socket 1's entries.
+        t.apply_awareness(SocketId(2), &frame(0, 9, "null"), &limits)
+            .expect("ignored");
+        t.apply_awareness(SocketId(2), &frame(1, 9, r#"{"x":1}"#), &limits)
+            .expect("ignored");
+        assert_eq!(count(&t), 4);
+        // Per document: entries, then bytes.
+        t.apply_awareness(SocketId(2), &frame_of(10..12, "{}"), &limits)
+            .expect("six");
+        assert!(t
+            .apply_awareness(SocketId(3), &frame_of(20..21, "{}"), &limits)
+            .is_err());
+        let big = format!("{{\"s\":\"{}\"}}", "x".repeat(200));
+        assert!(t
+            .apply_awareness(SocketId(2), &frame(10, 2, &big), &limits)
+            .is_err());
+        // Withdrawing an id frees its place for the socket.
+        t.apply_awareness(SocketId(1), &frame(0, 2, "null"), &limits)
+            .expect("withdraw");
+        t.apply_awareness(SocketId(1), &frame(5, 1, "{}"), &limits)
+            .expect("room again");
+        t.drop_awareness_of(SocketId(1));
+        assert_eq!(count(&t), 2, "socket 2's entries stay");
     }
 }

@@ -481,10 +481,16 @@ async fn receive(
                 }
                 // awareness: merged and relayed here, the object sleeps on.
                 Some(1) => {
-                    if let Err(why) = table.apply_awareness(socket, &bytes) {
-                        tracing::info!(%socket, error = %why, "malformed awareness message");
-                        close(ws, 1008, "malformed awareness message").await;
-                        return Some((1008, "malformed awareness message".into()));
+                    let limits = &runtime.0.config.sockets;
+                    if let Err(why) = table.apply_awareness(socket, &bytes, limits) {
+                        tracing::info!(%socket, error = %why, "awareness message refused");
+                        // A close reason has at most 123 bytes.
+                        let reason: String = format!("awareness refused: {why}")
+                            .chars()
+                            .take(120)
+                            .collect();
+                        close(ws, 1008, &reason).await;
+                        return Some((1008, reason));
                     }
                     metrics.awareness_relays.fetch_add(1, Ordering::Relaxed);
                 }

@@ -81,6 +81,11 @@ pub struct SocketLimits {
     /// Most frames per second one socket may send (burst of the same size);
     /// beyond it the socket is closed with 1008.
     pub max_messages_per_sec: u32,
+    /// Awareness: most client ids one socket may announce, most entries and
+    /// most bytes of states one document holds (beyond: close 1008).
+    pub max_awareness_per_socket: usize,
+    pub max_awareness_per_doc: usize,
+    pub max_awareness_bytes: usize,
 }
 
 impl Default for SocketLimits {
@@ -93,6 +98,9 @@ impl Default for SocketLimits {
             max_tag_bytes: 256,
             max_attachment_bytes: 16 * 1024,
             max_messages_per_sec: 10_000,
+            max_awareness_per_socket: 16,
+            max_awareness_per_doc: 10_000,
+            max_awareness_bytes: 2 * 1024 * 1024,
         }
     }
 }
@@ -317,6 +325,13 @@ impl SocketEntry {
         if !self.awareness_clients().contains(&id) {
             self.extra_mut().awareness_clients.push(id);
         }
+    }
+
+    pub(crate) fn remove_awareness_client(&mut self, id: u64) {
+        if let Some(x) = self.extra.as_mut() {
+            x.awareness_clients.retain(|c| *c != id);
+        }
+        self.tidy();
     }
 
     pub(crate) fn take_awareness_clients(&mut self) -> Vec<u64> {
