@@ -163,10 +163,10 @@ impl ObjectSockets {
         let removed: HashMap<ClientID, AwarenessUpdateEntry> = self.with_awareness(|store| {
             let mut removed = HashMap::new();
             for id in ids {
-                if !store
+                if store
                     .clients
                     .get(&id)
-                    .is_some_and(|(_, _, owner)| *owner == socket)
+                    .is_none_or(|(_, _, owner)| *owner != socket)
                 {
                     continue;
                 }
