@@ -20,6 +20,7 @@ export type ServerErrorCode =
   | 'not_found'
   | 'rate_limited'
   | 'timed_out'
+  | 'insufficient_storage'
   | 'internal'
 
 /**

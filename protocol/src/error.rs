@@ -38,6 +38,8 @@ pub enum ErrorCode {
     RateLimited,
     /// The request ran past its time budget and was stopped (the admin SQL console).
     TimedOut,
+    /// The disk is full: the object cannot store its writes yet (507).
+    InsufficientStorage,
     /// Anything else: a bug in the server.
     Internal,
 }
@@ -61,6 +63,7 @@ impl ErrorCode {
             ErrorCode::NotFound => "not_found",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::TimedOut => "timed_out",
+            ErrorCode::InsufficientStorage => "insufficient_storage",
             ErrorCode::Internal => "internal",
         }
     }

@@ -194,7 +194,8 @@ impl ObjectError {
             ObjectError::Storage(s) => match s {
                 StorageError::KeyTooLarge { .. }
                 | StorageError::ValueTooLarge { .. }
-                | StorageError::DatabaseFull { .. } => ErrorCode::TooLarge,
+                | StorageError::DatabaseFull { .. }
+                | StorageError::Full => ErrorCode::TooLarge,
                 StorageError::ReadOnly => ErrorCode::Forbidden,
                 _ => ErrorCode::Storage,
             },
@@ -213,6 +214,9 @@ impl From<rusqlite::Error> for ObjectError {
         if let rusqlite::Error::SqliteFailure(code, _) = &e {
             if code.code == rusqlite::ErrorCode::ReadOnly {
                 return ObjectError::Storage(StorageError::ReadOnly);
+            }
+            if code.code == rusqlite::ErrorCode::DiskFull {
+                return ObjectError::Storage(StorageError::Full);
             }
         }
         ObjectError::Storage(StorageError::Sqlite(e))

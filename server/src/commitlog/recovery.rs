@@ -107,6 +107,46 @@ pub fn recover(data_dir: &Path) -> Result<RecoveryReport, RecoveryError> {
     Ok(report)
 }
 
+/// Catches one object's file up from the log while the server runs: for an
+/// object whose file refused batches the log acknowledged (a full disk, the
+/// size cap rolling back its open transaction). Reads the segments as they
+/// are (one the checkpointer removed meanwhile held none of this object's
+/// unflushed batches — they keep it), replays the object's records above the
+/// file's stamp and fsyncs the file. The caller's connection to the file
+/// must be closed, and none of its batches in flight. Returns the count
+/// applied.
+pub(crate) fn replay_one(
+    data_dir: &Path,
+    class: &str,
+    id: ObjectId,
+) -> Result<usize, RecoveryError> {
+    let log_dir = data_dir.join("log");
+    let mut records = Vec::new();
+    for n in list_segments(&log_dir)? {
+        let bytes = match fs::read(segment_path(&log_dir, n)) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e.into()),
+        };
+        // A torn tail is the writer's current end: nothing of ours, which
+        // is all durable, lies beyond it.
+        for r in decode_segment(&bytes).0 {
+            if r.id != id || r.class != class {
+                continue;
+            }
+            if r.is_deletion() {
+                records.clear();
+            } else {
+                records.push(r);
+            }
+        }
+    }
+    let path = object_path(data_dir, class, id);
+    let (applied, _) = replay_object(&path, id, &records)?;
+    sync_object_files(&path)?;
+    Ok(applied)
+}
+
 /// Whether anything but zeros follows the segment's magic.
 fn segment_has_records(path: &Path) -> std::io::Result<bool> {
     let bytes = fs::read(path)?;

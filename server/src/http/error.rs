@@ -37,6 +37,7 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         ErrorCode::Forbidden => StatusCode::FORBIDDEN,
         ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         ErrorCode::TimedOut => StatusCode::GATEWAY_TIMEOUT,
+        ErrorCode::InsufficientStorage => StatusCode::INSUFFICIENT_STORAGE,
         ErrorCode::ObjectBroken | ErrorCode::Storage | ErrorCode::Internal => {
             StatusCode::INTERNAL_SERVER_ERROR
         }

@@ -145,6 +145,98 @@ fn retire<T>(live: &mut Option<Live<T>>, metrics: &crate::metrics::Metrics) {
     }
 }
 
+/// Waits for every in-flight batch's log acknowledgement and releases (or
+/// fails) its outputs, in order.
+async fn settle_inflight(inflight: &mut VecDeque<InFlight>, runtime: &Runtime, object: ObjectId) {
+    while let Some(mut f) = inflight.pop_front() {
+        let result = match f.ack.take() {
+            Some(ack) => ack.await.unwrap_or(Err(LogError::Closed)),
+            None => Ok(()),
+        };
+        match result {
+            Ok(()) => release(f, runtime, object),
+            Err(e) => {
+                let err = error(
+                    ErrorCode::ObjectBroken,
+                    format!("batch could not be made durable: {e}"),
+                );
+                output::fail(runtime, object, f.outputs, &err);
+            }
+        }
+    }
+}
+
+/// What an object whose file misses acknowledged batches knows of it.
+#[derive(Default)]
+struct Missing {
+    /// Why the file refused them, while it does.
+    why: Option<String>,
+    /// The last attempt to catch the file up (one a second at most).
+    tried: Option<Instant>,
+}
+
+/// Catches up a file that refused batches the log acknowledged (a full
+/// disk; the size cap rolling back the open transaction) while the server
+/// runs: once every in-flight batch is settled, the object is closed (SQLite
+/// drops the refused transaction), its missing records are replayed from
+/// the log into the file, and the next command starts it from the file.
+/// Until that succeeds it is not started from the file — which misses
+/// batches clients have seen — and every command gets 507.
+async fn reclaim<T: DurableObject>(
+    live: &mut Option<Live<T>>,
+    missing: &mut Missing,
+    inflight: &mut VecDeque<InFlight>,
+    wal: &mut WalKeeper,
+    runtime: &Runtime,
+    key: &ObjectKey,
+) -> Result<(), ErrorDetail> {
+    if let Some(why) = live.as_ref().and_then(|l| l.ctx.storage.lost()) {
+        missing.why = Some(why.to_owned());
+    }
+    let Some(why) = missing.why.clone() else {
+        return Ok(());
+    };
+    let refused = |detail: &str| {
+        error(
+            ErrorCode::InsufficientStorage,
+            format!(
+                "the object's file cannot take its acknowledged writes yet ({why}{detail}); \
+                 they are safe in the commit log, and the object serves again once the disk has room"
+            ),
+        )
+    };
+    if missing
+        .tried
+        .is_some_and(|t| t.elapsed() < std::time::Duration::from_secs(1))
+    {
+        return Err(refused(""));
+    }
+    missing.tried = Some(Instant::now());
+    settle_inflight(inflight, runtime, key.id).await;
+    wal.join().await;
+    if let Some(l) = live.take() {
+        crate::sys::blocking(|| drop(l));
+    }
+    let data_dir = runtime.0.config.data_dir.clone();
+    let class = key.class.clone();
+    let id = key.id;
+    match crate::sys::blocking(|| crate::commitlog::recovery::replay_one(&data_dir, &class, id)) {
+        Ok(applied) => {
+            runtime.0.log.unflushed().remove(key.id);
+            tracing::info!(
+                applied,
+                "caught the object's file up from the commit log; serving again"
+            );
+            *missing = Missing::default();
+            Ok(())
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot catch the object's file up from the commit log yet");
+            Err(refused(&format!("; {e}")))
+        }
+    }
+}
+
 /// Whether the loaded object's file refused batches the log holds.
 fn is_lost<T>(live: &Option<Live<T>>) -> bool {
     live.as_ref()
@@ -200,6 +292,7 @@ async fn run_inner<T: DurableObject>(args: ActorArgs) {
     let mut batch: Vec<Command> = Vec::with_capacity(max_batch);
     let mut inflight: VecDeque<InFlight> = VecDeque::new();
     let mut stashed_delete: Option<oneshot::Sender<Result<(), ErrorDetail>>> = None;
+    let mut missing = Missing::default();
     let mut wal = WalKeeper::new(
         object_path(&runtime.0.config.data_dir, &key.class, key.id),
         runtime.0.config.storage.wal_checkpoint_bytes,
@@ -261,9 +354,18 @@ async fn run_inner<T: DurableObject>(args: ActorArgs) {
                     flush(&mut live, &metrics);
                     continue;
                 }
-                Err(_) if is_lost(&live) => {
-                    // Its file refused batches the log holds: stay loaded
-                    // (refusing every event) until a restart replays them.
+                Err(_) if is_lost(&live) || missing.why.is_some() => {
+                    // Its file refused batches the log holds: never evicted
+                    // (a new start would read the file) until caught up.
+                    let _ = reclaim(
+                        &mut live,
+                        &mut missing,
+                        &mut inflight,
+                        &mut wal,
+                        &runtime,
+                        &key,
+                    )
+                    .await;
                     continue;
                 }
                 Err(_) => {
@@ -313,28 +415,40 @@ async fn run_inner<T: DurableObject>(args: ActorArgs) {
                 }
             }
         }
+        if deletion.is_none() && (is_lost(&live) || missing.why.is_some()) {
+            if let Err(e) = reclaim(
+                &mut live,
+                &mut missing,
+                &mut inflight,
+                &mut wal,
+                &runtime,
+                &key,
+            )
+            .await
+            {
+                for cmd in batch.drain(..) {
+                    cmd.fail(&runtime, &key, e.clone());
+                }
+                if let Some(reply) = flush_for.take() {
+                    inflight.push_back(InFlight {
+                        ack: None,
+                        outputs: vec![Output::Reply(reply, Err(e))],
+                        committed_at: Instant::now(),
+                        events: 0,
+                        wrote: false,
+                        by_log: false,
+                    });
+                }
+                continue;
+            }
+        }
         if batch.is_empty() {
             if let Some(reply) = flush_for.take() {
                 inflight.push_back(flushed(&mut live, &metrics, reply));
             }
             if let Some(reply) = deletion.take() {
                 // Let every earlier batch reach its clients first.
-                while let Some(mut f) = inflight.pop_front() {
-                    let result = match f.ack.take() {
-                        Some(ack) => ack.await.unwrap_or(Err(LogError::Closed)),
-                        None => Ok(()),
-                    };
-                    match result {
-                        Ok(()) => release(f, &runtime, key.id),
-                        Err(e) => {
-                            let err = error(
-                                ErrorCode::ObjectBroken,
-                                format!("batch could not be made durable: {e}"),
-                            );
-                            output::fail(&runtime, key.id, f.outputs, &err);
-                        }
-                    }
-                }
+                settle_inflight(&mut inflight, &runtime, key.id).await;
                 wal.join().await;
                 flush(&mut live, &metrics);
                 crate::sys::blocking(|| drop(live.take()));

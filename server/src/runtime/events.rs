@@ -194,11 +194,20 @@ async fn run_event<T: DurableObject>(
     if ok {
         outputs.extend(produced);
     }
+    if let Err(e) = l.ctx.storage.end_event(ok) {
+        // A failed event whose error took SQLite's whole transaction with
+        // it (SQLITE_FULL may): the event keeps its own error (413, 507),
+        // the rest of the batch is undone.
+        return Err(match own {
+            Some(own) if !ok => EventFailure::Undone(e.to_string(), own),
+            own => {
+                outputs.extend(own);
+                EventFailure::Broken(e.to_string(), Vec::new())
+            }
+        });
+    }
     if let Some(own) = own {
         outputs.push(own);
-    }
-    if let Err(e) = l.ctx.storage.end_event(ok) {
-        return Err(EventFailure::Broken(e.to_string(), Vec::new()));
     }
     if panicked {
         return Err(EventFailure::Panicked);
@@ -233,6 +242,9 @@ fn settle<T>(
 enum EventFailure {
     /// Storage could not open or close the event's savepoint.
     Broken(String, Vec<Output>),
+    /// A failed event's error undid the whole transaction; its own answer
+    /// (that error) stands.
+    Undone(String, Output),
     /// A handler panicked; the object's memory cannot be trusted.
     Panicked,
 }
@@ -440,6 +452,10 @@ pub(super) async fn run_batch<T: DurableObject>(
             EventFailure::Broken(msg, own) => {
                 outputs.extend(own);
                 broken("storage failed during an event", &msg)
+            }
+            EventFailure::Undone(msg, own) => {
+                output::release(runtime, object, vec![own]);
+                broken("another event's storage error undid this batch", &msg)
             }
             EventFailure::Panicked => error(
                 ErrorCode::ObjectBroken,

@@ -61,6 +61,8 @@ pub enum StorageError {
     ValueTooLarge { len: usize, limit: usize },
     #[error("the object's database is full (limit {limit} bytes)")]
     DatabaseFull { limit: u64 },
+    #[error("the object's database is full: it reached its size limit (--max-db-bytes) or the disk has no room")]
+    Full,
     #[error("storage is read-only for this caller")]
     ReadOnly,
     #[error("stored value is not valid JSON: {0}")]
@@ -75,7 +77,7 @@ pub enum StorageError {
     Injected(String),
     #[error("change capture: {0}")]
     Capture(#[from] capture::CaptureError),
-    #[error("acknowledged batches could not be written to the object's file ({0}); they are safe in the commit log and are applied when the server restarts")]
+    #[error("acknowledged batches could not be written to the object's file ({0}); they are safe in the commit log and are written once the disk has room")]
     Lost(String),
 }
 
@@ -551,7 +553,7 @@ impl Storage {
     }
 
     fn lose(&mut self, why: String) -> StorageError {
-        tracing::error!(reason = %why, "batches acknowledged through the commit log could not be written to the object's file; the object refuses every event until the server restarts and replays the log");
+        tracing::error!(reason = %why, "batches acknowledged through the commit log could not be written to the object's file; the object catches its file up from the log before it serves again");
         self.lost = Some(why.clone());
         StorageError::Lost(why)
     }
