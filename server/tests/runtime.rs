@@ -345,8 +345,14 @@ async fn a_lost_file_commit_is_caught_up_from_the_log_without_a_restart() -> any
         failed,
         "the object kept trying to commit"
     );
-    assert_eq!(rt.call(&key, "count", Value::Null, false).await.ok(), Some(json!(3)));
-    assert_eq!(rt.call(&key, "put", json!(4), false).await.ok(), Some(json!(4)));
+    assert_eq!(
+        rt.call(&key, "count", Value::Null, false).await.ok(),
+        Some(json!(3))
+    );
+    assert_eq!(
+        rt.call(&key, "put", json!(4), false).await.ok(),
+        Some(json!(4))
+    );
     drop(rt);
     server.shutdown().await?;
     let server = start_with_saboteur(cfg).await?;

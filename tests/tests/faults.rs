@@ -87,3 +87,172 @@ async fn an_object_at_its_size_cap_keeps_its_writes_and_serves_on() -> anyhow::R
     server.terminate().await?;
     Ok(())
 }
+
+/// A small filesystem of our own (tmpfs), or `None` where this machine
+/// does not let the test mount one (not root, no capability).
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(megabytes: u32) -> Option<SmallDisk> {
+        let dir = tempfile::tempdir().ok()?;
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={megabytes}m"), "tmpfs"])
+            .arg(dir.path())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then_some(SmallDisk { dir })
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+/// Fills the disk holding `dir` to the last byte; returns the filler file.
+fn fill(dir: &std::path::Path) -> anyhow::Result<std::path::PathBuf> {
+    use std::io::Write;
+    let path = dir.join("filler");
+    let mut f = std::fs::File::create(&path)?;
+    let chunk = vec![7u8; 64 * 1024];
+    loop {
+        if f.write_all(&chunk).and_then(|()| f.flush()).is_err() {
+            break;
+        }
+    }
+    let small = vec![7u8; 512];
+    while f.write_all(&small).is_ok() {}
+    Ok(path)
+}
+
+/// Invariant: a full disk changes nothing it did not acknowledge, takes the
+/// server down for no one, and once space is freed the same objects accept
+/// writes again — no restart — with every acknowledged write in place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_refuses_writes_and_recovers_once_space_is_freed() -> anyhow::Result<()> {
+    let Some(disk) = SmallDisk::mount(48) else {
+        eprintln!(
+            "SKIPPED: cannot mount a tmpfs here (needs root); the full-disk test did not run"
+        );
+        return Ok(());
+    };
+    let data = disk.dir.path().join("data");
+    let server = ServerProcess::start(&data, &[]).await?;
+    let client = http();
+    let objects = ["a", "b", "c"];
+    let mut acked = std::collections::HashMap::new();
+    for o in objects {
+        let (status, _) = call(
+            &client,
+            &server,
+            "counter",
+            o,
+            "increment",
+            json!({"by": 1}),
+        )
+        .await?;
+        assert_eq!(status, 200);
+        acked.insert(o, 1i64);
+    }
+    let filler = fill(disk.dir.path())?;
+    // Writes while the disk is full: each is answered, clearly.
+    let mut refused = 0;
+    for round in 0..60 {
+        let o = objects[round % objects.len()];
+        let (status, body) = call(
+            &client,
+            &server,
+            "counter",
+            o,
+            "increment",
+            json!({"by": 1}),
+        )
+        .await?;
+        if status == 200 {
+            *acked.get_mut(o).expect("listed") += 1;
+        } else {
+            refused += 1;
+            let code = body["error"]["code"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            assert!(
+                [
+                    "insufficient_storage",
+                    "too_large",
+                    "object_broken",
+                    "storage"
+                ]
+                .contains(&code.as_str()),
+                "unclear answer {status} {body}"
+            );
+        }
+        // Bulk to fill the log's preallocated room too.
+        let _ = call(
+            &client,
+            &server,
+            "room",
+            "bulk",
+            "send",
+            json!({"text": "z".repeat(4000)}),
+        )
+        .await?;
+    }
+    assert!(refused > 0, "nothing was refused on a full disk");
+    let health = client.get(server.url("/healthz")).send().await?;
+    assert_eq!(health.status(), 200, "the server stopped serving");
+    std::fs::remove_file(&filler)?;
+    // Space is back: the same objects take writes again, without a restart.
+    for o in objects {
+        let mut ok = false;
+        for _ in 0..100 {
+            let (status, _) = call(
+                &client,
+                &server,
+                "counter",
+                o,
+                "increment",
+                json!({"by": 1}),
+            )
+            .await?;
+            if status == 200 {
+                *acked.get_mut(o).expect("listed") += 1;
+                ok = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        assert!(ok, "{o} never accepted writes again");
+        let (status, body) = call(&client, &server, "counter", o, "get", Value::Null).await?;
+        assert_eq!((status, body), (200, json!(acked[o])), "{o} after recovery");
+    }
+    // Many more writes: the log keeps sealing and recycling segments.
+    for i in 0..300 {
+        let (status, _) = call(
+            &client,
+            &server,
+            "room",
+            "bulk",
+            "send",
+            json!({"text": format!("{i}{}", "y".repeat(4000))}),
+        )
+        .await?;
+        assert_eq!(status, 200, "write {i} after recovery");
+    }
+    server.kill9().await?;
+    let server = ServerProcess::start(&data, &[]).await?;
+    for o in objects {
+        let (status, body) = call(&client, &server, "counter", o, "get", Value::Null).await?;
+        assert_eq!((status, body), (200, json!(acked[o])), "{o} after kill -9");
+    }
+    server.terminate().await?;
+    drop(disk);
+    Ok(())
+}

@@ -204,12 +204,19 @@ fn room_after(sealed_bytes: u64) -> usize {
 
 /// Creates segment `n`: the magic, then `room` bytes of zeros (rounded to
 /// [`ROOM_CHUNK`]), all fsynced with the directory entry. The returned file
-/// is positioned right after the magic.
+/// is positioned right after the magic. If that fails (a full disk), the
+/// half-made file is removed, so a later attempt can make it again.
 fn open_segment(dir: &Path, n: u64, room: usize) -> std::io::Result<File> {
-    let mut file = OpenOptions::new()
-        .create_new(true)
-        .write(true)
-        .open(segment_path(dir, n))?;
+    let path = segment_path(dir, n);
+    let made = make_segment(dir, &path, room);
+    if made.is_err() {
+        let _ = fs::remove_file(&path);
+    }
+    made
+}
+
+fn make_segment(dir: &Path, path: &Path, room: usize) -> std::io::Result<File> {
+    let mut file = OpenOptions::new().create_new(true).write(true).open(path)?;
     file.write_all(SEGMENT_MAGIC)?;
     let zeros = vec![0u8; ROOM_CHUNK];
     for _ in 0..room.div_ceil(ROOM_CHUNK).max(1) {
@@ -505,8 +512,13 @@ impl Writer {
                     "spare segment {n} is not the next one ({next})"
                 )))
             }
-            // The spare thread failed (logged there): make it here.
-            Err(_) => open_segment(&self.dir, next, room_after(self.segment_bytes))?,
+            // The spare thread failed (logged there): make it here. A file
+            // of that name is a spare that never held a record (the spare
+            // thread may have stopped half-way): make it anew.
+            Err(_) => {
+                let _ = fs::remove_file(segment_path(&self.dir, next));
+                open_segment(&self.dir, next, room_after(self.segment_bytes))?
+            }
         };
         let sealed = Sealed {
             segment: self.segment,
