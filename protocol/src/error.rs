@@ -34,6 +34,8 @@ pub enum ErrorCode {
     Forbidden,
     /// Route or resource does not exist.
     NotFound,
+    /// The route exists but not with this HTTP method (405).
+    MethodNotAllowed,
     /// Too many connections or requests from this client.
     RateLimited,
     /// The request ran past its time budget and was stopped (the admin SQL console).
@@ -64,6 +66,7 @@ impl ErrorCode {
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::TimedOut => "timed_out",
             ErrorCode::InsufficientStorage => "insufficient_storage",
+            ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::Internal => "internal",
         }
     }

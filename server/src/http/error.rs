@@ -38,6 +38,7 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         ErrorCode::TimedOut => StatusCode::GATEWAY_TIMEOUT,
         ErrorCode::InsufficientStorage => StatusCode::INSUFFICIENT_STORAGE,
+        ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         ErrorCode::ObjectBroken | ErrorCode::Storage | ErrorCode::Internal => {
             StatusCode::INTERNAL_SERVER_ERROR
         }

@@ -13,7 +13,7 @@ mod yjs;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::header;
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use axum::Router;
 use roost_protocol::ErrorCode;
 
@@ -27,6 +27,8 @@ pub fn router(runtime: Runtime, max_body_bytes: usize) -> Router {
         .route("/metrics", get(metrics))
         .route("/v1/objects/{class}/{name}/call/{method}", post(rpc::call))
         .route("/v1/objects/{class}/{name}/ws", get(ws::object_socket))
+        .route("/v1/objects/{class}/{name}/fetch", any(rpc::fetch))
+        .route("/v1/objects/{class}/{name}/fetch/{*path}", any(rpc::fetch))
         .route("/v1/admin/objects", get(admin::list))
         .route(
             "/v1/admin/objects/{class}/{name}",
@@ -38,6 +40,12 @@ pub fn router(runtime: Runtime, max_body_bytes: usize) -> Router {
         .route("/v1/yjs/{doc}/update", post(yjs::update))
         .merge(demos::router())
         .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                ErrorCode::MethodNotAllowed,
+                "this route does not take that method",
+            )
+        })
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(runtime)
 }

@@ -54,3 +54,31 @@ pub(crate) async fn call(
     let value = runtime.call(&key, &method, args, access.read_only).await?;
     Ok(Json(value))
 }
+
+/// `ANY /v1/objects/{class}/{name}/fetch[/{*path}]`: the request goes to
+/// the object's `fetch` (method, the path after `fetch/`, the query without
+/// the token, the body), and its response comes back as it is, after the
+/// batch that handled it is durable.
+pub(crate) async fn fetch(
+    State(runtime): State<Runtime>,
+    method: axum::http::Method,
+    Path(params): Path<HashMap<String, String>>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<axum::response::Response, ApiError> {
+    let (Some(class), Some(name)) = (params.get("class"), params.get("name")) else {
+        return Err(ApiError::new(ErrorCode::BadName, "missing class or name"));
+    };
+    let key = ObjectKey::new(class, name)
+        .map_err(|e| ApiError::new(ErrorCode::BadName, e.to_string()))?;
+    let access = super::access::authorize(&runtime, &headers, &query, &key)?;
+    let request = crate::object::FetchRequest {
+        method: method.as_str().to_owned(),
+        path: params.get("path").cloned().unwrap_or_default(),
+        query: super::access::without_token(query),
+        body: body_bytes(body)?.to_vec(),
+        read_only: access.read_only,
+    };
+    super::yjs::fetch(&runtime, key, request).await
+}

@@ -51,7 +51,8 @@ pub(crate) async fn socket(
         .on_upgrade(move |ws| crate::sockets::conn::serve(up, ws)))
 }
 
-async fn fetch(
+/// Sends `request` to the object's `fetch` and turns its answer into HTTP.
+pub(crate) async fn fetch(
     runtime: &Runtime,
     key: ObjectKey,
     request: FetchRequest,

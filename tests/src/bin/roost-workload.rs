@@ -13,7 +13,7 @@
 //! Methods: `step {seed, n}` (refused unless `n` follows the last step),
 //! `last` → n, `dump` → every user table and the schema.
 
-use roost::{Ctx, DurableObject, ObjectError, Server};
+use roost::{Ctx, DurableObject, FetchRequest, FetchResponse, ObjectError, Server};
 use rusqlite::types::ValueRef;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -300,6 +300,27 @@ impl DurableObject for Workload {
             "dump" => dump(ctx),
             other => Err(ObjectError::UnknownMethod(other.into())),
         }
+    }
+
+    /// Plain HTTP (`/v1/objects/workload/{name}/fetch/...`): echoes what
+    /// reached it, so a test sees the route hand a user's class the request.
+    async fn fetch(
+        &mut self,
+        ctx: &mut Ctx,
+        request: FetchRequest,
+    ) -> Result<FetchResponse, ObjectError> {
+        let last: i64 = ctx
+            .storage()
+            .sql()
+            .query_row("SELECT n FROM progress", [], |r| r.get(0))?;
+        Ok(FetchResponse::json(&json!({
+            "method": request.method,
+            "path": request.path,
+            "query": request.query,
+            "body": String::from_utf8_lossy(&request.body),
+            "read_only": request.read_only,
+            "last_step": last,
+        })))
     }
 }
 
