@@ -6,6 +6,10 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
+# Where cargo puts the binaries (CARGO_TARGET_DIR is honoured).
+BIN_DIR="${CARGO_TARGET_DIR:+$(realpath -m "$CARGO_TARGET_DIR")/debug}"
+BIN_DIR="${BIN_DIR:-$PWD/target/debug}"
+
 step "rustfmt"
 cargo fmt --all --check
 
@@ -20,13 +24,13 @@ cargo test --workspace
 
 step "Yjs ecosystem compatibility (official yjs + y-websocket packages, Node >= 20)"
 command -v node >/dev/null || { echo "Node.js >= 20 is required (apt-get install nodejs npm)"; exit 1; }
-(cd tests/node && npm ci --no-audit --no-fund && ROOST_BIN="$PWD/../../target/debug/roost" npm test)
+(cd tests/node && npm ci --no-audit --no-fund && ROOST_BIN="$BIN_DIR/roost" npm test)
 
 step "TypeScript client @roost/client (vitest: unit + end-to-end against the real binary)"
-(cd client-ts && npm ci --no-audit --no-fund && npm run build && ROOST_BIN="$PWD/../target/debug/roost" npm test)
+(cd client-ts && npm ci --no-audit --no-fund && npm run build && ROOST_BIN="$BIN_DIR/roost" npm test)
 
 step "browser tests of the demos (playwright-core + Debian's Chromium, installed if missing)"
-ROOST_BIN="$PWD/target/debug/roost" tests/browser/run.sh
+ROOST_BIN="$BIN_DIR/roost" tests/browser/run.sh
 
 step "load tester smoke run (every roost-load scenario against a real Roost, a few seconds each)"
 SMOKE_SECS=3 loadtest/smoke.sh
