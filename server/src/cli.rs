@@ -68,6 +68,11 @@ pub struct ServeArgs {
     /// for sockets to close (1012) before exiting anyway (e.g. 10s).
     #[arg(long, env = "ROOST_DRAIN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
+    /// Also serve `GET /metrics` on this address, without a token (for a
+    /// Prometheus scraper on a private network; with --auth-secret the main
+    /// address's /metrics needs the admin token).
+    #[arg(long, env = "ROOST_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
     /// How batches are made durable: `log` (the shared commit log, group
     /// commit across objects) or `file` (each batch fsynced in its object's
     /// own file: slow, simple, the reference the log mode is tested against).
@@ -192,6 +197,7 @@ impl ServeArgs {
             data_dir: self.data.clone(),
             idle_timeout: self.idle_timeout,
             drain_timeout: self.drain_timeout,
+            metrics_listen: self.metrics_listen,
             durability: self.durability,
             mailbox_depth: self.mailbox_depth,
             max_batch: self.max_batch,

@@ -54,6 +54,8 @@ pub struct Config {
     /// How long a graceful shutdown (SIGTERM) waits for objects to finish
     /// what is queued and for sockets to close before it exits anyway.
     pub drain_timeout: Duration,
+    /// Serve `/metrics` without a token on this address too.
+    pub metrics_listen: Option<std::net::SocketAddr>,
     pub durability: Durability,
     /// The admin SQL console's time and byte budgets.
     pub admin_sql: ConsoleLimits,
@@ -79,6 +81,7 @@ impl Default for Config {
             connections: crate::http::serve::ConnLimits::default(),
             log: LogConfig::default(),
             drain_timeout: Duration::from_secs(10),
+            metrics_listen: None,
             durability: Durability::Log,
             admin_sql: ConsoleLimits::default(),
             fault: None,

@@ -139,6 +139,19 @@ impl ServerBuilder {
         );
         crate::runtime::alarms::Alarms::start(&runtime).await;
         let router = crate::http::router(runtime.clone(), config.max_body_bytes);
+        let metrics_server = match config.metrics_listen {
+            None => None,
+            Some(at) => {
+                let listener = TcpListener::bind(at)
+                    .await
+                    .with_context(|| format!("cannot listen on {at} (--metrics-listen)"))?;
+                tracing::info!(listen = %at, "serving /metrics without a token");
+                let router = crate::http::metrics_router(runtime.clone());
+                Some(tokio::spawn(async move {
+                    let _ = axum::serve(listener, router).await;
+                }))
+            }
+        };
         let addr = listener.local_addr()?;
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let serve_runtime = runtime.clone();
@@ -170,6 +183,9 @@ impl ServerBuilder {
                     serve_runtime.0.log.close().await;
                     return served.context("HTTP server task failed");
                 }
+            }
+            if let Some(m) = &metrics_server {
+                m.abort();
             }
             let started = tokio::time::Instant::now();
             serve_runtime.shutdown(drain_timeout).await;

@@ -42,6 +42,8 @@ pub struct ServerProcess {
     pub base: String,
     pub data: PathBuf,
     pub pid: u32,
+    /// The `--admin-token` it was started with (sent by `metric`).
+    pub admin_token: Option<String>,
     logs: tokio::sync::mpsc::UnboundedReceiver<String>,
 }
 
@@ -121,10 +123,16 @@ impl ServerProcess {
         })
         .await
         .context("server did not start in 30 s")??;
+        let admin_token = args
+            .iter()
+            .position(|a| *a == "--admin-token")
+            .and_then(|i| args.get(i + 1))
+            .map(|t| (*t).to_owned());
         Ok(ServerProcess {
             child,
             base,
             data,
+            admin_token,
             pid,
             logs,
         })
@@ -253,12 +261,11 @@ pub async fn doc_sql_int(server: &ServerProcess, admin: &str, doc: &str, sql: &s
 
 /// Reads one metric's value from `/metrics` (the first sample with that exact name).
 pub async fn metric(client: &reqwest::Client, server: &ServerProcess, name: &str) -> Result<f64> {
-    let text = client
-        .get(server.url("/metrics"))
-        .send()
-        .await?
-        .text()
-        .await?;
+    let mut request = client.get(server.url("/metrics"));
+    if let Some(token) = &server.admin_token {
+        request = request.bearer_auth(token);
+    }
+    let text = request.send().await?.text().await?;
     text.lines()
         .filter(|l| !l.starts_with('#'))
         .find_map(|l| {

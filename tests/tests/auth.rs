@@ -451,3 +451,47 @@ async fn guard_rails_trigger_and_the_server_stays_healthy() -> anyhow::Result<()
     server.terminate().await?;
     Ok(())
 }
+
+/// With an auth secret, `/metrics` needs the admin token on the main
+/// address; `--metrics-listen` serves it without one on its own address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_need_the_admin_token_when_auth_is_on() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let free = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let metrics_at = free.local_addr()?.to_string();
+    drop(free);
+    let server = ServerProcess::start(
+        dir.path(),
+        &[
+            "--auth-secret",
+            "s3cret",
+            "--admin-token",
+            "adm",
+            "--metrics-listen",
+            &metrics_at,
+        ],
+    )
+    .await?;
+    let client = http();
+    let anonymous = client.get(server.url("/metrics")).send().await?;
+    assert_eq!(anonymous.status(), 401);
+    let admin = client
+        .get(server.url("/metrics"))
+        .bearer_auth("adm")
+        .send()
+        .await?;
+    assert_eq!(admin.status(), 200);
+    assert!(admin.text().await?.contains("roost_"));
+    let scraper = client
+        .get(format!("http://{metrics_at}/metrics"))
+        .send()
+        .await?;
+    assert_eq!(scraper.status(), 200);
+    let other = client
+        .get(format!("http://{metrics_at}/v1/admin/objects"))
+        .send()
+        .await?;
+    assert_eq!(other.status(), 404, "only /metrics is served there");
+    server.terminate().await?;
+    Ok(())
+}

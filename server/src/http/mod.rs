@@ -59,9 +59,40 @@ async fn readyz(State(runtime): State<Runtime>) -> axum::response::Response {
     "ready\n".into_response()
 }
 
-async fn metrics(State(runtime): State<Runtime>) -> impl IntoResponse {
+/// `GET /metrics`. With `--auth-secret` set it needs the admin token
+/// (`Authorization: Bearer`); `--metrics-listen` serves it without one on a
+/// separate address instead (`metrics_router`).
+async fn metrics(
+    State(runtime): State<Runtime>,
+    headers: axum::http::HeaderMap,
+) -> axum::response::Response {
+    let auth = &runtime.0.config.auth;
+    if auth.requires_tokens() {
+        let token = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|h| h.strip_prefix("Bearer "));
+        if let Err(mut e) = auth.check_admin(token) {
+            if e.code == ErrorCode::NotFound {
+                e.message = "with --auth-secret, /metrics needs the admin token (--admin-token) or its own address (--metrics-listen)".into();
+            }
+            return ApiError::from(e).into_response();
+        }
+    }
+    open_metrics(State(runtime)).await.into_response()
+}
+
+async fn open_metrics(State(runtime): State<Runtime>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         runtime.metrics().render(),
     )
+}
+
+/// The router of `--metrics-listen`: `/metrics` only, no token.
+pub(crate) fn metrics_router(runtime: Runtime) -> Router {
+    Router::new()
+        .route("/metrics", get(open_metrics))
+        .fallback(|| async { ApiError::new(ErrorCode::NotFound, "only /metrics is served here") })
+        .with_state(runtime)
 }
