@@ -95,6 +95,7 @@ impl ServerBuilder {
         };
         crate::storage::create_dir_all_durable(&data_dir)
             .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
+        check_format(&data_dir)?;
         let report = tokio::task::spawn_blocking({
             let dir = data_dir.clone();
             move || recovery::recover(&dir)
@@ -225,6 +226,49 @@ impl ServerBuilder {
         shutdown.await;
         tracing::info!("shutting down: finishing in-flight events");
         server.shutdown().await
+    }
+}
+
+/// The data directory's format: `<data>/FORMAT` holds `roost-data N`.
+/// Written on first start; a directory of a newer format is refused (this
+/// binary cannot read it); an older one would be upgraded here
+/// (CHANGELOG.md lists each format).
+pub const DATA_FORMAT: u32 = 1;
+
+fn check_format(data_dir: &std::path::Path) -> anyhow::Result<()> {
+    let path = data_dir.join("FORMAT");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let found: u32 = text
+                .trim()
+                .strip_prefix("roost-data ")
+                .and_then(|n| n.parse().ok())
+                .with_context(|| {
+                    format!(
+                        "{} is not a Roost format file (`roost-data N`)",
+                        path.display()
+                    )
+                })?;
+            if found > DATA_FORMAT {
+                anyhow::bail!(
+                    "{} holds data format {found}, newer than this Roost reads ({DATA_FORMAT}): run a newer Roost (see CHANGELOG.md)",
+                    data_dir.display()
+                );
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            // A new directory, or one from before the format was recorded
+            // (the same format 1).
+            let tmp = data_dir.join("FORMAT.tmp");
+            let mut f = std::fs::File::create(&tmp)?;
+            std::io::Write::write_all(&mut f, format!("roost-data {DATA_FORMAT}\n").as_bytes())?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &path)?;
+            std::fs::File::open(data_dir)?.sync_all()?;
+            Ok(())
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
     }
 }
 

@@ -45,3 +45,27 @@ async fn the_default_data_dir_works_from_an_empty_folder() -> anyhow::Result<()>
 async fn a_relative_data_dir_works_from_an_empty_folder() -> anyhow::Result<()> {
     survives_kill9_from(&["--data", "nested/state"]).await
 }
+
+/// The data directory records its format; a binary refuses one newer than
+/// it reads, saying why, and changes nothing there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_directory_of_a_newer_format_is_refused() -> anyhow::Result<()> {
+    let folder = tempfile::tempdir()?;
+    let server = ServerProcess::start_in(Some(folder.path()), &[]).await?;
+    server.terminate().await?;
+    let format = folder.path().join("roost-data/FORMAT");
+    assert_eq!(std::fs::read_to_string(&format)?, "roost-data 1\n");
+    std::fs::write(&format, "roost-data 99\n")?;
+    let out = std::process::Command::new(roost_tests::roost_bin())
+        .current_dir(folder.path())
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .output()?;
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("data format 99") && stderr.contains("newer"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read_to_string(&format)?, "roost-data 99\n");
+    Ok(())
+}
