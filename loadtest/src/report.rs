@@ -181,11 +181,22 @@ impl Report {
         if !params.is_empty() {
             out.push_str(&format!("  {}\n", params.join(" ")));
         }
-        let width = self.figures.iter().map(|f| f.key.len()).max().unwrap_or(0);
+        // The table shows microsecond figures in ms: their keys say so too
+        // (the JSON keeps `_us` and the raw value).
+        let shown = |f: &Figure| match (f.unit, f.key.strip_suffix("_us")) {
+            (Unit::Micros, Some(stem)) => format!("{stem}_ms"),
+            _ => f.key.clone(),
+        };
+        let width = self
+            .figures
+            .iter()
+            .map(|f| shown(f).len())
+            .max()
+            .unwrap_or(0);
         for f in &self.figures {
             out.push_str(&format!(
                 "  {:width$}  {}\n",
-                f.key,
+                shown(f),
                 format_value(f.value, f.unit)
             ));
         }
@@ -327,6 +338,10 @@ mod tests {
         let t = r.to_table();
         assert!(t.contains("1234.5/s"), "{t}");
         assert!(t.contains("2.500 ms"), "{t}");
+        assert!(
+            t.contains("latency_p99_ms") && !t.contains("latency_p99_us"),
+            "{t}"
+        );
     }
 
     #[test]
