@@ -137,3 +137,24 @@ async fn room_posts_its_followup_after_the_last_message() -> anyhow::Result<()> 
     server.terminate().await?;
     Ok(())
 }
+
+/// Setting a follow-up in a room that already has messages arms it at
+/// once: it is posted `after_ms` later with no further message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_followup_set_after_the_conversation_still_arrives() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let server = ServerProcess::start(dir.path(), &["--idle-timeout", "200ms"]).await?;
+    let mut a = Client::connect(&server.ws_url("/v1/objects/room/quiet/ws?name=ann")).await?;
+    a.event("history").await?;
+    a.call("send", json!({"text": "hello"})).await?;
+    a.event("message").await?;
+    a.call("followup", json!({"after_ms": 400, "text": "Still there?"}))
+        .await?;
+    let m = a.event("message").await?;
+    assert_eq!(
+        (m["name"].as_str(), m["text"].as_str()),
+        (Some("roost"), Some("Still there?"))
+    );
+    server.terminate().await?;
+    Ok(())
+}

@@ -9,7 +9,8 @@
 //! `{name, socket}`. Calls: `join {name}`, `send {text}` (→ `{id}`),
 //! `who` (→ `[names]`), `history {limit}`, `followup {after_ms, text}`: post
 //! `text` as a system message `after_ms` after the last message (re-armed by
-//! each message, through the room's alarm; `after_ms: null` turns it off). A text frame `ping` is answered
+//! each message and armed by `followup` itself when the room has messages,
+//! through the room's alarm; `after_ms: null` turns it off). A text frame `ping` is answered
 //! `pong` by the socket layer without waking the room.
 
 use serde_json::{json, Value};
@@ -210,6 +211,17 @@ impl DurableObject for Room {
                         text: text.to_owned(),
                     };
                     ctx.storage().put("followup", &f)?;
+                    // A conversation already under way gets its follow-up
+                    // `after_ms` from now, without waiting for a next message.
+                    let has_messages = ctx
+                        .storage()
+                        .sql()
+                        .prepare_cached("SELECT 1 FROM messages LIMIT 1")?
+                        .exists([])?;
+                    if has_messages {
+                        let at = ctx.now_ms() + after_ms;
+                        ctx.set_alarm(at)?;
+                    }
                     Ok(json!({ "followup": f }))
                 }
             },
