@@ -464,7 +464,16 @@ pub async fn run(args: CrashArgs, common: &Common) -> anyhow::Result<Outcome> {
                     ledger.add_yjs(&doc, marker);
                 }
             }
-            ledger.verify(&target, ADMIN_TOKEN).await?;
+            if let Err(e) = ledger.verify(&target, ADMIN_TOKEN).await {
+                // A read that failed recorded nothing; one more try, said out loud.
+                anyhow::ensure!(ledger.problems.is_empty(), e);
+                eprintln!(
+                    "crash: cycle {}: the check could not read the server ({e:#}); again in 1 s",
+                    cycle + 1
+                );
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                ledger.verify(&target, ADMIN_TOKEN).await?;
+            }
             cycles_done = cycle + 1;
             if !ledger.problems.is_empty() {
                 break;
