@@ -4,6 +4,9 @@
 # starts `roost serve` on a free loopback port with a temporary data
 # directory, stops it by PID. Every scenario must pass.
 #
+# The last scenario, `crash`, runs a few kill -9 cycles of a server of its
+# own (CRASH_CYCLES, 4 by default).
+#
 #   loadtest/smoke.sh            # SMOKE_SECS=3 by default
 #   SMOKE_SECS=10 loadtest/smoke.sh
 set -uo pipefail
@@ -67,6 +70,15 @@ if [ "$(tail -1 "$DATA/err" 2>/dev/null)" = "" ] && grep -q fill_updates "$DATA/
     start || { echo "smoke: roost did not restart"; exit 1; }
     scenario coldload-measure coldload --url "$URL" --doc smoke-cold --updates 500 --phase measure --samples 2 --timeout 20s
 fi
+
+# The crash suite starts, kill -9s and restarts its own server; its Yjs
+# writer is the official y-websocket client, from tests/node's packages.
+CRASH_ARGS=(crash --bin "$PROFILE_DIR/roost" --cycles "${CRASH_CYCLES:-4}" --progress-every 0)
+if [ ! -d tests/node/node_modules/y-websocket ]; then
+    echo "smoke: tests/node has no node_modules (npm ci there): the crash run goes without Yjs"
+    CRASH_ARGS+=(--no-yjs)
+fi
+scenario crash "${CRASH_ARGS[@]}"
 
 echo "smoke: $passed passed, $failed failed, $skipped skipped"
 [ "$failed" -eq 0 ]

@@ -32,7 +32,7 @@ step "TypeScript client @roost/client (vitest: unit + end-to-end against the rea
 step "browser tests of the demos (playwright-core + Debian's Chromium, installed if missing)"
 ROOST_BIN="$BIN_DIR/roost" tests/browser/run.sh
 
-step "load tester smoke run (every roost-load scenario against a real Roost, a few seconds each)"
+step "load tester smoke run (every roost-load scenario against a real Roost, a few seconds each; 4 kill -9 cycles of the crash suite)"
 SMOKE_SECS=3 loadtest/smoke.sh
 
 step "all checks passed"

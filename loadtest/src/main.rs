@@ -5,10 +5,13 @@
 //!
 //! This binary only generates load and measures; starting servers and
 //! comparing them is done by the scripts in `loadtest/` and `scripts/peers/`.
+//! The exception is `crash`, which must kill -9 and restart the server
+//! itself, many times per run.
 
 mod args;
 mod coldload;
 mod connections;
+mod crash;
 mod durable;
 mod fanout;
 mod http1;
@@ -59,6 +62,8 @@ enum Scenario {
     Rooms(rooms::RoomsArgs),
     /// Time for a new client to fully sync a document holding U stored updates.
     Coldload(coldload::ColdloadArgs),
+    /// Kill -9 cycles of a Roost it starts itself, under writers of every kind; checks every acknowledged write after each restart.
+    Crash(crash::CrashArgs),
     /// How many small frames/s the generator itself can receive and time on one core (no server).
     Selfcheck(selfcheck::SelfcheckArgs),
     /// Medians of repeated runs, from files of `--json` report lines.
@@ -117,6 +122,24 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Scenario::Connections(a) => vec![connections::run(a, &common).await?],
         Scenario::Rooms(a) => vec![rooms::run(a, &common).await?],
         Scenario::Coldload(a) => vec![coldload::run(a, &common).await?],
+        Scenario::Crash(a) => {
+            let outcome = crash::run(a, &common).await?;
+            if common.json {
+                println!("{}", outcome.report.to_json());
+            } else {
+                print!("{}", outcome.report.to_table());
+            }
+            if outcome.problems.is_empty() {
+                return Ok(());
+            }
+            for p in &outcome.problems {
+                eprintln!("LOST: {p}");
+            }
+            anyhow::bail!(
+                "{} acknowledged-write checks failed",
+                outcome.problems.len()
+            );
+        }
         Scenario::Selfcheck(a) => vec![selfcheck::run(a, &common).await?],
         Scenario::Summarize(a) => {
             print!("{}", summarize::summarize(&a)?);
