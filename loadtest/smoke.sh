@@ -13,8 +13,9 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 
 SECS=${SMOKE_SECS:-3}
-PROFILE_DIR=${SMOKE_PROFILE_DIR:-target/debug}
-if [ "$PROFILE_DIR" = target/debug ]; then
+# The debug binaries (built here, CARGO_TARGET_DIR honoured), or SMOKE_PROFILE_DIR's.
+PROFILE_DIR=${SMOKE_PROFILE_DIR:-${CARGO_TARGET_DIR:-target}/debug}
+if [ -z "${SMOKE_PROFILE_DIR:-}" ]; then
     cargo build -q -p roost -p roost-load || exit 1
 fi
 LOAD="$PROFILE_DIR/roost-load"
