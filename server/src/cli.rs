@@ -125,6 +125,11 @@ pub struct ServeArgs {
     /// it below --max-socket-queue-bytes, so a newcomer can receive them all).
     #[arg(long, env = "ROOST_MAX_AWARENESS_BYTES", default_value_t = 2 * 1024 * 1024)]
     pub max_awareness_bytes: usize,
+    /// A WebSocket silent this long is sent a ping; one that then stays
+    /// silent three times as long (frozen or gone) is closed with 1001.
+    /// 0 turns pings off.
+    #[arg(long, env = "ROOST_SOCKET_PING_INTERVAL", default_value = "15s", value_parser = parse_duration)]
+    pub socket_ping_interval: Duration,
     /// Most WebSockets one object may hold.
     #[arg(long, env = "ROOST_MAX_SOCKETS_PER_OBJECT", default_value_t = 10_000)]
     pub max_sockets_per_object: usize,
@@ -219,6 +224,7 @@ impl ServeArgs {
         config.sockets.max_awareness_per_socket = self.max_awareness_per_socket;
         config.sockets.max_awareness_per_doc = self.max_awareness_per_doc;
         config.sockets.max_awareness_bytes = self.max_awareness_bytes;
+        config.sockets.ping_interval = self.socket_ping_interval;
         config.sockets.max_messages_per_sec = self.max_socket_messages_per_sec;
         config.max_connections_per_ip = self.max_connections_per_ip;
         config.connections = crate::http::serve::ConnLimits {

@@ -139,6 +139,10 @@ impl ServerBuilder {
             catalog,
         );
         crate::runtime::alarms::Alarms::start(&runtime).await;
+        let heartbeat = tokio::spawn(crate::sockets::heartbeat(
+            runtime.0.sockets.clone(),
+            runtime.0.config.sockets.ping_interval,
+        ));
         let router = crate::http::router(runtime.clone(), config.max_body_bytes);
         let metrics_server = match config.metrics_listen {
             None => None,
@@ -205,6 +209,7 @@ impl ServerBuilder {
                 }
             };
             trimmer.abort();
+            heartbeat.abort();
             serve_runtime.0.log.close().await;
             served
         });

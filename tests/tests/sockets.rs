@@ -273,3 +273,48 @@ async fn replies_of_writing_and_reading_batches_leave_in_order() -> anyhow::Resu
     server.terminate().await?;
     Ok(())
 }
+
+/// Invariant: a client that stops answering (frozen, or gone without a
+/// close) loses its socket; one that answers pings — as every WebSocket
+/// client does by itself — keeps it, idle or not, and the room sleeps on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_answering_pings_is_closed() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let server = ServerProcess::start(dir.path(), &["--socket-ping-interval", "200ms"]).await?;
+    let (mut alive, _) = join(&server, "beat", "alive").await?;
+    let (mut frozen, _) = join(&server, "beat", "frozen").await?;
+    wait_for(&server, "roost_open_sockets", 2.0).await?;
+    // `alive` reads (and so answers pings); `frozen` reads nothing, until
+    // the server holds one socket (bounded).
+    let client = http();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the frozen socket stayed open"
+        );
+        // (Read raw: tungstenite answers a ping it read with its next
+        // write or flush; a browser answers at once.)
+        let _ = tokio::time::timeout(
+            Duration::from_millis(50),
+            futures_util::StreamExt::next(&mut alive.ws),
+        )
+        .await;
+        futures_util::SinkExt::flush(&mut alive.ws).await?;
+        if metric(&client, &server, "roost_open_sockets").await? == 1.0 {
+            break;
+        }
+    }
+    let r = alive.call("who", json!({})).await?;
+    assert_eq!(r["ok"], json!(["alive"]));
+    // The frozen client, once it reads again, finds the server's close.
+    let code = loop {
+        match frozen.next(Duration::from_secs(5)).await? {
+            Frame::Closed(code, _) => break code,
+            _ => continue,
+        }
+    };
+    assert!(matches!(code, Some(1001) | None), "closed with {code:?}");
+    server.terminate().await?;
+    Ok(())
+}

@@ -439,7 +439,10 @@ async fn receive(
     let max_frame = runtime.0.config.sockets.max_frame_bytes;
     let msg = match incoming {
         None => return Some((1006, String::new())),
-        Some(Ok(m)) => m,
+        Some(Ok(m)) => {
+            outbox.heard();
+            m
+        }
         Some(Err(e)) => {
             let text = e.to_string();
             if text.contains("Space limit exceeded")

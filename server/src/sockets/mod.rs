@@ -86,6 +86,9 @@ pub struct SocketLimits {
     pub max_awareness_per_socket: usize,
     pub max_awareness_per_doc: usize,
     pub max_awareness_bytes: usize,
+    /// A socket silent this long is pinged; one that stays silent three
+    /// times as long again is closed (1001). Zero: never.
+    pub ping_interval: std::time::Duration,
 }
 
 impl Default for SocketLimits {
@@ -101,6 +104,59 @@ impl Default for SocketLimits {
             max_awareness_per_socket: 16,
             max_awareness_per_doc: 10_000,
             max_awareness_bytes: 2 * 1024 * 1024,
+            ping_interval: std::time::Duration::from_secs(15),
+        }
+    }
+}
+
+/// Keeps sockets honest about being alive, without waking any object:
+/// every `interval`, a socket silent for a whole interval is sent a
+/// WebSocket ping (clients answer pings by themselves), and one silent for
+/// three intervals after that — a client frozen or gone without a close —
+/// is closed (1001), freeing its connection.
+pub(crate) async fn heartbeat(hub: Arc<SocketHub>, interval: std::time::Duration) {
+    if interval.is_zero() {
+        return;
+    }
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let outboxes: Vec<Arc<Outbox>> = hub
+            .objects
+            .iter()
+            .flat_map(|entry| {
+                entry.with_table(|t| {
+                    t.values()
+                        .filter(|e| e.accepted)
+                        .map(|e| e.outbox.clone())
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let mut closed = 0;
+        for o in outboxes {
+            match o
+                .silent_ticks
+                .fetch_add(1, Ordering::Relaxed)
+                .saturating_add(1)
+            {
+                2 => {
+                    o.push(OutFrame::Msg(Message::Ping(Default::default())));
+                }
+                5 => {
+                    closed += 1;
+                    o.push(OutFrame::Close(1001, "no answer to pings".into()));
+                }
+                _ => {}
+            }
+        }
+        if closed > 0 {
+            tracing::info!(
+                sockets = closed,
+                "closing sockets that stopped answering pings"
+            );
         }
     }
 }
@@ -136,6 +192,8 @@ pub(crate) struct Outbox {
     state: Mutex<OutboxState>,
     waker: AtomicWaker,
     limit: usize,
+    /// Heartbeat ticks since the client last sent anything (`heartbeat`).
+    silent_ticks: std::sync::atomic::AtomicU8,
 }
 
 impl Outbox {
@@ -144,7 +202,13 @@ impl Outbox {
             state: Mutex::new(OutboxState::default()),
             waker: AtomicWaker::new(),
             limit,
+            silent_ticks: std::sync::atomic::AtomicU8::new(0),
         }
+    }
+
+    /// The client sent a frame (any, a pong included): it is alive.
+    pub(crate) fn heard(&self) {
+        self.silent_ticks.store(0, Ordering::Relaxed);
     }
 
     /// Queues a frame; returns false if the socket is (now) killed.
