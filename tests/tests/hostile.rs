@@ -137,10 +137,11 @@ async fn an_update_that_cannot_apply_is_refused_for_its_sender_alone() -> anyhow
 
     // Over the socket, in the middle of another writer's burst.
     for i in 0..60u32 {
-        writer.insert(writer.text_len(), &(i % 10).to_string()).await?;
+        writer
+            .insert(writer.text_len(), &(i % 10).to_string())
+            .await?;
         if i == 30 {
-            evil.send_raw(update_frame(&hex(CHILD_OF_A_STRING)))
-                .await?;
+            evil.send_raw(update_frame(&hex(CHILD_OF_A_STRING))).await?;
         }
         if i % 5 == 0 {
             assert_eq!(
@@ -227,7 +228,9 @@ async fn history_reads_never_fail_a_batch() -> anyhow::Result<()> {
     };
     let writes = async {
         for i in 0..300u32 {
-            writer.insert(writer.text_len(), &(i % 10).to_string()).await?;
+            writer
+                .insert(writer.text_len(), &(i % 10).to_string())
+                .await?;
             if let Some(code) = writer.drain(Duration::from_millis(1)).await? {
                 writer_closed = Some(code);
                 break;

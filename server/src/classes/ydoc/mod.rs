@@ -1,11 +1,18 @@
 //! `ydoc`: a Yjs document served over the y-websocket protocol
 //! (`/v1/yjs/{doc}`) and HTTP (`/v1/yjs/{doc}/state`, `/update`).
 //!
-//! Each update a client sends is decoded within its event (malformed →
-//! close 1008, nothing stored); the batch's updates are applied to the
-//! in-memory `Doc` in one transaction and appended to the document's log as
-//! one row when the batch ends (`before_commit`), or earlier if an event
-//! reads the `Doc` or the log (`settle`, `store_pending`). The
+//! Each frame is read whole and each update a client sends is checked
+//! (`roost_protocol::yjs`: bounded nesting, counts and clocks, before yrs
+//! decodes it recursively) and decoded within its event (malformed → close
+//! 1008 / HTTP 400, nothing stored). An update whose items name a parent by
+//! id may fail to apply (the parent is not a type): it is applied at once,
+//! alone, and if it fails the `Doc` is rebuilt from storage plus the batch's
+//! other updates and only its sender is refused (1008 / 400). Every other
+//! update cannot fail to apply: the batch's are applied to the in-memory
+//! `Doc` in one transaction and appended to the document's log as one row
+//! when the batch ends (`before_commit`), or earlier if an event reads the
+//! `Doc` or the log (`settle`, `store_pending`). Read paths (history, state,
+//! read-only sockets and calls) never write. The
 //! broadcast to the other clients and any sync reply are outputs, so they
 //! leave only after the batch, with its row, is durable.
 //! Awareness never reaches this class: the socket layer relays it.
@@ -26,22 +33,27 @@ pub mod store;
 
 use std::time::Duration;
 
+use roost_protocol::yjs::{self as wire, UpdateLimits};
 use serde_json::{json, Value};
-use yrs::sync::protocol::{Message as YMessage, MessageReader, SyncMessage};
-use yrs::updates::decoder::{Decode, DecoderV1};
+use yrs::sync::protocol::{Message as YMessage, SyncMessage};
+use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
 use yrs::{Doc, ReadTxn, StateVector, Transact, Update};
 
 use crate::object::{FetchRequest, FetchResponse};
 use crate::runtime::{Admission, AlarmInfo, ConnectRequest};
 use crate::sockets::{SocketId, SocketMessage};
-use crate::{Ctx, DurableObject, ObjectError};
+use crate::{Ctx, DurableObject, ObjectError, StorageError};
 
 /// Tuning of `ydoc` documents.
 #[derive(Debug, Clone)]
 pub struct YdocConfig {
     /// Largest single update, in bytes (close 1009 / 413 beyond).
     pub max_update_bytes: usize,
+    /// Deepest nesting of arrays and maps in an update's `Any` values and
+    /// JSON texts (close 1008 / 400 beyond), checked before yrs decodes
+    /// them by recursion.
+    pub max_nesting: u32,
     /// Largest document (snapshot + log since), in bytes.
     pub max_doc_bytes: u64,
     /// How far back the document can be read (`state?at=`).
@@ -59,6 +71,7 @@ impl Default for YdocConfig {
     fn default() -> Self {
         YdocConfig {
             max_update_bytes: 1024 * 1024,
+            max_nesting: roost_protocol::yjs::DEFAULT_MAX_NESTING,
             max_doc_bytes: 64 * 1024 * 1024,
             retention: Duration::from_secs(7 * 24 * 3600),
             checkpoint_rows: 2000,
@@ -80,6 +93,9 @@ pub struct Ydoc {
     /// Updates accepted (decoded) in this batch and not yet applied to
     /// `doc`: they are applied together, in one transaction, by the batch's
     /// end or by the first read of `doc` before it (`settle`).
+    /// Architecture Invariant: none of them can fail to apply — none names
+    /// a parent by id, and `doc` had no pending structs when they came
+    /// (`may_fail`); the others are applied at once, alone.
     unapplied: Vec<Update>,
     /// How long after its last update this document compacts, in ms:
     /// `compact_after` plus up to a quarter more, chosen by the document's
@@ -132,10 +148,13 @@ fn set_saved_state(
     ctx.set_attachment(socket, b)
 }
 
-/// Why an update was refused.
+/// Why an update was refused (its sender alone: 1009 / 413, else 1008 / 400).
 enum Refusal {
     TooLarge(String),
     Malformed(String),
+    /// It decoded, but the document cannot take it (yrs: an item whose
+    /// parent is not a type).
+    CannotApply(String),
 }
 
 impl Ydoc {
@@ -168,6 +187,14 @@ impl Ydoc {
                 config.max_doc_bytes
             ))));
         }
+        // Bounded before yrs's recursive decoder sees it.
+        let limits = UpdateLimits {
+            max_nesting: config.max_nesting,
+        };
+        let shape = match wire::check_update(update, &limits) {
+            Ok(shape) => shape,
+            Err(e) => return Ok(Err(Refusal::Malformed(format!("update refused: {e}")))),
+        };
         let decoded = match Update::decode_v1(update) {
             Ok(u) => u,
             Err(e) => {
@@ -179,11 +206,25 @@ impl Ydoc {
         if decoded.is_empty() {
             return Ok(Ok(None));
         }
+        if shape.parent_by_id || self.has_pending_structs() {
+            // It may fail to apply: apply it now, alone, so that a failure
+            // is its sender's only.
+            self.settle()?;
+            let applied = self.doc.transact_mut().apply_update(decoded);
+            if let Err(e) = applied {
+                // yrs integrated part of it before it failed.
+                self.rebuild(ctx)?;
+                return Ok(Err(Refusal::CannotApply(format!(
+                    "update cannot be applied to this document: {e}"
+                ))));
+            }
+        } else {
+            self.unapplied.push(decoded);
+        }
         let now = ctx.now_ms();
-        // Past this point the in-memory document changes: it is stored with
-        // the batch (`before_commit`), and any failure must discard it
-        // (Fatal restarts the object from storage).
-        self.unapplied.push(decoded);
+        // Past this point the update is the batch's: it is stored with the
+        // batch (`before_commit`), and a failed batch discards it (Fatal
+        // restarts the object from storage).
         self.pending.push(now, update);
         self.stats.rows_since_snapshot += 1;
         self.stats.bytes_since_snapshot += update.len() as u64;
@@ -204,9 +245,34 @@ impl Ydoc {
         ))))))
     }
 
-    /// Applies the updates accepted so far to `doc`, in one transaction. A
-    /// failure is fatal: the batch fails and the object restarts from
-    /// storage, so nothing of it was stored or sent.
+    /// Whether `doc` holds structs waiting for missing ones (an update sent
+    /// out of order): a later update may complete them, and applying them
+    /// then may fail, so every update is applied at once until they are in.
+    fn has_pending_structs(&self) -> bool {
+        let txn = self.doc.transact();
+        txn.store().pending_update().is_some()
+    }
+
+    /// Rebuilds `doc` from storage (what the log and snapshots hold,
+    /// including this batch's rows so far) plus the batch's accepted
+    /// updates that are not stored yet, after an update failed halfway
+    /// through applying. Everything in it was applied before, in this
+    /// order, so a failure here is fatal.
+    fn rebuild(&mut self, ctx: &mut Ctx) -> Result<(), ObjectError> {
+        debug_assert!(self.unapplied.is_empty());
+        let fatal = |e: &dyn std::fmt::Display| {
+            ObjectError::Fatal(format!("cannot rebuild the document: {e}"))
+        };
+        let (doc, _) = store::load(ctx.storage().sql()).map_err(|e| fatal(&e))?;
+        store::apply_pending(&doc, &self.pending).map_err(|e| fatal(&e))?;
+        self.doc = doc;
+        Ok(())
+    }
+
+    /// Applies the updates accepted so far to `doc`, in one transaction.
+    /// None can fail (see `unapplied`); if one does anyway, that is fatal:
+    /// the batch fails and the object restarts from storage, so nothing of
+    /// it was stored or sent.
     fn settle(&mut self) -> Result<(), ObjectError> {
         if self.unapplied.is_empty() {
             return Ok(());
@@ -302,10 +368,9 @@ impl DurableObject for Ydoc {
             ctx.close(socket, 1008, "y-websocket messages are binary frames");
             return Ok(());
         };
-        // Decode everything first: a malformed frame changes nothing.
-        let mut decoder = DecoderV1::from(bytes.as_slice());
-        let messages: Result<Vec<YMessage>, _> = MessageReader::new(&mut decoder).collect();
-        let messages = match messages {
+        // Read the whole frame first: a malformed or truncated one changes
+        // nothing, not even a valid message in front of the damage.
+        let messages = match wire::read_frame(&bytes) {
             Ok(m) => m,
             Err(e) => {
                 tracing::info!(%socket, error = %e, "malformed y-protocols frame");
@@ -317,15 +382,25 @@ impl DurableObject for Ydoc {
         let mut accepted = 0u64;
         for message in messages {
             match message {
-                YMessage::Sync(SyncMessage::SyncStep1(sv)) => {
+                wire::YMessage::SyncStep1(sv) => {
+                    let sv = match wire::check_state_vector(sv)
+                        .map_err(|e| e.to_string())
+                        .and_then(|()| StateVector::decode_v1(sv).map_err(|e| e.to_string()))
+                    {
+                        Ok(sv) => sv,
+                        Err(e) => {
+                            tracing::info!(%socket, error = %e, "malformed state vector");
+                            ctx.close(socket, 1008, "malformed state vector");
+                            return Ok(());
+                        }
+                    };
                     let reply = self.state(&sv)?;
                     ctx.send(
                         socket,
                         frame(&YMessage::Sync(SyncMessage::SyncStep2(reply))),
                     );
                 }
-                YMessage::Sync(SyncMessage::SyncStep2(update))
-                | YMessage::Sync(SyncMessage::Update(update)) => {
+                wire::YMessage::SyncStep2(update) | wire::YMessage::Update(update) => {
                     if read_only {
                         ctx.send(
                             socket,
@@ -335,7 +410,7 @@ impl DurableObject for Ydoc {
                         );
                         continue;
                     }
-                    match self.accept_update(ctx, &update)? {
+                    match self.accept_update(ctx, update)? {
                         Ok(broadcast) => {
                             if let Some(frame) = broadcast {
                                 ctx.broadcast(None, frame, Some(socket));
@@ -349,6 +424,11 @@ impl DurableObject for Ydoc {
                         Err(Refusal::Malformed(why)) => {
                             tracing::info!(%socket, error = %why, "refusing a malformed update");
                             ctx.close(socket, 1008, "malformed Yjs update");
+                            return Ok(());
+                        }
+                        Err(Refusal::CannotApply(why)) => {
+                            tracing::info!(%socket, error = %why, "refusing an update");
+                            ctx.close(socket, 1008, "update cannot be applied to this document");
                             return Ok(());
                         }
                     }
@@ -418,16 +498,20 @@ impl DurableObject for Ydoc {
                         }
                     }
                 };
-                if at.is_some() {
-                    // History is read from the log table.
-                    self.store_pending(ctx)?;
-                }
+                // A read never writes (this is a read-only event): history
+                // is the log table plus this batch's updates not stored
+                // yet, which will be stored as of `pending.ts()`.
                 let body = match at {
                     None => self.state(&StateVector::default())?,
                     Some(ts) => match store::as_of(ctx.storage().sql(), ts) {
-                        Ok(doc) => doc
-                            .transact()
-                            .encode_state_as_update_v1(&StateVector::default()),
+                        Ok(doc) => {
+                            if !self.pending.is_empty() && self.pending.ts() <= ts {
+                                store::apply_pending(&doc, &self.pending)
+                                    .map_err(|e| ObjectError::app(e.to_string()))?;
+                            }
+                            doc.transact()
+                                .encode_state_as_update_v1(&StateVector::default())
+                        }
                         Err(store::StoreError::BeforeHistory(_)) => {
                             return Ok(FetchResponse::status(
                                 404,
@@ -454,7 +538,9 @@ impl DurableObject for Ydoc {
                         Ok(FetchResponse::json(&json!({ "ok": true })))
                     }
                     Err(Refusal::TooLarge(why)) => Ok(FetchResponse::status(413, &why)),
-                    Err(Refusal::Malformed(why)) => Ok(FetchResponse::status(400, &why)),
+                    Err(Refusal::Malformed(why) | Refusal::CannotApply(why)) => {
+                        Ok(FetchResponse::status(400, &why))
+                    }
                 }
             }
             _ => Ok(FetchResponse::status(404, "no such document route")),
@@ -475,6 +561,11 @@ impl DurableObject for Ydoc {
                 "sockets": ctx.sockets(None).len(),
             })),
             "compact" => {
+                // Compaction writes: a read-only caller is refused before
+                // anything changes.
+                if ctx.storage().is_read_only() {
+                    return Err(ObjectError::Storage(StorageError::ReadOnly));
+                }
                 self.checkpoint(ctx)?;
                 Ok(json!({ "ok": true }))
             }
