@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::extract::ws::Message;
+use roost_protocol::yjs as wire;
 use yrs::sync::awareness::{AwarenessUpdate, AwarenessUpdateEntry};
 use yrs::sync::protocol::Message as YMessage;
 use yrs::updates::decoder::Decode;
@@ -31,11 +32,14 @@ impl ObjectSockets {
     /// Applies an awareness message (a whole frame) from `socket` and relays
     /// it to the document's other sockets. Errors if it does not decode.
     pub(crate) fn apply_awareness(&self, socket: SocketId, frame: &[u8]) -> Result<usize, String> {
-        let update = match YMessage::decode_v1(frame) {
-            Ok(YMessage::Awareness(u)) => u,
-            Ok(_) => return Err("not an awareness message".into()),
-            Err(e) => return Err(e.to_string()),
+        // Read whole and bounded first: one awareness message, nothing
+        // truncated or trailing, no count larger than its bytes.
+        let body = match wire::read_frame(frame).map_err(|e| e.to_string())?[..] {
+            [wire::YMessage::Awareness(body)] => body,
+            _ => return Err("not one awareness message".into()),
         };
+        wire::check_awareness(body).map_err(|e| e.to_string())?;
+        let update = AwarenessUpdate::decode_v1(body).map_err(|e| e.to_string())?;
         let mut announced = Vec::new();
         self.with_awareness(|store| {
             for (id, entry) in &update.clients {

@@ -104,6 +104,26 @@ pub struct Ydoc {
     quiet_ms: i64,
 }
 
+/// Closes a socket whose update was refused: 1009 too large, else 1008.
+fn refuse(ctx: &mut Ctx, socket: SocketId, refusal: Refusal) {
+    match refusal {
+        Refusal::TooLarge(why) => ctx.close(socket, 1009, clipped(&why)),
+        Refusal::Malformed(why) | Refusal::CannotApply(why) => {
+            tracing::info!(%socket, error = %why, "refusing an update");
+            ctx.close(socket, 1008, clipped(&why));
+        }
+    }
+}
+
+/// At most 123 bytes, the most a WebSocket close reason holds.
+fn clipped(text: &str) -> &str {
+    let mut end = text.len().min(123);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
 fn frame(msg: &YMessage) -> SocketMessage {
     SocketMessage::Binary(msg.encode_v1())
 }
@@ -148,6 +168,13 @@ fn set_saved_state(
     ctx.set_attachment(socket, b)
 }
 
+/// An update that passed `Ydoc::check`.
+struct Checked {
+    decoded: Update,
+    /// Some item names its parent by id: applying it may fail.
+    parent_by_id: bool,
+}
+
 /// Why an update was refused (its sender alone: 1009 / 413, else 1008 / 400).
 enum Refusal {
     TooLarge(String),
@@ -162,23 +189,48 @@ impl Ydoc {
         ctx.runtime.0.config.ydoc.clone()
     }
 
-    /// Stores and applies one update; returns the frame to broadcast, or
-    /// `None` for an update that changes nothing (a client's sync step 2
-    /// when it holds nothing the server lacks, sent on every connect): it
-    /// is neither stored nor broadcast.
+    /// The checks an update passes before it meets the document: its size,
+    /// its shape (`wire::check_update`: bounded nesting, counts and clocks,
+    /// before yrs's recursive decoder sees it) and decoding. `None`: it
+    /// changes nothing (a client's sync step 2 when it holds nothing the
+    /// server lacks, sent on every connect).
+    fn check(config: &YdocConfig, update: &[u8]) -> Result<Option<Checked>, Refusal> {
+        if update.len() > config.max_update_bytes {
+            return Err(Refusal::TooLarge(format!(
+                "update is {} bytes; the limit is {}",
+                update.len(),
+                config.max_update_bytes
+            )));
+        }
+        let limits = UpdateLimits {
+            max_nesting: config.max_nesting,
+        };
+        let shape = wire::check_update(update, &limits)
+            .map_err(|e| Refusal::Malformed(format!("update refused: {e}")))?;
+        let decoded = Update::decode_v1(update)
+            .map_err(|e| Refusal::Malformed(format!("update does not decode: {e}")))?;
+        if decoded.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(Checked {
+            decoded,
+            parent_by_id: shape.parent_by_id,
+        }))
+    }
+
+    /// Stores and applies one checked update; returns the frame to
+    /// broadcast, or `None` for an update that changes nothing: it is
+    /// neither stored nor broadcast.
     fn accept_update(
         &mut self,
         ctx: &mut Ctx,
         update: &[u8],
+        checked: Option<Checked>,
     ) -> Result<Result<Option<SocketMessage>, Refusal>, ObjectError> {
         let config = Self::config(ctx);
-        if update.len() > config.max_update_bytes {
-            return Ok(Err(Refusal::TooLarge(format!(
-                "update is {} bytes; the limit is {}",
-                update.len(),
-                config.max_update_bytes
-            ))));
-        }
+        let Some(checked) = checked else {
+            return Ok(Ok(None));
+        };
         let size =
             self.stats.snapshot_bytes + self.stats.bytes_since_snapshot + update.len() as u64;
         if size > config.max_doc_bytes {
@@ -187,30 +239,11 @@ impl Ydoc {
                 config.max_doc_bytes
             ))));
         }
-        // Bounded before yrs's recursive decoder sees it.
-        let limits = UpdateLimits {
-            max_nesting: config.max_nesting,
-        };
-        let shape = match wire::check_update(update, &limits) {
-            Ok(shape) => shape,
-            Err(e) => return Ok(Err(Refusal::Malformed(format!("update refused: {e}")))),
-        };
-        let decoded = match Update::decode_v1(update) {
-            Ok(u) => u,
-            Err(e) => {
-                return Ok(Err(Refusal::Malformed(format!(
-                    "update does not decode: {e}"
-                ))))
-            }
-        };
-        if decoded.is_empty() {
-            return Ok(Ok(None));
-        }
-        if shape.parent_by_id || self.has_pending_structs() {
+        if checked.parent_by_id || self.has_pending_structs() {
             // It may fail to apply: apply it now, alone, so that a failure
             // is its sender's only.
             self.settle()?;
-            let applied = self.doc.transact_mut().apply_update(decoded);
+            let applied = self.doc.transact_mut().apply_update(checked.decoded);
             if let Err(e) = applied {
                 // yrs integrated part of it before it failed.
                 self.rebuild(ctx)?;
@@ -219,7 +252,7 @@ impl Ydoc {
                 ))));
             }
         } else {
-            self.unapplied.push(decoded);
+            self.unapplied.push(checked.decoded);
         }
         let now = ctx.now_ms();
         // Past this point the update is the batch's: it is stored with the
@@ -374,11 +407,30 @@ impl DurableObject for Ydoc {
             Ok(m) => m,
             Err(e) => {
                 tracing::info!(%socket, error = %e, "malformed y-protocols frame");
-                ctx.close(socket, 1008, "malformed y-protocols message");
+                let why = format!("malformed y-protocols message: {e}");
+                ctx.close(socket, 1008, clipped(&why));
                 return Ok(());
             }
         };
         let read_only = ctx.storage().is_read_only();
+        // Every update of the frame passes its checks before any is
+        // accepted; only applying (below) can still refuse one.
+        let config = Self::config(ctx);
+        let mut checked = Vec::new();
+        for message in &messages {
+            if let (false, wire::YMessage::SyncStep2(u) | wire::YMessage::Update(u)) =
+                (read_only, message)
+            {
+                match Self::check(&config, u) {
+                    Ok(c) => checked.push(c),
+                    Err(refusal) => {
+                        refuse(ctx, socket, refusal);
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        let mut checked = checked.into_iter();
         let mut accepted = 0u64;
         for message in messages {
             match message {
@@ -410,25 +462,18 @@ impl DurableObject for Ydoc {
                         );
                         continue;
                     }
-                    match self.accept_update(ctx, update)? {
+                    let this = checked
+                        .next()
+                        .expect("invariant: every update of the frame was checked");
+                    match self.accept_update(ctx, update, this)? {
                         Ok(broadcast) => {
                             if let Some(frame) = broadcast {
                                 ctx.broadcast(None, frame, Some(socket));
                             }
                             accepted += 1;
                         }
-                        Err(Refusal::TooLarge(why)) => {
-                            ctx.close(socket, 1009, &why);
-                            return Ok(());
-                        }
-                        Err(Refusal::Malformed(why)) => {
-                            tracing::info!(%socket, error = %why, "refusing a malformed update");
-                            ctx.close(socket, 1008, "malformed Yjs update");
-                            return Ok(());
-                        }
-                        Err(Refusal::CannotApply(why)) => {
-                            tracing::info!(%socket, error = %why, "refusing an update");
-                            ctx.close(socket, 1008, "update cannot be applied to this document");
+                        Err(refusal) => {
+                            refuse(ctx, socket, refusal);
                             return Ok(());
                         }
                     }
@@ -530,7 +575,14 @@ impl DurableObject for Ydoc {
                         "read-only access cannot update the document",
                     ));
                 }
-                match self.accept_update(ctx, &request.body)? {
+                let checked = match Self::check(&Self::config(ctx), &request.body) {
+                    Ok(c) => c,
+                    Err(Refusal::TooLarge(why)) => return Ok(FetchResponse::status(413, &why)),
+                    Err(Refusal::Malformed(why) | Refusal::CannotApply(why)) => {
+                        return Ok(FetchResponse::status(400, &why))
+                    }
+                };
+                match self.accept_update(ctx, &request.body, checked)? {
                     Ok(broadcast) => {
                         if let Some(frame) = broadcast {
                             ctx.broadcast(None, frame, None);
