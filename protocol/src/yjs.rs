@@ -27,6 +27,10 @@ pub const DEFAULT_MAX_NESTING: u32 = 64;
 /// clock arithmetic in `u32` and `i32`.
 pub const MAX_CLOCK: u64 = i32::MAX as u64;
 
+/// Largest client id: Yjs ids are JavaScript safe integers, and yrs
+/// asserts (in debug builds) that an id fits 53 bits.
+pub const MAX_CLIENT: u64 = (1 << 53) - 1;
+
 /// Why client bytes were refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum YjsError {
@@ -42,6 +46,9 @@ pub enum YjsError {
     /// A clock plus length passes `MAX_CLOCK`.
     #[error("a clock passes 2^31 - 1")]
     ClockTooLarge,
+    /// A client id passes `MAX_CLIENT`.
+    #[error("a client id passes 2^53 - 1")]
+    ClientTooLarge,
     /// Bytes follow the end of the message or update.
     #[error("{0} bytes after the end")]
     Trailing(usize),
@@ -137,7 +144,7 @@ pub fn check_state_vector(bytes: &[u8]) -> Result<(), YjsError> {
     let mut r = Reader::new(bytes);
     let n = r.count("a state vector", 2)?;
     for _ in 0..n {
-        r.var_u64("a client id")?;
+        r.client()?;
         r.var_u32("a clock")?;
     }
     r.end()
@@ -149,7 +156,7 @@ pub fn check_awareness(bytes: &[u8]) -> Result<(), YjsError> {
     let mut r = Reader::new(bytes);
     let n = r.count("an awareness update", 3)?;
     for _ in 0..n {
-        r.var_u64("a client id")?;
+        r.client()?;
         r.var_u32("a clock")?;
         r.string("an awareness state")?;
     }
@@ -166,7 +173,7 @@ pub fn check_update(bytes: &[u8], limits: &UpdateLimits) -> Result<UpdateShape, 
     let clients = r.count("an update", 3)?;
     for _ in 0..clients {
         let structs = r.count("a client's structs", 2)?;
-        r.var_u64("a client id")?;
+        r.client()?;
         let mut clock = u64::from(r.var_u32("a clock")?);
         for _ in 0..structs {
             clock += struct_len(&mut r, limits, &mut shape)?;
@@ -179,7 +186,7 @@ pub fn check_update(bytes: &[u8], limits: &UpdateLimits) -> Result<UpdateShape, 
     // The delete set: clients, each with ranges of (clock, len).
     let clients = r.count("a delete set", 2)?;
     for _ in 0..clients {
-        r.var_u64("a client id")?;
+        r.client()?;
         let ranges = r.count("a delete set's ranges", 2)?;
         for _ in 0..ranges {
             let clock = u64::from(r.var_u32("a deleted clock")?);
@@ -297,7 +304,7 @@ fn struct_len(
 }
 
 fn id(r: &mut Reader<'_>) -> Result<(), YjsError> {
-    r.var_u64("an id's client")?;
+    r.client()?;
     if u64::from(r.var_u32("an id's clock")?) > MAX_CLOCK {
         return Err(YjsError::ClockTooLarge);
     }
@@ -450,6 +457,15 @@ impl<'a> Reader<'a> {
             }
         }
         Err(YjsError::Malformed("a varint past 64 bits"))
+    }
+
+    /// A client id (at most `MAX_CLIENT`).
+    fn client(&mut self) -> Result<u64, YjsError> {
+        let id = self.var_u64("a client id")?;
+        if id > MAX_CLIENT {
+            return Err(YjsError::ClientTooLarge);
+        }
+        Ok(id)
     }
 
     /// An unsigned varint that fits 32 bits (at most 5 bytes).

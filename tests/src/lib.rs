@@ -4,6 +4,7 @@
 //! The binary is `$ROOST_BIN`, or `target/debug/roost` of this workspace
 //! (the README's test command builds it first).
 
+pub mod fuzzgen;
 pub mod ws;
 pub mod yclient;
 

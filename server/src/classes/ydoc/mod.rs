@@ -413,39 +413,51 @@ impl DurableObject for Ydoc {
             }
         };
         let read_only = ctx.storage().is_read_only();
-        // Every update of the frame passes its checks before any is
-        // accepted; only applying (below) can still refuse one.
+        // Every state vector and update of the frame passes its checks
+        // before anything is answered or accepted; only applying (below)
+        // can still refuse an update.
         let config = Self::config(ctx);
         let mut checked = Vec::new();
+        let mut state_vectors = Vec::new();
         for message in &messages {
-            if let (false, wire::YMessage::SyncStep2(u) | wire::YMessage::Update(u)) =
-                (read_only, message)
-            {
-                match Self::check(&config, u) {
-                    Ok(c) => checked.push(c),
-                    Err(refusal) => {
-                        refuse(ctx, socket, refusal);
-                        return Ok(());
+            match (read_only, message) {
+                (_, wire::YMessage::SyncStep1(sv)) => {
+                    let sv = wire::check_state_vector(sv)
+                        .map_err(|e| e.to_string())
+                        .and_then(|()| StateVector::decode_v1(sv).map_err(|e| e.to_string()));
+                    match sv {
+                        Ok(sv) => state_vectors.push(sv),
+                        Err(e) => {
+                            refuse(
+                                ctx,
+                                socket,
+                                Refusal::Malformed(format!("state vector: {e}")),
+                            );
+                            return Ok(());
+                        }
                     }
                 }
+                (false, wire::YMessage::SyncStep2(u) | wire::YMessage::Update(u)) => {
+                    match Self::check(&config, u) {
+                        Ok(c) => checked.push(c),
+                        Err(refusal) => {
+                            refuse(ctx, socket, refusal);
+                            return Ok(());
+                        }
+                    }
+                }
+                _ => {}
             }
         }
         let mut checked = checked.into_iter();
+        let mut state_vectors = state_vectors.into_iter();
         let mut accepted = 0u64;
         for message in messages {
             match message {
-                wire::YMessage::SyncStep1(sv) => {
-                    let sv = match wire::check_state_vector(sv)
-                        .map_err(|e| e.to_string())
-                        .and_then(|()| StateVector::decode_v1(sv).map_err(|e| e.to_string()))
-                    {
-                        Ok(sv) => sv,
-                        Err(e) => {
-                            tracing::info!(%socket, error = %e, "malformed state vector");
-                            ctx.close(socket, 1008, "malformed state vector");
-                            return Ok(());
-                        }
-                    };
+                wire::YMessage::SyncStep1(_) => {
+                    let sv = state_vectors
+                        .next()
+                        .expect("invariant: every state vector of the frame was checked");
                     let reply = self.state(&sv)?;
                     ctx.send(
                         socket,
