@@ -10,7 +10,8 @@
 //! accepts is exactly what yrs will read: where yrs and Yjs disagree or a
 //! feature is unused by Yjs clients (legacy JSON content, which yrs reads
 //! one string too far; weak links), it refuses. It is stricter than yrs in a
-//! few places no honest encoder reaches: varints longer than their type,
+//! few places no honest encoder reaches: a client's structs in two runs,
+//! varints longer than their type,
 //! clocks past 2^31 − 1 (yrs adds `clock + len` in `u32` and `i32`), unknown
 //! parent-info values, and bytes after the delete set.
 //!
@@ -171,9 +172,12 @@ pub fn check_update(bytes: &[u8], limits: &UpdateLimits) -> Result<UpdateShape, 
     let mut r = Reader::new(bytes);
     let mut shape = UpdateShape::default();
     let clients = r.count("an update", 3)?;
+    // yrs appends a client's second run to its first, out of order, and
+    // its binary searches then panic: each client once.
+    let mut seen = Vec::with_capacity(clients as usize);
     for _ in 0..clients {
         let structs = r.count("a client's structs", 2)?;
-        r.client()?;
+        seen.push(r.client()?);
         let mut clock = u64::from(r.var_u32("a clock")?);
         for _ in 0..structs {
             clock += struct_len(&mut r, limits, &mut shape)?;
@@ -182,6 +186,10 @@ pub fn check_update(bytes: &[u8], limits: &UpdateLimits) -> Result<UpdateShape, 
             }
         }
         shape.structs += structs;
+    }
+    seen.sort_unstable();
+    if seen.windows(2).any(|w| w[0] == w[1]) {
+        return Err(YjsError::Malformed("a client's structs in two runs"));
     }
     // The delete set: clients, each with ranges of (clock, len).
     let clients = r.count("a delete set", 2)?;

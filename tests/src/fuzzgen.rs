@@ -25,8 +25,7 @@ use yrs::{
 };
 
 /// A proptest configuration with `FUZZ_CASES` cases (or `default`), no
-/// regression files (failures print their input), no shrinking budget to
-/// speak of (inputs are printed whole).
+/// regression files (failures print their input) and a short shrink.
 pub fn config(default: u32) -> Config {
     let cases = std::env::var("FUZZ_CASES")
         .ok()

@@ -35,6 +35,7 @@ static FRAMES: Tally = Tally::new("y-websocket-frames");
 static AWARENESS: Tally = Tally::new("awareness");
 static ENVELOPE: Tally = Tally::new("json-envelope");
 static RECORDS: Tally = Tally::new("commit-log-records");
+static SEQUENCES: Tally = Tally::new("update-sequences");
 
 /// A document for updates to land in, with items of clients 1 and 2 that
 /// generated ids can point at (a text, a map, nested types).
@@ -116,96 +117,254 @@ fn mutants(bytes: &[u8], seed: u64, n: usize) -> impl Iterator<Item = Vec<u8>> +
     (0..n).map(move |_| mutate(bytes, &mut rng))
 }
 
-proptest! {
-    #![proptest_config(fuzzgen::config(64))]
+/// Runs one target: `FUZZ_CASES` generated cases (64 by default), then
+/// prints how many inputs it fed the decoders.
+fn fuzz<S: Strategy>(
+    tally: &Tally,
+    strategy: S,
+    test: impl Fn(S::Value) -> Result<(), TestCaseError>,
+) {
+    let mut runner = TestRunner::new(fuzzgen::config(64));
+    let result = runner.run(&strategy, test);
+    tally.report();
+    if let Err(e) = result {
+        panic!("fuzz target {} failed: {e}", tally.name);
+    }
+}
 
-    /// Structured updates (deep Any, every content kind, edge clocks,
-    /// parents by id) and their mutants.
-    #[test]
-    fn yjs_updates(update in fuzzgen::raw_update(), seed in any::<u64>()) {
-        let bytes = update.encode();
-        exercise_update(&bytes)?;
-        for m in mutants(&bytes, seed, fuzzgen::mutations(16)) {
-            exercise_update(&m)?;
+/// Structured updates (deep Any, every content kind, edge clocks,
+/// parents by id) and their mutants.
+#[test]
+fn yjs_updates() {
+    fuzz(
+        &UPDATES,
+        (fuzzgen::raw_update(), any::<u64>()),
+        |(update, seed)| {
+            let bytes = update.encode();
+            exercise_update(&bytes)?;
             UPDATES.add(1);
-        }
-        UPDATES.add(1);
-    }
-
-    /// Honest updates pass every check and apply (no false refusals), and
-    /// their mutants never crash anything.
-    #[test]
-    fn honest_updates(ops in prop::collection::vec(fuzzgen::op(), 1..8), client in 1u64..1000, seed in any::<u64>()) {
-        let (updates, state) = fuzzgen::honest_updates(&ops, client);
-        let doc = Doc::new();
-        for u in updates.iter().chain(std::iter::once(&state)) {
-            let shape = wire::check_update(u, &UpdateLimits::default());
-            prop_assert!(shape.is_ok(), "an honest update was refused: {:?} {u:?}", shape);
-            let decoded = Update::decode_v1(u).expect("honest decodes");
-            prop_assert!(doc.transact_mut().apply_update(decoded).is_ok());
-            HONEST.add(1);
-        }
-        for m in mutants(&state, seed, fuzzgen::mutations(16)) {
-            exercise_update(&m)?;
-            HONEST.add(1);
-        }
-    }
-
-    /// y-websocket frames: read whole; what a frame holds is exercised as
-    /// the server would (state vectors, updates, awareness).
-    #[test]
-    fn y_websocket_frames(messages in fuzzgen::raw_frame(), seed in any::<u64>()) {
-        let bytes = fuzzgen::frame(&messages);
-        let read = wire::read_frame(&bytes);
-        prop_assert!(read.as_ref().is_ok_and(|m| m.len() == messages.len()), "a composed frame: {read:?}");
-        exercise_frame(&bytes)?;
-        FRAMES.add(1);
-        for m in mutants(&bytes, seed, fuzzgen::mutations(16)) {
-            exercise_frame(&m)?;
-            FRAMES.add(1);
-        }
-    }
-
-    #[test]
-    fn awareness(update in fuzzgen::awareness_update(), seed in any::<u64>()) {
-        prop_assert!(wire::check_awareness(&update).is_ok());
-        prop_assert!(AwarenessUpdate::decode_v1(&update).is_ok());
-        AWARENESS.add(1);
-        for m in mutants(&update, seed, fuzzgen::mutations(32)) {
-            if wire::check_awareness(&m).is_ok() {
-                prop_assert!(AwarenessUpdate::decode_v1(&m).is_ok(), "checked awareness does not decode: {m:?}");
+            for m in mutants(&bytes, seed, fuzzgen::mutations(16)) {
+                exercise_update(&m)?;
+                UPDATES.add(1);
             }
+            Ok(())
+        },
+    );
+}
+
+/// Honest updates pass every check and apply (no false refusals), and
+/// their mutants never crash anything.
+#[test]
+fn honest_updates() {
+    let ops = prop::collection::vec(fuzzgen::op(), 1..8);
+    fuzz(
+        &HONEST,
+        (ops, 1u64..1000, any::<u64>()),
+        |(ops, client, seed)| {
+            let (updates, state) = fuzzgen::honest_updates(&ops, client);
+            let doc = Doc::new();
+            for u in updates.iter().chain(std::iter::once(&state)) {
+                let shape = wire::check_update(u, &UpdateLimits::default());
+                prop_assert!(
+                    shape.is_ok(),
+                    "an honest update was refused: {:?} {u:?}",
+                    shape
+                );
+                let decoded = Update::decode_v1(u).expect("honest decodes");
+                prop_assert!(doc.transact_mut().apply_update(decoded).is_ok());
+                HONEST.add(1);
+            }
+            for m in mutants(&state, seed, fuzzgen::mutations(16)) {
+                exercise_update(&m)?;
+                HONEST.add(1);
+            }
+            Ok(())
+        },
+    );
+}
+
+/// A document under a stream of updates, by the server's rules
+/// (`Ydoc::accept_update`): an update is accepted if it checks, decodes and
+/// applies. One that names a parent by id, arrives while structs are
+/// pending, or after any update that left a gap in a client's clocks is
+/// applied at once and may fail (or, as a last resort, panic inside yrs):
+/// it is refused and the document rebuilt from the accepted ones. Any
+/// other update is applied later in a batch and must neither fail nor
+/// panic. After every accepted update the document's state loads into a
+/// fresh document, and so does the replay of the accepted updates (what a
+/// restart does): what the server serves and stores stays loadable.
+#[test]
+fn update_sequences_keep_a_loadable_document() {
+    let updates = prop::collection::vec(fuzzgen::any_update(), 1..12);
+    fuzz(&SEQUENCES, (updates, any::<u64>()), |(updates, seed)| {
+        let mut rng = Rng(seed | 1);
+        let mut accepted: Vec<Vec<u8>> = vec![base_state().to_vec()];
+        let mut doc = doc_from(base_state());
+        let mut gapped = false;
+        for u in updates {
+            let u = if rng.below(2) == 0 {
+                mutate(&u, &mut rng)
+            } else {
+                u
+            };
+            SEQUENCES.add(1);
+            let Ok(shape) = wire::check_update(&u, &UpdateLimits::default()) else {
+                continue;
+            };
+            let Ok(decoded) = Update::decode_v1(&u) else {
+                continue;
+            };
+            let sv = doc.transact().state_vector();
+            gapped |= decoded
+                .state_vector_lower()
+                .iter()
+                .any(|(c, k)| *k > sv.get(c));
+            let at_once =
+                shape.parent_by_id || gapped || doc.transact().store().pending_update().is_some();
+            let applied = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                doc.transact_mut().apply_update(decoded)
+            }));
+            match applied {
+                Ok(Ok(())) => accepted.push(u),
+                failed => {
+                    prop_assert!(
+                        at_once,
+                        "a batched update failed or panicked ({:?}): accepted {accepted:?}, then {u:?}",
+                        failed.map_err(|_| "panic")
+                    );
+                    doc = replay(&accepted).map_err(|e| {
+                        TestCaseError::fail(format!("accepted updates do not replay: {e}"))
+                    })?;
+                    continue;
+                }
+            }
+            let state = doc
+                .transact()
+                .encode_state_as_update_v1(&StateVector::default());
+            let fresh = Doc::new();
+            let loaded = fresh
+                .transact_mut()
+                .apply_update(Update::decode_v1(&state).expect("state decodes"));
+            prop_assert!(
+                loaded.is_ok(),
+                "the state does not load ({:?}): accepted {accepted:?}",
+                loaded
+            );
+            prop_assert!(
+                replay(&accepted).is_ok(),
+                "accepted updates do not replay: {accepted:?}"
+            );
+        }
+        Ok(())
+    });
+}
+
+/// A document from updates applied one transaction each, as a restart
+/// loads the log.
+fn replay(updates: &[Vec<u8>]) -> Result<Doc, String> {
+    let doc = Doc::new();
+    for u in updates {
+        let decoded = Update::decode_v1(u).map_err(|e| e.to_string())?;
+        doc.transact_mut()
+            .apply_update(decoded)
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(doc)
+}
+
+/// y-websocket frames: read whole; what a frame holds is exercised as the
+/// server would (state vectors, updates, awareness).
+#[test]
+fn y_websocket_frames() {
+    fuzz(
+        &FRAMES,
+        (fuzzgen::raw_frame(), any::<u64>()),
+        |(messages, seed)| {
+            let bytes = fuzzgen::frame(&messages);
+            let read = wire::read_frame(&bytes);
+            prop_assert!(
+                read.as_ref().is_ok_and(|m| m.len() == messages.len()),
+                "a composed frame: {read:?}"
+            );
+            exercise_frame(&bytes)?;
+            FRAMES.add(1);
+            for m in mutants(&bytes, seed, fuzzgen::mutations(16)) {
+                exercise_frame(&m)?;
+                FRAMES.add(1);
+            }
+            Ok(())
+        },
+    );
+}
+
+/// Awareness updates: what passes `check_awareness` decodes.
+#[test]
+fn awareness() {
+    fuzz(
+        &AWARENESS,
+        (fuzzgen::awareness_update(), any::<u64>()),
+        |(update, seed)| {
+            prop_assert!(wire::check_awareness(&update).is_ok());
+            prop_assert!(AwarenessUpdate::decode_v1(&update).is_ok());
             AWARENESS.add(1);
-        }
-    }
+            for m in mutants(&update, seed, fuzzgen::mutations(32)) {
+                if wire::check_awareness(&m).is_ok() {
+                    prop_assert!(
+                        AwarenessUpdate::decode_v1(&m).is_ok(),
+                        "checked awareness does not decode: {m:?}"
+                    );
+                }
+                AWARENESS.add(1);
+            }
+            Ok(())
+        },
+    );
+}
 
-    #[test]
-    fn json_envelope(text in fuzzgen::envelope_text(), seed in any::<u64>()) {
-        let _ = ClientFrame::decode(&text);
-        let _ = ServerFrame::decode(&text);
-        ENVELOPE.add(1);
-        for m in mutants(text.as_bytes(), seed, fuzzgen::mutations(32)) {
-            let m = String::from_utf8_lossy(&m);
-            let _ = ClientFrame::decode(&m);
-            let _ = ServerFrame::decode(&m);
+/// The JSON envelope, shallow and deep, and its mutants: never a panic.
+#[test]
+fn json_envelope() {
+    fuzz(
+        &ENVELOPE,
+        (fuzzgen::envelope_text(), any::<u64>()),
+        |(text, seed)| {
+            let _ = ClientFrame::decode(&text);
+            let _ = ServerFrame::decode(&text);
             ENVELOPE.add(1);
-        }
-    }
+            for m in mutants(text.as_bytes(), seed, fuzzgen::mutations(32)) {
+                let m = String::from_utf8_lossy(&m);
+                let _ = ClientFrame::decode(&m);
+                let _ = ServerFrame::decode(&m);
+                ENVELOPE.add(1);
+            }
+            Ok(())
+        },
+    );
+}
 
-    /// Commit-log segments decode to exactly what was written; a mutant
-    /// never panics and yields a prefix of the records. Changesets of
-    /// garbage never panic the replay decoder.
-    #[test]
-    fn commit_log_records(
-        records in prop::collection::vec(
-            ("[a-z][a-z0-9_-]{0,8}", any::<[u8; 16]>(), 1u64..u64::MAX, prop::collection::vec(any::<u8>(), 0..40)),
-            0..5,
+/// Commit-log segments decode to exactly what was written; a mutant never
+/// panics and yields a prefix of the records. Garbage changesets never
+/// panic the replay decoder.
+#[test]
+fn commit_log_records() {
+    let records = prop::collection::vec(
+        (
+            "[a-z][a-z0-9_-]{0,8}",
+            any::<[u8; 16]>(),
+            1u64..u64::MAX,
+            prop::collection::vec(any::<u8>(), 0..40),
         ),
-        seed in any::<u64>(),
-    ) {
+        0..5,
+    );
+    fuzz(&RECORDS, (records, any::<u64>()), |(records, seed)| {
         let records: Vec<Record> = records
             .into_iter()
-            .map(|(class, id, seq, changeset)| Record { class, id: roost::ObjectId(id), seq, changeset })
+            .map(|(class, id, seq, changeset)| Record {
+                class,
+                id: roost::ObjectId(id),
+                seq,
+                changeset,
+            })
             .collect();
         let mut bytes = SEGMENT_MAGIC.to_vec();
         for r in &records {
@@ -215,7 +374,10 @@ proptest! {
         RECORDS.add(1);
         for m in mutants(&bytes, seed, fuzzgen::mutations(16)) {
             let (got, _) = decode_segment(&m);
-            prop_assert!(got.len() <= records.len() && got[..] == records[..got.len()], "a mutant decoded to other records");
+            prop_assert!(
+                got.len() <= records.len() && got[..] == records[..got.len()],
+                "a mutant decoded to other records"
+            );
             RECORDS.add(1);
         }
         let conn = rusqlite::Connection::open_in_memory().expect("sqlite");
@@ -226,7 +388,8 @@ proptest! {
             let _ = roost::storage::capture::apply_changeset(&conn, &r.changeset);
             RECORDS.add(2);
         }
-    }
+        Ok(())
+    });
 }
 
 fn exercise_frame(bytes: &[u8]) -> Result<(), TestCaseError> {
@@ -252,19 +415,6 @@ fn exercise_frame(bytes: &[u8]) -> Result<(), TestCaseError> {
         }
     }
     Ok(())
-}
-
-/// Prints every target's count once all in-process targets have run
-/// (cargo runs tests in parallel; this one waits for the others).
-#[test]
-fn zz_report_counts() {
-    // Runs last with --test-threads 1 (names sort); in parallel runs the
-    // counts printed may be partial.
-    let total: u64 = [&UPDATES, &HONEST, &FRAMES, &AWARENESS, &ENVELOPE, &RECORDS]
-        .iter()
-        .map(|t| t.report())
-        .sum();
-    eprintln!("fuzz in-process total: {total} inputs");
 }
 
 /// What the server must hold after `update` is offered to it: `Some(new

@@ -97,6 +97,10 @@ pub struct Ydoc {
     /// a parent by id, and `doc` had no pending structs when they came
     /// (`may_fail`); the others are applied at once, alone.
     unapplied: Vec<Update>,
+    /// An update left a gap in some client's clocks since the `Doc` was
+    /// loaded: every later update is applied at once, alone (see
+    /// `leaves_a_gap`).
+    gapped: bool,
     /// How long after its last update this document compacts, in ms:
     /// `compact_after` plus up to a quarter more, chosen by the document's
     /// id, so that documents whose editing stopped together (a class, a
@@ -239,12 +243,25 @@ impl Ydoc {
                 config.max_doc_bytes
             ))));
         }
-        if checked.parent_by_id || self.has_pending_structs() {
+        if !self.gapped && self.leaves_a_gap(&checked.decoded) {
+            self.gapped = true;
+        }
+        if checked.parent_by_id || self.gapped || self.has_pending_structs() {
             // It may fail to apply: apply it now, alone, so that a failure
             // is its sender's only.
             self.settle()?;
-            let applied = self.doc.transact_mut().apply_update(checked.decoded);
-            if let Err(e) = applied {
+            let doc = &self.doc;
+            let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                doc.transact_mut().apply_update(checked.decoded)
+            }));
+            let failure = match applied {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(e.to_string()),
+                // Last resort: yrs 0.28 panics on some out-of-order
+                // GC/skip structures (block_store.rs, found by fuzzing).
+                Err(_) => Some("the CRDT library panicked on it".to_owned()),
+            };
+            if let Some(e) = failure {
                 // yrs integrated part of it before it failed.
                 self.rebuild(ctx)?;
                 return Ok(Err(Refusal::CannotApply(format!(
@@ -276,6 +293,17 @@ impl Ydoc {
         Ok(Ok(Some(frame(&YMessage::Sync(SyncMessage::Update(
             update.to_vec(),
         ))))))
+    }
+
+    /// Whether `update` starts, for some client, above what `doc` holds of
+    /// it: yrs then integrates a skip range, and updates that later fill
+    /// such ranges are where its panics were found.
+    fn leaves_a_gap(&self, update: &Update) -> bool {
+        let sv = self.doc.transact().state_vector();
+        update
+            .state_vector_lower()
+            .iter()
+            .any(|(client, clock)| *clock > sv.get(client))
     }
 
     /// Whether `doc` holds structs waiting for missing ones (an update sent
@@ -368,6 +396,7 @@ impl DurableObject for Ydoc {
             stats,
             pending: store::Pending::default(),
             unapplied: Vec::new(),
+            gapped: false,
             quiet_ms: after + after / 4 * spread / 65_536,
         })
     }
@@ -677,6 +706,7 @@ mod tests {
             stats: store::LogStats::default(),
             pending: store::Pending::default(),
             unapplied: vec![update_inserting("hello")],
+            gapped: false,
             quiet_ms: 5000,
         };
         let state = y.state(&StateVector::default()).expect("state");
