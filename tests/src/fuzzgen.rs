@@ -76,7 +76,7 @@ impl Tally {
 pub struct Rng(pub u64);
 
 impl Rng {
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
@@ -84,7 +84,7 @@ impl Rng {
     }
 
     pub fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
+        (self.next_u64() % n.max(1) as u64) as usize
     }
 }
 
@@ -100,7 +100,7 @@ pub fn mutate(bytes: &[u8], rng: &mut Rng) -> Vec<u8> {
             0 => out.truncate(at),
             1 if at < out.len() => out[at] ^= 1 << rng.below(8),
             2 if at < out.len() => out[at] = [0x00, 0x7f, 0x80, 0xff, 0x75, 0x76][rng.below(6)],
-            3 => out.insert(at, rng.next() as u8),
+            3 => out.insert(at, rng.next_u64() as u8),
             4 if at < out.len() => {
                 out.remove(at);
             }

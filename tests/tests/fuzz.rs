@@ -398,18 +398,14 @@ fn exercise_frame(bytes: &[u8]) -> Result<(), TestCaseError> {
     };
     for m in messages {
         match m {
-            wire::YMessage::SyncStep1(sv) => {
-                if wire::check_state_vector(sv).is_ok() {
-                    prop_assert!(StateVector::decode_v1(sv).is_ok());
-                }
+            wire::YMessage::SyncStep1(sv) if wire::check_state_vector(sv).is_ok() => {
+                prop_assert!(StateVector::decode_v1(sv).is_ok());
             }
             wire::YMessage::SyncStep2(u) | wire::YMessage::Update(u) => {
                 exercise_update(u)?;
             }
-            wire::YMessage::Awareness(a) => {
-                if wire::check_awareness(a).is_ok() {
-                    prop_assert!(AwarenessUpdate::decode_v1(a).is_ok());
-                }
+            wire::YMessage::Awareness(a) if wire::check_awareness(a).is_ok() => {
+                prop_assert!(AwarenessUpdate::decode_v1(a).is_ok());
             }
             _ => {}
         }
