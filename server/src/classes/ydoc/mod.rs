@@ -6,8 +6,10 @@
 //! decodes it recursively) and decoded within its event (malformed → close
 //! 1008 / HTTP 400, nothing stored). An update whose items name a parent by
 //! id may fail to apply (the parent is not a type): it is applied at once,
-//! alone, and if it fails the `Doc` is rebuilt from storage plus the batch's
-//! other updates and only its sender is refused (1008 / 400). Every other
+//! alone (so is every update while structs are pending, or once one left a
+//! gap in a client's clocks), and if it fails the `Doc` is rebuilt from
+//! storage plus the batch's other updates and only its sender is refused
+//! (1008 / 400). Every other
 //! update cannot fail to apply: the batch's are applied to the in-memory
 //! `Doc` in one transaction and appended to the document's log as one row
 //! when the batch ends (`before_commit`), or earlier if an event reads the
