@@ -71,7 +71,7 @@ impl Default for UpdateLimits {
 }
 
 /// What `check_update` learned about an update it accepted.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct UpdateShape {
     /// Structs (items, GC and skip ranges) in the update.
     pub structs: u64,
@@ -79,6 +79,12 @@ pub struct UpdateShape {
     /// an item can fail to apply (yrs: its parent must be a type or
     /// deleted); an update without one always applies.
     pub parent_by_id: bool,
+    /// A client whose structs include a skip range (a gap in its clocks),
+    /// if any.
+    pub skip_of: Option<u64>,
+    /// Each client's run of structs: (client, first clock, clock after the
+    /// last), in the update's order.
+    pub runs: Vec<(u64, u32, u32)>,
 }
 
 /// One message of a y-websocket frame, borrowing the frame's bytes.
@@ -177,15 +183,22 @@ pub fn check_update(bytes: &[u8], limits: &UpdateLimits) -> Result<UpdateShape, 
     let mut seen = Vec::with_capacity(clients as usize);
     for _ in 0..clients {
         let structs = r.count("a client's structs", 2)?;
-        seen.push(r.client()?);
-        let mut clock = u64::from(r.var_u32("a clock")?);
+        let client = r.client()?;
+        seen.push(client);
+        let start = r.var_u32("a clock")?;
+        let mut clock = u64::from(start);
         for _ in 0..structs {
+            if r.buf.get(r.pos) == Some(&SKIP) {
+                shape.skip_of.get_or_insert(client);
+            }
             clock += struct_len(&mut r, limits, &mut shape)?;
             if clock > MAX_CLOCK {
                 return Err(YjsError::ClockTooLarge);
             }
         }
         shape.structs += structs;
+        // `clock` is at most MAX_CLOCK, which fits a u32.
+        shape.runs.push((client, start, clock as u32));
     }
     seen.sort_unstable();
     if seen.windows(2).any(|w| w[0] == w[1]) {

@@ -6,10 +6,10 @@
 //! decodes it recursively) and decoded within its event (malformed → close
 //! 1008 / HTTP 400, nothing stored). An update whose items name a parent by
 //! id may fail to apply (the parent is not a type): it is applied at once,
-//! alone (so is every update while structs are pending, or once one left a
-//! gap in a client's clocks), and if it fails the `Doc` is rebuilt from
-//! storage plus the batch's other updates and only its sender is refused
-//! (1008 / 400). Every other
+//! alone (so is every update while structs are pending), and if it fails
+//! the `Doc` is rebuilt from storage plus the batch's other updates and
+//! only its sender is refused (1008 / 400); so is an update that would
+//! leave a gap in a client's clocks (`gap`). Every other
 //! update cannot fail to apply: the batch's are applied to the in-memory
 //! `Doc` in one transaction and appended to the document's log as one row
 //! when the batch ends (`before_commit`), or earlier if an event reads the
@@ -99,10 +99,9 @@ pub struct Ydoc {
     /// a parent by id, and `doc` had no pending structs when they came
     /// (`may_fail`); the others are applied at once, alone.
     unapplied: Vec<Update>,
-    /// An update left a gap in some client's clocks since the `Doc` was
-    /// loaded: every later update is applied at once, alone (see
-    /// `leaves_a_gap`).
-    gapped: bool,
+    /// The clocks `unapplied` reaches, per client (what `doc` will know
+    /// once settled): an update must not start above them (`gap`).
+    unapplied_sv: StateVector,
     /// How long after its last update this document compacts, in ms:
     /// `compact_after` plus up to a quarter more, chosen by the document's
     /// id, so that documents whose editing stopped together (a class, a
@@ -179,6 +178,10 @@ struct Checked {
     decoded: Update,
     /// Some item names its parent by id: applying it may fail.
     parent_by_id: bool,
+    /// A client whose structs include a skip range (a gap).
+    skip: Option<u64>,
+    /// Each client's run: (client, first clock, clock after the last).
+    runs: Vec<(u64, u32, u32)>,
 }
 
 /// Why an update was refused (its sender alone: 1009 / 413, else 1008 / 400).
@@ -221,6 +224,8 @@ impl Ydoc {
         Ok(Some(Checked {
             decoded,
             parent_by_id: shape.parent_by_id,
+            skip: shape.skip_of,
+            runs: shape.runs,
         }))
     }
 
@@ -245,10 +250,12 @@ impl Ydoc {
                 config.max_doc_bytes
             ))));
         }
-        if !self.gapped && self.leaves_a_gap(&checked.decoded) {
-            self.gapped = true;
+        if let Some(client) = self.gap(&checked) {
+            return Ok(Err(Refusal::CannotApply(format!(
+                "update skips clocks of client {client} the document does not have"
+            ))));
         }
-        if checked.parent_by_id || self.gapped || self.has_pending_structs() {
+        if checked.parent_by_id || self.has_pending_structs() {
             // It may fail to apply: apply it now, alone, so that a failure
             // is its sender's only.
             self.settle()?;
@@ -259,8 +266,9 @@ impl Ydoc {
             let failure = match applied {
                 Ok(Ok(())) => None,
                 Ok(Err(e)) => Some(e.to_string()),
-                // Last resort: yrs 0.28 panics on some out-of-order
-                // GC/skip structures (block_store.rs, found by fuzzing).
+                // Last resort only: after a panic inside yrs its `Doc` may
+                // not even drop safely (fuzzing saw a SIGSEGV after its
+                // skip-range panic, which `gap` now keeps out).
                 Err(_) => Some("the CRDT library panicked on it".to_owned()),
             };
             if let Some(e) = failure {
@@ -271,6 +279,9 @@ impl Ydoc {
                 ))));
             }
         } else {
+            for (client, _, end) in &checked.runs {
+                self.unapplied_sv.set_max(yrs::ClientID::new(*client), *end);
+            }
             self.unapplied.push(checked.decoded);
         }
         let now = ctx.now_ms();
@@ -297,15 +308,26 @@ impl Ydoc {
         ))))))
     }
 
-    /// Whether `update` starts, for some client, above what `doc` holds of
-    /// it: yrs then integrates a skip range, and updates that later fill
-    /// such ranges are where its panics were found.
-    fn leaves_a_gap(&self, update: &Update) -> bool {
+    /// A client whose clocks `update` would leave a gap in: it starts
+    /// above what the document holds (or will, once `unapplied` is
+    /// applied), or holds a skip range. yrs fills such gaps later with
+    /// skip ranges, where fuzzing found it panicking (block_store.rs) and
+    /// leaving a `Doc` that crashed the process when dropped; Yjs clients
+    /// send a client's structs from where the server is, so only a client
+    /// that itself holds a gap (or a hostile one) is refused.
+    fn gap(&self, checked: &Checked) -> Option<u64> {
+        if let Some(client) = checked.skip {
+            return Some(client);
+        }
         let sv = self.doc.transact().state_vector();
-        update
-            .state_vector_lower()
+        checked
+            .runs
             .iter()
-            .any(|(client, clock)| *clock > sv.get(client))
+            .find(|(client, start, end)| {
+                let client = yrs::ClientID::new(*client);
+                start < end && *start > sv.get(&client).max(self.unapplied_sv.get(&client))
+            })
+            .map(|(client, _, _)| *client)
     }
 
     /// Whether `doc` holds structs waiting for missing ones (an update sent
@@ -340,6 +362,7 @@ impl Ydoc {
         if self.unapplied.is_empty() {
             return Ok(());
         }
+        self.unapplied_sv = StateVector::default();
         let mut txn = self.doc.transact_mut();
         for update in self.unapplied.drain(..) {
             txn.apply_update(update)
@@ -398,7 +421,7 @@ impl DurableObject for Ydoc {
             stats,
             pending: store::Pending::default(),
             unapplied: Vec::new(),
-            gapped: false,
+            unapplied_sv: StateVector::default(),
             quiet_ms: after + after / 4 * spread / 65_536,
         })
     }
@@ -708,7 +731,7 @@ mod tests {
             stats: store::LogStats::default(),
             pending: store::Pending::default(),
             unapplied: vec![update_inserting("hello")],
-            gapped: false,
+            unapplied_sv: StateVector::default(),
             quiet_ms: 5000,
         };
         let state = y.state(&StateVector::default()).expect("state");
