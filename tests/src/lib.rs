@@ -4,6 +4,7 @@
 //! The binary is `$ROOST_BIN`, or `target/debug/roost` of this workspace
 //! (the README's test command builds it first).
 
+pub mod fuzzgen;
 pub mod ws;
 pub mod yclient;
 
@@ -307,4 +308,17 @@ pub fn walk(dir: &Path) -> Vec<PathBuf> {
         }
     }
     out
+}
+
+/// Polls the stored document (`stored_text`) until its text is `want` (up to 10 s).
+pub async fn wait_stored_text(server: &ServerProcess, doc: &str, want: &str) -> Result<()> {
+    let mut got = String::new();
+    for _ in 0..500 {
+        got = stored_text(server, doc).await?;
+        if got == want {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    bail!("document {doc} is {got:?}, never became {want:?}")
 }

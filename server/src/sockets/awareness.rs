@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::extract::ws::Message;
+use roost_protocol::yjs as wire;
 use yrs::sync::awareness::{AwarenessUpdate, AwarenessUpdateEntry};
 use yrs::sync::protocol::Message as YMessage;
 use yrs::updates::decoder::Decode;
@@ -45,11 +46,14 @@ impl ObjectSockets {
         frame: &[u8],
         limits: &super::SocketLimits,
     ) -> Result<usize, String> {
-        let update = match YMessage::decode_v1(frame) {
-            Ok(YMessage::Awareness(u)) => u,
-            Ok(_) => return Err("not an awareness message".into()),
-            Err(e) => return Err(e.to_string()),
+        // Read whole and bounded first: one awareness message, nothing
+        // truncated or trailing, no count larger than its bytes.
+        let body = match wire::read_frame(frame).map_err(|e| e.to_string())?[..] {
+            [wire::YMessage::Awareness(body)] => body,
+            _ => return Err("not one awareness message".into()),
         };
+        wire::check_awareness(body).map_err(|e| e.to_string())?;
+        let update = AwarenessUpdate::decode_v1(body).map_err(|e| e.to_string())?;
         let owned = self.with_table(|t| t.get(&socket).map_or(0, |e| e.awareness_clients().len()));
         let (mut announced, mut withdrawn) = (Vec::new(), Vec::new());
         let accepted = self.with_awareness(|store| {

@@ -471,6 +471,13 @@ async fn receive(
         }
         Message::Binary(bytes) if mode == SocketMode::Yjs => {
             metrics.frames_in.fetch_add(1, Ordering::Relaxed);
+            // Read whole (loops, no recursion) before any of it is used:
+            // an empty, truncated or garbled frame closes the socket.
+            if let Err(e) = roost_protocol::yjs::read_frame(&bytes) {
+                tracing::info!(%socket, error = %e, "malformed y-protocols frame");
+                close(ws, 1008, "malformed y-protocols message").await;
+                return Some((1008, "malformed y-protocols message".into()));
+            }
             match bytes.first() {
                 // sync: the document's object handles it.
                 Some(0) => {

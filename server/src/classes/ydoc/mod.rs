@@ -1,11 +1,20 @@
 //! `ydoc`: a Yjs document served over the y-websocket protocol
 //! (`/v1/yjs/{doc}`) and HTTP (`/v1/yjs/{doc}/state`, `/update`).
 //!
-//! Each update a client sends is decoded within its event (malformed →
-//! close 1008, nothing stored); the batch's updates are applied to the
-//! in-memory `Doc` in one transaction and appended to the document's log as
-//! one row when the batch ends (`before_commit`), or earlier if an event
-//! reads the `Doc` or the log (`settle`, `store_pending`). The
+//! Each frame is read whole and each update a client sends is checked
+//! (`roost_protocol::yjs`: bounded nesting, counts and clocks, before yrs
+//! decodes it recursively) and decoded within its event (malformed → close
+//! 1008 / HTTP 400, nothing stored). An update whose items name a parent by
+//! id may fail to apply (the parent is not a type): it is applied at once,
+//! alone (so is every update while structs are pending), and if it fails
+//! the `Doc` is rebuilt from storage plus the batch's other updates and
+//! only its sender is refused (1008 / 400); so is an update that would
+//! leave a gap in a client's clocks (`gap`). Every other
+//! update cannot fail to apply: the batch's are applied to the in-memory
+//! `Doc` in one transaction and appended to the document's log as one row
+//! when the batch ends (`before_commit`), or earlier if an event reads the
+//! `Doc` or the log (`settle`, `store_pending`). Read paths (history, state,
+//! read-only sockets and calls) never write. The
 //! broadcast to the other clients and any sync reply are outputs, so they
 //! leave only after the batch, with its row, is durable.
 //! Awareness never reaches this class: the socket layer relays it.
@@ -26,22 +35,27 @@ pub mod store;
 
 use std::time::Duration;
 
+use roost_protocol::yjs::{self as wire, UpdateLimits};
 use serde_json::{json, Value};
-use yrs::sync::protocol::{Message as YMessage, MessageReader, SyncMessage};
-use yrs::updates::decoder::{Decode, DecoderV1};
+use yrs::sync::protocol::{Message as YMessage, SyncMessage};
+use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
 use yrs::{Doc, ReadTxn, StateVector, Transact, Update};
 
 use crate::object::{FetchRequest, FetchResponse};
 use crate::runtime::{Admission, AlarmInfo, ConnectRequest};
 use crate::sockets::{SocketId, SocketMessage};
-use crate::{Ctx, DurableObject, ObjectError};
+use crate::{Ctx, DurableObject, ObjectError, StorageError};
 
 /// Tuning of `ydoc` documents.
 #[derive(Debug, Clone)]
 pub struct YdocConfig {
     /// Largest single update, in bytes (close 1009 / 413 beyond).
     pub max_update_bytes: usize,
+    /// Deepest nesting of arrays and maps in an update's `Any` values and
+    /// JSON texts (close 1008 / 400 beyond), checked before yrs decodes
+    /// them by recursion.
+    pub max_nesting: u32,
     /// Largest document (snapshot + log since), in bytes.
     pub max_doc_bytes: u64,
     /// How far back the document can be read (`state?at=`).
@@ -59,6 +73,7 @@ impl Default for YdocConfig {
     fn default() -> Self {
         YdocConfig {
             max_update_bytes: 1024 * 1024,
+            max_nesting: roost_protocol::yjs::DEFAULT_MAX_NESTING,
             max_doc_bytes: 64 * 1024 * 1024,
             retention: Duration::from_secs(7 * 24 * 3600),
             checkpoint_rows: 2000,
@@ -80,12 +95,38 @@ pub struct Ydoc {
     /// Updates accepted (decoded) in this batch and not yet applied to
     /// `doc`: they are applied together, in one transaction, by the batch's
     /// end or by the first read of `doc` before it (`settle`).
+    /// Architecture Invariant: none of them can fail to apply — none names
+    /// a parent by id, and `doc` had no pending structs when they came
+    /// (`may_fail`); the others are applied at once, alone.
     unapplied: Vec<Update>,
+    /// The clocks `unapplied` reaches, per client (what `doc` will know
+    /// once settled): an update must not start above them (`gap`).
+    unapplied_sv: StateVector,
     /// How long after its last update this document compacts, in ms:
     /// `compact_after` plus up to a quarter more, chosen by the document's
     /// id, so that documents whose editing stopped together (a class, a
     /// load test's round) do not all snapshot in the same instant.
     quiet_ms: i64,
+}
+
+/// Closes a socket whose update was refused: 1009 too large, else 1008.
+fn refuse(ctx: &mut Ctx, socket: SocketId, refusal: Refusal) {
+    match refusal {
+        Refusal::TooLarge(why) => ctx.close(socket, 1009, clipped(&why)),
+        Refusal::Malformed(why) | Refusal::CannotApply(why) => {
+            tracing::info!(%socket, error = %why, "refusing an update");
+            ctx.close(socket, 1008, clipped(&why));
+        }
+    }
+}
+
+/// At most 123 bytes, the most a WebSocket close reason holds.
+fn clipped(text: &str) -> &str {
+    let mut end = text.len().min(123);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }
 
 fn frame(msg: &YMessage) -> SocketMessage {
@@ -132,10 +173,24 @@ fn set_saved_state(
     ctx.set_attachment(socket, b)
 }
 
-/// Why an update was refused.
+/// An update that passed `Ydoc::check`.
+struct Checked {
+    decoded: Update,
+    /// Some item names its parent by id: applying it may fail.
+    parent_by_id: bool,
+    /// A client whose structs include a skip range (a gap).
+    skip: Option<u64>,
+    /// Each client's run: (client, first clock, clock after the last).
+    runs: Vec<(u64, u32, u32)>,
+}
+
+/// Why an update was refused (its sender alone: 1009 / 413, else 1008 / 400).
 enum Refusal {
     TooLarge(String),
     Malformed(String),
+    /// It decoded, but the document cannot take it (yrs: an item whose
+    /// parent is not a type).
+    CannotApply(String),
 }
 
 impl Ydoc {
@@ -143,23 +198,50 @@ impl Ydoc {
         ctx.runtime.0.config.ydoc.clone()
     }
 
-    /// Stores and applies one update; returns the frame to broadcast, or
-    /// `None` for an update that changes nothing (a client's sync step 2
-    /// when it holds nothing the server lacks, sent on every connect): it
-    /// is neither stored nor broadcast.
+    /// The checks an update passes before it meets the document: its size,
+    /// its shape (`wire::check_update`: bounded nesting, counts and clocks,
+    /// before yrs's recursive decoder sees it) and decoding. `None`: it
+    /// changes nothing (a client's sync step 2 when it holds nothing the
+    /// server lacks, sent on every connect).
+    fn check(config: &YdocConfig, update: &[u8]) -> Result<Option<Checked>, Refusal> {
+        if update.len() > config.max_update_bytes {
+            return Err(Refusal::TooLarge(format!(
+                "update is {} bytes; the limit is {}",
+                update.len(),
+                config.max_update_bytes
+            )));
+        }
+        let limits = UpdateLimits {
+            max_nesting: config.max_nesting,
+        };
+        let shape = wire::check_update(update, &limits)
+            .map_err(|e| Refusal::Malformed(format!("update refused: {e}")))?;
+        let decoded = Update::decode_v1(update)
+            .map_err(|e| Refusal::Malformed(format!("update does not decode: {e}")))?;
+        if decoded.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(Checked {
+            decoded,
+            parent_by_id: shape.parent_by_id,
+            skip: shape.skip_of,
+            runs: shape.runs,
+        }))
+    }
+
+    /// Stores and applies one checked update; returns the frame to
+    /// broadcast, or `None` for an update that changes nothing: it is
+    /// neither stored nor broadcast.
     fn accept_update(
         &mut self,
         ctx: &mut Ctx,
         update: &[u8],
+        checked: Option<Checked>,
     ) -> Result<Result<Option<SocketMessage>, Refusal>, ObjectError> {
         let config = Self::config(ctx);
-        if update.len() > config.max_update_bytes {
-            return Ok(Err(Refusal::TooLarge(format!(
-                "update is {} bytes; the limit is {}",
-                update.len(),
-                config.max_update_bytes
-            ))));
-        }
+        let Some(checked) = checked else {
+            return Ok(Ok(None));
+        };
         let size =
             self.stats.snapshot_bytes + self.stats.bytes_since_snapshot + update.len() as u64;
         if size > config.max_doc_bytes {
@@ -168,22 +250,44 @@ impl Ydoc {
                 config.max_doc_bytes
             ))));
         }
-        let decoded = match Update::decode_v1(update) {
-            Ok(u) => u,
-            Err(e) => {
-                return Ok(Err(Refusal::Malformed(format!(
-                    "update does not decode: {e}"
-                ))))
+        if let Some(client) = self.gap(&checked) {
+            return Ok(Err(Refusal::CannotApply(format!(
+                "update skips clocks of client {client} the document does not have"
+            ))));
+        }
+        if checked.parent_by_id || self.has_pending_structs() {
+            // It may fail to apply: apply it now, alone, so that a failure
+            // is its sender's only.
+            self.settle()?;
+            let doc = &self.doc;
+            let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                doc.transact_mut().apply_update(checked.decoded)
+            }));
+            let failure = match applied {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(e.to_string()),
+                // Last resort only: after a panic inside yrs its `Doc` may
+                // not even drop safely (fuzzing saw a SIGSEGV after its
+                // skip-range panic, which `gap` now keeps out).
+                Err(_) => Some("the CRDT library panicked on it".to_owned()),
+            };
+            if let Some(e) = failure {
+                // yrs integrated part of it before it failed.
+                self.rebuild(ctx)?;
+                return Ok(Err(Refusal::CannotApply(format!(
+                    "update cannot be applied to this document: {e}"
+                ))));
             }
-        };
-        if decoded.is_empty() {
-            return Ok(Ok(None));
+        } else {
+            for (client, _, end) in &checked.runs {
+                self.unapplied_sv.set_max(yrs::ClientID::new(*client), *end);
+            }
+            self.unapplied.push(checked.decoded);
         }
         let now = ctx.now_ms();
-        // Past this point the in-memory document changes: it is stored with
-        // the batch (`before_commit`), and any failure must discard it
-        // (Fatal restarts the object from storage).
-        self.unapplied.push(decoded);
+        // Past this point the update is the batch's: it is stored with the
+        // batch (`before_commit`), and a failed batch discards it (Fatal
+        // restarts the object from storage).
         self.pending.push(now, update);
         self.stats.rows_since_snapshot += 1;
         self.stats.bytes_since_snapshot += update.len() as u64;
@@ -204,13 +308,61 @@ impl Ydoc {
         ))))))
     }
 
-    /// Applies the updates accepted so far to `doc`, in one transaction. A
-    /// failure is fatal: the batch fails and the object restarts from
-    /// storage, so nothing of it was stored or sent.
+    /// A client whose clocks `update` would leave a gap in: it starts
+    /// above what the document holds (or will, once `unapplied` is
+    /// applied), or holds a skip range. yrs fills such gaps later with
+    /// skip ranges, where fuzzing found it panicking (block_store.rs) and
+    /// leaving a `Doc` that crashed the process when dropped; Yjs clients
+    /// send a client's structs from where the server is, so only a client
+    /// that itself holds a gap (or a hostile one) is refused.
+    fn gap(&self, checked: &Checked) -> Option<u64> {
+        if let Some(client) = checked.skip {
+            return Some(client);
+        }
+        let sv = self.doc.transact().state_vector();
+        checked
+            .runs
+            .iter()
+            .find(|(client, start, end)| {
+                let client = yrs::ClientID::new(*client);
+                start < end && *start > sv.get(&client).max(self.unapplied_sv.get(&client))
+            })
+            .map(|(client, _, _)| *client)
+    }
+
+    /// Whether `doc` holds structs waiting for missing ones (an update sent
+    /// out of order): a later update may complete them, and applying them
+    /// then may fail, so every update is applied at once until they are in.
+    fn has_pending_structs(&self) -> bool {
+        let txn = self.doc.transact();
+        txn.store().pending_update().is_some()
+    }
+
+    /// Rebuilds `doc` from storage (what the log and snapshots hold,
+    /// including this batch's rows so far) plus the batch's accepted
+    /// updates that are not stored yet, after an update failed halfway
+    /// through applying. Everything in it was applied before, in this
+    /// order, so a failure here is fatal.
+    fn rebuild(&mut self, ctx: &mut Ctx) -> Result<(), ObjectError> {
+        debug_assert!(self.unapplied.is_empty());
+        let fatal = |e: &dyn std::fmt::Display| {
+            ObjectError::Fatal(format!("cannot rebuild the document: {e}"))
+        };
+        let (doc, _) = store::load(ctx.storage().sql()).map_err(|e| fatal(&e))?;
+        store::apply_pending(&doc, &self.pending).map_err(|e| fatal(&e))?;
+        self.doc = doc;
+        Ok(())
+    }
+
+    /// Applies the updates accepted so far to `doc`, in one transaction.
+    /// None can fail (see `unapplied`); if one does anyway, that is fatal:
+    /// the batch fails and the object restarts from storage, so nothing of
+    /// it was stored or sent.
     fn settle(&mut self) -> Result<(), ObjectError> {
         if self.unapplied.is_empty() {
             return Ok(());
         }
+        self.unapplied_sv = StateVector::default();
         let mut txn = self.doc.transact_mut();
         for update in self.unapplied.drain(..) {
             txn.apply_update(update)
@@ -269,6 +421,7 @@ impl DurableObject for Ydoc {
             stats,
             pending: store::Pending::default(),
             unapplied: Vec::new(),
+            unapplied_sv: StateVector::default(),
             quiet_ms: after + after / 4 * spread / 65_536,
         })
     }
@@ -302,30 +455,70 @@ impl DurableObject for Ydoc {
             ctx.close(socket, 1008, "y-websocket messages are binary frames");
             return Ok(());
         };
-        // Decode everything first: a malformed frame changes nothing.
-        let mut decoder = DecoderV1::from(bytes.as_slice());
-        let messages: Result<Vec<YMessage>, _> = MessageReader::new(&mut decoder).collect();
-        let messages = match messages {
+        // Read the whole frame first: a malformed or truncated one changes
+        // nothing, not even a valid message in front of the damage.
+        let messages = match wire::read_frame(&bytes) {
             Ok(m) => m,
             Err(e) => {
                 tracing::info!(%socket, error = %e, "malformed y-protocols frame");
-                ctx.close(socket, 1008, "malformed y-protocols message");
+                let why = format!("malformed y-protocols message: {e}");
+                ctx.close(socket, 1008, clipped(&why));
                 return Ok(());
             }
         };
         let read_only = ctx.storage().is_read_only();
+        // Every state vector and update of the frame passes its checks
+        // before anything is answered or accepted; only applying (below)
+        // can still refuse an update.
+        let config = Self::config(ctx);
+        let mut checked = Vec::new();
+        let mut state_vectors = Vec::new();
+        for message in &messages {
+            match (read_only, message) {
+                (_, wire::YMessage::SyncStep1(sv)) => {
+                    let sv = wire::check_state_vector(sv)
+                        .map_err(|e| e.to_string())
+                        .and_then(|()| StateVector::decode_v1(sv).map_err(|e| e.to_string()));
+                    match sv {
+                        Ok(sv) => state_vectors.push(sv),
+                        Err(e) => {
+                            refuse(
+                                ctx,
+                                socket,
+                                Refusal::Malformed(format!("state vector: {e}")),
+                            );
+                            return Ok(());
+                        }
+                    }
+                }
+                (false, wire::YMessage::SyncStep2(u) | wire::YMessage::Update(u)) => {
+                    match Self::check(&config, u) {
+                        Ok(c) => checked.push(c),
+                        Err(refusal) => {
+                            refuse(ctx, socket, refusal);
+                            return Ok(());
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        let mut checked = checked.into_iter();
+        let mut state_vectors = state_vectors.into_iter();
         let mut accepted = 0u64;
         for message in messages {
             match message {
-                YMessage::Sync(SyncMessage::SyncStep1(sv)) => {
+                wire::YMessage::SyncStep1(_) => {
+                    let sv = state_vectors
+                        .next()
+                        .expect("invariant: every state vector of the frame was checked");
                     let reply = self.state(&sv)?;
                     ctx.send(
                         socket,
                         frame(&YMessage::Sync(SyncMessage::SyncStep2(reply))),
                     );
                 }
-                YMessage::Sync(SyncMessage::SyncStep2(update))
-                | YMessage::Sync(SyncMessage::Update(update)) => {
+                wire::YMessage::SyncStep2(update) | wire::YMessage::Update(update) => {
                     if read_only {
                         ctx.send(
                             socket,
@@ -335,20 +528,18 @@ impl DurableObject for Ydoc {
                         );
                         continue;
                     }
-                    match self.accept_update(ctx, &update)? {
+                    let this = checked
+                        .next()
+                        .expect("invariant: every update of the frame was checked");
+                    match self.accept_update(ctx, update, this)? {
                         Ok(broadcast) => {
                             if let Some(frame) = broadcast {
                                 ctx.broadcast(None, frame, Some(socket));
                             }
                             accepted += 1;
                         }
-                        Err(Refusal::TooLarge(why)) => {
-                            ctx.close(socket, 1009, &why);
-                            return Ok(());
-                        }
-                        Err(Refusal::Malformed(why)) => {
-                            tracing::info!(%socket, error = %why, "refusing a malformed update");
-                            ctx.close(socket, 1008, "malformed Yjs update");
+                        Err(refusal) => {
+                            refuse(ctx, socket, refusal);
                             return Ok(());
                         }
                     }
@@ -418,16 +609,20 @@ impl DurableObject for Ydoc {
                         }
                     }
                 };
-                if at.is_some() {
-                    // History is read from the log table.
-                    self.store_pending(ctx)?;
-                }
+                // A read never writes (this is a read-only event): history
+                // is the log table plus this batch's updates not stored
+                // yet, which will be stored as of `pending.ts()`.
                 let body = match at {
                     None => self.state(&StateVector::default())?,
                     Some(ts) => match store::as_of(ctx.storage().sql(), ts) {
-                        Ok(doc) => doc
-                            .transact()
-                            .encode_state_as_update_v1(&StateVector::default()),
+                        Ok(doc) => {
+                            if !self.pending.is_empty() && self.pending.ts() <= ts {
+                                store::apply_pending(&doc, &self.pending)
+                                    .map_err(|e| ObjectError::app(e.to_string()))?;
+                            }
+                            doc.transact()
+                                .encode_state_as_update_v1(&StateVector::default())
+                        }
                         Err(store::StoreError::BeforeHistory(_)) => {
                             return Ok(FetchResponse::status(
                                 404,
@@ -446,7 +641,14 @@ impl DurableObject for Ydoc {
                         "read-only access cannot update the document",
                     ));
                 }
-                match self.accept_update(ctx, &request.body)? {
+                let checked = match Self::check(&Self::config(ctx), &request.body) {
+                    Ok(c) => c,
+                    Err(Refusal::TooLarge(why)) => return Ok(FetchResponse::status(413, &why)),
+                    Err(Refusal::Malformed(why) | Refusal::CannotApply(why)) => {
+                        return Ok(FetchResponse::status(400, &why))
+                    }
+                };
+                match self.accept_update(ctx, &request.body, checked)? {
                     Ok(broadcast) => {
                         if let Some(frame) = broadcast {
                             ctx.broadcast(None, frame, None);
@@ -454,7 +656,9 @@ impl DurableObject for Ydoc {
                         Ok(FetchResponse::json(&json!({ "ok": true })))
                     }
                     Err(Refusal::TooLarge(why)) => Ok(FetchResponse::status(413, &why)),
-                    Err(Refusal::Malformed(why)) => Ok(FetchResponse::status(400, &why)),
+                    Err(Refusal::Malformed(why) | Refusal::CannotApply(why)) => {
+                        Ok(FetchResponse::status(400, &why))
+                    }
                 }
             }
             _ => Ok(FetchResponse::status(404, "no such document route")),
@@ -475,6 +679,11 @@ impl DurableObject for Ydoc {
                 "sockets": ctx.sockets(None).len(),
             })),
             "compact" => {
+                // Compaction writes: a read-only caller is refused before
+                // anything changes.
+                if ctx.storage().is_read_only() {
+                    return Err(ObjectError::Storage(StorageError::ReadOnly));
+                }
                 self.checkpoint(ctx)?;
                 Ok(json!({ "ok": true }))
             }
@@ -522,6 +731,7 @@ mod tests {
             stats: store::LogStats::default(),
             pending: store::Pending::default(),
             unapplied: vec![update_inserting("hello")],
+            unapplied_sv: StateVector::default(),
             quiet_ms: 5000,
         };
         let state = y.state(&StateVector::default()).expect("state");

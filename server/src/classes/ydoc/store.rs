@@ -69,11 +69,20 @@ fn apply(doc: &Doc, id: i64, data: &[u8]) -> Result<(), StoreError> {
 /// Applies a row's `n` updates (see the module doc for the layout).
 fn apply_row(doc: &Doc, id: i64, data: &[u8], n: i64) -> Result<(), StoreError> {
     let corrupt = |e: &dyn std::fmt::Display| StoreError::Corrupt(id, e.to_string());
-    let mut txn = doc.transact_mut();
     if n == 1 {
         let update = Update::decode_v1(data).map_err(|e| corrupt(&e))?;
-        return txn.apply_update(update).map_err(|e| corrupt(&e));
+        return doc
+            .transact_mut()
+            .apply_update(update)
+            .map_err(|e| corrupt(&e));
     }
+    apply_framed(doc, id, data, n)
+}
+
+/// Applies `n` lib0-framed updates in one transaction.
+fn apply_framed(doc: &Doc, id: i64, data: &[u8], n: i64) -> Result<(), StoreError> {
+    let corrupt = |e: &dyn std::fmt::Display| StoreError::Corrupt(id, e.to_string());
+    let mut txn = doc.transact_mut();
     let mut cursor = Cursor::new(data);
     for _ in 0..n {
         let part = cursor.read_buf().map_err(|e| corrupt(&e))?;
@@ -104,6 +113,16 @@ impl Pending {
     pub fn is_empty(&self) -> bool {
         self.n == 0
     }
+
+    /// The time the row will be stored with (the newest update's).
+    pub fn ts(&self) -> i64 {
+        self.ts
+    }
+}
+
+/// Applies the gathered updates (not yet stored) to `doc`, in one transaction.
+pub fn apply_pending(doc: &Doc, pending: &Pending) -> Result<(), StoreError> {
+    apply_framed(doc, 0, &pending.framed, pending.n)
 }
 
 /// Writes the gathered updates as one row (none: nothing) and empties
