@@ -187,7 +187,11 @@ fn mint(obj: &str, perm: &str) -> anyhow::Result<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn history_reads_never_fail_a_batch() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let server = ServerProcess::start(dir.path(), &["--auth-secret", SECRET]).await?;
+    let server = ServerProcess::start(
+        dir.path(),
+        &["--auth-secret", SECRET, "--admin-token", "hostile-admin"],
+    )
+    .await?;
     let write = mint("ydoc/hist", "write")?;
     let read = mint("ydoc/hist", "read")?;
     let client = http();
