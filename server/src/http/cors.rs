@@ -45,11 +45,7 @@ pub(crate) fn layer(origins: &[String]) -> Option<CorsLayer> {
     let allow = if origins.iter().any(|o| o == "*") {
         AllowOrigin::any()
     } else {
-        AllowOrigin::list(
-            origins
-                .iter()
-                .filter_map(|o| HeaderValue::from_str(o).ok()),
-        )
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
     };
     Some(
         CorsLayer::new()
@@ -107,7 +103,10 @@ mod tests {
 
     #[test]
     fn origins_parse() {
-        assert_eq!(parse_origin("https://App.example.com/").as_deref(), Ok("https://app.example.com"));
+        assert_eq!(
+            parse_origin("https://App.example.com/").as_deref(),
+            Ok("https://app.example.com")
+        );
         assert_eq!(parse_origin("*").as_deref(), Ok("*"));
         assert!(parse_origin("app.example.com").is_err());
         assert!(parse_origin("https://a.com/path").is_err());
@@ -117,7 +116,9 @@ mod tests {
     fn socket_origins() {
         let none: Vec<String> = Vec::new();
         assert!(check_socket_origin(&none, &HeaderMap::new()).is_ok());
-        assert!(check_socket_origin(&none, &headers("http://127.0.0.1:8787", "127.0.0.1:8787")).is_ok());
+        assert!(
+            check_socket_origin(&none, &headers("http://127.0.0.1:8787", "127.0.0.1:8787")).is_ok()
+        );
         assert!(check_socket_origin(&none, &headers("https://a.com", "a.com:443")).is_ok());
         assert!(check_socket_origin(&none, &headers("http://evil.com", "127.0.0.1:8787")).is_err());
         let listed = vec!["http://app.com".to_owned()];

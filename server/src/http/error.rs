@@ -114,13 +114,19 @@ mod tests {
             without_paths("i/o: cannot open `./roost-data/log/3.log`, or data/objects/x"),
             "i/o: cannot open `<path>`, or <path>"
         );
-        assert_eq!(without_paths("the handler panicked"), "the handler panicked");
+        assert_eq!(
+            without_paths("the handler panicked"),
+            "the handler panicked"
+        );
         assert_eq!(without_paths("I/O error  twice\n"), "I/O error  twice\n");
     }
 
     #[tokio::test]
     async fn server_errors_reach_the_client_without_paths() {
-        let e = ApiError::new(ErrorCode::Storage, "cannot delete /tmp/x/objects/c/ab/ab.sqlite: denied");
+        let e = ApiError::new(
+            ErrorCode::Storage,
+            "cannot delete /tmp/x/objects/c/ab/ab.sqlite: denied",
+        );
         let body = axum::body::to_bytes(e.into_response().into_body(), 1 << 16)
             .await
             .unwrap();

@@ -93,12 +93,12 @@ fn make_span<B>(req: &axum::http::Request<B>) -> Span {
     let method = req.method().as_str();
     let request_id = request_id(req.headers()).unwrap_or("-");
     let span = if PROBES.contains(&route) {
-        tracing::debug_span!(target: "roost::access", "request", method, route, object = tracing::field::Empty, request_id)
+        tracing::debug_span!(target: "roost::access", "request", method = %method, route = %route, object = tracing::field::Empty, request_id = %request_id)
     } else {
-        tracing::info_span!(target: "roost::access", "request", method, route, object = tracing::field::Empty, request_id)
+        tracing::info_span!(target: "roost::access", "request", method = %method, route = %route, object = tracing::field::Empty, request_id = %request_id)
     };
     if let Some(object) = object_of(route, req.uri().path()) {
-        span.record("object", object.as_str());
+        span.record("object", tracing::field::display(&object));
     }
     span
 }

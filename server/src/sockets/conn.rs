@@ -134,7 +134,7 @@ async fn admit(
     let outbox = Arc::new(Outbox::new(limits.max_outbox_bytes));
     let entry = SocketEntry::new(outbox.clone(), access.read_only);
     let Some(table) = hub.insert(key, socket, entry, limits.max_sockets_per_object) else {
-        tracing::info!(target: "roost::access", class = %key.class, name = %key.name, request_id, code = 1013, "socket refused: too many sockets on this object");
+        tracing::info!(target: "roost::access", class = %key.class, name = %key.name, %request_id, code = 1013, "socket refused: too many sockets on this object");
         close(ws, 1013, "too many sockets on this object").await;
         return None;
     };
@@ -170,11 +170,11 @@ async fn admit(
         // Frames the object queued before refusing (rare) are dropped.
         hub.remove(&key.id, socket);
         metrics.open_sockets.fetch_sub(1, Ordering::Relaxed);
-        tracing::info!(target: "roost::access", %socket, class = %key.class, name = %key.name, request_id, code, reason = %reason, "socket refused");
+        tracing::info!(target: "roost::access", %socket, class = %key.class, name = %key.name, %request_id, code, ?reason, "socket refused");
         close(ws, code, &reason).await;
         return None;
     }
-    tracing::info!(target: "roost::access", %socket, class = %key.class, name = %key.name, request_id, "socket open");
+    tracing::info!(target: "roost::access", %socket, class = %key.class, name = %key.name, %request_id, "socket open");
     if mode == SocketMode::Yjs {
         // A newcomer learns who is here, from the socket layer alone.
         if let Some(state) = table.awareness_state() {
@@ -204,7 +204,7 @@ async fn finish(conn: &Conn, code: u16, reason: String, ws: WebSocket) {
         .metrics
         .open_sockets
         .fetch_sub(1, Ordering::Relaxed);
-    tracing::info!(target: "roost::access", %socket, class = %key.class, name = %key.name, code, reason = %reason, "socket closed");
+    tracing::info!(target: "roost::access", %socket, class = %key.class, name = %key.name, code, ?reason, "socket closed");
     // Stop queueing to it, but keep its attachment for `on_close`; the actor
     // removes the entry after `on_close` ran (this wakes a hibernated object).
     table.with_table(|t| {
