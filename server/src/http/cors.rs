@@ -96,8 +96,14 @@ mod tests {
 
     fn headers(origin: &str, host: &str) -> HeaderMap {
         let mut h = HeaderMap::new();
-        h.insert(header::ORIGIN, HeaderValue::from_str(origin).unwrap());
-        h.insert(header::HOST, HeaderValue::from_str(host).unwrap());
+        h.insert(
+            header::ORIGIN,
+            HeaderValue::from_str(origin).expect("a valid header value"),
+        );
+        h.insert(
+            header::HOST,
+            HeaderValue::from_str(host).expect("a valid header value"),
+        );
         h
     }
 

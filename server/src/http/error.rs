@@ -129,14 +129,14 @@ mod tests {
         );
         let body = axum::body::to_bytes(e.into_response().into_body(), 1 << 16)
             .await
-            .unwrap();
-        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            .expect("the body");
+        let body: serde_json::Value = serde_json::from_slice(&body).expect("the body");
         assert_eq!(body["error"]["message"], "cannot delete <path>: denied");
         // Client errors are the client's own words: left as they are.
         let e = ApiError::new(ErrorCode::BadRequest, "no such file /a/b");
         let body = axum::body::to_bytes(e.into_response().into_body(), 1 << 16)
             .await
-            .unwrap();
+            .expect("the body");
         assert!(String::from_utf8_lossy(&body).contains("/a/b"));
     }
 }

@@ -116,9 +116,8 @@ fn on_response<B>(res: &axum::http::Response<B>, latency: Duration, span: &Span)
     }
 }
 
-/// The access log layer (see the module docs). Failures are not logged
-/// again here: `ApiError` already logged them, inside the request's span.
-pub(crate) fn access_log() -> TraceLayer<
+/// `TraceLayer` with our span, our response line and nothing else.
+pub(crate) type AccessLog = TraceLayer<
     SharedClassifier<ServerErrorsAsFailures>,
     fn(&Request) -> Span,
     (),
@@ -126,7 +125,11 @@ pub(crate) fn access_log() -> TraceLayer<
     (),
     (),
     (),
-> {
+>;
+
+/// The access log layer (see the module docs). Failures are not logged
+/// again here: `ApiError` already logged them, inside the request's span.
+pub(crate) fn access_log() -> AccessLog {
     TraceLayer::new_for_http()
         .make_span_with(make_span::<axum::body::Body> as fn(&Request) -> Span)
         .on_request(())
@@ -159,7 +162,9 @@ mod tests {
         assert!(usable(&HeaderValue::from_static("abc-123_x.y")));
         assert!(!usable(&HeaderValue::from_static("a b")));
         assert!(!usable(&HeaderValue::from_static("")));
-        assert!(!usable(&HeaderValue::from_str(&"x".repeat(129)).unwrap()));
+        assert!(!usable(
+            &HeaderValue::from_str(&"x".repeat(129)).expect("a valid header value")
+        ));
         assert_ne!(new_id(), new_id());
     }
 }
