@@ -300,3 +300,55 @@ async fn requests_and_sockets_are_logged_with_their_request_id() -> anyhow::Resu
     server.terminate().await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_errors_reach_clients_without_paths_and_the_log_with_them() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut server = ServerProcess::start(dir.path(), &["--admin-token", "adm"]).await?;
+    let client = http();
+    let (status, _) = roost_tests::call(
+        &client,
+        &server,
+        "counter",
+        "c",
+        "increment",
+        serde_json::json!({"by": 1}),
+    )
+    .await?;
+    assert_eq!(status, 200);
+    // The object's WAL becomes a directory: deleting the
+    // object then fails with an error naming that path.
+    let shm = roost_tests::walk(&server.data)
+        .into_iter()
+        .find(|p| {
+            let p = p.to_string_lossy();
+            p.contains("objects") && p.ends_with(".sqlite-wal")
+        })
+        .context("no -wal file for the object")?;
+    std::fs::remove_file(&shm)?;
+    std::fs::create_dir(&shm)?;
+    let resp = client
+        .delete(server.url("/v1/admin/objects/counter/c"))
+        .bearer_auth("adm")
+        .header("x-request-id", "test-del-1")
+        .send()
+        .await?;
+    let status = resp.status().as_u16();
+    let body: Value = resp.json().await?;
+    assert_eq!(status, 500, "{body}");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("<path>"), "{body}");
+    let data = server.data.to_string_lossy().into_owned();
+    assert!(!message.contains(&data), "{body}");
+    assert!(!message.contains("objects/counter"), "{body}");
+    // The log has the whole message, with the request's id.
+    let mut seen = Vec::new();
+    log_line(
+        &mut server,
+        &mut seen,
+        &["request failed", "request_id=test-del-1", &data],
+    )
+    .await?;
+    server.terminate().await?;
+    Ok(())
+}
