@@ -16,6 +16,9 @@ use tower_http::cors::{AllowMethods, AllowOrigin, CorsLayer};
 use super::error::ApiError;
 use super::trace::REQUEST_ID;
 
+/// Set by reverse proxies that rewrite `Host`: the host the browser used.
+const X_FORWARDED_HOST: header::HeaderName = header::HeaderName::from_static("x-forwarded-host");
+
 /// Parses one `--cors-origin` value: `*`, or `http(s)://host[:port]` (a
 /// trailing `/` is dropped; compared without case).
 pub fn parse_origin(text: &str) -> Result<String, String> {
@@ -64,7 +67,10 @@ fn authority<'a>(scheme: &str, host: &'a str) -> &'a str {
 }
 
 /// Whether a WebSocket upgrade may proceed: no `Origin` (not a browser), the
-/// server's own origin (same host and port as `Host`), or a listed one.
+/// server's own origin (same host and port as `Host`, or as a proxy's
+/// `X-Forwarded-Host`), or a listed one. Trusting `X-Forwarded-Host` opens
+/// nothing: the check stops pages in browsers, which cannot set headers on
+/// a WebSocket handshake, and any other client can send any `Origin`.
 pub(crate) fn check_socket_origin(origins: &[String], headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(origin) = headers.get(header::ORIGIN) else {
         return Ok(());
@@ -73,13 +79,17 @@ pub(crate) fn check_socket_origin(origins: &[String], headers: &HeaderMap) -> Re
     if origins.iter().any(|o| o == "*" || *o == origin) {
         return Ok(());
     }
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_ascii_lowercase);
-    if let (Some((scheme, from)), Some(host)) = (origin.split_once("://"), host) {
-        if authority(scheme, from) == authority(scheme, &host) {
-            return Ok(());
+    if let Some((scheme, from)) = origin.split_once("://") {
+        let hosts = [header::HOST, X_FORWARDED_HOST]
+            .into_iter()
+            .flat_map(|name| headers.get_all(name))
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','));
+        for host in hosts {
+            let host = host.trim().to_ascii_lowercase();
+            if authority(scheme, from) == authority(scheme, &host) {
+                return Ok(());
+            }
         }
     }
     Err(ApiError::new(
@@ -130,6 +140,9 @@ mod tests {
         let listed = vec!["http://app.com".to_owned()];
         assert!(check_socket_origin(&listed, &headers("http://app.com", "api.com")).is_ok());
         assert!(check_socket_origin(&listed, &headers("http://evil.com", "api.com")).is_err());
+        let mut proxied = headers("https://app.com", "127.0.0.1:8787");
+        proxied.insert(X_FORWARDED_HOST, HeaderValue::from_static("app.com"));
+        assert!(check_socket_origin(&none, &proxied).is_ok());
         let any = vec!["*".to_owned()];
         assert!(check_socket_origin(&any, &headers("http://evil.com", "api.com")).is_ok());
     }
