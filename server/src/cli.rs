@@ -78,6 +78,12 @@ pub struct ServeArgs {
     /// own file: slow, simple, the reference the log mode is tested against).
     #[arg(long, env = "ROOST_DURABILITY", value_enum, default_value = "log")]
     pub durability: crate::config::Durability,
+    /// Let pages on this origin call the HTTP API (CORS, preflights included)
+    /// and open WebSockets: `https://app.example.com`, or `*` for any
+    /// (repeatable or comma-separated). Without it only the server's own
+    /// origin may; clients that send no Origin are not affected.
+    #[arg(long = "cors-origin", env = "ROOST_CORS_ORIGIN", value_delimiter = ',', value_parser = crate::http::cors::parse_origin)]
+    pub cors_origin: Vec<String>,
     /// Log format.
     #[arg(long, env = "ROOST_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -207,6 +213,7 @@ impl ServeArgs {
             mailbox_depth: self.mailbox_depth,
             max_batch: self.max_batch,
             max_body_bytes: self.max_body_bytes,
+            cors_origins: self.cors_origin.clone(),
             ..Config::default()
         };
         config.storage.max_key_bytes = self.max_key_bytes;

@@ -59,6 +59,9 @@ pub struct Config {
     pub durability: Durability,
     /// The admin SQL console's time and byte budgets.
     pub admin_sql: ConsoleLimits,
+    /// Origins (`scheme://host[:port]`, or `*`) whose pages may call the
+    /// HTTP API (CORS) and open WebSockets; empty: same-origin only.
+    pub cors_origins: Vec<String>,
     /// Test hook: make commits fail (see `storage::FaultHook`).
     pub fault: Option<FaultHook>,
 }
@@ -84,6 +87,7 @@ impl Default for Config {
             metrics_listen: None,
             durability: Durability::Log,
             admin_sql: ConsoleLimits::default(),
+            cors_origins: Vec::new(),
             fault: None,
         }
     }

@@ -132,6 +132,7 @@ impl ServerBuilder {
                 fault: config.fault.clone(),
                 durability: config.durability,
                 admin_sql: config.admin_sql.clone(),
+                cors_origins: config.cors_origins.clone(),
             },
             self.registry,
             metrics,

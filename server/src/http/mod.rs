@@ -3,10 +3,12 @@
 
 mod access;
 mod admin;
+pub mod cors;
 mod demos;
 pub mod error;
 mod rpc;
 pub(crate) mod serve;
+pub(crate) mod trace;
 mod ws;
 mod yjs;
 
@@ -21,7 +23,8 @@ use crate::runtime::Runtime;
 use error::ApiError;
 
 pub fn router(runtime: Runtime, max_body_bytes: usize) -> Router {
-    Router::new()
+    let cors = cors::layer(&runtime.0.config.cors_origins);
+    let router = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -46,7 +49,17 @@ pub fn router(runtime: Runtime, max_body_bytes: usize) -> Router {
                 "this route does not take that method",
             )
         })
-        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(DefaultBodyLimit::max(max_body_bytes));
+    // Layers run per route (after routing, so `MatchedPath` is known), the
+    // last added outermost: the request id, then the access log's span,
+    // then CORS (which answers preflights itself).
+    let router = match cors {
+        Some(cors) => router.layer(cors),
+        None => router,
+    };
+    router
+        .layer(trace::access_log())
+        .layer(axum::middleware::from_fn(trace::assign_request_id))
         .with_state(runtime)
 }
 

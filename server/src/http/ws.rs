@@ -46,6 +46,7 @@ pub(crate) async fn object_socket(
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
+    super::cors::check_socket_origin(&runtime.0.config.cors_origins, &headers)?;
     let key = super::access::object_key(path)?;
     if !runtime.registry().contains(&key.class) {
         return Err(ApiError::new(
@@ -64,6 +65,7 @@ pub(crate) async fn object_socket(
         request,
         access,
         mode: SocketMode::Envelope,
+        request_id: super::trace::request_id(&headers).map(Into::into),
         _ip_slot: Some(slot),
     });
     Ok(configure(upgrade, &runtime).on_upgrade(move |ws| crate::sockets::conn::serve(up, ws)))

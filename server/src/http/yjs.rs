@@ -33,6 +33,7 @@ pub(crate) async fn socket(
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
+    super::cors::check_socket_origin(&runtime.0.config.cors_origins, &headers)?;
     let key = doc_key(path)?;
     let access = super::access::authorize(&runtime, &headers, &query, &key)?;
     let slot = super::access::admit(&runtime, addr)?;
@@ -45,6 +46,7 @@ pub(crate) async fn socket(
         request,
         access,
         mode: SocketMode::Yjs,
+        request_id: super::trace::request_id(&headers).map(Into::into),
         _ip_slot: Some(slot),
     });
     Ok(super::ws::configure(upgrade, &runtime)

@@ -53,6 +53,8 @@ pub struct RuntimeConfig {
     pub fault: Option<FaultHook>,
     pub durability: crate::config::Durability,
     pub admin_sql: ConsoleLimits,
+    /// `--cors-origin`: checked on WebSocket upgrades (`http::cors`).
+    pub cors_origins: Vec<String>,
 }
 
 /// A command for an object's actor: the closed set of events it handles.

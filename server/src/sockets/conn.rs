@@ -43,6 +43,8 @@ pub(crate) struct Upgrade {
     pub request: ConnectRequest,
     pub access: Access,
     pub mode: SocketMode,
+    /// The upgrade request's `x-request-id`, for the socket's open line.
+    pub request_id: Option<Box<str>>,
     /// Counts the connection against its IP address while held.
     pub _ip_slot: Option<super::IpSlot>,
 }
@@ -121,8 +123,10 @@ async fn admit(
         key,
         access,
         mode,
+        request_id,
         ..
     } = up;
+    let request_id = request_id.as_deref().unwrap_or("-");
     let mode = *mode;
     let hub = &runtime.0.sockets;
     let limits = &runtime.0.config.sockets;
@@ -130,6 +134,7 @@ async fn admit(
     let outbox = Arc::new(Outbox::new(limits.max_outbox_bytes));
     let entry = SocketEntry::new(outbox.clone(), access.read_only);
     let Some(table) = hub.insert(key, socket, entry, limits.max_sockets_per_object) else {
+        tracing::info!(target: "roost::access", class = %key.class, name = %key.name, %request_id, code = 1013, "socket refused: too many sockets on this object");
         close(ws, 1013, "too many sockets on this object").await;
         return None;
     };
@@ -165,9 +170,11 @@ async fn admit(
         // Frames the object queued before refusing (rare) are dropped.
         hub.remove(&key.id, socket);
         metrics.open_sockets.fetch_sub(1, Ordering::Relaxed);
+        tracing::info!(target: "roost::access", %socket, class = %key.class, name = %key.name, %request_id, code, ?reason, "socket refused");
         close(ws, code, &reason).await;
         return None;
     }
+    tracing::info!(target: "roost::access", %socket, class = %key.class, name = %key.name, %request_id, "socket open");
     if mode == SocketMode::Yjs {
         // A newcomer learns who is here, from the socket layer alone.
         if let Some(state) = table.awareness_state() {
@@ -197,7 +204,7 @@ async fn finish(conn: &Conn, code: u16, reason: String, ws: WebSocket) {
         .metrics
         .open_sockets
         .fetch_sub(1, Ordering::Relaxed);
-    tracing::debug!(%socket, code, "socket closed");
+    tracing::info!(target: "roost::access", %socket, class = %key.class, name = %key.name, code, ?reason, "socket closed");
     // Stop queueing to it, but keep its attachment for `on_close`; the actor
     // removes the entry after `on_close` ran (this wakes a hibernated object).
     table.with_table(|t| {
