@@ -124,6 +124,12 @@ fn flushed<T>(
         )),
         None => Ok(serde_json::Value::Null),
     };
+    answer(reply, result)
+}
+
+/// A reply that waits in the FIFO behind every earlier batch, with no
+/// batch of its own.
+fn answer(reply: output::Reply, result: Result<serde_json::Value, ErrorDetail>) -> InFlight {
     InFlight {
         ack: None,
         outputs: vec![Output::Reply(reply, result)],
@@ -430,14 +436,7 @@ async fn run_inner<T: DurableObject>(args: ActorArgs) {
                     cmd.fail(&runtime, &key, e.clone());
                 }
                 if let Some(reply) = flush_for.take() {
-                    inflight.push_back(InFlight {
-                        ack: None,
-                        outputs: vec![Output::Reply(reply, Err(e))],
-                        committed_at: Instant::now(),
-                        events: 0,
-                        wrote: false,
-                        by_log: false,
-                    });
+                    inflight.push_back(answer(reply, Err(e)));
                 }
                 continue;
             }
