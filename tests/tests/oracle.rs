@@ -171,8 +171,10 @@ async fn replay_after_kill9_equals_the_file_mode_oracle() -> anyhow::Result<()> 
             }
         }
     }
+    let steps: u64 = oracle_at.values().sum();
     eprintln!(
-        "oracle: {cycles} kill -9 cycles, {acked_total} acknowledged steps checked, 0 differences"
+        "oracle: {cycles} kill -9 cycles, {steps} steps run; {acked_total} acknowledged-step checks \
+         (each restart checks every object's whole prefix); 0 differences"
     );
     server.terminate().await?;
     oracle.terminate().await?;
