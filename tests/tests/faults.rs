@@ -88,6 +88,22 @@ async fn an_object_at_its_size_cap_keeps_its_writes_and_serves_on() -> anyhow::R
     Ok(())
 }
 
+async fn increment(
+    client: &reqwest::Client,
+    server: &ServerProcess,
+    name: &str,
+) -> anyhow::Result<(u16, Value)> {
+    call(
+        client,
+        server,
+        "counter",
+        name,
+        "increment",
+        json!({"by": 1}),
+    )
+    .await
+}
+
 /// A small filesystem of our own (tmpfs), or `None` where this machine
 /// does not let the test mount one (not root, no capability).
 struct SmallDisk {
@@ -149,15 +165,7 @@ async fn a_full_disk_refuses_writes_and_recovers_once_space_is_freed() -> anyhow
     let objects = ["a", "b", "c"];
     let mut acked = std::collections::HashMap::new();
     for o in objects {
-        let (status, _) = call(
-            &client,
-            &server,
-            "counter",
-            o,
-            "increment",
-            json!({"by": 1}),
-        )
-        .await?;
+        let (status, _) = increment(&client, &server, o).await?;
         assert_eq!(status, 200);
         acked.insert(o, 1i64);
     }
@@ -166,15 +174,7 @@ async fn a_full_disk_refuses_writes_and_recovers_once_space_is_freed() -> anyhow
     let mut refused = 0;
     for round in 0..60 {
         let o = objects[round % objects.len()];
-        let (status, body) = call(
-            &client,
-            &server,
-            "counter",
-            o,
-            "increment",
-            json!({"by": 1}),
-        )
-        .await?;
+        let (status, body) = increment(&client, &server, o).await?;
         if status == 200 {
             *acked.get_mut(o).expect("listed") += 1;
         } else {
@@ -213,15 +213,7 @@ async fn a_full_disk_refuses_writes_and_recovers_once_space_is_freed() -> anyhow
     for o in objects {
         let mut ok = false;
         for _ in 0..100 {
-            let (status, _) = call(
-                &client,
-                &server,
-                "counter",
-                o,
-                "increment",
-                json!({"by": 1}),
-            )
-            .await?;
+            let (status, _) = increment(&client, &server, o).await?;
             if status == 200 {
                 *acked.get_mut(o).expect("listed") += 1;
                 ok = true;
