@@ -45,7 +45,7 @@ pub struct Config {
     pub alarms: AlarmConfig,
     pub ydoc: crate::classes::ydoc::YdocConfig,
     pub auth: crate::auth::Auth,
-    /// Most open WebSockets from one client IP address.
+    /// Most open TCP connections (sockets included) from one client IP address, counted at accept (`http::serve`).
     pub max_connections_per_ip: usize,
     /// The global TCP connection cap and the header-read timeout
     /// (`http::serve`); the per-IP cap is `max_connections_per_ip`.

@@ -128,7 +128,6 @@ impl ServerBuilder {
                 alarms: config.alarms.clone(),
                 ydoc: config.ydoc.clone(),
                 auth: config.auth.clone(),
-                max_connections_per_ip: config.max_connections_per_ip,
                 fault: config.fault.clone(),
                 durability: config.durability,
                 admin_sql: config.admin_sql.clone(),

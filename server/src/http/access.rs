@@ -2,7 +2,6 @@
 //! or `?token=`), and the per-IP connection limit for WebSockets.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 
 use axum::http::{header, HeaderMap};
 use roost_protocol::ErrorCode;
@@ -11,7 +10,6 @@ use super::error::ApiError;
 use crate::auth::{token_from, Access};
 use crate::id::ObjectKey;
 use crate::runtime::Runtime;
-use crate::sockets::IpSlot;
 
 /// The `{class}/{name}` of a route, validated (400 `bad_name` otherwise).
 pub(crate) fn object_key(
@@ -34,20 +32,6 @@ pub(crate) fn authorize(
         .and_then(|v| v.to_str().ok());
     let token = token_from(authorization, query.get("token").map(String::as_str));
     Ok(runtime.0.config.auth.check(token, key)?)
-}
-
-/// Counts a WebSocket from `addr`'s IP, refusing it beyond the limit.
-pub(crate) fn admit(runtime: &Runtime, addr: SocketAddr) -> Result<IpSlot, ApiError> {
-    let max = runtime.0.config.max_connections_per_ip;
-    runtime.0.sockets.admit_ip(addr.ip(), max).ok_or_else(|| {
-        ApiError::new(
-            ErrorCode::RateLimited,
-            format!(
-                "too many open connections from {} (limit {max}, --max-connections-per-ip)",
-                addr.ip()
-            ),
-        )
-    })
 }
 
 /// The query without the token, as handed to `on_connect`.

@@ -4,9 +4,8 @@ use std::collections::HashMap;
 
 use axum::extract::rejection::PathRejection;
 use axum::extract::ws::WebSocketUpgrade;
-use std::net::SocketAddr;
 
-use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use roost_protocol::ErrorCode;
@@ -40,7 +39,6 @@ pub(crate) fn configure(upgrade: WebSocketUpgrade, runtime: &Runtime) -> WebSock
 
 pub(crate) async fn object_socket(
     State(runtime): State<Runtime>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
     path: Result<Path<(String, String)>, PathRejection>,
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
@@ -55,7 +53,6 @@ pub(crate) async fn object_socket(
         ));
     }
     let access = super::access::authorize(&runtime, &headers, &query, &key)?;
-    let slot = super::access::admit(&runtime, addr)?;
     let request = ConnectRequest {
         query: super::access::without_token(query),
     };
@@ -66,7 +63,6 @@ pub(crate) async fn object_socket(
         access,
         mode: SocketMode::Envelope,
         request_id: super::trace::request_id(&headers).map(Into::into),
-        _ip_slot: Some(slot),
     });
     Ok(configure(upgrade, &runtime).on_upgrade(move |ws| crate::sockets::conn::serve(up, ws)))
 }

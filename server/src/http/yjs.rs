@@ -7,9 +7,8 @@ use std::collections::HashMap;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::ws::WebSocketUpgrade;
-use std::net::SocketAddr;
 
-use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use roost_protocol::ErrorCode;
@@ -27,7 +26,6 @@ fn doc_key(path: Result<Path<String>, PathRejection>) -> Result<ObjectKey, ApiEr
 
 pub(crate) async fn socket(
     State(runtime): State<Runtime>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
     path: Result<Path<String>, PathRejection>,
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
@@ -36,7 +34,6 @@ pub(crate) async fn socket(
     super::cors::check_socket_origin(&runtime.0.config.cors_origins, &headers)?;
     let key = doc_key(path)?;
     let access = super::access::authorize(&runtime, &headers, &query, &key)?;
-    let slot = super::access::admit(&runtime, addr)?;
     let request = ConnectRequest {
         query: super::access::without_token(query),
     };
@@ -47,7 +44,6 @@ pub(crate) async fn socket(
         access,
         mode: SocketMode::Yjs,
         request_id: super::trace::request_id(&headers).map(Into::into),
-        _ip_slot: Some(slot),
     });
     Ok(super::ws::configure(upgrade, &runtime)
         .on_upgrade(move |ws| crate::sockets::conn::serve(up, ws)))

@@ -49,7 +49,6 @@ pub struct RuntimeConfig {
     pub alarms: AlarmConfig,
     pub ydoc: crate::classes::ydoc::YdocConfig,
     pub auth: crate::auth::Auth,
-    pub max_connections_per_ip: usize,
     pub fault: Option<FaultHook>,
     pub durability: crate::config::Durability,
     pub admin_sql: ConsoleLimits,

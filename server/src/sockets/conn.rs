@@ -45,8 +45,6 @@ pub(crate) struct Upgrade {
     pub mode: SocketMode,
     /// The upgrade request's `x-request-id`, for the socket's open line.
     pub request_id: Option<Box<str>>,
-    /// Counts the connection against its IP address while held.
-    pub _ip_slot: Option<super::IpSlot>,
 }
 
 /// Serves one upgraded socket until it closes, in a task of its own.
@@ -83,7 +81,6 @@ fn serve_socket(
             runtime,
             access,
             mode,
-            _ip_slot,
             ..
         } = *up;
         let conn = Conn {
@@ -92,7 +89,6 @@ fn serve_socket(
             outbox,
             socket,
             mode,
-            ip: _ip_slot.map(super::IpSlot::into_ip),
         };
         let session = Session::new(
             conn.runtime.0.config.sockets.max_messages_per_sec,
@@ -262,17 +258,7 @@ struct Conn {
     table: Arc<super::ObjectSockets>,
     outbox: Arc<Outbox>,
     socket: SocketId,
-    /// Counted against this address (per-IP connection limit) until dropped.
-    ip: Option<std::net::IpAddr>,
     mode: SocketMode,
-}
-
-impl Drop for Conn {
-    fn drop(&mut self) {
-        if let Some(ip) = self.ip {
-            self.runtime.0.sockets.release_ip(ip);
-        }
-    }
 }
 
 /// What the loop learns from the frames it reads: the frame-rate bucket

@@ -542,7 +542,6 @@ impl ObjectSockets {
 #[derive(Default)]
 pub(crate) struct SocketHub {
     objects: DashMap<ObjectId, Arc<ObjectSockets>>,
-    per_ip: DashMap<std::net::IpAddr, usize>,
     next_id: AtomicU64,
     pub open: AtomicU64,
 }
@@ -615,20 +614,6 @@ impl SocketHub {
         self.objects.is_empty()
     }
 
-    /// Counts a connection from `ip`, unless it already has `max`.
-    pub(crate) fn admit_ip(self: &Arc<Self>, ip: std::net::IpAddr, max: usize) -> Option<IpSlot> {
-        let mut n = self.per_ip.entry(ip).or_insert(0);
-        if *n >= max {
-            return None;
-        }
-        *n += 1;
-        drop(n);
-        Some(IpSlot {
-            hub: self.clone(),
-            ip,
-        })
-    }
-
     /// Removes an object's whole socket table (the object was deleted) and
     /// returns the outboxes of its sockets.
     pub(crate) fn remove_object(&self, object: &ObjectId) -> Vec<Arc<Outbox>> {
@@ -636,38 +621,6 @@ impl SocketHub {
             Some((_, t)) => t.with_table(|t| t.drain().map(|(_, e)| e.outbox).collect()),
             None => Vec::new(),
         }
-    }
-}
-
-/// One counted connection from an IP address; dropping it uncounts it.
-pub(crate) struct IpSlot {
-    hub: Arc<SocketHub>,
-    ip: std::net::IpAddr,
-}
-
-impl IpSlot {
-    /// Gives up the slot without uncounting it: the caller now owes
-    /// `SocketHub::release_ip(ip)`.
-    pub(crate) fn into_ip(self) -> std::net::IpAddr {
-        let ip = self.ip;
-        std::mem::forget(self);
-        ip
-    }
-}
-
-impl SocketHub {
-    /// Uncounts one connection from `ip` (see [`IpSlot::into_ip`]).
-    pub(crate) fn release_ip(&self, ip: std::net::IpAddr) {
-        self.per_ip.remove_if_mut(&ip, |_, n| {
-            *n = n.saturating_sub(1);
-            *n == 0
-        });
-    }
-}
-
-impl Drop for IpSlot {
-    fn drop(&mut self) {
-        self.hub.release_ip(self.ip);
     }
 }
 
