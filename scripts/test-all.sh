@@ -10,6 +10,13 @@ step() { printf '\n==> %s\n' "$*"; }
 BIN_DIR="${CARGO_TARGET_DIR:+$(realpath -m "$CARGO_TARGET_DIR")/debug}"
 BIN_DIR="${BIN_DIR:-$PWD/target/debug}"
 
+# libclang: rusqlite's `preupdate_hook` feature generates SQLite's bindings
+# with bindgen at build time.
+if ! ldconfig -p 2>/dev/null | grep -q 'libclang[-.0-9]*\.so'; then
+  step "installing libclang (apt-get)"
+  apt-get update -q && apt-get install -y -q --no-install-recommends libclang-dev
+fi
+
 step "rustfmt"
 cargo fmt --all --check
 

@@ -29,10 +29,10 @@
 //! the same state. Changes to a table that no longer exists are skipped and
 //! counted.
 //!
-//! This is the only module with `unsafe` code: the callbacks and the few
-//! functions of SQLite's preupdate API, declared here because rusqlite's own
-//! wrapper needs libclang at build time (the bundled SQLite is compiled with
-//! `SQLITE_ENABLE_PREUPDATE_HOOK` through `.cargo/config.toml`).
+//! This is the only module with `unsafe` code: the callbacks, SQLite's
+//! preupdate API (compiled in by rusqlite's `preupdate_hook` feature, whose
+//! bindings need libclang at build time) and the connection's lookaside
+//! setting (`small_lookaside`).
 //!
 //! # Format
 //!
@@ -59,36 +59,6 @@ use std::ptr::{self, NonNull};
 
 use rusqlite::ffi;
 use rusqlite::Connection;
-
-type PreupdateCallback = unsafe extern "C" fn(
-    ctx: *mut c_void,
-    db: *mut ffi::sqlite3,
-    op: c_int,
-    z_db: *const c_char,
-    z_table: *const c_char,
-    old_rowid: i64,
-    new_rowid: i64,
-);
-
-extern "C" {
-    fn sqlite3_preupdate_hook(
-        db: *mut ffi::sqlite3,
-        callback: Option<PreupdateCallback>,
-        ctx: *mut c_void,
-    ) -> *mut c_void;
-    fn sqlite3_preupdate_old(
-        db: *mut ffi::sqlite3,
-        column: c_int,
-        value: *mut *mut ffi::sqlite3_value,
-    ) -> c_int;
-    fn sqlite3_preupdate_new(
-        db: *mut ffi::sqlite3,
-        column: c_int,
-        value: *mut *mut ffi::sqlite3_value,
-    ) -> c_int;
-    fn sqlite3_preupdate_count(db: *mut ffi::sqlite3) -> c_int;
-    fn sqlite3_preupdate_blobwrite(db: *mut ffi::sqlite3) -> c_int;
-}
 
 pub(super) const FORMAT_V1: u8 = 0xA1;
 
@@ -226,6 +196,52 @@ impl Log {
     }
 }
 
+/// Lookaside slots per connection and their size: 20 of 256 bytes instead of
+/// SQLite's default 100 of 1,200. Every loaded object holds a connection, and
+/// the default cost ~45 KiB of RSS per loaded object (docs/BENCHMARKS.md).
+const LOOKASIDE_SLOT_BYTES: c_int = 256;
+const LOOKASIDE_SLOTS: c_int = 20;
+
+/// Sets the lookaside of a connection that has not run a statement yet (a
+/// runtime setting, so crates embedding Roost need no SQLite build flags).
+fn small_lookaside(conn: &Connection) -> Result<(), CaptureError> {
+    // SAFETY: the connection is open and has no lookaside memory in use;
+    // SQLITE_DBCONFIG_LOOKASIDE takes (void *buffer, int size, int count), and
+    // a null buffer lets SQLite allocate it.
+    let rc = unsafe {
+        ffi::sqlite3_db_config(
+            conn.handle(),
+            ffi::SQLITE_DBCONFIG_LOOKASIDE,
+            ptr::null_mut::<c_void>(),
+            LOOKASIDE_SLOT_BYTES,
+            LOOKASIDE_SLOTS,
+        )
+    };
+    if rc == ffi::SQLITE_OK {
+        Ok(())
+    } else {
+        Err(CaptureError::Install(rc))
+    }
+}
+
+/// The most lookaside slots `conn` has had in use at once.
+#[cfg(test)]
+fn lookaside_high_water(conn: &Connection) -> c_int {
+    let (mut current, mut high) = (0, 0);
+    // SAFETY: the connection is open; both out-pointers are valid.
+    let rc = unsafe {
+        ffi::sqlite3_db_status(
+            conn.handle(),
+            ffi::SQLITE_DBSTATUS_LOOKASIDE_USED,
+            &mut current,
+            &mut high,
+            0,
+        )
+    };
+    assert_eq!(rc, ffi::SQLITE_OK);
+    high
+}
+
 /// An object's connection with change capture installed for its whole life.
 /// Dereferences to the connection. Nothing else may install a preupdate hook
 /// or a trace callback on it.
@@ -253,14 +269,16 @@ impl Deref for CapturingConnection {
 impl CapturingConnection {
     /// Installs the capture on `conn`. Changes are recorded from now on;
     /// [`begin_capture`](Self::begin_capture) starts a batch afresh.
+    /// Also gives the connection a small lookaside (see [`small_lookaside`]).
     pub fn install(conn: Connection) -> Result<CapturingConnection, CaptureError> {
+        small_lookaside(&conn)?;
         let state = NonNull::from(Box::leak(Box::<State>::default()));
         // From here on `drop` removes the callbacks and frees the state.
         let capturing = CapturingConnection { conn, state };
         let ctx = state.as_ptr().cast::<c_void>();
         // SAFETY: the connection is open (we own it); `ctx` points to a live
         // `State` until `drop` has removed this hook.
-        unsafe { sqlite3_preupdate_hook(capturing.conn.handle(), Some(on_preupdate), ctx) };
+        unsafe { ffi::sqlite3_preupdate_hook(capturing.conn.handle(), Some(on_preupdate), ctx) };
         // SAFETY: as above, for the trace callback.
         let rc = unsafe {
             ffi::sqlite3_trace_v2(
@@ -409,7 +427,7 @@ impl Drop for CapturingConnection {
         // body); once both callbacks are removed SQLite no longer holds
         // `state`.
         unsafe {
-            sqlite3_preupdate_hook(db, None, ptr::null_mut());
+            ffi::sqlite3_preupdate_hook(db, None, ptr::null_mut());
             ffi::sqlite3_trace_v2(db, 0, None, ptr::null_mut());
         }
         // SAFETY: `state` came from `Box::leak` in `install`; nothing can
@@ -486,14 +504,14 @@ unsafe fn record_change(
         return false;
     };
     // SAFETY: inside the preupdate callback of `db`.
-    if code == OP_DELETE && unsafe { sqlite3_preupdate_blobwrite(db) } >= 0 {
+    if code == OP_DELETE && unsafe { ffi::sqlite3_preupdate_blobwrite(db) } >= 0 {
         // sqlite3_blob_write() reports itself as a DELETE of the row and
         // offers no new value: this batch cannot be replayed.
         log.mark_missing();
         return true;
     }
     // SAFETY: inside the preupdate callback of `db`.
-    let ncol = unsafe { sqlite3_preupdate_count(db) };
+    let ncol = unsafe { ffi::sqlite3_preupdate_count(db) };
     let start = log.buf.len();
     // SAFETY: inside the preupdate callback of `db`.
     let ok = unsafe { encode_change(&mut log.buf, db, code, table, ncol, old_rowid, new_rowid) };
@@ -572,8 +590,8 @@ unsafe fn put_column(buf: &mut Vec<u8>, db: *mut ffi::sqlite3, side: Side, i: c_
     // SAFETY: guaranteed by the caller; `value` is a valid out-pointer.
     let rc = unsafe {
         match side {
-            Side::Old => sqlite3_preupdate_old(db, i, &mut value),
-            Side::New => sqlite3_preupdate_new(db, i, &mut value),
+            Side::Old => ffi::sqlite3_preupdate_old(db, i, &mut value),
+            Side::New => ffi::sqlite3_preupdate_new(db, i, &mut value),
         }
     };
     if rc == ffi::SQLITE_RANGE {

@@ -15,6 +15,33 @@ fn capturing(schema: &str) -> CapturingConnection {
     conn
 }
 
+#[test]
+fn object_connections_use_a_small_lookaside() {
+    let schema = "CREATE TABLE t(a INTEGER PRIMARY KEY, b TEXT, c BLOB); \
+                  CREATE INDEX t_b ON t(b);";
+    let small = capturing(schema);
+    let default = plain(schema);
+    for conn in [&*small, &default] {
+        for i in 0..200 {
+            conn.execute("INSERT INTO t(b, c) VALUES (?1, zeroblob(?1))", [i])
+                .expect("insert");
+        }
+    }
+    // SQLite splits a lookaside buffer into full slots and 128-byte ones, so
+    // ours (5 KiB) serves at most 40 allocations at once; the default
+    // (120 KiB) served 64 here.
+    let (small, default) = (lookaside_high_water(&small), lookaside_high_water(&default));
+    assert!(
+        small <= 2 * LOOKASIDE_SLOTS,
+        "{small} lookaside slots in use"
+    );
+    assert!(
+        default > 2 * LOOKASIDE_SLOTS,
+        "{default} default slots in use"
+    );
+    assert!(small > 0, "lookaside is in use");
+}
+
 fn plain(schema: &str) -> Connection {
     let conn = Connection::open_in_memory().expect("open");
     conn.execute_batch(schema).expect("schema");
