@@ -29,6 +29,19 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Mint an access token (HS256 JWT) for objects.
     Token(TokenArgs),
+    /// Restore a backup (from `POST /v1/admin/backup`) into a new data directory.
+    Restore(RestoreArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct RestoreArgs {
+    /// The backup archive (a `.tar` from `POST /v1/admin/backup`).
+    #[arg(long)]
+    pub from: PathBuf,
+    /// The data directory to create; it must not exist or be empty. Start
+    /// `roost serve --data` on it afterwards.
+    #[arg(long)]
+    pub data: PathBuf,
 }
 
 #[derive(clap::Args, Debug)]
@@ -310,6 +323,11 @@ pub fn main(builder: ServerBuilder) -> anyhow::Result<()> {
             let token = crate::auth::mint(args.secret.as_bytes(), args.obj, perm, args.ttl)
                 .map_err(anyhow::Error::msg)?;
             println!("{token}");
+            Ok(())
+        }
+        Command::Restore(args) => {
+            let summary = crate::backup::restore(&args.from, &args.data)?;
+            println!("{summary}");
             Ok(())
         }
         Command::Serve(args) => {

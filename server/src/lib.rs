@@ -2,6 +2,7 @@
 //! model. See ARCHITECTURE.md for the map of this crate.
 
 pub mod auth;
+pub mod backup;
 pub mod catalog;
 pub mod classes;
 pub mod cli;

@@ -240,7 +240,7 @@ impl ServerBuilder {
 /// (CHANGELOG.md lists each format).
 pub const DATA_FORMAT: u32 = 1;
 
-fn check_format(data_dir: &std::path::Path) -> anyhow::Result<()> {
+pub(crate) fn check_format(data_dir: &std::path::Path) -> anyhow::Result<()> {
     let path = data_dir.join("FORMAT");
     match std::fs::read_to_string(&path) {
         Ok(text) => {

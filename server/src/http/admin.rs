@@ -130,3 +130,23 @@ pub(crate) async fn delete(
         json!({ "deleted": format!("{}/{}", key.class, key.name) }),
     ))
 }
+
+/// `POST /v1/admin/backup`: a tar archive of every object and the catalog,
+/// holding every write acknowledged before the request (see `backup.rs`).
+pub(crate) async fn backup(
+    State(runtime): State<Runtime>,
+    headers: HeaderMap,
+) -> Result<axum::response::Response, ApiError> {
+    admin(&runtime, &headers)?;
+    let slot = crate::backup::BackupSlot::take()
+        .ok_or_else(|| ApiError::new(ErrorCode::Overloaded, "a backup is already running"))?;
+    let name = format!("roost-backup-{}.tar", crate::catalog::now_ms());
+    axum::response::Response::builder()
+        .header(header::CONTENT_TYPE, "application/x-tar")
+        .header(
+            header::CONTENT_DISPOSITION,
+            format!("attachment; filename=\"{name}\""),
+        )
+        .body(crate::backup::stream(runtime, slot))
+        .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))
+}

@@ -402,7 +402,7 @@ impl Runtime {
         crate::storage::inspect::precheck(sql)?;
         let running = self.0.consoles.admit()?;
         let limits = self.0.config.admin_sql.clone();
-        tokio::time::timeout(limits.timeout, self.flush_file(key))
+        tokio::time::timeout(limits.timeout, self.flush_file(key.id))
             .await
             .map_err(|_| {
                 error(
@@ -424,9 +424,9 @@ impl Runtime {
     /// Has a live actor commit its open transaction to the object's file and
     /// waits for it; a stopping one commits before it ends, and without an
     /// actor the file is up to date.
-    async fn flush_file(&self, key: &ObjectKey) -> Result<(), ErrorDetail> {
+    pub(crate) async fn flush_file(&self, id: ObjectId) -> Result<(), ErrorDetail> {
         loop {
-            let (live, stopping) = match self.0.directory.get(&key.id).as_deref() {
+            let (live, stopping) = match self.0.directory.get(&id).as_deref() {
                 Some(Slot::Live { tx, .. }) => (Some(tx.clone()), None),
                 Some(Slot::Stopping { done, .. }) => (None, Some(done.clone())),
                 None => (None, None),
