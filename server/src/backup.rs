@@ -27,7 +27,7 @@ use axum::body::{Body, Bytes};
 use rusqlite::{Connection, OpenFlags};
 use serde_json::json;
 
-use crate::id::ObjectId;
+use crate::id::{object_files, ObjectId};
 use crate::runtime::Runtime;
 
 /// Bytes handed to the HTTP body at a time.
@@ -137,7 +137,7 @@ fn write_archive(
     tar.append_path_with_name(&catalog, "catalog.sqlite")?;
     fs::remove_file(&catalog)?;
     let (mut copied, mut gone) = (0u64, 0u64);
-    for (rel, id) in object_files(&data.join("objects"))? {
+    for (rel, id) in object_files(&data)? {
         if let Err(e) = handle.block_on(flush(runtime, id)) {
             bail!("object {id} did not commit to its file: {}", e.message);
         }
@@ -196,34 +196,6 @@ fn remove_stale_staging(data: &Path) {
             let _ = fs::remove_dir_all(entry.path());
         }
     }
-}
-
-/// Every object file under `objects/`: its path relative to the data
-/// directory and its id.
-fn object_files(objects: &Path) -> anyhow::Result<Vec<(PathBuf, ObjectId)>> {
-    let mut found = Vec::new();
-    let Ok(classes) = fs::read_dir(objects) else {
-        return Ok(found); // no object yet
-    };
-    for class in classes {
-        let class = class?;
-        for shard in fs::read_dir(class.path())? {
-            for file in fs::read_dir(shard?.path())? {
-                let path = file?.path();
-                let id = path
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .and_then(|n| n.strip_suffix(".sqlite"))
-                    .and_then(ObjectId::from_hex);
-                if let Some(id) = id {
-                    let rel = path.strip_prefix(objects.parent().unwrap_or(objects))?;
-                    found.push((rel.to_owned(), id));
-                }
-            }
-        }
-    }
-    found.sort();
-    Ok(found)
 }
 
 /// A consistent copy of the database at `source` (read through its WAL
@@ -312,7 +284,7 @@ fn unpack_and_check(from: &Path, work: &Path) -> anyhow::Result<(u64, serde_json
         })?;
     crate::server::check_format(work)?;
     let mut objects = 0;
-    for (rel, _) in object_files(&work.join("objects"))? {
+    for (rel, _) in object_files(work)? {
         quick_check(&work.join(&rel))?;
         objects += 1;
     }

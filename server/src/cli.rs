@@ -115,6 +115,10 @@ pub struct ServeArgs {
     /// Largest stored value (JSON-encoded), in bytes.
     #[arg(long, env = "ROOST_MAX_VALUE_BYTES", default_value_t = 2 * 1024 * 1024)]
     pub max_value_bytes: usize,
+    /// Most objects the server holds (object files in the data directory);
+    /// creating one more is refused with 507 `insufficient_storage`.
+    #[arg(long, env = "ROOST_MAX_OBJECTS", default_value_t = 1_000_000)]
+    pub max_objects: u64,
     /// Largest database file per object, in bytes.
     #[arg(long, env = "ROOST_MAX_DB_BYTES", default_value_t = 1024 * 1024 * 1024)]
     pub max_db_bytes: u64,
@@ -232,6 +236,7 @@ impl ServeArgs {
         config.storage.max_key_bytes = self.max_key_bytes;
         config.storage.max_value_bytes = self.max_value_bytes;
         config.storage.max_db_bytes = self.max_db_bytes;
+        config.max_objects = self.max_objects;
         config.storage.cache_bytes = self.object_cache_bytes;
         config.storage.wal_checkpoint_bytes = self.wal_checkpoint_bytes;
         config.log.checkpoint_interval = self.checkpoint_interval;

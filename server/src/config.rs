@@ -62,6 +62,9 @@ pub struct Config {
     /// Origins (`scheme://host[:port]`, or `*`) whose pages may call the
     /// HTTP API (CORS) and open WebSockets; empty: same-origin only.
     pub cors_origins: Vec<String>,
+    /// Most objects (files) the server holds; creating one more is refused
+    /// (507 `insufficient_storage`).
+    pub max_objects: u64,
     /// Test hook: make commits fail (see `storage::FaultHook`).
     pub fault: Option<FaultHook>,
 }
@@ -88,6 +91,7 @@ impl Default for Config {
             durability: Durability::Log,
             admin_sql: ConsoleLimits::default(),
             cors_origins: Vec::new(),
+            max_objects: 1_000_000,
             fault: None,
         }
     }

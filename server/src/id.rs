@@ -120,6 +120,32 @@ pub fn object_path(data_dir: &Path, class: &str, id: ObjectId) -> PathBuf {
         .join(format!("{hex}.sqlite"))
 }
 
+/// Every object file under `<data>/objects`: its path relative to `data_dir`
+/// and its id (files of other names are skipped).
+pub fn object_files(data_dir: &Path) -> std::io::Result<Vec<(PathBuf, ObjectId)>> {
+    let mut found = Vec::new();
+    let Ok(classes) = std::fs::read_dir(data_dir.join("objects")) else {
+        return Ok(found); // no object yet
+    };
+    for class in classes {
+        for shard in std::fs::read_dir(class?.path())? {
+            for file in std::fs::read_dir(shard?.path())? {
+                let path = file?.path();
+                let id = path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .and_then(|n| n.strip_suffix(".sqlite"))
+                    .and_then(ObjectId::from_hex);
+                if let (Some(id), Ok(rel)) = (id, path.strip_prefix(data_dir)) {
+                    found.push((rel.to_owned(), id));
+                }
+            }
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

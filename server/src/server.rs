@@ -132,6 +132,7 @@ impl ServerBuilder {
                 durability: config.durability,
                 admin_sql: config.admin_sql.clone(),
                 cors_origins: config.cors_origins.clone(),
+                max_objects: config.max_objects,
             },
             self.registry,
             metrics,

@@ -317,3 +317,68 @@ async fn a_truncated_frame_closes_1008() -> anyhow::Result<()> {
     server.terminate().await?;
     Ok(())
 }
+
+/// Every name is an object, so anyone can create them (a read of a new
+/// counter makes its file): `--max-objects` bounds how many the data
+/// directory holds. Past it a new object gets 507, existing ones serve on,
+/// a deletion makes room, and the count survives a kill -9.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn object_creation_stops_at_max_objects() -> anyhow::Result<()> {
+    use roost_tests::call;
+    use serde_json::json;
+    const ADMIN: &str = "max-objects-admin";
+    let dir = tempfile::tempdir()?;
+    let args = ["--max-objects", "3", "--admin-token", ADMIN];
+    let client = http();
+    let server = ServerProcess::start(dir.path(), &args).await?;
+    for name in ["a", "b", "c"] {
+        let (status, _) = call(&client, &server, "counter", name, "get", json!(null)).await?;
+        assert_eq!(status, 200, "{name}");
+    }
+    let (status, body) = call(&client, &server, "counter", "d", "get", json!(null)).await?;
+    assert_eq!(status, 507, "{body}");
+    assert_eq!(body["error"]["code"], "insufficient_storage");
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap_or("")
+        .contains("--max-objects"));
+    let (status, body) = call(
+        &client,
+        &server,
+        "counter",
+        "a",
+        "increment",
+        json!({"by": 5}),
+    )
+    .await?;
+    assert_eq!(
+        (status, body),
+        (200, json!(5)),
+        "an existing object serves on"
+    );
+    let resp = client
+        .delete(server.url("/v1/admin/objects/counter/b"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await?;
+    assert_eq!(resp.status(), 200);
+    let (status, _) = call(&client, &server, "counter", "d", "get", json!(null)).await?;
+    assert_eq!(status, 200, "a deletion makes room");
+    server.kill9().await?;
+
+    let server = ServerProcess::start(dir.path(), &args).await?;
+    let (status, _) = call(&client, &server, "counter", "e", "get", json!(null)).await?;
+    assert_eq!(
+        status, 507,
+        "the count is read back from the data directory"
+    );
+    let (status, body) = call(&client, &server, "counter", "a", "get", json!(null)).await?;
+    assert_eq!((status, body), (200, json!(5)));
+    let files = roost_tests::walk(&dir.path().join("objects"))
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "sqlite"))
+        .count();
+    assert_eq!(files, 3);
+    server.terminate().await?;
+    Ok(())
+}

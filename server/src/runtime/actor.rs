@@ -544,6 +544,7 @@ fn delete_object(runtime: &Runtime, key: &ObjectKey) -> Result<(), ErrorDetail> 
         let mut p = path.as_os_str().to_owned();
         p.push(suffix);
         match std::fs::remove_file(&p) {
+            Ok(()) if suffix.is_empty() => runtime.object_removed(),
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => {
@@ -604,7 +605,18 @@ fn start<T: DurableObject>(key: &ObjectKey, runtime: &Runtime) -> Result<Live<T>
             format!("cannot open object storage: {e}"),
         )
     };
-    let mut storage = Storage::open(&path, config.storage.clone()).map_err(broken)?;
+    if created {
+        runtime.admit_new_object()?;
+    }
+    let mut storage = match Storage::open(&path, config.storage.clone()) {
+        Ok(storage) => storage,
+        Err(e) => {
+            if created && !path.exists() {
+                runtime.object_removed();
+            }
+            return Err(broken(e));
+        }
+    };
     storage.track_unflushed(runtime.0.log.unflushed(), key.id);
     if created {
         runtime.0.catalog.register(key, crate::catalog::now_ms());

@@ -54,6 +54,8 @@ pub struct RuntimeConfig {
     pub admin_sql: ConsoleLimits,
     /// `--cors-origin`: checked on WebSocket upgrades (`http::cors`).
     pub cors_origins: Vec<String>,
+    /// `--max-objects`.
+    pub max_objects: u64,
 }
 
 /// A command for an object's actor: the closed set of events it handles.
@@ -158,6 +160,8 @@ pub(crate) struct RuntimeInner {
     pub(crate) alarms: alarms::Alarms,
     pub(crate) clock: Clock,
     directory: DashMap<ObjectId, Slot>,
+    /// Object files in the data directory (counted at start-up, then kept).
+    objects: AtomicU64,
     next_generation: AtomicU64,
     shutting_down: AtomicBool,
     /// The admin console's running queries.
@@ -188,6 +192,7 @@ impl Runtime {
     ) -> Runtime {
         let (alive_tx, alive_rx) = mpsc::channel(1);
         let alarm_config = config.alarms.clone();
+        let objects = crate::id::object_files(&config.data_dir).map_or(0, |f| f.len() as u64);
         Runtime(Arc::new(RuntimeInner {
             alarms: alarms::Alarms::new(alarm_config),
             config,
@@ -197,6 +202,7 @@ impl Runtime {
             catalog,
             sockets: Arc::new(SocketHub::default()),
             clock: Clock::new(),
+            objects: AtomicU64::new(objects),
             directory: DashMap::new(),
             next_generation: AtomicU64::new(1),
             shutting_down: AtomicBool::new(false),
@@ -204,6 +210,28 @@ impl Runtime {
             alive_tx: std::sync::Mutex::new(Some(alive_tx)),
             alive_rx: tokio::sync::Mutex::new(alive_rx),
         }))
+    }
+
+    /// Counts a new object file about to be created, or refuses it past
+    /// `--max-objects`.
+    pub(crate) fn admit_new_object(&self) -> Result<(), ErrorDetail> {
+        let max = self.0.config.max_objects;
+        if self.0.objects.fetch_add(1, Ordering::AcqRel) >= max {
+            self.0.objects.fetch_sub(1, Ordering::AcqRel);
+            return Err(error(
+                ErrorCode::InsufficientStorage,
+                format!("the server holds its maximum of {max} objects (--max-objects)"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// An object file is gone (deleted, or its creation failed).
+    pub(crate) fn object_removed(&self) {
+        let _ = self
+            .0
+            .objects
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {
