@@ -75,6 +75,14 @@ export const DEFAULT_HEARTBEAT: Readonly<{ pingIntervalMs: number; pingTimeoutMs
   pingTimeoutMs: 10_000,
 })
 
+/**
+ * A clock for the heartbeat that a change of the wall clock cannot move (a
+ * step back would otherwise make a frame heard after a ping look older).
+ */
+function monotonicMs(): number {
+  return globalThis.performance?.now() ?? Date.now()
+}
+
 /** Events of a {@link Connection}. */
 export interface ConnectionEvents {
   status: [status: ConnectionStatus]
@@ -103,7 +111,7 @@ export class Connection {
   /** The token the current socket was opened (or last refreshed) with. */
   private token: string | undefined
   private refreshTimer: ReturnType<typeof setTimeout> | null = null
-  /** When the current socket last received a frame (ms since the epoch). */
+  /** When the current socket last received a frame (`monotonicMs`). */
   private heardAt = 0
   /** When the heartbeat ping now awaiting an answer was sent, or null. */
   private pingedAt: number | null = null
@@ -257,7 +265,7 @@ export class Connection {
   /** Starts the heartbeat of the socket `ws`, which just opened (if there is a ping frame and it is on). */
   private startHeartbeat(ws: WebSocketLike): void {
     this.clearHeartbeat()
-    this.heardAt = Date.now()
+    this.heardAt = monotonicMs()
     const interval = this.options.pingIntervalMs ?? DEFAULT_HEARTBEAT.pingIntervalMs
     if (this.pingFrame === undefined || !(interval > 0)) return
     this.armHeartbeat(ws, interval)
@@ -282,7 +290,7 @@ export class Connection {
     if (this.ws !== ws || this._status !== 'open' || this.pingFrame === undefined) return
     const interval = this.options.pingIntervalMs ?? DEFAULT_HEARTBEAT.pingIntervalMs
     const timeout = this.options.pingTimeoutMs ?? DEFAULT_HEARTBEAT.pingTimeoutMs
-    const now = Date.now()
+    const now = monotonicMs()
     if (this.pingedAt !== null) {
       if (this.heardAt < this.pingedAt) {
         this.events.emit('error', new Error(`no answer to ping within ${timeout} ms; reconnecting`))
@@ -353,7 +361,7 @@ export class Connection {
     }
     ws.onmessage = (event: { data: unknown }) => {
       if (this.ws !== ws) return
-      this.heardAt = Date.now()
+      this.heardAt = monotonicMs()
       const data = messageData(event.data)
       if (data !== null) this.events.emit('message', data)
     }
