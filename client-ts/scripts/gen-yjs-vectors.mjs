@@ -125,12 +125,16 @@ for (const count of [0, 1, 127, 128, 300]) {
   push({ name: 'refresh_token', direction: 'client_to_server', hex: hex(bytes), message_type: 101, token })
 }
 
+// Heartbeat (Roost extension): the one byte 102 in both directions, a ping
+// from the client and the server's answer.
+push({ name: 'ping', direction: 'both', hex: '66', message_type: 102 })
+
 const file = {
   description:
-    'y-websocket frames (y-protocols) and the Roost extensions `saved` (type 100) and `refresh` (type 101), byte-exact. ' +
+    'y-websocket frames (y-protocols) and the Roost extensions `saved` (type 100), `refresh` (type 101) and `ping` (type 102), byte-exact. ' +
     'Each frame is varUint(message_type) then: for type 0 varUint(sync_type) + varUint8Array(payload); ' +
     'for type 1 varUint8Array(payload); for type 3 nothing; for type 100 (Roost: saved) varUint(count); ' +
-    'for type 101 (Roost: token refresh) varString(token). ' +
+    'for type 101 (Roost: token refresh) varString(token); for type 102 (Roost: heartbeat ping, and the pong that answers it) nothing. ' +
     'Document vectors use fixed client ids (1, or 2 for sync_update_long); `text.after` is the content of ' +
     'Y.Text `text.name` after applying the payload to an empty document (after `text.base`, when given). ' +
     '`awareness` lists the entries of an awareness update: varUint(n) then n × (varUint(client_id), varUint(clock), varString(JSON state)). ' +

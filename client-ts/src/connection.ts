@@ -1,9 +1,12 @@
 /**
  * One logical connection that survives server restarts: it opens a WebSocket,
  * and when that closes unexpectedly it opens another after an exponential,
- * jittered delay, asking the token source again each time. Shared by
- * {@link ObjectSocket} and the Yjs provider; it knows nothing about what
- * travels over the socket.
+ * jittered delay, asking the token source again each time. It also keeps a
+ * heartbeat: a socket quiet for a while is sent a ping, and one that then
+ * hears nothing at all is taken for dead and replaced (see
+ * {@link ConnectionOptions.pingIntervalMs}). Shared by {@link ObjectSocket}
+ * and the Yjs provider; it knows nothing about what travels over the socket
+ * beyond the ping frame each of them gives it.
  * @module
  */
 
@@ -46,6 +49,38 @@ export interface ConnectionOptions {
    * drops connections does not cause a tight reconnect loop).
    */
   minUptimeMs?: number
+  /**
+   * Heartbeat: when nothing has arrived on an open socket for this long, a
+   * ping is sent, which the server answers at once. Browsers cannot see the
+   * server's own WebSocket pings, so without this a server that froze, or a
+   * network path that vanished without a close, leaves the socket `open`
+   * forever. Default 10 000 ({@link DEFAULT_HEARTBEAT}); 0 turns the heartbeat off.
+   */
+  pingIntervalMs?: number
+  /**
+   * After a ping, how long to wait for anything at all to arrive (the pong,
+   * or any other frame) before the socket is taken for dead: it is closed
+   * (code 4000, reason `no answer to ping`) and replaced through the usual
+   * reconnection (status `reconnecting`, backoff). Default 10 000, so with the
+   * defaults a silent server is noticed at most 20 s after its last frame.
+   * On a very slow uplink, raise it above the time to upload the largest
+   * frame a client sends: the ping waits behind it.
+   */
+  pingTimeoutMs?: number
+}
+
+/** The defaults of {@link ConnectionOptions.pingIntervalMs} and {@link ConnectionOptions.pingTimeoutMs}. */
+export const DEFAULT_HEARTBEAT: Readonly<{ pingIntervalMs: number; pingTimeoutMs: number }> = Object.freeze({
+  pingIntervalMs: 10_000,
+  pingTimeoutMs: 10_000,
+})
+
+/**
+ * A clock for the heartbeat that a change of the wall clock cannot move (a
+ * step back would otherwise make a frame heard after a ping look older).
+ */
+function monotonicMs(): number {
+  return globalThis.performance?.now() ?? Date.now()
 }
 
 /** Events of a {@link Connection}. */
@@ -76,16 +111,24 @@ export class Connection {
   /** The token the current socket was opened (or last refreshed) with. */
   private token: string | undefined
   private refreshTimer: ReturnType<typeof setTimeout> | null = null
+  /** When the current socket last received a frame (`monotonicMs`). */
+  private heardAt = 0
+  /** When the heartbeat ping now awaiting an answer was sent, or null. */
+  private pingedAt: number | null = null
+  private heartbeatTimer: ReturnType<typeof setTimeout> | null = null
 
   /**
    * `buildUrl` turns the token of this attempt (if any) into the WebSocket
    * URL; `refreshFrame` encodes a fresh token for in-band refresh on an open
-   * socket (omit it to never refresh in-band).
+   * socket (omit it to never refresh in-band); `pingFrame` is the protocol's
+   * heartbeat ping (omit it for no heartbeat). The server's answer is a
+   * message like any other: the owner ignores it; here it counts as life.
    */
   constructor(
     private readonly buildUrl: (token: string | undefined) => string,
     private readonly options: ConnectionOptions = {},
     private readonly refreshFrame?: (token: string) => string | Uint8Array,
+    private readonly pingFrame?: string | Uint8Array,
   ) {
     this.ctor = resolveWebSocket(options.WebSocket)
   }
@@ -165,6 +208,7 @@ export class Connection {
     this._status = status
     if (status === 'closed') {
       this.clearRefresh()
+      this.clearHeartbeat()
       const target = globalThis as { removeEventListener?: (t: string, fn: () => void) => void }
       if (typeof target.removeEventListener === 'function') target.removeEventListener('online', this.onOnline)
     }
@@ -208,6 +252,62 @@ export class Connection {
     // Same token (or none): look again later; an expired one is simply left
     // to the server, which closes the socket, and the reconnect fetches anew.
     this.scheduleRefresh(ws, this.token)
+  }
+
+  private clearHeartbeat(): void {
+    if (this.heartbeatTimer !== null) {
+      clearTimeout(this.heartbeatTimer)
+      this.heartbeatTimer = null
+    }
+    this.pingedAt = null
+  }
+
+  /** Starts the heartbeat of the socket `ws`, which just opened (if there is a ping frame and it is on). */
+  private startHeartbeat(ws: WebSocketLike): void {
+    this.clearHeartbeat()
+    this.heardAt = monotonicMs()
+    const interval = this.options.pingIntervalMs ?? DEFAULT_HEARTBEAT.pingIntervalMs
+    if (this.pingFrame === undefined || !(interval > 0)) return
+    this.armHeartbeat(ws, interval)
+  }
+
+  private armHeartbeat(ws: WebSocketLike, delay: number): void {
+    this.heartbeatTimer = setTimeout(() => {
+      this.heartbeatTimer = null
+      this.beat(ws)
+    }, delay)
+  }
+
+  /**
+   * One heartbeat check of `ws`. Quiet for `pingIntervalMs`: send a ping.
+   * Nothing at all heard since the ping, `pingTimeoutMs` later: the socket is
+   * dead. It compares timestamps instead of restarting a timer per message,
+   * so a busy socket costs nothing; a timer that fires late (a throttled
+   * background tab) only delays the verdict, never makes a false one, since
+   * every frame that did arrive counts.
+   */
+  private beat(ws: WebSocketLike): void {
+    if (this.ws !== ws || this._status !== 'open' || this.pingFrame === undefined) return
+    const interval = this.options.pingIntervalMs ?? DEFAULT_HEARTBEAT.pingIntervalMs
+    const timeout = this.options.pingTimeoutMs ?? DEFAULT_HEARTBEAT.pingTimeoutMs
+    const now = monotonicMs()
+    if (this.pingedAt !== null) {
+      if (this.heardAt < this.pingedAt) {
+        this.events.emit('error', new Error(`no answer to ping within ${timeout} ms; reconnecting`))
+        this.detach(ws, 4000, 'no answer to ping', true)
+        return
+      }
+      this.pingedAt = null
+    }
+    const quiet = now - this.heardAt
+    if (quiet < interval) {
+      this.armHeartbeat(ws, interval - quiet)
+      return
+    }
+    // A failed send means the socket is closing; its close event follows.
+    if (!this.send(this.pingFrame)) return
+    this.pingedAt = now
+    this.armHeartbeat(ws, timeout)
   }
 
   private clearRetry(): void {
@@ -256,10 +356,12 @@ export class Connection {
       this.openedAt = Date.now()
       this.setStatus('open')
       this.scheduleRefresh(ws, this.token)
+      this.startHeartbeat(ws)
       this.events.emit('open', ws)
     }
     ws.onmessage = (event: { data: unknown }) => {
       if (this.ws !== ws) return
+      this.heardAt = monotonicMs()
       const data = messageData(event.data)
       if (data !== null) this.events.emit('message', data)
     }
@@ -277,6 +379,7 @@ export class Connection {
   /** Forgets `ws` (closing it); when `retry`, handles it as a lost connection. */
   private detach(ws: WebSocketLike, code: number, reason: string, retry: boolean): void {
     this.clearRefresh()
+    this.clearHeartbeat()
     ws.onopen = ws.onmessage = ws.onerror = ws.onclose = null
     // Silence late errors from a socket we no longer listen to.
     ws.onerror = () => {}
@@ -297,6 +400,7 @@ export class Connection {
   private lost(code: number, reason: string): void {
     const wasOpen = this.wsOpen
     this.clearRefresh()
+    this.clearHeartbeat()
     this.ws = null
     if (wasOpen && Date.now() - this.openedAt >= (this.options.minUptimeMs ?? 5_000)) this.attempt = 0
     this.events.emit('close', code, reason, wasOpen)

@@ -18,6 +18,8 @@ export type ServerFrame =
   | { type: 'result'; id: number; error: ErrorDetail }
   /** `{"type":"event","event":E,"data":D}` */
   | { type: 'event'; event: string; data: unknown }
+  /** `{"type":"pong"}`: the server's answer to {@link encodePing}. */
+  | { type: 'pong' }
 
 /**
  * Encodes a call envelope: `{"type":"call","id":N,"method":M,"args":A}`.
@@ -38,8 +40,16 @@ export function encodeAuth(token: string): string {
 }
 
 /**
+ * The heartbeat ping, `{"type":"ping"}`. The server's socket layer answers it
+ * with `{"type":"pong"}` at once, without waking the object.
+ */
+export function encodePing(): string {
+  return '{"type":"ping"}'
+}
+
+/**
  * Decodes a text frame from the server. Returns null for text that is not a
- * well-formed `result` or `event` envelope (objects may send any text of their
+ * well-formed `result`, `event` or `pong` envelope (objects may send any text of their
  * own; that is delivered as a raw message). Never throws.
  */
 export function decodeServerFrame(text: string): ServerFrame | null {
@@ -63,5 +73,6 @@ export function decodeServerFrame(text: string): ServerFrame | null {
     if (typeof v.event !== 'string') return null
     return { type: 'event', event: v.event, data: 'data' in v ? v.data : null }
   }
+  if (v.type === 'pong') return { type: 'pong' }
   return null
 }

@@ -13,7 +13,7 @@
 
 import { type ConnectionOptions, type ConnectionStatus, Connection } from './connection.js'
 import { Emitter, type Unsubscribe } from './emitter.js'
-import { decodeServerFrame, encodeAuth, encodeCall } from './envelope.js'
+import { decodeServerFrame, encodeAuth, encodeCall, encodePing } from './envelope.js'
 import { RoostError } from './errors.js'
 import { type QueryParams, segment, wsUrl } from './url.js'
 
@@ -106,6 +106,7 @@ export class ObjectSocket {
       (token) => wsUrl(options.url, path, { ...options.params, token }),
       options,
       encodeAuth,
+      encodePing(),
     )
     this.connection.on('status', (status) => {
       this.lifecycle.emit('status', status)
@@ -325,6 +326,7 @@ export class ObjectSocket {
       this.lifecycle.emit('message', data)
       return
     }
+    if (frame.type === 'pong') return // the heartbeat's answer; the connection counted it
     if (frame.type === 'result') {
       const call = this.inflight.get(frame.id)
       if (!call) return // timed out or aborted meanwhile

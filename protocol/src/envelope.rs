@@ -5,6 +5,11 @@
 //! `{"type":"result","id":N,"error":{"code","message"}}`, or a push
 //! `{"type":"event","event":E,"data":D}`.
 //!
+//! Heartbeat: the client sends `{"type":"ping"}` and the server answers
+//! `{"type":"pong"}` from the socket layer, without waking the object —
+//! browsers cannot see WebSocket ping frames, so this is how a client
+//! notices a server that froze or vanished without closing the socket.
+//!
 //! Text frames that are not a `call` envelope are handed to the object's
 //! `on_message` unchanged; this module only decides which is which.
 
@@ -34,6 +39,9 @@ pub enum ClientFrame {
     /// `{"type":"auth","token":T}`: replaces the socket's access token
     /// before it expires (in-band refresh).
     Auth { token: String },
+    /// `{"type":"ping"}` (other fields ignored): answered with
+    /// `ServerFrame::Pong` by the socket layer; the object never sees it.
+    Ping,
     /// Any other JSON text: delivered to the object's `on_message`.
     Other(Value),
 }
@@ -56,6 +64,7 @@ impl ClientFrame {
             serde_json::from_str(text).map_err(|e| DecodeError::NotJson(e.to_string()))?;
         match value.get("type").and_then(Value::as_str) {
             Some("call") => {}
+            Some("ping") => return Ok(ClientFrame::Ping),
             Some("auth") => {
                 return match value.get("token").and_then(Value::as_str) {
                     Some(t) => Ok(ClientFrame::Auth {
@@ -74,6 +83,9 @@ impl ClientFrame {
             args: raw.args,
         })
     }
+
+    /// The heartbeat ping, `{"type":"ping"}` (used by clients and tests).
+    pub const PING: &'static str = r#"{"type":"ping"}"#;
 
     /// Encodes a call envelope (used by clients and tests).
     pub fn call(id: u64, method: &str, args: Value) -> String {
@@ -106,6 +118,8 @@ pub enum ServerFrame {
         #[serde(default)]
         data: Value,
     },
+    /// `{"type":"pong"}`: the answer to a `{"type":"ping"}`.
+    Pong,
 }
 
 impl ServerFrame {
@@ -172,6 +186,25 @@ mod tests {
             })
         );
         assert!(ClientFrame::decode(r#"{"type":"auth"}"#).is_err());
+    }
+
+    #[test]
+    fn ping_is_answered_with_pong() {
+        assert_eq!(
+            ClientFrame::decode(ClientFrame::PING),
+            Ok(ClientFrame::Ping)
+        );
+        assert_eq!(
+            ClientFrame::decode(r#"{"type":"ping","id":3}"#),
+            Ok(ClientFrame::Ping)
+        );
+        assert_eq!(ServerFrame::Pong.encode(), r#"{"type":"pong"}"#);
+        assert_eq!(
+            ServerFrame::decode(r#"{"type":"pong"}"#),
+            Ok(ServerFrame::Pong)
+        );
+        // The text frame `ping` (not JSON) is still the object's own.
+        assert!(ClientFrame::decode("ping").is_err());
     }
 
     #[test]

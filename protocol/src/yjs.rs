@@ -103,6 +103,8 @@ pub enum YMessage<'a> {
     Auth(Option<&'a str>),
     /// Query awareness.
     QueryAwareness,
+    /// Roost extension, heartbeat: `[MSG_PING]`, no payload (see `MSG_PING`).
+    Ping,
     /// Any other message type with its payload (Roost's 100 and 101 among them).
     Other(u8, &'a [u8]),
 }
@@ -111,6 +113,15 @@ const MSG_SYNC: u8 = 0;
 const MSG_AWARENESS: u8 = 1;
 const MSG_AUTH: u8 = 2;
 const MSG_QUERY_AWARENESS: u8 = 3;
+
+/// Roost extension, heartbeat: the one-byte frame `[102]`, the same in both
+/// directions. Browsers cannot see WebSocket ping frames, so a client that
+/// wants to notice a frozen or vanished server sends `[102]` when the socket
+/// has been quiet, and the server's socket layer answers `[102]` at once
+/// (never through the document, so a busy document does not look dead).
+/// 102 follows Roost's `saved` (100) and `refresh` (101), clear of
+/// y-protocols' 0–3 and the small numbers other providers extend with.
+pub const MSG_PING: u8 = 102;
 
 /// Reads a whole y-websocket frame: one or more messages that end exactly
 /// at the frame's end. A truncated message, an unknown sync type or an
@@ -140,6 +151,7 @@ pub fn read_frame(frame: &[u8]) -> Result<Vec<YMessage<'_>>, YjsError> {
                 }
             }
             MSG_QUERY_AWARENESS => YMessage::QueryAwareness,
+            MSG_PING => YMessage::Ping,
             other => YMessage::Other(other, r.buf("a message")?),
         });
     }
@@ -588,6 +600,22 @@ mod tests {
             read_frame(&[3, 1, 1, 7]),
             Ok(vec![YMessage::QueryAwareness, YMessage::Awareness(&[7])])
         );
+    }
+
+    #[test]
+    fn a_ping_is_one_byte_with_no_payload() {
+        assert_eq!(read_frame(&[MSG_PING]), Ok(vec![YMessage::Ping]));
+        assert_eq!(
+            read_frame(&[MSG_PING, 3]),
+            Ok(vec![YMessage::Ping, YMessage::QueryAwareness])
+        );
+        // Other Roost and unknown types still carry a varUint8Array payload.
+        assert_eq!(
+            read_frame(&[101, 1, 7]),
+            Ok(vec![YMessage::Other(101, &[7])])
+        );
+        assert_eq!(read_frame(&[103, 0]), Ok(vec![YMessage::Other(103, &[])]));
+        assert!(read_frame(&[103]).is_err());
     }
 
     #[test]

@@ -4,12 +4,12 @@
 //!
 //! - `envelope.json`: every server frame decodes with `ServerFrame::decode` and
 //!   re-encodes with `ServerFrame::encode` to the exact same text; every client
-//!   call and auth frame decodes with `ClientFrame::decode` as documented;
+//!   call, auth and ping frame decodes with `ClientFrame::decode` as documented;
 //!   error bodies round-trip through `ErrorBody`.
 //! - `yjs.json`: the y-websocket framing (varUint message type, sync sub-type,
 //!   varUint8Array payload) and the Roost extensions `saved` (type 100, varUint
-//!   count) and `refresh` (type 101, varString token) are parsed and re-encoded
-//!   by hand here; the Yjs update encoding itself is checked by the
+//!   count), `refresh` (type 101, varString token) and `ping` (type 102, no
+//!   payload) are parsed and re-encoded by hand here; the Yjs update encoding itself is checked by the
 //!   TypeScript tests against `yjs`.
 
 use std::path::PathBuf;
@@ -54,6 +54,7 @@ fn server_frames_encode_and_decode_byte_exact() {
             ),
             "result" => ServerFrame::ok(f["id"].as_u64().expect("id"), f["ok"].clone()),
             "event" => ServerFrame::event(str_field(f, "event"), f["data"].clone()),
+            "pong" => ServerFrame::Pong,
             other => panic!("{name}: unknown frame type {other}"),
         };
         assert_eq!(expected.encode(), text, "{name}: encode");
@@ -101,6 +102,19 @@ fn auth_client_frames_decode() {
             }),
             "{name}"
         );
+    }
+}
+
+#[test]
+fn ping_client_frames_decode() {
+    let file = load("envelope.json");
+    let frames = list(&file, "ping_client_frames");
+    assert!(!frames.is_empty());
+    for v in frames {
+        let name = str_field(v, "name");
+        let text = str_field(v, "text");
+        assert_eq!(ClientFrame::decode(text), Ok(ClientFrame::Ping), "{name}");
+        assert_eq!(text, ClientFrame::PING, "{name}: ClientFrame::PING");
     }
 }
 
@@ -261,6 +275,10 @@ fn yjs_frames_have_the_documented_framing() {
                 assert_eq!(token, str_field(v, "token"), "{name}: refresh token");
                 write_var_bytes(&mut rebuilt, token.as_bytes());
             }
+            102 => {
+                let frame = roost_protocol::yjs::read_frame(&bytes).expect("reads");
+                assert_eq!(frame, [roost_protocol::yjs::YMessage::Ping], "{name}");
+            }
             other => panic!("{name}: unexpected message type {other}"),
         }
         assert!(r.done(), "{name}: trailing bytes");
@@ -268,7 +286,7 @@ fn yjs_frames_have_the_documented_framing() {
     }
     assert_eq!(
         seen_types.into_iter().collect::<Vec<_>>(),
-        vec![0, 1, 3, 100, 101],
+        vec![0, 1, 3, 100, 101, 102],
         "every message type has a vector"
     );
 }

@@ -591,6 +591,9 @@ pub enum RawMessage {
     Awareness(Vec<u8>),
     Auth(Option<String>),
     Query,
+    /// Roost's heartbeat ping: `[102]`, no payload.
+    Ping,
+    /// Any other type, with a `varUint8Array` payload.
     Other(u8, Vec<u8>),
 }
 
@@ -625,6 +628,7 @@ pub fn frame(messages: &[RawMessage]) -> Vec<u8> {
                 }
             }
             RawMessage::Query => out.push(3),
+            RawMessage::Ping => out.push(roost_protocol::yjs::MSG_PING),
             RawMessage::Other(tag, b) => {
                 var(&mut out, u64::from(*tag));
                 out.write_buf(b);
@@ -680,8 +684,12 @@ pub fn raw_message() -> impl Strategy<Value = RawMessage> {
         2 => awareness_update().prop_map(RawMessage::Awareness),
         1 => prop::option::of(".{0,8}").prop_map(RawMessage::Auth),
         1 => Just(RawMessage::Query),
-        1 => (4u8..=255, prop::collection::vec(any::<u8>(), 0..8))
-            .prop_map(|(t, b)| RawMessage::Other(t, b)),
+        1 => Just(RawMessage::Ping),
+        // Any type but the ping's, which has no payload.
+        1 => (4u8..=254, prop::collection::vec(any::<u8>(), 0..8)).prop_map(|(t, b)| {
+            let t = if t >= roost_protocol::yjs::MSG_PING { t + 1 } else { t };
+            RawMessage::Other(t, b)
+        }),
     ]
 }
 

@@ -184,7 +184,8 @@ impl YClient {
         Ok(())
     }
 
-    async fn next_binary(&mut self, wait: Duration) -> Result<Vec<u8>> {
+    /// The next binary frame within `wait`, unapplied (other frames skipped).
+    pub async fn next_binary(&mut self, wait: Duration) -> Result<Vec<u8>> {
         loop {
             let ws = self.ws.as_mut().ok_or_else(|| anyhow!("not connected"))?;
             match tokio::time::timeout(wait, ws.next()).await {

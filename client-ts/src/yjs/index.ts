@@ -1,6 +1,6 @@
 /**
  * `@roost/client/yjs`: the Yjs provider and the y-websocket message codec
- * (including Roost's `saved` extension). Needs the peer dependencies `yjs`,
+ * (including Roost's extensions: `saved`, `refresh`, `ping`). Needs the peer dependencies `yjs`,
  * `y-protocols` and `lib0`.
  * @module
  */
@@ -18,5 +18,6 @@ export {
   encodeQueryAwareness,
   encodeSaved,
   encodeRefresh,
+  encodePing,
 } from './messages.js'
 export type { YMessage } from './messages.js'

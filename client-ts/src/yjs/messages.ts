@@ -1,6 +1,6 @@
 /**
  * The y-websocket message framing (`varUint(type)` + payload), plus Roost's
- * extensions `saved` (type 100) and `refresh` (type 101), as in `protocol/PROTOCOL.md`. Encoders use
+ * extensions `saved` (type 100), `refresh` (type 101) and `ping` (type 102), as in `protocol/PROTOCOL.md`. Encoders use
  * lib0 so the bytes are exactly what y-protocols produces; the decoder is
  * strict (truncated input is `malformed`, never an exception). The vectors in
  * `protocol/vectors/yjs.json` pin the bytes.
@@ -19,6 +19,11 @@ export const MessageType = {
   Saved: 100,
   /** Roost extension, client → server: `varString(token)`, an in-band token refresh. */
   Refresh: 101,
+  /**
+   * Roost extension, both directions, no payload: a heartbeat ping from the
+   * client, and the server's immediate answer (the pong) in the same bytes.
+   */
+  Ping: 102,
 } as const
 
 /** Sub-types of a `Sync` message. */
@@ -37,6 +42,8 @@ export type YMessage =
   | { type: 'saved'; count: number }
   /** An in-band token refresh (client → server). */
   | { type: 'refresh'; token: string }
+  /** A heartbeat ping (client → server) or its pong (server → client). */
+  | { type: 'ping' }
   | { type: 'unknown'; messageType: number }
   | { type: 'malformed'; reason: string }
 
@@ -102,6 +109,11 @@ export function encodeRefresh(token: string): Uint8Array {
   })
 }
 
+/** `[102]`: a heartbeat ping, answered by the server with the same byte (Roost extension). */
+export function encodePing(): Uint8Array {
+  return Uint8Array.of(MessageType.Ping)
+}
+
 class Reader {
   pos = 0
   constructor(readonly bytes: Uint8Array) {}
@@ -160,6 +172,8 @@ export function decodeMessage(bytes: Uint8Array): YMessage {
         return { type: 'saved', count: r.varUint() }
       case MessageType.Refresh:
         return { type: 'refresh', token: r.varString() }
+      case MessageType.Ping:
+        return { type: 'ping' }
       default:
         return { type: 'unknown', messageType }
     }

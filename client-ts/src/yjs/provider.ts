@@ -27,6 +27,7 @@ import { type QueryParams, segment, wsUrl } from '../url.js'
 import {
   decodeMessage,
   encodeAwareness,
+  encodePing,
   encodeRefresh,
   encodeSyncStep1,
   encodeSyncStep2,
@@ -167,6 +168,7 @@ export class RoostProvider {
       (token) => wsUrl(this.options.url, path, { ...this.options.params, saved: 1, token }),
       this.options,
       encodeRefresh,
+      encodePing(),
     )
     this.conn = conn
     conn.on('status', (s) => {
@@ -349,6 +351,8 @@ export class RoostProvider {
       case 'malformed':
         this.events.emit('error', new RoostError('bad_response', `malformed message: ${msg.reason}`))
         return
+      case 'ping':
+        return // the heartbeat's pong; the connection counted it as life
       case 'unknown':
       case 'refresh':
         return // stock y-websocket behaviour: ignore message types we do not know

@@ -89,6 +89,14 @@ export class RoostServer {
     })
   }
 
+  /**
+   * Freezes (SIGSTOP) or thaws (SIGCONT) the process: the kernel still accepts
+   * connections and buffers bytes, but nothing answers. Thaw in a `finally`.
+   */
+  freeze(frozen: boolean): void {
+    this.child?.kill(frozen ? 'SIGSTOP' : 'SIGCONT')
+  }
+
   /** Stops the process: SIGTERM (graceful) or SIGKILL (crash). Waits for it to exit. */
   async stop(signal: 'SIGTERM' | 'SIGKILL' = 'SIGTERM'): Promise<void> {
     const child = this.child
@@ -97,6 +105,8 @@ export class RoostServer {
       return
     }
     const exited = new Promise<void>((r) => child.once('exit', () => r()))
+    // A frozen process would hold a SIGTERM until thawed.
+    child.kill('SIGCONT')
     child.kill(signal)
     const timer = setTimeout(() => child.kill('SIGKILL'), 10_000)
     await exited

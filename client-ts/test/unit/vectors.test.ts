@@ -5,10 +5,11 @@ import { fileURLToPath } from 'node:url'
 import { describe, expect, it } from 'vitest'
 import * as Y from 'yjs'
 import * as awarenessProtocol from 'y-protocols/awareness'
-import { decodeServerFrame, encodeAuth, encodeCall, errorFromResponse } from '../../src/index.js'
+import { decodeServerFrame, encodeAuth, encodeCall, encodePing as encodeJsonPing, errorFromResponse } from '../../src/index.js'
 import {
   decodeMessage,
   encodeAwareness,
+  encodePing,
   encodeQueryAwareness,
   encodeRefresh,
   encodeSaved,
@@ -35,10 +36,15 @@ describe('envelope vectors', () => {
     expect(encodeAuth(v.token)).toBe(v.text)
   })
 
+  it.each(cases(envelope.ping_client_frames))('ping frame %s encodes byte-exact', (_n, v: any) => {
+    expect(encodeJsonPing()).toBe(v.text)
+  })
+
   it.each(cases(envelope.server_frames))('server frame %s decodes', (_n, v: any) => {
     const f = v.frame
     const decoded = decodeServerFrame(v.text)
-    if (f.type === 'event') expect(decoded).toEqual({ type: 'event', event: f.event, data: f.data })
+    if (f.type === 'pong') expect(decoded).toEqual({ type: 'pong' })
+    else if (f.type === 'event') expect(decoded).toEqual({ type: 'event', event: f.event, data: f.data })
     else if ('error' in f) expect(decoded).toEqual({ type: 'result', id: f.id, error: f.error })
     else expect(decoded).toEqual({ type: 'result', id: f.id, ok: f.ok })
   })
@@ -91,6 +97,10 @@ describe('yjs vectors', () => {
       case 101:
         expect(msg).toEqual({ type: 'refresh', token: v.token })
         encoded = encodeRefresh(v.token)
+        break
+      case 102:
+        expect(msg).toEqual({ type: 'ping' })
+        encoded = encodePing()
         break
       default:
         throw new Error(`unexpected type ${v.message_type}`)

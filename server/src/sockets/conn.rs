@@ -2,7 +2,10 @@
 //! a loop that writes what the object queued and reads what the client sends.
 //!
 //! Auto-responses are answered here without waking the object; protocol
-//! pings are answered by the WebSocket library. A frame over the size limit
+//! pings are answered by the WebSocket library, and Roost's heartbeat pings
+//! (Yjs `[102]`, envelope `{"type":"ping"}`), which browsers can send and
+//! see, are answered here: a busy object never delays them, a frozen server
+//! never answers them. A frame over the size limit
 //! closes the socket with 1009; a slow reader whose outbox overflows is
 //! dropped (its close code is 1013 as seen by the object).
 
@@ -14,6 +17,7 @@ use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures_util::{SinkExt, StreamExt};
+use roost_protocol::yjs::MSG_PING;
 use roost_protocol::{ClientFrame, DecodeError, ErrorCode, ServerFrame};
 use tokio::sync::oneshot;
 use tokio::time::Sleep;
@@ -503,6 +507,11 @@ async fn receive(
                         outbox.push(OutFrame::Msg(state));
                     }
                 }
+                // Roost extension: heartbeat, answered in kind at once.
+                Some(&MSG_PING) => {
+                    let pong = axum::body::Bytes::from_static(&[MSG_PING]);
+                    outbox.push(OutFrame::Msg(Message::Binary(pong)));
+                }
                 // Roost extension: in-band token refresh.
                 Some(&MSG_REFRESH) => {
                     let mut decoder = yrs::updates::decoder::DecoderV1::from(&bytes[1..]);
@@ -551,6 +560,10 @@ async fn receive(
                         let frame = ServerFrame::err(id, e).encode();
                         outbox.push(OutFrame::Msg(Message::Text(frame.into())));
                     }
+                }
+                Ok(ClientFrame::Ping) => {
+                    let pong = ServerFrame::Pong.encode();
+                    outbox.push(OutFrame::Msg(Message::Text(pong.into())));
                 }
                 Ok(ClientFrame::Other(_)) | Err(DecodeError::NotJson(_)) => {
                     let cmd = Command::Message {
