@@ -7,6 +7,7 @@ import {
   SCREENSHOTS,
   freePort,
   launchBrowser,
+  mintToken,
   newPage,
   rpc,
   screenshot,
@@ -241,5 +242,65 @@ test('chat: history, presence and follow-up; history survives a reload', async (
   assert.match(await eve.textContent('#messages .msg.system'), /Anyone still here\?/)
   console.log(`${await screenshot(eve, 'chat')}`)
   await eve.context().close()
+  noPageErrors()
+})
+
+test('with --auth-secret the demos say a token is needed, take one, and connect with it', async () => {
+  const secret = 'browser-test-secret'
+  const own = await startRoost({ port: await freePort(), data: tempDir('roost-browser-auth-'), args: ['--auth-secret', secret] })
+  const prompt = (problem) => `#auth[data-problem="${problem}"]:not([hidden])`
+  try {
+    const page = await newPage(browser, errors)
+    const lobby = unique('auth-lobby')
+    await page.goto(`${own.url}/demos/lobby.html?lobby=${lobby}&name=Ivy`)
+    // No token: the page says why it cannot connect, instead of only "reconnecting".
+    await page.waitForSelector(prompt('missing'))
+    assert.match(await page.textContent('#auth-message'), /requires an access token.*--auth-secret/)
+    assert.match(await page.textContent('#auth'), /roost token --obj 'lobby\/\*'/)
+    assert.notEqual(await page.getAttribute('#status', 'data-state'), 'open')
+    console.log(`${await screenshot(page, 'auth-prompt-lobby')}`)
+
+    // A valid token for another object: refused for that reason.
+    await page.fill('#auth-token', mintToken(secret, 'lobby/some-other-lobby'))
+    await page.click('#auth-form button[type="submit"]')
+    await page.waitForSelector(prompt('forbidden'))
+    assert.match(await page.textContent('#auth-message'), new RegExp(`does not open lobby/${lobby}`))
+
+    // One that opens it: the page connects, the prompt goes, and it works.
+    await page.fill('#auth-token', mintToken(secret, 'lobby/*'))
+    await page.click('#auth-form button[type="submit"]')
+    await page.waitForSelector('#status[data-state="open"]')
+    await page.waitForSelector('#auth', { state: 'hidden' })
+    await page.click('#join')
+    await page.waitForSelector('body[data-seated="true"]')
+
+    // The token is remembered for the other demos; it does not open a
+    // document, so the editor says so. A token in ?token= is taken (and
+    // taken out of the address bar).
+    const doc = unique('auth-doc')
+    await page.goto(`${own.url}/demos/editor.html?doc=${doc}&name=Ivy`)
+    await page.waitForSelector(prompt('forbidden'))
+    await page.goto(`${own.url}/demos/editor.html?doc=${doc}&name=Ivy&token=${mintToken(secret, `ydoc/${doc}`)}`)
+    await page.waitForSelector('#status[data-state="open"]')
+    assert.doesNotMatch(page.url(), /token=/)
+    await page.waitForFunction(() => window.roostEditor?.provider.synced === true)
+    await page.click('.cm-content')
+    await page.keyboard.type('Typed with a token.')
+    await page.waitForSelector('#saved[data-state="saved"]')
+    assert.equal(await page.isHidden('#auth'), true)
+
+    // A token signed with another secret: refused, and the chat says so.
+    await page.goto(`${own.url}/demos/chat.html?room=auth-room&name=Ivy&token=${mintToken('another-secret', 'room/*')}`)
+    await page.waitForSelector(prompt('refused'))
+    assert.match(await page.textContent('#auth-message'), /refused the access token/)
+    await page.fill('#auth-token', mintToken(secret, 'room/auth-room'))
+    await page.click('#auth-form button[type="submit"]')
+    await page.waitForSelector('#status[data-state="open"]')
+    await page.waitForSelector('#auth', { state: 'hidden' })
+    console.log(`${await screenshot(page, 'auth-chat-connected')}`)
+    await page.context().close()
+  } finally {
+    await stopRoost(own)
+  }
   noPageErrors()
 })

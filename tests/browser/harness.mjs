@@ -1,5 +1,5 @@
 // Helpers for the browser tests: the roost binary, Chromium, bounded waits.
-import { spawn } from 'node:child_process'
+import { execFileSync, spawn } from 'node:child_process'
 import { mkdirSync, mkdtempSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
@@ -25,10 +25,10 @@ export function freePort() {
   })
 }
 
-/** Starts `roost serve` on 127.0.0.1:port with `data`; resolves once it listens. */
-export function startRoost({ port, data }) {
+/** Starts `roost serve` on 127.0.0.1:port with `data` (and `args`); resolves once it listens. */
+export function startRoost({ port, data, args = [] }) {
   return new Promise((ok, fail) => {
-    const proc = spawn(ROOST_BIN, ['serve', '--listen', `127.0.0.1:${port}`, '--data', data], {
+    const proc = spawn(ROOST_BIN, ['serve', '--listen', `127.0.0.1:${port}`, '--data', data, ...args], {
       env: { ...process.env, ROOST_LOG: 'info' },
       stdio: ['ignore', 'ignore', 'pipe'],
     })
@@ -126,4 +126,12 @@ export async function rpc(url, cls, name, method, args = null) {
     signal: AbortSignal.timeout(10_000),
   })
   return { status: r.status, body: await r.json() }
+}
+
+/** An access token from `roost token` for a server started with `--auth-secret secret`. */
+export function mintToken(secret, obj, perm = 'write') {
+  return execFileSync(ROOST_BIN, ['token', '--obj', obj, '--perm', perm, '--ttl', '1h', '--secret', secret], {
+    encoding: 'utf8',
+    timeout: 10_000,
+  }).trim()
 }

@@ -4,6 +4,7 @@
 //! The binary is `$ROOST_BIN`, or `target/debug/roost` of this workspace
 //! (the README's test command builds it first).
 
+pub mod dist;
 pub mod fuzzgen;
 pub mod ws;
 pub mod yclient;
@@ -67,6 +68,48 @@ impl ServerProcess {
 
     /// `start_in` with another server binary (one embedding Roost).
     pub async fn start_bin(bin: &Path, cwd: Option<&Path>, args: &[&str]) -> Result<ServerProcess> {
+        let mut command = Command::new(bin);
+        if let Some(d) = cwd {
+            command.current_dir(d);
+        }
+        command
+            .arg("serve")
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .args(args)
+            .env_remove("ROOST_DATA");
+        Self::launch(bin, cwd, command, args).await
+    }
+
+    /// Runs `bin` with exactly `args` — no `serve --listen 127.0.0.1:0` in
+    /// front, so they must make it listen on loopback themselves — in `cwd`,
+    /// with no `ROOST_*` variable but `env`'s. For commands written down
+    /// elsewhere (the Dockerfile's, the systemd unit's), run as they are.
+    pub async fn start_exact(
+        bin: &Path,
+        cwd: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<ServerProcess> {
+        let mut command = Command::new(bin);
+        command.current_dir(cwd).args(args);
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("ROOST_") {
+                command.env_remove(name);
+            }
+        }
+        command.envs(env.iter().copied());
+        Self::launch(bin, Some(cwd), command, args).await
+    }
+
+    /// Spawns `command` (which runs `bin` with `args`, in `cwd`) and waits
+    /// until the server says where it listens.
+    async fn launch(
+        bin: &Path,
+        cwd: Option<&Path>,
+        mut command: Command,
+        args: &[&str],
+    ) -> Result<ServerProcess> {
         if !bin.exists() {
             bail!(
                 "{} does not exist: run `cargo build --bins` first",
@@ -84,16 +127,7 @@ impl ServerProcess {
             .copied()
             .unwrap_or("roost-data");
         let data = here.join(data_arg);
-        let mut command = Command::new(bin);
-        if let Some(d) = cwd {
-            command.current_dir(d);
-        }
         let mut child = command
-            .arg("serve")
-            .arg("--listen")
-            .arg("127.0.0.1:0")
-            .args(args)
-            .env_remove("ROOST_DATA")
             .env("ROOST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

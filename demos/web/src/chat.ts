@@ -2,7 +2,7 @@
 // history on join, presence (join/leave events + `who`), and the follow-up
 // message the room posts through its alarm.
 import { connect, RoostError } from '@roost/client'
-import { $, displayName, escapeText, param, rememberName, serverUrl, showStatus } from './common'
+import { $, demoToken, displayName, escapeText, param, rememberName, serverUrl, showStatus, tokenPrompt } from './common'
 
 interface Message {
   id: number
@@ -18,10 +18,16 @@ document.title = `Roost · chat ${roomName}`
 let myName = displayName()
 ;($('name') as HTMLInputElement).value = myName
 
-const socket = connect({ url: serverUrl, class: 'room', name: roomName, params: { name: myName } })
+const socket = connect({ url: serverUrl, class: 'room', name: roomName, params: { name: myName }, token: demoToken })
+// With --auth-secret: say why the socket cannot open, and take a token.
+const auth = tokenPrompt(() => `room/${roomName}`, () => socket.reconnect())
+socket.onError(() => auth.check())
 socket.onStatus((s) => {
   showStatus($('status'), s)
-  if (s === 'open') void refreshWho()
+  if (s === 'open') {
+    auth.hide()
+    void refreshWho()
+  }
 })
 
 const box = $('messages')

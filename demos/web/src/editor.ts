@@ -6,7 +6,7 @@ import * as Y from 'yjs'
 import { RoostProvider } from '@roost/client/yjs'
 import { EditorView, basicSetup } from 'codemirror'
 import { yCollab } from 'y-codemirror.next'
-import { $, colorFor, displayName, escapeText, param, rememberName, serverUrl, setParam, showStatus } from './common'
+import { $, colorFor, demoToken, displayName, escapeText, param, rememberName, serverUrl, setParam, showStatus, tokenPrompt } from './common'
 
 interface Session {
   name: string
@@ -17,6 +17,16 @@ interface Session {
 
 let session: Session | null = null
 let userName = displayName()
+
+// With --auth-secret: say why the document cannot open, and take a token
+// (the provider then connects again with it).
+const auth = tokenPrompt(
+  () => `ydoc/${session?.name ?? ''}`,
+  () => {
+    session?.provider.disconnect()
+    session?.provider.connect()
+  },
+)
 
 function recent(add?: string): string[] {
   let list: string[] = []
@@ -69,14 +79,19 @@ function open(name: string): void {
 
   const doc = new Y.Doc()
   const text = doc.getText('codemirror')
-  const provider = new RoostProvider(name, doc, { url: serverUrl })
+  const provider = new RoostProvider(name, doc, { url: serverUrl, token: demoToken })
   const undoManager = new Y.UndoManager(text)
   setUser(provider)
 
   const status = $('status')
   const saved = $('saved')
   showStatus(status, provider.status)
-  provider.on('status', (s) => showStatus(status, s))
+  auth.hide()
+  provider.on('status', (s) => {
+    showStatus(status, s)
+    if (s === 'open') auth.hide()
+  })
+  provider.on('error', () => auth.check())
   const showSaved = (ok: boolean) => {
     saved.dataset.state = ok ? 'saved' : 'saving'
     saved.textContent = ok ? 'saved' : 'saving…'

@@ -2,7 +2,7 @@
 // The socket carries our player id (`?player=`), so after a reconnect (a
 // network blip or a server restart) the server binds it to the seat we hold.
 import { connect, RoostError } from '@roost/client'
-import { $, displayName, escapeText, param, rememberName, serverUrl, showStatus } from './common'
+import { $, demoToken, displayName, escapeText, param, rememberName, serverUrl, showStatus, tokenPrompt } from './common'
 
 interface Player {
   id: string
@@ -38,8 +38,14 @@ if (!playerId) {
 const nameInput = $('name') as HTMLInputElement
 nameInput.value = displayName()
 
-const socket = connect({ url: serverUrl, class: 'lobby', name: lobbyName, params: { player: playerId } })
-socket.onStatus((s) => showStatus($('status'), s))
+const socket = connect({ url: serverUrl, class: 'lobby', name: lobbyName, params: { player: playerId }, token: demoToken })
+// With --auth-secret: say why the socket cannot open, and take a token.
+const auth = tokenPrompt(() => `lobby/${lobbyName}`, () => socket.reconnect())
+socket.onError(() => auth.check())
+socket.onStatus((s) => {
+  showStatus($('status'), s)
+  if (s === 'open') auth.hide()
+})
 
 let state: LobbyState | null = null
 
