@@ -73,6 +73,11 @@ pub fn recover(data_dir: &Path) -> Result<RecoveryReport, RecoveryError> {
                     "commit log ends in a torn record (unacknowledged)"
                 );
             }
+            // A spare cut short between its creation and its magic (a crash
+            // while the spare thread made it): never used, not damage.
+            Tail::BadMagic if i >= last_written && SEGMENT_MAGIC.starts_with(&bytes) => {
+                tracing::info!(segment = n, "commit log ends in a spare segment cut short");
+            }
             other => {
                 report.damaged += 1;
                 tracing::error!(segment = n, tail = ?other, "commit log segment is damaged before its end");
@@ -268,6 +273,20 @@ mod tests {
         fs::write(segment_path(&more, 2), &later)?;
         let report = recover(crashed.path())?;
         assert_eq!((report.records, report.damaged), (4, 1));
+        // A spare cut short by a crash right after its creation (empty, or
+        // only part of its magic) after the written segments is no damage.
+        for cut in [0, SEGMENT_MAGIC.len() / 2] {
+            fs::write(segment_path(&more, 1), &bytes)?;
+            fs::write(segment_path(&more, 2), &spare)?;
+            fs::write(segment_path(&more, 3), &SEGMENT_MAGIC[..cut])?;
+            let report = recover(crashed.path())?;
+            assert_eq!((report.records, report.damaged), (3, 0), "cut at {cut}");
+        }
+        // Not so before a written segment.
+        fs::write(segment_path(&more, 1), b"")?;
+        fs::write(segment_path(&more, 2), &later)?;
+        let report = recover(crashed.path())?;
+        assert_eq!((report.records, report.damaged), (1, 1));
         // A clean close removes the spare it never used.
         log.close().await;
         drop(log);
