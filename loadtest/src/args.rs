@@ -2,8 +2,6 @@
 
 use std::time::Duration;
 
-use anyhow::{bail, Context as _};
-
 #[derive(clap::Args, Debug, Clone)]
 pub struct Common {
     /// Print one JSON object instead of the human table.
@@ -23,28 +21,10 @@ pub struct Common {
     pub allow_remote: bool,
 }
 
-/// Parses `250ms`, `10s`, `2m`, `1h` or a plain number of seconds.
+/// Parses a duration flag (`250ms`, `10s`, `2m`, `1h`, or seconds): the
+/// server's own parser (`roost_protocol::duration`).
 pub fn parse_duration(s: &str) -> anyhow::Result<Duration> {
-    let s = s.trim();
-    let (num, mult) = if let Some(n) = s.strip_suffix("ms") {
-        (n, 0.001)
-    } else if let Some(n) = s.strip_suffix('s') {
-        (n, 1.0)
-    } else if let Some(n) = s.strip_suffix('m') {
-        (n, 60.0)
-    } else if let Some(n) = s.strip_suffix('h') {
-        (n, 3600.0)
-    } else {
-        (s, 1.0)
-    };
-    let v: f64 = num
-        .trim()
-        .parse()
-        .with_context(|| format!("bad duration {s:?} (try 10s, 500ms, 2m)"))?;
-    if !v.is_finite() || v < 0.0 || v * mult > 1e7 {
-        bail!("duration {s:?} out of range");
-    }
-    Ok(Duration::from_secs_f64(v * mult))
+    roost_protocol::duration::parse(s).map_err(anyhow::Error::msg)
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 //! y-websocket frames and v1 updates, checked before yrs decodes them). It knows nothing of tokio, axum or SQLite, and its decoders
 //! never panic on any input.
 
+pub mod duration;
 pub mod envelope;
 pub mod error;
 pub mod yjs;

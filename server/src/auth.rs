@@ -150,13 +150,12 @@ impl Auth {
             });
         };
         let token = token.ok_or_else(|| unauthorized("the admin token is required"))?;
-        let a = token.as_bytes();
-        let b = expected.as_bytes();
-        let mut diff = a.len() ^ b.len();
-        for i in 0..a.len().max(b.len()) {
-            diff |= usize::from(a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0));
-        }
-        if diff == 0 {
+        // Equal lengths are compared in constant time; a length mismatch
+        // answers at once (it reveals only the length).
+        if bool::from(subtle::ConstantTimeEq::ct_eq(
+            token.as_bytes(),
+            expected.as_bytes(),
+        )) {
             Ok(())
         } else {
             Err(unauthorized("wrong admin token"))
