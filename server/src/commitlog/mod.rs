@@ -184,7 +184,7 @@ pub(crate) fn list_segments(dir: &Path) -> std::io::Result<Vec<u64>> {
 /// Most room written as zeros into a new segment. Overwriting blocks that
 /// are already allocated and on disk lets `fdatasync` skip the inode (the
 /// file's size does not change): measured ~25% faster per group commit
-/// (docs/BENCHMARKS.md). A segment that outgrows its room is appended to.
+/// (measured: git log -p docs/BENCHMARKS.md). A segment that outgrows its room is appended to.
 const PREALLOCATED_BYTES: usize = 4 * 1024 * 1024;
 
 /// Room is written in chunks of this size, and never less than one.
@@ -674,7 +674,7 @@ fn checkpoint_round(
     // directory). A single `syncfs` is cheaper in all, but it queues every
     // dirty page of the filesystem at once in front of the commit log's
     // next `fdatasync`: at 100 documents x 5 clients it took p99 from
-    // 84-94 ms to 333-596 ms (docs/BENCHMARKS.md).
+    // 84-94 ms to 333-596 ms (measured: git log -p docs/BENCHMARKS.md).
     let mut waiting = None;
     let synced = objects.iter().try_for_each(|((class, id), seq)| {
         // One object still pending keeps the segments anyway: wait for no

@@ -230,7 +230,7 @@ impl Storage {
         // commit writes whole pages to the WAL (the changed leaf and the
         // `seq` stamp), so smaller pages halve the WAL bytes, the disk writes
         // and the checkpoints. 1 KiB would halve them again but slows reading
-        // a large Yjs snapshot (more overflow pages); see docs/BENCHMARKS.md.
+        // a large Yjs snapshot (more overflow pages); measured: git log -p docs/BENCHMARKS.md.
         conn.execute_batch(
             "PRAGMA page_size=2048; PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;
              PRAGMA foreign_keys=ON; PRAGMA wal_autocheckpoint=0;",
