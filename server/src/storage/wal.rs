@@ -154,12 +154,18 @@ fn stall(storage: &mut Storage, metrics: &Metrics, mode: &str) {
 /// log's small `fdatasync`, which every object's commits wait for.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+/// Takes the process-wide turn for work that checkpoints a file in the
+/// background (this module, `tidy.rs`).
+pub(super) fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Copies the WAL into the database file on a connection of its own,
 /// fsyncing the WAL first and the database after (`synchronous=NORMAL`).
 pub(crate) fn checkpoint_in_background(path: &Path) -> Result<(), StorageError> {
-    let _turn = ONE_AT_A_TIME
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _turn = one_at_a_time();
     let conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
