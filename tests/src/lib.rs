@@ -6,6 +6,7 @@
 
 pub mod dist;
 pub mod fuzzgen;
+pub mod nats;
 pub mod ws;
 pub mod yclient;
 
