@@ -16,7 +16,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::error::ErrorDetail;
+use crate::error::{ErrorCode, ErrorDetail};
 
 /// Why a frame could not be decoded.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -87,6 +87,11 @@ impl ClientFrame {
     /// The heartbeat ping, `{"type":"ping"}` (used by clients and tests).
     pub const PING: &'static str = r#"{"type":"ping"}"#;
 
+    /// Encodes an in-band token refresh (used by clients and tests).
+    pub fn auth(token: &str) -> String {
+        serde_json::json!({"type": "auth", "token": token}).to_string()
+    }
+
     /// Encodes a call envelope (used by clients and tests).
     pub fn call(id: u64, method: &str, args: Value) -> String {
         serde_json::json!({"type": "call", "id": id, "method": method, "args": args}).to_string()
@@ -146,6 +151,20 @@ impl ServerFrame {
         }
     }
 
+    /// `{"type":"event","event":"error","data":{"code":C,"message":S}}`: a
+    /// frame the socket layer could not handle (a malformed `call`, a
+    /// refused token refresh); the socket stays open.
+    pub fn error_event(code: ErrorCode, message: &str) -> Self {
+        let data = serde_json::json!({"code": code.as_str(), "message": message});
+        ServerFrame::event("error", data)
+    }
+
+    /// `{"type":"event","event":"auth","data":{"exp":E}}`: a token refresh
+    /// was accepted; `exp` is its expiry in ms since the epoch (`null`: none).
+    pub fn auth_event(exp: Option<i64>) -> Self {
+        ServerFrame::event("auth", serde_json::json!({ "exp": exp }))
+    }
+
     /// Encodes to the JSON text of a frame.
     pub fn encode(&self) -> String {
         // Serializing these plain data types cannot fail.
@@ -161,7 +180,6 @@ impl ServerFrame {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::ErrorCode;
     use serde_json::json;
 
     #[test]
@@ -255,5 +273,17 @@ mod tests {
         );
         let back = ServerFrame::decode(&err.encode()).expect("decodes");
         assert_eq!(back, err);
+        assert_eq!(
+            ServerFrame::error_event(ErrorCode::BadRequest, "no").encode(),
+            r#"{"type":"event","event":"error","data":{"code":"bad_request","message":"no"}}"#
+        );
+        assert_eq!(
+            ServerFrame::auth_event(Some(5)).encode(),
+            r#"{"type":"event","event":"auth","data":{"exp":5}}"#
+        );
+        assert_eq!(
+            ServerFrame::auth_event(None).encode(),
+            r#"{"type":"event","event":"auth","data":{"exp":null}}"#
+        );
     }
 }

@@ -1,10 +1,12 @@
-//! The JSON error body every HTTP route and WebSocket `result` frame uses:
-//! `{"error":{"code":"...","message":"..."}}`.
+//! Errors on the wire: the stable codes (`ErrorCode`), the HTTP status of
+//! each, and the JSON error body every HTTP route uses,
+//! `{"error":{"code":"...","message":"..."}}` (`ErrorBody`; WebSocket
+//! `result` frames and `error` events carry its inner `ErrorDetail`).
 
 use serde::{Deserialize, Serialize};
 
-/// Machine-readable error codes. The HTTP status for each is chosen by the
-/// server's HTTP layer; the string form is stable and part of the API.
+/// Machine-readable error codes. The string form (`as_str`) and the HTTP
+/// status of each (`http_status`) are stable and part of the API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
@@ -72,6 +74,39 @@ impl ErrorCode {
     }
 }
 
+impl ErrorCode {
+    /// The HTTP status an error with this code is answered with.
+    pub fn http_status(self) -> u16 {
+        match self {
+            ErrorCode::BadRequest | ErrorCode::BadName => 400,
+            ErrorCode::UnknownClass | ErrorCode::UnknownMethod | ErrorCode::NotFound => 404,
+            ErrorCode::TooLarge => 413,
+            ErrorCode::Overloaded | ErrorCode::ShuttingDown => 503,
+            ErrorCode::Application => 422,
+            ErrorCode::Unauthorized => 401,
+            ErrorCode::Forbidden => 403,
+            ErrorCode::RateLimited => 429,
+            ErrorCode::TimedOut => 504,
+            ErrorCode::InsufficientStorage => 507,
+            ErrorCode::MethodNotAllowed => 405,
+            ErrorCode::ObjectBroken | ErrorCode::Storage | ErrorCode::Internal => 500,
+        }
+    }
+
+    /// The code of an error response an object's own `fetch` handler
+    /// answers with a bare HTTP status: `bad_request` (400), `forbidden`
+    /// (403), `not_found` (404), `too_large` (413), else `application`.
+    pub fn for_object_status(status: u16) -> ErrorCode {
+        match status {
+            400 => ErrorCode::BadRequest,
+            403 => ErrorCode::Forbidden,
+            404 => ErrorCode::NotFound,
+            413 => ErrorCode::TooLarge,
+            _ => ErrorCode::Application,
+        }
+    }
+}
+
 /// `{"code": ..., "message": ...}`
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorDetail {
@@ -94,6 +129,12 @@ impl ErrorBody {
             },
         }
     }
+
+    /// The JSON text of the body.
+    pub fn encode(&self) -> String {
+        // Serializing this plain data type cannot fail.
+        serde_json::to_string(self).unwrap_or_else(|_| String::from("{}"))
+    }
 }
 
 #[cfg(test)]
@@ -108,6 +149,7 @@ mod tests {
             text,
             r#"{"error":{"code":"unknown_method","message":"no method `x`"}}"#
         );
+        assert_eq!(body.encode(), text);
         let back: ErrorBody = serde_json::from_str(&text).expect("parses");
         assert_eq!(back, body);
         for code in [

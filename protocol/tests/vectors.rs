@@ -6,15 +6,24 @@
 //!   re-encodes with `ServerFrame::encode` to the exact same text; every client
 //!   call, auth and ping frame decodes with `ClientFrame::decode` as documented;
 //!   error bodies round-trip through `ErrorBody`.
-//! - `yjs.json`: the y-websocket framing (varUint message type, sync sub-type,
-//!   varUint8Array payload) and the Roost extensions `saved` (type 100, varUint
-//!   count), `refresh` (type 101, varString token) and `ping` (type 102, no
-//!   payload) are parsed and re-encoded by hand here; the Yjs update encoding itself is checked by the
-//!   TypeScript tests against `yjs`.
+//!   The `error` and `auth` events are also built with their constructors
+//!   (`ServerFrame::error_event`, `ServerFrame::auth_event`), which the
+//!   server sends them with.
+//! - `yjs.json`: every frame is read with `yjs::read_frame` (the server's
+//!   reader) and its payload checked with `check_state_vector`,
+//!   `check_update` or `check_awareness`; the Roost extensions `saved` (100),
+//!   `refresh` (101) and `ping` (102) decode and re-encode with this crate's
+//!   `read_saved`/`saved_frame`, `refresh_token`/`refresh_frame` and
+//!   `PING_FRAME`, the functions the server uses. The payloads' contents
+//!   (state vector and awareness entries) are decoded by hand here. The
+//!   standard messages are encoded by yrs in the server: the server's
+//!   `sockets::yjs` tests check yrs against this file; the Yjs update
+//!   encoding itself is checked by the TypeScript tests against `yjs`.
 
 use std::path::PathBuf;
 
-use roost_protocol::{ClientFrame, ErrorBody, ServerFrame};
+use roost_protocol::yjs::{self as wire, UpdateLimits, YMessage};
+use roost_protocol::{ClientFrame, ErrorBody, ErrorCode, ServerFrame};
 use serde_json::Value;
 
 fn load(name: &str) -> Value {
@@ -58,9 +67,26 @@ fn server_frames_encode_and_decode_byte_exact() {
             other => panic!("{name}: unknown frame type {other}"),
         };
         assert_eq!(expected.encode(), text, "{name}: encode");
+        check_event_constructor(name, f, text);
         let decoded = ServerFrame::decode(text).unwrap_or_else(|e| panic!("{name}: decode: {e}"));
         assert_eq!(decoded, expected, "{name}: decode");
     }
+}
+
+/// The `error` and `auth` events the socket layer sends have constructors
+/// of their own (`ServerFrame::error_event`, `ServerFrame::auth_event`):
+/// they must write the vector's exact text.
+fn check_event_constructor(name: &str, f: &Value, text: &str) {
+    let data = &f["data"];
+    let built = match f["event"].as_str() {
+        Some("error") => {
+            let code: ErrorCode = serde_json::from_value(data["code"].clone()).expect("code");
+            ServerFrame::error_event(code, str_field(data, "message"))
+        }
+        Some("auth") => ServerFrame::auth_event(data["exp"].as_i64()),
+        _ => return,
+    };
+    assert_eq!(built.encode(), text, "{name}: event constructor");
 }
 
 #[test]
@@ -102,6 +128,11 @@ fn auth_client_frames_decode() {
             }),
             "{name}"
         );
+        // Our own encoder may order keys differently; it must mean the same.
+        let ours: Value =
+            serde_json::from_str(&ClientFrame::auth(str_field(v, "token"))).expect("JSON");
+        let theirs: Value = serde_json::from_str(str_field(v, "text")).expect("JSON");
+        assert_eq!(ours, theirs, "{name}: ClientFrame::auth");
     }
 }
 
@@ -154,11 +185,7 @@ fn error_bodies_round_trip() {
         let body: ErrorBody = serde_json::from_str(text).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(body.error.code.as_str(), str_field(v, "code"), "{name}");
         assert_eq!(body.error.message, str_field(v, "message"), "{name}");
-        assert_eq!(
-            serde_json::to_string(&body).expect("encodes"),
-            text,
-            "{name}"
-        );
+        assert_eq!(body.encode(), text, "{name}: ErrorBody::encode");
     }
 }
 
@@ -205,90 +232,79 @@ impl Reader<'_> {
     }
 }
 
-fn write_var_uint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8 & 0x7f) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-fn write_var_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
-    write_var_uint(out, bytes.len() as u64);
-    out.extend_from_slice(bytes);
-}
-
 #[test]
-fn yjs_frames_have_the_documented_framing() {
+fn yjs_frames_read_and_encode_with_this_crate() {
     let file = load("yjs.json");
     let messages = list(&file, "messages");
     let mut seen_types = std::collections::BTreeSet::new();
     for v in messages {
         let name = str_field(v, "name");
         let bytes = hex(str_field(v, "hex"));
-        let mut r = Reader {
-            bytes: &bytes,
-            pos: 0,
-        };
-        let message_type = r.var_uint();
-        assert_eq!(
-            Some(message_type),
-            v["message_type"].as_u64(),
-            "{name}: message type"
-        );
+        let message_type = v["message_type"].as_u64().expect("message_type");
+        assert_eq!(u64::from(bytes[0]), message_type, "{name}: message type");
         seen_types.insert(message_type);
-        let mut rebuilt = Vec::new();
-        write_var_uint(&mut rebuilt, message_type);
-        match message_type {
-            0 => {
-                let sync_type = r.var_uint();
-                assert_eq!(
-                    Some(sync_type),
-                    v["sync_type"].as_u64(),
-                    "{name}: sync type"
-                );
-                assert!(sync_type <= 2, "{name}: sync type");
-                let payload = r.var_bytes().to_vec();
-                assert_eq!(payload, hex(str_field(v, "payload_hex")), "{name}: payload");
-                write_var_uint(&mut rebuilt, sync_type);
-                write_var_bytes(&mut rebuilt, &payload);
-                if sync_type == 0 {
-                    check_state_vector(name, &payload, &v["state_vector"]);
-                }
-            }
-            1 => {
-                let payload = r.var_bytes().to_vec();
-                assert_eq!(payload, hex(str_field(v, "payload_hex")), "{name}: payload");
-                check_awareness(name, &payload, &v["awareness"]);
-                write_var_bytes(&mut rebuilt, &payload);
-            }
-            3 => {}
-            100 => {
-                let count = r.var_uint();
-                assert_eq!(Some(count), v["count"].as_u64(), "{name}: saved count");
-                write_var_uint(&mut rebuilt, count);
-            }
-            101 => {
-                let token = std::str::from_utf8(r.var_bytes())
-                    .expect("UTF-8 token")
-                    .to_owned();
-                assert_eq!(token, str_field(v, "token"), "{name}: refresh token");
-                write_var_bytes(&mut rebuilt, token.as_bytes());
-            }
-            102 => {
-                let frame = roost_protocol::yjs::read_frame(&bytes).expect("reads");
-                assert_eq!(frame, [roost_protocol::yjs::YMessage::Ping], "{name}");
-            }
-            other => panic!("{name}: unexpected message type {other}"),
+        if message_type == u64::from(wire::MSG_SAVED) {
+            // Server → client only; its payload is a varUint, not a varUint8Array.
+            let count = v["count"].as_u64().expect("count");
+            assert_eq!(wire::read_saved(&bytes), Ok(count), "{name}: read_saved");
+            assert_eq!(wire::saved_frame(count), bytes, "{name}: saved_frame");
+            continue;
         }
-        assert!(r.done(), "{name}: trailing bytes");
-        assert_eq!(rebuilt, bytes, "{name}: re-encoded");
+        let frame = wire::read_frame(&bytes).unwrap_or_else(|e| panic!("{name}: read_frame: {e}"));
+        let [message] = &frame[..] else {
+            panic!("{name}: one message, got {frame:?}")
+        };
+        check_message(name, v, &bytes, message);
     }
     assert_eq!(
         seen_types.into_iter().collect::<Vec<_>>(),
         vec![0, 1, 3, 100, 101, 102],
         "every message type has a vector"
     );
+}
+
+/// Checks one message `read_frame` read from a vector (and the encoders
+/// this crate has for it: the standard messages are encoded by yrs, and
+/// checked against these vectors by the server's tests).
+fn check_message(name: &str, v: &Value, bytes: &[u8], message: &YMessage<'_>) {
+    let payload = || hex(str_field(v, "payload_hex"));
+    let sync_type = v["sync_type"].as_u64();
+    match message {
+        YMessage::SyncStep1(sv) => {
+            assert_eq!(sync_type, Some(0), "{name}: sync type");
+            assert_eq!(sv.to_vec(), payload(), "{name}: payload");
+            wire::check_state_vector(sv).unwrap_or_else(|e| panic!("{name}: {e}"));
+            check_state_vector(name, sv, &v["state_vector"]);
+        }
+        YMessage::SyncStep2(u) | YMessage::Update(u) => {
+            let expected = if matches!(message, YMessage::SyncStep2(_)) {
+                1
+            } else {
+                2
+            };
+            assert_eq!(sync_type, Some(expected), "{name}: sync type");
+            assert_eq!(u.to_vec(), payload(), "{name}: payload");
+            wire::check_update(u, &UpdateLimits::default())
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+        YMessage::Awareness(a) => {
+            assert_eq!(a.to_vec(), payload(), "{name}: payload");
+            wire::check_awareness(a).unwrap_or_else(|e| panic!("{name}: {e}"));
+            check_awareness(name, a, &v["awareness"]);
+        }
+        YMessage::QueryAwareness => assert_eq!(bytes, [3], "{name}"),
+        YMessage::Other(wire::MSG_REFRESH, _) => {
+            let token = str_field(v, "token");
+            assert_eq!(
+                wire::refresh_token(bytes),
+                Ok(token),
+                "{name}: refresh_token"
+            );
+            assert_eq!(wire::refresh_frame(token), bytes, "{name}: refresh_frame");
+        }
+        YMessage::Ping => assert_eq!(bytes, wire::PING_FRAME, "{name}: PING_FRAME"),
+        other => panic!("{name}: unexpected message {other:?}"),
+    }
 }
 
 /// A state vector: varUint(n) then n × (varUint(client), varUint(clock)).

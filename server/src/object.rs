@@ -7,7 +7,7 @@
 
 use std::future::Future;
 
-use roost_protocol::{ErrorCode, ErrorDetail};
+use roost_protocol::{ErrorBody, ErrorCode, ErrorDetail};
 use serde_json::Value;
 
 use crate::ctx::Ctx;
@@ -136,19 +136,13 @@ impl FetchResponse {
     }
 
     /// A JSON error body with this status.
+    /// Its code is `ErrorCode::for_object_status(status)`.
     pub fn status(status: u16, message: &str) -> FetchResponse {
-        let code = match status {
-            400 => "bad_request",
-            403 => "forbidden",
-            404 => "not_found",
-            413 => "too_large",
-            _ => "application",
-        };
-        let body = serde_json::json!({"error": {"code": code, "message": message}});
+        let body = ErrorBody::new(ErrorCode::for_object_status(status), message);
         FetchResponse {
             status,
             content_type: "application/json".into(),
-            body: body.to_string().into_bytes(),
+            body: body.encode().into_bytes(),
         }
     }
 }

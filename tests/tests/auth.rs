@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use roost_protocol::yjs as wire;
 use roost_tests::ws::{Client, Frame};
 use roost_tests::yclient::YClient;
 use roost_tests::{http, roost_bin, ServerProcess};
@@ -227,6 +228,68 @@ async fn sockets_close_when_their_token_expires_unless_refreshed() -> anyhow::Re
         r["ok"].is_array(),
         "the refreshed socket is still open: {r}"
     );
+    server.terminate().await?;
+    Ok(())
+}
+
+/// The next close frame on `client` within `wait` (other frames skipped).
+async fn closed(client: &mut Client, wait: Duration) -> anyhow::Result<(Option<u16>, String)> {
+    loop {
+        if let Frame::Closed(code, reason) = client.next(wait).await? {
+            return Ok((code, reason));
+        }
+    }
+}
+
+/// Sends a binary frame and waits for the `[102]` that answers a ping.
+async fn yjs_ping(client: &mut Client) -> anyhow::Result<()> {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    client
+        .ws
+        .send(Message::Binary(wire::PING_FRAME.to_vec().into()))
+        .await?;
+    loop {
+        match client.next(Duration::from_secs(5)).await? {
+            Frame::Binary(b) if b == wire::PING_FRAME => return Ok(()),
+            Frame::Closed(code, reason) => anyhow::bail!("closed: {code:?} {reason}"),
+            _ => continue,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn yjs_sockets_refresh_their_token_in_band() -> anyhow::Result<()> {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let dir = tempfile::tempdir()?;
+    let server = start(dir.path(), &[]).await?;
+    let short = mint(&["ydoc/d"], "write", "2s", SECRET)?;
+    let fresh = mint(&["ydoc/d"], "write", "1h", SECRET)?;
+    let other = mint(&["ydoc/other"], "write", "1h", SECRET)?;
+    let url = server.ws_url(&format!("/v1/yjs/d?token={short}"));
+    let (mut expiring, mut refreshed) =
+        (Client::connect(&url).await?, Client::connect(&url).await?);
+    let binary = |bytes: Vec<u8>| Message::Binary(bytes.into());
+    refreshed
+        .ws
+        .send(binary(wire::refresh_frame(&fresh)))
+        .await?;
+    yjs_ping(&mut refreshed).await?;
+    // A token for another object, or bytes that are no token, close the socket.
+    for frame in [
+        wire::refresh_frame(&other),
+        vec![wire::MSG_REFRESH, 2, 0xff, 0xfe],
+    ] {
+        let mut refused = Client::connect(&url).await?;
+        refused.ws.send(binary(frame)).await?;
+        let (code, reason) = closed(&mut refused, Duration::from_secs(5)).await?;
+        assert_eq!(code, Some(1008));
+        assert!(reason.starts_with("token refresh refused: "), "{reason}");
+    }
+    let (code, reason) = closed(&mut expiring, Duration::from_secs(10)).await?;
+    assert_eq!((code, reason.as_str()), (Some(1008), "token expired"));
+    yjs_ping(&mut refreshed).await?;
     server.terminate().await?;
     Ok(())
 }

@@ -26,25 +26,9 @@ impl From<ErrorDetail> for ApiError {
     }
 }
 
+/// The status an error is answered with (`ErrorCode::http_status`).
 pub fn status_of(code: ErrorCode) -> StatusCode {
-    match code {
-        ErrorCode::BadRequest | ErrorCode::BadName => StatusCode::BAD_REQUEST,
-        ErrorCode::UnknownClass | ErrorCode::UnknownMethod | ErrorCode::NotFound => {
-            StatusCode::NOT_FOUND
-        }
-        ErrorCode::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-        ErrorCode::Overloaded | ErrorCode::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
-        ErrorCode::Application => StatusCode::UNPROCESSABLE_ENTITY,
-        ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
-        ErrorCode::Forbidden => StatusCode::FORBIDDEN,
-        ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-        ErrorCode::TimedOut => StatusCode::GATEWAY_TIMEOUT,
-        ErrorCode::InsufficientStorage => StatusCode::INSUFFICIENT_STORAGE,
-        ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-        ErrorCode::ObjectBroken | ErrorCode::Storage | ErrorCode::Internal => {
-            StatusCode::INTERNAL_SERVER_ERROR
-        }
-    }
+    StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
 }
 
 /// Whether a word of an error message is a filesystem path: absolute, `./`,

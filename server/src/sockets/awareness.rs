@@ -26,6 +26,79 @@ pub(crate) struct AwarenessStore {
     bytes: usize,
 }
 
+/// Awareness entries by client id, as yrs decodes and encodes them.
+type Entries = HashMap<ClientID, AwarenessUpdateEntry>;
+
+impl AwarenessStore {
+    /// The entries of `update` that `socket` may set — ids no other socket
+    /// announced, clocks not older than the held ones — if the document
+    /// stays within `limits` with them (`owned`: the ids `socket` holds).
+    fn admit(
+        &self,
+        socket: SocketId,
+        update: &AwarenessUpdate,
+        owned: usize,
+        limits: &super::SocketLimits,
+    ) -> Result<Entries, String> {
+        let (mut new_ids, mut entries, mut bytes) = (0usize, self.clients.len(), self.bytes);
+        let mut accepted: Entries = HashMap::new();
+        for (id, entry) in &update.clients {
+            let held = self.clients.get(&id.get());
+            if held.is_some_and(|(clock, _, owner)| *owner != socket || entry.clock < *clock) {
+                continue;
+            }
+            let old = held.map_or(0, |(_, json, _)| json.len());
+            if &*entry.json == "null" {
+                if held.is_some() {
+                    entries -= 1;
+                    bytes -= old;
+                }
+            } else {
+                if held.is_none() {
+                    new_ids += 1;
+                    entries += 1;
+                }
+                bytes = bytes - old + entry.json.len();
+            }
+            accepted.insert(*id, entry.clone());
+        }
+        if owned + new_ids > limits.max_awareness_per_socket {
+            return Err(format!(
+                "a socket may announce at most {} awareness clients",
+                limits.max_awareness_per_socket
+            ));
+        }
+        if entries > limits.max_awareness_per_doc || bytes > limits.max_awareness_bytes {
+            return Err(format!(
+                "the document's awareness is full ({} clients, {} bytes at most)",
+                limits.max_awareness_per_doc, limits.max_awareness_bytes
+            ));
+        }
+        Ok(accepted)
+    }
+
+    /// Stores entries `admit` accepted from `socket`; returns the ids it
+    /// announced and those it withdrew (a `null` state).
+    fn store(&mut self, socket: SocketId, accepted: &Entries) -> (Vec<u64>, Vec<u64>) {
+        let (mut announced, mut withdrawn) = (Vec::new(), Vec::new());
+        for (id, entry) in accepted {
+            let id = id.get();
+            if let Some((_, old, _)) = self.clients.remove(&id) {
+                self.bytes -= old.len();
+            }
+            if &*entry.json == "null" {
+                withdrawn.push(id);
+            } else {
+                self.bytes += entry.json.len();
+                self.clients
+                    .insert(id, (entry.clock, entry.json.clone(), socket));
+                announced.push(id);
+            }
+        }
+        (announced, withdrawn)
+    }
+}
+
 fn encode(entries: HashMap<ClientID, AwarenessUpdateEntry>) -> Message {
     let msg = YMessage::Awareness(AwarenessUpdate { clients: entries });
     Message::Binary(msg.encode_v1().into())
@@ -55,59 +128,11 @@ impl ObjectSockets {
         wire::check_awareness(body).map_err(|e| e.to_string())?;
         let update = AwarenessUpdate::decode_v1(body).map_err(|e| e.to_string())?;
         let owned = self.with_table(|t| t.get(&socket).map_or(0, |e| e.awareness_clients().len()));
-        let (mut announced, mut withdrawn) = (Vec::new(), Vec::new());
-        let accepted = self.with_awareness(|store| {
+        let (accepted, announced, withdrawn) = self.with_awareness(|store| {
             // Check every bound before anything changes.
-            let (mut new_ids, mut entries, mut bytes) = (0usize, store.clients.len(), store.bytes);
-            let mut accepted: HashMap<ClientID, AwarenessUpdateEntry> = HashMap::new();
-            for (id, entry) in &update.clients {
-                let held = store.clients.get(&id.get());
-                if held.is_some_and(|(clock, _, owner)| *owner != socket || entry.clock < *clock) {
-                    continue;
-                }
-                let old = held.map_or(0, |(_, json, _)| json.len());
-                if &*entry.json == "null" {
-                    if held.is_some() {
-                        entries -= 1;
-                        bytes -= old;
-                    }
-                } else {
-                    if held.is_none() {
-                        new_ids += 1;
-                        entries += 1;
-                    }
-                    bytes = bytes - old + entry.json.len();
-                }
-                accepted.insert(*id, entry.clone());
-            }
-            if owned + new_ids > limits.max_awareness_per_socket {
-                return Err(format!(
-                    "a socket may announce at most {} awareness clients",
-                    limits.max_awareness_per_socket
-                ));
-            }
-            if entries > limits.max_awareness_per_doc || bytes > limits.max_awareness_bytes {
-                return Err(format!(
-                    "the document's awareness is full ({} clients, {} bytes at most)",
-                    limits.max_awareness_per_doc, limits.max_awareness_bytes
-                ));
-            }
-            for (id, entry) in &accepted {
-                let id = id.get();
-                if let Some((_, old, _)) = store.clients.remove(&id) {
-                    store.bytes -= old.len();
-                }
-                if &*entry.json == "null" {
-                    withdrawn.push(id);
-                } else {
-                    store.bytes += entry.json.len();
-                    store
-                        .clients
-                        .insert(id, (entry.clock, entry.json.clone(), socket));
-                    announced.push(id);
-                }
-            }
-            Ok(accepted)
+            let accepted = store.admit(socket, &update, owned, limits)?;
+            let (announced, withdrawn) = store.store(socket, &accepted);
+            Ok::<_, String>((accepted, announced, withdrawn))
         })?;
         self.with_table(|t| {
             if let Some(e) = t.get_mut(&socket) {

@@ -1,33 +1,39 @@
-//! One task per WebSocket: admission through the object's `on_connect`, then
-//! a loop that writes what the object queued and reads what the client sends.
+//! One task per WebSocket, whatever it speaks: admission through the
+//! object's `on_connect`, then a loop that writes what the object queued
+//! (feed all, flush once) and reads what the client sends, and the close.
 //!
-//! Auto-responses are answered here without waking the object; protocol
-//! pings are answered by the WebSocket library, and Roost's heartbeat pings
+//! This module owns what both protocols share: admission, the outbox
+//! writer, the frame-rate limit, token expiry, frames too large (1009),
+//! the client's close frame, delivering a frame to the object
+//! (`Conn::deliver`) and closing when the object refuses it. What a text or
+//! binary frame means is up to the socket's protocol: [`super::yjs`] or
+//! [`super::envelope`] (`receive` dispatches by `SocketMode`). Protocol
+//! pings are answered by the WebSocket library; Roost's heartbeat pings
 //! (Yjs `[102]`, envelope `{"type":"ping"}`), which browsers can send and
-//! see, are answered here: a busy object never delays them, a frozen server
-//! never answers them. A frame over the size limit
-//! closes the socket with 1009; a slow reader whose outbox overflows is
-//! dropped (its close code is 1013 as seen by the object).
+//! see, are answered by the protocols from this task: a busy object never
+//! delays them, a frozen server never answers them. A slow reader whose
+//! outbox overflows is dropped (its close code is 1013 as seen by the
+//! object).
 
 use std::collections::VecDeque;
-use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures_util::{SinkExt, StreamExt};
-use roost_protocol::yjs::MSG_PING;
-use roost_protocol::{ClientFrame, DecodeError, ErrorCode, ServerFrame};
+use roost_protocol::close::{self, TOKEN_EXPIRED};
+use roost_protocol::ErrorCode;
 use tokio::sync::oneshot;
-use tokio::time::Sleep;
 
+use super::session::{expired, expiry_timer, Session};
 use super::{OutFrame, Outbox, SocketEntry, SocketId, SocketMessage, SocketMode};
 use crate::auth::Access;
 use crate::id::ObjectKey;
-use crate::runtime::{Admission, Command, ConnectRequest, Reply, Runtime};
+use crate::runtime::{Admission, Command, ConnectRequest, Runtime};
 
-async fn close(ws: &mut WebSocket, code: u16, reason: &str) {
+/// Sends a close frame (errors ignored: the connection may be gone).
+pub(super) async fn send_close(ws: &mut WebSocket, code: u16, reason: &str) {
     let frame = CloseFrame {
         code,
         reason: reason.into(),
@@ -35,9 +41,10 @@ async fn close(ws: &mut WebSocket, code: u16, reason: &str) {
     let _ = ws.send(Message::Close(Some(frame))).await;
 }
 
-fn error_event(code: ErrorCode, message: &str) -> Message {
-    let data = serde_json::json!({"code": code.as_str(), "message": message});
-    Message::Text(ServerFrame::event("error", data).encode().into())
+/// Sends a close frame and ends the loop with the same code and reason.
+pub(super) async fn close_with(ws: &mut WebSocket, code: u16, reason: String) -> End {
+    send_close(ws, code, &reason).await;
+    (code, reason)
 }
 
 /// What a socket is served with, known before the upgrade completes.
@@ -99,7 +106,7 @@ fn serve_socket(
             access.expires_ms,
         );
         let (code, reason) = run(&conn, &mut ws, session).await;
-        if code != 1006 {
+        if code != close::ABNORMAL {
             Box::pin(linger(&mut ws)).await;
         }
         Box::pin(finish(&conn, code, reason, ws)).await;
@@ -127,61 +134,56 @@ async fn admit(
         ..
     } = up;
     let request_id = request_id.as_deref().unwrap_or("-");
-    let mode = *mode;
     let hub = &runtime.0.sockets;
     let limits = &runtime.0.config.sockets;
     let socket = hub.next_id();
     let outbox = Arc::new(Outbox::new(limits.max_outbox_bytes));
     let entry = SocketEntry::new(outbox.clone(), access.read_only);
     let Some(table) = hub.insert(key, socket, entry, limits.max_sockets_per_object) else {
-        tracing::info!(target: "roost::access", class = %key.class, name = %key.name, %request_id, code = 1013, "socket refused: too many sockets on this object");
-        close(ws, 1013, "too many sockets on this object").await;
+        tracing::info!(target: "roost::access", class = %key.class, name = %key.name, %request_id, code = close::TRY_AGAIN, "socket refused: too many sockets on this object");
+        send_close(ws, close::TRY_AGAIN, "too many sockets on this object").await;
         return None;
     };
     let metrics = &runtime.0.metrics;
     metrics.open_sockets.fetch_add(1, Ordering::Relaxed);
-
-    let (reply, wait) = oneshot::channel();
-    let admission = match runtime
-        .send(
-            key,
-            Command::Connect {
-                socket,
-                request,
-                reply,
-            },
-        )
-        .await
-    {
-        Ok(()) => wait.await.unwrap_or(Admission::Reject {
-            code: 1011,
-            reason: "object stopped".into(),
-        }),
-        Err(e) => Admission::Reject {
-            code: if e.code == ErrorCode::Overloaded {
-                1013
-            } else {
-                1011
-            },
-            reason: e.message,
-        },
-    };
-    if let Admission::Reject { code, reason } = admission {
+    if let Admission::Reject { code, reason } = ask(runtime, key, socket, request).await {
         // Frames the object queued before refusing (rare) are dropped.
         hub.remove(&key.id, socket);
         metrics.open_sockets.fetch_sub(1, Ordering::Relaxed);
         tracing::info!(target: "roost::access", %socket, class = %key.class, name = %key.name, %request_id, code, ?reason, "socket refused");
-        close(ws, code, &reason).await;
+        send_close(ws, code, &reason).await;
         return None;
     }
     tracing::info!(target: "roost::access", %socket, class = %key.class, name = %key.name, %request_id, "socket open");
-    if mode == SocketMode::Yjs {
-        // A newcomer learns who is here, from the socket layer alone.
-        if let Some(state) = table.awareness_state() {
-            outbox.push(OutFrame::Msg(state));
-        }
+    if *mode == SocketMode::Yjs {
+        super::yjs::greet(&table, &outbox);
     }
     Some((socket, table, outbox))
+}
+
+/// Asks the object's `on_connect` whether it takes the socket.
+async fn ask(
+    runtime: &Runtime,
+    key: &ObjectKey,
+    socket: SocketId,
+    request: ConnectRequest,
+) -> Admission {
+    let (reply, wait) = oneshot::channel();
+    let connect = Command::Connect {
+        socket,
+        request,
+        reply,
+    };
+    match runtime.send(key, connect).await {
+        Ok(()) => wait.await.unwrap_or(Admission::Reject {
+            code: close::OBJECT_BROKEN,
+            reason: "object stopped".into(),
+        }),
+        Err(e) => Admission::Reject {
+            code: close::for_error(e.code),
+            reason: e.message,
+        },
+    }
 }
 
 /// After the loop ended: forget the socket's awareness, close the
@@ -197,7 +199,7 @@ async fn finish(conn: &Conn, code: u16, reason: String, ws: WebSocket) {
     let hub = &runtime.0.sockets;
     let key = table.key();
     if mode == SocketMode::Yjs {
-        table.drop_awareness_of(socket);
+        super::yjs::forget(table, socket);
     }
     runtime
         .0
@@ -234,114 +236,39 @@ async fn finish(conn: &Conn, code: u16, reason: String, ws: WebSocket) {
     }
 }
 
-/// Roost extension on Yjs sockets: `[101, varString(token)]`.
-const MSG_REFRESH: u8 = 101;
-
-/// Checks a refreshed token; on success updates the socket's permission and
-/// returns its new expiry.
-fn refresh(
-    runtime: &Runtime,
-    key: &ObjectKey,
-    table: &super::ObjectSockets,
-    socket: SocketId,
-    token: &str,
-) -> Result<Option<i64>, roost_protocol::ErrorDetail> {
-    let access = runtime.0.config.auth.check(Some(token), key)?;
-    table.with_table(|t| {
-        if let Some(e) = t.get_mut(&socket) {
-            e.read_only = access.read_only;
-        }
-    });
-    Ok(access.expires_ms)
-}
-
 /// What the socket loop works with (the object's key is in its table).
-/// Dropping it uncounts the connection from its IP address.
-struct Conn {
-    runtime: Runtime,
-    table: Arc<super::ObjectSockets>,
-    outbox: Arc<Outbox>,
-    socket: SocketId,
+pub(super) struct Conn {
+    pub(super) runtime: Runtime,
+    pub(super) table: Arc<super::ObjectSockets>,
+    pub(super) outbox: Arc<Outbox>,
+    pub(super) socket: SocketId,
     mode: SocketMode,
 }
 
-/// What the loop learns from the frames it reads: the frame-rate bucket
-/// (`rate` frames per second, bursts of `rate`; the rate is the server's,
-/// passed in, so that idle sockets keep no copy) and the token's expiry.
-struct Session {
-    /// When the bucket was last refilled.
-    last: tokio::time::Instant,
-    tokens: f32,
-    /// Set when a token refresh changed `expires`.
-    expiry_changed: bool,
-    /// When the socket's token expires (ms since the epoch); `NO_EXPIRY` if
-    /// it has none.
-    expires: i64,
-}
-
-const NO_EXPIRY: i64 = i64::MAX;
-
-impl Session {
-    fn new(rate: u32, expires: Option<i64>) -> Session {
-        Session {
-            last: tokio::time::Instant::now(),
-            tokens: rate.max(1) as f32,
-            expiry_changed: false,
-            expires: expires.unwrap_or(NO_EXPIRY),
-        }
-    }
-
-    fn expires(&self) -> Option<i64> {
-        (self.expires != NO_EXPIRY).then_some(self.expires)
-    }
-
-    fn set_expires(&mut self, expires: Option<i64>) {
-        let expires = expires.unwrap_or(NO_EXPIRY);
-        self.expiry_changed |= expires != self.expires;
-        self.expires = expires;
-    }
-
-    /// Takes a token for one frame; false if the socket is over its rate.
-    fn take_token(&mut self, rate: u32) -> bool {
-        let rate = f64::from(rate.max(1));
-        let now = tokio::time::Instant::now();
-        let tokens = f64::from(self.tokens) + now.duration_since(self.last).as_secs_f64() * rate;
-        self.tokens = tokens.min(rate) as f32;
-        self.last = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
+impl Conn {
+    /// Hands a frame to the object's `on_message`; `Some` ends the loop if
+    /// the object could not take it (see `refused`).
+    pub(super) async fn deliver(&self, ws: &mut WebSocket, msg: SocketMessage) -> Option<End> {
+        let cmd = Command::Message {
+            socket: self.socket,
+            msg,
+        };
+        match self.runtime.send_wait(self.table.key(), cmd).await {
+            Ok(()) => None,
+            Err(e) => Some(Box::pin(refused(self, ws, &e)).await),
         }
     }
 }
 
 /// The close code and reason the loop ended with.
-type End = (u16, String);
+pub(super) type End = (u16, String);
 
-/// A timer for a token expiry (boxed: most sockets have none).
-fn expiry_timer(expires: Option<i64>) -> Option<Pin<Box<Sleep>>> {
-    expires.map(|ms| {
-        let left = ms - crate::catalog::now_ms();
-        Box::pin(tokio::time::sleep(
-            Duration::from_millis(left.max(0) as u64),
-        ))
-    })
-}
-
-fn expired(timer: &mut Option<Pin<Box<Sleep>>>) -> impl std::future::Future<Output = ()> + '_ {
-    std::future::poll_fn(move |cx| match timer {
-        Some(t) => std::future::Future::poll(t.as_mut(), cx),
-        None => std::task::Poll::Pending,
-    })
-}
-
+/// Ends the loop of a socket whose outbox overflowed (1013).
 fn slow_consumer(conn: &Conn) -> End {
     let metrics = &conn.runtime.0.metrics;
     metrics.slow_consumers.fetch_add(1, Ordering::Relaxed);
     tracing::info!(socket = %conn.socket, "disconnecting a slow client: outbound queue over its limit");
-    (1013, "outbound queue full".into())
+    (close::TRY_AGAIN, "outbound queue full".into())
 }
 
 /// The socket loop; returns the close code and reason. While it waits it
@@ -368,8 +295,8 @@ async fn run(conn: &Conn, ws: &mut WebSocket, mut session: Session) -> End {
             () = conn.outbox.ready() => continue,
             () = expired(&mut timer) => {
                 tracing::info!(socket = %conn.socket, "closing a socket whose token expired");
-                Box::pin(close(ws, 1008, "token expired")).await;
-                return (1008, "token expired".into());
+                Box::pin(send_close(ws, close::POLICY, TOKEN_EXPIRED)).await;
+                return (close::POLICY, TOKEN_EXPIRED.into());
             }
             // (`poll_next` rather than `recv()`, whose future is larger.)
             incoming = std::future::poll_fn(|cx| ws.poll_next_unpin(cx)) => incoming,
@@ -411,212 +338,62 @@ async fn write(conn: &Conn, ws: &mut WebSocket, frames: VecDeque<OutFrame>) -> O
         }
     };
     if written.is_err() {
-        return Some((1006, "write failed".into()));
+        return Some((close::ABNORMAL, "write failed".into()));
     }
     closing
 }
 
-/// Handles one read result; `Some` ends the loop.
+/// Handles one read result; `Some` ends the loop. Text and binary frames
+/// go to the socket's protocol once they pass the frame-rate limit.
 async fn receive(
     conn: &Conn,
     ws: &mut WebSocket,
     session: &mut Session,
     incoming: Option<Result<Message, axum::Error>>,
 ) -> Option<End> {
-    let Conn {
-        ref runtime,
-        ref table,
-        ref outbox,
-        socket,
-        mode,
-        ..
-    } = *conn;
-    let key = table.key();
-    let metrics = &runtime.0.metrics;
-    let max_frame = runtime.0.config.sockets.max_frame_bytes;
     let msg = match incoming {
-        None => return Some((1006, String::new())),
+        None => return Some((close::ABNORMAL, String::new())),
         Some(Ok(m)) => {
-            outbox.heard();
+            conn.outbox.heard();
             m
         }
-        Some(Err(e)) => {
-            let text = e.to_string();
-            if text.contains("Space limit exceeded")
-                || text.contains("too long")
-                || text.contains("Message too big")
-                || text.contains("size")
-            {
-                tracing::info!(%socket, error = %text, "frame too large");
-                close(ws, 1009, &format!("frame larger than {max_frame} bytes")).await;
-                return Some((1009, "frame too large".into()));
-            }
-            return Some((1006, text));
-        }
+        Some(Err(e)) => return Some(read_failed(conn, ws, e).await),
     };
     if matches!(msg, Message::Text(_) | Message::Binary(_))
-        && !session.take_token(runtime.0.config.sockets.max_messages_per_sec)
+        && !session.take_token(conn.runtime.0.config.sockets.max_messages_per_sec)
     {
-        tracing::info!(%socket, "closing a socket over its message rate");
-        close(ws, 1008, "message rate limit exceeded").await;
-        return Some((1008, "message rate limit exceeded".into()));
+        tracing::info!(socket = %conn.socket, "closing a socket over its message rate");
+        let reason = "message rate limit exceeded".into();
+        return Some(close_with(ws, close::POLICY, reason).await);
     }
     match msg {
-        Message::Text(_) if mode == SocketMode::Yjs => {
-            close(ws, 1008, "y-websocket messages are binary frames").await;
-            return Some((1008, "text frame on a Yjs socket".into()));
-        }
-        Message::Binary(bytes) if mode == SocketMode::Yjs => {
-            metrics.frames_in.fetch_add(1, Ordering::Relaxed);
-            // Read whole (loops, no recursion) before any of it is used:
-            // an empty, truncated or garbled frame closes the socket.
-            if let Err(e) = roost_protocol::yjs::read_frame(&bytes) {
-                tracing::info!(%socket, error = %e, "malformed y-protocols frame");
-                close(ws, 1008, "malformed y-protocols message").await;
-                return Some((1008, "malformed y-protocols message".into()));
-            }
-            match bytes.first() {
-                // sync: the document's object handles it.
-                Some(0) => {
-                    let cmd = Command::Message {
-                        socket,
-                        msg: SocketMessage::Binary(bytes.to_vec()),
-                    };
-                    if let Err(e) = runtime.send_wait(key, cmd).await {
-                        return Some(Box::pin(refused(conn, ws, &e)).await);
-                    }
-                }
-                // awareness: merged and relayed here, the object sleeps on.
-                Some(1) => {
-                    let limits = &runtime.0.config.sockets;
-                    if let Err(why) = table.apply_awareness(socket, &bytes, limits) {
-                        tracing::info!(%socket, error = %why, "awareness message refused");
-                        // A close reason has at most 123 bytes.
-                        let reason: String = format!("awareness refused: {why}")
-                            .chars()
-                            .take(120)
-                            .collect();
-                        close(ws, 1008, &reason).await;
-                        return Some((1008, reason));
-                    }
-                    metrics.awareness_relays.fetch_add(1, Ordering::Relaxed);
-                }
-                // query awareness
-                Some(3) => {
-                    if let Some(state) = table.awareness_state() {
-                        outbox.push(OutFrame::Msg(state));
-                    }
-                }
-                // Roost extension: heartbeat, answered in kind at once.
-                Some(&MSG_PING) => {
-                    let pong = axum::body::Bytes::from_static(&[MSG_PING]);
-                    outbox.push(OutFrame::Msg(Message::Binary(pong)));
-                }
-                // Roost extension: in-band token refresh.
-                Some(&MSG_REFRESH) => {
-                    let mut decoder = yrs::updates::decoder::DecoderV1::from(&bytes[1..]);
-                    let token =
-                        yrs::encoding::read::Read::read_string(&mut decoder).map(str::to_owned);
-                    match token.map_err(|e| e.to_string()).and_then(|t| {
-                        refresh(runtime, key, table, socket, &t).map_err(|e| e.message)
-                    }) {
-                        Ok(exp) => session.set_expires(exp),
-                        Err(why) => {
-                            close(ws, 1008, &format!("token refresh refused: {why}")).await;
-                            return Some((1008, "token refresh refused".into()));
-                        }
-                    }
-                }
-                Some(_) => {
-                    tracing::debug!(%socket, "ignoring unknown y-protocols message type");
-                }
-                None => {
-                    close(ws, 1008, "empty frame").await;
-                    return Some((1008, "empty frame".into()));
-                }
-            }
-        }
-        Message::Text(text) => {
-            metrics.frames_in.fetch_add(1, Ordering::Relaxed);
-            if let Some((req, resp)) = table.auto_response() {
-                if text.as_str() == req {
-                    metrics.auto_responses.fetch_add(1, Ordering::Relaxed);
-                    outbox.push(OutFrame::Msg(Message::Text(resp.into())));
-                    return None;
-                }
-            }
-            match ClientFrame::decode(text.as_str()) {
-                Ok(ClientFrame::Call { id, method, args }) => {
-                    let read_only =
-                        table.with_table(|t| t.get(&socket).is_some_and(|e| e.read_only));
-                    let cmd = Command::Call {
-                        method,
-                        args,
-                        read_only,
-                        from: Some(socket),
-                        reply: Reply::Socket { socket, id },
-                    };
-                    if let Err(e) = runtime.send_wait(key, cmd).await {
-                        let frame = ServerFrame::err(id, e).encode();
-                        outbox.push(OutFrame::Msg(Message::Text(frame.into())));
-                    }
-                }
-                Ok(ClientFrame::Ping) => {
-                    let pong = ServerFrame::Pong.encode();
-                    outbox.push(OutFrame::Msg(Message::Text(pong.into())));
-                }
-                Ok(ClientFrame::Other(_)) | Err(DecodeError::NotJson(_)) => {
-                    let cmd = Command::Message {
-                        socket,
-                        msg: SocketMessage::Text(text.as_str().to_owned()),
-                    };
-                    if let Err(e) = runtime.send_wait(key, cmd).await {
-                        return Some(Box::pin(refused(conn, ws, &e)).await);
-                    }
-                }
-                Ok(ClientFrame::Auth { token }) => {
-                    match refresh(runtime, key, table, socket, &token) {
-                        Ok(exp) => {
-                            session.set_expires(exp);
-                            let data = serde_json::json!({ "exp": exp });
-                            outbox.push(OutFrame::Msg(Message::Text(
-                                ServerFrame::event("auth", data).encode().into(),
-                            )));
-                        }
-                        Err(e) => {
-                            outbox.push(OutFrame::Msg(error_event(
-                                e.code,
-                                &format!("token refresh refused: {}", e.message),
-                            )));
-                        }
-                    }
-                }
-                Err(DecodeError::BadCall(why)) => {
-                    outbox.push(OutFrame::Msg(error_event(
-                        ErrorCode::BadRequest,
-                        &format!("malformed call envelope: {why}"),
-                    )));
-                }
-            }
-        }
-        Message::Binary(bytes) => {
-            metrics.frames_in.fetch_add(1, Ordering::Relaxed);
-            let cmd = Command::Message {
-                socket,
-                msg: SocketMessage::Binary(bytes.to_vec()),
-            };
-            if let Err(e) = runtime.send_wait(key, cmd).await {
-                return Some(Box::pin(refused(conn, ws, &e)).await);
-            }
-        }
-        Message::Close(frame) => {
-            return Some(frame.map_or((1005, String::new()), |f| {
-                (f.code, f.reason.as_str().to_owned())
-            }));
-        }
-        Message::Ping(_) | Message::Pong(_) => {}
+        Message::Close(frame) => Some(frame.map_or((close::NO_STATUS, String::new()), |f| {
+            (f.code, f.reason.as_str().to_owned())
+        })),
+        Message::Ping(_) | Message::Pong(_) => None,
+        msg => match conn.mode {
+            SocketMode::Yjs => super::yjs::receive(conn, ws, session, msg).await,
+            SocketMode::Envelope => super::envelope::receive(conn, ws, session, msg).await,
+        },
     }
-    None
+}
+
+/// A read failed: a frame over the size limit closes the socket with 1009;
+/// anything else means the connection is gone.
+async fn read_failed(conn: &Conn, ws: &mut WebSocket, e: axum::Error) -> End {
+    let text = e.to_string();
+    if text.contains("Space limit exceeded")
+        || text.contains("too long")
+        || text.contains("Message too big")
+        || text.contains("size")
+    {
+        let max_frame = conn.runtime.0.config.sockets.max_frame_bytes;
+        tracing::info!(socket = %conn.socket, error = %text, "frame too large");
+        let reason = format!("frame larger than {max_frame} bytes");
+        send_close(ws, close::TOO_LARGE, &reason).await;
+        return (close::TOO_LARGE, "frame too large".into());
+    }
+    (close::ABNORMAL, text)
 }
 
 /// A message the object could not take. If the server is shutting down, the
@@ -625,13 +402,10 @@ async fn receive(
 /// own 1012 close, queued after every object finished; otherwise it closes
 /// now (1013 overloaded, 1011 otherwise).
 async fn refused(conn: &Conn, ws: &mut WebSocket, e: &roost_protocol::ErrorDetail) -> End {
-    let code = match e.code {
-        ErrorCode::Overloaded => 1013,
-        ErrorCode::ShuttingDown => return write_until_close(conn, ws).await,
-        _ => 1011,
-    };
-    close(ws, code, &e.message).await;
-    (code, e.message.clone())
+    if e.code == ErrorCode::ShuttingDown {
+        return write_until_close(conn, ws).await;
+    }
+    close_with(ws, close::for_error(e.code), e.message.clone()).await
 }
 
 /// Writes queued frames, reading nothing, until a close frame was written.

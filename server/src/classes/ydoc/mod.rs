@@ -35,6 +35,7 @@ pub mod store;
 
 use std::time::Duration;
 
+use roost_protocol::close::{self, clip_reason};
 use roost_protocol::yjs::{self as wire, UpdateLimits};
 use serde_json::{json, Value};
 use yrs::sync::protocol::{Message as YMessage, SyncMessage};
@@ -85,7 +86,7 @@ impl Default for YdocConfig {
 
 /// Roost extension: `[100, varUint(n)]`, the count of this client's
 /// step-2/update messages that are durable (see protocol/PROTOCOL.md).
-pub const MSG_SAVED: u8 = 100;
+pub use roost_protocol::yjs::MSG_SAVED;
 
 pub struct Ydoc {
     doc: Doc,
@@ -112,21 +113,12 @@ pub struct Ydoc {
 /// Closes a socket whose update was refused: 1009 too large, else 1008.
 fn refuse(ctx: &mut Ctx, socket: SocketId, refusal: Refusal) {
     match refusal {
-        Refusal::TooLarge(why) => ctx.close(socket, 1009, clipped(&why)),
+        Refusal::TooLarge(why) => ctx.close(socket, close::TOO_LARGE, clip_reason(&why)),
         Refusal::Malformed(why) | Refusal::CannotApply(why) => {
             tracing::info!(%socket, error = %why, "refusing an update");
-            ctx.close(socket, 1008, clipped(&why));
+            ctx.close(socket, close::POLICY, clip_reason(&why));
         }
     }
-}
-
-/// At most 123 bytes, the most a WebSocket close reason holds.
-fn clipped(text: &str) -> &str {
-    let mut end = text.len().min(123);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
 }
 
 fn frame(msg: &YMessage) -> SocketMessage {
@@ -134,18 +126,7 @@ fn frame(msg: &YMessage) -> SocketMessage {
 }
 
 fn saved_frame(n: u64) -> SocketMessage {
-    let mut out = vec![MSG_SAVED];
-    let mut v = n;
-    loop {
-        let byte = (v & 0x7f) as u8;
-        v >>= 7;
-        if v == 0 {
-            out.push(byte);
-            break;
-        }
-        out.push(byte | 0x80);
-    }
-    SocketMessage::Binary(out)
+    SocketMessage::Binary(wire::saved_frame(n))
 }
 
 /// A socket's `saved` bookkeeping, kept in its attachment so it survives
@@ -452,7 +433,11 @@ impl DurableObject for Ydoc {
         msg: SocketMessage,
     ) -> Result<(), ObjectError> {
         let SocketMessage::Binary(bytes) = msg else {
-            ctx.close(socket, 1008, "y-websocket messages are binary frames");
+            ctx.close(
+                socket,
+                close::POLICY,
+                "y-websocket messages are binary frames",
+            );
             return Ok(());
         };
         // Read the whole frame first: a malformed or truncated one changes
@@ -462,7 +447,7 @@ impl DurableObject for Ydoc {
             Err(e) => {
                 tracing::info!(%socket, error = %e, "malformed y-protocols frame");
                 let why = format!("malformed y-protocols message: {e}");
-                ctx.close(socket, 1008, clipped(&why));
+                ctx.close(socket, close::POLICY, clip_reason(&why));
                 return Ok(());
             }
         };

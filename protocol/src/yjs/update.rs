@@ -1,59 +1,23 @@
-//! Yjs bytes from clients, read without trusting them: y-websocket frames
-//! (`read_frame`), Yjs v1 updates (`check_update`), state vectors and
-//! awareness updates. Everything here walks the bytes with a loop and an
-//! explicit bound — no recursion, no allocation sized by a declared length,
-//! no panic — so it can run on any input *before* a recursive decoder (yrs
-//! decodes `Any` values and JSON by recursion: a 10 KB update nested 5,000
-//! deep overflows a thread's stack) sees it.
+//! Yjs v1 updates, state vectors and awareness updates from clients,
+//! checked before yrs decodes them.
 //!
 //! `check_update` follows yrs 0.28's v1 decoder byte for byte, so what it
 //! accepts is exactly what yrs will read: where yrs and Yjs disagree or a
 //! feature is unused by Yjs clients (legacy JSON content, which yrs reads
 //! one string too far; weak links), it refuses. It is stricter than yrs in a
 //! few places no honest encoder reaches: a client's structs in two runs,
-//! varints longer than their type,
-//! clocks past 2^31 − 1 (yrs adds `clock + len` in `u32` and `i32`), unknown
-//! parent-info values, and bytes after the delete set.
+//! varints longer than their type, clocks past 2^31 − 1 (yrs adds
+//! `clock + len` in `u32` and `i32`), unknown parent-info values, and bytes
+//! after the delete set.
+//!
+//! Invariant: nesting (`Any` values, JSON texts) is walked with an explicit
+//! stack and bounded by `UpdateLimits::max_nesting`; nothing recurses.
 //!
 //! What it does not do: build a document, or judge whether an update can be
-//! applied to one (that needs the document; see the `ydoc` class).
+//! applied to one (that needs the document; see the server's `ydoc` class).
 
-use std::fmt;
-
-/// Deepest nesting of arrays and objects in one `Any` value or JSON text
-/// (1 = a flat array) unless configured otherwise.
-pub const DEFAULT_MAX_NESTING: u32 = 64;
-
-/// Largest clock (plus length) a struct or deletion may reach: yrs does
-/// clock arithmetic in `u32` and `i32`.
-pub const MAX_CLOCK: u64 = i32::MAX as u64;
-
-/// Largest client id: Yjs ids are JavaScript safe integers, and yrs
-/// asserts (in debug builds) that an id fits 53 bits.
-pub const MAX_CLIENT: u64 = (1 << 53) - 1;
-
-/// Why client bytes were refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum YjsError {
-    /// The bytes end inside the named part.
-    #[error("truncated: the bytes end inside {0}")]
-    Truncated(&'static str),
-    /// The named part is not what the format allows (or what Roost takes).
-    #[error("malformed: {0}")]
-    Malformed(&'static str),
-    /// An `Any` value or JSON text nests deeper than the bound.
-    #[error("values nested deeper than {0} levels")]
-    TooDeep(u32),
-    /// A clock plus length passes `MAX_CLOCK`.
-    #[error("a clock passes 2^31 - 1")]
-    ClockTooLarge,
-    /// A client id passes `MAX_CLIENT`.
-    #[error("a client id passes 2^53 - 1")]
-    ClientTooLarge,
-    /// Bytes follow the end of the message or update.
-    #[error("{0} bytes after the end")]
-    Trailing(usize),
-}
+use super::reader::Reader;
+use super::{YjsError, DEFAULT_MAX_NESTING, MAX_CLOCK};
 
 /// Bounds for `check_update`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,77 +49,6 @@ pub struct UpdateShape {
     /// Each client's run of structs: (client, first clock, clock after the
     /// last), in the update's order.
     pub runs: Vec<(u64, u32, u32)>,
-}
-
-/// One message of a y-websocket frame, borrowing the frame's bytes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum YMessage<'a> {
-    /// Sync step 1: the sender's state vector (unchecked; see
-    /// `check_state_vector`).
-    SyncStep1(&'a [u8]),
-    /// Sync step 2: an update (unchecked; see `check_update`).
-    SyncStep2(&'a [u8]),
-    /// A sync update (unchecked).
-    Update(&'a [u8]),
-    /// An awareness update (unchecked; see `check_awareness`).
-    Awareness(&'a [u8]),
-    /// Auth: `Some(reason)` for permission denied.
-    Auth(Option<&'a str>),
-    /// Query awareness.
-    QueryAwareness,
-    /// Roost extension, heartbeat: `[MSG_PING]`, no payload (see `MSG_PING`).
-    Ping,
-    /// Any other message type with its payload (Roost's 100 and 101 among them).
-    Other(u8, &'a [u8]),
-}
-
-const MSG_SYNC: u8 = 0;
-const MSG_AWARENESS: u8 = 1;
-const MSG_AUTH: u8 = 2;
-const MSG_QUERY_AWARENESS: u8 = 3;
-
-/// Roost extension, heartbeat: the one-byte frame `[102]`, the same in both
-/// directions. Browsers cannot see WebSocket ping frames, so a client that
-/// wants to notice a frozen or vanished server sends `[102]` when the socket
-/// has been quiet, and the server's socket layer answers `[102]` at once
-/// (never through the document, so a busy document does not look dead).
-/// 102 follows Roost's `saved` (100) and `refresh` (101), clear of
-/// y-protocols' 0–3 and the small numbers other providers extend with.
-pub const MSG_PING: u8 = 102;
-
-/// Reads a whole y-websocket frame: one or more messages that end exactly
-/// at the frame's end. A truncated message, an unknown sync type or an
-/// empty frame is an error (the socket closes with 1008); nothing of the
-/// frame is used then.
-pub fn read_frame(frame: &[u8]) -> Result<Vec<YMessage<'_>>, YjsError> {
-    let mut r = Reader::new(frame);
-    if r.is_empty() {
-        return Err(YjsError::Truncated("an empty frame"));
-    }
-    let mut out = Vec::new();
-    while !r.is_empty() {
-        let tag = r.var_u8("a message type")?;
-        out.push(match tag {
-            MSG_SYNC => match r.var_u8("a sync message type")? {
-                0 => YMessage::SyncStep1(r.buf("a state vector")?),
-                1 => YMessage::SyncStep2(r.buf("an update")?),
-                2 => YMessage::Update(r.buf("an update")?),
-                _ => return Err(YjsError::Malformed("unknown sync message type")),
-            },
-            MSG_AWARENESS => YMessage::Awareness(r.buf("an awareness update")?),
-            MSG_AUTH => {
-                if r.var_u8("an auth message")? == 0 {
-                    YMessage::Auth(Some(r.string("an auth reason")?))
-                } else {
-                    YMessage::Auth(None)
-                }
-            }
-            MSG_QUERY_AWARENESS => YMessage::QueryAwareness,
-            MSG_PING => YMessage::Ping,
-            other => YMessage::Other(other, r.buf("a message")?),
-        });
-    }
-    Ok(out)
 }
 
 /// Checks a state vector (`varUint(n)`, then `n` × client, clock).
@@ -200,7 +93,7 @@ pub fn check_update(bytes: &[u8], limits: &UpdateLimits) -> Result<UpdateShape, 
         let start = r.var_u32("a clock")?;
         let mut clock = u64::from(start);
         for _ in 0..structs {
-            if r.buf.get(r.pos) == Some(&SKIP) {
+            if r.peek() == Some(SKIP) {
                 shape.skip_of.get_or_insert(client);
             }
             clock += struct_len(&mut r, limits, &mut shape)?;
@@ -216,7 +109,13 @@ pub fn check_update(bytes: &[u8], limits: &UpdateLimits) -> Result<UpdateShape, 
     if seen.windows(2).any(|w| w[0] == w[1]) {
         return Err(YjsError::Malformed("a client's structs in two runs"));
     }
-    // The delete set: clients, each with ranges of (clock, len).
+    delete_set(&mut r)?;
+    r.end()?;
+    Ok(shape)
+}
+
+/// Reads the delete set: clients, each with ranges of (clock, len).
+fn delete_set(r: &mut Reader<'_>) -> Result<(), YjsError> {
     let clients = r.count("a delete set", 2)?;
     for _ in 0..clients {
         r.client()?;
@@ -229,8 +128,7 @@ pub fn check_update(bytes: &[u8], limits: &UpdateLimits) -> Result<UpdateShape, 
             }
         }
     }
-    r.end()?;
-    Ok(shape)
+    Ok(())
 }
 
 // Struct info byte (yrs `block.rs`).
@@ -280,6 +178,12 @@ fn struct_len(
             r.string("a map key")?;
         }
     }
+    content_len(r, info, limits)
+}
+
+/// Reads an item's content (its kind is `info`'s low four bits); returns
+/// its length in clock units.
+fn content_len(r: &mut Reader<'_>, info: u8, limits: &UpdateLimits) -> Result<u64, YjsError> {
     Ok(match info & 0b1111 {
         // Deleted
         1 => u64::from(r.var_u32("a deleted length")?),
@@ -428,125 +332,6 @@ fn json_nesting(text: &str, max_nesting: u32) -> Result<(), YjsError> {
     Ok(())
 }
 
-/// A cursor over client bytes. Every read names what it reads, for errors.
-struct Reader<'a> {
-    buf: &'a [u8],
-    pos: usize,
-}
-
-impl fmt::Debug for Reader<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Reader({}/{})", self.pos, self.buf.len())
-    }
-}
-
-impl<'a> Reader<'a> {
-    fn new(buf: &'a [u8]) -> Self {
-        Reader { buf, pos: 0 }
-    }
-
-    fn left(&self) -> usize {
-        self.buf.len() - self.pos
-    }
-
-    fn is_empty(&self) -> bool {
-        self.left() == 0
-    }
-
-    fn end(&self) -> Result<(), YjsError> {
-        match self.left() {
-            0 => Ok(()),
-            n => Err(YjsError::Trailing(n)),
-        }
-    }
-
-    fn u8(&mut self, what: &'static str) -> Result<u8, YjsError> {
-        let b = *self.buf.get(self.pos).ok_or(YjsError::Truncated(what))?;
-        self.pos += 1;
-        Ok(b)
-    }
-
-    fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], YjsError> {
-        if n > self.left() {
-            return Err(YjsError::Truncated(what));
-        }
-        let out = &self.buf[self.pos..self.pos + n];
-        self.pos += n;
-        Ok(out)
-    }
-
-    /// An unsigned varint of at most 64 bits (10 bytes).
-    fn var_u64(&mut self, what: &'static str) -> Result<u64, YjsError> {
-        let mut value = 0u64;
-        for i in 0..10 {
-            let b = self.u8(what)?;
-            let bits = u64::from(b & 0x7f);
-            if i == 9 && bits > 1 {
-                return Err(YjsError::Malformed("a varint past 64 bits"));
-            }
-            value |= bits << (7 * i);
-            if b & 0x80 == 0 {
-                return Ok(value);
-            }
-        }
-        Err(YjsError::Malformed("a varint past 64 bits"))
-    }
-
-    /// A client id (at most `MAX_CLIENT`).
-    fn client(&mut self) -> Result<u64, YjsError> {
-        let id = self.var_u64("a client id")?;
-        if id > MAX_CLIENT {
-            return Err(YjsError::ClientTooLarge);
-        }
-        Ok(id)
-    }
-
-    /// An unsigned varint that fits 32 bits (at most 5 bytes).
-    fn var_u32(&mut self, what: &'static str) -> Result<u32, YjsError> {
-        let start = self.pos;
-        let v = self.var_u64(what)?;
-        if self.pos - start > 5 {
-            return Err(YjsError::Malformed("a varint past 32 bits"));
-        }
-        u32::try_from(v).map_err(|_| YjsError::Malformed("a varint past 32 bits"))
-    }
-
-    fn var_u8(&mut self, what: &'static str) -> Result<u8, YjsError> {
-        u8::try_from(self.var_u32(what)?)
-            .map_err(|_| YjsError::Malformed("a message type past 255"))
-    }
-
-    /// lib0's signed varint (sign in the first byte's bit 6), skipped.
-    fn var_i64(&mut self, what: &'static str) -> Result<(), YjsError> {
-        for _ in 0..10 {
-            if self.u8(what)? & 0x80 == 0 {
-                return Ok(());
-            }
-        }
-        Err(YjsError::Malformed("a varint past 64 bits"))
-    }
-
-    /// A count of things that take at least `min_bytes` each: never more
-    /// than the bytes left can hold, so no one reserves room for a lie.
-    fn count(&mut self, what: &'static str, min_bytes: usize) -> Result<u64, YjsError> {
-        let n = self.var_u64(what)?;
-        if n > (self.left() / min_bytes) as u64 {
-            return Err(YjsError::Truncated(what));
-        }
-        Ok(n)
-    }
-
-    fn buf(&mut self, what: &'static str) -> Result<&'a [u8], YjsError> {
-        let len = self.var_u32(what)? as usize;
-        self.take(len, what)
-    }
-
-    fn string(&mut self, what: &'static str) -> Result<&'a str, YjsError> {
-        std::str::from_utf8(self.buf(what)?)
-            .map_err(|_| YjsError::Malformed("a string that is not UTF-8"))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -587,35 +372,6 @@ mod tests {
         let limits = UpdateLimits::default();
         assert!(!check_update(&abc, &limits).expect("abc").parent_by_id);
         assert!(check_update(&child, &limits).expect("child").parent_by_id);
-    }
-
-    #[test]
-    fn frames_must_end_where_their_last_message_ends() {
-        let update = [0, 2, 2, 0, 0];
-        assert_eq!(read_frame(&update), Ok(vec![YMessage::Update(&[0, 0])]));
-        assert!(read_frame(&[0, 2, 2, 0, 0, 0]).is_err());
-        assert!(read_frame(&[0, 2, 5, 0, 0]).is_err());
-        assert!(read_frame(&[]).is_err());
-        assert_eq!(
-            read_frame(&[3, 1, 1, 7]),
-            Ok(vec![YMessage::QueryAwareness, YMessage::Awareness(&[7])])
-        );
-    }
-
-    #[test]
-    fn a_ping_is_one_byte_with_no_payload() {
-        assert_eq!(read_frame(&[MSG_PING]), Ok(vec![YMessage::Ping]));
-        assert_eq!(
-            read_frame(&[MSG_PING, 3]),
-            Ok(vec![YMessage::Ping, YMessage::QueryAwareness])
-        );
-        // Other Roost and unknown types still carry a varUint8Array payload.
-        assert_eq!(
-            read_frame(&[101, 1, 7]),
-            Ok(vec![YMessage::Other(101, &[7])])
-        );
-        assert_eq!(read_frame(&[103, 0]), Ok(vec![YMessage::Other(103, &[])]));
-        assert!(read_frame(&[103]).is_err());
     }
 
     #[test]
