@@ -25,6 +25,23 @@ pub const RESTARTING: u16 = 1012;
 /// slowly and its outbound queue overflowed.
 pub const TRY_AGAIN: u16 = 1013;
 
+/// The socket's token is missing, malformed, expired or wrongly signed: the
+/// upgrade is accepted and closed at once with this code, because a browser
+/// never sees the HTTP status of a refused upgrade (only 1006).
+pub const UNAUTHENTICATED: u16 = 4401;
+/// The socket's token is valid but does not open this object.
+pub const FORBIDDEN: u16 = 4403;
+
+/// The close code for a socket refused for its token, if `code` is an auth
+/// error.
+pub fn for_auth(code: ErrorCode) -> Option<u16> {
+    match code {
+        ErrorCode::Unauthorized => Some(UNAUTHENTICATED),
+        ErrorCode::Forbidden => Some(FORBIDDEN),
+        _ => None,
+    }
+}
+
 /// The close reason sent when a socket's token expires unrefreshed.
 pub const TOKEN_EXPIRED: &str = "token expired";
 
@@ -52,6 +69,13 @@ pub fn clip_reason(text: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn auth_errors_have_their_own_codes() {
+        assert_eq!(for_auth(ErrorCode::Unauthorized), Some(4401));
+        assert_eq!(for_auth(ErrorCode::Forbidden), Some(4403));
+        assert_eq!(for_auth(ErrorCode::Overloaded), None);
+    }
 
     #[test]
     fn reasons_are_clipped_at_a_char_boundary() {

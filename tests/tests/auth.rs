@@ -47,10 +47,20 @@ async fn rpc(
     Ok((status, resp.json().await.unwrap_or(Value::Null)))
 }
 
-/// HTTP status of a refused WebSocket handshake (or 101 if it was accepted).
+/// HTTP status of a refused WebSocket handshake; for an accepted one, the
+/// close code it is closed with at once (4401/4403: refused for its token),
+/// else 101.
 async fn ws_status(url: &str) -> u16 {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
     match tokio_tungstenite::connect_async(url).await {
-        Ok(_) => 101,
+        Ok((mut ws, _)) => {
+            let first = tokio::time::timeout(Duration::from_millis(500), ws.next()).await;
+            match first {
+                Ok(Some(Ok(Message::Close(Some(frame))))) => u16::from(frame.code),
+                _ => 101,
+            }
+        }
         Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => resp.status().as_u16(),
         Err(_) => 0,
     }
@@ -84,28 +94,29 @@ async fn the_auth_matrix_holds_for_rpc_object_sockets_and_yjs_sockets() -> anyho
         .send()
         .await?;
     assert_eq!(q.status(), 200, "?token= works too");
-    // Sockets, both kinds.
+    // Sockets, both kinds: accepted, then closed with 4401/4403 (a
+    // browser never sees a refused upgrade's status).
     for path in ["/v1/objects/room/r/ws", "/v1/yjs/d"] {
         assert_eq!(
             ws_status(&server.ws_url(path)).await,
-            401,
+            4401,
             "{path} without a token"
         );
         assert_eq!(
             ws_status(&server.ws_url(&format!("{path}?token=garbage"))).await,
-            401
+            4401
         );
         assert_eq!(
             ws_status(&server.ws_url(&format!("{path}?token={wrong_secret}"))).await,
-            401
+            4401
         );
         assert_eq!(
             ws_status(&server.ws_url(&format!("{path}?token={none}"))).await,
-            401
+            4401
         );
         assert_eq!(
             ws_status(&server.ws_url(&format!("{path}?token={other}"))).await,
-            403
+            4403
         );
         assert_eq!(
             ws_status(&server.ws_url(&format!("{path}?token={write}"))).await,
@@ -117,7 +128,7 @@ async fn the_auth_matrix_holds_for_rpc_object_sockets_and_yjs_sockets() -> anyho
     assert_eq!(rpc(&server, "a", "get", Some(&short)).await?.0, 401);
     assert_eq!(
         ws_status(&server.ws_url(&format!("/v1/yjs/d?token={short}"))).await,
-        401
+        4401
     );
     server.terminate().await?;
     Ok(())

@@ -3,12 +3,12 @@
 use std::collections::HashMap;
 
 use axum::extract::rejection::PathRejection;
-use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::ws::{CloseFrame, Message, WebSocketUpgrade};
 
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
-use roost_protocol::ErrorCode;
+use roost_protocol::{close, ErrorCode};
 
 use super::error::ApiError;
 use crate::runtime::{ConnectRequest, Runtime};
@@ -37,6 +37,39 @@ pub(crate) fn configure(upgrade: WebSocketUpgrade, runtime: &Runtime) -> WebSock
         .max_frame_size(max)
 }
 
+/// A socket route whose token was refused: a browser never sees the HTTP
+/// status of a refused upgrade (only 1006), so the upgrade is accepted and
+/// closed at once with 4401 (unauthenticated) or 4403 (forbidden) and the
+/// reason. Any other error stays an HTTP answer.
+pub(crate) fn refuse(upgrade: WebSocketUpgrade, error: ApiError) -> Result<Response, ApiError> {
+    let Some(code) = close::for_auth(error.0.code) else {
+        return Err(error);
+    };
+    let reason = close::clip_reason(&error.0.message).to_owned();
+    tracing::info!(code, reason = %reason, "socket refused for its token");
+    Ok(upgrade.on_upgrade(move |mut ws| async move {
+        let frame = CloseFrame {
+            code,
+            reason: reason.into(),
+        };
+        if ws.send(Message::Close(Some(frame))).await.is_err() {
+            return;
+        }
+        // The client's close completes the handshake; do not wait long.
+        let _ = tokio::time::timeout(REFUSAL_LINGER, async {
+            while let Some(Ok(msg)) = ws.recv().await {
+                if matches!(msg, Message::Close(_)) {
+                    break;
+                }
+            }
+        })
+        .await;
+    }))
+}
+
+/// How long a refused socket waits for the client's close frame.
+const REFUSAL_LINGER: std::time::Duration = std::time::Duration::from_secs(2);
+
 pub(crate) async fn object_socket(
     State(runtime): State<Runtime>,
     path: Result<Path<(String, String)>, PathRejection>,
@@ -52,7 +85,10 @@ pub(crate) async fn object_socket(
             format!("no class named `{}`", key.class),
         ));
     }
-    let access = super::access::authorize(&runtime, &headers, &query, &key)?;
+    let access = match super::access::authorize(&runtime, &headers, &query, &key) {
+        Ok(access) => access,
+        Err(e) => return refuse(upgrade, e),
+    };
     let request = ConnectRequest {
         query: super::access::without_token(query),
     };

@@ -33,7 +33,10 @@ pub(crate) async fn socket(
 ) -> Result<Response, ApiError> {
     super::cors::check_socket_origin(&runtime.0.config.cors_origins, &headers)?;
     let key = doc_key(path)?;
-    let access = super::access::authorize(&runtime, &headers, &query, &key)?;
+    let access = match super::access::authorize(&runtime, &headers, &query, &key) {
+        Ok(access) => access,
+        Err(e) => return super::ws::refuse(upgrade, e),
+    };
     let request = ConnectRequest {
         query: super::access::without_token(query),
     };
