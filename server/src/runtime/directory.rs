@@ -52,12 +52,12 @@ impl Runtime {
             match tx.try_send(cmd) {
                 Ok(()) => return Ok(()),
                 Err(mpsc::error::TrySendError::Full(_)) => {
-                    self.0.metrics.error("overloaded");
+                    self.metrics().error("overloaded");
                     return Err(error(
                         ErrorCode::Overloaded,
                         format!(
                             "object mailbox is full ({} queued events); retry later",
-                            self.0.config.mailbox_depth
+                            self.config().mailbox_depth
                         ),
                     ));
                 }
@@ -82,7 +82,7 @@ impl Runtime {
                 Ok(Ok(())) => return Ok(()),
                 Ok(Err(mpsc::error::SendError(back))) => cmd = back,
                 Err(_) => {
-                    self.0.metrics.error("overloaded");
+                    self.metrics().error("overloaded");
                     return Err(error(
                         ErrorCode::Overloaded,
                         "object mailbox stayed full for 5 s; retry later",
@@ -124,7 +124,7 @@ impl Runtime {
                 "the server is shutting down",
             ));
         }
-        let Some(factory) = self.0.registry.get(&key.class) else {
+        let Some(factory) = self.registry().get(&key.class) else {
             return Err(error(
                 ErrorCode::UnknownClass,
                 format!("no class named `{}`", key.class),
@@ -146,7 +146,7 @@ impl Runtime {
             Entry::Occupied(_) => Ok(None),
             Entry::Vacant(slot) => {
                 let generation = self.0.next_generation.fetch_add(1, Ordering::Relaxed);
-                let (tx, rx) = mpsc::channel(self.0.config.mailbox_depth);
+                let (tx, rx) = mpsc::channel(self.config().mailbox_depth);
                 slot.insert(Slot::Live {
                     generation,
                     tx: tx.clone(),

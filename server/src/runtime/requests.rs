@@ -82,7 +82,7 @@ impl Runtime {
     pub async fn inspect(&self, key: &ObjectKey, sql: &str) -> Result<Value, ErrorDetail> {
         crate::storage::inspect::precheck(sql)?;
         let running = self.0.consoles.admit()?;
-        let limits = self.0.config.admin_sql.clone();
+        let limits = self.config().admin_sql.clone();
         tokio::time::timeout(limits.timeout, self.flush_file(key.id))
             .await
             .map_err(|_| {
@@ -91,7 +91,7 @@ impl Runtime {
                     "the object did not commit to its file within the console's time budget",
                 )
             })??;
-        let path = crate::id::object_path(&self.0.config.data_dir, &key.class, key.id);
+        let path = crate::id::object_path(&self.config().data_dir, &key.class, key.id);
         let sql = sql.to_owned();
         let consoles = self.0.consoles.clone();
         tokio::task::spawn_blocking(move || {

@@ -30,11 +30,11 @@ impl Runtime {
                 "objects still running at the drain timeout; exiting without them (nothing they did not acknowledge is promised)"
             );
         }
-        self.0.sockets.close_all(1012, "server restarting");
-        while !self.0.sockets.is_empty() && tokio::time::Instant::now() < deadline {
+        self.sockets().close_all(1012, "server restarting");
+        while !self.sockets().is_empty() && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        if !self.0.sockets.is_empty() {
+        if !self.sockets().is_empty() {
             tracing::warn!("sockets still open at the drain timeout");
         }
     }
