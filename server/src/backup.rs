@@ -125,7 +125,7 @@ fn write_archive(
     out: impl Write,
 ) -> anyhow::Result<String> {
     let started_ms = crate::catalog::now_ms();
-    let data = runtime.0.config.data_dir.clone();
+    let data = runtime.config().data_dir.clone();
     remove_stale_staging(&data);
     let staging = Staging(data.join(format!("{STAGING_PREFIX}{started_ms}")));
     fs::create_dir(&staging.0).context("cannot create the backup's staging directory")?;

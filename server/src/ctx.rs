@@ -62,7 +62,7 @@ impl Ctx {
 
     /// Milliseconds since the epoch, on the runtime's clock (the one alarms use).
     pub fn now_ms(&self) -> i64 {
-        self.runtime.0.clock.now_ms()
+        self.runtime.clock().now_ms()
     }
 
     /// Sets the object's one alarm to `at_ms` (ms since the epoch), replacing
@@ -86,7 +86,7 @@ impl Ctx {
     }
 
     fn table(&self) -> Option<Arc<ObjectSockets>> {
-        self.runtime.0.sockets.get(&self.key.id)
+        self.runtime.sockets().get(&self.key.id)
     }
 
     /// The socket whose frame or `call` envelope is being handled, if any.
@@ -149,7 +149,7 @@ impl Ctx {
     /// Stores bytes with the socket (≤ 16 KiB by default); they survive the
     /// object's hibernation. Takes effect at once.
     pub fn set_attachment(&mut self, socket: SocketId, bytes: Vec<u8>) -> Result<(), ObjectError> {
-        let limit = self.runtime.0.config.sockets.max_attachment_bytes;
+        let limit = self.runtime.config().sockets.max_attachment_bytes;
         if bytes.len() > limit {
             return Err(ObjectError::app(format!(
                 "attachment is {} bytes; the limit is {limit}",

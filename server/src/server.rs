@@ -141,8 +141,8 @@ impl ServerBuilder {
         );
         crate::runtime::alarms::Alarms::start(&runtime).await;
         let heartbeat = tokio::spawn(crate::sockets::heartbeat(
-            runtime.0.sockets.clone(),
-            runtime.0.config.sockets.ping_interval,
+            runtime.sockets().clone(),
+            runtime.config().sockets.ping_interval,
         ));
         let router = crate::http::router(runtime.clone(), config.max_body_bytes);
         let metrics_server = match config.metrics_listen {
@@ -163,7 +163,7 @@ impl ServerBuilder {
         let serve_runtime = runtime.clone();
         let drain_timeout = config.drain_timeout;
         let (connections, max_per_ip) = (config.connections.clone(), config.max_connections_per_ip);
-        let trimmer = tokio::spawn(trim_heap_after_evictions(runtime.0.metrics.clone()));
+        let trimmer = tokio::spawn(trim_heap_after_evictions(runtime.metrics().clone()));
         let task = tokio::spawn(async move {
             let (http_stop_tx, http_stop_rx) = oneshot::channel::<()>();
             let mut http = tokio::spawn(crate::http::serve::serve(
@@ -186,7 +186,7 @@ impl ServerBuilder {
                 served = &mut http => {
                     trimmer.abort();
                     serve_runtime.shutdown(drain_timeout).await;
-                    serve_runtime.0.log.close().await;
+                    serve_runtime.log().close().await;
                     return served.context("HTTP server task failed");
                 }
             }
@@ -211,7 +211,7 @@ impl ServerBuilder {
             };
             trimmer.abort();
             heartbeat.abort();
-            serve_runtime.0.log.close().await;
+            serve_runtime.log().close().await;
             served
         });
         Ok(RunningServer {

@@ -31,7 +31,7 @@ pub(crate) fn authorize(
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
     let token = token_from(authorization, query.get("token").map(String::as_str));
-    Ok(runtime.0.config.auth.check(token, key)?)
+    Ok(runtime.config().auth.check(token, key)?)
 }
 
 /// The query without the token, as handed to `on_connect`.

@@ -21,7 +21,7 @@ fn admin(runtime: &Runtime, headers: &HeaderMap) -> Result<(), ApiError> {
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|h| h.strip_prefix("Bearer "));
-    Ok(runtime.0.config.auth.check_admin(token)?)
+    Ok(runtime.config().auth.check_admin(token)?)
 }
 
 fn existing(
@@ -29,7 +29,7 @@ fn existing(
     path: Result<Path<(String, String)>, PathRejection>,
 ) -> Result<ObjectKey, ApiError> {
     let key = super::access::object_key(path)?;
-    if !object_path(&runtime.0.config.data_dir, &key.class, key.id).exists() {
+    if !object_path(&runtime.config().data_dir, &key.class, key.id).exists() {
         return Err(ApiError::new(
             ErrorCode::NotFound,
             format!("no object {}/{}", key.class, key.name),
@@ -76,7 +76,7 @@ pub(crate) async fn details(
 ) -> Result<Json<Value>, ApiError> {
     admin(&runtime, &headers)?;
     let key = existing(&runtime, path)?;
-    let file = object_path(&runtime.0.config.data_dir, &key.class, key.id);
+    let file = object_path(&runtime.config().data_dir, &key.class, key.id);
     let size = |suffix: &str| {
         let mut p = file.as_os_str().to_owned();
         p.push(suffix);

@@ -23,7 +23,7 @@ use crate::runtime::Runtime;
 use error::ApiError;
 
 pub fn router(runtime: Runtime, max_body_bytes: usize) -> Router {
-    let cors = cors::layer(&runtime.0.config.cors_origins);
+    let cors = cors::layer(&runtime.config().cors_origins);
     let router = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -80,7 +80,7 @@ async fn metrics(
     State(runtime): State<Runtime>,
     headers: axum::http::HeaderMap,
 ) -> axum::response::Response {
-    let auth = &runtime.0.config.auth;
+    let auth = &runtime.config().auth;
     if auth.requires_tokens() {
         let token = headers
             .get(header::AUTHORIZATION)

@@ -29,7 +29,7 @@ const WRITE_BUFFER_BYTES: usize = 8 * 1024;
 
 /// Applies the socket limits to an upgrade (small buffers: idle sockets are cheap).
 pub(crate) fn configure(upgrade: WebSocketUpgrade, runtime: &Runtime) -> WebSocketUpgrade {
-    let max = runtime.0.config.sockets.max_frame_bytes;
+    let max = runtime.config().sockets.max_frame_bytes;
     upgrade
         .read_buffer_size(READ_BUFFER_BYTES)
         .write_buffer_size(WRITE_BUFFER_BYTES)
@@ -77,7 +77,7 @@ pub(crate) async fn object_socket(
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
-    super::cors::check_socket_origin(&runtime.0.config.cors_origins, &headers)?;
+    super::cors::check_socket_origin(&runtime.config().cors_origins, &headers)?;
     let key = super::access::object_key(path)?;
     if !runtime.registry().contains(&key.class) {
         return Err(ApiError::new(

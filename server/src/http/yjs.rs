@@ -31,7 +31,7 @@ pub(crate) async fn socket(
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
-    super::cors::check_socket_origin(&runtime.0.config.cors_origins, &headers)?;
+    super::cors::check_socket_origin(&runtime.config().cors_origins, &headers)?;
     let key = doc_key(path)?;
     let access = match super::access::authorize(&runtime, &headers, &query, &key) {
         Ok(access) => access,

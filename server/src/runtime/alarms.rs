@@ -18,7 +18,6 @@
 //! backoff (`AlarmConfig`); after the last retry the alarm is dropped.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::Arc;
 use std::time::Duration;
 
 use dashmap::DashMap;
@@ -154,7 +153,7 @@ impl Alarms {
         if self.indexed.get(&key.id).is_some_and(|t| *t <= at_ms) {
             return Ok(());
         }
-        runtime.0.catalog.set_alarm(key, at_ms).await?;
+        runtime.catalog().set_alarm(key, at_ms).await?;
         self.indexed.insert(key.id, at_ms);
         Ok(())
     }
@@ -169,25 +168,25 @@ impl Alarms {
         match at_ms {
             Some(at) => {
                 self.indexed.insert(key.id, at);
-                runtime.0.catalog.set_alarm_lazily(key, Some(at));
+                runtime.catalog().set_alarm_lazily(key, Some(at));
             }
             None => {
                 self.indexed.remove(&key.id);
-                runtime.0.catalog.set_alarm_lazily(key, None);
+                runtime.catalog().set_alarm_lazily(key, None);
             }
         }
     }
 
     /// Loads the index and starts the scheduler task.
     pub(crate) async fn start(runtime: &Runtime) {
-        let Some(rx) = runtime.0.alarms.rx.lock().ok().and_then(|mut r| r.take()) else {
+        let Some(rx) = runtime.alarms().rx.lock().ok().and_then(|mut r| r.take()) else {
             return;
         };
-        let entries = runtime.0.catalog.alarms().await;
+        let entries = runtime.catalog().alarms().await;
         let count = entries.len();
         for (key, at_ms) in entries {
-            runtime.0.alarms.indexed.insert(key.id, at_ms);
-            runtime.0.alarms.schedule(&key, at_ms, 0);
+            runtime.alarms().indexed.insert(key.id, at_ms);
+            runtime.alarms().schedule(&key, at_ms, 0);
         }
         if count > 0 {
             tracing::info!(alarms = count, "loaded the alarm index");
@@ -203,10 +202,10 @@ struct Entry {
 }
 
 async fn run(runtime: Runtime, mut rx: mpsc::UnboundedReceiver<AlarmMsg>) {
-    let clock = runtime.0.clock;
+    let clock = runtime.clock();
     let mut by_time: BTreeSet<(i64, ObjectId)> = BTreeSet::new();
     let mut entries: HashMap<ObjectId, Entry> = HashMap::new();
-    let weak = Arc::downgrade(&runtime.0);
+    let weak = runtime.downgrade();
     drop(runtime);
     loop {
         let next = by_time.first().copied();
@@ -215,8 +214,7 @@ async fn run(runtime: Runtime, mut rx: mpsc::UnboundedReceiver<AlarmMsg>) {
                 tokio::select! {
                     msg = rx.recv() => msg,
                     () = tokio::time::sleep_until(clock.instant_at(at)) => {
-                        let Some(inner) = weak.upgrade() else { return };
-                        let runtime = Runtime(inner);
+                        let Some(runtime) = weak.upgrade() else { return };
                         let now = clock.now_ms();
                         while let Some(&(at, id)) = by_time.first() {
                             if at > now {
@@ -257,15 +255,14 @@ fn dispatch(runtime: &Runtime, e: Entry) {
     let runtime = runtime.clone();
     tokio::spawn(async move {
         runtime
-            .0
-            .metrics
+            .metrics()
             .alarms_dispatched
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let cmd = Command::Alarm { retry: e.retry };
         if let Err(err) = runtime.send(&e.key, cmd).await {
             tracing::warn!(object = %e.key.id, error = %err.message, "cannot deliver alarm; retrying in 1 s");
-            let at = runtime.0.clock.now_ms() + 1000;
-            runtime.0.alarms.schedule(&e.key, at, e.retry);
+            let at = runtime.clock().now_ms() + 1000;
+            runtime.alarms().schedule(&e.key, at, e.retry);
         }
     });
 }

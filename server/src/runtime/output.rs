@@ -117,7 +117,7 @@ pub(crate) fn deliver_reply(
 /// socket per batch); per-socket order is kept, and staged frames are queued
 /// before any admission or HTTP reply that follows them.
 pub(crate) fn release(runtime: &Runtime, object: ObjectId, outputs: Vec<Output>) {
-    let table = runtime.0.sockets.get(&object);
+    let table = runtime.sockets().get(&object);
     let mut staged = Staged::default();
     for out in outputs {
         match out {
@@ -152,7 +152,7 @@ pub(crate) fn release(runtime: &Runtime, object: ObjectId, outputs: Vec<Output>)
                 }
             }
             Output::Received(_) => {}
-            Output::Forget(socket) => runtime.0.sockets.remove(&object, socket),
+            Output::Forget(socket) => runtime.sockets().remove(&object, socket),
             Output::Alarm(u) => apply_alarm(runtime, u),
             Output::Fetch(tx, r) => {
                 std::mem::take(&mut staged).flush();
@@ -166,8 +166,7 @@ pub(crate) fn release(runtime: &Runtime, object: ObjectId, outputs: Vec<Output>)
 /// Queues one frame for one socket of the object, if it is still open.
 fn push(runtime: &Runtime, object: ObjectId, socket: SocketId, frame: OutFrame) {
     if let Some(outbox) = runtime
-        .0
-        .sockets
+        .sockets()
         .get(&object)
         .and_then(|t| t.outbox(socket))
     {
@@ -189,7 +188,7 @@ pub(crate) fn close_unsaved(runtime: &Runtime, object: ObjectId, socket: SocketI
 pub(crate) const UNSAVED: &str = "the object could not save a message; reconnect";
 
 fn apply_alarm(runtime: &Runtime, u: AlarmUpdate) {
-    let alarms = &runtime.0.alarms;
+    let alarms = runtime.alarms();
     match u.next {
         Some(at) => {
             if u.reindex {
@@ -219,15 +218,15 @@ pub(crate) fn fail(runtime: &Runtime, object: ObjectId, outputs: Vec<Output>, e:
                 });
             }
             Output::Send(..) | Output::Broadcast { .. } | Output::Close(..) => {}
-            Output::Forget(socket) => runtime.0.sockets.remove(&object, socket),
+            Output::Forget(socket) => runtime.sockets().remove(&object, socket),
             Output::Fetch(tx, _) => {
                 let _ = tx.send(Err(e.clone()));
             }
             Output::Alarm(u) => {
                 // The attempt's batch was lost: try again after the backoff.
                 if let Some(attempt) = u.attempt {
-                    let alarms = &runtime.0.alarms;
-                    let at = runtime.0.clock.now_ms()
+                    let alarms = runtime.alarms();
+                    let at = runtime.clock().now_ms()
                         + alarms.config.backoff(attempt + 1).as_millis() as i64;
                     alarms.schedule(&u.key, at, attempt + 1);
                 }

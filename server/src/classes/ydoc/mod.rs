@@ -176,7 +176,7 @@ enum Refusal {
 
 impl Ydoc {
     fn config(ctx: &Ctx) -> YdocConfig {
-        ctx.runtime.0.config.ydoc.clone()
+        ctx.runtime.config().ydoc.clone()
     }
 
     /// The checks an update passes before it meets the document: its size,

@@ -1,0 +1,101 @@
+//! `Command`: the closed set of events an object's actor handles, as they
+//! travel through its mailbox, and how a command is answered when it cannot
+//! run at all (`Command::fail`).
+//!
+//! Where each variant is handled:
+//! - `Call`, `Connect`, `Message`, `Closed`, `Fetch`: one handler each in
+//!   [`events`](super::events), inside a batch, each in its own savepoint.
+//! - `Alarm`: [`alarm_event`](super::alarm_event), inside a batch.
+//! - `Flush`: [`actor`](super::actor) (`Actor::flush_for_console`), answered
+//!   in order behind every earlier batch, with no batch of its own.
+//! - `Delete`: [`delete`](super::delete), alone, after everything before it.
+
+use roost_protocol::{ErrorCode, ErrorDetail};
+use serde_json::Value;
+use tokio::sync::oneshot;
+
+use super::output::{self, Admission, ConnectRequest, Reply};
+use super::Runtime;
+use crate::id::ObjectKey;
+use crate::sockets::{SocketId, SocketMessage};
+
+/// The answer to a `Delete`.
+pub(crate) type DeleteReply = oneshot::Sender<Result<(), ErrorDetail>>;
+
+/// A command for an object's actor: the closed set of events it handles.
+pub(crate) enum Command {
+    Call {
+        method: String,
+        args: Value,
+        read_only: bool,
+        /// The socket the call came from, if any.
+        from: Option<SocketId>,
+        /// Answered after the batch is durable.
+        reply: Reply,
+    },
+    Connect {
+        socket: SocketId,
+        request: ConnectRequest,
+        reply: oneshot::Sender<Admission>,
+    },
+    Message {
+        socket: SocketId,
+        msg: SocketMessage,
+    },
+    Closed {
+        socket: SocketId,
+        code: u16,
+        reason: String,
+    },
+    /// The alarm index says the object's alarm is due.
+    Alarm { retry: u32 },
+    /// Commit the open transaction to the object's file (the admin console
+    /// reads the file next); answered once every earlier batch is durable.
+    Flush { reply: Reply },
+    /// Delete the object: its files, sockets, catalog entry and alarm.
+    Delete { reply: DeleteReply },
+    /// An HTTP request for the object's `fetch`.
+    Fetch {
+        request: crate::object::FetchRequest,
+        reply: oneshot::Sender<Result<crate::object::FetchResponse, ErrorDetail>>,
+    },
+}
+
+impl Command {
+    /// Answers the command with an error without running it.
+    pub(crate) fn fail(self, runtime: &Runtime, key: &ObjectKey, error: ErrorDetail) {
+        let object = key.id;
+        match self {
+            Command::Call { reply, .. } => {
+                output::deliver_reply(runtime, object, reply, Err(error))
+            }
+            Command::Connect { reply, .. } => {
+                let code = if error.code == ErrorCode::Overloaded {
+                    1013
+                } else {
+                    1011
+                };
+                let _ = reply.send(Admission::Reject {
+                    code,
+                    reason: error.message,
+                });
+            }
+            Command::Message { socket, .. } => output::close_unsaved(runtime, object, socket),
+            Command::Closed { socket, .. } => runtime.sockets().remove(&object, socket),
+            Command::Fetch { reply, .. } => {
+                let _ = reply.send(Err(error));
+            }
+            Command::Flush { reply } => output::deliver_reply(runtime, object, reply, Err(error)),
+            Command::Delete { reply } => {
+                let _ = reply.send(Err(error));
+            }
+            Command::Alarm { retry, .. } => {
+                // Not run: try again after the backoff, as for a failed attempt.
+                let alarms = runtime.alarms();
+                let at =
+                    runtime.clock().now_ms() + alarms.config.backoff(retry + 1).as_millis() as i64;
+                alarms.schedule(key, at, retry + 1);
+            }
+        }
+    }
+}

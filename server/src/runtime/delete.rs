@@ -1,0 +1,95 @@
+//! The `Delete` command: an object's deletion runs alone, after every
+//! command queued before it, and removes the object's files, sockets
+//! (closed with 1001), catalog entry and alarm.
+//!
+//! Architecture Invariant: the deletion is acknowledged only once it is
+//! durable in the commit log (a deletion mark, logged after the files are
+//! gone). Recovery then forgets the deleted object's logged batches instead
+//! of replaying them into a new object of the same name, whose `seq`s
+//! start again from 1.
+
+use roost_protocol::{ErrorCode, ErrorDetail};
+
+use super::actor::Actor;
+use super::command::DeleteReply;
+use super::{error, Runtime};
+use crate::commitlog::LogError;
+use crate::id::{object_path, ObjectKey};
+use crate::object::DurableObject;
+
+impl<T: DurableObject> Actor<T> {
+    /// Deletes the object once every earlier batch has reached its clients,
+    /// and answers `reply`. The object is unloaded; a `Missing` state stays.
+    pub(super) async fn delete(&mut self, reply: DeleteReply) {
+        // Let every earlier batch reach its clients first.
+        self.pipeline.settle(&self.runtime, self.key.id).await;
+        self.wal.join().await;
+        self.object.flush(&self.metrics);
+        let live = self.object.unload();
+        crate::sys::blocking(|| drop(live));
+        let deleted = match delete_object(&self.runtime, &self.key) {
+            Ok(()) => log_deletion(&self.runtime, &self.key).await,
+            Err(e) => Err(e),
+        };
+        let _ = reply.send(deleted);
+    }
+}
+
+/// Deletes an unloaded object's files, its sockets, catalog entry and alarm.
+fn delete_object(runtime: &Runtime, key: &ObjectKey) -> Result<(), ErrorDetail> {
+    for outbox in runtime.sockets().remove_object(&key.id) {
+        outbox.push(crate::sockets::OutFrame::Close(
+            1001,
+            "object deleted".into(),
+        ));
+    }
+    let path = object_path(&runtime.config().data_dir, &key.class, key.id);
+    for suffix in ["", "-wal", "-shm"] {
+        let mut p = path.as_os_str().to_owned();
+        p.push(suffix);
+        match std::fs::remove_file(&p) {
+            Ok(()) if suffix.is_empty() => runtime.object_removed(),
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(error(
+                    ErrorCode::Storage,
+                    format!("cannot delete {}: {e}", path.display()),
+                ))
+            }
+        }
+    }
+    if let Some(dir) = crate::storage::parent_dir(&path) {
+        let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
+    }
+    runtime.alarms().unschedule(key.id);
+    runtime.alarms().reindex_lazily(runtime, key, None);
+    runtime.catalog().forget(key.id);
+    tracing::info!(class = %key.class, id = %key.id, "object deleted");
+    Ok(())
+}
+
+/// Makes the deletion durable in the commit log (after the files are gone,
+/// before it is acknowledged and before the object can be created again):
+/// recovery then forgets the deleted object's logged batches instead of
+/// replaying them into a new object of the same name.
+async fn log_deletion(runtime: &Runtime, key: &ObjectKey) -> Result<(), ErrorDetail> {
+    let record = crate::commitlog::record::Record::deletion(&key.class, key.id);
+    let durable = match runtime.log().submit(record) {
+        Ok(ack) => ack.await.unwrap_or(Err(LogError::Closed)),
+        Err(e) => Err(e),
+    };
+    if durable.is_ok() {
+        // Batches the object's file never took (a lost transaction) are void
+        // now: the checkpointer need not wait for them, nor for a new object
+        // of the same name to commit its own.
+        runtime.log().unflushed().remove(key.id);
+    }
+    durable.map_err(|e| {
+        tracing::error!(error = %e, class = %key.class, id = %key.id, "the deletion could not be logged");
+        error(
+            ErrorCode::Storage,
+            format!("the object's files are deleted, but the deletion could not be made durable: {e}"),
+        )
+    })
+}
