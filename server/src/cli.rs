@@ -115,6 +115,11 @@ pub struct ServeArgs {
     /// Largest stored value (JSON-encoded), in bytes.
     #[arg(long, env = "ROOST_MAX_VALUE_BYTES", default_value_t = 2 * 1024 * 1024)]
     pub max_value_bytes: usize,
+    /// How long an object must stay evicted before its WAL is folded into its
+    /// database and removed, in the background (smaller files for idle
+    /// objects); 0 never does.
+    #[arg(long, env = "ROOST_TIDY_IDLE_AFTER", default_value = "60s", value_parser = parse_duration)]
+    pub tidy_idle_after: Duration,
     /// Most objects the server holds (object files in the data directory);
     /// creating one more is refused with 507 `insufficient_storage`.
     #[arg(long, env = "ROOST_MAX_OBJECTS", default_value_t = 1_000_000)]
@@ -237,6 +242,7 @@ impl ServeArgs {
         config.storage.max_value_bytes = self.max_value_bytes;
         config.storage.max_db_bytes = self.max_db_bytes;
         config.max_objects = self.max_objects;
+        config.tidy_after = self.tidy_idle_after;
         config.storage.cache_bytes = self.object_cache_bytes;
         config.storage.wal_checkpoint_bytes = self.wal_checkpoint_bytes;
         config.log.checkpoint_interval = self.checkpoint_interval;

@@ -62,6 +62,9 @@ pub struct Config {
     /// Origins (`scheme://host[:port]`, or `*`) whose pages may call the
     /// HTTP API (CORS) and open WebSockets; empty: same-origin only.
     pub cors_origins: Vec<String>,
+    /// How long an object stays evicted before its WAL is folded into its
+    /// database and removed (`storage::tidy`); zero: never.
+    pub tidy_after: Duration,
     /// Most objects (files) the server holds; creating one more is refused
     /// (507 `insufficient_storage`).
     pub max_objects: u64,
@@ -92,6 +95,7 @@ impl Default for Config {
             admin_sql: ConsoleLimits::default(),
             cors_origins: Vec::new(),
             max_objects: 1_000_000,
+            tidy_after: Duration::from_secs(60),
             fault: None,
         }
     }

@@ -73,6 +73,8 @@ pub struct Metrics {
     pub commits: AtomicU64,
     pub committed_events: AtomicU64,
     pub evictions: AtomicU64,
+    /// Idle objects' files whose WAL the tidier folded in (`storage::tidy`).
+    pub tidied_files: AtomicU64,
     pub constructions: AtomicU64,
     pub log_groups: AtomicU64,
     pub log_records: AtomicU64,
@@ -99,6 +101,7 @@ impl Default for Metrics {
             commits: AtomicU64::new(0),
             committed_events: AtomicU64::new(0),
             evictions: AtomicU64::new(0),
+            tidied_files: AtomicU64::new(0),
             constructions: AtomicU64::new(0),
             log_groups: AtomicU64::new(0),
             log_records: AtomicU64::new(0),
@@ -179,6 +182,12 @@ impl Metrics {
             "roost_evictions_total",
             "Objects evicted from memory after idling.",
             self.evictions.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "roost_tidied_files_total",
+            "Idle objects' files whose WAL was folded into the database and removed.",
+            self.tidied_files.load(Relaxed),
         );
         counter(
             &mut out,

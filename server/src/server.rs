@@ -133,6 +133,7 @@ impl ServerBuilder {
                 admin_sql: config.admin_sql.clone(),
                 cors_origins: config.cors_origins.clone(),
                 max_objects: config.max_objects,
+                tidy_after: config.tidy_after,
             },
             self.registry,
             metrics,

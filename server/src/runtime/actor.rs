@@ -407,6 +407,7 @@ impl<T: DurableObject> Actor<T> {
         self.runtime
             .catalog()
             .touch(self.key.id, crate::catalog::now_ms());
+        self.runtime.evicted(&self.key.class, self.key.id);
         self.runtime.remove_stopped(self.key.id, self.generation);
         self.metrics
             .live_objects

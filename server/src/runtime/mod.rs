@@ -76,6 +76,8 @@ pub struct RuntimeConfig {
     pub cors_origins: Vec<String>,
     /// `--max-objects`.
     pub max_objects: u64,
+    /// `--tidy-idle-after`.
+    pub tidy_after: Duration,
 }
 
 pub(crate) struct RuntimeInner {
@@ -91,6 +93,8 @@ pub(crate) struct RuntimeInner {
     directory: DashMap<ObjectId, directory::Slot>,
     /// Object files in the data directory (counted at start-up, then kept).
     objects: AtomicU64,
+    /// Folds evicted objects' WALs into their databases (`storage::tidy`).
+    tidier: crate::storage::tidy::Tidier,
     next_generation: AtomicU64,
     shutting_down: AtomicBool,
     /// The admin console's running queries.
@@ -113,6 +117,21 @@ impl WeakRuntime {
     }
 }
 
+/// Whether the object whose file is at a path has an actor now (the
+/// tidier's check; a runtime that is gone has none).
+fn is_live_by_path(runtime: WeakRuntime) -> crate::storage::tidy::IsLive {
+    Arc::new(move |path: &std::path::Path| {
+        let id = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .and_then(ObjectId::from_hex);
+        match (id, runtime.upgrade()) {
+            (Some(id), Some(runtime)) => runtime.is_live(&id),
+            _ => true,
+        }
+    })
+}
+
 pub(crate) fn error(code: ErrorCode, message: impl Into<String>) -> ErrorDetail {
     ErrorDetail {
         code,
@@ -131,7 +150,16 @@ impl Runtime {
         let (alive_tx, alive_rx) = mpsc::channel(1);
         let alarm_config = config.alarms.clone();
         let objects = crate::id::object_files(&config.data_dir).map_or(0, |f| f.len() as u64);
-        Runtime(Arc::new(RuntimeInner {
+        let tidy_after = config.tidy_after;
+        let tidied = metrics.clone();
+        Runtime(Arc::new_cyclic(|weak: &Weak<RuntimeInner>| RuntimeInner {
+            tidier: crate::storage::tidy::Tidier::start(
+                tidy_after,
+                is_live_by_path(WeakRuntime(weak.clone())),
+                Arc::new(move || {
+                    tidied.tidied_files.fetch_add(1, Ordering::Relaxed);
+                }),
+            ),
             alarms: alarms::Alarms::new(alarm_config),
             config,
             registry,
@@ -148,6 +176,13 @@ impl Runtime {
             alive_tx: std::sync::Mutex::new(Some(alive_tx)),
             alive_rx: tokio::sync::Mutex::new(alive_rx),
         }))
+    }
+
+    /// An object's actor closed its database: tidy the file later.
+    pub(crate) fn evicted(&self, class: &str, id: ObjectId) {
+        self.0
+            .tidier
+            .evicted(crate::id::object_path(&self.0.config.data_dir, class, id));
     }
 
     pub(crate) fn downgrade(&self) -> WeakRuntime {

@@ -12,10 +12,8 @@ pub mod capture;
 pub mod inspect;
 mod kv;
 mod replay;
-pub(crate) mod wal;
-// Wired into the runtime once its refactor (issue 21) lands.
-#[allow(dead_code)]
 pub(crate) mod tidy;
+pub(crate) mod wal;
 
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
