@@ -41,7 +41,7 @@ use super::batch::{run_batch, BatchEnd};
 use super::command::DeleteReply;
 use super::lifecycle;
 use super::pipeline::{InFlight, Pipeline};
-use super::state::{Missing, ObjectState, Phase};
+use super::state::{ObjectState, Phase};
 use super::{error, Command, Reply, Runtime};
 use crate::commitlog::LogError;
 use crate::id::{object_path, ObjectKey};
@@ -298,28 +298,23 @@ impl<T: DurableObject> Actor<T> {
     }
 
     /// Runs a gathered batch, then the flush or deletion that ended it.
+    /// A file that misses acknowledged batches is caught up first (a batch
+    /// never runs on a stale file); if it cannot be, the batch fails, and a
+    /// deletion behind it still runs.
     async fn run_gathered(&mut self, after: After) {
-        let deleting = matches!(after, After::Delete(_));
-        if !deleting && self.object.is_behind() {
+        if self.object.is_behind() {
             if let Err(e) = self.catch_up().await {
                 for cmd in self.batch.drain(..) {
                     cmd.fail(&self.runtime, &self.key, e.clone());
                 }
-                if let After::Flush(reply) = after {
-                    self.pipeline.push(InFlight::answer(reply, Err(e)));
+                match after {
+                    After::Nothing => {}
+                    After::Flush(reply) => self.pipeline.push(InFlight::answer(reply, Err(e))),
+                    After::Delete(reply) => self.delete(reply).await,
                 }
                 return;
             }
         }
-        // Kept as it was before the states had names: with a deletion
-        // behind it, the batch skips the catch-up above, and a `Missing`
-        // object is started from its file for it; the state stays
-        // `Missing` once the batch and the deletion are done.
-        let missing = if deleting {
-            self.object.take_missing()
-        } else {
-            None
-        };
         match self.load() {
             Ok(()) => {
                 self.run_batch().await;
@@ -333,9 +328,6 @@ impl<T: DurableObject> Actor<T> {
                 }
             }
             Err(e) => self.start_failed(e, after),
-        }
-        if let Some(missing) = missing {
-            self.object = ObjectState::Missing(missing);
         }
     }
 
@@ -413,19 +405,5 @@ impl<T: DurableObject> Actor<T> {
             .live_objects
             .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         drop(done_tx);
-    }
-}
-
-impl<T> ObjectState<T> {
-    /// Takes a `Missing` state out (→ `Unloaded`), for the one path that
-    /// starts such an object (see `Actor::run_gathered`).
-    fn take_missing(&mut self) -> Option<Missing> {
-        match std::mem::replace(self, ObjectState::Unloaded) {
-            ObjectState::Missing(m) => Some(m),
-            other => {
-                *self = other;
-                None
-            }
-        }
     }
 }

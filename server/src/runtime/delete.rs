@@ -12,6 +12,7 @@ use roost_protocol::{ErrorCode, ErrorDetail};
 
 use super::actor::Actor;
 use super::command::DeleteReply;
+use super::state::ObjectState;
 use super::{error, Runtime};
 use crate::commitlog::LogError;
 use crate::id::{object_path, ObjectKey};
@@ -31,6 +32,11 @@ impl<T: DurableObject> Actor<T> {
             Ok(()) => log_deletion(&self.runtime, &self.key).await,
             Err(e) => Err(e),
         };
+        if deleted.is_ok() {
+            // Whatever the old file missed is void (the deletion mark is
+            // durable): a new object of this name starts afresh.
+            self.object = ObjectState::Unloaded;
+        }
         let _ = reply.send(deleted);
     }
 }

@@ -10,14 +10,14 @@
 //! Object: Unloaded ──a batch starts it──▶ Loaded ──a batch broke──▶ Unloaded
 //!         Loaded (lost: its file refused batches) ──catch-up──▶ Unloaded, or Missing
 //!         Missing ──catch-up, at most once a second──▶ Unloaded
+//!         any ──durable deletion──▶ Unloaded
 //! ```
 //!
 //! Architecture Invariant (file prefix): an object whose file misses
 //! batches the log acknowledged is never started from that file and never
-//! evicted; every command is answered 507 until the file is caught up. The
-//! one exception is kept from before the states had names: a deletion
-//! queued right behind a batch lets that batch skip the catch-up, so it
-//! runs on the object started from its file (see `Actor::run_gathered`).
+//! evicted; every command is answered 507 until the file is caught up (a
+//! deletion behind such a batch still runs, and once durable leaves
+//! `Unloaded`: the deleted object's missing batches are void).
 
 use std::time::Instant;
 
