@@ -42,6 +42,7 @@
 //! so the durable part of the log always holds a prefix of every object's
 //! batches.
 
+pub mod changeset;
 pub mod record;
 pub mod recovery;
 

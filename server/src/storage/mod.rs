@@ -8,10 +8,8 @@
 //! changeset of a batch (captured on the connection, see `capture`), and an
 //! fsync of the object's own files.
 
-pub mod capture;
 pub mod inspect;
 mod kv;
-mod replay;
 pub(crate) mod wal;
 
 use std::fs::{self, File};
@@ -22,7 +20,7 @@ use rusqlite::{Connection, OpenFlags};
 
 use crate::id::ObjectId;
 
-use capture::{CapturingConnection, Mark};
+use crate::commitlog::changeset::{CaptureError, CapturingConnection, Mark};
 pub use kv::ListOptions;
 
 /// Size limits enforced on every object's storage.
@@ -76,7 +74,7 @@ pub enum StorageError {
     #[error("injected fault: {0}")]
     Injected(String),
     #[error("change capture: {0}")]
-    Capture(#[from] capture::CaptureError),
+    Capture(#[from] CaptureError),
     #[error("acknowledged batches could not be written to the object's file ({0}); they are safe in the commit log and are written once the disk has room")]
     Lost(String),
 }
