@@ -21,6 +21,7 @@ use rusqlite::{Connection, OpenFlags};
 use crate::id::ObjectId;
 
 use crate::commitlog::changeset::{CaptureError, CapturingConnection, Mark};
+use crate::commitlog::Unflushed;
 pub use kv::ListOptions;
 
 /// Size limits enforced on every object's storage.
@@ -163,33 +164,6 @@ fn internal(why: &str) -> StorageError {
         rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_INTERNAL),
         Some(why.into()),
     ))
-}
-
-/// Objects with batches that are durable in the commit log but not yet
-/// committed to their own file (each object's first such `seq`). The log's
-/// checkpointer syncs an object's files for a segment, and deletes the
-/// segment, only once none of the object's batches in it is still listed.
-#[derive(Default)]
-pub struct Unflushed(std::sync::Mutex<std::collections::HashMap<ObjectId, u64>>);
-
-impl Unflushed {
-    pub(crate) fn insert(&self, id: ObjectId, seq: u64) {
-        self.lock().entry(id).or_insert(seq);
-    }
-
-    pub(crate) fn remove(&self, id: ObjectId) {
-        self.lock().remove(&id);
-    }
-
-    /// Whether batch `seq` of object `id` (or an earlier one) is still only
-    /// in the log.
-    pub fn holds(&self, id: ObjectId, seq: u64) -> bool {
-        self.lock().get(&id).is_some_and(|first| *first <= seq)
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<ObjectId, u64>> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
-    }
 }
 
 const META_SCHEMA: &str = "
@@ -698,6 +672,26 @@ impl Storage {
         }
         Ok(())
     }
+}
+
+/// fsyncs an object's database and WAL (if present) and its directory.
+pub(crate) fn sync_object_files(path: &Path) -> std::io::Result<()> {
+    match File::open(path) {
+        Ok(f) => f.sync_all()?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    }
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    match File::open(PathBuf::from(wal)) {
+        Ok(f) => f.sync_all()?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    if let Some(parent) = parent_dir(path) {
+        File::open(parent)?.sync_all()?;
+    }
+    Ok(())
 }
 
 fn wal_path(path: &Path) -> PathBuf {

@@ -149,6 +149,82 @@ pub(super) fn quote(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
+/// The table's columns, in `cid` order.
+fn table_columns(conn: &Connection, name: &str) -> Result<Vec<ColumnInfo>, CaptureError> {
+    let mut stmt =
+        conn.prepare("SELECT name, pk, hidden FROM pragma_table_xinfo(?1, 'main') ORDER BY cid")?;
+    let rows = stmt.query_map([name], |r| {
+        Ok(ColumnInfo {
+            name: r.get(0)?,
+            pk: r.get(1)?,
+            generated: r.get::<_, i64>(2)? != 0,
+        })
+    })?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+/// How a table's rows are named when replaying.
+struct RowKey {
+    /// The expressions naming a row, in the order `delete` binds them.
+    exprs: Vec<String>,
+    /// `WITHOUT ROWID`: the primary key columns, in key order.
+    key_cols: Vec<usize>,
+    /// The rowid column to insert, if it is not one of the table's own
+    /// columns.
+    rowid_name: Option<&'static str>,
+}
+
+impl RowKey {
+    fn of(
+        conn: &Connection,
+        name: &str,
+        columns: &[ColumnInfo],
+        without_rowid: bool,
+    ) -> Result<RowKey, CaptureError> {
+        let unsupported = |why| CaptureError::Unsupported {
+            table: name.to_owned(),
+            why,
+        };
+        let mut pk: Vec<usize> = (0..columns.len()).filter(|&i| columns[i].pk > 0).collect();
+        pk.sort_by_key(|&i| columns[i].pk);
+        if without_rowid {
+            if pk.is_empty() {
+                return Err(unsupported("WITHOUT ROWID table without a primary key"));
+            }
+            return Ok(RowKey {
+                exprs: pk.iter().map(|&i| quote(&columns[i].name)).collect(),
+                key_cols: pk,
+                rowid_name: None,
+            });
+        }
+        // A single-column primary key without an index of its own is an
+        // alias of the rowid (INTEGER PRIMARY KEY).
+        let pk_index: i64 = conn.query_row(
+            "SELECT count(*) FROM pragma_index_list(?1, 'main') WHERE origin = 'pk'",
+            [name],
+            |r| r.get(0),
+        )?;
+        if pk.len() == 1 && pk_index == 0 {
+            return Ok(RowKey {
+                exprs: vec![quote(&columns[pk[0]].name)],
+                key_cols: Vec::new(),
+                rowid_name: None,
+            });
+        }
+        let Some(alias) = ["rowid", "_rowid_", "oid"]
+            .into_iter()
+            .find(|alias| !columns.iter().any(|c| c.name.eq_ignore_ascii_case(alias)))
+        else {
+            return Err(unsupported("columns shadow every name of the rowid"));
+        };
+        Ok(RowKey {
+            exprs: vec![alias.to_owned()],
+            key_cols: Vec::new(),
+            rowid_name: Some(alias),
+        })
+    }
+}
+
 impl<'c> Target<'c> {
     /// `None` if the table does not exist (any more).
     fn prepare(conn: &'c Connection, table: &str) -> Result<Option<Target<'c>>, CaptureError> {
@@ -168,61 +244,16 @@ impl<'c> Target<'c> {
             );
             return Ok(None);
         };
-        let columns = {
-            let mut stmt = conn.prepare(
-                "SELECT name, pk, hidden FROM pragma_table_xinfo(?1, 'main') ORDER BY cid",
-            )?;
-            let rows = stmt.query_map([&name], |r| {
-                Ok(ColumnInfo {
-                    name: r.get(0)?,
-                    pk: r.get(1)?,
-                    generated: r.get::<_, i64>(2)? != 0,
-                })
-            })?;
-            rows.collect::<Result<Vec<_>, _>>()?
-        };
-        let unsupported = |why| CaptureError::Unsupported {
-            table: name.clone(),
-            why,
-        };
-        let mut pk: Vec<usize> = (0..columns.len()).filter(|&i| columns[i].pk > 0).collect();
-        pk.sort_by_key(|&i| columns[i].pk);
+        let columns = table_columns(conn, &name)?;
         let insert_cols: Vec<usize> = (0..columns.len())
             .filter(|&i| !columns[i].generated)
             .collect();
         let target = quote(&name);
-        // The expression naming a row, and the rowid column to insert (if it
-        // is not one of the table's own columns).
-        let (key_exprs, key_cols, rowid_name): (Vec<String>, Vec<usize>, Option<&str>) =
-            if without_rowid {
-                if pk.is_empty() {
-                    return Err(unsupported("WITHOUT ROWID table without a primary key"));
-                }
-                (
-                    pk.iter().map(|&i| quote(&columns[i].name)).collect(),
-                    pk,
-                    None,
-                )
-            } else {
-                // A single-column primary key without an index of its own is
-                // an alias of the rowid (INTEGER PRIMARY KEY).
-                let pk_index: i64 = conn.query_row(
-                    "SELECT count(*) FROM pragma_index_list(?1, 'main') WHERE origin = 'pk'",
-                    [&name],
-                    |r| r.get(0),
-                )?;
-                if pk.len() == 1 && pk_index == 0 {
-                    (vec![quote(&columns[pk[0]].name)], Vec::new(), None)
-                } else {
-                    let Some(alias) = ["rowid", "_rowid_", "oid"]
-                        .into_iter()
-                        .find(|alias| !columns.iter().any(|c| c.name.eq_ignore_ascii_case(alias)))
-                    else {
-                        return Err(unsupported("columns shadow every name of the rowid"));
-                    };
-                    (vec![alias.to_owned()], Vec::new(), Some(alias))
-                }
-            };
+        let RowKey {
+            exprs: key_exprs,
+            key_cols,
+            rowid_name,
+        } = RowKey::of(conn, &name, &columns, without_rowid)?;
         let mut names: Vec<String> = rowid_name.map(str::to_owned).into_iter().collect();
         names.extend(insert_cols.iter().map(|&i| quote(&columns[i].name)));
         let params: Vec<String> = (1..=names.len()).map(|i| format!("?{i}")).collect();
