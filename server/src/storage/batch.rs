@@ -30,8 +30,8 @@ pub struct BatchChanges {
     pub schema_changed: bool,
     /// False if the changeset may not reproduce the batch (SQLite undid
     /// changes inside it that the capture could not attribute, see
-    /// `capture`); like a schema change, such a batch is synced to the
-    /// object's own file instead of being logged.
+    /// `commitlog::changeset::capture`); like a schema change, such a batch
+    /// is synced to the object's own file instead of being logged.
     pub replayable: bool,
 }
 
