@@ -400,8 +400,8 @@ fn commit_log_records() {
         for r in &records {
             let mut changeset = vec![1];
             changeset.extend_from_slice(&r.changeset);
-            let _ = roost::storage::capture::apply_changeset(&conn, &changeset);
-            let _ = roost::storage::capture::apply_changeset(&conn, &r.changeset);
+            let _ = roost::commitlog::changeset::apply_changeset(&conn, &changeset);
+            let _ = roost::commitlog::changeset::apply_changeset(&conn, &r.changeset);
             RECORDS.add(2);
         }
         Ok(())

@@ -152,79 +152,9 @@ impl DurableObject for Room {
         args: Value,
     ) -> Result<Value, ObjectError> {
         match method {
-            "join" => {
-                let socket = ctx.caller_socket().ok_or_else(|| {
-                    ObjectError::bad_args("`join` is called over the room's WebSocket")
-                })?;
-                let name = clean_name(args.get("name").and_then(Value::as_str).unwrap_or(""))?;
-                set_name(ctx, socket, &name)?;
-                ctx.broadcast_event(
-                    None,
-                    "join",
-                    json!({ "name": name, "socket": socket.0 }),
-                    Some(socket),
-                );
-                Ok(json!({ "name": name }))
-            }
-            "send" => {
-                let text = args
-                    .get("text")
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| ObjectError::bad_args("`send` needs {\"text\": \"...\"}"))?;
-                if text.is_empty() || text.len() > MAX_TEXT_BYTES {
-                    return Err(ObjectError::bad_args(format!(
-                        "text must be 1..={MAX_TEXT_BYTES} bytes"
-                    )));
-                }
-                let name = match ctx.caller_socket() {
-                    Some(s) => name_of(ctx, s),
-                    None => clean_name(args.get("name").and_then(Value::as_str).unwrap_or("http"))?,
-                };
-                let id = post(ctx, &name, text)?;
-                if let Some(f) = ctx.storage().get::<Followup>("followup")? {
-                    let at = ctx.now_ms() + f.after_ms;
-                    ctx.set_alarm(at)?;
-                }
-                Ok(json!({ "id": id }))
-            }
-            "followup" => match args.get("after_ms") {
-                Some(Value::Null) | None => {
-                    ctx.storage().delete("followup")?;
-                    ctx.delete_alarm()?;
-                    Ok(json!({ "followup": null }))
-                }
-                Some(v) => {
-                    let after_ms = v.as_i64().filter(|v| *v > 0).ok_or_else(|| {
-                        ObjectError::bad_args("`after_ms` must be a positive integer or null")
-                    })?;
-                    let text = args
-                        .get("text")
-                        .and_then(Value::as_str)
-                        .unwrap_or("How was this conversation? Tell us what you think.");
-                    if text.is_empty() || text.len() > MAX_TEXT_BYTES {
-                        return Err(ObjectError::bad_args(format!(
-                            "text must be 1..={MAX_TEXT_BYTES} bytes"
-                        )));
-                    }
-                    let f = Followup {
-                        after_ms,
-                        text: text.to_owned(),
-                    };
-                    ctx.storage().put("followup", &f)?;
-                    // A conversation already under way gets its follow-up
-                    // `after_ms` from now, without waiting for a next message.
-                    let has_messages = ctx
-                        .storage()
-                        .sql()
-                        .prepare_cached("SELECT 1 FROM messages LIMIT 1")?
-                        .exists([])?;
-                    if has_messages {
-                        let at = ctx.now_ms() + after_ms;
-                        ctx.set_alarm(at)?;
-                    }
-                    Ok(json!({ "followup": f }))
-                }
-            },
+            "join" => join(ctx, &args),
+            "send" => send(ctx, &args),
+            "followup" => followup(ctx, &args),
             "who" => {
                 let sockets = ctx.sockets(Some("member"));
                 let names: Vec<String> = sockets.into_iter().map(|s| name_of(ctx, s)).collect();
@@ -239,6 +169,89 @@ impl DurableObject for Room {
                 Ok(json!(history(ctx, limit)?))
             }
             other => Err(ObjectError::UnknownMethod(other.to_owned())),
+        }
+    }
+}
+
+/// `join {name}`: names the calling socket and tells the others.
+fn join(ctx: &mut Ctx, args: &Value) -> Result<Value, ObjectError> {
+    let socket = ctx
+        .caller_socket()
+        .ok_or_else(|| ObjectError::bad_args("`join` is called over the room's WebSocket"))?;
+    let name = clean_name(args.get("name").and_then(Value::as_str).unwrap_or(""))?;
+    set_name(ctx, socket, &name)?;
+    ctx.broadcast_event(
+        None,
+        "join",
+        json!({ "name": name, "socket": socket.0 }),
+        Some(socket),
+    );
+    Ok(json!({ "name": name }))
+}
+
+/// `send {text}`: posts a message (from the socket's name, or `name` over
+/// HTTP) and re-arms the follow-up.
+fn send(ctx: &mut Ctx, args: &Value) -> Result<Value, ObjectError> {
+    let text = args
+        .get("text")
+        .and_then(Value::as_str)
+        .ok_or_else(|| ObjectError::bad_args("`send` needs {\"text\": \"...\"}"))?;
+    if text.is_empty() || text.len() > MAX_TEXT_BYTES {
+        return Err(ObjectError::bad_args(format!(
+            "text must be 1..={MAX_TEXT_BYTES} bytes"
+        )));
+    }
+    let name = match ctx.caller_socket() {
+        Some(s) => name_of(ctx, s),
+        None => clean_name(args.get("name").and_then(Value::as_str).unwrap_or("http"))?,
+    };
+    let id = post(ctx, &name, text)?;
+    if let Some(f) = ctx.storage().get::<Followup>("followup")? {
+        let at = ctx.now_ms() + f.after_ms;
+        ctx.set_alarm(at)?;
+    }
+    Ok(json!({ "id": id }))
+}
+
+/// `followup {after_ms, text}`: sets (or, with `after_ms: null`, clears)
+/// the system message posted `after_ms` after the last message.
+fn followup(ctx: &mut Ctx, args: &Value) -> Result<Value, ObjectError> {
+    match args.get("after_ms") {
+        Some(Value::Null) | None => {
+            ctx.storage().delete("followup")?;
+            ctx.delete_alarm()?;
+            Ok(json!({ "followup": null }))
+        }
+        Some(v) => {
+            let after_ms = v.as_i64().filter(|v| *v > 0).ok_or_else(|| {
+                ObjectError::bad_args("`after_ms` must be a positive integer or null")
+            })?;
+            let text = args
+                .get("text")
+                .and_then(Value::as_str)
+                .unwrap_or("How was this conversation? Tell us what you think.");
+            if text.is_empty() || text.len() > MAX_TEXT_BYTES {
+                return Err(ObjectError::bad_args(format!(
+                    "text must be 1..={MAX_TEXT_BYTES} bytes"
+                )));
+            }
+            let f = Followup {
+                after_ms,
+                text: text.to_owned(),
+            };
+            ctx.storage().put("followup", &f)?;
+            // A conversation already under way gets its follow-up
+            // `after_ms` from now, without waiting for a next message.
+            let has_messages = ctx
+                .storage()
+                .sql()
+                .prepare_cached("SELECT 1 FROM messages LIMIT 1")?
+                .exists([])?;
+            if has_messages {
+                let at = ctx.now_ms() + after_ms;
+                ctx.set_alarm(at)?;
+            }
+            Ok(json!({ "followup": f }))
         }
     }
 }

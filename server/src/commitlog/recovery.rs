@@ -13,10 +13,11 @@ use std::path::Path;
 
 use rusqlite::Connection;
 
+use super::changeset::apply_changeset;
 use super::record::{decode_segment, Record, Tail, SEGMENT_MAGIC};
-use super::{list_segments, segment_path, sync_object_files};
+use super::{list_segments, segment_path};
 use crate::id::{object_path, ObjectId};
-use crate::storage::capture::apply_changeset;
+use crate::storage::sync_object_files;
 
 /// What recovery did, for the start-up log line and tests.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]

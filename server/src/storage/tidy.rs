@@ -112,7 +112,7 @@ fn run(
 /// its index, unless another connection uses the file. Returns whether it
 /// did.
 pub(crate) fn tidy(path: &Path) -> Result<bool, StorageError> {
-    if !super::wal_path(path).exists() {
+    if !super::files::wal_path(path).exists() {
         return Ok(false);
     }
     let _turn = super::wal::one_at_a_time();
@@ -129,7 +129,7 @@ pub(crate) fn tidy(path: &Path) -> Result<bool, StorageError> {
     }
     // The last connection to close removes the (now empty) WAL and index.
     conn.close().map_err(|(_, e)| e)?;
-    Ok(!super::wal_path(path).exists())
+    Ok(!super::files::wal_path(path).exists())
 }
 
 #[cfg(test)]
@@ -161,10 +161,10 @@ mod tests {
             s.sync_files().expect("sync");
         }
         let before = disk_bytes(&path);
-        assert!(super::super::wal_path(&path).exists());
+        assert!(super::super::files::wal_path(&path).exists());
         assert!(tidy(&path).expect("tidy"));
         let after = disk_bytes(&path);
-        assert!(!super::super::wal_path(&path).exists());
+        assert!(!super::super::files::wal_path(&path).exists());
         assert!(after < before / 2, "{before} → {after} bytes");
         let mut s = Storage::open(&path, StorageLimits::default()).expect("reopen");
         assert_eq!(s.get::<i64>("n").expect("get"), Some(41));
@@ -174,7 +174,7 @@ mod tests {
         s.finish_batch().expect("finish");
         s.commit(true).expect("commit");
         assert!(!tidy(&path).expect("tidy while open"));
-        assert!(super::super::wal_path(&path).exists());
+        assert!(super::super::files::wal_path(&path).exists());
         drop(s);
         let s = Storage::open(&path, StorageLimits::default()).expect("reopen");
         assert_eq!(s.get::<i64>("n").expect("get"), Some(42));

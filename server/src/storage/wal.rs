@@ -19,12 +19,14 @@
 //! never writes rows. An actor joins its checkpoint before it closes or
 //! deletes the object's files.
 
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OpenFlags};
 use tokio::task::JoinHandle;
 
+use super::files::wal_path;
 use super::{Storage, StorageError};
 use crate::metrics::Metrics;
 
@@ -179,6 +181,49 @@ pub(crate) fn checkpoint_in_background(path: &Path) -> Result<(), StorageError> 
     conn.execute_batch("PRAGMA synchronous=NORMAL;")?;
     conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
     Ok(())
+}
+
+impl Storage {
+    /// Size of the object's WAL file, in bytes (what it has ever held).
+    pub(crate) fn wal_file_bytes(&self) -> u64 {
+        std::fs::metadata(wal_path(&self.path)).map_or(0, |m| m.len())
+    }
+
+    /// Bytes of the WAL in use since it last started over: `mxFrame` from
+    /// the WAL index header (a `u32` in native byte order at byte 16 of the
+    /// `-shm` file; sqlite.org/walformat.html) times the frame size. Read
+    /// without SQLite's locks, so at worst a moment stale; 0 if unreadable.
+    pub(crate) fn wal_used_bytes(&self) -> u64 {
+        use std::os::unix::fs::FileExt;
+        let mut shm = self.path.as_os_str().to_owned();
+        shm.push("-shm");
+        let mut frames = [0u8; 4];
+        let read = File::open(PathBuf::from(shm)).and_then(|f| f.read_exact_at(&mut frames, 16));
+        match read {
+            Ok(()) => u64::from(u32::from_ne_bytes(frames)) * (self.page_size + 24),
+            Err(_) => 0,
+        }
+    }
+
+    /// Copies the WAL into the database file (fsyncing both) and empties it.
+    /// Blocking: call it through `sys::blocking`.
+    pub(crate) fn checkpoint_wal(&mut self) -> Result<(), StorageError> {
+        self.checkpoint_wal_mode("TRUNCATE")
+    }
+
+    /// `PRAGMA wal_checkpoint(mode)` on the actor's own connection, with
+    /// the fsyncs a checkpoint needs (`synchronous=NORMAL` while it runs).
+    /// Commits the open transaction first.
+    pub(crate) fn checkpoint_wal_mode(&mut self, mode: &str) -> Result<(), StorageError> {
+        self.flush()?;
+        self.conn.execute_batch("PRAGMA synchronous=NORMAL;")?;
+        let done = self
+            .conn
+            .query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |_| Ok(()));
+        self.conn.execute_batch("PRAGMA synchronous=OFF;")?;
+        done?;
+        Ok(())
+    }
 }
 
 #[cfg(test)]

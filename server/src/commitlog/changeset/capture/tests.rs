@@ -1,7 +1,12 @@
-//! Tests of capture and replay together (`capture.rs`, `replay.rs`).
+//! Tests of capture and replay together (`capture/`, `replay.rs`).
 
+use super::trace::starts_with_rollback;
 use super::*;
-use crate::storage::replay::quote;
+use crate::commitlog::changeset::apply_changeset;
+use crate::commitlog::changeset::format::{
+    FORMAT_V1, OP_DELETE, OP_INSERT, T_REAL, T_SAME, T_TEXT,
+};
+use crate::commitlog::changeset::replay::quote;
 use rusqlite::config::DbConfig;
 use rusqlite::types::Value;
 

@@ -1,0 +1,61 @@
+//! Tests of the lazily opened event savepoint.
+
+use super::*;
+
+fn no_event_savepoint(s: &Storage) -> bool {
+    // `RELEASE` of a savepoint that is not open fails.
+    s.conn.execute_batch("RELEASE roost_event").is_err()
+}
+
+/// An event opens its savepoint with its first use of SQL: one that
+/// touches none costs no statement, one that does is still undone
+/// alone, and a write that bypasses the lazy opening fails the event
+/// instead of escaping its undo.
+#[test]
+fn an_event_opens_its_savepoint_with_its_first_use_of_sql() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut s =
+        Storage::open(&dir.path().join("a.sqlite"), StorageLimits::default()).expect("open");
+    s.sql().execute_batch("CREATE TABLE t(x)").expect("create");
+    let count = |s: &Storage| -> i64 {
+        s.conn
+            .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+            .expect("count")
+    };
+    s.begin_batch().expect("begin");
+
+    s.begin_event().expect("event");
+    assert!(no_event_savepoint(&s), "nothing used SQL yet");
+    s.end_event(false)
+        .expect("an event without SQL ends either way");
+
+    s.begin_event().expect("event");
+    s.sql()
+        .execute("INSERT INTO t VALUES(1)", [])
+        .expect("insert");
+    s.end_event(true).expect("keep");
+
+    s.begin_event().expect("event");
+    s.put("k", &1).expect("put");
+    s.sql()
+        .execute("INSERT INTO t VALUES(2)", [])
+        .expect("insert");
+    s.end_event(false).expect("undo");
+    assert_eq!(count(&s), 1, "the failed event is undone alone");
+    assert_eq!(s.get::<i64>("k").expect("get"), None);
+
+    s.begin_event().expect("event");
+    s.conn
+        .execute("INSERT INTO t VALUES(3)", [])
+        .expect("a write that bypasses db()");
+    assert!(no_event_savepoint(&s));
+    let refused = s.end_event(true).map_err(|e| e.to_string());
+    assert!(
+        refused
+            .as_ref()
+            .is_err_and(|e| e.contains("without its savepoint")),
+        "a change made without the event's savepoint fails the event: {refused:?}"
+    );
+    s.rollback();
+    assert_eq!(count(&s), 0, "the whole batch is undone");
+}

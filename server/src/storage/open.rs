@@ -1,0 +1,119 @@
+//! Opening an object's database: the file (and the directories leading to
+//! it) made durable when new, the connection's settings, the meta tables
+//! (`_roost_kv`, `_roost_meta` with the `commit_seq` stamp, `_roost_alarm`)
+//! and the change capture installed for the connection's whole life.
+//!
+//! Settings: 2 KiB pages for new files, WAL with normal locking and the
+//! shared-memory WAL index (so `wal.rs` can checkpoint on a second
+//! connection), no auto-checkpoint and no checkpoint on close,
+//! `max_page_count` from `--max-db-bytes`, a page cache of
+//! `--object-cache-bytes`, and `synchronous=OFF` on the actor's connection:
+//! the commit log (or `sync_files`) makes its commits durable.
+
+use std::path::Path;
+
+use rusqlite::{Connection, OpenFlags};
+
+use super::files::{create_dir_all_durable, parent_dir, sync_parent};
+use super::{EventSavepoint, Storage, StorageError, StorageLimits};
+use crate::commitlog::changeset::{CapturingConnection, Mark};
+
+const META_SCHEMA: &str = "
+    CREATE TABLE IF NOT EXISTS _roost_kv(key BLOB PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS _roost_meta(k TEXT PRIMARY KEY, v INTEGER NOT NULL);
+    INSERT OR IGNORE INTO _roost_meta(k, v) VALUES('commit_seq', 0);
+    CREATE TABLE IF NOT EXISTS _roost_alarm(k INTEGER PRIMARY KEY CHECK (k = 1), at_ms INTEGER NOT NULL);
+";
+
+impl Storage {
+    /// Opens (creating if needed) the database at `path`. A new file and the
+    /// directories leading to it are made durable before this returns.
+    pub fn open(path: &Path, limits: StorageLimits) -> Result<Storage, StorageError> {
+        let created = !path.exists();
+        if created {
+            if let Some(parent) = parent_dir(path) {
+                create_dir_all_durable(parent)?;
+            }
+        }
+        let conn = CapturingConnection::install(Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?)?;
+        let page_size = configure(&conn, &limits)?;
+        let page_size = u64::try_from(page_size).unwrap_or(4096);
+        if created {
+            sync_parent(path)?;
+        }
+        let seq: i64 =
+            conn.query_row("SELECT v FROM _roost_meta WHERE k='commit_seq'", [], |r| {
+                r.get(0)
+            })?;
+        Ok(Storage {
+            conn,
+            path: path.to_owned(),
+            limits,
+            read_only: false,
+            schema_version_at_begin: 0,
+            event_mark: Mark::default(),
+            event: std::cell::Cell::new(EventSavepoint::None),
+            seq: u64::try_from(seq).unwrap_or(0),
+            page_size,
+            batch_open: false,
+            txn_since: None,
+            pending_from: None,
+            unflushed: None,
+            lost: None,
+            alarm_cache: std::cell::Cell::new(None),
+        })
+    }
+}
+
+/// The connection's settings and the meta tables; returns the page size.
+fn configure(conn: &Connection, limits: &StorageLimits) -> Result<i64, StorageError> {
+    // NORMAL in WAL mode: commits are not fsynced by SQLite (the commit log
+    // or `sync_files` makes them durable), checkpoints are.
+    // Normal (not exclusive) locking with the shared-memory WAL index, so
+    // a second connection can checkpoint in the background while the
+    // actor writes (`wal.rs`); the actor remains the only writer.
+    // A restarted WAL is overwritten from its start, never truncated:
+    // overwriting allocated blocks spares `fdatasync` the inode and the
+    // filesystem a synchronous discard (this disk is mounted `discard`).
+    // What is in use is read from the WAL index (`wal_used_bytes`).
+    // 2 KiB pages for new files (an existing file keeps its own): every
+    // commit writes whole pages to the WAL (the changed leaf and the
+    // `seq` stamp), so smaller pages halve the WAL bytes, the disk writes
+    // and the checkpoints. 1 KiB would halve them again but slows reading
+    // a large Yjs snapshot (more overflow pages); measured: git log -p docs/BENCHMARKS.md.
+    conn.execute_batch(
+        "PRAGMA page_size=2048; PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;
+         PRAGMA foreign_keys=ON; PRAGMA wal_autocheckpoint=0;",
+    )?;
+    // Closing must not checkpoint (two fsyncs per eviction): the WAL stays
+    // and is recovered on the next open; the actor checkpoints a WAL that
+    // has grown large instead (`wal.rs`, `checkpoint_wal`).
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
+        true,
+    )?;
+    // Waits out the background checkpointer's brief locks.
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    let page_size: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+    let max_pages = (limits.max_db_bytes / page_size.max(512) as u64).max(16);
+    // A loaded object keeps its hot pages; the OS page cache holds the rest.
+    let cache_kib = (limits.cache_bytes / 1024).max(16);
+    conn.execute_batch(&format!(
+        "PRAGMA max_page_count={max_pages}; PRAGMA cache_size=-{cache_kib};"
+    ))?;
+    conn.execute_batch(&format!("BEGIN IMMEDIATE;{META_SCHEMA}COMMIT;"))?;
+    // OFF: the actor's connection never fsyncs. Its commits are made
+    // durable by the commit log (or `sync_files`); the checkpoints that
+    // must fsync (WAL before the database is written, database before
+    // the WAL starts over) run with NORMAL: on the background connection
+    // (`wal.rs`), or switched on for the actor's own (`checkpoint_wal_mode`).
+    // Unsynced here is only the header written when the WAL starts over:
+    // until the log's checkpoint syncs this file, the log holds what follows.
+    conn.execute_batch("PRAGMA synchronous=OFF;")?;
+    Ok(page_size)
+}
