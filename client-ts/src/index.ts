@@ -1,12 +1,29 @@
 /**
  * `@roost/client`: the core entry point — object sockets (`connect`), RPC over
- * HTTP (`createHttpClient`) and errors. It imports neither Yjs nor React; the
+ * HTTP (`createHttpClient`), both at once (`createClient`), typed RPC
+ * declarations (`ObjectSchema`) and errors. It imports neither Yjs nor React; the
  * Yjs provider is in `@roost/client/yjs` and the hooks in `@roost/client/react`.
  * @module
  */
 
 export { connect, ObjectSocket } from './socket.js'
 export type { ConnectOptions, CallOptions, CloseInfo, SocketStatus } from './socket.js'
+export { createClient, RoostClient } from './client.js'
+export type { RoostClientOptions, ClientConnectOptions } from './client.js'
+export type {
+  ObjectSchema,
+  UntypedObject,
+  BuiltinEvents,
+  MethodsOf,
+  EventsOf,
+  MethodName,
+  EventName,
+  MethodResult,
+  EventData,
+  CallArgs,
+  UntypedMethodName,
+  UntypedEventName,
+} from './schema.js'
 export { createHttpClient } from './http.js'
 export type { HttpClient, HttpClientOptions, HttpCallOptions, ObjectStub } from './http.js'
 export { RoostError, errorFromResponse } from './errors.js'

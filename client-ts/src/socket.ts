@@ -24,6 +24,17 @@ import {
 import { Emitter, type Unsubscribe } from './emitter.js'
 import { decodeServerFrame, encodeAuth, encodeCall, encodePing } from './envelope.js'
 import { RoostError } from './errors.js'
+import type {
+  CallArgs,
+  EventData,
+  EventName,
+  MethodName,
+  MethodResult,
+  ObjectSchema,
+  UntypedEventName,
+  UntypedMethodName,
+  UntypedObject,
+} from './schema.js'
 import { type QueryParams, segment, wsUrl } from './url.js'
 
 /** Status of an {@link ObjectSocket}; see {@link ConnectionStatus}. */
@@ -83,6 +94,8 @@ interface SocketEvents {
 
 /**
  * A live, reconnecting WebSocket into one object. Create it with {@link connect}.
+ * The type parameter `S` (an {@link ObjectSchema}) types {@link call} and
+ * {@link on}; without it any method and event name is accepted.
  *
  * ```ts
  * const room = connect({ url: 'http://127.0.0.1:8787', class: 'room', name: 'lobby', params: { name: 'alice' } })
@@ -90,7 +103,7 @@ interface SocketEvents {
  * await room.call('send', { text: 'hi' })
  * ```
  */
-export class ObjectSocket {
+export class ObjectSocket<S extends ObjectSchema = UntypedObject> {
   /** The object's class. */
   readonly class: string
   /** The object's name. */
@@ -160,10 +173,17 @@ export class ObjectSocket {
    * Calls `method` on the object and resolves with its result (sent only after
    * the call's writes are durable). Rejects with a {@link RoostError}: the
    * server's code (`unknown_method`, `application`, …) or a client code
-   * (`timeout`, `disconnected`, `queue_full`, `closed`, `aborted`).
+   * (`timeout`, `disconnected`, `queue_full`, `closed`, `aborted`), or
+   * `unauthorized`/`forbidden` when the server refused the token for good.
+   *
+   * With a schema (`ObjectSocket<S>`), `method` must be one of its methods,
+   * `args` its argument type, and the result is its result type; untyped,
+   * `call<T>(method, args)` gives the result type.
    */
-  call<T = unknown>(method: string, args?: unknown, options: CallOptions = {}): Promise<T> {
-    return new Promise<T>((resolve, reject) => {
+  call<M extends MethodName<S>>(method: M, ...args: CallArgs<S, M, CallOptions>): Promise<MethodResult<S, M>>
+  call<T = unknown>(method: UntypedMethodName<S>, args?: unknown, options?: CallOptions): Promise<T>
+  call(method: string, args?: unknown, options: CallOptions = {}): Promise<unknown> {
+    return new Promise<unknown>((resolve, reject) => {
       if (this.status === 'closed' || this.status === 'unauthorized') {
         reject(this.stoppedError())
         return
@@ -178,7 +198,7 @@ export class ObjectSocket {
       const call: PendingCall = {
         method,
         args,
-        resolve: resolve as (value: unknown) => void,
+        resolve,
         reject,
         id: null,
         done: false,
@@ -207,14 +227,23 @@ export class ObjectSocket {
   /**
    * Listens for events pushed by the object (`{"type":"event","event":E,"data":D}`),
    * e.g. `message`, `join`, `history` for `room`; `error` for frames the server
-   * could not handle. Returns a function that removes the listener.
+   * could not handle; `auth` for an accepted in-band token refresh. Returns a
+   * function that removes the listener.
+   *
+   * With a schema (`ObjectSocket<S>`), `event` must be one of its events (or
+   * `auth`/`error`) and `data` has its type; untyped, `on<T>(event, fn)`
+   * gives the data type.
    */
-  on<T = unknown>(event: string, fn: (data: T) => void): Unsubscribe {
+  on<E extends EventName<S>>(event: E, fn: (data: EventData<S, E>) => void): Unsubscribe
+  on<T = unknown>(event: UntypedEventName<S>, fn: (data: T) => void): Unsubscribe
+  on(event: string, fn: (data: never) => void): Unsubscribe {
     return this.pushes.on(event, fn as (data: unknown) => void)
   }
 
   /** Removes a listener added with {@link on}. */
-  off<T = unknown>(event: string, fn: (data: T) => void): void {
+  off<E extends EventName<S>>(event: E, fn: (data: EventData<S, E>) => void): void
+  off<T = unknown>(event: UntypedEventName<S>, fn: (data: T) => void): void
+  off(event: string, fn: (data: never) => void): void {
     this.pushes.off(event, fn as (data: unknown) => void)
   }
 
@@ -394,15 +423,17 @@ export class ObjectSocket {
 }
 
 /**
- * Opens a reconnecting WebSocket into the object `(class, name)`.
+ * Opens a reconnecting WebSocket into the object `(class, name)`. Pass an
+ * {@link ObjectSchema} as type parameter for typed calls and events.
  *
  * ```ts
  * import WebSocket from 'ws' // Node 20 only; browsers and Node ≥ 22 have a global one
- * const counter = connect({ url: 'http://127.0.0.1:8787', class: 'counter', name: 'visits', WebSocket })
- * console.log(await counter.call('increment', { by: 1 }))
+ * interface Counter { methods: { increment(args: { by: number }): number } }
+ * const counter = connect<Counter>({ url: 'http://127.0.0.1:8787', class: 'counter', name: 'visits', WebSocket })
+ * console.log(await counter.call('increment', { by: 1 })) // a number
  * counter.close()
  * ```
  */
-export function connect(options: ConnectOptions): ObjectSocket {
-  return new ObjectSocket(options)
+export function connect<S extends ObjectSchema = UntypedObject>(options: ConnectOptions): ObjectSocket<S> {
+  return new ObjectSocket<S>(options)
 }
