@@ -2,7 +2,7 @@
 // tsconfig.test.json), never run. Every `@ts-expect-error` line must be an
 // error, and every other line must not.
 import { connect, createClient, createHttpClient, type ObjectSocket } from '../../src/index.js'
-import { useObjectEvent, useObjectSocket } from '../../src/react/index.js'
+import { useEventReducer, useLatestEvent, useObjectEvent, useObjectSocket } from '../../src/react/index.js'
 
 interface Counter {
   methods: {
@@ -132,4 +132,28 @@ export function typedHooks(): void {
   // @ts-expect-error unknown event
   useObjectEvent(socket, 'nope', () => {})
   void socket?.call('increment', { by: 1 })
+}
+
+interface Message {
+  id: number
+  text: string
+}
+interface Room {
+  methods: { send(args: { text: string }): { id: number } }
+  events: { message: Message }
+}
+
+// The README's React example.
+export function readmeChat(): void {
+  const { socket, status, authFailure } = useObjectSocket<Room>({ class: 'room', name: 'lobby', params: { name: 'alice' } })
+  const messages = useEventReducer(socket, 'message', (all, m) => [...all, m].slice(-100), [] as Message[])
+  assertType<Equals<typeof messages, Message[]>>()
+  const last = useLatestEvent(socket, 'message')
+  assertType<Equals<typeof last, Message | undefined>>()
+  // @ts-expect-error unknown event
+  useLatestEvent(socket, 'nope')
+  // @ts-expect-error the reducer's data is a Message
+  useEventReducer(socket, 'message', (n: number, m: string) => n + m.length, 0)
+  void socket?.call('send', { text: 'hi' })
+  void status, authFailure
 }

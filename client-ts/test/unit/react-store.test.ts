@@ -273,17 +273,17 @@ describe('Yjs hooks', () => {
     expect(arrays.at(-1)).toBe(arrays.at(-2))
     expect(shallowSeen.at(-1)).toEqual({ nested })
 
-    await act(async () => map.set('a', 1))
+    await act(async () => void map.set('a', 1))
     expect(shallowSeen.at(-1)).toEqual({ nested, a: 1 })
     // Setting the same primitive value again: Yjs reports a change, the snapshot stays.
     const beforeSame = shallowSeen.at(-1)
-    await act(async () => map.set('a', 1))
+    await act(async () => void map.set('a', 1))
     expect(shallowSeen.at(-1)).toBe(beforeSame)
 
     // A nested change: only the deep hook gives a new snapshot.
     const shallowBefore = shallowSeen.at(-1)
     const deepBefore = deepSeen.at(-1)
-    await act(async () => nested.set('x', 1))
+    await act(async () => void nested.set('x', 1))
     expect(shallowSeen.at(-1)).toBe(shallowBefore)
     expect(deepSeen.at(-1)).not.toBe(deepBefore)
 
