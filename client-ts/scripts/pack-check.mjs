@@ -4,7 +4,8 @@
 //   - every "exports" target and every source map's sources are in the tarball;
 //   - ESM `import` and CommonJS `require` load ".", "./yjs" and "./react" and work;
 //   - TypeScript type-checks code using them with moduleResolution node16
-//     (an .mts file: the `import` condition; a .cts file: `require`) and bundler.
+//     (an .mts file: the `import` condition; a .cts file: `require`), bundler
+//     and the old node10 (through "types"/"typesVersions").
 // The optional peers (yjs, y-protocols, lib0, react, @types/react) are linked
 // from this package's own node_modules, so no network is needed.
 //
@@ -215,6 +216,10 @@ export async function main(): Promise<number> {
   }
   run(process.execPath, [tsc, '-p', 'tsconfig.node16-cjs.json'], app, 'tsc, moduleResolution node16: a .cts file using all three entry points (skipLibCheck)')
   run(process.execPath, [tsc, '-p', 'tsconfig.bundler.json'], app, 'tsc: moduleResolution bundler')
+  // Old-style resolution ignores "exports": "types" and "typesVersions" serve it.
+  tsconfig('tsconfig.node10.json', { module: 'commonjs', moduleResolution: 'node10', esModuleInterop: true, skipLibCheck: true }, ['node10.ts'])
+  writeFileSync(join(app, 'node10.ts'), usage(esmImports))
+  run(process.execPath, [tsc, '-p', 'tsconfig.node10.json'], app, 'tsc: moduleResolution node10 (typesVersions; skipLibCheck)')
 } finally {
   if (process.env.KEEP_PACK_CHECK) console.log(`kept ${work}`)
   else rmSync(work, { recursive: true, force: true })
