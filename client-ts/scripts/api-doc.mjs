@@ -48,8 +48,9 @@ export function generate() {
         signature = `type ${exp.name} = ${decl.type.getText().replace(/\s*\/\*\*[\s\S]*?\*\/\s*/g, ' ').replace(/\s+/g, ' ').trim()}`
       } else if (ts.isFunctionDeclaration(decl)) {
         kind = 'function'
-        const sig = checker.getSignatureFromDeclaration(decl)
-        signature = `function ${exp.name}${checker.signatureToString(sig, undefined, flags)}`
+        // Every overload (the implementation's signature is not among them).
+        const sigs = checker.getSignaturesOfType(checker.getTypeOfSymbolAtLocation(sym, decl), ts.SignatureKind.Call)
+        signature = sigs.map((sig) => `function ${exp.name}${checker.signatureToString(sig, undefined, flags)}`).join('\n')
       } else if (ts.isVariableDeclaration(decl)) {
         signature = `const ${exp.name}: ${checker.typeToString(checker.getTypeOfSymbolAtLocation(sym, decl), undefined, flags)}`
       }
@@ -68,8 +69,9 @@ export function generate() {
           const mdoc = doc(m)
           let sigText
           if (ts.isMethodDeclaration(md) || ts.isMethodSignature(md)) {
-            const s = checker.getSignatureFromDeclaration(md)
-            sigText = `${m.name}${checker.signatureToString(s, undefined, flags)}`
+            // Overloads are listed one after the other.
+            const sigs = checker.getSignaturesOfType(checker.getTypeOfSymbolAtLocation(m, md), ts.SignatureKind.Call)
+            sigText = sigs.map((s) => `${m.name}${checker.signatureToString(s, undefined, flags)}`).join('` / `')
           } else if (ts.isGetAccessorDeclaration(md)) {
             sigText = `get ${m.name}(): ${checker.typeToString(checker.getTypeOfSymbolAtLocation(m, md), undefined, flags)}`
           } else {

@@ -7,11 +7,17 @@
  * {@link ConnectionOptions.pingIntervalMs}). Shared by {@link ObjectSocket}
  * and the Yjs provider; it knows nothing about what travels over the socket
  * beyond the ping frame each of them gives it.
+ *
+ * A socket the server closes with 4401 or 4403 had its token refused (see
+ * {@link AUTH_CLOSE_CODES}): the connection reports `auth-failed`, asks a
+ * token callback once more and retries at once, and otherwise stops in the
+ * status `unauthorized` instead of retrying forever.
  * @module
  */
 
 import { type BackoffOptions, backoffDelay, DEFAULT_BACKOFF } from './backoff.js'
 import { Emitter, type Unsubscribe } from './emitter.js'
+import { RoostError } from './errors.js'
 import { refreshDelayMs, resolveToken, tokenExpiryMs, type TokenSource } from './token.js'
 import { messageData, OPEN, resolveWebSocket, type WebSocketConstructor, type WebSocketLike } from './websocket.js'
 
@@ -21,9 +27,59 @@ import { messageData, OPEN, resolveWebSocket, type WebSocketConstructor, type We
  * - `open`: a WebSocket is open;
  * - `reconnecting`: the last WebSocket closed or an attempt failed; another
  *   attempt is scheduled or under way;
+ * - `unauthorized`: the server refused the token (close code 4401 or 4403,
+ *   see {@link AuthFailure}) and no retry is left: there was no token
+ *   callback, or a fresh token from it was refused too. Nothing happens until
+ *   you reconnect (`ObjectSocket.reconnect()`, `RoostProvider.connect()`),
+ *   e.g. after the user signed in again;
  * - `closed`: `close()` was called, or `maxRetries` attempts failed. Final.
  */
-export type ConnectionStatus = 'connecting' | 'open' | 'reconnecting' | 'closed'
+export type ConnectionStatus = 'connecting' | 'open' | 'reconnecting' | 'unauthorized' | 'closed'
+
+/**
+ * The WebSocket close codes with which the server refuses a socket's token
+ * (it accepts the upgrade, then closes at once with one of these and a
+ * human-readable reason, so that a browser can see why):
+ * - `4401` unauthenticated: the token is missing, malformed, expired or
+ *   wrongly signed;
+ * - `4403` forbidden: the token is valid but not for this object, or revoked.
+ */
+export const AUTH_CLOSE_CODES: Readonly<{ unauthenticated: 4401; forbidden: 4403 }> = Object.freeze({
+  unauthenticated: 4401,
+  forbidden: 4403,
+})
+
+/** What an `auth-failed` event carries: the server refused the token of a socket. */
+export interface AuthFailure {
+  /** 4401 (unauthenticated) or 4403 (forbidden); see {@link AUTH_CLOSE_CODES}. */
+  code: 4401 | 4403
+  /** The server's reason, for humans (e.g. `token expired`). */
+  reason: string
+  /**
+   * True when the connection now asks the token callback for a fresh token
+   * and tries once more at once; false when it gives up (status
+   * `unauthorized`): there is no token callback, or this was already the
+   * retry (two refusals with no accepted connection in between).
+   */
+  retrying: boolean
+}
+
+/** Whether `code` is one of the {@link AUTH_CLOSE_CODES}. */
+export function isAuthCloseCode(code: number): code is 4401 | 4403 {
+  return code === AUTH_CLOSE_CODES.unauthenticated || code === AUTH_CLOSE_CODES.forbidden
+}
+
+/**
+ * The {@link RoostError} for a refused token: code `unauthorized` (4401) or
+ * `forbidden` (4403), with the server's reason as message.
+ */
+export function authFailureError(failure: Pick<AuthFailure, 'code' | 'reason'>): RoostError {
+  const forbidden = failure.code === AUTH_CLOSE_CODES.forbidden
+  return new RoostError(
+    forbidden ? 'forbidden' : 'unauthorized',
+    failure.reason || (forbidden ? 'the token does not allow this object' : 'the token was refused'),
+  )
+}
 
 /** Options shared by every reconnecting connection. */
 export interface ConnectionOptions {
@@ -92,6 +148,8 @@ export interface ConnectionEvents {
   error: [error: unknown]
   /** A fresh token was sent in-band on the open socket. */
   refresh: [token: string]
+  /** The server refused the token (close code 4401/4403); emitted after `close`, before the status change. */
+  'auth-failed': [failure: AuthFailure]
 }
 
 /** A reconnecting WebSocket. Internal building block; see {@link ObjectSocket} and `RoostProvider`. */
@@ -116,6 +174,11 @@ export class Connection {
   /** When the heartbeat ping now awaiting an answer was sent, or null. */
   private pingedAt: number | null = null
   private heartbeatTimer: ReturnType<typeof setTimeout> | null = null
+  /** The token was refused and the one retry spent, with no accepted connection since. */
+  private authRetried = false
+  /** The refusal that put the connection in `unauthorized`. */
+  private authFailed: AuthFailure | null = null
+  private onlineListener = false
 
   /**
    * `buildUrl` turns the token of this attempt (if any) into the WebSocket
@@ -137,6 +200,11 @@ export class Connection {
     return this._status
   }
 
+  /** The refusal that stopped the connection while the status is `unauthorized`, else null. */
+  get authFailure(): AuthFailure | null {
+    return this._status === 'unauthorized' ? this.authFailed : null
+  }
+
   /** The open WebSocket, or null. */
   get socket(): WebSocketLike | null {
     return this.ws && this.ws.readyState === OPEN && this._status === 'open' ? this.ws : null
@@ -150,13 +218,27 @@ export class Connection {
   start(): void {
     if (this.started || this._status === 'closed') return
     this.started = true
-    // In browsers, retry at once when the network comes back instead of
-    // waiting out the backoff delay.
-    const target = globalThis as { addEventListener?: (t: string, fn: () => void) => void }
-    if (typeof target.addEventListener === 'function' && typeof (globalThis as { window?: unknown }).window !== 'undefined') {
-      target.addEventListener('online', this.onOnline)
-    }
+    this.listenOnline(true)
     void this.attemptNow()
+  }
+
+  /**
+   * In browsers, retry at once when the network comes back instead of
+   * waiting out the backoff delay; listened to while the connection may retry.
+   */
+  private listenOnline(on: boolean): void {
+    if (on === this.onlineListener) return
+    const target = globalThis as {
+      addEventListener?: (t: string, fn: () => void) => void
+      removeEventListener?: (t: string, fn: () => void) => void
+    }
+    if (on) {
+      if (typeof target.addEventListener !== 'function' || typeof (globalThis as { window?: unknown }).window === 'undefined') return
+      target.addEventListener('online', this.onOnline)
+    } else if (typeof target.removeEventListener === 'function') {
+      target.removeEventListener('online', this.onOnline)
+    }
+    this.onlineListener = on
   }
 
   private readonly onOnline = (): void => {
@@ -179,7 +261,10 @@ export class Connection {
     }
   }
 
-  /** Drops the current socket (if any) and tries again right away. */
+  /**
+   * Drops the current socket (if any) and tries again right away; also
+   * starts again after `unauthorized` (with a full retry of the token).
+   */
   reconnect(): void {
     if (this._status === 'closed') return
     this.started = true
@@ -188,6 +273,8 @@ export class Connection {
     const ws = this.ws
     if (ws) this.detach(ws, 4000, 'reconnect', false)
     this.attempt = 0
+    this.authRetried = false
+    this.listenOnline(true)
     this.setStatus(this.everOpened ? 'reconnecting' : 'connecting')
     void this.attemptNow()
   }
@@ -206,11 +293,10 @@ export class Connection {
   private setStatus(status: ConnectionStatus): void {
     if (status === this._status) return
     this._status = status
-    if (status === 'closed') {
+    if (status === 'closed' || status === 'unauthorized') {
       this.clearRefresh()
       this.clearHeartbeat()
-      const target = globalThis as { removeEventListener?: (t: string, fn: () => void) => void }
-      if (typeof target.removeEventListener === 'function') target.removeEventListener('online', this.onOnline)
+      this.listenOnline(false)
     }
     this.events.emit('status', status)
   }
@@ -402,10 +488,41 @@ export class Connection {
     this.clearRefresh()
     this.clearHeartbeat()
     this.ws = null
+    if (isAuthCloseCode(code)) {
+      this.refused(code, reason, wasOpen)
+      return
+    }
+    // A socket that opened and was not refused: its token was accepted.
+    if (wasOpen) this.authRetried = false
     if (wasOpen && Date.now() - this.openedAt >= (this.options.minUptimeMs ?? 5_000)) this.attempt = 0
     this.events.emit('close', code, reason, wasOpen)
     if (this._status === 'closed') return
     this.scheduleRetry()
+  }
+
+  /**
+   * The server refused the token (4401/4403): with a token callback and the
+   * retry unspent, ask it again and retry at once (no backoff: the refusal
+   * was immediate and says nothing about the server's health); else stop.
+   */
+  private refused(code: 4401 | 4403, reason: string, wasOpen: boolean): void {
+    const retrying = typeof this.options.token === 'function' && !this.authRetried
+    const failure: AuthFailure = { code, reason, retrying }
+    const id = this.current
+    this.events.emit('close', code, reason, wasOpen)
+    if (this._status === 'closed' || id !== this.current) return // a listener closed or reconnected
+    this.events.emit('auth-failed', failure)
+    if ((this._status as ConnectionStatus) === 'closed' || id !== this.current) return
+    this.clearRetry()
+    if (retrying) {
+      this.authRetried = true
+      this.setStatus('reconnecting')
+      void this.attemptNow()
+    } else {
+      this.current++ // nothing may still be under way
+      this.authFailed = failure
+      this.setStatus('unauthorized')
+    }
   }
 
   private scheduleRetry(): void {

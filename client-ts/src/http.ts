@@ -6,6 +6,7 @@
  */
 
 import { errorFromResponse, RoostError } from './errors.js'
+import type { CallArgs, MethodName, MethodResult, ObjectSchema, UntypedMethodName, UntypedObject } from './schema.js'
 import { resolveToken, type TokenSource } from './token.js'
 import { httpUrl, segment } from './url.js'
 
@@ -31,14 +32,22 @@ export interface HttpCallOptions {
   signal?: AbortSignal
 }
 
-/** A handle on one object for repeated calls: `client.object('counter', 'visits').call('get')`. */
-export interface ObjectStub {
+/**
+ * A handle on one object for repeated calls: `client.object('counter', 'visits').call('get')`.
+ * With a schema (`object<S>(…)`, see {@link ObjectSchema}) its calls are typed.
+ */
+export interface ObjectStub<S extends ObjectSchema = UntypedObject> {
   /** The object's class. */
   readonly class: string
   /** The object's name. */
   readonly name: string
-  /** Calls `method` on this object; see {@link HttpClient.call}. */
-  call<T = unknown>(method: string, args?: unknown, options?: HttpCallOptions): Promise<T>
+  /**
+   * Calls `method` on this object; see {@link HttpClient.call}. With a schema
+   * the method name, arguments and result are typed; untyped, `call<T>`
+   * gives the result type.
+   */
+  call<M extends MethodName<S>>(method: M, ...args: CallArgs<S, M, HttpCallOptions>): Promise<MethodResult<S, M>>
+  call<T = unknown>(method: UntypedMethodName<S>, args?: unknown, options?: HttpCallOptions): Promise<T>
 }
 
 /** The client returned by {@link createHttpClient}. */
@@ -50,8 +59,8 @@ export interface HttpClient {
    * `timeout`, `aborted`, `bad_response`.
    */
   call<T = unknown>(cls: string, name: string, method: string, args?: unknown, options?: HttpCallOptions): Promise<T>
-  /** A stub bound to one object. */
-  object(cls: string, name: string): ObjectStub
+  /** A stub bound to one object; pass an {@link ObjectSchema} as type parameter for typed calls. */
+  object<S extends ObjectSchema = UntypedObject>(cls: string, name: string): ObjectStub<S>
 }
 
 /**
@@ -113,12 +122,13 @@ export function createHttpClient(options: HttpClientOptions): HttpClient {
 
   return {
     call,
-    object(cls: string, name: string): ObjectStub {
-      return {
+    object<S extends ObjectSchema = UntypedObject>(cls: string, name: string): ObjectStub<S> {
+      const stub = {
         class: cls,
         name,
-        call: <T>(method: string, args?: unknown, opts?: HttpCallOptions) => call<T>(cls, name, method, args, opts),
+        call: (method: string, args?: unknown, opts?: HttpCallOptions) => call<unknown>(cls, name, method, args, opts),
       }
+      return stub as ObjectStub<S>
     },
   }
 }

@@ -7,14 +7,34 @@
  * a bounded queue and are sent once, in order, after the next connection opens.
  * A call that was sent but whose result did not arrive before the connection
  * dropped is rejected with `disconnected` (it may or may not have run) and is
- * never re-sent.
+ * never re-sent. (Exception: calls sent on a socket the server refused for
+ * its token, close code 4401/4403, never reached the object; they go back to
+ * the queue, for the retry with a fresh token.)
  * @module
  */
 
-import { type ConnectionOptions, type ConnectionStatus, Connection } from './connection.js'
+import {
+  type AuthFailure,
+  authFailureError,
+  type ConnectionOptions,
+  type ConnectionStatus,
+  Connection,
+  isAuthCloseCode,
+} from './connection.js'
 import { Emitter, type Unsubscribe } from './emitter.js'
 import { decodeServerFrame, encodeAuth, encodeCall, encodePing } from './envelope.js'
 import { RoostError } from './errors.js'
+import type {
+  CallArgs,
+  EventData,
+  EventName,
+  MethodName,
+  MethodResult,
+  ObjectSchema,
+  UntypedEventName,
+  UntypedMethodName,
+  UntypedObject,
+} from './schema.js'
 import { type QueryParams, segment, wsUrl } from './url.js'
 
 /** Status of an {@link ObjectSocket}; see {@link ConnectionStatus}. */
@@ -69,10 +89,13 @@ interface SocketEvents {
   message: [data: string | Uint8Array]
   close: [info: CloseInfo]
   error: [error: unknown]
+  'auth-failed': [failure: AuthFailure]
 }
 
 /**
  * A live, reconnecting WebSocket into one object. Create it with {@link connect}.
+ * The type parameter `S` (an {@link ObjectSchema}) types {@link call} and
+ * {@link on}; without it any method and event name is accepted.
  *
  * ```ts
  * const room = connect({ url: 'http://127.0.0.1:8787', class: 'room', name: 'lobby', params: { name: 'alice' } })
@@ -80,7 +103,7 @@ interface SocketEvents {
  * await room.call('send', { text: 'hi' })
  * ```
  */
-export class ObjectSocket {
+export class ObjectSocket<S extends ObjectSchema = UntypedObject> {
   /** The object's class. */
   readonly class: string
   /** The object's name. */
@@ -110,21 +133,35 @@ export class ObjectSocket {
     )
     this.connection.on('status', (status) => {
       this.lifecycle.emit('status', status)
-      if (status === 'closed') this.failAll('closed', 'the socket is closed')
+      if (status === 'closed' || status === 'unauthorized') this.failAll(this.stoppedError())
     })
     this.connection.on('open', () => this.flush())
     this.connection.on('message', (data) => this.receive(data))
     this.connection.on('close', (code, reason, wasOpen) => {
-      this.failInflight()
+      // A refused socket never reached the object: its calls can go again.
+      if (isAuthCloseCode(code)) this.requeueInflight()
+      else this.failInflight()
       this.lifecycle.emit('close', { code, reason, wasOpen })
     })
     this.connection.on('error', (e) => this.lifecycle.emit('error', e))
+    this.connection.on('auth-failed', (failure) => this.lifecycle.emit('auth-failed', failure))
     this.connection.start()
   }
 
-  /** `connecting`, `open`, `reconnecting` or `closed`. Changes are reported to {@link onStatus}. */
+  /**
+   * `connecting`, `open`, `reconnecting`, `unauthorized` or `closed` (see
+   * {@link ConnectionStatus}). Changes are reported to {@link onStatus}.
+   */
   get status(): SocketStatus {
     return this.connection.status
+  }
+
+  /**
+   * Why the server refused this socket's token, while {@link status} is
+   * `unauthorized`; null otherwise. {@link reconnect} tries again.
+   */
+  get authFailure(): AuthFailure | null {
+    return this.connection.authFailure
   }
 
   /** Number of calls waiting for a connection. */
@@ -136,12 +173,19 @@ export class ObjectSocket {
    * Calls `method` on the object and resolves with its result (sent only after
    * the call's writes are durable). Rejects with a {@link RoostError}: the
    * server's code (`unknown_method`, `application`, …) or a client code
-   * (`timeout`, `disconnected`, `queue_full`, `closed`, `aborted`).
+   * (`timeout`, `disconnected`, `queue_full`, `closed`, `aborted`), or
+   * `unauthorized`/`forbidden` when the server refused the token for good.
+   *
+   * With a schema (`ObjectSocket<S>`), `method` must be one of its methods,
+   * `args` its argument type, and the result is its result type; untyped,
+   * `call<T>(method, args)` gives the result type.
    */
-  call<T = unknown>(method: string, args?: unknown, options: CallOptions = {}): Promise<T> {
-    return new Promise<T>((resolve, reject) => {
-      if (this.status === 'closed') {
-        reject(new RoostError('closed', 'the socket is closed'))
+  call<M extends MethodName<S>>(method: M, ...args: CallArgs<S, M, CallOptions>): Promise<MethodResult<S, M>>
+  call<T = unknown>(method: UntypedMethodName<S>, args?: unknown, options?: CallOptions): Promise<T>
+  call(method: string, args?: unknown, options: CallOptions = {}): Promise<unknown> {
+    return new Promise<unknown>((resolve, reject) => {
+      if (this.status === 'closed' || this.status === 'unauthorized') {
+        reject(this.stoppedError())
         return
       }
       if (options.signal?.aborted) {
@@ -154,7 +198,7 @@ export class ObjectSocket {
       const call: PendingCall = {
         method,
         args,
-        resolve: resolve as (value: unknown) => void,
+        resolve,
         reject,
         id: null,
         done: false,
@@ -183,14 +227,23 @@ export class ObjectSocket {
   /**
    * Listens for events pushed by the object (`{"type":"event","event":E,"data":D}`),
    * e.g. `message`, `join`, `history` for `room`; `error` for frames the server
-   * could not handle. Returns a function that removes the listener.
+   * could not handle; `auth` for an accepted in-band token refresh. Returns a
+   * function that removes the listener.
+   *
+   * With a schema (`ObjectSocket<S>`), `event` must be one of its events (or
+   * `auth`/`error`) and `data` has its type; untyped, `on<T>(event, fn)`
+   * gives the data type.
    */
-  on<T = unknown>(event: string, fn: (data: T) => void): Unsubscribe {
+  on<E extends EventName<S>>(event: E, fn: (data: EventData<S, E>) => void): Unsubscribe
+  on<T = unknown>(event: UntypedEventName<S>, fn: (data: T) => void): Unsubscribe
+  on(event: string, fn: (data: never) => void): Unsubscribe {
     return this.pushes.on(event, fn as (data: unknown) => void)
   }
 
   /** Removes a listener added with {@link on}. */
-  off<T = unknown>(event: string, fn: (data: T) => void): void {
+  off<E extends EventName<S>>(event: E, fn: (data: EventData<S, E>) => void): void
+  off<T = unknown>(event: UntypedEventName<S>, fn: (data: T) => void): void
+  off(event: string, fn: (data: never) => void): void {
     this.pushes.off(event, fn as (data: unknown) => void)
   }
 
@@ -220,20 +273,33 @@ export class ObjectSocket {
   }
 
   /**
+   * Listens for the server refusing this socket's token (close code 4401 or
+   * 4403, after the `onClose` of that socket). With a token callback the
+   * socket asks it for a fresh token and retries once at once
+   * (`failure.retrying`); otherwise, or when the retry is refused too, the
+   * status becomes `unauthorized`, waiting calls reject with `unauthorized` /
+   * `forbidden`, and nothing more happens until {@link reconnect}.
+   */
+  onAuthFailed(fn: (failure: AuthFailure) => void): Unsubscribe {
+    return this.lifecycle.on('auth-failed', fn)
+  }
+
+  /**
    * Resolves once the socket is open (at once if it already is); rejects with
-   * `closed` if it closes for good first, or `timeout` after `timeoutMs`.
+   * `closed` if it closes for good first, `unauthorized`/`forbidden` if the
+   * server refuses its token for good, or `timeout` after `timeoutMs`.
    */
   whenOpen(timeoutMs = 0): Promise<void> {
     if (this.status === 'open') return Promise.resolve()
-    if (this.status === 'closed') return Promise.reject(new RoostError('closed', 'the socket is closed'))
+    if (this.status === 'closed' || this.status === 'unauthorized') return Promise.reject(this.stoppedError())
     return new Promise((resolve, reject) => {
       let timer: ReturnType<typeof setTimeout> | null = null
       const off = this.onStatus((s) => {
-        if (s === 'open' || s === 'closed') {
+        if (s === 'open' || s === 'closed' || s === 'unauthorized') {
           off()
           if (timer !== null) clearTimeout(timer)
           if (s === 'open') resolve()
-          else reject(new RoostError('closed', 'the socket is closed'))
+          else reject(this.stoppedError())
         }
       })
       if (timeoutMs > 0) {
@@ -255,7 +321,10 @@ export class ObjectSocket {
     if (!this.connection.send(bytes)) throw new RoostError('not_open', `cannot send while ${this.status}`)
   }
 
-  /** Drops the current connection and reconnects at once (e.g. after the network came back). */
+  /**
+   * Drops the current connection and reconnects at once (e.g. after the
+   * network came back, or, from `unauthorized`, once a new token is available).
+   */
   reconnect(): void {
     this.connection.reconnect()
   }
@@ -267,7 +336,7 @@ export class ObjectSocket {
   close(code = 1000, reason = ''): void {
     if (this.status === 'closed') return
     this.connection.close(code, reason)
-    this.failAll('closed', 'the socket is closed')
+    this.failAll(new RoostError('closed', 'the socket is closed'))
     this.pushes.clear()
     this.anyPush.clear()
     this.lifecycle.clear()
@@ -312,8 +381,22 @@ export class ObjectSocket {
     }
   }
 
-  private failAll(code: 'closed', message: string): void {
-    for (const call of [...this.inflight.values(), ...this.queue]) this.settle(call, new RoostError(code, message))
+  private failAll(error: RoostError): void {
+    for (const call of [...this.inflight.values(), ...this.queue]) this.settle(call, error)
+  }
+
+  /** Puts the calls sent on a refused socket back at the head of the queue, in order. */
+  private requeueInflight(): void {
+    const calls = [...this.inflight.values()].sort((a, b) => (a.id ?? 0) - (b.id ?? 0))
+    this.inflight.clear()
+    for (const call of calls) call.id = null
+    this.queue.unshift(...calls.filter((c) => !c.done))
+  }
+
+  /** The error for a call on a socket that stopped: `closed`, or the token refusal of `unauthorized`. */
+  private stoppedError(): RoostError {
+    const failure = this.connection.authFailure
+    return failure ? authFailureError(failure) : new RoostError('closed', 'the socket is closed')
   }
 
   private receive(data: string | Uint8Array): void {
@@ -340,15 +423,17 @@ export class ObjectSocket {
 }
 
 /**
- * Opens a reconnecting WebSocket into the object `(class, name)`.
+ * Opens a reconnecting WebSocket into the object `(class, name)`. Pass an
+ * {@link ObjectSchema} as type parameter for typed calls and events.
  *
  * ```ts
  * import WebSocket from 'ws' // Node 20 only; browsers and Node ≥ 22 have a global one
- * const counter = connect({ url: 'http://127.0.0.1:8787', class: 'counter', name: 'visits', WebSocket })
- * console.log(await counter.call('increment', { by: 1 }))
+ * interface Counter { methods: { increment(args: { by: number }): number } }
+ * const counter = connect<Counter>({ url: 'http://127.0.0.1:8787', class: 'counter', name: 'visits', WebSocket })
+ * console.log(await counter.call('increment', { by: 1 })) // a number
  * counter.close()
  * ```
  */
-export function connect(options: ConnectOptions): ObjectSocket {
-  return new ObjectSocket(options)
+export function connect<S extends ObjectSchema = UntypedObject>(options: ConnectOptions): ObjectSocket<S> {
+  return new ObjectSocket<S>(options)
 }

@@ -19,7 +19,13 @@
 
 import * as Y from 'yjs'
 import * as awarenessProtocol from 'y-protocols/awareness'
-import { Connection, type ConnectionOptions, type ConnectionStatus } from '../connection.js'
+import {
+  type AuthFailure,
+  authFailureError,
+  Connection,
+  type ConnectionOptions,
+  type ConnectionStatus,
+} from '../connection.js'
 import { Emitter, type Unsubscribe } from '../emitter.js'
 import { RoostError } from '../errors.js'
 import type { CloseInfo } from '../socket.js'
@@ -61,6 +67,14 @@ export interface ProviderEvents {
   close: [info: CloseInfo]
   /** Transport errors, undecodable frames, updates that failed to apply, permission denied. */
   error: [error: unknown]
+  /**
+   * The server refused the token (close code 4401 or 4403, after that
+   * socket's `close`). With a token callback the provider asks it for a fresh
+   * token and retries once at once (`failure.retrying`); otherwise, or when
+   * the retry is refused too, the status becomes `unauthorized` and the
+   * provider waits for {@link RoostProvider.connect}.
+   */
+  'auth-failed': [failure: AuthFailure]
 }
 
 /**
@@ -98,6 +112,7 @@ export class RoostProvider {
   /** Local changes exist that no message on the current connection has carried yet. */
   private unsent: boolean
   private destroyed = false
+  private authFailed: AuthFailure | null = null
   /** Rejecters of pending `whenSynced`/`whenSaved` promises, rejected by `destroy()`. */
   private readonly waiters = new Set<(error: RoostError) => void>()
 
@@ -116,9 +131,18 @@ export class RoostProvider {
     if (options.connect !== false) this.connect()
   }
 
-  /** `connecting`, `open`, `reconnecting` or `closed` (after `disconnect()`/`destroy()`). */
+  /**
+   * `connecting`, `open`, `reconnecting`, `unauthorized` (the server refused
+   * the token; `connect()` tries again) or `closed` (after `disconnect()`/`destroy()`,
+   * or `maxRetries` failed attempts).
+   */
   get status(): ProviderStatus {
     return this._status
+  }
+
+  /** Why the server refused the token, while {@link status} is `unauthorized`; null otherwise. */
+  get authFailure(): AuthFailure | null {
+    return this._status === 'unauthorized' ? this.authFailed : null
   }
 
   /** True once the server's state has been applied on the current connection. */
@@ -146,7 +170,8 @@ export class RoostProvider {
 
   /**
    * Resolves when `synced` is true (at once if it is); rejects with `timeout`
-   * after `timeoutMs` (0 = never), or `closed` if the provider is destroyed first.
+   * after `timeoutMs` (0 = never), `closed` if the provider is destroyed
+   * first, or `unauthorized`/`forbidden` if the server refuses the token for good.
    */
   whenSynced(timeoutMs = 0): Promise<void> {
     return this.when('synced', () => this._synced, timeoutMs)
@@ -154,13 +179,14 @@ export class RoostProvider {
 
   /**
    * Resolves when `saved` is true (at once if it is); rejects with `timeout`
-   * after `timeoutMs` (0 = never), or `closed` if the provider is destroyed first.
+   * after `timeoutMs` (0 = never), `closed` if the provider is destroyed
+   * first, or `unauthorized`/`forbidden` if the server refuses the token for good.
    */
   whenSaved(timeoutMs = 0): Promise<void> {
     return this.when('saved', () => this._saved, timeoutMs)
   }
 
-  /** Opens the connection (after `connect: false` or `disconnect()`). */
+  /** Opens the connection (after `connect: false`, `disconnect()`, or status `unauthorized`). */
   connect(): void {
     if (this.destroyed || this.conn) return
     const path = `v1/yjs/${segment(this.docName)}`
@@ -172,11 +198,20 @@ export class RoostProvider {
     )
     this.conn = conn
     conn.on('status', (s) => {
-      // After `maxRetries` failed attempts the connection gives up for good;
-      // forget it so that `connect()` can start a new one.
-      if (s === 'closed' && this.conn === conn) this.conn = null
+      if (this.conn !== conn) return
+      // After `maxRetries` failed attempts, or a token refused for good, the
+      // connection gives up; forget it so that `connect()` can start a new one.
+      if (s === 'closed' || s === 'unauthorized') this.conn = null
+      if (s === 'unauthorized') {
+        this.authFailed = conn.authFailure
+        this.setStatus(s)
+        const error = authFailureError(this.authFailed ?? { code: 4401, reason: '' })
+        for (const reject of [...this.waiters]) reject(error)
+        return
+      }
       this.setStatus(s)
     })
+    conn.on('auth-failed', (failure) => this.events.emit('auth-failed', failure))
     conn.on('open', () => this.onOpen())
     conn.on('message', (data) => this.onMessage(data))
     conn.on('close', (code, reason, wasOpen) => this.onClose({ code, reason, wasOpen }))
@@ -188,7 +223,10 @@ export class RoostProvider {
   /** Closes the connection without destroying the provider; `connect()` opens it again. */
   disconnect(): void {
     const conn = this.conn
-    if (!conn) return
+    if (!conn) {
+      if (this._status === 'unauthorized') this.setStatus('closed')
+      return
+    }
     this.conn = null
     conn.close()
     this.afterClose({ code: 1000, reason: 'disconnect', wasOpen: false })
@@ -213,6 +251,8 @@ export class RoostProvider {
   private when(event: 'synced' | 'saved', done: () => boolean, timeoutMs: number): Promise<void> {
     if (done()) return Promise.resolve()
     if (this.destroyed) return Promise.reject(new RoostError('closed', 'the provider was destroyed'))
+    const refused = this.authFailure
+    if (refused) return Promise.reject(authFailureError(refused))
     return new Promise((resolve, reject) => {
       let timer: ReturnType<typeof setTimeout> | null = null
       const finish = (error: RoostError | null) => {

@@ -1,10 +1,11 @@
 // Tokens against a roost started with --auth-secret: HTTP bearer tokens,
-// ?token= on sockets, the token callback on every reconnect, and in-band
+// ?token= on sockets, the token callback on every reconnect, refused tokens
+// (close codes 4401/4403: auth-failed, one retry, `unauthorized`), and in-band
 // refresh keeping sockets open past their first token's expiry.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import WebSocket from 'ws'
 import * as Y from 'yjs'
-import { connect, createHttpClient, type ObjectSocket, RoostError, type WebSocketConstructor } from '../../src/index.js'
+import { type AuthFailure, connect, createHttpClient, type ObjectSocket, RoostError, type WebSocketConstructor } from '../../src/index.js'
 import { RoostProvider } from '../../src/yjs/index.js'
 import { failure } from '../helpers/failure.js'
 import { mintToken, RoostServer } from './roost.js'
@@ -24,6 +25,14 @@ afterAll(async () => {
 })
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+
+async function waitFor(cond: () => boolean, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error('timed out')
+    await sleep(10)
+  }
+}
 
 function socket(options: Partial<Parameters<typeof connect>[0]> & { class: string; name: string }): ObjectSocket {
   const s = connect({ url: server.url, WebSocket: WS, backoff: { initialDelayMs: 50, maxDelayMs: 300 }, ...options })
@@ -49,15 +58,81 @@ describe('access tokens against roost --auth-secret', () => {
     expect(write.fromServer).toBe(true)
   })
 
-  it('sockets without a valid token never open', async () => {
-    const s = socket({ class: 'counter', name: 'auth-ws', token: () => mintToken(SECRET, 'counter/someone-else') })
-    const errors: unknown[] = []
-    s.onError((e) => errors.push(e))
-    const opened = await failure(s.whenOpen(1_500))
-    expect(opened.code).toBe('timeout')
-    expect(s.status).toBe('reconnecting')
-    expect(errors.length).toBeGreaterThan(0)
+  it('a refused token: auth-failed (4403), one retry with a fresh token, then `unauthorized`', async () => {
+    let minted = 0
+    const s = socket({
+      class: 'counter',
+      name: 'auth-ws',
+      token: () => {
+        minted++
+        return mintToken(SECRET, 'counter/someone-else')
+      },
+    })
+    const failures: AuthFailure[] = []
+    s.onAuthFailed((f) => failures.push(f))
+    const call = failure(s.call('increment')) // settled below
+    await waitFor(() => s.status === 'unauthorized', 10_000)
+    expect(failures.map((f) => [f.code, f.retrying])).toEqual([
+      [4403, true],
+      [4403, false],
+    ])
+    expect(failures[0]!.reason).not.toBe('')
+    expect(s.authFailure).toMatchObject({ code: 4403, retrying: false })
+    expect(minted).toBe(2)
+    expect((await call).code).toBe('forbidden')
+    expect((await failure(s.whenOpen())).code).toBe('forbidden')
+    await sleep(500) // no more attempts
+    expect(minted).toBe(2)
     s.close()
+  })
+
+  it('a garbage token without a callback: 4401, `unauthorized` at once', async () => {
+    const s = socket({ class: 'counter', name: 'auth-ws', token: 'garbage' })
+    const failures: AuthFailure[] = []
+    s.onAuthFailed((f) => failures.push(f))
+    await waitFor(() => s.status === 'unauthorized', 10_000)
+    expect(failures).toHaveLength(1)
+    expect(failures[0]).toMatchObject({ code: 4401, retrying: false })
+    expect((await failure(s.call('get'))).code).toBe('unauthorized')
+  })
+
+  it('a callback whose fresh token is good recovers, and the queued call runs once', async () => {
+    let minted = 0
+    const s = socket({
+      class: 'counter',
+      name: 'auth-recover',
+      token: () => (++minted === 1 ? 'expired-or-garbage' : mintToken(SECRET, 'counter/auth-recover')),
+    })
+    const failures: AuthFailure[] = []
+    s.onAuthFailed((f) => failures.push(f))
+    // Queued before the first (refused) socket opened: sent on it, re-queued, sent again.
+    expect(await s.call('increment', { by: 5 })).toBe(5)
+    expect(failures.map((f) => [f.code, f.retrying])).toEqual([[4401, true]])
+    expect(s.status).toBe('open')
+    expect(await s.call('get')).toBe(5)
+  })
+
+  it('RoostProvider: `unauthorized`, then connect() with a good token syncs', async () => {
+    let good = false
+    const doc = new Y.Doc()
+    const p = new RoostProvider('auth-doc-refused', doc, {
+      url: server.url,
+      WebSocket: WS,
+      token: () => (good ? mintToken(SECRET, 'ydoc/auth-doc-refused') : mintToken(SECRET, 'ydoc/another-doc')),
+    })
+    cleanup.push(() => p.destroy())
+    const failures: AuthFailure[] = []
+    p.on('auth-failed', (f) => failures.push(f))
+    const synced = p.whenSynced()
+    expect((await failure(synced)).code).toBe('forbidden')
+    expect(p.status).toBe('unauthorized')
+    expect(failures.map((f) => f.retrying)).toEqual([true, false])
+    good = true // e.g. the user signed in
+    p.connect()
+    await p.whenSynced(10_000)
+    doc.getText('t').insert(0, 'hello')
+    await p.whenSaved(10_000)
+    expect(p.status).toBe('open')
   })
 
   it('in-band refresh keeps an object socket open past its first token', async () => {

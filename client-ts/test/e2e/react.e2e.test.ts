@@ -40,7 +40,7 @@ async function until(cond: () => boolean | Promise<boolean>, what: string, timeo
 describe('react hooks against roost', () => {
   it('useObjectSocket joins a room while mounted and leaves on unmount', async () => {
     const http = createHttpClient({ url: server.url })
-    let state: ObjectSocketState = { socket: null, status: 'connecting' }
+    let state: ObjectSocketState = { socket: null, status: 'connecting', authFailure: null }
     const messages: Array<{ text: string }> = []
     function Chat() {
       state = useObjectSocket({ url: server.url, class: 'room', name: 'e2e-react', params: { name: 'carol' }, WebSocket: WS })

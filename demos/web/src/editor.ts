@@ -92,6 +92,8 @@ function open(name: string): void {
     if (s === 'open') auth.hide()
   })
   provider.on('error', () => auth.check())
+  // The server refused the token (close code 4401/4403): say why.
+  provider.on('auth-failed', () => auth.check())
   const showSaved = (ok: boolean) => {
     saved.dataset.state = ok ? 'saved' : 'saving'
     saved.textContent = ok ? 'saved' : 'saving…'

@@ -42,6 +42,8 @@ const socket = connect({ url: serverUrl, class: 'lobby', name: lobbyName, params
 // With --auth-secret: say why the socket cannot open, and take a token.
 const auth = tokenPrompt(() => `lobby/${lobbyName}`, () => socket.reconnect())
 socket.onError(() => auth.check())
+// The server refused the token (close code 4401/4403): say why.
+socket.onAuthFailed(() => auth.check())
 socket.onStatus((s) => {
   showStatus($('status'), s)
   if (s === 'open') auth.hide()
