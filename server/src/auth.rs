@@ -1,5 +1,7 @@
-//! Access control: HS256 JWT access tokens (`obj`, `perm`, `exp`), the admin
-//! token, and where a request's token comes from.
+//! Access control: HS256 JWT access tokens (`obj`, `perm`, `exp`, and who
+//! holds them: `sub`, `name`, free-form `claims`, `jti`, `iat`), their
+//! revocation, the secret's rotation, the admin token, and where a
+//! request's token comes from.
 //!
 //! With no secret configured every request is anonymous and may write (the
 //! server then refuses to bind anything but loopback unless told
@@ -9,7 +11,9 @@
 //! `forbidden` (403). This module knows nothing of HTTP beyond reading a
 //! header value.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{decode, encode, Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use roost_protocol::{ErrorCode, ErrorDetail};
@@ -32,19 +36,62 @@ pub struct Claims {
     pub perm: Perm,
     /// Expiry, seconds since the epoch.
     pub exp: u64,
+    /// Issued at, seconds since the epoch (revoking a `sub` refuses its
+    /// tokens issued until then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat: Option<u64>,
+    #[serde(flatten)]
+    pub identity: Identity,
 }
 
-/// What a request may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Who holds a token, as its issuer vouched: handed to objects as the
+/// caller of each event (`Ctx::identity`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    /// The user (JWT `sub`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub: Option<String>,
+    /// A display name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Anything else the issuer put in (`roost token --claim k=v`).
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub claims: serde_json::Map<String, serde_json::Value>,
+    /// The token's id (JWT `jti`), for revoking this one token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jti: Option<String>,
+}
+
+/// What a request may do, and for whom.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Access {
     pub read_only: bool,
     /// When the token expires (ms since the epoch); `None` for anonymous access.
     pub expires_ms: Option<i64>,
+    /// The token's holder; `None` for anonymous access.
+    pub identity: Option<Arc<Identity>>,
+}
+
+/// Signing secrets: the current one, and the one it replaced while its
+/// grace period lasts (`rotate`).
+#[derive(Default)]
+struct Secrets {
+    current: Option<Vec<u8>>,
+    previous: Option<(Vec<u8>, Instant)>,
+}
+
+/// Revoked token ids, and subjects whose tokens issued until a moment are
+/// refused (seconds since the epoch).
+#[derive(Default, Debug, Clone)]
+pub struct Revoked {
+    pub jtis: HashSet<String>,
+    pub subs: HashMap<String, u64>,
 }
 
 #[derive(Clone, Default)]
 pub struct Auth {
-    secret: Option<Vec<u8>>,
+    secrets: Arc<RwLock<Secrets>>,
+    revoked: Arc<RwLock<Revoked>>,
     admin_token: Option<String>,
 }
 
@@ -62,18 +109,32 @@ fn forbidden(message: impl Into<String>) -> ErrorDetail {
     }
 }
 
-fn now_secs() -> u64 {
+pub(crate) fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
 }
 
-/// Signs an access token.
+/// Signs an access token for no one in particular.
 pub fn mint(secret: &[u8], obj: Vec<String>, perm: Perm, ttl: Duration) -> Result<String, String> {
+    mint_for(secret, obj, perm, ttl, Identity::default())
+}
+
+/// Signs an access token for `identity`.
+pub fn mint_for(
+    secret: &[u8],
+    obj: Vec<String>,
+    perm: Perm,
+    ttl: Duration,
+    identity: Identity,
+) -> Result<String, String> {
+    let now = now_secs();
     let claims = Claims {
         obj,
         perm,
-        exp: now_secs() + ttl.as_secs().max(1),
+        exp: now + ttl.as_secs().max(1),
+        iat: Some(now),
+        identity,
     };
     encode(
         &Header::new(Algorithm::HS256),
@@ -85,14 +146,71 @@ pub fn mint(secret: &[u8], obj: Vec<String>, perm: Perm, ttl: Duration) -> Resul
 
 impl Auth {
     pub fn new(secret: Option<Vec<u8>>, admin_token: Option<String>) -> Auth {
+        let secrets = Secrets {
+            current: secret.filter(|s| !s.is_empty()),
+            previous: None,
+        };
         Auth {
-            secret: secret.filter(|s| !s.is_empty()),
+            secrets: Arc::new(RwLock::new(secrets)),
+            revoked: Arc::default(),
             admin_token: admin_token.filter(|t| !t.is_empty()),
         }
     }
 
     pub fn requires_tokens(&self) -> bool {
-        self.secret.is_some()
+        self.read_secrets().current.is_some()
+    }
+
+    fn read_secrets(&self) -> std::sync::RwLockReadGuard<'_, Secrets> {
+        self.secrets
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Makes `secret` the signing secret; tokens signed with the one it
+    /// replaces stay valid for `grace`. Returns whether the secret changed.
+    pub fn rotate(&self, secret: Vec<u8>, grace: Duration) -> bool {
+        let mut secrets = self
+            .secrets
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if secret.is_empty() || secrets.current.as_deref() == Some(&secret[..]) {
+            return false;
+        }
+        let old = secrets.current.replace(secret);
+        secrets.previous = old.map(|old| (old, Instant::now() + grace));
+        true
+    }
+
+    /// Adds revocations (from the catalog at start-up, or the admin route).
+    pub fn revoke(&self, jti: Option<String>, sub: Option<(String, u64)>) {
+        let mut revoked = self
+            .revoked
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(jti) = jti {
+            revoked.jtis.insert(jti);
+        }
+        if let Some((sub, until)) = sub {
+            let at = revoked.subs.entry(sub).or_insert(until);
+            *at = (*at).max(until);
+        }
+    }
+
+    /// Whether a token with these claims was revoked.
+    fn is_revoked(&self, claims: &Claims) -> bool {
+        let revoked = self
+            .revoked
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let id = &claims.identity;
+        id.jti.as_ref().is_some_and(|j| revoked.jtis.contains(j))
+            || id.sub.as_ref().is_some_and(|s| {
+                revoked
+                    .subs
+                    .get(s)
+                    .is_some_and(|until| claims.iat.is_none_or(|iat| iat <= *until))
+            })
     }
 
     pub fn admin_enabled(&self) -> bool {
@@ -101,29 +219,46 @@ impl Auth {
 
     /// Verifies a token's signature and expiry and returns its claims.
     pub fn verify(&self, token: &str) -> Result<Claims, ErrorDetail> {
-        let Some(secret) = &self.secret else {
+        let (current, previous) = {
+            let secrets = self.read_secrets();
+            let previous = secrets
+                .previous
+                .as_ref()
+                .filter(|(_, until)| Instant::now() < *until)
+                .map(|(s, _)| s.clone());
+            (secrets.current.clone(), previous)
+        };
+        let Some(secret) = current else {
             return Err(unauthorized("this server has no auth secret"));
         };
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = 0;
         validation.set_required_spec_claims(&["exp"]);
-        decode::<Claims>(token, &DecodingKey::from_secret(secret), &validation)
-            .map(|d| d.claims)
-            .map_err(|e| match e.kind() {
-                jsonwebtoken::errors::ErrorKind::ExpiredSignature => unauthorized("token expired"),
-                jsonwebtoken::errors::ErrorKind::InvalidSignature => {
-                    unauthorized("token signature is invalid")
-                }
-                _ => unauthorized(format!("token is invalid: {e}")),
-            })
+        let decoded = decode::<Claims>(token, &DecodingKey::from_secret(&secret), &validation);
+        let decoded = match (decoded, previous) {
+            (Err(e), Some(old))
+                if *e.kind() == jsonwebtoken::errors::ErrorKind::InvalidSignature =>
+            {
+                decode::<Claims>(token, &DecodingKey::from_secret(&old), &validation)
+            }
+            (decoded, _) => decoded,
+        };
+        decoded.map(|d| d.claims).map_err(|e| match e.kind() {
+            jsonwebtoken::errors::ErrorKind::ExpiredSignature => unauthorized("token expired"),
+            jsonwebtoken::errors::ErrorKind::InvalidSignature => {
+                unauthorized("token signature is invalid")
+            }
+            _ => unauthorized(format!("token is invalid: {e}")),
+        })
     }
 
     /// Decides what a request with `token` may do to `key`.
     pub fn check(&self, token: Option<&str>, key: &ObjectKey) -> Result<Access, ErrorDetail> {
-        if self.secret.is_none() {
+        if !self.requires_tokens() {
             return Ok(Access {
                 read_only: false,
                 expires_ms: None,
+                identity: None,
             });
         }
         let token = token.ok_or_else(|| {
@@ -135,9 +270,13 @@ impl Auth {
         if !claims.obj.iter().any(|o| *o == exact || *o == wildcard) {
             return Err(forbidden(format!("the token does not open {exact}")));
         }
+        if self.is_revoked(&claims) {
+            return Err(forbidden("the token was revoked"));
+        }
         Ok(Access {
             read_only: claims.perm == Perm::Read,
             expires_ms: Some(i64::try_from(claims.exp.saturating_mul(1000)).unwrap_or(i64::MAX)),
+            identity: Some(Arc::new(claims.identity)),
         })
     }
 
@@ -234,6 +373,8 @@ mod tests {
                 obj: vec!["ydoc/a".into()],
                 perm: Perm::Write,
                 exp: now_secs() - 10,
+                iat: None,
+                identity: Identity::default(),
             },
             &EncodingKey::from_secret(b"s3cret"),
         )
@@ -248,6 +389,57 @@ mod tests {
             Err(ErrorCode::Unauthorized)
         );
         assert!(auth.check_admin(Some("admin")).is_ok());
+        // Identity travels from the token to the access.
+        let identity = Identity {
+            sub: Some("alice".into()),
+            name: Some("Alice".into()),
+            claims: serde_json::Map::from_iter([("role".to_owned(), serde_json::json!("admin"))]),
+            jti: Some("t1".into()),
+        };
+        let who = mint_for(
+            b"s3cret",
+            vec!["room/*".into()],
+            Perm::Write,
+            Duration::from_secs(60),
+            identity.clone(),
+        )
+        .expect("mint");
+        let access = auth.check(Some(&who), &key("room", "r")).expect("valid");
+        assert_eq!(access.identity.as_deref(), Some(&identity));
+        // Revoked by jti, then by sub (tokens issued until then).
+        auth.revoke(Some("t1".into()), None);
+        assert_eq!(
+            auth.check(Some(&who), &key("room", "r"))
+                .map_err(|e| e.code),
+            Err(ErrorCode::Forbidden)
+        );
+        let other = mint_for(
+            b"s3cret",
+            vec!["room/*".into()],
+            Perm::Write,
+            Duration::from_secs(60),
+            Identity {
+                sub: Some("alice".into()),
+                ..Identity::default()
+            },
+        )
+        .expect("mint");
+        assert!(auth.check(Some(&other), &key("room", "r")).is_ok());
+        auth.revoke(None, Some(("alice".into(), now_secs())));
+        assert_eq!(
+            auth.check(Some(&other), &key("room", "r"))
+                .map_err(|e| e.code),
+            Err(ErrorCode::Forbidden)
+        );
+        // Rotation: the old secret keeps working only within its grace.
+        assert!(auth.rotate(b"n3w".to_vec(), Duration::from_secs(60)));
+        assert!(auth.check(Some(&t), &key("ydoc", "a")).is_ok(), "grace");
+        assert!(!auth.rotate(b"n3w".to_vec(), Duration::ZERO), "unchanged");
+        assert!(auth.rotate(b"n3wer".to_vec(), Duration::ZERO));
+        assert_eq!(
+            auth.check(Some(&t), &key("ydoc", "a")).map_err(|e| e.code),
+            Err(ErrorCode::Unauthorized)
+        );
         assert!(
             auth.check_admin(Some(&t)).is_err(),
             "access tokens are not admin tokens"

@@ -47,6 +47,17 @@ enum CatalogCommand {
     Alarms {
         reply: oneshot::Sender<Vec<(ObjectKey, i64)>>,
     },
+    /// Durably records a revoked token id (`jti`) or subject (`sub`, with
+    /// the moment until which its tokens are refused, seconds).
+    Revoke {
+        kind: &'static str,
+        value: String,
+        until: u64,
+        done: oneshot::Sender<Result<(), String>>,
+    },
+    Revocations {
+        reply: oneshot::Sender<Vec<(String, String, u64)>>,
+    },
     Touch {
         id: ObjectId,
         at: i64,
@@ -83,7 +94,10 @@ impl Catalog {
                 created_ms INTEGER NOT NULL, last_active_ms INTEGER NOT NULL);
              CREATE INDEX IF NOT EXISTS objects_by_class_name ON objects(class, name);
              CREATE TABLE IF NOT EXISTS alarms(
-                id TEXT PRIMARY KEY, class TEXT NOT NULL, name TEXT NOT NULL, at_ms INTEGER NOT NULL);",
+                id TEXT PRIMARY KEY, class TEXT NOT NULL, name TEXT NOT NULL, at_ms INTEGER NOT NULL);
+             CREATE TABLE IF NOT EXISTS revoked(
+                kind TEXT NOT NULL, value TEXT NOT NULL, until_s INTEGER NOT NULL,
+                PRIMARY KEY(kind, value));",
         )?;
         let (tx, rx) = mpsc::channel();
         thread::Builder::new()
@@ -121,6 +135,35 @@ impl Catalog {
             at_ms,
             done: None,
         });
+    }
+
+    /// Durably records a revocation: `kind` is `jti` or `sub`.
+    pub async fn revoke(
+        &self,
+        kind: &'static str,
+        value: String,
+        until: u64,
+    ) -> Result<(), String> {
+        let (done, wait) = oneshot::channel();
+        self.tx
+            .send(CatalogCommand::Revoke {
+                kind,
+                value,
+                until,
+                done,
+            })
+            .map_err(|_| "catalog stopped".to_owned())?;
+        wait.await
+            .unwrap_or_else(|_| Err("catalog stopped".to_owned()))
+    }
+
+    /// Every recorded revocation: (kind, value, until).
+    pub async fn revocations(&self) -> Vec<(String, String, u64)> {
+        let (reply, wait) = oneshot::channel();
+        if self.tx.send(CatalogCommand::Revocations { reply }).is_err() {
+            return Vec::new();
+        }
+        wait.await.unwrap_or_default()
     }
 
     /// Every alarm index entry.
@@ -186,6 +229,7 @@ fn serve(conn: Connection, rx: mpsc::Receiver<CatalogCommand>) {
                 CatalogCommand::Register { .. }
                     | CatalogCommand::Touch { .. }
                     | CatalogCommand::SetAlarm { .. }
+                    | CatalogCommand::Revoke { .. }
             )
         });
         let mut acks = Vec::new();
@@ -252,6 +296,35 @@ fn handle(conn: &Connection, cmd: CatalogCommand, acks: &mut Vec<Ack>) -> rusqli
             if let Some(done) = done {
                 acks.push(done);
             }
+        }
+        CatalogCommand::Revoke {
+            kind,
+            value,
+            until,
+            done,
+        } => {
+            conn.prepare_cached(
+                "INSERT INTO revoked(kind, value, until_s) VALUES(?1, ?2, ?3)
+                 ON CONFLICT(kind, value) DO UPDATE SET until_s = max(until_s, excluded.until_s)",
+            )?
+            .execute((kind, &value, i64::try_from(until).unwrap_or(i64::MAX)))?;
+            acks.push(done);
+        }
+        CatalogCommand::Revocations { reply } => {
+            let mut stmt = conn.prepare_cached("SELECT kind, value, until_s FROM revoked")?;
+            let rows = stmt.query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (kind, value, until) = row?;
+                out.push((kind, value, u64::try_from(until).unwrap_or(0)));
+            }
+            let _ = reply.send(out);
         }
         CatalogCommand::Forget { id } => {
             conn.prepare_cached("DELETE FROM objects WHERE id = ?1")?

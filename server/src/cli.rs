@@ -58,6 +58,31 @@ pub struct TokenArgs {
     /// The server's auth secret.
     #[arg(long, env = "ROOST_AUTH_SECRET", hide_env_values = true)]
     pub secret: String,
+    /// Who holds the token (JWT `sub`): objects see it as the caller.
+    #[arg(long)]
+    pub sub: Option<String>,
+    /// A display name for the holder (e.g. the `room` class shows it).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// A free-form claim `key=value` (repeatable; a value that is valid JSON
+    /// is kept as JSON, e.g. `role="admin"` or `level=3`).
+    #[arg(long = "claim", value_parser = parse_claim)]
+    pub claims: Vec<(String, serde_json::Value)>,
+    /// The token's id (JWT `jti`), to revoke this one token later.
+    #[arg(long)]
+    pub jti: Option<String>,
+}
+
+/// `key=value` for `roost token --claim`.
+fn parse_claim(text: &str) -> Result<(String, serde_json::Value), String> {
+    let (key, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("`{text}` is not key=value"))?;
+    if key.is_empty() {
+        return Err(format!("`{text}` has no key"));
+    }
+    let value = serde_json::from_str(value).unwrap_or_else(|_| serde_json::Value::from(value));
+    Ok((key.to_owned(), value))
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -162,8 +187,22 @@ pub struct ServeArgs {
     #[arg(long, env = "ROOST_MAX_SOCKETS_PER_OBJECT", default_value_t = 10_000)]
     pub max_sockets_per_object: usize,
     /// Secret for HS256 access tokens; with it, every object route needs a token.
-    #[arg(long, env = "ROOST_AUTH_SECRET", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "ROOST_AUTH_SECRET",
+        hide_env_values = true,
+        conflicts_with = "auth_secret_file"
+    )]
     pub auth_secret: Option<String>,
+    /// A file holding the auth secret instead. On SIGHUP it is read again:
+    /// a new secret signs from then on, and tokens signed with the old one
+    /// stay valid for --auth-secret-grace (rotation without a restart).
+    #[arg(long, env = "ROOST_AUTH_SECRET_FILE")]
+    pub auth_secret_file: Option<PathBuf>,
+    /// How long tokens signed with the previous secret stay valid after a
+    /// rotation (SIGHUP with --auth-secret-file).
+    #[arg(long, env = "ROOST_AUTH_SECRET_GRACE", default_value = "1h", value_parser = parse_duration)]
+    pub auth_secret_grace: Duration,
     /// Bearer token for the admin API (`/v1/admin/...`); the admin API is off without it.
     #[arg(long, env = "ROOST_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
@@ -289,6 +328,36 @@ fn init_logging(format: LogFormat) {
     }
 }
 
+/// The secret in `file` (surrounding whitespace trimmed), never empty.
+fn read_secret(file: &std::path::Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("cannot read the auth secret from {}", file.display()))?;
+    let secret = text.trim().to_owned();
+    if secret.is_empty() {
+        anyhow::bail!("{} holds no auth secret", file.display());
+    }
+    Ok(secret)
+}
+
+/// On each SIGHUP, reads the secret file again and rotates to it.
+async fn rotate_on_sighup(file: PathBuf, auth: crate::auth::Auth, grace: Duration) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP: the auth secret cannot be rotated");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        match read_secret(&file).map(|secret| auth.rotate(secret.into_bytes(), grace)) {
+            Ok(true) => tracing::info!(
+                grace_s = grace.as_secs(),
+                "auth secret rotated; tokens signed with the previous one stay valid for the grace period"
+            ),
+            Ok(false) => tracing::info!("SIGHUP: the auth secret is unchanged"),
+            Err(e) => tracing::error!(error = %e, "SIGHUP: keeping the current auth secret"),
+        }
+    }
+}
+
 async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
@@ -331,8 +400,15 @@ pub fn main(builder: ServerBuilder) -> anyhow::Result<()> {
                         .map_err(|e| anyhow::anyhow!("--obj `{o}`: {e}"))?;
                 }
             }
-            let token = crate::auth::mint(args.secret.as_bytes(), args.obj, perm, args.ttl)
-                .map_err(anyhow::Error::msg)?;
+            let identity = crate::auth::Identity {
+                sub: args.sub,
+                name: args.name,
+                claims: args.claims.into_iter().collect(),
+                jti: args.jti,
+            };
+            let token =
+                crate::auth::mint_for(args.secret.as_bytes(), args.obj, perm, args.ttl, identity)
+                    .map_err(anyhow::Error::msg)?;
             println!("{token}");
             Ok(())
         }
@@ -341,8 +417,11 @@ pub fn main(builder: ServerBuilder) -> anyhow::Result<()> {
             println!("{summary}");
             Ok(())
         }
-        Command::Serve(args) => {
+        Command::Serve(mut args) => {
             init_logging(args.log_format);
+            if let Some(file) = &args.auth_secret_file {
+                args.auth_secret = Some(read_secret(file)?);
+            }
             if !args.listen.ip().is_loopback()
                 && args.auth_secret.is_none()
                 && !args.allow_anonymous
@@ -379,7 +458,11 @@ pub fn main(builder: ServerBuilder) -> anyhow::Result<()> {
                 }
                 // Recovery runs before the first request is answered; say
                 // "listening" only once the server can serve.
+                let auth_handle = config.auth.clone();
                 let server = builder.config(config).start(listener).await?;
+                if let Some(file) = args.auth_secret_file.clone() {
+                    tokio::spawn(rotate_on_sighup(file, auth_handle, args.auth_secret_grace));
+                }
                 tracing::info!(
                     auth,
                     admin_api = args.admin_token.is_some(),

@@ -27,6 +27,8 @@ pub struct Ctx {
     pub(crate) outputs: Vec<Output>,
     /// The socket whose frame or call is being handled.
     pub(crate) caller: Option<SocketId>,
+    /// Who holds the token of the event being handled (`identity`).
+    pub(crate) identity: Option<Arc<crate::auth::Identity>>,
     /// The batch set or deleted the alarm.
     pub(crate) alarm_touched: bool,
 }
@@ -39,6 +41,7 @@ impl Ctx {
             runtime,
             outputs: Vec::new(),
             caller: None,
+            identity: None,
             alarm_touched: false,
         }
     }
@@ -92,6 +95,21 @@ impl Ctx {
     /// The socket whose frame or `call` envelope is being handled, if any.
     pub fn caller_socket(&self) -> Option<SocketId> {
         self.caller
+    }
+
+    /// Who is calling: the holder of the token behind the event being
+    /// handled — an RPC call, a `fetch`, or a socket's `on_connect`,
+    /// message, call or `on_close` — as the token's issuer vouched for it
+    /// (`sub`, `name`, `claims`, `jti`). `None` without auth (anonymous
+    /// access) and during alarms.
+    pub fn identity(&self) -> Option<&crate::auth::Identity> {
+        self.identity.as_deref()
+    }
+
+    /// Who holds `socket`'s token (see [`identity`](Self::identity)).
+    pub fn socket_identity(&self, socket: SocketId) -> Option<Arc<crate::auth::Identity>> {
+        self.table()
+            .and_then(|t| t.with_table(|t| t.get(&socket).and_then(|e| e.identity().cloned())))
     }
 
     /// Accepted sockets with `tag` (every accepted socket if `None`).

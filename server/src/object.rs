@@ -112,6 +112,10 @@ pub struct FetchRequest {
     pub body: Vec<u8>,
     /// The caller may only read.
     pub read_only: bool,
+    /// The request's headers (names lower-case), the token's excepted.
+    pub headers: Vec<(String, String)>,
+    /// Who holds the request's token (also `Ctx::identity`).
+    pub identity: Option<std::sync::Arc<crate::auth::Identity>>,
 }
 
 /// The response to a `FetchRequest`.

@@ -116,6 +116,12 @@ impl ServerBuilder {
         let log = CommitLog::start(&data_dir, config.log.clone(), metrics.clone())
             .context("cannot start the commit log")?;
         let catalog = Catalog::open(&data_dir).context("cannot open the catalog")?;
+        for (kind, value, until) in catalog.revocations().await {
+            match kind.as_str() {
+                "jti" => config.auth.revoke(Some(value), None),
+                _ => config.auth.revoke(None, Some((value, until))),
+            }
+        }
         let runtime = Runtime::new(
             RuntimeConfig {
                 data_dir: data_dir.clone(),

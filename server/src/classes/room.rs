@@ -41,6 +41,15 @@ fn clean_name(name: &str) -> Result<String, ObjectError> {
     Ok(name.to_owned())
 }
 
+/// The caller's name as its token's issuer vouched for it (`name`, else
+/// `sub`), cleaned; `None` without auth. With auth on, names a client
+/// chooses (`?name=`, `join`, `send`'s `name`) are ignored for it.
+fn verified_name(ctx: &Ctx) -> Option<String> {
+    let identity = ctx.identity()?;
+    let name = identity.name.as_deref().or(identity.sub.as_deref())?;
+    clean_name(name).ok()
+}
+
 fn name_of(ctx: &Ctx, socket: SocketId) -> String {
     ctx.attachment(socket)
         .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
@@ -103,9 +112,10 @@ impl DurableObject for Room {
         socket: SocketId,
         request: &ConnectRequest,
     ) -> Result<Admission, ObjectError> {
-        let name = match request.query.get("name") {
-            Some(n) => clean_name(n)?,
-            None => "anonymous".to_owned(),
+        let name = match (verified_name(ctx), request.query.get("name")) {
+            (Some(n), _) => n,
+            (None, Some(n)) => clean_name(n)?,
+            (None, None) => "anonymous".to_owned(),
         };
         set_name(ctx, socket, &name)?;
         // Keep-alive pings are answered by the socket layer, never waking the room.
@@ -178,7 +188,10 @@ fn join(ctx: &mut Ctx, args: &Value) -> Result<Value, ObjectError> {
     let socket = ctx
         .caller_socket()
         .ok_or_else(|| ObjectError::bad_args("`join` is called over the room's WebSocket"))?;
-    let name = clean_name(args.get("name").and_then(Value::as_str).unwrap_or(""))?;
+    let name = match verified_name(ctx) {
+        Some(n) => n,
+        None => clean_name(args.get("name").and_then(Value::as_str).unwrap_or(""))?,
+    };
     set_name(ctx, socket, &name)?;
     ctx.broadcast_event(
         None,
@@ -201,9 +214,10 @@ fn send(ctx: &mut Ctx, args: &Value) -> Result<Value, ObjectError> {
             "text must be 1..={MAX_TEXT_BYTES} bytes"
         )));
     }
-    let name = match ctx.caller_socket() {
-        Some(s) => name_of(ctx, s),
-        None => clean_name(args.get("name").and_then(Value::as_str).unwrap_or("http"))?,
+    let name = match (ctx.caller_socket(), verified_name(ctx)) {
+        (Some(s), _) => name_of(ctx, s),
+        (None, Some(n)) => n,
+        (None, None) => clean_name(args.get("name").and_then(Value::as_str).unwrap_or("http"))?,
     };
     let id = post(ctx, &name, text)?;
     if let Some(f) = ctx.storage().get::<Followup>("followup")? {

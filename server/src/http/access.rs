@@ -34,6 +34,19 @@ pub(crate) fn authorize(
     Ok(runtime.config().auth.check(token, key)?)
 }
 
+/// The request's headers for an object (names lower-case), without the
+/// token's (`authorization`) and the cookie, which the object has no need
+/// to see.
+pub(crate) fn forwarded_headers(headers: &HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .filter(|(name, _)| *name != header::AUTHORIZATION && *name != header::COOKIE)
+        .filter_map(|(name, value)| {
+            Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned()))
+        })
+        .collect()
+}
+
 /// The query without the token, as handed to `on_connect`.
 pub(crate) fn without_token(mut query: HashMap<String, String>) -> HashMap<String, String> {
     query.remove("token");

@@ -150,3 +150,62 @@ pub(crate) async fn backup(
         .body(crate::backup::stream(runtime, slot))
         .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))
 }
+
+#[derive(Deserialize)]
+pub(crate) struct RevokeBody {
+    jti: Option<String>,
+    sub: Option<String>,
+}
+
+/// `POST /v1/admin/revoke` `{"jti": "..."}` or `{"sub": "..."}`: refuses
+/// that token, or every token of that subject issued until now (tokens
+/// minted later work), from now on and after restarts (recorded in the
+/// catalog), and closes the matching open sockets with 4403.
+pub(crate) async fn revoke(
+    State(runtime): State<Runtime>,
+    headers: HeaderMap,
+    body: Result<Json<RevokeBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    admin(&runtime, &headers)?;
+    let bad = || {
+        ApiError::new(
+            ErrorCode::BadRequest,
+            "expected {\"jti\": \"...\"} or {\"sub\": \"...\"}",
+        )
+    };
+    let Json(body) = body.map_err(|_| bad())?;
+    let now = crate::auth::now_secs();
+    let (kind, value) = match (body.jti, body.sub) {
+        (Some(jti), None) if !jti.is_empty() => ("jti", jti),
+        (None, Some(sub)) if !sub.is_empty() => ("sub", sub),
+        _ => return Err(bad()),
+    };
+    runtime
+        .catalog()
+        .revoke(kind, value.clone(), now)
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                ErrorCode::Storage,
+                format!("cannot record the revocation: {e}"),
+            )
+        })?;
+    let auth = &runtime.config().auth;
+    let matches: Box<dyn Fn(&crate::auth::Identity) -> bool> = if kind == "jti" {
+        auth.revoke(Some(value.clone()), None);
+        let v = value.clone();
+        Box::new(move |i| i.jti.as_deref() == Some(v.as_str()))
+    } else {
+        auth.revoke(None, Some((value.clone(), now)));
+        let v = value.clone();
+        Box::new(move |i| i.sub.as_deref() == Some(v.as_str()))
+    };
+    let closed =
+        runtime
+            .sockets()
+            .close_where(matches, roost_protocol::close::FORBIDDEN, "token revoked");
+    tracing::info!(kind, value = %value, closed, "token revoked");
+    Ok(Json(
+        json!({ "revoked": { kind: value }, "closed_sockets": closed }),
+    ))
+}

@@ -34,6 +34,7 @@ pub fn router(runtime: Runtime, max_body_bytes: usize) -> Router {
         .route("/v1/objects/{class}/{name}/fetch/{*path}", any(rpc::fetch))
         .route("/v1/admin/objects", get(admin::list))
         .route("/v1/admin/backup", post(admin::backup))
+        .route("/v1/admin/revoke", post(admin::revoke))
         .route(
             "/v1/admin/objects/{class}/{name}",
             get(admin::details).delete(admin::delete),

@@ -51,7 +51,7 @@ pub(crate) async fn call(
             )
         })?
     };
-    let value = runtime.call(&key, &method, args, access.read_only).await?;
+    let value = runtime.call_as(&key, &method, args, &access).await?;
     Ok(Json(value))
 }
 
@@ -79,6 +79,8 @@ pub(crate) async fn fetch(
         query: super::access::without_token(query),
         body: body_bytes(body)?.to_vec(),
         read_only: access.read_only,
+        headers: super::access::forwarded_headers(&headers),
+        identity: access.identity,
     };
     super::yjs::fetch(&runtime, key, request).await
 }

@@ -91,6 +91,7 @@ pub(crate) async fn object_socket(
     };
     let request = ConnectRequest {
         query: super::access::without_token(query),
+        headers: super::access::forwarded_headers(&headers),
     };
     let up = Box::new(crate::sockets::conn::Upgrade {
         runtime: runtime.clone(),

@@ -39,6 +39,7 @@ pub(crate) async fn socket(
     };
     let request = ConnectRequest {
         query: super::access::without_token(query),
+        headers: super::access::forwarded_headers(&headers),
     };
     let up = Box::new(crate::sockets::conn::Upgrade {
         runtime: runtime.clone(),
@@ -75,7 +76,7 @@ pub(crate) async fn state(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let key = doc_key(path)?;
-    super::access::authorize(&runtime, &headers, &query, &key)?;
+    let access = super::access::authorize(&runtime, &headers, &query, &key)?;
     let query = super::access::without_token(query);
     let request = FetchRequest {
         method: "GET".into(),
@@ -83,6 +84,8 @@ pub(crate) async fn state(
         query,
         body: Vec::new(),
         read_only: true,
+        headers: super::access::forwarded_headers(&headers),
+        identity: access.identity,
     };
     fetch(&runtime, key, request).await
 }
@@ -103,6 +106,8 @@ pub(crate) async fn update(
         query: HashMap::new(),
         body: body.to_vec(),
         read_only: access.read_only,
+        headers: super::access::forwarded_headers(&headers),
+        identity: access.identity,
     };
     fetch(&runtime, key, request).await
 }

@@ -28,8 +28,11 @@ pub(crate) enum Command {
         method: String,
         args: Value,
         read_only: bool,
-        /// The socket the call came from, if any.
+        /// The socket the call came from, if any (its token's holder is the
+        /// caller then).
         from: Option<SocketId>,
+        /// The caller of an HTTP call: who holds its token.
+        identity: Option<std::sync::Arc<crate::auth::Identity>>,
         /// Answered after the batch is durable.
         reply: Reply,
     },

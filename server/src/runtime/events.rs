@@ -16,6 +16,9 @@
 //! cannot open puts the answer it owes on the failure path instead, so the
 //! batch's failure turns it into an error.
 
+use std::sync::Arc;
+
+use crate::auth::Identity;
 use std::panic::AssertUnwindSafe;
 
 use futures_util::FutureExt;
@@ -61,8 +64,13 @@ pub(super) async fn run_event<T: DurableObject>(
             args,
             read_only,
             from,
+            identity,
             reply,
-        } => event.call(method, args, read_only, from, reply).await,
+        } => {
+            event
+                .call(method, args, read_only, (from, identity), reply)
+                .await
+        }
         Command::Connect {
             socket,
             request,
@@ -116,6 +124,7 @@ impl<T: DurableObject> Event<'_, T> {
             .begin_event()
             .and_then(|()| storage.set_read_only(read_only))?;
         self.l.ctx.outputs.clear();
+        self.l.ctx.identity = None;
         Ok(())
     }
 
@@ -153,7 +162,7 @@ impl<T: DurableObject> Event<'_, T> {
         method: String,
         args: serde_json::Value,
         read_only: bool,
-        from: Option<SocketId>,
+        (from, identity): (Option<SocketId>, Option<Arc<Identity>>),
         reply: Reply,
     ) -> Result<(), EventFailure> {
         if let Err(e) = self.begin(read_only) {
@@ -161,6 +170,7 @@ impl<T: DurableObject> Event<'_, T> {
             return Err(EventFailure::Broken(e.to_string(), vec![own]));
         }
         self.l.ctx.caller = from;
+        self.l.ctx.identity = identity.or_else(|| from.and_then(|s| self.l.ctx.socket_identity(s)));
         let outcome = AssertUnwindSafe(self.l.object.call(&mut self.l.ctx, &method, args))
             .catch_unwind()
             .await;
@@ -188,6 +198,7 @@ impl<T: DurableObject> Event<'_, T> {
             let own = Output::Admission(reply, reject);
             return Err(EventFailure::Broken(e.to_string(), vec![own]));
         }
+        self.l.ctx.identity = self.l.ctx.socket_identity(socket);
         let outcome = AssertUnwindSafe(self.l.object.on_connect(&mut self.l.ctx, socket, &request))
             .catch_unwind()
             .await;
@@ -252,6 +263,7 @@ impl<T: DurableObject> Event<'_, T> {
         // First, so that every failure path from here on finds it.
         self.outputs.push(Output::Received(socket));
         self.l.ctx.caller = Some(socket);
+        self.l.ctx.identity = self.l.ctx.socket_identity(socket);
         let outcome = AssertUnwindSafe(self.l.object.on_message(&mut self.l.ctx, socket, msg))
             .catch_unwind()
             .await;
@@ -298,6 +310,7 @@ impl<T: DurableObject> Event<'_, T> {
             let own = Output::Forget(socket);
             return Err(EventFailure::Broken(e.to_string(), vec![own]));
         }
+        self.l.ctx.identity = self.l.ctx.socket_identity(socket);
         let outcome = AssertUnwindSafe(self.l.object.on_close(
             &mut self.l.ctx,
             socket,
@@ -332,6 +345,7 @@ impl<T: DurableObject> Event<'_, T> {
             let own = Output::Fetch(reply, Err(not_run()));
             return Err(EventFailure::Broken(e.to_string(), vec![own]));
         }
+        self.l.ctx.identity = request.identity.clone();
         let outcome = AssertUnwindSafe(self.l.object.fetch(&mut self.l.ctx, request))
             .catch_unwind()
             .await;

@@ -38,6 +38,9 @@ impl Admission {
 pub struct ConnectRequest {
     /// The query-string parameters of the upgrade request.
     pub query: HashMap<String, String>,
+    /// The upgrade request's headers (names lower-case), the token's
+    /// excepted. Who holds the token: `Ctx::identity`.
+    pub headers: Vec<(String, String)>,
 }
 
 /// Where the result of a call goes.

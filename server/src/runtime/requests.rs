@@ -30,6 +30,24 @@ impl Runtime {
         args: Value,
         read_only: bool,
     ) -> Result<Value, ErrorDetail> {
+        let access = crate::auth::Access {
+            read_only,
+            expires_ms: None,
+            identity: None,
+        };
+        self.call_as(key, method, args, &access).await
+    }
+
+    /// `call` on behalf of a token's holder: the object sees `access`'s
+    /// identity as the caller (`Ctx::identity`).
+    pub async fn call_as(
+        &self,
+        key: &ObjectKey,
+        method: &str,
+        args: Value,
+        access: &crate::auth::Access,
+    ) -> Result<Value, ErrorDetail> {
+        let read_only = access.read_only;
         let (reply, wait) = oneshot::channel();
         self.send(
             key,
@@ -38,6 +56,7 @@ impl Runtime {
                 args,
                 read_only,
                 from: None,
+                identity: access.identity.clone(),
                 reply: Reply::Http(reply),
             },
         )

@@ -138,7 +138,10 @@ async fn admit(
     let limits = &runtime.0.config.sockets;
     let socket = hub.next_id();
     let outbox = Arc::new(Outbox::new(limits.max_outbox_bytes));
-    let entry = SocketEntry::new(outbox.clone(), access.read_only);
+    let mut entry = SocketEntry::new(outbox.clone(), access.read_only);
+    if access.identity.is_some() {
+        entry.set_identity(access.identity.clone());
+    }
     let Some(table) = hub.insert(key, socket, entry, limits.max_sockets_per_object) else {
         tracing::info!(target: "roost::access", class = %key.class, name = %key.name, %request_id, code = close::TRY_AGAIN, "socket refused: too many sockets on this object");
         send_close(ws, close::TRY_AGAIN, "too many sockets on this object").await;

@@ -91,6 +91,7 @@ async fn call(conn: &Conn, id: u64, method: String, args: Value) {
         args,
         read_only,
         from: Some(socket),
+        identity: None,
         reply: Reply::Socket { socket, id },
     };
     if let Err(e) = conn.runtime.send_wait(conn.table.key(), cmd).await {

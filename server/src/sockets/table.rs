@@ -38,6 +38,10 @@ struct SocketExtra {
     attachment: Option<Box<[u8]>>,
     /// Yjs awareness client ids this socket announced.
     awareness_clients: Vec<u64>,
+    /// Who holds the socket's token (`None`: anonymous).
+    identity: Option<Arc<crate::auth::Identity>>,
+    /// Its token was revoked: a close is on its way.
+    revoked: bool,
 }
 
 impl SocketEntry {
@@ -74,10 +78,23 @@ impl SocketEntry {
     /// Drops the box once nothing is left in it.
     fn tidy(&mut self) {
         if self.extra.as_ref().is_some_and(|x| {
-            x.tags.is_empty() && x.attachment.is_none() && x.awareness_clients.is_empty()
+            x.tags.is_empty()
+                && x.attachment.is_none()
+                && x.awareness_clients.is_empty()
+                && x.identity.is_none()
         }) {
             self.extra = None;
         }
+    }
+
+    /// Who holds the socket's token.
+    pub(crate) fn identity(&self) -> Option<&Arc<crate::auth::Identity>> {
+        self.extra.as_ref().and_then(|x| x.identity.as_ref())
+    }
+
+    pub(crate) fn set_identity(&mut self, identity: Option<Arc<crate::auth::Identity>>) {
+        self.extra_mut().identity = identity;
+        self.tidy();
     }
 
     pub(crate) fn set_tags(&mut self, tags: Vec<String>) {
@@ -326,6 +343,32 @@ impl SocketHub {
 
     /// Removes an object's whole socket table (the object was deleted) and
     /// returns the outboxes of its sockets.
+    /// Closes every open socket whose token holder `revoked` matches, with
+    /// `code` and `reason`; returns how many.
+    pub(crate) fn close_where(
+        &self,
+        revoked: impl Fn(&crate::auth::Identity) -> bool,
+        code: u16,
+        reason: &str,
+    ) -> usize {
+        let mut closed = 0;
+        for object in self.objects.iter() {
+            object.with_table(|t| {
+                for entry in t.values_mut() {
+                    let Some(extra) = entry.extra.as_mut() else {
+                        continue;
+                    };
+                    if !extra.revoked && extra.identity.as_deref().is_some_and(&revoked) {
+                        extra.revoked = true;
+                        entry.outbox.push(OutFrame::Close(code, reason.into()));
+                        closed += 1;
+                    }
+                }
+            });
+        }
+        closed
+    }
+
     pub(crate) fn remove_object(&self, object: &ObjectId) -> Vec<Arc<Outbox>> {
         match self.objects.remove(object) {
             Some((_, t)) => t.with_table(|t| t.drain().map(|(_, e)| e.outbox).collect()),

@@ -1,0 +1,233 @@
+//! Who is calling: identity from the token into objects (the `room` shows
+//! the verified name, a spoofed `?name=` is ignored), revocation by `jti`
+//! and by `sub` (closes live sockets with 4403, survives a restart), and
+//! rotating the secret without a restart.
+
+use std::time::Duration;
+
+use roost_tests::ws::{Client, Frame};
+use roost_tests::{http, roost_bin, ServerProcess};
+use serde_json::{json, Value};
+
+const SECRET: &str = "identity-secret-0123456789";
+const ADMIN: &str = "identity-admin";
+
+/// `roost token` with extra flags.
+fn mint(secret: &str, obj: &str, extra: &[&str]) -> anyhow::Result<String> {
+    let out = std::process::Command::new(roost_bin())
+        .args(["token", "--obj", obj, "--ttl", "1h", "--secret", secret])
+        .args(extra)
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "roost token failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8(out.stdout)?.trim().to_owned())
+}
+
+async fn revoke(server: &ServerProcess, body: Value) -> anyhow::Result<Value> {
+    let resp = http()
+        .post(server.url("/v1/admin/revoke"))
+        .bearer_auth(ADMIN)
+        .json(&body)
+        .send()
+        .await?;
+    anyhow::ensure!(resp.status() == 200, "revoke: {}", resp.status());
+    Ok(resp.json().await?)
+}
+
+/// The close code a socket gets next (skipping other frames).
+async fn closed_with(c: &mut Client) -> anyhow::Result<Option<u16>> {
+    loop {
+        if let Frame::Closed(code, _) = c.next(Duration::from_secs(5)).await? {
+            return Ok(code);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_shows_the_verified_name_never_the_one_asked_for() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let server = ServerProcess::start(dir.path(), &["--auth-secret", SECRET]).await?;
+    let alice = mint(SECRET, "room/r", &["--sub", "u-alice", "--name", "Alice"])?;
+    // Alice asks to be Bob: the room ignores it.
+    let mut a =
+        Client::connect(&server.ws_url(&format!("/v1/objects/room/r/ws?name=Bob&token={alice}")))
+            .await?;
+    a.event("history").await?;
+    let joined = a.call("join", json!({"name": "Bob"})).await?;
+    assert_eq!(joined["ok"]["name"], "Alice", "{joined}");
+    a.call("send", json!({"text": "hi"})).await?;
+    let msg = a.event("message").await?;
+    assert_eq!(msg["name"], "Alice");
+    // Over HTTP too: a `name` argument is ignored for a verified caller.
+    let resp: Value = http()
+        .post(server.url("/v1/objects/room/r/call/send"))
+        .bearer_auth(&alice)
+        .json(&json!({"text": "from http", "name": "Mallory"}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert!(resp["id"].is_i64(), "{resp}");
+    let history: Value = http()
+        .post(server.url("/v1/objects/room/r/call/history"))
+        .bearer_auth(&alice)
+        .json(&json!({"limit": 10}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let names: Vec<&str> = history
+        .as_array()
+        .or_else(|| history["messages"].as_array())
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m["name"].as_str())
+        .collect();
+    assert_eq!(names.len(), 2, "{history}");
+    assert!(names.iter().all(|n| *n == "Alice"), "{history}");
+    // Without a name claim, the subject is the name.
+    let bob = mint(SECRET, "room/r", &["--sub", "u-bob"])?;
+    let mut b =
+        Client::connect(&server.ws_url(&format!("/v1/objects/room/r/ws?name=Alice&token={bob}")))
+            .await?;
+    b.event("history").await?;
+    let joined = a.event("join").await?;
+    assert_eq!(joined["name"], "u-bob");
+    server.terminate().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_a_token_closes_its_sockets_and_outlives_a_restart() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let args = ["--auth-secret", SECRET, "--admin-token", ADMIN];
+    let server = ServerProcess::start(dir.path(), &args).await?;
+    let t1 = mint(SECRET, "room/*", &["--sub", "carol", "--jti", "t1"])?;
+    let t2 = mint(SECRET, "room/*", &["--sub", "carol", "--jti", "t2"])?;
+    let dave = mint(SECRET, "room/*", &["--sub", "dave"])?;
+    let url = |t: &str| server.ws_url(&format!("/v1/objects/room/x/ws?token={t}"));
+    let mut c1 = Client::connect(&url(&t1)).await?;
+    let mut c2 = Client::connect(&url(&t2)).await?;
+    let mut d = Client::connect(&url(&dave)).await?;
+    for c in [&mut c1, &mut c2, &mut d] {
+        c.event("history").await?;
+    }
+    // One token: its socket closes with 4403, the other one of the same
+    // subject stays open.
+    let answer = revoke(&server, json!({"jti": "t1"})).await?;
+    assert_eq!(answer["closed_sockets"], 1);
+    assert_eq!(closed_with(&mut c1).await?, Some(4403));
+    assert!(c2.call("who", json!(null)).await?["error"].is_null());
+    // The revoked token no longer opens anything: 4403 on a socket, 403 over HTTP.
+    let mut again = Client::connect(&url(&t1)).await?;
+    assert_eq!(closed_with(&mut again).await?, Some(4403));
+    let status = |t: String| {
+        let server = &server;
+        async move {
+            http()
+                .post(server.url("/v1/objects/room/x/call/who"))
+                .bearer_auth(t)
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+        }
+    };
+    assert_eq!(status(t1.clone()).await?, 403);
+    // A subject: every token of it issued until now.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let answer = revoke(&server, json!({"sub": "carol"})).await?;
+    assert_eq!(answer["closed_sockets"], 1);
+    assert_eq!(closed_with(&mut c2).await?, Some(4403));
+    assert_eq!(status(t2.clone()).await?, 403);
+    assert_eq!(
+        status(dave.clone()).await?,
+        200,
+        "another subject is untouched"
+    );
+    assert!(d.call("who", json!(null)).await?["error"].is_null());
+    // A token minted for carol after the revocation works (a new login).
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let fresh = mint(SECRET, "room/*", &["--sub", "carol"])?;
+    assert_eq!(status(fresh.clone()).await?, 200);
+    // Bad requests change nothing.
+    let bad = http()
+        .post(server.url("/v1/admin/revoke"))
+        .bearer_auth(ADMIN)
+        .json(&json!({"jti": "a", "sub": "b"}))
+        .send()
+        .await?;
+    assert_eq!(bad.status(), 400);
+    server.kill9().await?;
+    // Recorded in the catalog: still refused after a kill -9 and restart.
+    let server = ServerProcess::start(dir.path(), &args).await?;
+    let status = |t: String| {
+        let server = &server;
+        async move {
+            http()
+                .post(server.url("/v1/objects/room/x/call/who"))
+                .bearer_auth(t)
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+        }
+    };
+    assert_eq!(status(t1).await?, 403);
+    assert_eq!(status(t2).await?, 403);
+    assert_eq!(status(fresh).await?, 200);
+    assert_eq!(status(dave).await?, 200);
+    server.terminate().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_secret_rotates_on_sighup_with_a_grace_period() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("secret");
+    std::fs::write(&file, "first-secret-0123456789\n")?;
+    let file_arg = file.to_str().unwrap_or_default();
+    let data = dir.path().join("data");
+    let args = ["--auth-secret-file", file_arg, "--auth-secret-grace", "2s"];
+    let server = ServerProcess::start(&data, &args).await?;
+    let old = mint("first-secret-0123456789", "counter/*", &[])?;
+    let new = mint("second-secret-0123456789", "counter/*", &[])?;
+    let status = |t: String| {
+        let server = &server;
+        async move {
+            http()
+                .post(server.url("/v1/objects/counter/c/call/get"))
+                .bearer_auth(t)
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+        }
+    };
+    assert_eq!(status(old.clone()).await?, 200);
+    assert_eq!(status(new.clone()).await?, 401);
+    std::fs::write(&file, "second-secret-0123456789\n")?;
+    let kill = std::process::Command::new("kill")
+        .args(["-HUP", &server.pid.to_string()])
+        .status()?;
+    assert!(kill.success());
+    let mut rotated = false;
+    for _ in 0..50 {
+        if status(new.clone()).await? == 200 {
+            rotated = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(rotated, "the new secret was not taken");
+    assert_eq!(
+        status(old.clone()).await?,
+        200,
+        "the old one is in its grace period"
+    );
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    assert_eq!(status(old).await?, 401, "the grace period is over");
+    assert_eq!(status(new).await?, 200);
+    server.terminate().await?;
+    Ok(())
+}
