@@ -1,5 +1,6 @@
-//! [`Ctx`]: what a handler can reach — its identity, its storage, its
-//! sockets and other objects. One `Ctx` belongs to one live object and lives
+//! [`Ctx`]: what a handler can reach — the object's key, its caller
+//! (`identity`), its storage, its sockets and its alarm (no other
+//! objects: a handler awaiting another object could deadlock a cycle). One `Ctx` belongs to one live object and lives
 //! in its actor.
 //!
 //! Everything a handler sends through `Ctx` (socket messages, broadcasts,

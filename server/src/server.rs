@@ -183,7 +183,7 @@ impl ServerBuilder {
                     let _ = http_stop_rx.await;
                 },
             ));
-            // The drain, in order (ARCHITECTURE.md, "Shutdown"): objects
+            // The drain, in order (ARCHITECTURE.md, "Shutdown answers"): objects
             // first, while HTTP still answers — each finishes what is queued
             // and its callers get their replies; new calls get 503
             // `shutting_down` and new sockets 1012 —, then sockets close with

@@ -11,9 +11,9 @@
 //! is refused and the process must restart.
 //!
 //! Architecture Invariant: records of one object are appended in `seq` order
-//! and the object waits for each to be durable before running its next batch,
-//! so the durable part of the log always holds a prefix of every object's
-//! batches.
+//! and become durable in that order (an object pipelines up to 4 batches;
+//! a failed write fails every later record), so the durable part of the log
+//! always holds a prefix of every object's batches.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};

@@ -1,7 +1,7 @@
 //! One object's actor: the task that alone owns the object's state, its
 //! `Ctx` and its SQLite connection, and runs its events one at a time.
 //!
-//! The life of a batch (DESIGN §4):
+//! The life of a batch (ARCHITECTURE.md, "The life of an event"):
 //! 1. Wait for a command; take up to `max_batch` more that are already
 //!    queued ([`Actor::gather`]); a `Delete` or `Flush` ends the gathering
 //!    and runs right after the batch.
