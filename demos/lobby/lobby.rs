@@ -22,8 +22,11 @@
 //! `ready {ready?, player?}`, `start {player?}`, `end {player?}`,
 //! `leave {player?}`, `configure {seats?, close_after_ms?}`.
 //!
-//! Not done here: authentication of players. A player id is a bearer secret
-//! chosen by the page; anyone who knows it can act as that player.
+//! With auth on (`--auth-secret`), a player is the token's `sub` (and its
+//! `name`, if any, the display name): `player` arguments and `?player=` are
+//! ignored, so no one can act as another. Without auth, a player id is a
+//! bearer secret chosen by the page; anyone who knows it can act as that
+//! player.
 
 use roost::{Admission, AlarmInfo, ConnectRequest, Ctx, DurableObject, ObjectError, SocketId};
 use serde::{Deserialize, Serialize};
@@ -166,6 +169,12 @@ fn clean_name(args: &Value) -> Result<String, ObjectError> {
     Ok(name.to_owned())
 }
 
+/// The caller's verified player id (its token's `sub`), with auth on.
+fn verified_player(ctx: &Ctx) -> Option<String> {
+    let sub = ctx.identity()?.sub.as_deref()?;
+    (!sub.is_empty() && sub.len() <= MAX_PLAYER_ID_BYTES).then(|| sub.to_owned())
+}
+
 fn player_arg(args: &Value) -> Result<Option<String>, ObjectError> {
     match args.get("player") {
         None | Some(Value::Null) => Ok(None),
@@ -181,6 +190,9 @@ fn player_arg(args: &Value) -> Result<Option<String>, ObjectError> {
 impl Lobby {
     /// The player a call acts for: the socket's bound player, else `player`.
     fn caller(&self, ctx: &Ctx, args: &Value) -> Result<String, ObjectError> {
+        if let Some(p) = verified_player(ctx) {
+            return Ok(p);
+        }
         if let Some(p) = ctx.caller_socket().and_then(|s| bound_player(ctx, s)) {
             return Ok(p);
         }
@@ -234,11 +246,14 @@ impl Lobby {
     }
 
     fn join(&mut self, ctx: &mut Ctx, args: &Value) -> Result<Value, ObjectError> {
-        let name = clean_name(args)?;
+        let name = match ctx.identity().and_then(|i| i.name.clone()) {
+            Some(verified) => clean_name(&json!({ "name": verified }))?,
+            None => clean_name(args)?,
+        };
         let socket = ctx.caller_socket();
-        let requested = match player_arg(args)? {
-            Some(p) => Some(p),
-            None => socket.and_then(|s| bound_player(ctx, s)),
+        let requested = match (verified_player(ctx), player_arg(args)?) {
+            (Some(p), _) | (None, Some(p)) => Some(p),
+            (None, None) => socket.and_then(|s| bound_player(ctx, s)),
         };
         if self.state.status == Status::Closed {
             // A closed lobby opens afresh.
@@ -301,9 +316,10 @@ impl DurableObject for Lobby {
     ) -> Result<Admission, ObjectError> {
         // A page that reconnects (network blip, server restart) names its
         // player: bind the socket to the seat it still holds.
-        if let Some(player) = request.query.get("player") {
-            if self.state.seat_of(player).is_some() {
-                bind(ctx, socket, player)?;
+        let player = verified_player(ctx).or_else(|| request.query.get("player").cloned());
+        if let Some(player) = player {
+            if self.state.seat_of(&player).is_some() {
+                bind(ctx, socket, &player)?;
             }
         }
         ctx.send_event(socket, "state", self.state.view());

@@ -328,3 +328,64 @@ async fn an_empty_lobby_closes_through_its_alarm() -> anyhow::Result<()> {
     assert_eq!(body["state"]["status"], "open", "{body}");
     Ok(())
 }
+
+/// With auth on, a player is the token's `sub`: naming another player in
+/// `join`, `ready` or `?player=` changes nothing for them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_auth_a_player_is_the_token_holder() -> anyhow::Result<()> {
+    const SECRET: &str = "lobby-secret-0123456789";
+    let mint = |sub: &str, name: Option<&str>| -> anyhow::Result<String> {
+        let mut cmd = std::process::Command::new(roost_tests::roost_bin());
+        cmd.args([
+            "token", "--obj", "lobby/*", "--secret", SECRET, "--sub", sub,
+        ]);
+        if let Some(n) = name {
+            cmd.args(["--name", n]);
+        }
+        let out = cmd.output()?;
+        anyhow::ensure!(out.status.success(), "roost token failed");
+        Ok(String::from_utf8(out.stdout)?.trim().to_owned())
+    };
+    let (ann, ben) = (mint("ann", Some("Ann"))?, mint("ben", None)?);
+    let dir = tempfile::tempdir()?;
+    let server = ServerProcess::start(dir.path(), &["--auth-secret", SECRET]).await?;
+    let as_ = |token: String, method: &'static str, args: Value| {
+        let url = server.url(&format!("/v1/objects/lobby/l/call/{method}"));
+        async move {
+            let resp = http()
+                .post(url)
+                .bearer_auth(token)
+                .json(&args)
+                .send()
+                .await?;
+            let status = resp.status().as_u16();
+            anyhow::Ok((status, resp.json::<Value>().await.unwrap_or(Value::Null)))
+        }
+    };
+    // Ann asks to join as ben under another name: she joins as herself.
+    let (status, joined) = as_(
+        ann.clone(),
+        "join",
+        json!({"name": "Mallory", "player": "ben"}),
+    )
+    .await?;
+    assert_eq!(status, 200, "{joined}");
+    assert_eq!(joined["player"], "ann");
+    assert_eq!(joined["state"]["players"][0]["name"], "Ann");
+    // Ben, not seated, cannot make Ann ready.
+    let (status, _) = as_(ben.clone(), "ready", json!({"player": "ann"})).await?;
+    assert_ne!(status, 200);
+    let (_, state) = as_(ann.clone(), "state", Value::Null).await?;
+    assert_eq!(state["players"][0]["ready"], false, "{state}");
+    // A socket claiming ann with ben's token is bound to ben, who is not seated.
+    let mut c =
+        Client::connect(&server.ws_url(&format!("/v1/objects/lobby/l/ws?player=ann&token={ben}")))
+            .await?;
+    c.event("state").await?;
+    let r = c.call("ready", json!({})).await?;
+    assert!(!r["error"].is_null(), "{r}");
+    let (_, joined) = as_(ben.clone(), "join", json!({"name": "Ben"})).await?;
+    assert_eq!(joined["player"], "ben");
+    server.terminate().await?;
+    Ok(())
+}
