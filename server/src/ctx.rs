@@ -107,6 +107,12 @@ impl Ctx {
         self.identity.as_deref()
     }
 
+    /// Whether the event being handled may only read (a read-only token):
+    /// its writes fail with `forbidden` and change nothing.
+    pub fn read_only(&self) -> bool {
+        self.storage.is_read_only()
+    }
+
     /// Who holds `socket`'s token (see [`identity`](Self::identity)).
     pub fn socket_identity(&self, socket: SocketId) -> Option<Arc<crate::auth::Identity>> {
         self.table()
