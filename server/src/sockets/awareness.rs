@@ -99,6 +99,38 @@ impl AwarenessStore {
     }
 }
 
+/// The key of an awareness state that only the server writes: the token
+/// holder of the socket that set the state (`{"sub", "name"}`), so pages can
+/// trust who a cursor belongs to. A `roost` key a client wrote itself is
+/// removed.
+const VERIFIED_KEY: &str = "roost";
+
+/// Stamps the states of `update` with `identity` (or strips a forged stamp
+/// from an anonymous socket's); returns whether any state changed.
+fn stamp(update: &mut AwarenessUpdate, identity: Option<&crate::auth::Identity>) -> bool {
+    let mut changed = false;
+    for entry in update.clients.values_mut() {
+        if &*entry.json == "null" || (identity.is_none() && !entry.json.contains("\"roost\"")) {
+            continue;
+        }
+        let Ok(serde_json::Value::Object(mut state)) = serde_json::from_str(&entry.json) else {
+            continue;
+        };
+        let forged = state.remove(VERIFIED_KEY).is_some();
+        match identity {
+            Some(who) => {
+                let verified = serde_json::json!({ "sub": who.sub, "name": who.name });
+                state.insert(VERIFIED_KEY.into(), verified);
+            }
+            None if !forged => continue,
+            None => {}
+        }
+        entry.json = Arc::from(serde_json::Value::Object(state).to_string());
+        changed = true;
+    }
+    changed
+}
+
 fn encode(entries: HashMap<ClientID, AwarenessUpdateEntry>) -> Message {
     let msg = YMessage::Awareness(AwarenessUpdate { clients: entries });
     Message::Binary(msg.encode_v1().into())
@@ -126,8 +158,13 @@ impl ObjectSockets {
             _ => return Err("not one awareness message".into()),
         };
         wire::check_awareness(body).map_err(|e| e.to_string())?;
-        let update = AwarenessUpdate::decode_v1(body).map_err(|e| e.to_string())?;
-        let owned = self.with_table(|t| t.get(&socket).map_or(0, |e| e.awareness_clients().len()));
+        let mut update = AwarenessUpdate::decode_v1(body).map_err(|e| e.to_string())?;
+        let (owned, identity) = self.with_table(|t| {
+            t.get(&socket).map_or((0, None), |e| {
+                (e.awareness_clients().len(), e.identity().cloned())
+            })
+        });
+        let stamped = stamp(&mut update, identity.as_deref());
         let (accepted, announced, withdrawn) = self.with_awareness(|store| {
             // Check every bound before anything changes.
             let accepted = store.admit(socket, &update, owned, limits)?;
@@ -147,7 +184,7 @@ impl ObjectSockets {
         if accepted.is_empty() {
             return Ok(0);
         }
-        let relay = if accepted.len() == update.clients.len() {
+        let relay = if !stamped && accepted.len() == update.clients.len() {
             Message::Binary(frame.to_vec().into())
         } else {
             encode(accepted)
@@ -234,6 +271,53 @@ mod tests {
             },
         );
         YMessage::Awareness(AwarenessUpdate { clients }).encode_v1()
+    }
+
+    /// Invariant: a state's `roost` key is the server's word on who set it:
+    /// the token holder of the socket, never what a page wrote.
+    #[test]
+    fn states_carry_the_verified_holder_and_no_forged_one() {
+        let limits = SocketLimits::default();
+        let hub = SocketHub::default();
+        let key = ObjectKey::new("ydoc", "d").expect("key");
+        let mut alice = SocketEntry::new(Arc::new(Outbox::new(1 << 20)), false);
+        alice.accepted = true;
+        alice.set_identity(Some(Arc::new(crate::auth::Identity {
+            sub: Some("u-1".into()),
+            name: Some("Alice".into()),
+            ..Default::default()
+        })));
+        let mut anon = SocketEntry::new(Arc::new(Outbox::new(1 << 20)), false);
+        anon.accepted = true;
+        let t = hub.insert(&key, SocketId(1), alice, 10).expect("table");
+        hub.insert(&key, SocketId(2), anon, 10).expect("table");
+        let forged = r#"{"user":"x","roost":{"sub":"u-1","name":"Alice"}}"#;
+        t.apply_awareness(
+            SocketId(1),
+            &frame(1, 1, r#"{"user":"a","roost":"me"}"#),
+            &limits,
+        )
+        .expect("apply");
+        t.apply_awareness(SocketId(2), &frame(2, 1, forged), &limits)
+            .expect("apply");
+        let Some(Message::Binary(bytes)) = t.awareness_state() else {
+            panic!("binary state")
+        };
+        let body = match wire::read_frame(&bytes).expect("frame")[..] {
+            [wire::YMessage::Awareness(body)] => body.to_vec(),
+            _ => panic!("awareness"),
+        };
+        let update = AwarenessUpdate::decode_v1(&body).expect("decode");
+        let state = |id: u64| -> serde_json::Value {
+            serde_json::from_str(&update.clients[&ClientID::new(id)].json).expect("json")
+        };
+        assert_eq!(
+            state(1)["roost"],
+            serde_json::json!({"sub": "u-1", "name": "Alice"})
+        );
+        assert_eq!(state(1)["user"], "a");
+        assert!(state(2).get("roost").is_none(), "{}", state(2));
+        assert_eq!(state(2)["user"], "x");
     }
 
     #[test]
