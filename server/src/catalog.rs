@@ -272,30 +272,14 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CatalogEntry> {
 
 type Ack = oneshot::Sender<Result<(), String>>;
 
+/// Runs one command; a write's acknowledgement goes to `acks`, sent once
+/// the transaction commits. A command that fails drops its reply or ack (the
+/// caller sees the catalog stopped).
 fn handle(conn: &Connection, cmd: CatalogCommand, acks: &mut Vec<Ack>) -> rusqlite::Result<()> {
     match cmd {
         CatalogCommand::SetAlarm { key, at_ms, done } => {
-            match at_ms {
-                Some(at) => {
-                    conn.prepare_cached(
-                        "INSERT INTO alarms(id, class, name, at_ms) VALUES(?1, ?2, ?3, ?4)
-                         ON CONFLICT(id) DO UPDATE SET at_ms = excluded.at_ms",
-                    )?
-                    .execute((
-                        key.id.to_string(),
-                        &key.class,
-                        &key.name,
-                        at,
-                    ))?;
-                }
-                None => {
-                    conn.prepare_cached("DELETE FROM alarms WHERE id = ?1")?
-                        .execute([key.id.to_string()])?;
-                }
-            }
-            if let Some(done) = done {
-                acks.push(done);
-            }
+            set_alarm(conn, &key, at_ms)?;
+            acks.extend(done);
         }
         CatalogCommand::Revoke {
             kind,
@@ -311,20 +295,7 @@ fn handle(conn: &Connection, cmd: CatalogCommand, acks: &mut Vec<Ack>) -> rusqli
             acks.push(done);
         }
         CatalogCommand::Revocations { reply } => {
-            let mut stmt = conn.prepare_cached("SELECT kind, value, until_s FROM revoked")?;
-            let rows = stmt.query_map([], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, i64>(2)?,
-                ))
-            })?;
-            let mut out = Vec::new();
-            for row in rows {
-                let (kind, value, until) = row?;
-                out.push((kind, value, u64::try_from(until).unwrap_or(0)));
-            }
-            let _ = reply.send(out);
+            let _ = reply.send(revocations(conn)?);
         }
         CatalogCommand::Forget { id } => {
             conn.prepare_cached("DELETE FROM objects WHERE id = ?1")?
@@ -333,23 +304,7 @@ fn handle(conn: &Connection, cmd: CatalogCommand, acks: &mut Vec<Ack>) -> rusqli
                 .execute([id.to_string()])?;
         }
         CatalogCommand::Alarms { reply } => {
-            let mut stmt = conn.prepare_cached("SELECT class, name, at_ms FROM alarms")?;
-            let rows = stmt.query_map([], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, i64>(2)?,
-                ))
-            })?;
-            let mut out = Vec::new();
-            for row in rows {
-                let (class, name, at) = row?;
-                match ObjectKey::new(&class, &name) {
-                    Ok(key) => out.push((key, at)),
-                    Err(e) => tracing::warn!(error = %e, "invalid alarm index entry"),
-                }
-            }
-            let _ = reply.send(out);
+            let _ = reply.send(alarms(conn)?);
         }
         CatalogCommand::Register { key, at } => {
             conn.prepare_cached(
@@ -378,20 +333,88 @@ fn handle(conn: &Connection, cmd: CatalogCommand, acks: &mut Vec<Ack>) -> rusqli
             limit,
             reply,
         } => {
-            let (after_class, after_name) = match after.as_deref().and_then(|a| a.split_once('/')) {
-                Some((c, n)) => (Some(c.to_owned()), Some(n.to_owned())),
-                None => (None, None),
-            };
-            let mut stmt = conn.prepare_cached(
-                "SELECT id, class, name, created_ms, last_active_ms FROM objects
-                 WHERE (?1 IS NULL OR class = ?1)
-                   AND (?2 IS NULL OR substr(name, 1, length(?2)) = ?2)
-                   AND (?3 IS NULL OR (class, name) > (?3, ?4))
-                 ORDER BY class, name LIMIT ?5",
-            )?;
-            let rows = stmt.query_map((class, prefix, after_class, after_name, limit), row)?;
-            let _ = reply.send(rows.collect::<Result<_, _>>()?);
+            let _ = reply.send(list(conn, class, prefix, after, limit)?);
         }
     }
     Ok(())
+}
+
+/// Upserts, or with `None` deletes, the object's alarm index entry.
+fn set_alarm(conn: &Connection, key: &ObjectKey, at_ms: Option<i64>) -> rusqlite::Result<()> {
+    match at_ms {
+        Some(at) => {
+            conn.prepare_cached(
+                "INSERT INTO alarms(id, class, name, at_ms) VALUES(?1, ?2, ?3, ?4)
+                 ON CONFLICT(id) DO UPDATE SET at_ms = excluded.at_ms",
+            )?
+            .execute((key.id.to_string(), &key.class, &key.name, at))?;
+        }
+        None => {
+            conn.prepare_cached("DELETE FROM alarms WHERE id = ?1")?
+                .execute([key.id.to_string()])?;
+        }
+    }
+    Ok(())
+}
+
+/// Every recorded revocation: (kind, value, until).
+fn revocations(conn: &Connection) -> rusqlite::Result<Vec<(String, String, u64)>> {
+    let mut stmt = conn.prepare_cached("SELECT kind, value, until_s FROM revoked")?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, i64>(2)?,
+        ))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (kind, value, until) = row?;
+        out.push((kind, value, u64::try_from(until).unwrap_or(0)));
+    }
+    Ok(out)
+}
+
+/// Every alarm index entry (invalid ones are logged and skipped).
+fn alarms(conn: &Connection) -> rusqlite::Result<Vec<(ObjectKey, i64)>> {
+    let mut stmt = conn.prepare_cached("SELECT class, name, at_ms FROM alarms")?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, i64>(2)?,
+        ))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (class, name, at) = row?;
+        match ObjectKey::new(&class, &name) {
+            Ok(key) => out.push((key, at)),
+            Err(e) => tracing::warn!(error = %e, "invalid alarm index entry"),
+        }
+    }
+    Ok(out)
+}
+
+/// Objects ordered by (class, name) after the `class/name` cursor `after`.
+fn list(
+    conn: &Connection,
+    class: Option<String>,
+    prefix: Option<String>,
+    after: Option<String>,
+    limit: u32,
+) -> rusqlite::Result<Vec<CatalogEntry>> {
+    let (after_class, after_name) = match after.as_deref().and_then(|a| a.split_once('/')) {
+        Some((c, n)) => (Some(c.to_owned()), Some(n.to_owned())),
+        None => (None, None),
+    };
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, class, name, created_ms, last_active_ms FROM objects
+         WHERE (?1 IS NULL OR class = ?1)
+           AND (?2 IS NULL OR substr(name, 1, length(?2)) = ?2)
+           AND (?3 IS NULL OR (class, name) > (?3, ?4))
+         ORDER BY class, name LIMIT ?5",
+    )?;
+    let rows = stmt.query_map((class, prefix, after_class, after_name, limit), row)?;
+    rows.collect()
 }

@@ -384,32 +384,7 @@ pub fn main(builder: ServerBuilder) -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Token(args) => {
-            let perm = match args.perm.as_str() {
-                "read" => crate::auth::Perm::Read,
-                "write" => crate::auth::Perm::Write,
-                other => anyhow::bail!("--perm must be `read` or `write`, not `{other}`"),
-            };
-            for o in &args.obj {
-                let Some((class, name)) = o.split_once('/') else {
-                    anyhow::bail!("--obj `{o}` must be `class/name` or `class/*`");
-                };
-                crate::id::validate_class(class)
-                    .map_err(|e| anyhow::anyhow!("--obj `{o}`: {e}"))?;
-                if name != "*" {
-                    crate::id::validate_name(name)
-                        .map_err(|e| anyhow::anyhow!("--obj `{o}`: {e}"))?;
-                }
-            }
-            let identity = crate::auth::Identity {
-                sub: args.sub,
-                name: args.name,
-                claims: args.claims.into_iter().collect(),
-                jti: args.jti,
-            };
-            let token =
-                crate::auth::mint_for(args.secret.as_bytes(), args.obj, perm, args.ttl, identity)
-                    .map_err(anyhow::Error::msg)?;
-            println!("{token}");
+            println!("{}", mint_token(args)?);
             Ok(())
         }
         Command::Restore(args) => {
@@ -417,66 +392,101 @@ pub fn main(builder: ServerBuilder) -> anyhow::Result<()> {
             println!("{summary}");
             Ok(())
         }
-        Command::Serve(mut args) => {
-            init_logging(args.log_format);
-            if let Some(file) = &args.auth_secret_file {
-                args.auth_secret = Some(read_secret(file)?);
-            }
-            if !args.listen.ip().is_loopback()
-                && args.auth_secret.is_none()
-                && !args.allow_anonymous
-            {
-                anyhow::bail!(
-                    "refusing to listen on {} without an auth secret: anyone could read and write every object. \
-                     Set --auth-secret (or ROOST_AUTH_SECRET), listen on 127.0.0.1, or pass --allow-anonymous if that is really what you want",
-                    args.listen
-                );
-            }
-            // One malloc arena per core (glibc's default is 8): see
-            // `sys::limit_malloc_arenas`.
-            let cores = std::thread::available_parallelism().map_or(2, usize::from);
-            crate::sys::limit_malloc_arenas(cores.max(2));
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .context("cannot start the async runtime")?;
-            runtime.block_on(async move {
-                let listener = tokio::net::TcpListener::bind(args.listen)
-                    .await
-                    .with_context(|| format!("cannot listen on {}", args.listen))?;
-                let addr = listener.local_addr()?;
-                let config = args.config();
-                let auth = if args.auth_secret.is_some() { "tokens" } else { "anonymous (development)" };
-                let (data, idle_timeout_ms) =
-                    (config.data_dir.clone(), config.idle_timeout.as_millis() as u64);
-                if config.ydoc.compact_after >= config.idle_timeout {
-                    tracing::warn!(
-                        ydoc_compact_after_ms = config.ydoc.compact_after.as_millis() as u64,
-                        idle_timeout_ms,
-                        "--ydoc-compact-after is not below --idle-timeout: quiet Yjs documents will be loaded again just to compact them"
-                    );
-                }
-                // Recovery runs before the first request is answered; say
-                // "listening" only once the server can serve.
-                let auth_handle = config.auth.clone();
-                let server = builder.config(config).start(listener).await?;
-                if let Some(file) = args.auth_secret_file.clone() {
-                    tokio::spawn(rotate_on_sighup(file, auth_handle, args.auth_secret_grace));
-                }
-                tracing::info!(
-                    auth,
-                    admin_api = args.admin_token.is_some(),
-                    listen = %addr,
-                    data = %data.display(),
-                    idle_timeout_ms,
-                    "roost listening on http://{addr}"
-                );
-                shutdown_signal().await;
-                tracing::info!("shutting down: finishing in-flight events");
-                server.shutdown().await?;
-                tracing::info!("shut down cleanly");
-                Ok(())
-            })
+        Command::Serve(args) => serve(*args, builder),
+    }
+}
+
+/// `roost token`: checks the objects named, then mints.
+fn mint_token(args: TokenArgs) -> anyhow::Result<String> {
+    let perm = match args.perm.as_str() {
+        "read" => crate::auth::Perm::Read,
+        "write" => crate::auth::Perm::Write,
+        other => anyhow::bail!("--perm must be `read` or `write`, not `{other}`"),
+    };
+    for o in &args.obj {
+        let Some((class, name)) = o.split_once('/') else {
+            anyhow::bail!("--obj `{o}` must be `class/name` or `class/*`");
+        };
+        crate::id::validate_class(class).map_err(|e| anyhow::anyhow!("--obj `{o}`: {e}"))?;
+        if name != "*" {
+            crate::id::validate_name(name).map_err(|e| anyhow::anyhow!("--obj `{o}`: {e}"))?;
         }
     }
+    let identity = crate::auth::Identity {
+        sub: args.sub,
+        name: args.name,
+        claims: args.claims.into_iter().collect(),
+        jti: args.jti,
+    };
+    crate::auth::mint_for(args.secret.as_bytes(), args.obj, perm, args.ttl, identity)
+        .map_err(anyhow::Error::msg)
+}
+
+/// `roost serve`: checks the flags, then runs the server on a new async
+/// runtime until SIGTERM or Ctrl-C.
+fn serve(mut args: ServeArgs, builder: ServerBuilder) -> anyhow::Result<()> {
+    init_logging(args.log_format);
+    if let Some(file) = &args.auth_secret_file {
+        args.auth_secret = Some(read_secret(file)?);
+    }
+    if !args.listen.ip().is_loopback() && args.auth_secret.is_none() && !args.allow_anonymous {
+        anyhow::bail!(
+            "refusing to listen on {} without an auth secret: anyone could read and write every object. \
+             Set --auth-secret (or ROOST_AUTH_SECRET), listen on 127.0.0.1, or pass --allow-anonymous if that is really what you want",
+            args.listen
+        );
+    }
+    // One malloc arena per core (glibc's default is 8): see
+    // `sys::limit_malloc_arenas`.
+    let cores = std::thread::available_parallelism().map_or(2, usize::from);
+    crate::sys::limit_malloc_arenas(cores.max(2));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(serve_until_signal(args, builder))
+}
+
+async fn serve_until_signal(args: ServeArgs, builder: ServerBuilder) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    let config = args.config();
+    let auth = if args.auth_secret.is_some() {
+        "tokens"
+    } else {
+        "anonymous (development)"
+    };
+    let (data, idle_timeout_ms) = (
+        config.data_dir.clone(),
+        config.idle_timeout.as_millis() as u64,
+    );
+    if config.ydoc.compact_after >= config.idle_timeout {
+        tracing::warn!(
+            ydoc_compact_after_ms = config.ydoc.compact_after.as_millis() as u64,
+            idle_timeout_ms,
+            "--ydoc-compact-after is not below --idle-timeout: quiet Yjs documents will be loaded again just to compact them"
+        );
+    }
+    // Recovery runs before the first request is answered; say
+    // "listening" only once the server can serve.
+    let auth_handle = config.auth.clone();
+    let server = builder.config(config).start(listener).await?;
+    if let Some(file) = args.auth_secret_file.clone() {
+        tokio::spawn(rotate_on_sighup(file, auth_handle, args.auth_secret_grace));
+    }
+    tracing::info!(
+        auth,
+        admin_api = args.admin_token.is_some(),
+        listen = %addr,
+        data = %data.display(),
+        idle_timeout_ms,
+        "roost listening on http://{addr}"
+    );
+    shutdown_signal().await;
+    tracing::info!("shutting down: finishing in-flight events");
+    server.shutdown().await?;
+    tracing::info!("shut down cleanly");
+    Ok(())
 }

@@ -16,6 +16,7 @@ use serde_json::Value;
 use crate::id::{ObjectId, ObjectKey};
 use crate::object::ObjectError;
 use crate::runtime::output::Output;
+use crate::runtime::registry::Settings;
 use crate::runtime::Runtime;
 use crate::sockets::{ObjectSockets, SocketId, SocketMessage};
 use crate::storage::Storage;
@@ -32,11 +33,15 @@ pub struct Ctx {
     pub(crate) identity: Option<Arc<crate::auth::Identity>>,
     /// The batch set or deleted the alarm.
     pub(crate) alarm_touched: bool,
+    /// What the class was registered with (`ServerBuilder::class_with`).
+    settings: Option<Settings>,
 }
 
 impl Ctx {
     pub(crate) fn new(key: ObjectKey, storage: Storage, runtime: Runtime) -> Ctx {
+        let settings = runtime.registry().settings(&key.class).cloned();
         Ctx {
+            settings,
             key,
             storage,
             runtime,
@@ -57,6 +62,12 @@ impl Ctx {
 
     pub fn class(&self) -> &str {
         &self.key.class
+    }
+
+    /// The settings the object's class was registered with
+    /// (`ServerBuilder::class_with`), if they are an `S`.
+    pub fn settings<S: std::any::Any>(&self) -> Option<&S> {
+        self.settings.as_deref()?.downcast_ref()
     }
 
     /// The object's own storage: the KV API and direct SQL.

@@ -6,12 +6,15 @@
 //! accepting, let in-flight requests finish, let every actor finish and commit
 //! its queued events, then stop the log writer.
 
+use std::any::Any;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use axum::Router;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -22,7 +25,8 @@ use crate::config::Config;
 use crate::id::validate_class;
 use crate::metrics::Metrics;
 use crate::object::DurableObject;
-use crate::runtime::{Registry, Runtime, RuntimeConfig};
+use crate::runtime::registry::Settings;
+use crate::runtime::{Registry, Runtime};
 
 pub struct Server;
 
@@ -31,32 +35,69 @@ impl Server {
         ServerBuilder {
             registry: Registry::default(),
             config: Config::default(),
+            settings_from_config: Vec::new(),
             bad_class: None,
         }
     }
 }
 
+/// Makes a class's settings out of the server's configuration, at start.
+type SettingsFromConfig = Box<dyn FnOnce(&Config) -> Settings + Send + Sync>;
+
 pub struct ServerBuilder {
     registry: Registry,
     config: Config,
+    /// Classes whose settings come from `config` (`class_with_config`).
+    settings_from_config: Vec<(String, SettingsFromConfig)>,
     bad_class: Option<String>,
 }
 
 impl ServerBuilder {
     /// Registers a class under `name` (`[a-z][a-z0-9_-]{0,63}`).
-    pub fn class<T: DurableObject>(mut self, name: &str) -> Self {
+    pub fn class<T: DurableObject>(self, name: &str) -> Self {
+        self.register::<T>(name, None)
+    }
+
+    /// Registers a class with its settings: any value, which its objects
+    /// read with `ctx.settings::<S>()`.
+    pub fn class_with<T: DurableObject, S: Any + Send + Sync>(
+        self,
+        name: &str,
+        settings: S,
+    ) -> Self {
+        self.register::<T>(name, Some(Arc::new(settings)))
+    }
+
+    /// Registers a class whose settings are made from the server's
+    /// [`Config`] when it starts (so `config` may be set after this).
+    pub fn class_with_config<T: DurableObject, S: Any + Send + Sync>(
+        self,
+        name: &str,
+        settings: impl FnOnce(&Config) -> S + Send + Sync + 'static,
+    ) -> Self {
+        let mut builder = self.register::<T>(name, None);
+        let make: SettingsFromConfig = Box::new(move |config| Arc::new(settings(config)));
+        builder.settings_from_config.push((name.to_owned(), make));
+        builder
+    }
+
+    fn register<T: DurableObject>(mut self, name: &str, settings: Option<Settings>) -> Self {
         if validate_class(name).is_err() {
             self.bad_class = Some(name.to_owned());
         }
-        self.registry.add::<T>(name);
+        self.settings_from_config.retain(|(class, _)| class != name);
+        self.registry.add::<T>(name, settings);
         self
     }
 
-    /// Registers the built-in classes (`counter`, ...).
+    /// Registers the built-in classes (`counter`, `room`, and `ydoc` with
+    /// `Config::ydoc` as its settings).
     pub fn with_builtins(self) -> Self {
         self.class::<crate::classes::counter::Counter>("counter")
             .class::<crate::classes::room::Room>("room")
-            .class::<crate::classes::ydoc::Ydoc>("ydoc")
+            .class_with_config::<crate::classes::ydoc::Ydoc, _>("ydoc", |config| {
+                config.ydoc.clone()
+            })
     }
 
     pub fn config(mut self, config: Config) -> Self {
@@ -69,162 +110,42 @@ impl ServerBuilder {
         if let Some(bad) = self.bad_class {
             anyhow::bail!("class name `{bad}` is invalid: it must match [a-z][a-z0-9_-]{{0,63}}");
         }
-        let config = self.config;
-        let open_files = match crate::sys::raise_nofile_limit() {
-            Ok(n) => {
-                tracing::debug!(limit = n, "open-file limit");
-                n
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot raise the open-file limit");
-                1024
-            }
-        };
-        // Every path below is built from this one: make it absolute once, so a
-        // relative `--data` (the default `./roost-data` included) never leaves
-        // an empty parent to fsync, and a later change of directory is harmless.
-        let data_dir = std::path::absolute(&config.data_dir).with_context(|| {
-            format!(
-                "cannot resolve data directory {}",
-                config.data_dir.display()
-            )
-        })?;
-        let config = Config {
-            data_dir: data_dir.clone(),
-            ..config
-        };
-        crate::storage::create_dir_all_durable(&data_dir)
-            .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
-        check_format(&data_dir)?;
-        let report = tokio::task::spawn_blocking({
-            let dir = data_dir.clone();
-            move || recovery::recover(&dir)
-        })
-        .await
-        .context("recovery task failed")?
-        .context("commit log recovery failed")?;
-        if report.records > 0 {
-            tracing::info!(
-                segments = report.segments,
-                records = report.records,
-                applied = report.applied,
-                objects = report.objects,
-                "replayed commit log"
-            );
+        let open_files = raise_open_file_limit();
+        let config = Arc::new(prepare(self.config)?);
+        let mut registry = self.registry;
+        for (class, make) in self.settings_from_config {
+            registry.set_settings(&class, make(&config));
         }
-        let metrics = Arc::new(Metrics::default());
-        let log = CommitLog::start(&data_dir, config.log.clone(), metrics.clone())
-            .context("cannot start the commit log")?;
-        let catalog = Catalog::open(&data_dir).context("cannot open the catalog")?;
-        for (kind, value, until) in catalog.revocations().await {
-            match kind.as_str() {
-                "jti" => config.auth.revoke(Some(value), None),
-                _ => config.auth.revoke(None, Some((value, until))),
-            }
-        }
-        let runtime = Runtime::new(
-            RuntimeConfig {
-                data_dir: data_dir.clone(),
-                idle_timeout: config.idle_timeout,
-                mailbox_depth: config.mailbox_depth.max(1),
-                max_batch: config.max_batch.max(1),
-                file_commit_interval: config.file_commit_interval,
-                storage: config.storage.clone(),
-                sockets: config.sockets.clone(),
-                alarms: config.alarms.clone(),
-                ydoc: config.ydoc.clone(),
-                auth: config.auth.clone(),
-                fault: config.fault.clone(),
-                durability: config.durability,
-                admin_sql: config.admin_sql.clone(),
-                cors_origins: config.cors_origins.clone(),
-                max_objects: config.max_objects,
-                tidy_after: config.tidy_after,
-            },
-            self.registry,
-            metrics,
-            log,
-            catalog,
-        );
+        replay_commit_log(&config.data_dir).await?;
+        let runtime = open_runtime(config.clone(), registry).await?;
         crate::runtime::alarms::Alarms::start(&runtime).await;
         let heartbeat = tokio::spawn(crate::sockets::heartbeat(
             runtime.sockets().clone(),
-            runtime.config().sockets.ping_interval,
+            config.sockets.ping_interval,
         ));
         let router = crate::http::router(runtime.clone(), config.max_body_bytes);
-        let metrics_server = match config.metrics_listen {
-            None => None,
-            Some(at) => {
-                let listener = TcpListener::bind(at)
-                    .await
-                    .with_context(|| format!("cannot listen on {at} (--metrics-listen)"))?;
-                tracing::info!(listen = %at, "serving /metrics without a token");
-                let router = crate::http::metrics_router(runtime.clone());
-                Some(tokio::spawn(async move {
-                    let _ = axum::serve(listener, router).await;
-                }))
-            }
-        };
+        let metrics_server = serve_metrics(config.metrics_listen, &runtime).await?;
         let addr = listener.local_addr()?;
-        let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        let serve_runtime = runtime.clone();
-        let drain_timeout = config.drain_timeout;
-        let (connections, max_per_ip) = (config.connections.clone(), config.max_connections_per_ip);
-        let trimmer = tokio::spawn(trim_heap_after_evictions(runtime.metrics().clone()));
-        let task = tokio::spawn(async move {
-            let (http_stop_tx, http_stop_rx) = oneshot::channel::<()>();
-            let mut http = tokio::spawn(crate::http::serve::serve(
+        let (stop, stopped) = oneshot::channel::<()>();
+        let background = Background {
+            heartbeat,
+            metrics_server,
+            trimmer: tokio::spawn(trim_heap_after_evictions(runtime.metrics().clone())),
+        };
+        let task = tokio::spawn(run(
+            Http {
                 listener,
                 router,
-                connections,
-                max_per_ip,
                 open_files,
-                async move {
-                    let _ = http_stop_rx.await;
-                },
-            ));
-            // The drain, in order (ARCHITECTURE.md, "Shutdown answers"): objects
-            // first, while HTTP still answers — each finishes what is queued
-            // and its callers get their replies; new calls get 503
-            // `shutting_down` and new sockets 1012 —, then sockets close with
-            // 1012 (their close handshake completed), then HTTP stops.
-            tokio::select! {
-                _ = stop_rx => {}
-                served = &mut http => {
-                    trimmer.abort();
-                    serve_runtime.shutdown(drain_timeout).await;
-                    serve_runtime.log().close().await;
-                    return served.context("HTTP server task failed");
-                }
-            }
-            if let Some(m) = &metrics_server {
-                m.abort();
-            }
-            let started = tokio::time::Instant::now();
-            serve_runtime.shutdown(drain_timeout).await;
-            let _ = http_stop_tx.send(());
-            let left = drain_timeout
-                .saturating_sub(started.elapsed())
-                .max(Duration::from_secs(1));
-            let served = match tokio::time::timeout(left, &mut http).await {
-                Ok(served) => served.context("HTTP server task failed"),
-                Err(_) => {
-                    tracing::warn!(
-                        "HTTP connections still open after the drain timeout; closing them"
-                    );
-                    http.abort();
-                    Ok(())
-                }
-            };
-            trimmer.abort();
-            heartbeat.abort();
-            serve_runtime.log().close().await;
-            served
-        });
+            },
+            runtime.clone(),
+            stopped,
+            background,
+        ));
         Ok(RunningServer {
             addr,
             runtime,
-            stop: Some(stop_tx),
+            stop: Some(stop),
             task,
         })
     }
@@ -240,6 +161,169 @@ impl ServerBuilder {
         tracing::info!("shutting down: finishing in-flight events");
         server.shutdown().await
     }
+}
+
+/// Raises the open-file limit as far as allowed; returns it (1024 if unknown).
+fn raise_open_file_limit() -> u64 {
+    match crate::sys::raise_nofile_limit() {
+        Ok(n) => {
+            tracing::debug!(limit = n, "open-file limit");
+            n
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot raise the open-file limit");
+            1024
+        }
+    }
+}
+
+/// The configuration as the server runs with it: the data directory made
+/// absolute, created and its format checked; at least one mailbox slot and
+/// one event per batch.
+fn prepare(mut config: Config) -> anyhow::Result<Config> {
+    // Every path is built from this one: make it absolute once, so a
+    // relative `--data` (the default `./roost-data` included) never leaves
+    // an empty parent to fsync, and a later change of directory is harmless.
+    config.data_dir = std::path::absolute(&config.data_dir).with_context(|| {
+        format!(
+            "cannot resolve data directory {}",
+            config.data_dir.display()
+        )
+    })?;
+    config.mailbox_depth = config.mailbox_depth.max(1);
+    config.max_batch = config.max_batch.max(1);
+    let data_dir = &config.data_dir;
+    crate::storage::create_dir_all_durable(data_dir)
+        .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
+    check_format(data_dir)?;
+    Ok(config)
+}
+
+/// Applies what the commit log holds to the object files.
+async fn replay_commit_log(data_dir: &Path) -> anyhow::Result<()> {
+    let report = tokio::task::spawn_blocking({
+        let dir = data_dir.to_owned();
+        move || recovery::recover(&dir)
+    })
+    .await
+    .context("recovery task failed")?
+    .context("commit log recovery failed")?;
+    if report.records > 0 {
+        tracing::info!(
+            segments = report.segments,
+            records = report.records,
+            applied = report.applied,
+            objects = report.objects,
+            "replayed commit log"
+        );
+    }
+    Ok(())
+}
+
+/// Starts the commit log writer and the catalog (loading its revocations
+/// into `config.auth`) and the runtime over them.
+async fn open_runtime(config: Arc<Config>, registry: Registry) -> anyhow::Result<Runtime> {
+    let metrics = Arc::new(Metrics::default());
+    let log = CommitLog::start(&config.data_dir, config.log.clone(), metrics.clone())
+        .context("cannot start the commit log")?;
+    let catalog = Catalog::open(&config.data_dir).context("cannot open the catalog")?;
+    for (kind, value, until) in catalog.revocations().await {
+        match kind.as_str() {
+            "jti" => config.auth.revoke(Some(value), None),
+            _ => config.auth.revoke(None, Some((value, until))),
+        }
+    }
+    Ok(Runtime::new(config, registry, metrics, log, catalog))
+}
+
+/// Serves `/metrics` without a token on `at` (`--metrics-listen`), if set.
+async fn serve_metrics(
+    at: Option<SocketAddr>,
+    runtime: &Runtime,
+) -> anyhow::Result<Option<JoinHandle<()>>> {
+    let Some(at) = at else {
+        return Ok(None);
+    };
+    let listener = TcpListener::bind(at)
+        .await
+        .with_context(|| format!("cannot listen on {at} (--metrics-listen)"))?;
+    tracing::info!(listen = %at, "serving /metrics without a token");
+    let router = crate::http::metrics_router(runtime.clone());
+    Ok(Some(tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    })))
+}
+
+/// The HTTP side of a running server.
+struct Http {
+    listener: TcpListener,
+    router: Router,
+    open_files: u64,
+}
+
+/// Tasks that run beside the HTTP server until it stops.
+struct Background {
+    heartbeat: JoinHandle<()>,
+    metrics_server: Option<JoinHandle<()>>,
+    trimmer: JoinHandle<()>,
+}
+
+/// Serves until `stop` (or until the HTTP server ends by itself), then
+/// drains.
+async fn run(
+    http: Http,
+    runtime: Runtime,
+    stop: oneshot::Receiver<()>,
+    background: Background,
+) -> anyhow::Result<()> {
+    let config = runtime.config();
+    let drain_timeout = config.drain_timeout;
+    let (http_stop_tx, http_stop_rx) = oneshot::channel::<()>();
+    let mut served = tokio::spawn(crate::http::serve::serve(
+        http.listener,
+        http.router,
+        config.connections.clone(),
+        config.max_connections_per_ip,
+        http.open_files,
+        async move {
+            let _ = http_stop_rx.await;
+        },
+    ));
+    // The drain, in order (ARCHITECTURE.md, "Shutdown answers"): objects
+    // first, while HTTP still answers — each finishes what is queued
+    // and its callers get their replies; new calls get 503
+    // `shutting_down` and new sockets 1012 —, then sockets close with
+    // 1012 (their close handshake completed), then HTTP stops.
+    tokio::select! {
+        _ = stop => {}
+        result = &mut served => {
+            background.trimmer.abort();
+            runtime.shutdown(drain_timeout).await;
+            runtime.log().close().await;
+            return result.context("HTTP server task failed");
+        }
+    }
+    if let Some(m) = &background.metrics_server {
+        m.abort();
+    }
+    let started = tokio::time::Instant::now();
+    runtime.shutdown(drain_timeout).await;
+    let _ = http_stop_tx.send(());
+    let left = drain_timeout
+        .saturating_sub(started.elapsed())
+        .max(Duration::from_secs(1));
+    let result = match tokio::time::timeout(left, &mut served).await {
+        Ok(result) => result.context("HTTP server task failed"),
+        Err(_) => {
+            tracing::warn!("HTTP connections still open after the drain timeout; closing them");
+            served.abort();
+            Ok(())
+        }
+    };
+    background.trimmer.abort();
+    background.heartbeat.abort();
+    runtime.log().close().await;
+    result
 }
 
 /// The data directory's format: `<data>/FORMAT` holds `roost-data N`.

@@ -1,6 +1,7 @@
 //! Thin wrappers over the Linux calls std does not offer: raising the
 //! open-file limit (each live object holds three descriptors — database,
-//! WAL, shared-memory index —, each socket one) and glibc's `malloc_trim`.
+//! WAL, shared-memory index —, each socket one), glibc's `malloc_trim`, and
+//! the `sysconf` values the `process_*` metrics need.
 #![allow(unsafe_code)]
 
 use std::io;
@@ -23,6 +24,22 @@ pub fn raise_nofile_limit() -> io::Result<u64> {
         }
     }
     Ok(lim.rlim_cur)
+}
+
+/// Clock ticks per second, the unit of CPU times in `/proc` (`_SC_CLK_TCK`).
+pub fn clock_ticks_per_second() -> Option<u64> {
+    // SAFETY: sysconf only reads a system constant.
+    u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) })
+        .ok()
+        .filter(|n| *n > 0)
+}
+
+/// The memory page size, the unit of resident memory in `/proc`.
+pub fn page_size() -> Option<u64> {
+    // SAFETY: sysconf only reads a system constant.
+    u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) })
+        .ok()
+        .filter(|n| *n > 0)
 }
 
 /// Hands free heap pages back to the OS, including pages inside glibc's

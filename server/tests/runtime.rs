@@ -583,3 +583,68 @@ async fn before_commit_writes_with_its_batch_and_its_failure_fails_the_batch() -
     server.shutdown().await?;
     Ok(())
 }
+
+/// A class's settings (`ServerBuilder::class_with`), as its objects see them.
+struct Greeting(&'static str);
+
+/// Answers `greet` with its class's `Greeting`, `null` without one.
+struct Greeter;
+
+impl roost::DurableObject for Greeter {
+    fn new(_ctx: &mut roost::Ctx) -> Result<Self, roost::ObjectError> {
+        Ok(Greeter)
+    }
+
+    async fn call(
+        &mut self,
+        ctx: &mut roost::Ctx,
+        _method: &str,
+        _args: Value,
+    ) -> Result<Value, roost::ObjectError> {
+        assert!(ctx.settings::<u32>().is_none(), "settings of another type");
+        Ok(json!(ctx.settings::<Greeting>().map(|g| g.0)))
+    }
+}
+
+/// Settings registered with a class reach its objects through
+/// `Ctx::settings`; the built-in `ydoc` gets `Config::ydoc`, even when the
+/// config is set after `with_builtins`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn class_settings_reach_their_objects() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut cfg = config(dir.path());
+    cfg.ydoc.max_update_bytes = 4;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let server = Server::builder()
+        .with_builtins()
+        .class_with::<Greeter, _>("greeter", Greeting("hello"))
+        .class::<Greeter>("plain")
+        .config(cfg)
+        .start(listener)
+        .await?;
+    let rt = server.runtime().clone();
+    let greet = |class: &'static str| {
+        let rt = rt.clone();
+        async move {
+            let key = ObjectKey::new(class, "g")?;
+            rt.call(&key, "greet", Value::Null, false)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e:?}"))
+        }
+    };
+    assert_eq!(greet("greeter").await?, json!("hello"));
+    assert_eq!(greet("plain").await?, Value::Null);
+    let update = roost::FetchRequest {
+        method: "POST".into(),
+        path: "update".into(),
+        body: vec![0; 5],
+        ..Default::default()
+    };
+    let response = rt
+        .fetch(&ObjectKey::new("ydoc", "d")?, update)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    assert_eq!(response.status, 413, "the 4-byte limit of Config::ydoc");
+    server.shutdown().await?;
+    Ok(())
+}

@@ -412,6 +412,109 @@ async fn metrics_and_help() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Families in a scrape (name → type), checking that every line parses: a
+/// sample is `name[{labels}] value` and follows its family's `# HELP` and
+/// `# TYPE` (a histogram's `_bucket`, `_sum` and `_count` follow the family).
+fn scrape_families(text: &str) -> anyhow::Result<HashMap<String, String>> {
+    let mut families = HashMap::new();
+    let mut helped = None;
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            helped = rest.split_once(' ').map(|(name, _)| name.to_owned());
+        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap_or((rest, ""));
+            anyhow::ensure!(
+                helped.as_deref() == Some(name),
+                "{line}: no # HELP before it"
+            );
+            anyhow::ensure!(
+                ["counter", "gauge", "histogram"].contains(&kind),
+                "{line}: unknown type"
+            );
+            families.insert(name.to_owned(), kind.to_owned());
+        } else {
+            let (series, value) = line
+                .rsplit_once(' ')
+                .ok_or_else(|| anyhow::anyhow!("{line}: not a sample"))?;
+            value
+                .parse::<f64>()
+                .map_err(|e| anyhow::anyhow!("{line}: {e}"))?;
+            let name = series.split('{').next().unwrap_or(series);
+            let family = ["", "_bucket", "_sum", "_count"]
+                .iter()
+                .filter_map(|suffix| name.strip_suffix(suffix))
+                .find(|base| families.contains_key(*base));
+            anyhow::ensure!(family.is_some(), "{line}: no # TYPE before it");
+        }
+    }
+    Ok(families)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_scrape_parses_with_process_and_build_info() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let server = ServerProcess::start(dir.path(), &[]).await?;
+    let client = http();
+    call(&client, &server, "counter", "p", "increment", Value::Null).await?;
+    let text = client
+        .get(server.url("/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    let families = scrape_families(&text)?;
+    let mut expected = vec![
+        ("roost_live_objects", "gauge"),
+        ("roost_open_sockets", "gauge"),
+        ("roost_errors_total", "counter"),
+        ("roost_commit_seconds", "histogram"),
+        ("roost_log_fsync_seconds", "histogram"),
+        ("roost_build_info", "gauge"),
+    ];
+    if cfg!(target_os = "linux") {
+        expected.extend([
+            ("process_cpu_seconds_total", "counter"),
+            ("process_resident_memory_bytes", "gauge"),
+            ("process_virtual_memory_bytes", "gauge"),
+            ("process_open_fds", "gauge"),
+            ("process_max_fds", "gauge"),
+            ("process_start_time_seconds", "gauge"),
+            ("process_threads", "gauge"),
+        ]);
+    }
+    for (name, kind) in expected {
+        assert_eq!(
+            families.get(name).map(String::as_str),
+            Some(kind),
+            "{name} in\n{text}"
+        );
+    }
+    for (name, kind) in &families {
+        if name.ends_with("_total") {
+            assert_eq!(kind, "counter", "{name}");
+        }
+    }
+    let version = format!(
+        "roost_build_info{{version=\"{}\"}} 1\n",
+        env!("CARGO_PKG_VERSION")
+    );
+    assert!(text.contains(&version), "no {version} in\n{text}");
+    if cfg!(target_os = "linux") {
+        assert!(metric(&client, &server, "process_resident_memory_bytes").await? > 1e6);
+        assert!(metric(&client, &server, "process_open_fds").await? >= 3.0);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_secs_f64();
+        let started = metric(&client, &server, "process_start_time_seconds").await?;
+        assert!(
+            started <= now + 1.0 && started > now - 600.0,
+            "{started} vs {now}"
+        );
+    }
+    server.terminate().await?;
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_during_load_exits_zero_and_keeps_acknowledged_writes() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;

@@ -37,7 +37,6 @@ mod state;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::Duration;
 
 use dashmap::DashMap;
 use roost_protocol::{ErrorCode, ErrorDetail};
@@ -45,43 +44,20 @@ use tokio::sync::mpsc;
 
 use crate::catalog::Catalog;
 use crate::commitlog::CommitLog;
+use crate::config::Config;
 use crate::id::ObjectId;
 use crate::metrics::Metrics;
-use crate::sockets::{SocketHub, SocketLimits};
-use crate::storage::inspect::{ConsoleLimits, Consoles};
-use crate::storage::{FaultHook, StorageLimits};
+use crate::sockets::SocketHub;
+use crate::storage::inspect::Consoles;
 pub use alarms::{AlarmConfig, AlarmInfo, Clock};
 pub(crate) use command::Command;
 pub(crate) use output::Reply;
 pub use output::{Admission, ConnectRequest};
 pub use registry::Registry;
 
-/// Runtime tuning (a part of the server's `Config`).
-#[derive(Clone)]
-pub struct RuntimeConfig {
-    pub data_dir: std::path::PathBuf,
-    pub idle_timeout: Duration,
-    pub mailbox_depth: usize,
-    pub max_batch: usize,
-    pub file_commit_interval: Duration,
-    pub storage: StorageLimits,
-    pub sockets: SocketLimits,
-    pub alarms: AlarmConfig,
-    pub ydoc: crate::classes::ydoc::YdocConfig,
-    pub auth: crate::auth::Auth,
-    pub fault: Option<FaultHook>,
-    pub durability: crate::config::Durability,
-    pub admin_sql: ConsoleLimits,
-    /// `--cors-origin`: checked on WebSocket upgrades (`http::cors`).
-    pub cors_origins: Vec<String>,
-    /// `--max-objects`.
-    pub max_objects: u64,
-    /// `--tidy-idle-after`.
-    pub tidy_after: Duration,
-}
-
 pub(crate) struct RuntimeInner {
-    pub(crate) config: RuntimeConfig,
+    /// The server's one configuration (`ServerBuilder::start` prepared it).
+    pub(crate) config: Arc<Config>,
     pub(crate) registry: Registry,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) log: CommitLog,
@@ -141,7 +117,7 @@ pub(crate) fn error(code: ErrorCode, message: impl Into<String>) -> ErrorDetail 
 
 impl Runtime {
     pub(crate) fn new(
-        config: RuntimeConfig,
+        config: Arc<Config>,
         registry: Registry,
         metrics: Arc<Metrics>,
         log: CommitLog,
@@ -189,8 +165,8 @@ impl Runtime {
         WeakRuntime(Arc::downgrade(&self.0))
     }
 
-    /// The runtime's part of the server's configuration.
-    pub(crate) fn config(&self) -> &RuntimeConfig {
+    /// The server's configuration.
+    pub(crate) fn config(&self) -> &Config {
         &self.0.config
     }
 

@@ -44,8 +44,10 @@ pub(super) enum Refusal {
 }
 
 impl Ydoc {
+    /// The settings the class was registered with (`with_builtins`: the
+    /// server's `Config::ydoc`), else the defaults.
     pub(super) fn config(ctx: &Ctx) -> YdocConfig {
-        ctx.runtime.config().ydoc.clone()
+        ctx.settings::<YdocConfig>().cloned().unwrap_or_default()
     }
 
     /// The checks an update passes before it meets the document: its size,
