@@ -2,6 +2,10 @@
 //! each with its own connection and one call in flight, call objects
 //! `{prefix}-{i % K}` until the duration or the call budget runs out. The
 //! counters are read before and after, so lost or duplicated increments show.
+//!
+//! Each client's loop is bounded by the deadline and by a shared call
+//! budget (`--requests`): a call is made only after taking a number below
+//! the budget, so no more than that many are ever issued.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -47,7 +51,7 @@ pub struct DurableArgs {
     pub no_verify: bool,
 }
 
-/// What one client task measured.
+/// What one client task measured (and, added up, the whole run).
 struct ClientResult {
     hist: Histogram<u64>,
     ok: u64,
@@ -107,71 +111,35 @@ pub async fn run(args: DurableArgs, common: &Common) -> anyhow::Result<Report> {
             .map(|i| object_path(&target, &args.prefix, i, "increment"))
             .collect(),
     );
-    let body = Bytes::from_static(br#"{"by":1}"#);
     let done = Arc::new(AtomicU64::new(0));
-    let issued = Arc::new(AtomicU64::new(0));
-    let limit = args.requests.unwrap_or(u64::MAX);
 
     let probes = Probes::start(common, Some(&target)).await?;
     let progress = Progress::timed("durable", args.duration, done.clone(), "calls");
     let start = Instant::now();
-    let deadline = start + args.duration;
+    let budget = Arc::new(Budget {
+        deadline: start + args.duration,
+        limit: args.requests.unwrap_or(u64::MAX),
+        issued: AtomicU64::new(0),
+        done,
+    });
     let mut tasks = Vec::with_capacity(args.clients);
-    for (i, mut conn) in conns.into_iter().enumerate() {
-        let paths = paths.clone();
-        let body = body.clone();
-        let (done, issued) = (done.clone(), issued.clone());
-        let timeout = args.timeout;
-        let target = target.clone();
-        tasks.push(tokio::spawn(async move {
-            let path = &paths[i % paths.len()];
-            let mut r = ClientResult {
-                hist: latency_histogram(),
-                ok: 0,
-                errors: BTreeMap::new(),
-            };
-            while Instant::now() < deadline {
-                if issued.fetch_add(1, Ordering::Relaxed) >= limit {
-                    break;
-                }
-                let t0 = Instant::now();
-                let res = tokio::time::timeout(timeout, conn.post_json(path, body.clone())).await;
-                let us = t0.elapsed().as_micros() as u64;
-                let err = match res {
-                    Ok(Ok((status, _))) if status.is_success() => {
-                        r.hist.saturating_record(us);
-                        r.ok += 1;
-                        None
-                    }
-                    Ok(Ok((status, _))) => Some(format!("HTTP {}", status.as_u16())),
-                    Ok(Err(e)) => Some(format!("transport: {e}")),
-                    Err(_) => Some("timeout".to_string()),
-                };
-                done.fetch_add(1, Ordering::Relaxed);
-                if let Some(kind) = err {
-                    let transport = !kind.starts_with("HTTP");
-                    *r.errors.entry(kind).or_insert(0) += 1;
-                    if transport {
-                        // The connection may be broken: open a new one.
-                        match HttpConn::connect(&target).await {
-                            Ok(c) => conn = c,
-                            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-                        }
-                    }
-                }
-            }
-            r
-        }));
+    for (i, conn) in conns.into_iter().enumerate() {
+        let client = Client {
+            conn,
+            target: target.clone(),
+            path: paths[i % paths.len()].clone(),
+            body: Bytes::from_static(br#"{"by":1}"#),
+            timeout: args.timeout,
+        };
+        tasks.push(tokio::spawn(client.run(budget.clone())));
     }
-    let mut hist = latency_histogram();
-    let mut ok = 0u64;
-    let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+    let mut total = ClientResult::new();
     for t in tasks {
         let r = t.await.context("client task panicked")?;
-        hist.add(&r.hist).context("merging histograms")?;
-        ok += r.ok;
+        total.hist.add(&r.hist).context("merging histograms")?;
+        total.ok += r.ok;
         for (k, v) in r.errors {
-            *errors.entry(k).or_insert(0) += v;
+            *total.errors.entry(k).or_insert(0) += v;
         }
     }
     let elapsed = start.elapsed().as_secs_f64();
@@ -179,6 +147,101 @@ pub async fn run(args: DurableArgs, common: &Common) -> anyhow::Result<Report> {
 
     let mut report = Report::new("durable");
     report.label = common.label.clone();
+    add_figures(&args, common, &mut report, &total, elapsed);
+    probes.finish(&mut report).await;
+    if let Some(before) = before {
+        check_counters(&target, &args, &mut report, &before, total.ok).await;
+    }
+    Ok(report)
+}
+
+impl ClientResult {
+    fn new() -> ClientResult {
+        ClientResult {
+            hist: latency_histogram(),
+            ok: 0,
+            errors: BTreeMap::new(),
+        }
+    }
+}
+
+/// When clients stop: at the deadline, or once `limit` calls were issued.
+struct Budget {
+    deadline: Instant,
+    limit: u64,
+    /// Calls issued so far (taken before each call).
+    issued: AtomicU64,
+    /// Calls finished so far (for the progress bar).
+    done: Arc<AtomicU64>,
+}
+
+/// One client: its connection and the one call it repeats.
+struct Client {
+    conn: HttpConn,
+    /// For reconnecting after a transport error.
+    target: Target,
+    path: String,
+    body: Bytes,
+    /// A call taking longer is an error (`timeout`).
+    timeout: Duration,
+}
+
+impl Client {
+    /// Calls until the budget says stop, one call in flight; errors are
+    /// counted by kind (`HTTP nnn`, `transport: ...`, `timeout`).
+    async fn run(mut self, budget: Arc<Budget>) -> ClientResult {
+        let mut r = ClientResult::new();
+        while Instant::now() < budget.deadline {
+            if budget.issued.fetch_add(1, Ordering::Relaxed) >= budget.limit {
+                break;
+            }
+            let err = self.call(&mut r).await;
+            budget.done.fetch_add(1, Ordering::Relaxed);
+            if let Some(kind) = err {
+                let transport = !kind.starts_with("HTTP");
+                *r.errors.entry(kind).or_insert(0) += 1;
+                if transport {
+                    // The connection may be broken: open a new one.
+                    match HttpConn::connect(&self.target).await {
+                        Ok(c) => self.conn = c,
+                        Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                    }
+                }
+            }
+        }
+        r
+    }
+
+    /// One timed call; a success is recorded in `r`, a failure returned.
+    async fn call(&mut self, r: &mut ClientResult) -> Option<String> {
+        let t0 = Instant::now();
+        let res = tokio::time::timeout(
+            self.timeout,
+            self.conn.post_json(&self.path, self.body.clone()),
+        )
+        .await;
+        let us = t0.elapsed().as_micros() as u64;
+        match res {
+            Ok(Ok((status, _))) if status.is_success() => {
+                r.hist.saturating_record(us);
+                r.ok += 1;
+                None
+            }
+            Ok(Ok((status, _))) => Some(format!("HTTP {}", status.as_u16())),
+            Ok(Err(e)) => Some(format!("transport: {e}")),
+            Err(_) => Some("timeout".to_string()),
+        }
+    }
+}
+
+/// Parameters, throughput, latency and one note per kind of error.
+fn add_figures(
+    args: &DurableArgs,
+    common: &Common,
+    report: &mut Report,
+    total: &ClientResult,
+    elapsed: f64,
+) {
     report
         .param("objects", args.objects)
         .param("clients", args.clients)
@@ -187,32 +250,40 @@ pub async fn run(args: DurableArgs, common: &Common) -> anyhow::Result<Report> {
     if let Some(n) = args.requests {
         report.param("requests", n);
     }
-    let error_total: u64 = errors.values().sum();
+    let error_total: u64 = total.errors.values().sum();
+    let ok = total.ok;
     report
         .add("calls_ok", ok as f64, Unit::Count)
         .add("calls_per_s", ok as f64 / elapsed, Unit::PerSec)
         .add("errors", error_total as f64, Unit::Count)
         .add("elapsed_s", elapsed, Unit::Seconds);
-    report.latency("latency", &Latency::from_histogram(&hist));
-    for (k, v) in &errors {
+    report.latency("latency", &Latency::from_histogram(&total.hist));
+    for (k, v) in &total.errors {
         report.note(format!("{v} calls failed: {k}"));
     }
-    probes.finish(&mut report).await;
-    if let Some(before) = before {
-        match read_counters(&target, &args).await {
-            Some(after) => {
-                let delta: i64 = after.iter().zip(&before).map(|(a, b)| a - b).sum();
-                report.add("counter_delta", delta as f64, Unit::Count);
-                if delta != ok as i64 {
-                    report.note(format!(
-                        "counters moved by {delta} but {ok} calls succeeded (other writers, or lost/duplicated increments)"
-                    ));
-                }
-            }
-            None => {
-                report.note("counters could not be read after the run");
+}
+
+/// Reads the counters again: they must have moved by exactly the `ok`
+/// calls (`counter_delta`, and a note if not).
+async fn check_counters(
+    target: &Target,
+    args: &DurableArgs,
+    report: &mut Report,
+    before: &[i64],
+    ok: u64,
+) {
+    match read_counters(target, args).await {
+        Some(after) => {
+            let delta: i64 = after.iter().zip(before).map(|(a, b)| a - b).sum();
+            report.add("counter_delta", delta as f64, Unit::Count);
+            if delta != ok as i64 {
+                report.note(format!(
+                    "counters moved by {delta} but {ok} calls succeeded (other writers, or lost/duplicated increments)"
+                ));
             }
         }
+        None => {
+            report.note("counters could not be read after the run");
+        }
     }
-    Ok(report)
 }

@@ -3,6 +3,11 @@
 //! protocol (y-sweet: after its token handshake, see `ysweet.rs`). Measures updates delivered per second and end-to-end latency
 //! (sender's clock to receiver's clock, same process). `--find-max` raises
 //! the rate round by round until delivery falls behind or p99 exceeds a bound.
+//!
+//! The search is bounded: at most `--max-rounds` rounds raising the rate by
+//! `--step`, then, after the first failed round, at most `--refine` rounds
+//! bisecting between the best passing rate and the lowest failing one; it
+//! stops at once if the first round fails.
 
 use std::time::{Duration, Instant};
 
@@ -11,7 +16,7 @@ use crate::probe::Probes;
 use crate::progress::Progress;
 use crate::report::{Latency, Report, Unit};
 use crate::target::Target;
-use crate::yclient::{self, Fleet, Phase, Spec};
+use crate::yclient::{self, Fleet, Phase, Spec, Totals};
 use crate::yjs::{self, Protocol};
 use crate::ysweet;
 
@@ -92,6 +97,12 @@ pub async fn run(args: FanoutArgs, common: &Common) -> anyhow::Result<Vec<Report
         return Ok(vec![round(&args, common, args.rate, &prefix).await?]);
     }
     anyhow::ensure!(args.step > 1.0, "--step must be above 1");
+    find_max(&args, common, &prefix).await
+}
+
+/// `--find-max`: one report per round (documents `{prefix}-r{round}`, so
+/// each round starts from empty documents), then a `fanout-max` report.
+async fn find_max(args: &FanoutArgs, common: &Common, prefix: &str) -> anyhow::Result<Vec<Report>> {
     let mut reports = Vec::new();
     let mut best: Option<(f64, Report)> = None;
     let mut rate = args.rate;
@@ -100,27 +111,15 @@ pub async fn run(args: FanoutArgs, common: &Common) -> anyhow::Result<Vec<Report
     let mut failed: Option<f64> = None;
     let mut refined = 0;
     for r in 0..args.max_rounds.max(1) + args.refine {
-        let rep = round(&args, common, rate, &format!("{prefix}-r{r}")).await?;
-        let ratio = rep.get("delivery_ratio").unwrap_or(0.0);
-        let p99 = rep.get("latency_p99_us").unwrap_or(f64::INFINITY);
-        let errors = rep.get("errors").unwrap_or(0.0);
-        let cpu = rep.get("client_cpu_pct").unwrap_or(0.0);
-        let ok =
-            ratio >= args.min_delivery && p99 <= args.max_p99.as_micros() as f64 && errors == 0.0;
+        let rep = round(args, common, rate, &format!("{prefix}-r{r}")).await?;
+        let verdict = verdict(args, rate, &rep);
         reports.push(rep.clone());
-        if ok {
-            best = Some((rate, rep));
-        } else {
-            why = format!(
-                "at {rate:.1}/s per client: delivery {ratio:.3}, p99 {:.1} ms, errors {errors}{}",
-                p99 / 1000.0,
-                if cpu > 90.0 {
-                    " (the load generator was saturated: this may be its limit, not the server's)"
-                } else {
-                    ""
-                }
-            );
-            failed = Some(rate);
+        match verdict {
+            Ok(()) => best = Some((rate, rep)),
+            Err(e) => {
+                why = e;
+                failed = Some(rate);
+            }
         }
         match (failed, &best) {
             (None, _) if r + 1 >= args.max_rounds.max(1) => break,
@@ -134,6 +133,39 @@ pub async fn run(args: FanoutArgs, common: &Common) -> anyhow::Result<Vec<Report
             }
         }
     }
+    reports.push(max_report(args, common, best, &why));
+    Ok(reports)
+}
+
+/// Whether a round at `rate` passed: enough delivered, p99 within bound,
+/// no errors; if not, why (noting a saturated load generator).
+fn verdict(args: &FanoutArgs, rate: f64, rep: &Report) -> Result<(), String> {
+    let ratio = rep.get("delivery_ratio").unwrap_or(0.0);
+    let p99 = rep.get("latency_p99_us").unwrap_or(f64::INFINITY);
+    let errors = rep.get("errors").unwrap_or(0.0);
+    let cpu = rep.get("client_cpu_pct").unwrap_or(0.0);
+    if ratio >= args.min_delivery && p99 <= args.max_p99.as_micros() as f64 && errors == 0.0 {
+        return Ok(());
+    }
+    Err(format!(
+        "at {rate:.1}/s per client: delivery {ratio:.3}, p99 {:.1} ms, errors {errors}{}",
+        p99 / 1000.0,
+        if cpu > 90.0 {
+            " (the load generator was saturated: this may be its limit, not the server's)"
+        } else {
+            ""
+        }
+    ))
+}
+
+/// The `fanout-max` report: the best passing rate and its round's main
+/// figures, and why the search stopped.
+fn max_report(
+    args: &FanoutArgs,
+    common: &Common,
+    best: Option<(f64, Report)>,
+    why: &str,
+) -> Report {
     let mut max = Report::new("fanout-max");
     max.label = common.label.clone();
     max.param("docs", args.docs)
@@ -162,10 +194,11 @@ pub async fn run(args: FanoutArgs, common: &Common) -> anyhow::Result<Vec<Report
         }
     }
     max.note(format!("stopped: {why}"));
-    reports.push(max);
-    Ok(reports)
+    max
 }
 
+/// One round at `rate` per client on documents `{prefix}-{d}`: connect
+/// and sync every client, send for `--duration`, drain, report.
 async fn round(
     args: &FanoutArgs,
     common: &Common,
@@ -174,11 +207,55 @@ async fn round(
 ) -> anyhow::Result<Report> {
     let target = Target::parse(&args.url, common.allow_remote)?;
     let origin = Instant::now();
+    let specs = specs(args, common, &target, prefix).await?;
+    let connecting = Progress::phase(&format!("connecting {} clients", specs.len()));
+    let t_connect = Instant::now();
+    let fleet = Fleet::spawn(specs, &target, origin, args.connect_concurrency);
+    let synced = fleet.wait_synced(args.connect_timeout).await;
+    let connect_wall = t_connect.elapsed();
+    connecting.finish();
+    if synced == 0 {
+        let results = fleet.finish().await;
+        let first = results
+            .iter()
+            .find_map(|(_, s)| s.error.clone())
+            .unwrap_or_else(|| "timed out".into());
+        anyhow::bail!("no client could connect and sync: {first}");
+    }
+
+    let metrics = (args.protocol == Protocol::Roost).then_some(&target);
+    let probes = Probes::start(common, metrics).await?;
+    let drained = send_and_drain(args, &fleet, rate).await;
+    let mut report = Report::new("fanout");
+    report.label = common.label.clone();
+    probes.finish(&mut report).await;
+    let results = fleet.finish().await;
+    let t = yclient::totals(&results);
+    report
+        .param("protocol", args.protocol.name())
+        .param("docs", args.docs)
+        .param("clients", args.clients)
+        .param("rate", rate)
+        .param("duration_s", args.duration.as_secs_f64())
+        .param("pad", args.pad)
+        .param("threads", common.threads);
+    add_figures(args, &mut report, &t, connect_wall, drained);
+    Ok(report)
+}
+
+/// Every client of the round: `--clients` per document, all senders, with
+/// client ids from a fresh run seed.
+async fn specs(
+    args: &FanoutArgs,
+    common: &Common,
+    target: &Target,
+    prefix: &str,
+) -> anyhow::Result<Vec<Spec>> {
     let seed = yjs::run_seed();
     let docs: Vec<String> = (0..args.docs).map(|d| format!("{prefix}-{d}")).collect();
     let paths = ysweet::doc_paths(
         args.protocol,
-        &target,
+        target,
         &docs,
         &args.token,
         true,
@@ -201,23 +278,13 @@ async fn round(
             });
         }
     }
-    let connecting = Progress::phase(&format!("connecting {} clients", specs.len()));
-    let t_connect = Instant::now();
-    let fleet = Fleet::spawn(specs, &target, origin, args.connect_concurrency);
-    let synced = fleet.wait_synced(args.connect_timeout).await;
-    let connect_wall = t_connect.elapsed();
-    connecting.finish();
-    if synced == 0 {
-        let results = fleet.finish().await;
-        let first = results
-            .iter()
-            .find_map(|(_, s)| s.error.clone())
-            .unwrap_or_else(|| "timed out".into());
-        anyhow::bail!("no client could connect and sync: {first}");
-    }
+    Ok(specs)
+}
 
-    let metrics = (args.protocol == Protocol::Roost).then_some(&target);
-    let probes = Probes::start(common, metrics).await?;
+/// Sends at `rate` for `--duration` (from 20 ms from now), then drains
+/// until every update reached the other clients of its document or
+/// `--drain` passed; returns the time spent draining.
+async fn send_and_drain(args: &FanoutArgs, fleet: &Fleet, rate: f64) -> Duration {
     let start = Instant::now() + Duration::from_millis(20);
     fleet.set(Phase::Send {
         start,
@@ -234,27 +301,24 @@ async fn round(
     fleet.set(Phase::Drain);
     progress.finish();
     let peers = (args.clients - 1) as u64;
-    let drained = fleet
+    fleet
         .wait_delivered(
             |s| s.sent.load(std::sync::atomic::Ordering::Relaxed) * peers,
             args.drain,
         )
-        .await;
-    let window = args.duration + drained;
-    let mut report = Report::new("fanout");
-    report.label = common.label.clone();
-    probes.finish(&mut report).await;
-    let results = fleet.finish().await;
-    let t = yclient::totals(&results);
+        .await
+}
 
-    report
-        .param("protocol", args.protocol.name())
-        .param("docs", args.docs)
-        .param("clients", args.clients)
-        .param("rate", rate)
-        .param("duration_s", args.duration.as_secs_f64())
-        .param("pad", args.pad)
-        .param("threads", common.threads);
+/// The round's figures, placed before the probes' readings already in
+/// `report`, and its notes.
+fn add_figures(
+    args: &FanoutArgs,
+    report: &mut Report,
+    t: &Totals,
+    connect_wall: Duration,
+    drained: Duration,
+) {
+    let window = args.duration + drained;
     let mut figures = Report::new("fanout");
     figures
         .add(
@@ -301,5 +365,4 @@ async fn round(
     if t.skipped > 0 {
         report.note("some sends were skipped because clients fell behind their schedule (generator overloaded)");
     }
-    Ok(report)
 }

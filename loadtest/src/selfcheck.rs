@@ -77,44 +77,9 @@ pub async fn run(args: SelfcheckArgs, common: &Common) -> anyhow::Result<Report>
     let addr = listener.local_addr()?;
     let stop = Arc::new(AtomicBool::new(false));
     let origin = Instant::now();
-
-    // One update frame with a marker whose 16 hex digits are patched per batch.
-    let mut author = Author::new(yjs::client_id(1, 0x1f_ffff));
-    let marker = yjs::write_marker(yclient::marker_value(0xff_ffff, 0));
-    let update = author.append(std::str::from_utf8(&marker).unwrap_or("~"));
-    let frame = server_frame(Framer::new(Protocol::YWebsocket, "").update(&update));
-    let at = frame
-        .windows(yjs::MARKER_LEN)
-        .position(|w| w == marker)
-        .context("marker not found in the frame")?;
-
-    let frame_len = frame.len();
-    let (conns, batch, stop2) = (args.conns, args.batch, stop.clone());
-    let sender = std::thread::spawn(move || -> std::io::Result<u64> {
-        let mut socks = Vec::with_capacity(conns);
-        for _ in 0..conns {
-            socks.push(accept_one(&listener)?);
-        }
-        let mut buf = Vec::with_capacity(frame.len() * batch);
-        let mut written = 0u64;
-        while !stop2.load(Ordering::Relaxed) {
-            buf.clear();
-            let v = yclient::marker_value(0xff_ffff, origin.elapsed().as_micros() as u64);
-            let m = yjs::write_marker(v);
-            for _ in 0..batch {
-                let start = buf.len();
-                buf.extend_from_slice(&frame);
-                buf[start + at..start + at + yjs::MARKER_LEN].copy_from_slice(&m);
-            }
-            for s in &mut socks {
-                if s.write_all(&buf).is_err() {
-                    return Ok(written);
-                }
-                written += batch as u64;
-            }
-        }
-        Ok(written)
-    });
+    let frame = MarkedFrame::new()?;
+    let frame_len = frame.bytes.len();
+    let sender = spawn_sender(listener, frame, &args, origin, stop.clone());
 
     let target = Target::parse(&format!("ws://{addr}"), false)?;
     let specs = (0..args.conns)
@@ -136,16 +101,7 @@ pub async fn run(args: SelfcheckArgs, common: &Common) -> anyhow::Result<Report>
         "only {synced} of {} self-check connections synced",
         args.conns
     );
-    // This thread runs every client (current-thread runtime with --threads 1).
-    let thread_cpu = CpuMeter::start(Proc::ThisThread)?;
-    let process_cpu = CpuMeter::start(Proc::This)?;
-    let d0 = fleet.shared.delivered.load(Ordering::Relaxed);
-    let t0 = Instant::now();
-    tokio::time::sleep(args.duration).await;
-    let received = fleet.shared.delivered.load(Ordering::Relaxed) - d0;
-    let wall = t0.elapsed().as_secs_f64();
-    let (thread_s, thread_pct) = thread_cpu.read()?;
-    let (_, process_pct) = process_cpu.read()?;
+    let m = measure(&fleet, args.duration).await?;
     stop.store(true, Ordering::Relaxed);
     let results = fleet.finish().await;
     let written = sender
@@ -159,14 +115,14 @@ pub async fn run(args: SelfcheckArgs, common: &Common) -> anyhow::Result<Report>
         .param("batch", args.batch)
         .param("threads", common.threads);
     r.add("frame_bytes", frame_len as f64, Unit::Bytes)
-        .add("frames_received", received as f64, Unit::Count)
-        .add("frames_per_s", received as f64 / wall, Unit::PerSec)
-        .add("client_thread_cpu_pct", thread_pct, Unit::Percent)
-        .add("process_cpu_pct", process_pct, Unit::Percent)
+        .add("frames_received", m.received as f64, Unit::Count)
+        .add("frames_per_s", m.received as f64 / m.wall, Unit::PerSec)
+        .add("client_thread_cpu_pct", m.thread_pct, Unit::Percent)
+        .add("process_cpu_pct", m.process_pct, Unit::Percent)
         .add(
             "frames_per_cpu_s",
-            if thread_s > 0.0 {
-                received as f64 / thread_s
+            if m.thread_s > 0.0 {
+                m.received as f64 / m.thread_s
             } else {
                 f64::NAN
             },
@@ -179,4 +135,96 @@ pub async fn run(args: SelfcheckArgs, common: &Common) -> anyhow::Result<Report>
     }
     r.note("frames_per_cpu_s = frames received per CPU-second of the thread running every client: the one-core capacity");
     Ok(r)
+}
+
+/// One server frame carrying a Yjs update whose latency marker sits at
+/// `at`: its 16 hex digits are patched per batch.
+struct MarkedFrame {
+    bytes: Vec<u8>,
+    at: usize,
+}
+
+impl MarkedFrame {
+    fn new() -> anyhow::Result<MarkedFrame> {
+        let mut author = Author::new(yjs::client_id(1, 0x1f_ffff));
+        let marker = yjs::write_marker(yclient::marker_value(0xff_ffff, 0));
+        let update = author.append(std::str::from_utf8(&marker).unwrap_or("~"));
+        let bytes = server_frame(Framer::new(Protocol::YWebsocket, "").update(&update));
+        let at = bytes
+            .windows(yjs::MARKER_LEN)
+            .position(|w| w == marker)
+            .context("marker not found in the frame")?;
+        Ok(MarkedFrame { bytes, at })
+    }
+}
+
+/// The sender thread: accepts `--conns` connections, then until `stop`
+/// writes `--batch` frames stamped with the current time to each in turn;
+/// returns the frames written (it ends early, without error, when a
+/// client goes away).
+fn spawn_sender(
+    listener: TcpListener,
+    frame: MarkedFrame,
+    args: &SelfcheckArgs,
+    origin: Instant,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<std::io::Result<u64>> {
+    let (conns, batch) = (args.conns, args.batch);
+    std::thread::spawn(move || -> std::io::Result<u64> {
+        let mut socks = Vec::with_capacity(conns);
+        for _ in 0..conns {
+            socks.push(accept_one(&listener)?);
+        }
+        let MarkedFrame { bytes: frame, at } = frame;
+        let mut buf = Vec::with_capacity(frame.len() * batch);
+        let mut written = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            buf.clear();
+            let v = yclient::marker_value(0xff_ffff, origin.elapsed().as_micros() as u64);
+            let m = yjs::write_marker(v);
+            for _ in 0..batch {
+                let start = buf.len();
+                buf.extend_from_slice(&frame);
+                buf[start + at..start + at + yjs::MARKER_LEN].copy_from_slice(&m);
+            }
+            for s in &mut socks {
+                if s.write_all(&buf).is_err() {
+                    return Ok(written);
+                }
+                written += batch as u64;
+            }
+        }
+        Ok(written)
+    })
+}
+
+/// What the clients received over the measured window, and the CPU used.
+struct Measured {
+    received: u64,
+    wall: f64,
+    /// CPU seconds and percent of the thread running the clients.
+    thread_s: f64,
+    thread_pct: f64,
+    process_pct: f64,
+}
+
+/// Counts the frames received over `duration`, with the CPU time of this
+/// thread (which runs every client with `--threads 1`) and the process.
+async fn measure(fleet: &Fleet, duration: Duration) -> anyhow::Result<Measured> {
+    let thread_cpu = CpuMeter::start(Proc::ThisThread)?;
+    let process_cpu = CpuMeter::start(Proc::This)?;
+    let d0 = fleet.shared.delivered.load(Ordering::Relaxed);
+    let t0 = Instant::now();
+    tokio::time::sleep(duration).await;
+    let received = fleet.shared.delivered.load(Ordering::Relaxed) - d0;
+    let wall = t0.elapsed().as_secs_f64();
+    let (thread_s, thread_pct) = thread_cpu.read()?;
+    let (_, process_pct) = process_cpu.read()?;
+    Ok(Measured {
+        received,
+        wall,
+        thread_s,
+        thread_pct,
+        process_pct,
+    })
 }

@@ -94,6 +94,14 @@ fn nth_id(conn: &rusqlite::Connection, table: &str, k: u64) -> Result<Option<i64
     )?))
 }
 
+/// Runs step `n` of `seed`: the migrations due by `n`, then one to six
+/// actions drawn from the step's own random stream, then `progress.n = n`.
+/// Refused unless `n` follows the last step, so replaying a step never
+/// doubles it.
+///
+/// Determinism: every random value is drawn in the same order for the same
+/// `(seed, n)` — the action count, then each action's roll and its own
+/// draws. Reordering draws changes what every seed means.
 fn step(ctx: &mut Ctx, seed: u64, n: u64) -> Result<(), ObjectError> {
     let level = (1 + n / STEPS_PER_MIGRATION).min(MIGRATIONS.len() as u64) as usize;
     ctx.storage().migrate(&MIGRATIONS[..level])?;
@@ -106,102 +114,151 @@ fn step(ctx: &mut Ctx, seed: u64, n: u64) -> Result<(), ObjectError> {
     }
     let mut rng = Rng::new(seed, n);
     for _ in 0..1 + rng.below(6) {
-        match rng.below(100) {
-            0..=29 => {
-                let len = if rng.below(20) == 0 {
-                    20_000 + rng.below(280_000) as usize
-                } else {
-                    rng.below(200) as usize
-                };
-                let data = rng.bytes(len);
-                conn.execute(
-                    "INSERT INTO items(name, data) VALUES (?1, ?2)",
-                    (format!("item-{n}-{}", rng.below(1000)), data),
-                )?;
-            }
-            30..=39 => {
-                // The newest row goes: the next insert takes its rowid again.
-                conn.execute(
-                    "DELETE FROM items WHERE id = (SELECT max(id) FROM items)",
-                    [],
-                )?;
-            }
-            40..=54 => {
-                if let Some(id) = nth_id(conn, "items", rng.next())? {
-                    let len = rng.below(64) as usize;
-                    let data = rng.bytes(len);
-                    conn.execute(
-                        "UPDATE items SET data = ?1, name = name || '+' WHERE id = ?2",
-                        (data, id),
-                    )?;
-                }
-            }
-            55..=69 => {
-                let k = format!("k{}", rng.below(40));
-                let len = rng.below(100) as usize;
-                let v = rng.bytes(len);
-                conn.execute(
-                    "INSERT INTO kv(k, v, n) VALUES (?1, ?2, 1)
-                     ON CONFLICT(k) DO UPDATE SET n = n + 1, v = excluded.v",
-                    (k, v),
-                )?;
-            }
-            70..=77 => {
-                conn.execute(
-                    "DELETE FROM kv WHERE k = ?1",
-                    [format!("k{}", rng.below(40))],
-                )?;
-            }
-            78..=87 => {
-                conn.execute("INSERT INTO events(what) VALUES (?1)", [format!("e{n}")])?;
-                if rng.below(8) == 0 {
-                    // AUTOINCREMENT: ids go on above every id ever used.
-                    conn.execute("DELETE FROM events", [])?;
-                }
-            }
-            88..=96 => {
-                if let Some(parent) = nth_id(conn, "items", rng.next())? {
-                    conn.execute(
-                        "INSERT INTO children(parent, note) VALUES (?1, ?2)",
-                        (parent, format!("c{n}")),
-                    )?;
-                }
-            }
-            97 => {
-                // (Rare: a batch that cannot be replayed is fsynced in its own
-                // file, which ends the stretch of batches the log replays.)
-                // A multi-row statement that fails half-way (duplicate key):
-                // SQLite undoes its rows; the handler carries on.
-                let failed = conn.execute(
-                    "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 5)
-                     INSERT INTO kv(k, v, n) SELECT 'fail-' || (x % 3), NULL, x FROM c",
-                    [],
-                );
-                if failed.is_ok() {
-                    return Err(ObjectError::app("the duplicate insert did not fail"));
-                }
-            }
-            _ => {
-                // The handler's own savepoint, rolled back.
-                conn.execute_batch(
-                    "SAVEPOINT mine;
-                     INSERT INTO events(what) VALUES ('undone');
-                     DELETE FROM audit;
-                     ROLLBACK TO mine;
-                     RELEASE mine;",
-                )?;
-                if level >= 3 {
-                    if let Some(item) = nth_id(conn, "items", rng.next())? {
-                        conn.execute(
-                            "INSERT OR IGNORE INTO tags(item, tag) VALUES (?1, ?2)",
-                            (item, format!("t{}", rng.below(5))),
-                        )?;
-                    }
-                }
-            }
-        }
+        let roll = rng.below(100);
+        action(conn, &mut rng, n, level, roll)?;
     }
     conn.execute("UPDATE progress SET n = ?1", [n])?;
+    Ok(())
+}
+
+/// One action of step `n`, chosen by `roll` (0..100) with these weights:
+/// 30 item inserts, 10 deletes of the newest item, 15 item updates, 15 kv
+/// upserts, 8 kv deletes, 10 events, 9 children, 1 failing multi-row
+/// insert, 2 rolled-back savepoints.
+fn action(
+    conn: &rusqlite::Connection,
+    rng: &mut Rng,
+    n: u64,
+    level: usize,
+    roll: u64,
+) -> Result<(), ObjectError> {
+    match roll {
+        0..=29 => insert_item(conn, rng, n),
+        30..=39 => {
+            // The newest row goes: the next insert takes its rowid again.
+            conn.execute(
+                "DELETE FROM items WHERE id = (SELECT max(id) FROM items)",
+                [],
+            )?;
+            Ok(())
+        }
+        40..=54 => update_item(conn, rng),
+        55..=69 => upsert_kv(conn, rng),
+        70..=77 => {
+            conn.execute(
+                "DELETE FROM kv WHERE k = ?1",
+                [format!("k{}", rng.below(40))],
+            )?;
+            Ok(())
+        }
+        78..=87 => add_event(conn, rng, n),
+        88..=96 => add_child(conn, rng, n),
+        97 => failing_insert(conn),
+        _ => rolled_back_savepoint(conn, rng, level),
+    }
+}
+
+/// An item with a blob: usually under 200 bytes, one time in 20 between
+/// 20 KB and 300 KB.
+fn insert_item(conn: &rusqlite::Connection, rng: &mut Rng, n: u64) -> Result<(), ObjectError> {
+    let len = if rng.below(20) == 0 {
+        20_000 + rng.below(280_000) as usize
+    } else {
+        rng.below(200) as usize
+    };
+    let data = rng.bytes(len);
+    conn.execute(
+        "INSERT INTO items(name, data) VALUES (?1, ?2)",
+        (format!("item-{n}-{}", rng.below(1000)), data),
+    )?;
+    Ok(())
+}
+
+/// A new small blob and a longer name for some existing item (if any).
+fn update_item(conn: &rusqlite::Connection, rng: &mut Rng) -> Result<(), ObjectError> {
+    if let Some(id) = nth_id(conn, "items", rng.next())? {
+        let len = rng.below(64) as usize;
+        let data = rng.bytes(len);
+        conn.execute(
+            "UPDATE items SET data = ?1, name = name || '+' WHERE id = ?2",
+            (data, id),
+        )?;
+    }
+    Ok(())
+}
+
+/// Inserts or bumps one of 40 keys of the `WITHOUT ROWID` table.
+fn upsert_kv(conn: &rusqlite::Connection, rng: &mut Rng) -> Result<(), ObjectError> {
+    let k = format!("k{}", rng.below(40));
+    let len = rng.below(100) as usize;
+    let v = rng.bytes(len);
+    conn.execute(
+        "INSERT INTO kv(k, v, n) VALUES (?1, ?2, 1)
+         ON CONFLICT(k) DO UPDATE SET n = n + 1, v = excluded.v",
+        (k, v),
+    )?;
+    Ok(())
+}
+
+/// An event; one time in 8 every event is deleted after it.
+fn add_event(conn: &rusqlite::Connection, rng: &mut Rng, n: u64) -> Result<(), ObjectError> {
+    conn.execute("INSERT INTO events(what) VALUES (?1)", [format!("e{n}")])?;
+    if rng.below(8) == 0 {
+        // AUTOINCREMENT: ids go on above every id ever used.
+        conn.execute("DELETE FROM events", [])?;
+    }
+    Ok(())
+}
+
+/// A child row of some existing item (cascade-deleted with it).
+fn add_child(conn: &rusqlite::Connection, rng: &mut Rng, n: u64) -> Result<(), ObjectError> {
+    if let Some(parent) = nth_id(conn, "items", rng.next())? {
+        conn.execute(
+            "INSERT INTO children(parent, note) VALUES (?1, ?2)",
+            (parent, format!("c{n}")),
+        )?;
+    }
+    Ok(())
+}
+
+/// A multi-row statement that fails half-way (duplicate key): SQLite
+/// undoes its rows; the handler carries on. (Rare: a batch that cannot be
+/// replayed is fsynced in its own file, which ends the stretch of batches
+/// the log replays.)
+fn failing_insert(conn: &rusqlite::Connection) -> Result<(), ObjectError> {
+    let failed = conn.execute(
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 5)
+         INSERT INTO kv(k, v, n) SELECT 'fail-' || (x % 3), NULL, x FROM c",
+        [],
+    );
+    if failed.is_ok() {
+        return Err(ObjectError::app("the duplicate insert did not fail"));
+    }
+    Ok(())
+}
+
+/// The handler's own savepoint, rolled back; from migration 3 on, also a
+/// tag for some item (a composite-key `WITHOUT ROWID` table).
+fn rolled_back_savepoint(
+    conn: &rusqlite::Connection,
+    rng: &mut Rng,
+    level: usize,
+) -> Result<(), ObjectError> {
+    conn.execute_batch(
+        "SAVEPOINT mine;
+         INSERT INTO events(what) VALUES ('undone');
+         DELETE FROM audit;
+         ROLLBACK TO mine;
+         RELEASE mine;",
+    )?;
+    if level >= 3 {
+        if let Some(item) = nth_id(conn, "items", rng.next())? {
+            conn.execute(
+                "INSERT OR IGNORE INTO tags(item, tag) VALUES (?1, ?2)",
+                (item, format!("t{}", rng.below(5))),
+            )?;
+        }
+    }
     Ok(())
 }
 

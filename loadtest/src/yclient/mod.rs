@@ -6,19 +6,22 @@
 //! The receive path allocates nothing per message: frames are parsed in the
 //! connection's buffer, updates are scanned in place for latency markers,
 //! and latencies go into a preallocated HdrHistogram.
+//!
+//! This file has the shared parts (phases, counters, markers, the fleet of
+//! clients and their totals); `client.rs` is one client.
+
+mod client;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{watch, Semaphore};
 
-use crate::pacing::Pacer;
-use crate::report::{client_histogram, latency_histogram, merge_into};
+use crate::report::{latency_histogram, merge_into};
 use crate::target::Target;
-use crate::ws::{Kind, WsConn};
-use crate::yjs::{self, Author, Framer, Incoming, Protocol};
+use crate::yjs::Protocol;
 
 /// What all clients of a run are told to do; changed by the scenario.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -110,147 +113,6 @@ pub fn split_marker(v: u64) -> (usize, u64) {
     ((v >> SENDER_SHIFT) as usize, v & MICROS_MASK)
 }
 
-/// Connects and runs one client until the phase becomes `Stop` or the
-/// connection fails. Never panics on bad input from the server.
-pub async fn run(
-    spec: Spec,
-    target: Target,
-    origin: Instant,
-    mut phase: watch::Receiver<Phase>,
-    shared: Arc<Shared>,
-    gate: Arc<Semaphore>,
-) -> Stats {
-    let mut stats = Stats {
-        connect: None,
-        latency: None,
-        sent: 0,
-        delivered: 0,
-        echoes: 0,
-        skipped: 0,
-        resyncs: 0,
-        error: None,
-    };
-    if let Err(e) = drive(
-        &spec, &target, origin, &mut phase, &shared, &mut stats, gate,
-    )
-    .await
-    {
-        stats.error = Some(format!("{e:#}"));
-        shared.failed.fetch_add(1, Ordering::Relaxed);
-    }
-    stats
-}
-
-async fn drive(
-    spec: &Spec,
-    target: &Target,
-    origin: Instant,
-    phase_rx: &mut watch::Receiver<Phase>,
-    shared: &Shared,
-    stats: &mut Stats,
-    gate: Arc<Semaphore>,
-) -> anyhow::Result<()> {
-    // Held from connecting until synced: bounds connections in progress.
-    let mut permit = Some(gate.acquire_owned().await?);
-    let t0 = Instant::now();
-    let mut conn = WsConn::connect(target, &spec.path, &[]).await?;
-    let mut framer = Framer::new(spec.protocol, &spec.doc);
-    let mut author = Author::new(spec.client_id);
-    if let Some(auth) = framer.auth(&spec.token) {
-        conn.send_binary(auth).await?;
-    }
-    let sv = author.state_vector();
-    conn.send_binary(framer.step1(&sv)).await?;
-
-    let mut text = String::with_capacity(yjs::MARKER_LEN + spec.pad);
-    let _ = *phase_rx.borrow_and_update();
-    let mut pacer: Option<Pacer> = None;
-    let mut once_pending = false;
-    // One timer, re-armed when the next send moves (no timer per loop turn).
-    let timer = tokio::time::sleep(Duration::from_secs(3600));
-    tokio::pin!(timer);
-    // Frames may have arrived with the handshake response.
-    if let Some(owe) = handle_buffered(
-        &mut conn,
-        spec,
-        origin,
-        &author,
-        stats,
-        shared,
-        t0,
-        &mut permit,
-    )? {
-        conn.send_binary(framer.step2(&owe)).await?;
-    }
-    loop {
-        let sending = once_pending || (pacer.is_some() && spec.sender);
-        tokio::select! {
-            biased;
-            changed = phase_rx.changed() => {
-                if changed.is_err() {
-                    break;
-                }
-                let phase = *phase_rx.borrow_and_update();
-                if let Some(p) = pacer.take() {
-                    stats.skipped += p.skipped();
-                }
-                match phase {
-                    Phase::Send { start, rate, once } => {
-                        if once {
-                            once_pending = spec.sender;
-                            timer.as_mut().reset(start.into());
-                        } else if spec.sender {
-                            // Spread clients over one interval (golden-ratio phases).
-                            let p = (spec.index as f64 * 0.618_033_988_75).fract();
-                            let pc = Pacer::new(start, rate, p, Duration::from_millis(250));
-                            timer.as_mut().reset(pc.due().into());
-                            pacer = Some(pc);
-                        }
-                    }
-                    Phase::Stop => break,
-                    Phase::Hold | Phase::Drain => once_pending = false,
-                }
-            }
-            () = &mut timer, if sending => {
-                let now = Instant::now();
-                text.clear();
-                let m = yjs::write_marker(marker_value(spec.index, now.duration_since(origin).as_micros() as u64));
-                // The marker is ASCII by construction.
-                text.push_str(std::str::from_utf8(&m).unwrap_or("~"));
-                text.extend(std::iter::repeat_n('x', spec.pad));
-                let update = author.append(&text);
-                conn.send_binary(framer.update(&update)).await?;
-                stats.sent += 1;
-                shared.sent.fetch_add(1, Ordering::Relaxed);
-                if once_pending {
-                    once_pending = false;
-                    // Also check that the server still answers a sync request.
-                    let sv = author.state_vector();
-                    conn.send_binary(framer.step1(&sv)).await?;
-                } else if let Some(p) = pacer.as_mut() {
-                    p.sent(now);
-                    timer.as_mut().reset(p.due().into());
-                }
-            }
-            n = conn.read_more() => {
-                if n? == 0 {
-                    anyhow::bail!("server closed the connection");
-                }
-                if let Some(owe) = handle_buffered(&mut conn, spec, origin, &author, stats, shared, t0, &mut permit)? {
-                    conn.send_binary(framer.step2(&owe)).await?;
-                }
-                conn.flush_control().await?;
-            }
-        }
-    }
-    if let Some(p) = pacer.take() {
-        stats.skipped += p.skipped();
-    }
-    drop(permit);
-    let _ = tokio::time::timeout(Duration::from_secs(1), conn.close()).await;
-    Ok(())
-}
-
 /// All clients of one run, driven together through [`Phase`]s.
 pub struct Fleet {
     phase: watch::Sender<Phase>,
@@ -268,7 +130,7 @@ impl Fleet {
         let tasks = specs
             .into_iter()
             .map(|spec| {
-                let task = tokio::spawn(run(
+                let task = tokio::spawn(client::run(
                     spec.clone(),
                     target.clone(),
                     origin,
@@ -404,70 +266,6 @@ pub fn totals(results: &[(Spec, Stats)]) -> Totals {
         .map(|(conns, sent)| sent * conns.saturating_sub(1))
         .sum();
     t
-}
-
-/// Handles every complete message already received. Returns the step 2
-/// answer owed if the server sent its step 1.
-#[allow(clippy::too_many_arguments)]
-fn handle_buffered(
-    conn: &mut WsConn,
-    spec: &Spec,
-    origin: Instant,
-    author: &Author,
-    stats: &mut Stats,
-    shared: &Shared,
-    t0: Instant,
-    permit: &mut Option<OwnedSemaphorePermit>,
-) -> anyhow::Result<Option<Vec<u8>>> {
-    let now_us = origin.elapsed().as_micros() as u64;
-    let mut delivered = 0u64;
-    let mut owe = None;
-    while let Some(msg) = conn.next_buffered()? {
-        match msg.kind {
-            Kind::Close => anyhow::bail!("server sent close {:?}", close_code(msg.payload)),
-            Kind::Text => continue,
-            Kind::Binary => {}
-        }
-        match yjs::classify(spec.protocol, msg.payload)? {
-            Incoming::Update(u) => {
-                yjs::scan_markers(u, |v| {
-                    let (sender, sent_us) = split_marker(v);
-                    if sender == spec.index & 0xff_ffff {
-                        stats.echoes += 1;
-                    } else {
-                        stats
-                            .latency
-                            .get_or_insert_with(client_histogram)
-                            .saturating_record(now_us.saturating_sub(sent_us));
-                        delivered += 1;
-                    }
-                });
-            }
-            Incoming::Step2(_) => {
-                if stats.connect.is_none() {
-                    stats.connect = Some(t0.elapsed());
-                    shared.synced.fetch_add(1, Ordering::Relaxed);
-                    *permit = None;
-                } else {
-                    stats.resyncs += 1;
-                }
-            }
-            Incoming::Step1(sv) => {
-                let sv = yjs::decode_state_vector(sv)?;
-                owe = Some(author.diff(&sv));
-            }
-            Incoming::Awareness | Incoming::Other(_) => {}
-        }
-    }
-    if delivered > 0 {
-        stats.delivered += delivered;
-        shared.delivered.fetch_add(delivered, Ordering::Relaxed);
-    }
-    Ok(owe)
-}
-
-fn close_code(payload: &[u8]) -> Option<u16> {
-    (payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]]))
 }
 
 #[cfg(test)]
