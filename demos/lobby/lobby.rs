@@ -131,7 +131,7 @@ impl State {
 
 /// The lobby. Its memory is a cache of what is stored; every handler that
 /// changes it goes through [`Lobby::save`].
-pub struct Lobby {
+pub(crate) struct Lobby {
     state: State,
 }
 

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 #[derive(clap::Args, Debug, Clone)]
-pub struct Common {
+pub(crate) struct Common {
     /// Print one JSON object instead of the human table.
     #[arg(long, global = true)]
     pub json: bool,
@@ -23,7 +23,7 @@ pub struct Common {
 
 /// Parses a duration flag (`250ms`, `10s`, `2m`, `1h`, or seconds): the
 /// server's own parser (`roost_protocol::duration`).
-pub fn parse_duration(s: &str) -> anyhow::Result<Duration> {
+pub(crate) fn parse_duration(s: &str) -> anyhow::Result<Duration> {
     roost_protocol::duration::parse(s).map_err(anyhow::Error::msg)
 }
 

@@ -19,14 +19,14 @@ use crate::yjs::{self, Author, Framer, Incoming, Protocol, Replica};
 use crate::ysweet;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum ColdPhase {
+pub(crate) enum ColdPhase {
     Fill,
     Measure,
     Both,
 }
 
 #[derive(clap::Args, Debug, Clone)]
-pub struct ColdloadArgs {
+pub(crate) struct ColdloadArgs {
     /// Server URL: http://HOST:PORT for Roost and y-sweet, ws://HOST:PORT[/prefix] for y-websocket-server or Hocuspocus.
     #[arg(long, default_value = "http://127.0.0.1:8787")]
     pub url: String,
@@ -327,7 +327,7 @@ async fn measure(
     Ok(())
 }
 
-pub async fn run(args: ColdloadArgs, common: &Common) -> anyhow::Result<Report> {
+pub(crate) async fn run(args: ColdloadArgs, common: &Common) -> anyhow::Result<Report> {
     let target = Target::parse(&args.url, common.allow_remote)?;
     let mut report = Report::new("coldload");
     report.label = common.label.clone();

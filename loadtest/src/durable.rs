@@ -24,7 +24,7 @@ use crate::report::{latency_histogram, Latency, Report, Unit};
 use crate::target::{encode_segment, Target};
 
 #[derive(clap::Args, Debug, Clone)]
-pub struct DurableArgs {
+pub(crate) struct DurableArgs {
     /// Server base URL.
     #[arg(long, default_value = "http://127.0.0.1:8787")]
     pub url: String,
@@ -87,7 +87,7 @@ async fn read_counters(target: &Target, args: &DurableArgs) -> Option<Vec<i64>> 
     Some(out)
 }
 
-pub async fn run(args: DurableArgs, common: &Common) -> anyhow::Result<Report> {
+pub(crate) async fn run(args: DurableArgs, common: &Common) -> anyhow::Result<Report> {
     anyhow::ensure!(args.objects >= 1, "--objects must be at least 1");
     anyhow::ensure!(args.clients >= 1, "--clients must be at least 1");
     let target = Target::parse(&args.url, common.allow_remote)?;

@@ -21,7 +21,7 @@ use crate::yjs::{self, Protocol};
 use crate::ysweet;
 
 #[derive(clap::Args, Debug, Clone)]
-pub struct FanoutArgs {
+pub(crate) struct FanoutArgs {
     /// Server URL: http://HOST:PORT for Roost and y-sweet, ws://HOST:PORT[/prefix] for y-websocket-server or Hocuspocus.
     #[arg(long, default_value = "http://127.0.0.1:8787")]
     pub url: String,
@@ -79,7 +79,7 @@ pub struct FanoutArgs {
     pub token: String,
 }
 
-pub async fn run(args: FanoutArgs, common: &Common) -> anyhow::Result<Vec<Report>> {
+pub(crate) async fn run(args: FanoutArgs, common: &Common) -> anyhow::Result<Vec<Report>> {
     anyhow::ensure!(
         args.docs >= 1 && args.clients >= 1,
         "--docs and --clients must be at least 1"

@@ -11,7 +11,7 @@ use tokio::net::TcpStream;
 
 use crate::target::Target;
 
-pub struct HttpConn {
+pub(crate) struct HttpConn {
     sender: SendRequest<Full<Bytes>>,
     authority: String,
     /// Sent as `Authorization: Bearer ...` on every request when set.
@@ -19,7 +19,7 @@ pub struct HttpConn {
 }
 
 impl HttpConn {
-    pub async fn connect(target: &Target) -> anyhow::Result<HttpConn> {
+    pub(crate) async fn connect(target: &Target) -> anyhow::Result<HttpConn> {
         let stream = TcpStream::connect(target.addr).await?;
         stream.set_nodelay(true)?;
         let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
@@ -35,12 +35,12 @@ impl HttpConn {
     }
 
     /// Sends `Authorization: Bearer <token>` from now on (none if empty).
-    pub fn set_bearer(&mut self, token: &str) {
+    pub(crate) fn set_bearer(&mut self, token: &str) {
         self.bearer = (!token.is_empty()).then(|| token.to_string());
     }
 
     /// Sends one request and reads the whole response body.
-    pub async fn request(
+    pub(crate) async fn request(
         &mut self,
         method: Method,
         path: &str,
@@ -65,7 +65,7 @@ impl HttpConn {
         Ok((status, body))
     }
 
-    pub async fn post_json(
+    pub(crate) async fn post_json(
         &mut self,
         path: &str,
         body: Bytes,
@@ -74,13 +74,13 @@ impl HttpConn {
             .await
     }
 
-    pub async fn get(&mut self, path: &str) -> anyhow::Result<(StatusCode, Bytes)> {
+    pub(crate) async fn get(&mut self, path: &str) -> anyhow::Result<(StatusCode, Bytes)> {
         self.request(Method::GET, path, None, Bytes::new()).await
     }
 }
 
 /// One GET on a fresh connection; the body as text if the status is 2xx.
-pub async fn get_text(target: &Target, path: &str) -> anyhow::Result<String> {
+pub(crate) async fn get_text(target: &Target, path: &str) -> anyhow::Result<String> {
     let mut conn = HttpConn::connect(target).await?;
     let (status, body) = conn.get(path).await?;
     if !status.is_success() {

@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone)]
-pub struct Pacer {
+pub(crate) struct Pacer {
     start: Instant,
     interval: Duration,
     phase: f64,
@@ -19,7 +19,7 @@ pub struct Pacer {
 impl Pacer {
     /// `rate` sends per second (> 0); `phase` in [0, 1) spreads clients over
     /// one interval.
-    pub fn new(start: Instant, rate: f64, phase: f64, max_lag: Duration) -> Pacer {
+    pub(crate) fn new(start: Instant, rate: f64, phase: f64, max_lag: Duration) -> Pacer {
         let rate = if rate.is_finite() && rate > 0.0 {
             rate
         } else {
@@ -40,13 +40,13 @@ impl Pacer {
     }
 
     /// When the next send is due.
-    pub fn due(&self) -> Instant {
+    pub(crate) fn due(&self) -> Instant {
         self.slot(self.next)
     }
 
     /// Records that the due send happened at `now`, skipping (and counting)
     /// slots that are more than `max_lag` overdue.
-    pub fn sent(&mut self, now: Instant) {
+    pub(crate) fn sent(&mut self, now: Instant) {
         self.next += 1;
         let due = self.due();
         if now > due + self.max_lag && !self.interval.is_zero() {
@@ -58,7 +58,7 @@ impl Pacer {
     }
 
     /// Slots skipped so far because the client was too far behind.
-    pub fn skipped(&self) -> u64 {
+    pub(crate) fn skipped(&self) -> u64 {
         self.skipped
     }
 }

@@ -8,7 +8,7 @@ use crate::promtext::CommitCounters;
 use crate::report::{Report, Unit};
 use crate::target::Target;
 
-pub struct Probes {
+pub(crate) struct Probes {
     client: CpuMeter,
     server: Option<(u32, CpuMeter)>,
     metrics: Option<(Target, CommitCounters)>,
@@ -17,7 +17,7 @@ pub struct Probes {
 impl Probes {
     /// Starts the meters. `metrics` is the server to scrape for
     /// `roost_commits_total`; a server without it is simply not scraped.
-    pub async fn start(common: &Common, metrics: Option<&Target>) -> anyhow::Result<Probes> {
+    pub(crate) async fn start(common: &Common, metrics: Option<&Target>) -> anyhow::Result<Probes> {
         let server = match common.server_pid {
             Some(pid) => Some((pid, CpuMeter::start(Proc::Pid(pid))?)),
             None => None,
@@ -34,7 +34,7 @@ impl Probes {
     }
 
     /// Adds the readings to `report`.
-    pub async fn finish(self, report: &mut Report) {
+    pub(crate) async fn finish(self, report: &mut Report) {
         if let Ok((secs, pct)) = self.client.read() {
             report.add("client_cpu_s", secs, Unit::Seconds);
             report.add("client_cpu_pct", pct, Unit::Percent);
@@ -76,7 +76,7 @@ impl Probes {
 }
 
 /// Roost's commit counters, or `None` if `/metrics` is missing or lacks them.
-pub async fn scrape(target: &Target) -> Option<CommitCounters> {
+pub(crate) async fn scrape(target: &Target) -> Option<CommitCounters> {
     let text = crate::http1::get_text(target, &target.path("/metrics"))
         .await
         .ok()?;

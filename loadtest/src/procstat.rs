@@ -13,7 +13,7 @@ const TICKS_PER_SEC: f64 = 100.0;
 
 /// Which process (or thread) to read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Proc {
+pub(crate) enum Proc {
     /// This process, all threads.
     This,
     /// The calling thread only.
@@ -40,7 +40,7 @@ impl Proc {
 }
 
 /// user + system CPU seconds from the text of a `/proc/*/stat` file.
-pub fn parse_cpu_seconds(stat: &str) -> anyhow::Result<f64> {
+pub(crate) fn parse_cpu_seconds(stat: &str) -> anyhow::Result<f64> {
     // The command name (field 2) is in parentheses and may hold spaces or
     // parentheses itself: the fields we want follow the last ')'.
     let rest = stat
@@ -58,7 +58,7 @@ pub fn parse_cpu_seconds(stat: &str) -> anyhow::Result<f64> {
 }
 
 /// Resident set size in bytes from the text of a `/proc/*/status` file.
-pub fn parse_rss_bytes(status: &str) -> anyhow::Result<u64> {
+pub(crate) fn parse_rss_bytes(status: &str) -> anyhow::Result<u64> {
     let line = status
         .lines()
         .find(|l| l.starts_with("VmRSS:"))
@@ -73,13 +73,13 @@ pub fn parse_rss_bytes(status: &str) -> anyhow::Result<u64> {
     Ok(kb * 1024)
 }
 
-pub fn cpu_seconds(p: Proc) -> anyhow::Result<f64> {
+pub(crate) fn cpu_seconds(p: Proc) -> anyhow::Result<f64> {
     let path = p.stat_path();
     let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
     parse_cpu_seconds(&text)
 }
 
-pub fn rss_bytes(p: Proc) -> anyhow::Result<u64> {
+pub(crate) fn rss_bytes(p: Proc) -> anyhow::Result<u64> {
     let path = p.status_path();
     let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
     parse_rss_bytes(&text)
@@ -87,14 +87,14 @@ pub fn rss_bytes(p: Proc) -> anyhow::Result<u64> {
 
 /// CPU use between two moments, as a percentage of one core.
 #[derive(Debug, Clone, Copy)]
-pub struct CpuMeter {
+pub(crate) struct CpuMeter {
     proc_: Proc,
     start_cpu: f64,
     start: Instant,
 }
 
 impl CpuMeter {
-    pub fn start(p: Proc) -> anyhow::Result<CpuMeter> {
+    pub(crate) fn start(p: Proc) -> anyhow::Result<CpuMeter> {
         Ok(CpuMeter {
             proc_: p,
             start_cpu: cpu_seconds(p)?,
@@ -103,7 +103,7 @@ impl CpuMeter {
     }
 
     /// (CPU seconds used, percent of one core) since `start`.
-    pub fn read(&self) -> anyhow::Result<(f64, f64)> {
+    pub(crate) fn read(&self) -> anyhow::Result<(f64, f64)> {
         let used = cpu_seconds(self.proc_)? - self.start_cpu;
         let wall = self.start.elapsed().as_secs_f64();
         let pct = if wall > 0.0 { used / wall * 100.0 } else { 0.0 };

@@ -10,14 +10,14 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 /// A bar that fills over `duration` and shows a live counter. Dropping it
 /// (or calling `finish`) stops its ticker task.
-pub struct Progress {
+pub(crate) struct Progress {
     bar: ProgressBar,
     ticker: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Progress {
     /// `counter` is read every 200 ms and shown as `{counter} {what}`.
-    pub fn timed(
+    pub(crate) fn timed(
         title: &str,
         duration: Duration,
         counter: Arc<AtomicU64>,
@@ -60,7 +60,7 @@ impl Progress {
     }
 
     /// A spinner with a message (for phases without a known length).
-    pub fn phase(msg: &str) -> Progress {
+    pub(crate) fn phase(msg: &str) -> Progress {
         if !std::io::stderr().is_terminal() {
             return Progress {
                 bar: ProgressBar::hidden(),
@@ -73,7 +73,7 @@ impl Progress {
         Progress { bar, ticker: None }
     }
 
-    pub fn finish(mut self) {
+    pub(crate) fn finish(mut self) {
         self.stop();
     }
 

@@ -2,7 +2,7 @@
 //! Only unlabelled samples are looked up; this is no general parser.
 
 /// The value of the unlabelled sample `name`, if present.
-pub fn sample(text: &str, name: &str) -> Option<f64> {
+pub(crate) fn sample(text: &str, name: &str) -> Option<f64> {
     text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
         let (n, rest) = l.split_once(char::is_whitespace)?;
         if n != name {
@@ -14,13 +14,13 @@ pub fn sample(text: &str, name: &str) -> Option<f64> {
 
 /// Counters of Roost's group commit, read from two scrapes.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct CommitCounters {
+pub(crate) struct CommitCounters {
     pub commits: f64,
     pub committed_events: f64,
 }
 
 impl CommitCounters {
-    pub fn from_text(text: &str) -> Option<CommitCounters> {
+    pub(crate) fn from_text(text: &str) -> Option<CommitCounters> {
         Some(CommitCounters {
             commits: sample(text, "roost_commits_total")?,
             committed_events: sample(text, "roost_committed_events_total")?,
@@ -28,7 +28,7 @@ impl CommitCounters {
     }
 
     /// Events per commit between `self` (before) and `after`.
-    pub fn events_per_commit(&self, after: &CommitCounters) -> Option<f64> {
+    pub(crate) fn events_per_commit(&self, after: &CommitCounters) -> Option<f64> {
         let commits = after.commits - self.commits;
         (commits > 0.0).then(|| (after.committed_events - self.committed_events) / commits)
     }

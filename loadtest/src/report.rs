@@ -8,11 +8,11 @@ use serde_json::{Map, Value};
 
 /// Highest latency the histograms track, in microseconds (one minute);
 /// larger values are clamped to it.
-pub const MAX_LATENCY_US: u64 = 60_000_000;
+pub(crate) const MAX_LATENCY_US: u64 = 60_000_000;
 
 /// A latency histogram in microseconds with three significant figures.
 /// Recording into it never allocates.
-pub fn latency_histogram() -> Histogram<u64> {
+pub(crate) fn latency_histogram() -> Histogram<u64> {
     // Bounds are constants that hdrhistogram accepts (low >= 1, high >= 2 * low).
     Histogram::new_with_bounds(1, MAX_LATENCY_US, 3)
         .expect("invariant: constant histogram bounds are valid")
@@ -20,13 +20,13 @@ pub fn latency_histogram() -> Histogram<u64> {
 
 /// A small per-client latency histogram (two significant figures, 32-bit
 /// counts: about 10 KiB), merged into a [`latency_histogram`] at the end.
-pub fn client_histogram() -> Histogram<u32> {
+pub(crate) fn client_histogram() -> Histogram<u32> {
     Histogram::new_with_bounds(1, MAX_LATENCY_US, 2)
         .expect("invariant: constant histogram bounds are valid")
 }
 
 /// Adds a per-client histogram into a total (values at each bucket's midpoint).
-pub fn merge_into(total: &mut Histogram<u64>, h: &Histogram<u32>) {
+pub(crate) fn merge_into(total: &mut Histogram<u64>, h: &Histogram<u32>) {
     for v in h.iter_recorded() {
         total.saturating_record_n(
             h.median_equivalent(v.value_iterated_to()),
@@ -37,7 +37,7 @@ pub fn merge_into(total: &mut Histogram<u64>, h: &Histogram<u32>) {
 
 /// The usual percentiles of one latency distribution, in microseconds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
-pub struct Latency {
+pub(crate) struct Latency {
     pub count: u64,
     pub mean_us: f64,
     pub p50_us: u64,
@@ -47,7 +47,7 @@ pub struct Latency {
 }
 
 impl Latency {
-    pub fn from_histogram(h: &Histogram<u64>) -> Latency {
+    pub(crate) fn from_histogram(h: &Histogram<u64>) -> Latency {
         if h.is_empty() {
             return Latency::default();
         }
@@ -64,7 +64,7 @@ impl Latency {
 
 /// How a figure is shown in the human table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Unit {
+pub(crate) enum Unit {
     /// A plain count.
     Count,
     /// Per second.
@@ -83,7 +83,7 @@ pub enum Unit {
 
 /// One named number of a report.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Figure {
+pub(crate) struct Figure {
     pub key: String,
     pub value: f64,
     pub unit: Unit,
@@ -91,7 +91,7 @@ pub struct Figure {
 
 /// What a scenario run produced: its parameters and its figures, in order.
 #[derive(Debug, Clone, Default)]
-pub struct Report {
+pub(crate) struct Report {
     pub scenario: String,
     pub label: Option<String>,
     pub params: Map<String, Value>,
@@ -100,19 +100,19 @@ pub struct Report {
 }
 
 impl Report {
-    pub fn new(scenario: &str) -> Report {
+    pub(crate) fn new(scenario: &str) -> Report {
         Report {
             scenario: scenario.to_string(),
             ..Report::default()
         }
     }
 
-    pub fn param(&mut self, key: &str, value: impl Into<Value>) -> &mut Self {
+    pub(crate) fn param(&mut self, key: &str, value: impl Into<Value>) -> &mut Self {
         self.params.insert(key.to_string(), value.into());
         self
     }
 
-    pub fn add(&mut self, key: &str, value: f64, unit: Unit) -> &mut Self {
+    pub(crate) fn add(&mut self, key: &str, value: f64, unit: Unit) -> &mut Self {
         self.figures.push(Figure {
             key: key.to_string(),
             value,
@@ -122,7 +122,7 @@ impl Report {
     }
 
     /// Adds `{prefix}_p50_us` … `{prefix}_max_us` and `{prefix}_count`.
-    pub fn latency(&mut self, prefix: &str, l: &Latency) -> &mut Self {
+    pub(crate) fn latency(&mut self, prefix: &str, l: &Latency) -> &mut Self {
         self.add(&format!("{prefix}_count"), l.count as f64, Unit::Count);
         for (name, v) in [
             ("p50", l.p50_us),
@@ -135,17 +135,17 @@ impl Report {
         self
     }
 
-    pub fn note(&mut self, text: impl Into<String>) -> &mut Self {
+    pub(crate) fn note(&mut self, text: impl Into<String>) -> &mut Self {
         self.notes.push(text.into());
         self
     }
 
-    pub fn get(&self, key: &str) -> Option<f64> {
+    pub(crate) fn get(&self, key: &str) -> Option<f64> {
         self.figures.iter().find(|f| f.key == key).map(|f| f.value)
     }
 
     /// One JSON object: `{"scenario", "label", "params", "figures": {key: value}, "notes"}`.
-    pub fn to_json(&self) -> Value {
+    pub(crate) fn to_json(&self) -> Value {
         let mut figures = Map::new();
         for f in &self.figures {
             let v = if f.value.is_finite() {
@@ -165,7 +165,7 @@ impl Report {
     }
 
     /// A two-column table for people.
-    pub fn to_table(&self) -> String {
+    pub(crate) fn to_table(&self) -> String {
         let mut out = String::new();
         let title = match &self.label {
             Some(l) => format!("{} ({l})", self.scenario),
@@ -208,7 +208,7 @@ impl Report {
 }
 
 /// Formats a value for the human table.
-pub fn format_value(v: f64, unit: Unit) -> String {
+pub(crate) fn format_value(v: f64, unit: Unit) -> String {
     if !v.is_finite() {
         return "n/a".to_string();
     }
@@ -232,7 +232,7 @@ pub fn format_value(v: f64, unit: Unit) -> String {
 }
 
 /// Guesses the unit of a figure from its key (used when reading JSON back).
-pub fn unit_for_key(key: &str) -> Unit {
+pub(crate) fn unit_for_key(key: &str) -> Unit {
     if key.ends_with("_us") {
         Unit::Micros
     } else if key.ends_with("_per_s") {

@@ -21,7 +21,7 @@ use crate::yclient::{self, Fleet, Spec};
 use crate::yjs::{self, Author, Framer, Protocol};
 
 #[derive(clap::Args, Debug, Clone)]
-pub struct SelfcheckArgs {
+pub(crate) struct SelfcheckArgs {
     /// Connections receiving frames.
     #[arg(long, default_value_t = 100)]
     pub conns: usize,
@@ -68,7 +68,7 @@ fn accept_one(listener: &TcpListener) -> std::io::Result<TcpStream> {
     Ok(s)
 }
 
-pub async fn run(args: SelfcheckArgs, common: &Common) -> anyhow::Result<Report> {
+pub(crate) async fn run(args: SelfcheckArgs, common: &Common) -> anyhow::Result<Report> {
     anyhow::ensure!(
         args.conns >= 1 && args.batch >= 1,
         "--conns and --batch must be at least 1"

@@ -11,7 +11,7 @@ use serde_json::Value;
 use crate::report::{format_value, unit_for_key};
 
 #[derive(clap::Args, Debug, Clone)]
-pub struct SummarizeArgs {
+pub(crate) struct SummarizeArgs {
     /// Files of JSON report lines (other lines are ignored).
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
@@ -24,7 +24,7 @@ pub struct SummarizeArgs {
 }
 
 #[derive(clap::Args, Debug, Clone)]
-pub struct CompareArgs {
+pub(crate) struct CompareArgs {
     /// Files of JSON report lines; each report's `label` names its target.
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
@@ -41,14 +41,14 @@ pub struct CompareArgs {
 
 /// One report line, reduced to what tables need.
 #[derive(Debug, Clone)]
-pub struct Row {
+pub(crate) struct Row {
     pub scenario: String,
     pub label: String,
     pub params: String,
     pub figures: BTreeMap<String, f64>,
 }
 
-pub fn parse_lines(text: &str) -> Vec<Row> {
+pub(crate) fn parse_lines(text: &str) -> Vec<Row> {
     text.lines()
         .filter_map(|l| serde_json::from_str::<Value>(l.trim()).ok())
         .filter_map(|v| {
@@ -86,7 +86,7 @@ pub fn parse_lines(text: &str) -> Vec<Row> {
 }
 
 /// The median of `values` (mean of the middle two for an even count).
-pub fn median(values: &mut [f64]) -> Option<f64> {
+pub(crate) fn median(values: &mut [f64]) -> Option<f64> {
     if values.is_empty() {
         return None;
     }
@@ -219,7 +219,7 @@ fn table(header: &[String], body: &[Vec<String>], markdown: bool) -> String {
     out
 }
 
-pub fn summarize(args: &SummarizeArgs) -> anyhow::Result<String> {
+pub(crate) fn summarize(args: &SummarizeArgs) -> anyhow::Result<String> {
     let rows = read_rows(&args.files)?;
     anyhow::ensure!(!rows.is_empty(), "no JSON report lines found");
     let mut out = String::new();
@@ -265,7 +265,7 @@ fn higher_is_better(fig: &str) -> bool {
         || fig == "max_rate_per_client"
 }
 
-pub fn compare(args: &CompareArgs) -> anyhow::Result<String> {
+pub(crate) fn compare(args: &CompareArgs) -> anyhow::Result<String> {
     let rows = read_rows(&args.files)?;
     anyhow::ensure!(!rows.is_empty(), "no JSON report lines found");
     let mut out = String::new();

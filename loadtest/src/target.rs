@@ -7,7 +7,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use anyhow::{bail, Context as _};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Target {
+pub(crate) struct Target {
     /// `host:port` as written in the URL, for the `Host` header.
     pub authority: String,
     pub addr: SocketAddr,
@@ -17,7 +17,7 @@ pub struct Target {
 
 impl Target {
     /// Parses `http://host:port/path` or `ws://host:port/path` (no TLS).
-    pub fn parse(url: &str, allow_remote: bool) -> anyhow::Result<Target> {
+    pub(crate) fn parse(url: &str, allow_remote: bool) -> anyhow::Result<Target> {
         let (scheme, rest) = url
             .split_once("://")
             .context("URL needs a scheme (http:// or ws://)")?;
@@ -59,13 +59,13 @@ impl Target {
     }
 
     /// `base_path` + `suffix` (which starts with '/').
-    pub fn path(&self, suffix: &str) -> String {
+    pub(crate) fn path(&self, suffix: &str) -> String {
         format!("{}{suffix}", self.base_path)
     }
 }
 
 /// Percent-encodes a path segment (object or document names).
-pub fn encode_segment(s: &str) -> String {
+pub(crate) fn encode_segment(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {

@@ -25,30 +25,30 @@ const INITIAL_BUFFER: usize = 2 * 1024;
 /// Read at least this much free space at a time.
 const MIN_READ: usize = 512;
 
-pub const OP_CONTINUATION: u8 = 0x0;
-pub const OP_TEXT: u8 = 0x1;
-pub const OP_BINARY: u8 = 0x2;
-pub const OP_CLOSE: u8 = 0x8;
-pub const OP_PING: u8 = 0x9;
-pub const OP_PONG: u8 = 0xA;
+pub(crate) const OP_CONTINUATION: u8 = 0x0;
+pub(crate) const OP_TEXT: u8 = 0x1;
+pub(crate) const OP_BINARY: u8 = 0x2;
+pub(crate) const OP_CLOSE: u8 = 0x8;
+pub(crate) const OP_PING: u8 = 0x9;
+pub(crate) const OP_PONG: u8 = 0xA;
 
 /// What a caller receives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     Text,
     Binary,
     Close,
 }
 
 #[derive(Debug, PartialEq, Eq)]
-pub struct Message<'a> {
+pub(crate) struct Message<'a> {
     pub kind: Kind,
     pub payload: &'a [u8],
 }
 
 /// A parsed frame header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Header {
+pub(crate) struct Header {
     pub fin: bool,
     pub opcode: u8,
     pub mask: Option<[u8; 4]>,
@@ -58,7 +58,7 @@ pub struct Header {
 
 /// Parses a frame header from the start of `buf`; `None` if more bytes are
 /// needed. Never panics.
-pub fn parse_header(buf: &[u8]) -> anyhow::Result<Option<Header>> {
+pub(crate) fn parse_header(buf: &[u8]) -> anyhow::Result<Option<Header>> {
     if buf.len() < 2 {
         return Ok(None);
     }
@@ -110,14 +110,14 @@ pub fn parse_header(buf: &[u8]) -> anyhow::Result<Option<Header>> {
 }
 
 /// XORs `data` with the mask, starting at mask offset 0.
-pub fn apply_mask(data: &mut [u8], mask: [u8; 4]) {
+pub(crate) fn apply_mask(data: &mut [u8], mask: [u8; 4]) {
     for (i, b) in data.iter_mut().enumerate() {
         *b ^= mask[i & 3];
     }
 }
 
 /// Appends one masked client frame to `out`.
-pub fn encode_frame(out: &mut Vec<u8>, opcode: u8, payload: &[u8], mask: [u8; 4]) {
+pub(crate) fn encode_frame(out: &mut Vec<u8>, opcode: u8, payload: &[u8], mask: [u8; 4]) {
     out.push(0x80 | opcode);
     let n = payload.len();
     if n < 126 {
@@ -141,7 +141,7 @@ enum Payload {
     Fragments,
 }
 
-pub struct WsConn {
+pub(crate) struct WsConn {
     stream: TcpStream,
     /// Bytes `start..end` of `rbuf` are received and not yet parsed.
     rbuf: Vec<u8>,
@@ -159,7 +159,7 @@ pub struct WsConn {
 
 impl WsConn {
     /// Opens a TCP connection and performs the upgrade to `path`.
-    pub async fn connect(
+    pub(crate) async fn connect(
         target: &Target,
         path: &str,
         extra_headers: &[(&str, &str)],
@@ -224,7 +224,7 @@ impl WsConn {
 
     /// Reads more bytes from the socket; returns 0 at end of stream.
     /// Cancel-safe: dropping the future loses no data.
-    pub async fn read_more(&mut self) -> anyhow::Result<usize> {
+    pub(crate) async fn read_more(&mut self) -> anyhow::Result<usize> {
         self.make_room(MIN_READ);
         let n = self.stream.read(&mut self.rbuf[self.end..]).await?;
         self.end += n;
@@ -232,7 +232,7 @@ impl WsConn {
     }
 
     /// Reads what is already available without waiting; 0 if nothing is.
-    pub fn try_read_more(&mut self) -> anyhow::Result<usize> {
+    pub(crate) fn try_read_more(&mut self) -> anyhow::Result<usize> {
         self.make_room(MIN_READ);
         match self.stream.try_read(&mut self.rbuf[self.end..]) {
             Ok(0) => bail!("server closed the connection"),
@@ -268,7 +268,7 @@ impl WsConn {
     /// The next complete message already received, if any. Pings are
     /// answered at the next write (call [`WsConn::flush_control`] after
     /// draining), pongs are skipped.
-    pub fn next_buffered(&mut self) -> anyhow::Result<Option<Message<'_>>> {
+    pub(crate) fn next_buffered(&mut self) -> anyhow::Result<Option<Message<'_>>> {
         loop {
             let Some(h) = parse_header(&self.rbuf[self.start..self.end])? else {
                 return Ok(None);
@@ -344,7 +344,7 @@ impl WsConn {
     }
 
     /// Waits for the next message; `None` at end of stream.
-    pub async fn next_message(&mut self) -> anyhow::Result<Option<Message<'_>>> {
+    pub(crate) async fn next_message(&mut self) -> anyhow::Result<Option<Message<'_>>> {
         loop {
             // Peek without holding the borrow across the await below.
             if self.has_buffered_message()? {
@@ -400,7 +400,7 @@ impl WsConn {
     }
 
     /// Sends an answer to a received ping, if one is owed.
-    pub async fn flush_control(&mut self) -> anyhow::Result<()> {
+    pub(crate) async fn flush_control(&mut self) -> anyhow::Result<()> {
         if self.pong.is_none() {
             return Ok(());
         }
@@ -411,7 +411,7 @@ impl WsConn {
     }
 
     /// Sends one message (and any owed pong). Not cancel-safe.
-    pub async fn send(&mut self, opcode: u8, payload: &[u8]) -> anyhow::Result<()> {
+    pub(crate) async fn send(&mut self, opcode: u8, payload: &[u8]) -> anyhow::Result<()> {
         self.wbuf.clear();
         self.push_pending_pong();
         let m = self.next_mask();
@@ -420,16 +420,16 @@ impl WsConn {
         Ok(())
     }
 
-    pub async fn send_binary(&mut self, payload: &[u8]) -> anyhow::Result<()> {
+    pub(crate) async fn send_binary(&mut self, payload: &[u8]) -> anyhow::Result<()> {
         self.send(OP_BINARY, payload).await
     }
 
-    pub async fn send_text(&mut self, payload: &str) -> anyhow::Result<()> {
+    pub(crate) async fn send_text(&mut self, payload: &str) -> anyhow::Result<()> {
         self.send(OP_TEXT, payload.as_bytes()).await
     }
 
     /// Sends a normal close (1000) and shuts down the write side.
-    pub async fn close(mut self) -> anyhow::Result<()> {
+    pub(crate) async fn close(mut self) -> anyhow::Result<()> {
         self.send(OP_CLOSE, &1000u16.to_be_bytes()).await?;
         self.stream.shutdown().await?;
         Ok(())
@@ -452,7 +452,7 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 }
 
 /// Checks a handshake response head: status 101 and the expected accept key.
-pub fn check_handshake_response(head: &str, path: &str) -> anyhow::Result<()> {
+pub(crate) fn check_handshake_response(head: &str, path: &str) -> anyhow::Result<()> {
     let status = head.lines().next().unwrap_or("");
     let code = status.split_whitespace().nth(1).unwrap_or("");
     if code != "101" {

@@ -19,7 +19,7 @@ use yrs::{
 
 /// How messages are framed on the socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Protocol {
+pub(crate) enum Protocol {
     /// Roost's `/v1/yjs/{doc}` endpoint (y-websocket framing).
     Roost,
     /// y-websocket-server: `ws://host:port/{doc}`.
@@ -34,7 +34,7 @@ pub enum Protocol {
 
 impl Protocol {
     /// The flag value (`roost`, `y-websocket`, `hocuspocus`).
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Protocol::Roost => "roost",
             Protocol::YWebsocket => "y-websocket",
@@ -46,7 +46,7 @@ impl Protocol {
     /// The request path for `doc` under the URL's base path. For y-sweet
     /// this is the path its auth answer names when the server has no auth
     /// key and no URL prefix; `ysweet::doc_paths` asks the server instead.
-    pub fn path(self, base: &str, doc: &str) -> String {
+    pub(crate) fn path(self, base: &str, doc: &str) -> String {
         let doc = crate::target::encode_segment(doc);
         match self {
             Protocol::Roost => format!("{base}/v1/yjs/{doc}"),
@@ -57,19 +57,19 @@ impl Protocol {
 }
 
 /// Hocuspocus message types (its own numbering after the name prefix).
-pub const HP_SYNC: u32 = 0;
-pub const HP_AUTH: u32 = 2;
-pub const HP_SYNC_REPLY: u32 = 4;
+pub(crate) const HP_SYNC: u32 = 0;
+pub(crate) const HP_AUTH: u32 = 2;
+pub(crate) const HP_SYNC_REPLY: u32 = 4;
 
 /// Builds outgoing messages for one document into a reused buffer.
-pub struct Framer {
+pub(crate) struct Framer {
     protocol: Protocol,
     doc: String,
     buf: Vec<u8>,
 }
 
 impl Framer {
-    pub fn new(protocol: Protocol, doc: &str) -> Framer {
+    pub(crate) fn new(protocol: Protocol, doc: &str) -> Framer {
         Framer {
             protocol,
             doc: doc.to_string(),
@@ -85,7 +85,7 @@ impl Framer {
     }
 
     /// Sync step 1 carrying our state vector.
-    pub fn step1(&mut self, sv: &StateVector) -> &[u8] {
+    pub(crate) fn step1(&mut self, sv: &StateVector) -> &[u8] {
         self.start();
         self.buf.write_var(0u8);
         self.buf.write_var(0u8);
@@ -94,7 +94,7 @@ impl Framer {
     }
 
     /// Sync step 2 carrying an update (the answer to the server's step 1).
-    pub fn step2(&mut self, update: &[u8]) -> &[u8] {
+    pub(crate) fn step2(&mut self, update: &[u8]) -> &[u8] {
         self.start();
         self.buf.write_var(0u8);
         self.buf.write_var(1u8);
@@ -103,7 +103,7 @@ impl Framer {
     }
 
     /// An update message.
-    pub fn update(&mut self, update: &[u8]) -> &[u8] {
+    pub(crate) fn update(&mut self, update: &[u8]) -> &[u8] {
         self.start();
         // Same bytes as `Message::Sync(SyncMessage::Update(..))` without
         // copying the update into an owned Vec first.
@@ -116,7 +116,7 @@ impl Framer {
     /// Hocuspocus's authentication message (sent first; the token may be
     /// empty when the server has no `onAuthenticate` hook). `None` for other
     /// protocols.
-    pub fn auth(&mut self, token: &str) -> Option<&[u8]> {
+    pub(crate) fn auth(&mut self, token: &str) -> Option<&[u8]> {
         if self.protocol != Protocol::Hocuspocus {
             return None;
         }
@@ -130,7 +130,7 @@ impl Framer {
 
 /// A received message, borrowed from the frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Incoming<'a> {
+pub(crate) enum Incoming<'a> {
     Step1(&'a [u8]),
     Step2(&'a [u8]),
     Update(&'a [u8]),
@@ -140,7 +140,7 @@ pub enum Incoming<'a> {
 }
 
 /// Classifies a binary message. Never panics and never allocates.
-pub fn classify(protocol: Protocol, msg: &[u8]) -> anyhow::Result<Incoming<'_>> {
+pub(crate) fn classify(protocol: Protocol, msg: &[u8]) -> anyhow::Result<Incoming<'_>> {
     let mut c = Cursor::new(msg);
     if protocol == Protocol::Hocuspocus {
         c.read_string()
@@ -180,10 +180,10 @@ pub fn classify(protocol: Protocol, msg: &[u8]) -> anyhow::Result<Incoming<'_>> 
 }
 
 /// Length of an encoded marker: `~L` + 16 hex digits + `~`.
-pub const MARKER_LEN: usize = 19;
+pub(crate) const MARKER_LEN: usize = 19;
 
 /// Writes the marker for `micros` (time since the run's origin).
-pub fn write_marker(micros: u64) -> [u8; MARKER_LEN] {
+pub(crate) fn write_marker(micros: u64) -> [u8; MARKER_LEN] {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut m = [0u8; MARKER_LEN];
     m[0] = b'~';
@@ -205,7 +205,7 @@ fn hex_value(b: u8) -> Option<u64> {
 
 /// Calls `f` with the timestamp of every marker in `bytes`, in order.
 /// Allocation-free; returns how many were found.
-pub fn scan_markers(bytes: &[u8], mut f: impl FnMut(u64)) -> usize {
+pub(crate) fn scan_markers(bytes: &[u8], mut f: impl FnMut(u64)) -> usize {
     let mut found = 0;
     let mut i = 0;
     while i + MARKER_LEN <= bytes.len() {
@@ -238,12 +238,12 @@ pub fn scan_markers(bytes: &[u8], mut f: impl FnMut(u64)) -> usize {
 /// runs. Kept below 2^32 like the random ids real Yjs clients pick: with
 /// ids up to 2^52, y-sweet 0.9.1 intermittently never applied any update
 /// from some clients (two per affected document; cause not established).
-pub fn client_id(run_seed: u32, index: usize) -> u64 {
+pub(crate) fn client_id(run_seed: u32, index: usize) -> u64 {
     (u64::from(run_seed & 0x7ff) << 21) | (index as u64 & 0x1f_ffff)
 }
 
 /// A per-run seed from the clock (not for security).
-pub fn run_seed() -> u32 {
+pub(crate) fn run_seed() -> u32 {
     let d = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
@@ -253,23 +253,23 @@ pub fn run_seed() -> u32 {
 }
 
 /// The name of the shared text type the load clients write to.
-pub const TEXT_NAME: &str = "t";
+pub(crate) const TEXT_NAME: &str = "t";
 
 /// A writer of updates: one Yjs replica that only appends to the text.
-pub struct Author {
+pub(crate) struct Author {
     doc: Doc,
     text: TextRef,
 }
 
 impl Author {
-    pub fn new(client_id: u64) -> Author {
+    pub(crate) fn new(client_id: u64) -> Author {
         let doc = Doc::with_client_id(client_id);
         let text = doc.get_or_insert_text(TEXT_NAME);
         Author { doc, text }
     }
 
     /// Appends `s` to our own text; returns the v1 update of that change.
-    pub fn append(&mut self, s: &str) -> Vec<u8> {
+    pub(crate) fn append(&mut self, s: &str) -> Vec<u8> {
         let mut txn = self.doc.transact_mut();
         let len = self.text.len(&txn);
         self.text.insert(&mut txn, len, s);
@@ -277,17 +277,17 @@ impl Author {
     }
 
     /// What we have that a peer with state vector `sv` lacks (a step 2 answer).
-    pub fn diff(&self, sv: &StateVector) -> Vec<u8> {
+    pub(crate) fn diff(&self, sv: &StateVector) -> Vec<u8> {
         self.doc.transact().encode_diff_v1(sv)
     }
 
-    pub fn state_vector(&self) -> StateVector {
+    pub(crate) fn state_vector(&self) -> StateVector {
         self.doc.transact().state_vector()
     }
 }
 
 /// A replica that applies what it receives (for cold-load checks; allocates).
-pub struct Replica {
+pub(crate) struct Replica {
     doc: Doc,
     text: TextRef,
 }
@@ -301,7 +301,7 @@ impl Default for Replica {
 }
 
 impl Replica {
-    pub fn apply(&mut self, update: &[u8]) -> anyhow::Result<()> {
+    pub(crate) fn apply(&mut self, update: &[u8]) -> anyhow::Result<()> {
         let u = Update::decode_v1(update).context("decoding an update")?;
         self.doc
             .transact_mut()
@@ -310,13 +310,13 @@ impl Replica {
         Ok(())
     }
 
-    pub fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         self.text.get_string(&self.doc.transact())
     }
 }
 
 /// Decodes a state vector (the server's step 1 payload).
-pub fn decode_state_vector(bytes: &[u8]) -> anyhow::Result<StateVector> {
+pub(crate) fn decode_state_vector(bytes: &[u8]) -> anyhow::Result<StateVector> {
     StateVector::decode_v1(bytes).context("decoding a state vector")
 }
 

@@ -39,7 +39,7 @@ struct ClientToken {
 /// The socket path for each of `docs`, in order. For y-sweet this runs the
 /// handshake (creating each document first if `create`); for the other
 /// protocols it is `Protocol::path` and asks nothing.
-pub async fn doc_paths(
+pub(crate) async fn doc_paths(
     protocol: Protocol,
     target: &Target,
     docs: &[String],

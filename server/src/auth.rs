@@ -316,6 +316,16 @@ pub fn token_from<'a>(
         .or(query_token)
 }
 
+impl std::fmt::Debug for Auth {
+    /// Never prints a secret or the admin token.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Auth")
+            .field("requires_tokens", &self.requires_tokens())
+            .field("admin_enabled", &self.admin_enabled())
+            .finish_non_exhaustive()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

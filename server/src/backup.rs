@@ -33,7 +33,7 @@ use crate::runtime::Runtime;
 /// Bytes handed to the HTTP body at a time.
 const CHUNK: usize = 256 * 1024;
 /// The manifest, written last: an archive without it is incomplete.
-pub const MANIFEST: &str = "BACKUP.json";
+pub(crate) const MANIFEST: &str = "BACKUP.json";
 const STAGING_PREFIX: &str = ".backup-";
 
 /// One backup at a time per server.
@@ -229,7 +229,7 @@ fn append_bytes(tar: &mut tar::Builder<impl Write>, name: &str, bytes: &[u8]) ->
 
 /// `roost restore`: unpacks the backup at `from` into `data`, which must not
 /// exist or be empty, checks it and makes it durable. Returns a summary.
-pub fn restore(from: &Path, data: &Path) -> anyhow::Result<String> {
+pub(crate) fn restore(from: &Path, data: &Path) -> anyhow::Result<String> {
     if fs::read_dir(data).is_ok_and(|mut d| d.next().is_some()) {
         bail!(
             "{} is not empty: restore into a new directory",

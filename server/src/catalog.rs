@@ -16,7 +16,7 @@ use tokio::sync::oneshot;
 
 use crate::id::{ObjectId, ObjectKey};
 
-pub fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
@@ -24,7 +24,7 @@ pub fn now_ms() -> i64 {
 
 /// One row of the catalog.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct CatalogEntry {
+pub(crate) struct CatalogEntry {
     pub class: String,
     pub name: String,
     pub id: String,
@@ -80,12 +80,12 @@ enum CatalogCommand {
 
 /// Handle to the catalog thread; cheap to clone.
 #[derive(Clone)]
-pub struct Catalog {
+pub(crate) struct Catalog {
     tx: mpsc::Sender<CatalogCommand>,
 }
 
 impl Catalog {
-    pub fn open(data_dir: &Path) -> Result<Catalog, rusqlite::Error> {
+    pub(crate) fn open(data_dir: &Path) -> Result<Catalog, rusqlite::Error> {
         let conn = Connection::open(data_dir.join("catalog.sqlite"))?;
         conn.execute_batch(
             "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;
@@ -107,7 +107,7 @@ impl Catalog {
         Ok(Catalog { tx })
     }
 
-    pub fn register(&self, key: &ObjectKey, at: i64) {
+    pub(crate) fn register(&self, key: &ObjectKey, at: i64) {
         let _ = self.tx.send(CatalogCommand::Register {
             key: key.clone(),
             at,
@@ -115,7 +115,7 @@ impl Catalog {
     }
 
     /// Durably records that `key` has an alarm no later than `at_ms`.
-    pub async fn set_alarm(&self, key: &ObjectKey, at_ms: i64) -> Result<(), String> {
+    pub(crate) async fn set_alarm(&self, key: &ObjectKey, at_ms: i64) -> Result<(), String> {
         let (done, wait) = oneshot::channel();
         self.tx
             .send(CatalogCommand::SetAlarm {
@@ -129,7 +129,7 @@ impl Catalog {
     }
 
     /// Updates (or with `None` removes) an alarm index entry without waiting.
-    pub fn set_alarm_lazily(&self, key: &ObjectKey, at_ms: Option<i64>) {
+    pub(crate) fn set_alarm_lazily(&self, key: &ObjectKey, at_ms: Option<i64>) {
         let _ = self.tx.send(CatalogCommand::SetAlarm {
             key: key.clone(),
             at_ms,
@@ -138,7 +138,7 @@ impl Catalog {
     }
 
     /// Durably records a revocation: `kind` is `jti` or `sub`.
-    pub async fn revoke(
+    pub(crate) async fn revoke(
         &self,
         kind: &'static str,
         value: String,
@@ -158,7 +158,7 @@ impl Catalog {
     }
 
     /// Every recorded revocation: (kind, value, until).
-    pub async fn revocations(&self) -> Vec<(String, String, u64)> {
+    pub(crate) async fn revocations(&self) -> Vec<(String, String, u64)> {
         let (reply, wait) = oneshot::channel();
         if self.tx.send(CatalogCommand::Revocations { reply }).is_err() {
             return Vec::new();
@@ -167,7 +167,7 @@ impl Catalog {
     }
 
     /// Every alarm index entry.
-    pub async fn alarms(&self) -> Vec<(ObjectKey, i64)> {
+    pub(crate) async fn alarms(&self) -> Vec<(ObjectKey, i64)> {
         let (reply, wait) = oneshot::channel();
         if self.tx.send(CatalogCommand::Alarms { reply }).is_err() {
             return Vec::new();
@@ -176,15 +176,15 @@ impl Catalog {
     }
 
     /// Removes an object (and its alarm entry) from the catalog.
-    pub fn forget(&self, id: ObjectId) {
+    pub(crate) fn forget(&self, id: ObjectId) {
         let _ = self.tx.send(CatalogCommand::Forget { id });
     }
 
-    pub fn touch(&self, id: ObjectId, at: i64) {
+    pub(crate) fn touch(&self, id: ObjectId, at: i64) {
         let _ = self.tx.send(CatalogCommand::Touch { id, at });
     }
 
-    pub async fn get(&self, id: ObjectId) -> Option<CatalogEntry> {
+    pub(crate) async fn get(&self, id: ObjectId) -> Option<CatalogEntry> {
         let (reply, wait) = oneshot::channel();
         self.tx.send(CatalogCommand::Get { id, reply }).ok()?;
         wait.await.ok().flatten()
@@ -192,7 +192,7 @@ impl Catalog {
 
     /// Objects ordered by (class, name), after the `(class, name)` cursor `after`
     /// (encoded as `class/name`).
-    pub async fn list(
+    pub(crate) async fn list(
         &self,
         class: Option<String>,
         prefix: Option<String>,

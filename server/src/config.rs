@@ -107,6 +107,16 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     roost_protocol::duration::parse(text)
 }
 
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("data_dir", &self.data_dir)
+            .field("durability", &self.durability)
+            .field("auth", &self.auth)
+            .finish_non_exhaustive()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -241,3 +241,12 @@ impl Ctx {
         }
     }
 }
+
+impl std::fmt::Debug for Ctx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ctx")
+            .field("key", &self.key)
+            .field("identity", &self.identity)
+            .finish_non_exhaustive()
+    }
+}

@@ -10,9 +10,9 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 /// Longest object name, in bytes.
-pub const MAX_NAME_BYTES: usize = 512;
+pub(crate) const MAX_NAME_BYTES: usize = 512;
 /// Longest class name, in bytes.
-pub const MAX_CLASS_BYTES: usize = 64;
+pub(crate) const MAX_CLASS_BYTES: usize = 64;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum NameError {
@@ -23,7 +23,7 @@ pub enum NameError {
 }
 
 /// Checks a class name: `[a-z][a-z0-9_-]{0,63}`.
-pub fn validate_class(class: &str) -> Result<(), NameError> {
+pub(crate) fn validate_class(class: &str) -> Result<(), NameError> {
     let bytes = class.as_bytes();
     let first_ok = bytes.first().is_some_and(u8::is_ascii_lowercase);
     let rest_ok = bytes
@@ -37,7 +37,7 @@ pub fn validate_class(class: &str) -> Result<(), NameError> {
 }
 
 /// Checks an object name: any UTF-8 string of 1..=512 bytes.
-pub fn validate_name(name: &str) -> Result<(), NameError> {
+pub(crate) fn validate_name(name: &str) -> Result<(), NameError> {
     if name.is_empty() || name.len() > MAX_NAME_BYTES {
         Err(NameError::BadName(name.len()))
     } else {
@@ -122,7 +122,7 @@ pub fn object_path(data_dir: &Path, class: &str, id: ObjectId) -> PathBuf {
 
 /// Every object file under `<data>/objects`: its path relative to `data_dir`
 /// and its id (files of other names are skipped).
-pub fn object_files(data_dir: &Path) -> std::io::Result<Vec<(PathBuf, ObjectId)>> {
+pub(crate) fn object_files(data_dir: &Path) -> std::io::Result<Vec<(PathBuf, ObjectId)>> {
     let mut found = Vec::new();
     let Ok(classes) = std::fs::read_dir(data_dir.join("objects")) else {
         return Ok(found); // no object yet

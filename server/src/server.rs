@@ -28,6 +28,7 @@ use crate::object::DurableObject;
 use crate::runtime::registry::Settings;
 use crate::runtime::{Registry, Runtime};
 
+#[derive(Debug)]
 pub struct Server;
 
 impl Server {
@@ -330,7 +331,7 @@ async fn run(
 /// Written on first start; a directory of a newer format is refused (this
 /// binary cannot read it); an older one would be upgraded here
 /// (CHANGELOG.md lists each format).
-pub const DATA_FORMAT: u32 = 1;
+pub(crate) const DATA_FORMAT: u32 = 1;
 
 pub(crate) fn check_format(data_dir: &std::path::Path) -> anyhow::Result<()> {
     let path = data_dir.join("FORMAT");
@@ -434,5 +435,19 @@ impl RunningServer {
             let _ = stop.send(());
         }
         self.task.await.context("server task panicked")?
+    }
+}
+
+impl std::fmt::Debug for ServerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerBuilder").finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for RunningServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningServer")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
     }
 }

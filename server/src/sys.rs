@@ -7,7 +7,7 @@
 use std::io;
 
 /// Raises the soft limit on open files to the hard limit; returns the new limit.
-pub fn raise_nofile_limit() -> io::Result<u64> {
+pub(crate) fn raise_nofile_limit() -> io::Result<u64> {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -27,7 +27,7 @@ pub fn raise_nofile_limit() -> io::Result<u64> {
 }
 
 /// Clock ticks per second, the unit of CPU times in `/proc` (`_SC_CLK_TCK`).
-pub fn clock_ticks_per_second() -> Option<u64> {
+pub(crate) fn clock_ticks_per_second() -> Option<u64> {
     // SAFETY: sysconf only reads a system constant.
     u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) })
         .ok()
@@ -35,7 +35,7 @@ pub fn clock_ticks_per_second() -> Option<u64> {
 }
 
 /// The memory page size, the unit of resident memory in `/proc`.
-pub fn page_size() -> Option<u64> {
+pub(crate) fn page_size() -> Option<u64> {
     // SAFETY: sysconf only reads a system constant.
     u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) })
         .ok()
@@ -46,7 +46,7 @@ pub fn page_size() -> Option<u64> {
 /// arenas that a plain `free` keeps (they sit between live allocations, such
 /// as the sockets of objects that woke up and went back to sleep). Returns
 /// whether memory was released; does nothing off glibc.
-pub fn trim_heap() -> bool {
+pub(crate) fn trim_heap() -> bool {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
         // SAFETY: malloc_trim only walks the allocator's own free lists.
@@ -67,7 +67,7 @@ pub fn trim_heap() -> bool {
 /// through `block_in_place`, which hands the async worker to another thread,
 /// so socket tasks end up allocated in every one of those arenas, each with
 /// its own partly used pages: idle sockets cost ~0.5 KiB more each.
-pub fn limit_malloc_arenas(n: usize) -> bool {
+pub(crate) fn limit_malloc_arenas(n: usize) -> bool {
     if std::env::var_os("MALLOC_ARENA_MAX").is_some() {
         return false;
     }
@@ -86,7 +86,7 @@ pub fn limit_malloc_arenas(n: usize) -> bool {
 
 /// Runs blocking work (an fsync, a checkpoint) without stalling the other
 /// tasks of this worker thread, where the runtime allows it.
-pub fn blocking<R>(f: impl FnOnce() -> R) -> R {
+pub(crate) fn blocking<R>(f: impl FnOnce() -> R) -> R {
     match tokio::runtime::Handle::try_current() {
         Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
             tokio::task::block_in_place(f)

@@ -167,7 +167,7 @@ async fn recovery_replays_commits_missing_from_the_object_file() -> anyhow::Resu
     // Never checkpoint during the test, so every batch stays in the log.
     cfg.log.checkpoint_interval = Duration::from_secs(3600);
     let key = ObjectKey::new("counter", "phoenix")?;
-    let path = roost::id::object_path(dir.path(), &key.class, key.id);
+    let path = roost::testing::object_path(dir.path(), &key.class, key.id);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let server = Server::builder()
         .with_builtins()
@@ -306,7 +306,7 @@ async fn keys_of(server: &roost::RunningServer, key: &ObjectKey) -> Option<Value
 /// Three acknowledged `put`s, then the transaction holding them (a long
 /// file commit interval keeps them there) is ended behind the runtime's
 /// back: they are only in the commit log.
-async fn lose_three_puts(rt: &roost::runtime::Runtime, key: &ObjectKey) {
+async fn lose_three_puts(rt: &roost::Runtime, key: &ObjectKey) {
     for n in 1..=3 {
         let got = rt.call(key, "put", json!(n), false).await;
         assert_eq!(got.ok(), Some(json!(n)));

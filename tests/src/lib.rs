@@ -4,6 +4,9 @@
 //! The binary is `$ROOST_BIN`, or `target/debug/roost` of this workspace
 //! (the README's test command builds it first).
 
+// Test support, not an API: its handles need no Debug output.
+#![allow(missing_debug_implementations)]
+
 pub mod dist;
 pub mod fuzzgen;
 pub mod nats;

@@ -20,7 +20,7 @@ use std::time::Duration;
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::TestRunner;
-use roost::commitlog::record::{decode_segment, Record, Tail, SEGMENT_MAGIC};
+use roost::testing::{decode_segment, Record, Tail, SEGMENT_MAGIC};
 use roost_protocol::yjs::{self as wire, UpdateLimits};
 use roost_protocol::{ClientFrame, ServerFrame};
 use roost_tests::fuzzgen::{self, mutate, Rng, Tally};
@@ -400,8 +400,8 @@ fn commit_log_records() {
         for r in &records {
             let mut changeset = vec![1];
             changeset.extend_from_slice(&r.changeset);
-            let _ = roost::commitlog::changeset::apply_changeset(&conn, &changeset);
-            let _ = roost::commitlog::changeset::apply_changeset(&conn, &r.changeset);
+            let _ = roost::testing::apply_changeset(&conn, &changeset);
+            let _ = roost::testing::apply_changeset(&conn, &r.changeset);
             RECORDS.add(2);
         }
         Ok(())
@@ -455,7 +455,7 @@ fn predict(state: &[u8], update: &[u8]) -> Option<Vec<u8>> {
 fn same_document(a: &[u8], b: &[u8]) -> bool {
     let (a, b) = (doc_from(a), doc_from(b));
     let (ta, tb) = (a.transact(), b.transact());
-    let roots = |t: &yrs::Transaction| {
+    let roots = |t: &yrs::Transaction<'_>| {
         let mut v: Vec<(String, String)> = t
             .root_refs()
             .map(|(name, out)| (name.to_owned(), format!("{:?}", out.to_json(t))))

@@ -32,7 +32,7 @@ use crate::yjs::{run_seed, Protocol};
 
 /// Which sockets `connections` opens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum SocketTarget {
+pub(crate) enum SocketTarget {
     /// y-websocket documents (in the layout of `--protocol`).
     Yjs,
     /// Roost's built-in `room` class (`/v1/objects/room/{name}/ws`, JSON envelope).
@@ -40,7 +40,7 @@ pub enum SocketTarget {
 }
 
 #[derive(clap::Args, Debug, Clone)]
-pub struct ConnectionsArgs {
+pub(crate) struct ConnectionsArgs {
     /// Server URL: http://HOST:PORT for Roost and y-sweet, ws://HOST:PORT[/prefix] for y-websocket-server or Hocuspocus.
     #[arg(long, default_value = "http://127.0.0.1:8787")]
     pub url: String,
@@ -106,7 +106,7 @@ fn set_sources(n: usize, target: SocketAddr) -> anyhow::Result<()> {
 
 /// Opens a TCP connection to `addr`, from the next source address if
 /// `connections` set several.
-pub async fn dial(addr: SocketAddr) -> std::io::Result<TcpStream> {
+pub(crate) async fn dial(addr: SocketAddr) -> std::io::Result<TcpStream> {
     let Some(ips) = SOURCES.get().filter(|v| !v.is_empty()) else {
         return TcpStream::connect(addr).await;
     };
@@ -116,7 +116,7 @@ pub async fn dial(addr: SocketAddr) -> std::io::Result<TcpStream> {
     socket.connect(addr).await
 }
 
-pub async fn run(args: ConnectionsArgs, common: &Common) -> anyhow::Result<Report> {
+pub(crate) async fn run(args: ConnectionsArgs, common: &Common) -> anyhow::Result<Report> {
     anyhow::ensure!(
         args.conns >= 1 && args.docs >= 1,
         "--conns and --docs must be at least 1"

@@ -18,7 +18,7 @@ use crate::target::Target;
 const WRITER_STOP_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// What the suite writes to, fixed for the whole run.
-pub struct Names {
+pub(super) struct Names {
     /// Counters written with `increment`.
     pub counters: Vec<String>,
     /// Counters written with `increment_later` (applied by an alarm).
@@ -34,7 +34,7 @@ pub struct Names {
 impl Names {
     /// The names `args` asks for: `crash-c{i}`, `crash-a{i}`, `crash-r{i}`
     /// (then `crash-followup`) and `crash-y{i}`.
-    pub fn new(args: &CrashArgs) -> Names {
+    pub(super) fn new(args: &CrashArgs) -> Names {
         Names {
             counters: (0..args.counters).map(|i| format!("crash-c{i}")).collect(),
             alarms: (0..args.alarm_counters)
@@ -55,7 +55,7 @@ impl Names {
 }
 
 /// A running writer task and what its tally is about.
-pub enum Writer {
+pub(super) enum Writer {
     Counter(String, JoinHandle<CallTally>),
     Alarm(String, JoinHandle<CallTally>),
     Room(usize, JoinHandle<RoomTally>),
@@ -67,7 +67,7 @@ pub enum Writer {
 /// The random draws, in order (a seed replays the same run): for each
 /// counter, then each alarm counter, its start delay and its own stream;
 /// for each room, its start delay, then one stream per client.
-pub fn spawn_writers(
+pub(super) fn spawn_writers(
     args: &CrashArgs,
     names: &Names,
     target: &Target,
@@ -136,7 +136,7 @@ fn start_after(rng: &mut Rng) -> Duration {
 
 /// Waits for every writer (they were told to stop) and adds its tally to
 /// the ledger. A writer that does not stop in time fails the run.
-pub async fn collect(writers: Vec<Writer>, ledger: &mut Ledger) -> anyhow::Result<()> {
+pub(super) async fn collect(writers: Vec<Writer>, ledger: &mut Ledger) -> anyhow::Result<()> {
     for w in writers {
         match w {
             Writer::Counter(name, h) => ledger.add_counter(&name, join(h).await?),

@@ -31,7 +31,7 @@ const ALARM_GRACE: Duration = Duration::from_secs(10);
 
 /// Acknowledged and attempted writes of one kind, and what was lost.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct KindTotals {
+pub(super) struct KindTotals {
     pub acked: u64,
     pub attempted: Option<u64>,
     pub lost: u64,
@@ -48,7 +48,7 @@ struct Room {
 }
 
 #[derive(Debug, Default)]
-pub struct Ledger {
+pub(super) struct Ledger {
     /// Counter name → calls.
     counters: BTreeMap<String, CallTally>,
     /// Alarm counter name → `increment_later` calls.
@@ -71,7 +71,7 @@ fn now_ms() -> i64 {
 }
 
 impl Ledger {
-    pub fn new(rooms: &[String], followup_room: Option<usize>, ydocs: &[String]) -> Ledger {
+    pub(super) fn new(rooms: &[String], followup_room: Option<usize>, ydocs: &[String]) -> Ledger {
         Ledger {
             rooms: rooms
                 .iter()
@@ -86,20 +86,20 @@ impl Ledger {
         }
     }
 
-    pub fn add_counter(&mut self, name: &str, t: CallTally) {
+    pub(super) fn add_counter(&mut self, name: &str, t: CallTally) {
         let e = self.counters.entry(name.to_string()).or_default();
         e.attempted += t.attempted;
         e.acked += t.acked;
     }
 
-    pub fn add_alarm(&mut self, name: &str, t: CallTally) {
+    pub(super) fn add_alarm(&mut self, name: &str, t: CallTally) {
         let e = self.alarms.entry(name.to_string()).or_default();
         e.attempted += t.attempted;
         e.acked += t.acked;
         e.last_due_ms = e.last_due_ms.max(t.last_due_ms);
     }
 
-    pub fn add_room(&mut self, room: usize, t: RoomTally) {
+    pub(super) fn add_room(&mut self, room: usize, t: RoomTally) {
         let r = &mut self.rooms[room];
         r.attempted += t.attempted;
         for RoomAck { id, text } in t.acked {
@@ -112,7 +112,7 @@ impl Ledger {
         }
     }
 
-    pub fn add_yjs(&mut self, doc: &str, marker: String) {
+    pub(super) fn add_yjs(&mut self, doc: &str, marker: String) {
         self.yjs.entry(doc.to_string()).or_default().push(marker);
     }
 
@@ -123,7 +123,7 @@ impl Ledger {
 
     /// Checks every acknowledged write against the server; losses go to
     /// `problems`. An error means the server could not be read at all.
-    pub async fn verify(&mut self, target: &Target, admin: &str) -> anyhow::Result<()> {
+    pub(super) async fn verify(&mut self, target: &Target, admin: &str) -> anyhow::Result<()> {
         let mut conn = HttpConn::connect(target).await?;
         conn.set_bearer(admin);
         self.verify_counters(&mut conn).await?;
@@ -280,7 +280,7 @@ impl Ledger {
     }
 
     /// Totals per kind, in report order.
-    pub fn totals(&self) -> Vec<(&'static str, KindTotals)> {
+    pub(super) fn totals(&self) -> Vec<(&'static str, KindTotals)> {
         let lost = |k: &str| self.lost.get(k).copied().unwrap_or(0);
         let sum = |m: &BTreeMap<String, CallTally>| {
             m.values()
@@ -375,7 +375,7 @@ async fn sql_rows(
         .collect())
 }
 
-pub async fn sql_int(
+pub(super) async fn sql_int(
     conn: &mut HttpConn,
     class: &str,
     name: &str,

@@ -40,15 +40,15 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::args::Common;
 use crate::report::Report;
-pub use rng::Rng;
-pub use settings::CrashArgs;
+pub(crate) use rng::Rng;
+pub(crate) use settings::CrashArgs;
 use suite::Suite;
 
 /// The admin token of the server under test (loopback only, for the SQL console).
 pub(crate) const ADMIN_TOKEN: &str = "crash-suite-admin";
 
 /// The outcome: the report, and the losses (empty if none).
-pub struct Outcome {
+pub(crate) struct Outcome {
     pub report: Report,
     pub problems: Vec<String>,
 }
@@ -57,7 +57,7 @@ pub struct Outcome {
 /// outcome, not as an error: the report is printed either way. Whatever
 /// happens, the Node writers are stopped and the server killed before this
 /// returns.
-pub async fn run(args: CrashArgs, common: &Common) -> anyhow::Result<Outcome> {
+pub(crate) async fn run(args: CrashArgs, common: &Common) -> anyhow::Result<Outcome> {
     anyhow::ensure!(args.cycles >= 1, "--cycles must be at least 1");
     anyhow::ensure!(args.min_run <= args.max_run, "--min-run exceeds --max-run");
     anyhow::ensure!(

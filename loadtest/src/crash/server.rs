@@ -16,7 +16,7 @@ use crate::target::Target;
 /// How long a start (recovery included) may take before the run fails.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
-pub struct RoostProcess {
+pub(super) struct RoostProcess {
     bin: PathBuf,
     args: Vec<String>,
     log: PathBuf,
@@ -26,7 +26,7 @@ pub struct RoostProcess {
 }
 
 impl RoostProcess {
-    pub fn new(bin: &Path, args: Vec<String>, log: PathBuf, target: Target) -> RoostProcess {
+    pub(super) fn new(bin: &Path, args: Vec<String>, log: PathBuf, target: Target) -> RoostProcess {
         RoostProcess {
             bin: bin.to_path_buf(),
             args,
@@ -38,7 +38,7 @@ impl RoostProcess {
 
     /// Starts the server and waits until `/healthz` answers. A start that
     /// exits at once (the port still held by the killed process) is retried.
-    pub async fn start(&mut self) -> anyhow::Result<Duration> {
+    pub(super) async fn start(&mut self) -> anyhow::Result<Duration> {
         let t0 = Instant::now();
         for attempt in 0..5u32 {
             let log = std::fs::OpenOptions::new()
@@ -101,7 +101,7 @@ impl RoostProcess {
     }
 
     /// SIGKILL, then reap the process.
-    pub async fn kill9(&mut self) -> anyhow::Result<()> {
+    pub(super) async fn kill9(&mut self) -> anyhow::Result<()> {
         if let Some(mut child) = self.child.take() {
             child.start_kill().context("sending SIGKILL to roost")?;
             child.wait().await.context("reaping roost")?;
@@ -110,14 +110,14 @@ impl RoostProcess {
     }
 
     /// Whether the server died by itself (it should only ever be killed).
-    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+    pub(super) fn exited(&mut self) -> Option<std::process::ExitStatus> {
         self.child
             .as_mut()
             .and_then(|c| c.try_wait().ok().flatten())
     }
 
     /// The last `n` lines of the server's log.
-    pub fn log_tail(&self, n: usize) -> String {
+    pub(super) fn log_tail(&self, n: usize) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(n)..].join("\n")

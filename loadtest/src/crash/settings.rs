@@ -9,7 +9,7 @@ use crate::args::parse_duration;
 use super::ADMIN_TOKEN;
 
 #[derive(clap::Args, Debug, Clone)]
-pub struct CrashArgs {
+pub(crate) struct CrashArgs {
     /// The `roost` binary to start.
     #[arg(long, default_value = "target/debug/roost")]
     pub bin: PathBuf,
@@ -101,7 +101,7 @@ pub struct CrashArgs {
     pub progress_every: u64,
 }
 
-pub fn server_args(args: &CrashArgs, port: u16, data: &Path) -> Vec<String> {
+pub(super) fn server_args(args: &CrashArgs, port: u16, data: &Path) -> Vec<String> {
     let mut v: Vec<String> = vec![
         "--listen".into(),
         format!("127.0.0.1:{port}"),

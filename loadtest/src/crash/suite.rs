@@ -31,7 +31,7 @@ use crate::args::Common;
 use crate::http1::HttpConn;
 use crate::target::Target;
 
-pub struct Suite {
+pub(super) struct Suite {
     pub args: CrashArgs,
     pub seed: u64,
     /// Run times, start delays and each writer's own stream.
@@ -56,7 +56,11 @@ pub struct Suite {
 impl Suite {
     /// Makes the data directory, starts the server on a free loopback port,
     /// turns on the follow-up room and spawns the Node Yjs writers.
-    pub async fn start(args: CrashArgs, common: &Common, seed: u64) -> anyhow::Result<Suite> {
+    pub(super) async fn start(
+        args: CrashArgs,
+        common: &Common,
+        seed: u64,
+    ) -> anyhow::Result<Suite> {
         let rng = Rng::new(seed);
         let dir = match &args.dir {
             Some(d) => {
@@ -121,7 +125,7 @@ impl Suite {
     /// Runs the cycles until `--cycles`, `--max-duration` or the first
     /// loss; then stops the Node writers (every ack they got arrived before
     /// the last pause, so the last check saw them all).
-    pub async fn run_cycles(&mut self) -> anyhow::Result<()> {
+    pub(super) async fn run_cycles(&mut self) -> anyhow::Result<()> {
         for cycle in 0..self.args.cycles {
             if self
                 .args
@@ -244,7 +248,7 @@ impl Suite {
 
     /// Stops the Node writers (if a failed cycle left them running) and
     /// kills the server.
-    pub async fn shut_down(&mut self) {
+    pub(super) async fn shut_down(&mut self) {
         if let Some(mut n) = self.node.take() {
             n.stop().await;
         }

@@ -17,7 +17,7 @@ use crate::target::Target;
 
 /// Server counters summed over every server process (read just before each kill).
 #[derive(Debug, Default)]
-pub struct ServerStats {
+pub(super) struct ServerStats {
     evictions: f64,
     object_starts: f64,
     alarms_fired: f64,
@@ -27,7 +27,7 @@ pub struct ServerStats {
 impl ServerStats {
     /// Adds the running server's counters (nothing if `/metrics` does not
     /// answer within 300 ms).
-    pub async fn add_scrape(&mut self, target: &Target) {
+    pub(super) async fn add_scrape(&mut self, target: &Target) {
         let text = tokio::time::timeout(Duration::from_millis(300), get_text(target, "/metrics"));
         if let Ok(Ok(text)) = text.await {
             let get = |n: &str| sample(&text, n).unwrap_or(0.0);
@@ -41,7 +41,7 @@ impl ServerStats {
 
 /// The report of a finished run (`elapsed`: its wall time; `ydoc_figures`:
 /// from [`ydoc_history`]).
-pub fn report(
+pub(super) fn report(
     suite: &Suite,
     common: &Common,
     elapsed: Duration,
@@ -97,7 +97,7 @@ pub fn report(
 /// never acknowledged (unless turned off), else removes the temporary data
 /// directory. With losses: a note on `report` says where the data is kept
 /// and which seed replays the run.
-pub fn outcome(suite: &Suite, mut report: Report) -> anyhow::Result<Outcome> {
+pub(super) fn outcome(suite: &Suite, mut report: Report) -> anyhow::Result<Outcome> {
     let args = &suite.args;
     let problems = suite.ledger.problems.clone();
     if problems.is_empty() {
@@ -134,7 +134,7 @@ pub fn outcome(suite: &Suite, mut report: Report) -> anyhow::Result<Outcome> {
 
 /// How far the Yjs documents' logs have been compacted: update rows appended
 /// (ids never go back) and still kept, and snapshots kept.
-pub async fn ydoc_history(target: &Target, docs: &[String]) -> Vec<(String, f64)> {
+pub(super) async fn ydoc_history(target: &Target, docs: &[String]) -> Vec<(String, f64)> {
     let mut appended = 0;
     let mut kept = 0;
     let mut snapshots = 0;

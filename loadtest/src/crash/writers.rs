@@ -27,7 +27,7 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Counter calls: attempted and acknowledged.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct CallTally {
+pub(super) struct CallTally {
     pub attempted: u64,
     pub acked: u64,
     /// `increment_later` only: the latest acknowledged due time (ms since the epoch).
@@ -36,13 +36,13 @@ pub struct CallTally {
 
 /// One acknowledged room message.
 #[derive(Debug, Clone)]
-pub struct RoomAck {
+pub(super) struct RoomAck {
     pub id: i64,
     pub text: String,
 }
 
 #[derive(Debug, Default)]
-pub struct RoomTally {
+pub(super) struct RoomTally {
     pub attempted: u64,
     pub acked: Vec<RoomAck>,
 }
@@ -72,7 +72,7 @@ fn idle_pause(rng: &mut Rng) -> Duration {
 /// makes each body an `increment_later` with a random delay and reads
 /// `scheduled_ms` from each reply. Now and then the writer pauses for longer
 /// than the idle timeout, so its object is evicted and loaded again.
-pub async fn counter_writer(
+pub(super) async fn counter_writer(
     target: Target,
     path: String,
     later_max_delay_ms: Option<u64>,
@@ -125,7 +125,7 @@ pub async fn counter_writer(
 
 /// One room member: after `start_after`, connects and calls `send` with
 /// unique texts until stopped, reconnecting after a broken connection.
-pub async fn room_writer(
+pub(super) async fn room_writer(
     target: Target,
     room: String,
     tag: String,

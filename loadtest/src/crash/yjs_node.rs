@@ -20,7 +20,7 @@ use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
 use tokio::sync::mpsc;
 
-pub struct NodeWriters {
+pub(super) struct NodeWriters {
     child: Child,
     /// Commands to the child (`pause`, `resume`).
     stdin: ChildStdin,
@@ -33,7 +33,7 @@ pub struct NodeWriters {
 }
 
 impl NodeWriters {
-    pub fn spawn(
+    pub(super) fn spawn(
         node: &str,
         script: &Path,
         url: &str,
@@ -101,7 +101,7 @@ impl NodeWriters {
 
     /// Disconnects every provider; returns once the child says so, with
     /// every ack it printed before already in the channel.
-    pub async fn pause(&mut self) -> anyhow::Result<()> {
+    pub(super) async fn pause(&mut self) -> anyhow::Result<()> {
         self.stdin.write_all(b"pause\n").await?;
         self.stdin.flush().await?;
         tokio::time::timeout(std::time::Duration::from_secs(10), self.paused.recv())
@@ -111,14 +111,14 @@ impl NodeWriters {
     }
 
     /// Connects every provider again.
-    pub async fn resume(&mut self) -> anyhow::Result<()> {
+    pub(super) async fn resume(&mut self) -> anyhow::Result<()> {
         self.stdin.write_all(b"resume\n").await?;
         self.stdin.flush().await?;
         Ok(())
     }
 
     /// Acknowledged edits received since the last call.
-    pub fn drain(&mut self) -> Vec<(String, String)> {
+    pub(super) fn drain(&mut self) -> Vec<(String, String)> {
         let mut out = Vec::new();
         while let Ok(a) = self.acks.try_recv() {
             out.push(a);
@@ -127,12 +127,12 @@ impl NodeWriters {
     }
 
     /// How many times the providers have connected (reconnections included).
-    pub fn connects(&self) -> u64 {
+    pub(super) fn connects(&self) -> u64 {
         self.connects.load(Ordering::Relaxed)
     }
 
     /// An error if the child has exited (it should run until the end).
-    pub fn check_alive(&mut self) -> anyhow::Result<()> {
+    pub(super) fn check_alive(&mut self) -> anyhow::Result<()> {
         if let Some(status) = self.child.try_wait()? {
             anyhow::bail!("the node Yjs client exited ({status})");
         }
@@ -140,7 +140,7 @@ impl NodeWriters {
     }
 
     /// Kills the child and reads what it printed before it died.
-    pub async fn stop(&mut self) {
+    pub(super) async fn stop(&mut self) {
         let _ = self.child.start_kill();
         let _ = self.child.wait().await;
         if let Some(r) = self.reader.take() {

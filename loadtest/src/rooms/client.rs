@@ -25,7 +25,7 @@ use crate::yclient::{marker_value, split_marker, Phase};
 use crate::yjs;
 
 /// What one member measured.
-pub struct Stats {
+pub(super) struct Stats {
     /// Time from starting to connect until `join` succeeded.
     pub join: Option<Duration>,
     /// Messages in the history event received on connecting.
@@ -63,7 +63,7 @@ pub(crate) fn event_kind(text: &[u8]) -> Option<&[u8]> {
 }
 
 /// Fixed facts about one member.
-pub struct Member {
+pub(super) struct Member {
     /// Index among all members of the run (goes into markers).
     pub index: usize,
     pub target: Target,
@@ -77,7 +77,7 @@ pub struct Member {
 
 /// Runs one member until the phase becomes `Stop` or the connection
 /// fails (then `error` says why and `failed` is counted).
-pub async fn run(
+pub(super) async fn run(
     member: Member,
     phase_rx: watch::Receiver<Phase>,
     shared: Arc<Shared>,

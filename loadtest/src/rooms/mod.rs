@@ -34,7 +34,7 @@ pub(crate) use client::event_kind;
 use client::{Member, Stats};
 
 #[derive(clap::Args, Debug, Clone)]
-pub struct RoomsArgs {
+pub(crate) struct RoomsArgs {
     /// Roost base URL.
     #[arg(long, default_value = "http://127.0.0.1:8787")]
     pub url: String,
@@ -76,7 +76,7 @@ struct Shared {
     delivered: AtomicU64,
 }
 
-pub async fn run(args: RoomsArgs, common: &Common) -> anyhow::Result<Report> {
+pub(crate) async fn run(args: RoomsArgs, common: &Common) -> anyhow::Result<Report> {
     anyhow::ensure!(
         args.rooms >= 1 && args.clients >= 1,
         "--rooms and --clients must be at least 1"

@@ -23,7 +23,7 @@ use crate::yjs::{self, Author, Framer, Incoming};
 
 /// Connects and runs one client until the phase becomes `Stop` or the
 /// connection fails. Never panics on bad input from the server.
-pub async fn run(
+pub(super) async fn run(
     spec: Spec,
     target: Target,
     origin: Instant,

@@ -25,7 +25,7 @@ use crate::yjs::Protocol;
 
 /// What all clients of a run are told to do; changed by the scenario.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Phase {
+pub(crate) enum Phase {
     /// Connected and synced; wait.
     Hold,
     /// Senders send at `rate` per second from `start` (once if `once`).
@@ -42,7 +42,7 @@ pub enum Phase {
 
 /// Counters shared by all clients of a run (for progress and draining).
 #[derive(Debug, Default)]
-pub struct Shared {
+pub(crate) struct Shared {
     pub synced: AtomicUsize,
     pub sent: AtomicU64,
     pub delivered: AtomicU64,
@@ -51,7 +51,7 @@ pub struct Shared {
 
 impl Shared {
     /// A counter for the progress bar mirroring `delivered`.
-    pub fn clone_delivered(self: &Arc<Self>) -> Arc<AtomicU64> {
+    pub(crate) fn clone_delivered(self: &Arc<Self>) -> Arc<AtomicU64> {
         let mirror = Arc::new(AtomicU64::new(0));
         let (me, m) = (Arc::downgrade(self), mirror.clone());
         tokio::spawn(async move {
@@ -68,7 +68,7 @@ impl Shared {
 
 /// Fixed facts about one client.
 #[derive(Debug, Clone)]
-pub struct Spec {
+pub(crate) struct Spec {
     /// Index among all clients of the run (goes into markers; < 2^24).
     pub index: usize,
     pub protocol: Protocol,
@@ -84,7 +84,7 @@ pub struct Spec {
 }
 
 /// What one client measured.
-pub struct Stats {
+pub(crate) struct Stats {
     /// Time from starting to connect until the server's step 2 arrived.
     pub connect: Option<Duration>,
     /// End-to-end latency of updates from other clients, in µs (allocated
@@ -105,16 +105,16 @@ pub struct Stats {
 const SENDER_SHIFT: u32 = 40;
 const MICROS_MASK: u64 = (1 << SENDER_SHIFT) - 1;
 
-pub fn marker_value(sender: usize, micros: u64) -> u64 {
+pub(crate) fn marker_value(sender: usize, micros: u64) -> u64 {
     ((sender as u64 & 0xff_ffff) << SENDER_SHIFT) | (micros & MICROS_MASK)
 }
 
-pub fn split_marker(v: u64) -> (usize, u64) {
+pub(crate) fn split_marker(v: u64) -> (usize, u64) {
     ((v >> SENDER_SHIFT) as usize, v & MICROS_MASK)
 }
 
 /// All clients of one run, driven together through [`Phase`]s.
-pub struct Fleet {
+pub(crate) struct Fleet {
     phase: watch::Sender<Phase>,
     pub shared: Arc<Shared>,
     /// Each client's task; it ends after `Phase::Stop` or a failure.
@@ -123,7 +123,12 @@ pub struct Fleet {
 
 impl Fleet {
     /// Spawns one task per spec; at most `concurrency` connect at once.
-    pub fn spawn(specs: Vec<Spec>, target: &Target, origin: Instant, concurrency: usize) -> Fleet {
+    pub(crate) fn spawn(
+        specs: Vec<Spec>,
+        target: &Target,
+        origin: Instant,
+        concurrency: usize,
+    ) -> Fleet {
         let (phase, rx) = watch::channel(Phase::Hold);
         let shared = Arc::new(Shared::default());
         let gate = Arc::new(Semaphore::new(concurrency.max(1)));
@@ -150,7 +155,7 @@ impl Fleet {
 
     /// Waits until every client has synced or failed, or `timeout` passes.
     /// Returns the number synced.
-    pub async fn wait_synced(&self, timeout: Duration) -> usize {
+    pub(crate) async fn wait_synced(&self, timeout: Duration) -> usize {
         let deadline = Instant::now() + timeout;
         loop {
             let synced = self.shared.synced.load(Ordering::Relaxed);
@@ -162,13 +167,13 @@ impl Fleet {
         }
     }
 
-    pub fn set(&self, phase: Phase) {
+    pub(crate) fn set(&self, phase: Phase) {
         // Receivers live in the tasks; if all have ended there is nobody to tell.
         let _ = self.phase.send(phase);
     }
 
     /// Waits until `delivered >= want()` or `timeout`; returns the time waited.
-    pub async fn wait_delivered(
+    pub(crate) async fn wait_delivered(
         &self,
         want: impl Fn(&Shared) -> u64,
         timeout: Duration,
@@ -183,7 +188,7 @@ impl Fleet {
     }
 
     /// Tells every client to stop and collects their results.
-    pub async fn finish(self) -> Vec<(Spec, Stats)> {
+    pub(crate) async fn finish(self) -> Vec<(Spec, Stats)> {
         self.set(Phase::Stop);
         let mut out = Vec::with_capacity(self.tasks.len());
         for (spec, task) in self.tasks {
@@ -214,7 +219,7 @@ fn empty_stats() -> Stats {
 }
 
 /// Totals over all clients.
-pub struct Totals {
+pub(crate) struct Totals {
     pub connect: Histogram<u64>,
     pub latency: Histogram<u64>,
     pub connected: usize,
@@ -228,7 +233,7 @@ pub struct Totals {
     pub errors: Vec<String>,
 }
 
-pub fn totals(results: &[(Spec, Stats)]) -> Totals {
+pub(crate) fn totals(results: &[(Spec, Stats)]) -> Totals {
     let mut t = Totals {
         connect: latency_histogram(),
         latency: latency_histogram(),

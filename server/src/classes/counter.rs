@@ -10,7 +10,7 @@ use crate::{AlarmInfo, Ctx, DurableObject, ObjectError};
 /// Longest `delay_ms` accepted (a year).
 const MAX_DELAY_MS: u64 = 365 * 24 * 3600 * 1000;
 
-pub struct Counter {
+pub(crate) struct Counter {
     value: i64,
 }
 

@@ -1,5 +1,5 @@
 //! Built-in classes, registered by `ServerBuilder::with_builtins`.
 
-pub mod counter;
-pub mod room;
-pub mod ydoc;
+pub(crate) mod counter;
+pub(crate) mod room;
+pub(crate) mod ydoc;

@@ -23,7 +23,7 @@ const HISTORY_ON_JOIN: i64 = 50;
 const MAX_TEXT_BYTES: usize = 4096;
 const MAX_NAME_CHARS: usize = 64;
 
-pub struct Room;
+pub(crate) struct Room;
 
 const MIGRATIONS: &[&str] = &["CREATE TABLE messages(
         id INTEGER PRIMARY KEY AUTOINCREMENT,

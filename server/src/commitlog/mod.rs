@@ -32,10 +32,10 @@
 //! durability in `writer.rs`, listing unflushed batches in `unflushed.rs`,
 //! syncing and deleting segments in `checkpointer.rs`.
 
-pub mod changeset;
+pub(crate) mod changeset;
 mod checkpointer;
-pub mod record;
-pub mod recovery;
+pub(crate) mod record;
+pub(crate) mod recovery;
 mod segments;
 mod unflushed;
 mod writer;
@@ -56,11 +56,11 @@ use checkpointer::{checkpointer, Sealed};
 use record::Record;
 pub(crate) use segments::{list_segments, segment_path};
 use segments::{make_spares, open_segment, PREALLOCATED_BYTES};
-pub use unflushed::Unflushed;
+pub(crate) use unflushed::Unflushed;
 use writer::{Append, ThenGuard, Writer, WriterMsg};
 
 #[derive(Debug, Clone, thiserror::Error)]
-pub enum LogError {
+pub(crate) enum LogError {
     #[error("commit log write failed: {0}")]
     Io(String),
     #[error("commit log is broken after an earlier failure; restart the server")]
@@ -96,12 +96,12 @@ impl Default for LogConfig {
 
 /// What the writer runs once a record's outcome is known (see
 /// [`CommitLog::submit_then`]).
-pub type Then = Box<dyn FnOnce(Result<(), LogError>) + Send>;
+pub(crate) type Then = Box<dyn FnOnce(Result<(), LogError>) + Send>;
 
 /// Handle to the log writer. Cloning is cheap; the writer thread stops when
 /// the last handle is dropped, after writing and syncing what was queued.
 #[derive(Clone)]
-pub struct CommitLog {
+pub(crate) struct CommitLog {
     tx: mpsc::Sender<WriterMsg>,
     broken: Arc<AtomicBool>,
     unflushed: Arc<Unflushed>,
@@ -110,7 +110,7 @@ pub struct CommitLog {
 impl CommitLog {
     /// Starts the writer and checkpointer threads. `data_dir/log` must hold
     /// no segments (recovery has consumed them).
-    pub fn start(
+    pub(crate) fn start(
         data_dir: &Path,
         config: LogConfig,
         metrics: Arc<Metrics>,
@@ -166,18 +166,20 @@ impl CommitLog {
 
     /// Where objects list the batches that are in the log but not yet
     /// committed to their own files (see [`Unflushed`]).
-    pub fn unflushed(&self) -> Arc<Unflushed> {
+    pub(crate) fn unflushed(&self) -> Arc<Unflushed> {
         self.unflushed.clone()
     }
 
-    /// Appends one batch and resolves once it is durable.
-    pub async fn append(&self, record: Record) -> Result<(), LogError> {
+    /// Appends one batch and resolves once it is durable (tests; the
+    /// runtime submits and awaits the acknowledgement itself).
+    #[cfg(test)]
+    pub(crate) async fn append(&self, record: Record) -> Result<(), LogError> {
         self.submit(record)?.await.unwrap_or(Err(LogError::Closed))
     }
 
     /// Queues one batch; the receiver resolves once it is durable. Records
     /// become durable in submission order.
-    pub fn submit(
+    pub(crate) fn submit(
         &self,
         record: Record,
     ) -> Result<oneshot::Receiver<Result<(), LogError>>, LogError> {
@@ -189,7 +191,7 @@ impl CommitLog {
     /// resolves and before any later record's `then`. The output gate uses
     /// it to release a batch's outputs without waiting for its object's task
     /// to be scheduled. `then` must be quick and must not block.
-    pub fn submit_then(
+    pub(crate) fn submit_then(
         &self,
         record: Record,
         then: Then,
@@ -233,7 +235,7 @@ impl CommitLog {
 
     /// Writes and syncs everything queued, checkpoints it into the object
     /// files and stops the log threads. Later appends fail with `Closed`.
-    pub async fn close(&self) {
+    pub(crate) async fn close(&self) {
         let (done, wait) = oneshot::channel();
         if self.tx.send(WriterMsg::Close(done)).is_ok() {
             let _ = wait.await;

@@ -21,7 +21,7 @@ use crate::storage::sync_object_files;
 
 /// What recovery did, for the start-up log line and tests.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct RecoveryReport {
+pub(crate) struct RecoveryReport {
     pub segments: usize,
     pub records: usize,
     pub applied: usize,
@@ -33,7 +33,7 @@ pub struct RecoveryReport {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum RecoveryError {
+pub(crate) enum RecoveryError {
     #[error("i/o during recovery: {0}")]
     Io(#[from] std::io::Error),
     #[error("sqlite during recovery of {object}: {source}")]
@@ -45,7 +45,7 @@ pub enum RecoveryError {
     Apply(ObjectId),
 }
 
-pub fn recover(data_dir: &Path) -> Result<RecoveryReport, RecoveryError> {
+pub(crate) fn recover(data_dir: &Path) -> Result<RecoveryReport, RecoveryError> {
     let log_dir = data_dir.join("log");
     let segments = list_segments(&log_dir)?;
     let mut report = RecoveryReport {

@@ -15,7 +15,7 @@ use crate::id::ObjectId;
 /// checkpointer syncs an object's files for a segment, and deletes the
 /// segment, only once none of the object's batches in it is still listed.
 #[derive(Default)]
-pub struct Unflushed(std::sync::Mutex<std::collections::HashMap<ObjectId, u64>>);
+pub(crate) struct Unflushed(std::sync::Mutex<std::collections::HashMap<ObjectId, u64>>);
 
 impl Unflushed {
     pub(crate) fn insert(&self, id: ObjectId, seq: u64) {
@@ -28,7 +28,7 @@ impl Unflushed {
 
     /// Whether batch `seq` of object `id` (or an earlier one) is still only
     /// in the log.
-    pub fn holds(&self, id: ObjectId, seq: u64) -> bool {
+    pub(crate) fn holds(&self, id: ObjectId, seq: u64) -> bool {
         self.lock().get(&id).is_some_and(|first| *first <= seq)
     }
 

@@ -21,7 +21,7 @@ const X_FORWARDED_HOST: header::HeaderName = header::HeaderName::from_static("x-
 
 /// Parses one `--cors-origin` value: `*`, or `http(s)://host[:port]` (a
 /// trailing `/` is dropped; compared without case).
-pub fn parse_origin(text: &str) -> Result<String, String> {
+pub(crate) fn parse_origin(text: &str) -> Result<String, String> {
     let text = text.trim().trim_end_matches('/').to_ascii_lowercase();
     if text == "*" {
         return Ok(text);

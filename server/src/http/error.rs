@@ -9,10 +9,10 @@ use axum::Json;
 use roost_protocol::{ErrorBody, ErrorCode, ErrorDetail};
 
 #[derive(Debug)]
-pub struct ApiError(pub ErrorDetail);
+pub(crate) struct ApiError(pub ErrorDetail);
 
 impl ApiError {
-    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+    pub(crate) fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         ApiError(ErrorDetail {
             code,
             message: message.into(),
@@ -27,7 +27,7 @@ impl From<ErrorDetail> for ApiError {
 }
 
 /// The status an error is answered with (`ErrorCode::http_status`).
-pub fn status_of(code: ErrorCode) -> StatusCode {
+pub(crate) fn status_of(code: ErrorCode) -> StatusCode {
     StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
 }
 

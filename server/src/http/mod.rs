@@ -3,9 +3,9 @@
 
 mod access;
 mod admin;
-pub mod cors;
+pub(crate) mod cors;
 mod demos;
-pub mod error;
+pub(crate) mod error;
 mod rpc;
 pub(crate) mod serve;
 pub(crate) mod trace;
@@ -22,7 +22,7 @@ use roost_protocol::ErrorCode;
 use crate::runtime::Runtime;
 use error::ApiError;
 
-pub fn router(runtime: Runtime, max_body_bytes: usize) -> Router {
+pub(crate) fn router(runtime: Runtime, max_body_bytes: usize) -> Router {
     let cors = cors::layer(&runtime.config().cors_origins);
     let router = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))

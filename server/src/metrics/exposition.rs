@@ -165,7 +165,7 @@ const FAMILIES: [Family; 22] = [
 ];
 
 impl Family {
-    fn encode(&self, m: &Metrics, encoder: &mut DescriptorEncoder) -> fmt::Result {
+    fn encode(&self, m: &Metrics, encoder: &mut DescriptorEncoder<'_>) -> fmt::Result {
         let (name, metric_type) = match self.source {
             // The encoder appends `_total` to a counter's name.
             Source::Counter(_) | Source::Errors => (
@@ -195,7 +195,7 @@ impl Family {
 impl Histogram {
     /// Its buckets (each bucket's own count: the encoder accumulates), sum
     /// and count; observations past the last bucket count in `+Inf` only.
-    fn encode(&self, mut metric: MetricEncoder) -> fmt::Result {
+    fn encode(&self, mut metric: MetricEncoder<'_>) -> fmt::Result {
         let buckets: Vec<(f64, u64)> = BUCKETS_SECONDS
             .iter()
             .zip(&self.buckets)
@@ -216,7 +216,7 @@ impl fmt::Debug for RoostCollector {
 }
 
 impl Collector for RoostCollector {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> fmt::Result {
         FAMILIES
             .iter()
             .try_for_each(|family| family.encode(&self.0, &mut encoder))

@@ -49,7 +49,7 @@ impl Histogram {
 }
 
 /// Error kinds counted separately (the `kind` label of `roost_errors_total`).
-pub const ERROR_KINDS: [&str; 8] = [
+pub(crate) const ERROR_KINDS: [&str; 8] = [
     "alarm_failed",
     "commit_failed",
     "handler_error",
@@ -140,6 +140,18 @@ impl Metrics {
     /// build's.
     pub fn render(self: &Arc<Self>) -> String {
         exposition::render(self)
+    }
+}
+
+impl std::fmt::Debug for Histogram {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Histogram").finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
     }
 }
 

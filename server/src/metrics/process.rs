@@ -14,7 +14,7 @@ use prometheus_client::metrics::MetricType;
 pub(super) struct ProcessCollector;
 
 impl Collector for ProcessCollector {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> fmt::Result {
         let e = &mut encoder;
         if let Some(stat) = std::fs::read_to_string("/proc/self/stat")
             .ok()
@@ -66,7 +66,7 @@ impl Stat {
         })
     }
 
-    fn encode(&self, e: &mut DescriptorEncoder) -> fmt::Result {
+    fn encode(&self, e: &mut DescriptorEncoder<'_>) -> fmt::Result {
         let Some(ticks) = crate::sys::clock_ticks_per_second() else {
             return Ok(());
         };
@@ -104,7 +104,7 @@ impl Stat {
 }
 
 fn gauge(
-    e: &mut DescriptorEncoder,
+    e: &mut DescriptorEncoder<'_>,
     name: &str,
     help: &str,
     value: impl EncodeGaugeValue,

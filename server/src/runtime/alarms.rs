@@ -65,20 +65,20 @@ impl AlarmConfig {
 /// Milliseconds since the epoch, advancing with tokio's clock (so paused-time
 /// tests see alarms fire on virtual time).
 #[derive(Clone, Copy)]
-pub struct Clock {
+pub(crate) struct Clock {
     base_ms: i64,
     base: Instant,
 }
 
 impl Clock {
-    pub fn new() -> Clock {
+    pub(crate) fn new() -> Clock {
         Clock {
             base_ms: crate::catalog::now_ms(),
             base: Instant::now(),
         }
     }
 
-    pub fn now_ms(&self) -> i64 {
+    pub(crate) fn now_ms(&self) -> i64 {
         self.base_ms + self.base.elapsed().as_millis() as i64
     }
 

@@ -20,7 +20,7 @@
 
 pub(crate) mod actor;
 mod alarm_event;
-pub mod alarms;
+pub(crate) mod alarms;
 mod batch;
 mod catch_up;
 mod command;
@@ -30,7 +30,7 @@ mod events;
 mod lifecycle;
 pub(crate) mod output;
 mod pipeline;
-pub mod registry;
+pub(crate) mod registry;
 mod requests;
 mod shutdown;
 mod state;
@@ -49,11 +49,12 @@ use crate::id::ObjectId;
 use crate::metrics::Metrics;
 use crate::sockets::SocketHub;
 use crate::storage::inspect::Consoles;
-pub use alarms::{AlarmConfig, AlarmInfo, Clock};
+pub(crate) use alarms::Clock;
+pub use alarms::{AlarmConfig, AlarmInfo};
 pub(crate) use command::Command;
 pub(crate) use output::Reply;
 pub use output::{Admission, ConnectRequest};
-pub use registry::Registry;
+pub(crate) use registry::Registry;
 
 pub(crate) struct RuntimeInner {
     /// The server's one configuration (`ServerBuilder::start` prepared it).
@@ -255,5 +256,14 @@ impl Runtime {
     /// Open sockets across all objects.
     pub fn open_sockets(&self) -> u64 {
         self.0.sockets.open.load(Ordering::Relaxed)
+    }
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("data_dir", &self.0.config.data_dir)
+            .field("live_objects", &self.live_objects())
+            .finish_non_exhaustive()
     }
 }

@@ -70,3 +70,9 @@ impl Registry {
         self.classes.keys().map(String::as_str)
     }
 }
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry").finish_non_exhaustive()
+    }
+}

@@ -123,7 +123,7 @@ impl Default for SocketLimits {
 
 /// What a socket speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SocketMode {
+pub(crate) enum SocketMode {
     /// JSON envelope (`/v1/objects/{class}/{name}/ws`).
     Envelope,
     /// y-websocket protocol (`/v1/yjs/{doc}`): awareness is handled by the

@@ -21,7 +21,7 @@ use crate::id::ObjectId;
 
 /// What one batch changed, known after its events ran and before commit.
 #[derive(Debug)]
-pub struct BatchChanges {
+pub(crate) struct BatchChanges {
     /// The changeset of every row written in the batch (empty if none).
     pub changeset: Vec<u8>,
     /// The batch created, altered or dropped tables; its changes cannot be
@@ -38,7 +38,7 @@ pub struct BatchChanges {
 impl BatchChanges {
     /// The batch must be made durable by fsyncing the object's own files:
     /// replaying its changeset would not reproduce it.
-    pub fn needs_file_sync(&self) -> bool {
+    pub(crate) fn needs_file_sync(&self) -> bool {
         self.schema_changed || !self.replayable
     }
 }

@@ -32,7 +32,7 @@ use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags};
 use serde_json::{json, Value};
 
-pub const MAX_ROWS: usize = 1000;
+pub(crate) const MAX_ROWS: usize = 1000;
 
 /// Statement kinds the console runs, by first keyword.
 const QUERY_KEYWORDS: [&str; 5] = ["SELECT", "WITH", "VALUES", "EXPLAIN", "PRAGMA"];
@@ -106,13 +106,13 @@ impl Default for ConsoleLimits {
 
 /// Most console queries that run at once (each may keep a core busy for
 /// its whole time budget); more get `overloaded`.
-pub const MAX_RUNNING: usize = 2;
+pub(crate) const MAX_RUNNING: usize = 2;
 
 /// The running console queries: how many may run, and a flag that stops
 /// them all (the server's shutdown sets it, so that it never waits for a
 /// query's time budget). Cheap to clone.
 #[derive(Clone)]
-pub struct Consoles {
+pub(crate) struct Consoles {
     stop: Arc<AtomicBool>,
     running: Arc<tokio::sync::Semaphore>,
 }
@@ -128,7 +128,7 @@ impl Default for Consoles {
 
 impl Consoles {
     /// Stops every running query and refuses new ones.
-    pub fn stop(&self) {
+    pub(crate) fn stop(&self) {
         self.stop.store(true, Ordering::Release);
     }
 
@@ -137,7 +137,7 @@ impl Consoles {
     }
 
     /// Room for one more query, held until the permit is dropped.
-    pub fn admit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, ErrorDetail> {
+    pub(crate) fn admit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, ErrorDetail> {
         if self.stopped() {
             return Err(detail(
                 ErrorCode::ShuttingDown,
@@ -184,7 +184,7 @@ fn first_keyword(sql: &str) -> String {
 }
 
 /// Refuses, before anything is opened, SQL that does not start as a query.
-pub fn precheck(sql: &str) -> Result<(), ErrorDetail> {
+pub(crate) fn precheck(sql: &str) -> Result<(), ErrorDetail> {
     let keyword = first_keyword(sql);
     if QUERY_KEYWORDS.contains(&keyword.as_str()) {
         return Ok(());
@@ -266,7 +266,7 @@ fn open(
 
 /// Runs `sql` on the object's file at `path`; returns
 /// `{"columns": [...], "rows": [[...]], "truncated": bool}`. Blocking.
-pub fn query(
+pub(crate) fn query(
     path: &Path,
     sql: &str,
     limits: &ConsoleLimits,

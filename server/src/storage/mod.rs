@@ -24,7 +24,7 @@
 mod batch;
 mod error;
 mod files;
-pub mod inspect;
+pub(crate) mod inspect;
 mod kv;
 mod limits;
 mod open;
@@ -40,7 +40,7 @@ use crate::commitlog::changeset::{CapturingConnection, Mark};
 use crate::commitlog::Unflushed;
 use crate::id::ObjectId;
 
-pub use batch::BatchChanges;
+pub(crate) use batch::BatchChanges;
 pub(crate) use error::classify;
 pub use error::{FaultHook, StorageError};
 pub(crate) use files::{create_dir_all_durable, parent_dir, sync_object_files};
@@ -231,3 +231,12 @@ mod alarm_cache_tests;
 
 #[cfg(test)]
 mod event_savepoint_tests;
+
+impl std::fmt::Debug for Storage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Storage")
+            .field("path", &self.path)
+            .field("read_only", &self.read_only)
+            .finish_non_exhaustive()
+    }
+}

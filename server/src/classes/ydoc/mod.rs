@@ -40,7 +40,7 @@
 //!   history.
 
 mod http;
-pub mod store;
+pub(crate) mod store;
 mod sync;
 mod update;
 
@@ -92,11 +92,8 @@ impl Default for YdocConfig {
     }
 }
 
-/// Roost extension: `[100, varUint(n)]`, the count of this client's
-/// step-2/update messages that are durable (see protocol/PROTOCOL.md).
-pub use roost_protocol::yjs::MSG_SAVED;
-
-pub struct Ydoc {
+/// The built-in `ydoc` class: a Yjs document (see the module's text).
+pub(crate) struct Ydoc {
     doc: Doc,
     stats: store::LogStats,
     /// Updates accepted in this batch and not yet in the log table.

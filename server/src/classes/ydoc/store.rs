@@ -21,7 +21,7 @@ use yrs::encoding::write::Write;
 use yrs::updates::decoder::Decode;
 use yrs::{Doc, ReadTxn, StateVector, Transact, Update};
 
-pub const MIGRATIONS: &[&str] = &["CREATE TABLE updates(id INTEGER PRIMARY KEY, ts INTEGER NOT NULL, data BLOB NOT NULL);
+pub(crate) const MIGRATIONS: &[&str] = &["CREATE TABLE updates(id INTEGER PRIMARY KEY, ts INTEGER NOT NULL, data BLOB NOT NULL);
      CREATE TABLE snapshots(id INTEGER PRIMARY KEY, upto INTEGER NOT NULL, ts INTEGER NOT NULL, data BLOB NOT NULL);
      CREATE INDEX snapshots_by_ts ON snapshots(ts);",
     "ALTER TABLE updates ADD COLUMN n INTEGER NOT NULL DEFAULT 1;",
@@ -44,7 +44,7 @@ pub const MIGRATIONS: &[&str] = &["CREATE TABLE updates(id INTEGER PRIMARY KEY, 
 // only compaction (rare, alarm-driven) filters by time; `ts` grows with `id`.
 
 #[derive(Debug, thiserror::Error)]
-pub enum StoreError {
+pub(crate) enum StoreError {
     #[error(transparent)]
     Sql(#[from] rusqlite::Error),
     #[error("stored update {0} does not decode: {1}")]
@@ -55,7 +55,7 @@ pub enum StoreError {
 
 /// Sizes of what the log holds beyond the newest snapshot.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct LogStats {
+pub(crate) struct LogStats {
     pub rows_since_snapshot: u64,
     pub bytes_since_snapshot: u64,
     pub snapshot_bytes: u64,
@@ -97,37 +97,37 @@ fn apply_framed(doc: &Doc, id: i64, data: &[u8], n: i64) -> Result<(), StoreErro
 
 /// The updates of one batch, gathered for one row.
 #[derive(Debug, Default)]
-pub struct Pending {
+pub(crate) struct Pending {
     framed: Vec<u8>,
     n: i64,
     ts: i64,
 }
 
 impl Pending {
-    pub fn push(&mut self, ts: i64, update: &[u8]) {
+    pub(crate) fn push(&mut self, ts: i64, update: &[u8]) {
         self.framed.write_buf(update);
         self.n += 1;
         self.ts = ts;
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.n == 0
     }
 
     /// The time the row will be stored with (the newest update's).
-    pub fn ts(&self) -> i64 {
+    pub(crate) fn ts(&self) -> i64 {
         self.ts
     }
 }
 
 /// Applies the gathered updates (not yet stored) to `doc`, in one transaction.
-pub fn apply_pending(doc: &Doc, pending: &Pending) -> Result<(), StoreError> {
+pub(crate) fn apply_pending(doc: &Doc, pending: &Pending) -> Result<(), StoreError> {
     apply_framed(doc, 0, &pending.framed, pending.n)
 }
 
 /// Writes the gathered updates as one row (none: nothing) and empties
 /// `pending` once they are written.
-pub fn append_pending(conn: &Connection, pending: &mut Pending) -> Result<(), StoreError> {
+pub(crate) fn append_pending(conn: &Connection, pending: &mut Pending) -> Result<(), StoreError> {
     if pending.n == 0 {
         return Ok(());
     }
@@ -157,7 +157,7 @@ pub fn append_pending(conn: &Connection, pending: &mut Pending) -> Result<(), St
 }
 
 /// Loads the current document and the log statistics.
-pub fn load(conn: &Connection) -> Result<(Doc, LogStats), StoreError> {
+pub(crate) fn load(conn: &Connection) -> Result<(Doc, LogStats), StoreError> {
     let doc = Doc::new();
     let mut stats = LogStats::default();
     let snapshot: Option<(i64, Vec<u8>)> = conn
@@ -198,7 +198,7 @@ pub fn load(conn: &Connection) -> Result<(Doc, LogStats), StoreError> {
 
 /// Writes a snapshot of `doc` as of the newest update (if any update is not
 /// yet covered by a snapshot). Returns the snapshot's size.
-pub fn checkpoint(conn: &Connection, doc: &Doc) -> Result<Option<u64>, StoreError> {
+pub(crate) fn checkpoint(conn: &Connection, doc: &Doc) -> Result<Option<u64>, StoreError> {
     let newest: Option<(i64, i64)> = conn
         .query_row(
             "SELECT id, ts FROM updates ORDER BY id DESC LIMIT 1",
@@ -226,7 +226,7 @@ pub fn checkpoint(conn: &Connection, doc: &Doc) -> Result<Option<u64>, StoreErro
 }
 
 /// The time of the oldest stored update (`ts` grows with `id`).
-pub fn oldest_ts(conn: &Connection) -> Result<Option<i64>, StoreError> {
+pub(crate) fn oldest_ts(conn: &Connection) -> Result<Option<i64>, StoreError> {
     Ok(conn
         .prepare_cached("SELECT ts FROM updates ORDER BY id LIMIT 1")?
         .query_row([], |r| r.get(0))
@@ -236,7 +236,7 @@ pub fn oldest_ts(conn: &Connection) -> Result<Option<i64>, StoreError> {
 /// Drops what the retention window no longer needs: updates older than
 /// `cutoff_ts` and snapshots older than the newest snapshot at or before the
 /// cutoff (the base that replaces them). Returns (updates, snapshots) deleted.
-pub fn compact(conn: &Connection, cutoff_ts: i64) -> Result<(usize, usize), StoreError> {
+pub(crate) fn compact(conn: &Connection, cutoff_ts: i64) -> Result<(usize, usize), StoreError> {
     // Nothing is old yet (the usual case): one lookup by primary key, not
     // the scan below.
     if oldest_ts(conn)?.is_none_or(|ts| ts >= cutoff_ts) {
@@ -296,7 +296,7 @@ pub fn compact(conn: &Connection, cutoff_ts: i64) -> Result<(usize, usize), Stor
 
 /// The document as it was at `ts` (ms): the newest snapshot at or before it
 /// plus the updates after that snapshot up to `ts`.
-pub fn as_of(conn: &Connection, ts: i64) -> Result<Doc, StoreError> {
+pub(crate) fn as_of(conn: &Connection, ts: i64) -> Result<Doc, StoreError> {
     let doc = Doc::new();
     let snapshot: Option<(i64, Vec<u8>)> = conn
         .query_row(

@@ -14,13 +14,13 @@
 //! state; the `seq` stamp (`_roost_meta`) is never in it: replay sets it from
 //! the log record.
 
-pub mod capture;
+pub(crate) mod capture;
 mod format;
 mod replay;
 
 use std::ffi::c_int;
 
-pub use capture::{Captured, CapturingConnection, Mark};
+pub(crate) use capture::{CapturingConnection, Mark};
 pub use replay::apply_changeset;
 
 #[derive(Debug, thiserror::Error)]

@@ -49,11 +49,11 @@ use trace::on_trace;
 
 /// A position in the recorded changes, taken when a savepoint opens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Mark(usize);
+pub(crate) struct Mark(usize);
 
 /// What one batch changed.
 #[derive(Debug)]
-pub struct Captured {
+pub(crate) struct Captured {
     /// The encoded changes; empty if no captured table changed.
     pub bytes: Vec<u8>,
     /// False if the bytes may not reproduce the batch (SQLite undid changes
@@ -111,7 +111,7 @@ fn lookaside_high_water(conn: &Connection) -> c_int {
 /// An object's connection with change capture installed for its whole life.
 /// Dereferences to the connection. Nothing else may install a preupdate hook
 /// or a trace callback on it.
-pub struct CapturingConnection {
+pub(crate) struct CapturingConnection {
     conn: Connection,
     /// Freed in `drop`, after the callbacks that use it are removed.
     state: NonNull<State>,
@@ -136,7 +136,7 @@ impl CapturingConnection {
     /// Installs the capture on `conn`. Changes are recorded from now on;
     /// [`begin_capture`](Self::begin_capture) starts a batch afresh.
     /// Also gives the connection a small lookaside (see [`small_lookaside`]).
-    pub fn install(conn: Connection) -> Result<CapturingConnection, CaptureError> {
+    pub(crate) fn install(conn: Connection) -> Result<CapturingConnection, CaptureError> {
         small_lookaside(&conn)?;
         let state = NonNull::from(Box::leak(Box::<State>::default()));
         // From here on `drop` removes the callbacks and frees the state.
@@ -180,26 +180,26 @@ impl CapturingConnection {
     }
 
     /// Forgets everything recorded: a batch starts, or was rolled back.
-    pub fn begin_capture(&self) {
+    pub(crate) fn begin_capture(&self) {
         self.with_log(Log::reset);
         self.state().failed.set(false);
     }
 
     /// The current end of the recorded changes; take it when opening a
     /// savepoint, to [`rollback_to`](Self::rollback_to) it later.
-    pub fn mark(&self) -> Mark {
+    pub(crate) fn mark(&self) -> Mark {
         Mark(self.with_log(|log| log.buf.len()))
     }
 
     /// Whether a change was recorded since `mark`.
-    pub fn changed_since(&self, mark: Mark) -> bool {
+    pub(crate) fn changed_since(&self, mark: Mark) -> bool {
         self.with_log(|log| log.buf.len() != mark.0)
     }
 
     /// Like [`mark`](Self::mark), taken when an event's savepoint opens. A
     /// `ROLLBACK TO` that the handler runs itself is taken to undo changes
     /// back to here (handler savepoints nest inside the event's).
-    pub fn start_event(&self) -> Mark {
+    pub(crate) fn start_event(&self) -> Mark {
         Mark(self.with_log(|log| {
             log.event_start = log.buf.len();
             log.event_start
@@ -209,7 +209,7 @@ impl CapturingConnection {
     /// Runs `rollback` — the caller's own `ROLLBACK TO` of a savepoint that
     /// opened at `mark` — and, if it succeeds, forgets the changes recorded
     /// since `mark`. If it fails, the changes since `mark` become suspect.
-    pub fn rollback_to<T, E>(
+    pub(crate) fn rollback_to<T, E>(
         &self,
         mark: Mark,
         rollback: impl FnOnce() -> Result<T, E>,
@@ -228,7 +228,7 @@ impl CapturingConnection {
 
     /// The changes recorded since [`begin_capture`](Self::begin_capture),
     /// encoded; the buffer starts afresh.
-    pub fn take_changes(&self) -> Captured {
+    pub(crate) fn take_changes(&self) -> Captured {
         let db = self.raw_handle();
         let taken = self.with_log(|log| {
             // SAFETY: `db` is this value's open connection; reading the
@@ -263,7 +263,7 @@ impl CapturingConnection {
 
     /// Whether deferred foreign-key constraints are violated right now (the
     /// open transaction's `COMMIT` would fail).
-    pub fn deferred_fk_violations(&self) -> bool {
+    pub(crate) fn deferred_fk_violations(&self) -> bool {
         let (mut current, mut highwater) = (0, 0);
         // SAFETY: `db` is this value's open connection; the status call
         // only writes the two counters.
