@@ -21,8 +21,12 @@ use crate::error::{ErrorCode, ErrorDetail};
 /// Why a frame could not be decoded.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DecodeError {
+    /// The frame is not JSON; the server hands it to the object's `on_message`
+    /// as it is.
     #[error("frame is not valid JSON: {0}")]
     NotJson(String),
+    /// A `call` (or `auth`) envelope lacks a field or has one of the wrong
+    /// type; the server answers with an `error` event (`bad_request`).
     #[error("`call` envelope is malformed: {0}")]
     BadCall(String),
 }
@@ -32,13 +36,19 @@ pub enum DecodeError {
 pub enum ClientFrame {
     /// An RPC call to the object's `call` method.
     Call {
+        /// The caller's id for the call, echoed in its result.
         id: u64,
+        /// The method called.
         method: String,
+        /// The arguments (`null` if absent).
         args: Value,
     },
     /// `{"type":"auth","token":T}`: replaces the socket's access token
     /// before it expires (in-band refresh).
-    Auth { token: String },
+    Auth {
+        /// The new access token.
+        token: String,
+    },
     /// `{"type":"ping"}` (other fields ignored): answered with
     /// `ServerFrame::Pong` by the socket layer; the object never sees it.
     Ping,
@@ -107,19 +117,27 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::E
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerFrame {
+    /// `{"type":"result",...}`: the outcome of the call with this `id`.
     Result {
+        /// The call's id.
         id: u64,
         #[serde(
             skip_serializing_if = "Option::is_none",
             default,
             deserialize_with = "present"
         )]
+        /// The call's return value, if it succeeded.
         ok: Option<Value>,
+        /// Why the call failed, if it did.
         #[serde(skip_serializing_if = "Option::is_none", default)]
         error: Option<ErrorDetail>,
     },
+    /// `{"type":"event","event":E,"data":D}`: a push from the object or the
+    /// socket layer.
     Event {
+        /// The event's name.
         event: String,
+        /// The event's payload.
         #[serde(default)]
         data: Value,
     },
@@ -128,6 +146,7 @@ pub enum ServerFrame {
 }
 
 impl ServerFrame {
+    /// The result of call `id` that returned `value`.
     pub fn ok(id: u64, value: Value) -> Self {
         ServerFrame::Result {
             id,
@@ -136,6 +155,7 @@ impl ServerFrame {
         }
     }
 
+    /// The result of call `id` that failed with `error`.
     pub fn err(id: u64, error: ErrorDetail) -> Self {
         ServerFrame::Result {
             id,
@@ -144,6 +164,7 @@ impl ServerFrame {
         }
     }
 
+    /// A push event named `event` carrying `data`.
     pub fn event(event: impl Into<String>, data: Value) -> Self {
         ServerFrame::Event {
             event: event.into(),

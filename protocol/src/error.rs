@@ -110,17 +110,21 @@ impl ErrorCode {
 /// `{"code": ..., "message": ...}`
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorDetail {
+    /// The machine-readable code.
     pub code: ErrorCode,
+    /// A human-readable explanation.
     pub message: String,
 }
 
 /// `{"error": {"code": ..., "message": ...}}`
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {
+    /// The error's code and message.
     pub error: ErrorDetail,
 }
 
 impl ErrorBody {
+    /// The body of an error with this code and message.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         ErrorBody {
             error: ErrorDetail {

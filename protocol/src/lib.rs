@@ -17,6 +17,8 @@
 //! `protocol/vectors/`, checked against these functions by
 //! `tests/vectors.rs` (and by the TypeScript client's tests).
 
+#![warn(missing_docs)]
+
 pub mod close;
 pub mod duration;
 pub mod envelope;

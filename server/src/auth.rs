@@ -21,10 +21,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::id::ObjectKey;
 
+/// What a token lets its holder do to the objects it opens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Perm {
+    /// Connect, call and receive; every write fails with `forbidden`.
     Read,
+    /// Read and write.
     Write,
 }
 
@@ -33,6 +36,7 @@ pub enum Perm {
 pub struct Claims {
     /// Objects the token opens: `class/name` or `class/*`.
     pub obj: Vec<String>,
+    /// What the token allows (`read` or `write`).
     pub perm: Perm,
     /// Expiry, seconds since the epoch.
     pub exp: u64,
@@ -40,6 +44,7 @@ pub struct Claims {
     /// tokens issued until then).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iat: Option<u64>,
+    /// Who holds the token (`sub`, `name`, `claims`, `jti`).
     #[serde(flatten)]
     pub identity: Identity,
 }
@@ -65,6 +70,7 @@ pub struct Identity {
 /// What a request may do, and for whom.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Access {
+    /// The token is `read`-only: every write fails with `forbidden`.
     pub read_only: bool,
     /// When the token expires (ms since the epoch); `None` for anonymous access.
     pub expires_ms: Option<i64>,
@@ -84,10 +90,15 @@ struct Secrets {
 /// refused (seconds since the epoch).
 #[derive(Default, Debug, Clone)]
 pub struct Revoked {
+    /// Token ids (`jti`) revoked one by one.
     pub jtis: HashSet<String>,
+    /// Subjects (`sub`) whose tokens issued at or before this time (seconds
+    /// since the epoch) are refused.
     pub subs: HashMap<String, u64>,
 }
 
+/// The server's token verification: signing secrets, revocations and the
+/// admin token (cheap to clone; clones share state).
 #[derive(Clone, Default)]
 pub struct Auth {
     secrets: Arc<RwLock<Secrets>>,
@@ -145,6 +156,9 @@ pub fn mint_for(
 }
 
 impl Auth {
+    /// Auth with this signing secret and admin token; an empty or absent
+    /// secret lets every request in anonymously, an empty or absent admin
+    /// token turns the admin API off.
     pub fn new(secret: Option<Vec<u8>>, admin_token: Option<String>) -> Auth {
         let secrets = Secrets {
             current: secret.filter(|s| !s.is_empty()),
@@ -157,6 +171,7 @@ impl Auth {
         }
     }
 
+    /// Whether object routes need a token (a signing secret is set).
     pub fn requires_tokens(&self) -> bool {
         self.read_secrets().current.is_some()
     }
@@ -213,6 +228,7 @@ impl Auth {
             })
     }
 
+    /// Whether the admin API is on (an admin token is set).
     pub fn admin_enabled(&self) -> bool {
         self.admin_token.is_some()
     }

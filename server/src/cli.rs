@@ -18,11 +18,14 @@ use crate::ServerBuilder;
     version,
     about = "Roost: durable objects with per-object SQLite, hibernatable WebSockets and alarms"
 )]
+/// The `roost` command line.
 pub struct Cli {
+    /// The subcommand to run.
     #[command(subcommand)]
     pub command: Command,
 }
 
+/// The subcommands of `roost`.
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the server.
@@ -33,6 +36,7 @@ pub enum Command {
     Restore(RestoreArgs),
 }
 
+/// The flags of `roost restore`.
 #[derive(clap::Args, Debug)]
 pub struct RestoreArgs {
     /// The backup archive (a `.tar` from `POST /v1/admin/backup`).
@@ -44,6 +48,7 @@ pub struct RestoreArgs {
     pub data: PathBuf,
 }
 
+/// The flags of `roost token`.
 #[derive(clap::Args, Debug)]
 pub struct TokenArgs {
     /// An object the token opens, `class/name` or `class/*` (repeatable; Yjs documents are `ydoc/<doc>`).
@@ -85,12 +90,16 @@ fn parse_claim(text: &str) -> Result<(String, serde_json::Value), String> {
     Ok((key.to_owned(), value))
 }
 
+/// The log format of `roost serve` (`--log-format`).
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum LogFormat {
+    /// Human-readable lines.
     Text,
+    /// One JSON object per line.
     Json,
 }
 
+/// The flags of `roost serve`, each also a `ROOST_*` variable.
 #[derive(clap::Args, Debug)]
 pub struct ServeArgs {
     /// Address to listen on.
@@ -264,6 +273,8 @@ pub struct ServeArgs {
 }
 
 impl ServeArgs {
+    /// The server configuration these flags set; what they do not set keeps
+    /// its default.
     pub fn config(&self) -> Config {
         let mut config = Config {
             data_dir: self.data.clone(),

@@ -24,6 +24,8 @@ pub enum Durability {
     File,
 }
 
+/// Everything the server is configured with: the CLI fills it from
+/// `roost serve`'s flags, embedders build it in code.
 #[derive(Clone)]
 pub struct Config {
     /// Where object files, the catalog and the commit log live.
@@ -40,22 +42,36 @@ pub struct Config {
     pub file_commit_interval: Duration,
     /// Largest HTTP request body.
     pub max_body_bytes: usize,
+    /// Size limits of every object's storage (`--max-key-bytes`,
+    /// `--max-value-bytes`, `--max-db-bytes`, `--object-cache-bytes`,
+    /// `--wal-checkpoint-bytes`).
     pub storage: StorageLimits,
+    /// Limits of object WebSockets (`--max-frame-bytes`,
+    /// `--max-socket-queue-bytes`, `--max-sockets-per-object`, the awareness and
+    /// rate limits, `--socket-ping-interval`).
     pub sockets: SocketLimits,
+    /// How failed alarm handlers are retried (no flag; 2s doubling, 6 retries).
     pub alarms: AlarmConfig,
+    /// Limits and compaction of Yjs documents (`--max-doc-bytes`,
+    /// `--max-update-bytes`, `--history-retention`, `--ydoc-snapshot-rows`,
+    /// `--ydoc-compact-after`).
     pub ydoc: crate::classes::ydoc::YdocConfig,
+    /// Token verification and the admin token (`--auth-secret`,
+    /// `--auth-secret-file`, `--admin-token`); the default lets anyone in.
     pub auth: crate::auth::Auth,
     /// Most open TCP connections (sockets included) from one client IP address, counted at accept (`http::serve`).
     pub max_connections_per_ip: usize,
     /// The global TCP connection cap and the header-read timeout
     /// (`http::serve`); the per-IP cap is `max_connections_per_ip`.
     pub connections: crate::http::serve::ConnLimits,
+    /// Tuning of the shared commit log (`--checkpoint-interval`).
     pub log: LogConfig,
     /// How long a graceful shutdown (SIGTERM) waits for objects to finish
     /// what is queued and for sockets to close before it exits anyway.
     pub drain_timeout: Duration,
     /// Serve `/metrics` without a token on this address too.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// How batches are made durable (`--durability`, default `log`).
     pub durability: Durability,
     /// The admin SQL console's time and byte budgets.
     pub admin_sql: ConsoleLimits,

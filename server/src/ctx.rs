@@ -21,6 +21,8 @@ use crate::runtime::Runtime;
 use crate::sockets::{ObjectSockets, SocketId, SocketMessage};
 use crate::storage::Storage;
 
+/// What a handler is given besides its arguments: the object's name and id,
+/// storage, sockets, alarm and the caller of the event being handled.
 pub struct Ctx {
     pub(crate) key: ObjectKey,
     pub(crate) storage: Storage,
@@ -52,14 +54,17 @@ impl Ctx {
         }
     }
 
+    /// The object's id.
     pub fn id(&self) -> ObjectId {
         self.key.id
     }
 
+    /// The object's name.
     pub fn name(&self) -> &str {
         &self.key.name
     }
 
+    /// The name the object's class is registered under.
     pub fn class(&self) -> &str {
         &self.key.class
     }

@@ -50,6 +50,7 @@ pub(crate) fn validate_name(name: &str) -> Result<(), NameError> {
 pub struct ObjectId(pub [u8; 16]);
 
 impl ObjectId {
+    /// The id of the object `name` of class `class`.
     pub fn derive(class: &str, name: &str) -> ObjectId {
         let mut hasher = Sha256::new();
         hasher.update(class.as_bytes());
@@ -93,12 +94,16 @@ impl fmt::Debug for ObjectId {
 /// A validated `(class, name)` pair and its id.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ObjectKey {
+    /// The class name.
     pub class: String,
+    /// The object name.
     pub name: String,
+    /// The id derived from both.
     pub id: ObjectId,
 }
 
 impl ObjectKey {
+    /// Validates `class` and `name` and derives their id.
     pub fn new(class: &str, name: &str) -> Result<ObjectKey, NameError> {
         validate_class(class)?;
         validate_name(name)?;

@@ -6,6 +6,8 @@
 //! and its parts, and [`cli::main`]. Everything else is internal;
 //! [`testing`] exposes the few internals the test suites check directly.
 
+#![warn(missing_docs)]
+
 pub mod auth;
 mod backup;
 mod catalog;

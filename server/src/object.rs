@@ -108,7 +108,9 @@ pub struct FetchRequest {
     pub method: String,
     /// What follows the object in the route (e.g. `state`).
     pub path: String,
+    /// The query string's parameters, the token's excepted.
     pub query: std::collections::HashMap<String, String>,
+    /// The request body.
     pub body: Vec<u8>,
     /// The caller may only read.
     pub read_only: bool,
@@ -121,12 +123,16 @@ pub struct FetchRequest {
 /// The response to a `FetchRequest`.
 #[derive(Debug, Clone)]
 pub struct FetchResponse {
+    /// The HTTP status code.
     pub status: u16,
+    /// The `Content-Type` of the body.
     pub content_type: String,
+    /// The response body.
     pub body: Vec<u8>,
 }
 
 impl FetchResponse {
+    /// A 200 response with this content type and body.
     pub fn bytes(content_type: &str, body: Vec<u8>) -> FetchResponse {
         FetchResponse {
             status: 200,
@@ -135,6 +141,7 @@ impl FetchResponse {
         }
     }
 
+    /// A 200 `application/json` response holding `value`.
     pub fn json(value: &serde_json::Value) -> FetchResponse {
         FetchResponse::bytes("application/json", value.to_string().into_bytes())
     }
@@ -154,12 +161,20 @@ impl FetchResponse {
 /// What a handler can fail with. Each variant maps to a stable error code.
 #[derive(Debug, thiserror::Error)]
 pub enum ObjectError {
+    /// The class has no method of this name; the caller gets `unknown_method`
+    /// (404).
     #[error("unknown method `{0}`")]
     UnknownMethod(String),
+    /// The arguments are not what the method takes; the caller gets
+    /// `bad_request` (400).
     #[error("bad arguments: {0}")]
     BadArgs(String),
+    /// A storage operation failed; the caller gets `too_large`, `forbidden` or
+    /// `storage` depending on the [`StorageError`].
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// An application error with the handler's own message; the caller gets
+    /// `application` (422).
     #[error("{0}")]
     App(String),
     /// The object's memory can no longer be trusted (for example a document
@@ -170,14 +185,18 @@ pub enum ObjectError {
 }
 
 impl ObjectError {
+    /// An [`ObjectError::BadArgs`] with this message.
     pub fn bad_args(message: impl Into<String>) -> Self {
         ObjectError::BadArgs(message.into())
     }
 
+    /// An [`ObjectError::App`] with this message.
     pub fn app(message: impl Into<String>) -> Self {
         ObjectError::App(message.into())
     }
 
+    /// Whether this is [`ObjectError::Fatal`], which undoes the batch and
+    /// restarts the object from storage.
     pub fn is_fatal(&self) -> bool {
         matches!(self, ObjectError::Fatal(_))
     }

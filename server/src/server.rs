@@ -28,10 +28,12 @@ use crate::object::DurableObject;
 use crate::runtime::registry::Settings;
 use crate::runtime::{Registry, Runtime};
 
+/// The entry point of an embedding program: [`Server::builder`].
 #[derive(Debug)]
 pub struct Server;
 
 impl Server {
+    /// A builder with no classes and the default [`Config`].
     pub fn builder() -> ServerBuilder {
         ServerBuilder {
             registry: Registry::default(),
@@ -45,6 +47,8 @@ impl Server {
 /// Makes a class's settings out of the server's configuration, at start.
 type SettingsFromConfig = Box<dyn FnOnce(&Config) -> Settings + Send + Sync>;
 
+/// Collects classes and the configuration, then starts the server
+/// ([`ServerBuilder::start`]).
 pub struct ServerBuilder {
     registry: Registry,
     config: Config,
@@ -101,6 +105,7 @@ impl ServerBuilder {
             })
     }
 
+    /// Sets the server's configuration (default: `Config::default()`).
     pub fn config(mut self, config: Config) -> Self {
         self.config = config;
         self
@@ -421,10 +426,12 @@ pub struct RunningServer {
 }
 
 impl RunningServer {
+    /// The address the server listens on.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
     }
 
+    /// The server's runtime (its classes and metrics).
     pub fn runtime(&self) -> &Runtime {
         &self.runtime
     }

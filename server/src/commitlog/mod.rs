@@ -72,7 +72,10 @@ pub(crate) enum LogError {
 /// Tuning of the commit log.
 #[derive(Debug, Clone)]
 pub struct LogConfig {
+    /// How often the log seals its segment and checkpoints it into object
+    /// files (`--checkpoint-interval`, default 5s).
     pub checkpoint_interval: Duration,
+    /// Segment size past which the writer seals it early (default 64 MiB).
     pub max_segment_bytes: u64,
     /// Most bytes written per group commit.
     pub max_group_bytes: usize,

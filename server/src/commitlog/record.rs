@@ -8,14 +8,19 @@
 
 use crate::id::ObjectId;
 
+/// The 8 bytes every commit log segment starts with.
 pub const SEGMENT_MAGIC: &[u8; 8] = b"RLOG0001";
 
 /// One batch of one object, as logged.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
+    /// The object's class.
     pub class: String,
+    /// The object's id.
     pub id: ObjectId,
+    /// The batch's number within the object (from 1; 0 marks a deletion).
     pub seq: u64,
+    /// The batch's SQLite changeset (empty for a deletion mark).
     pub changeset: Vec<u8>,
 }
 

@@ -38,6 +38,7 @@ impl Histogram {
         self.count.load(Relaxed)
     }
 
+    /// Records one observation of `d`.
     pub fn observe(&self, d: Duration) {
         let secs = d.as_secs_f64();
         if let Some(i) = BUCKETS_SECONDS.iter().position(|b| secs <= *b) {
@@ -60,29 +61,60 @@ pub(crate) const ERROR_KINDS: [&str; 8] = [
     "file_commit_failed",
 ];
 
+/// The server's counters, gauges and histograms, shared by every object and
+/// rendered at `GET /metrics`.
 pub struct Metrics {
+    /// Objects with state in memory (gauge `roost_live_objects`).
     pub live_objects: AtomicI64,
+    /// Events handled by objects (`roost_events_total`).
     pub events: AtomicU64,
+    /// Batches committed (`roost_commits_total`).
     pub commits: AtomicU64,
+    /// Events in committed batches (`roost_committed_events_total`).
     pub committed_events: AtomicU64,
+    /// Objects evicted from memory after idling (`roost_evictions_total`).
     pub evictions: AtomicU64,
     /// Idle objects' files whose WAL the tidier folded in (`storage::tidy`).
     pub tidied_files: AtomicU64,
+    /// Object constructor runs, creations and wake-ups alike
+    /// (`roost_object_starts_total`).
     pub constructions: AtomicU64,
+    /// Commit log group fsyncs (`roost_log_fsyncs_total`).
     pub log_groups: AtomicU64,
+    /// Batches written to the commit log (`roost_log_records_total`).
     pub log_records: AtomicU64,
+    /// Frames received on object sockets (`roost_socket_frames_in_total`).
     pub frames_in: AtomicU64,
+    /// Frames answered by the socket layer without waking the object
+    /// (`roost_socket_auto_responses_total`).
     pub auto_responses: AtomicU64,
+    /// Sockets disconnected because their outbound queue overflowed
+    /// (`roost_socket_slow_consumers_total`).
     pub slow_consumers: AtomicU64,
+    /// Open WebSockets (gauge `roost_open_sockets`).
     pub open_sockets: AtomicI64,
+    /// Due alarm index entries delivered to objects
+    /// (`roost_alarms_dispatched_total`).
     pub alarms_dispatched: AtomicU64,
+    /// Yjs awareness messages relayed by the socket layer without waking the
+    /// document (`roost_awareness_relays_total`).
     pub awareness_relays: AtomicU64,
+    /// Alarm handlers that completed successfully (`roost_alarms_fired_total`).
     pub alarms_fired: AtomicU64,
     errors: [AtomicU64; ERROR_KINDS.len()],
+    /// Time from a batch's commit to its outputs' release, shared fsync
+    /// included (`roost_commit_seconds`).
     pub commit_latency: Histogram,
+    /// Commit log write and fdatasync time per group (`roost_log_fsync_seconds`).
     pub log_fsync_latency: Histogram,
+    /// How long after its scheduled time each alarm handler started
+    /// (`roost_alarm_lateness_seconds`).
     pub alarm_lateness: Histogram,
+    /// Background WAL checkpoints, run while the object keeps going
+    /// (`roost_wal_checkpoint_seconds`).
     pub wal_checkpoint: Histogram,
+    /// WAL checkpoints on the object's own connection, which the object waits
+    /// for (`roost_wal_checkpoint_stall_seconds`).
     pub wal_checkpoint_stall: Histogram,
 }
 
@@ -116,12 +148,15 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Counts one error of `kind` in `roost_errors_total{kind}`; a kind not in
+    /// the fixed list is ignored.
     pub fn error(&self, kind: &str) {
         if let Some(i) = ERROR_KINDS.iter().position(|k| *k == kind) {
             self.errors[i].fetch_add(1, Relaxed);
         }
     }
 
+    /// Errors of `kind` counted so far (0 for a kind not in the fixed list).
     pub fn error_count(&self, kind: &str) -> u64 {
         ERROR_KINDS
             .iter()

@@ -32,6 +32,7 @@ use crate::id::{ObjectId, ObjectKey};
 pub struct AlarmInfo {
     /// How many times this alarm's handler failed before this attempt.
     pub retry_count: u32,
+    /// Whether an earlier attempt failed (`retry_count > 0`).
     pub is_retry: bool,
     /// When the alarm was set to fire (ms since the epoch).
     pub scheduled_ms: i64,
@@ -56,6 +57,8 @@ impl Default for AlarmConfig {
 }
 
 impl AlarmConfig {
+    /// The delay before retry number `retry` (1-based): `first_retry`,
+    /// doubled for each retry after the first.
     pub fn backoff(&self, retry: u32) -> Duration {
         self.first_retry
             .saturating_mul(1u32 << retry.saturating_sub(1).min(20))

@@ -171,10 +171,12 @@ impl Runtime {
         &self.0.config
     }
 
+    /// The server's metrics.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.0.metrics
     }
 
+    /// The registered classes.
     pub fn registry(&self) -> &Registry {
         &self.0.registry
     }

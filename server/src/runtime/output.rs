@@ -16,16 +16,26 @@ use crate::sockets::{OutFrame, SocketId, Staged};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Admission {
     /// Accept the socket with these tags (at most 10, each ≤ 256 bytes).
-    Accept { tags: Vec<String> },
+    Accept {
+        /// The socket's tags.
+        tags: Vec<String>,
+    },
     /// Refuse it: the socket is closed with this code and reason.
-    Reject { code: u16, reason: String },
+    Reject {
+        /// The WebSocket close code.
+        code: u16,
+        /// The close reason.
+        reason: String,
+    },
 }
 
 impl Admission {
+    /// Accept the socket with no tags.
     pub fn accept() -> Admission {
         Admission::Accept { tags: Vec::new() }
     }
 
+    /// Accept the socket with these tags.
     pub fn accept_with_tags<I: IntoIterator<Item = S>, S: Into<String>>(tags: I) -> Admission {
         Admission::Accept {
             tags: tags.into_iter().map(Into::into).collect(),

@@ -63,7 +63,9 @@ impl fmt::Debug for SocketId {
 /// A frame from or to a client.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SocketMessage {
+    /// A text frame.
     Text(String),
+    /// A binary frame.
     Binary(Vec<u8>),
 }
 
@@ -87,6 +89,7 @@ pub struct SocketLimits {
     pub max_sockets_per_object: usize,
     /// Most tags per socket, and longest tag in bytes.
     pub max_tags: usize,
+    /// Longest tag, in bytes.
     pub max_tag_bytes: usize,
     /// Largest attachment per socket, in bytes.
     pub max_attachment_bytes: usize,
@@ -96,7 +99,10 @@ pub struct SocketLimits {
     /// Awareness: most client ids one socket may announce, most entries and
     /// most bytes of states one document holds (beyond: close 1008).
     pub max_awareness_per_socket: usize,
+    /// Most awareness entries one document holds (`--max-awareness-per-doc`).
     pub max_awareness_per_doc: usize,
+    /// Most bytes of awareness states one document holds
+    /// (`--max-awareness-bytes`).
     pub max_awareness_bytes: usize,
     /// A socket silent this long is pinged; one that stays silent three
     /// times as long again is closed (1001). Zero: never.

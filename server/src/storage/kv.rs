@@ -19,10 +19,15 @@ use super::{classify, Storage, StorageError};
 #[derive(Debug, Clone, Default, serde::Deserialize)]
 #[serde(default)]
 pub struct ListOptions {
+    /// Only keys starting with this.
     pub prefix: Option<String>,
+    /// Only keys at or after this one.
     pub start: Option<String>,
+    /// Only keys before this one.
     pub end: Option<String>,
+    /// Walk in descending key order.
     pub reverse: bool,
+    /// Return at most this many entries.
     pub limit: Option<u32>,
 }
 

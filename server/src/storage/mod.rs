@@ -120,6 +120,7 @@ impl Storage {
         &self.conn
     }
 
+    /// The size limits this storage enforces.
     pub fn limits(&self) -> &StorageLimits {
         &self.limits
     }

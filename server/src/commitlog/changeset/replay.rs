@@ -16,7 +16,7 @@ use rusqlite::{Connection, OptionalExtension, Statement};
 use super::format::{decode, Change, Op, Val};
 use super::CaptureError;
 
-/// Applies changes recorded by [`CapturingConnection`](super::CapturingConnection) to `conn`, all or
+/// Applies changes recorded by `CapturingConnection` to `conn`, all or
 /// nothing. Returns how many changes were skipped because their table no
 /// longer exists (or no longer has the recorded number of columns).
 ///
