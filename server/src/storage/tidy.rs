@@ -20,6 +20,7 @@
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,7 +30,9 @@ use rusqlite::{Connection, OpenFlags};
 use super::StorageError;
 
 /// Evicted objects waiting to be tidied; beyond this, evictions are not
-/// queued (those objects keep their WAL until their next eviction).
+/// queued (those objects keep their WAL until their next eviction). An
+/// unbounded channel with this count, not a bounded one: a bounded std
+/// channel allocates all its slots up front (~4 MiB of RSS for this many).
 const QUEUE: usize = 100_000;
 
 /// Whether the object at this path has a live actor now.
@@ -38,7 +41,9 @@ pub(crate) type IsLive = Arc<dyn Fn(&Path) -> bool + Send + Sync>;
 /// Handle to the tidier thread; cheap to clone.
 #[derive(Clone)]
 pub(crate) struct Tidier {
-    tx: Option<mpsc::SyncSender<(PathBuf, Instant)>>,
+    tx: Option<mpsc::Sender<(PathBuf, Instant)>>,
+    /// Entries sent and not yet taken off the tidier's queue.
+    queued: Arc<AtomicUsize>,
 }
 
 impl Tidier {
@@ -48,24 +53,32 @@ impl Tidier {
         is_live: IsLive,
         done: Arc<dyn Fn() + Send + Sync>,
     ) -> Tidier {
+        let queued = Arc::new(AtomicUsize::new(0));
         if after.is_zero() {
-            return Tidier { tx: None };
+            return Tidier { tx: None, queued };
         }
-        let (tx, rx) = mpsc::sync_channel(QUEUE);
+        let (tx, rx) = mpsc::channel();
+        let taken = queued.clone();
         let spawned = std::thread::Builder::new()
             .name("roost-tidy".into())
-            .spawn(move || run(rx, after, is_live, done));
+            .spawn(move || run(rx, after, is_live, done, &taken));
         if let Err(e) = spawned {
             tracing::warn!(error = %e, "cannot start the file tidier; idle objects keep their WAL");
-            return Tidier { tx: None };
+            return Tidier { tx: None, queued };
         }
-        Tidier { tx: Some(tx) }
+        Tidier {
+            tx: Some(tx),
+            queued,
+        }
     }
 
     /// An object's actor has closed its database at `path`.
     pub(crate) fn evicted(&self, path: PathBuf) {
-        if let Some(tx) = &self.tx {
-            let _ = tx.try_send((path, Instant::now()));
+        let Some(tx) = &self.tx else { return };
+        if self.queued.fetch_add(1, Ordering::AcqRel) >= QUEUE
+            || tx.send((path, Instant::now())).is_err()
+        {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
         }
     }
 }
@@ -75,6 +88,7 @@ fn run(
     after: Duration,
     is_live: IsLive,
     done: Arc<dyn Fn() + Send + Sync>,
+    queued: &AtomicUsize,
 ) {
     let mut waiting: VecDeque<(PathBuf, Instant)> = VecDeque::new();
     loop {
@@ -104,6 +118,7 @@ fn run(
                 }
             }
             waiting.pop_front();
+            queued.fetch_sub(1, Ordering::AcqRel);
         }
     }
 }
