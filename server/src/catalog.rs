@@ -357,37 +357,26 @@ fn set_alarm(conn: &Connection, key: &ObjectKey, at_ms: Option<i64>) -> rusqlite
     Ok(())
 }
 
+/// Rows of three columns (text, text, integer) that `sql` selects.
+fn text_text_int(conn: &Connection, sql: &str) -> rusqlite::Result<Vec<(String, String, i64)>> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+    rows.collect()
+}
+
 /// Every recorded revocation: (kind, value, until).
 fn revocations(conn: &Connection) -> rusqlite::Result<Vec<(String, String, u64)>> {
-    let mut stmt = conn.prepare_cached("SELECT kind, value, until_s FROM revoked")?;
-    let rows = stmt.query_map([], |r| {
-        Ok((
-            r.get::<_, String>(0)?,
-            r.get::<_, String>(1)?,
-            r.get::<_, i64>(2)?,
-        ))
-    })?;
-    let mut out = Vec::new();
-    for row in rows {
-        let (kind, value, until) = row?;
-        out.push((kind, value, u64::try_from(until).unwrap_or(0)));
-    }
-    Ok(out)
+    let rows = text_text_int(conn, "SELECT kind, value, until_s FROM revoked")?;
+    Ok(rows
+        .into_iter()
+        .map(|(kind, value, until)| (kind, value, u64::try_from(until).unwrap_or(0)))
+        .collect())
 }
 
 /// Every alarm index entry (invalid ones are logged and skipped).
 fn alarms(conn: &Connection) -> rusqlite::Result<Vec<(ObjectKey, i64)>> {
-    let mut stmt = conn.prepare_cached("SELECT class, name, at_ms FROM alarms")?;
-    let rows = stmt.query_map([], |r| {
-        Ok((
-            r.get::<_, String>(0)?,
-            r.get::<_, String>(1)?,
-            r.get::<_, i64>(2)?,
-        ))
-    })?;
     let mut out = Vec::new();
-    for row in rows {
-        let (class, name, at) = row?;
+    for (class, name, at) in text_text_int(conn, "SELECT class, name, at_ms FROM alarms")? {
         match ObjectKey::new(&class, &name) {
             Ok(key) => out.push((key, at)),
             Err(e) => tracing::warn!(error = %e, "invalid alarm index entry"),

@@ -11,6 +11,9 @@ use serde_json::{json, Value};
 
 const SECRET: &str = "identity-secret-0123456789";
 const ADMIN: &str = "identity-admin";
+/// The calls whose status the revocation and rotation tests read.
+const WHO: &str = "/v1/objects/room/x/call/who";
+const GET: &str = "/v1/objects/counter/c/call/get";
 
 /// `roost token` with extra flags.
 fn mint(secret: &str, obj: &str, extra: &[&str]) -> anyhow::Result<String> {
@@ -35,6 +38,16 @@ async fn revoke(server: &ServerProcess, body: Value) -> anyhow::Result<Value> {
         .await?;
     anyhow::ensure!(resp.status() == 200, "revoke: {}", resp.status());
     Ok(resp.json().await?)
+}
+
+/// The HTTP status of a call to `path` with `token`.
+async fn status_with(server: &ServerProcess, path: &str, token: &str) -> anyhow::Result<u16> {
+    let resp = http()
+        .post(server.url(path))
+        .bearer_auth(token)
+        .send()
+        .await?;
+    Ok(resp.status().as_u16())
 }
 
 /// The close code a socket gets next (skipping other frames).
@@ -124,26 +137,15 @@ async fn revoking_a_token_closes_its_sockets_and_outlives_a_restart() -> anyhow:
     // The revoked token no longer opens anything: 4403 on a socket, 403 over HTTP.
     let mut again = Client::connect(&url(&t1)).await?;
     assert_eq!(closed_with(&mut again).await?, Some(4403));
-    let status = |t: String| {
-        let server = &server;
-        async move {
-            http()
-                .post(server.url("/v1/objects/room/x/call/who"))
-                .bearer_auth(t)
-                .send()
-                .await
-                .map(|r| r.status().as_u16())
-        }
-    };
-    assert_eq!(status(t1.clone()).await?, 403);
+    assert_eq!(status_with(&server, WHO, &t1).await?, 403);
     // A subject: every token of it issued until now.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let answer = revoke(&server, json!({"sub": "carol"})).await?;
     assert_eq!(answer["closed_sockets"], 1);
     assert_eq!(closed_with(&mut c2).await?, Some(4403));
-    assert_eq!(status(t2.clone()).await?, 403);
+    assert_eq!(status_with(&server, WHO, &t2).await?, 403);
     assert_eq!(
-        status(dave.clone()).await?,
+        status_with(&server, WHO, &dave).await?,
         200,
         "another subject is untouched"
     );
@@ -151,7 +153,7 @@ async fn revoking_a_token_closes_its_sockets_and_outlives_a_restart() -> anyhow:
     // A token minted for carol after the revocation works (a new login).
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let fresh = mint(SECRET, "room/*", &["--sub", "carol"])?;
-    assert_eq!(status(fresh.clone()).await?, 200);
+    assert_eq!(status_with(&server, WHO, &fresh).await?, 200);
     // Bad requests change nothing.
     let bad = http()
         .post(server.url("/v1/admin/revoke"))
@@ -163,21 +165,10 @@ async fn revoking_a_token_closes_its_sockets_and_outlives_a_restart() -> anyhow:
     server.kill9().await?;
     // Recorded in the catalog: still refused after a kill -9 and restart.
     let server = ServerProcess::start(dir.path(), &args).await?;
-    let status = |t: String| {
-        let server = &server;
-        async move {
-            http()
-                .post(server.url("/v1/objects/room/x/call/who"))
-                .bearer_auth(t)
-                .send()
-                .await
-                .map(|r| r.status().as_u16())
-        }
-    };
-    assert_eq!(status(t1).await?, 403);
-    assert_eq!(status(t2).await?, 403);
-    assert_eq!(status(fresh).await?, 200);
-    assert_eq!(status(dave).await?, 200);
+    assert_eq!(status_with(&server, WHO, &t1).await?, 403);
+    assert_eq!(status_with(&server, WHO, &t2).await?, 403);
+    assert_eq!(status_with(&server, WHO, &fresh).await?, 200);
+    assert_eq!(status_with(&server, WHO, &dave).await?, 200);
     server.terminate().await?;
     Ok(())
 }
@@ -193,19 +184,8 @@ async fn the_secret_rotates_on_sighup_with_a_grace_period() -> anyhow::Result<()
     let server = ServerProcess::start(&data, &args).await?;
     let old = mint("first-secret-0123456789", "counter/*", &[])?;
     let new = mint("second-secret-0123456789", "counter/*", &[])?;
-    let status = |t: String| {
-        let server = &server;
-        async move {
-            http()
-                .post(server.url("/v1/objects/counter/c/call/get"))
-                .bearer_auth(t)
-                .send()
-                .await
-                .map(|r| r.status().as_u16())
-        }
-    };
-    assert_eq!(status(old.clone()).await?, 200);
-    assert_eq!(status(new.clone()).await?, 401);
+    assert_eq!(status_with(&server, GET, &old).await?, 200);
+    assert_eq!(status_with(&server, GET, &new).await?, 401);
     std::fs::write(&file, "second-secret-0123456789\n")?;
     let kill = std::process::Command::new("kill")
         .args(["-HUP", &server.pid.to_string()])
@@ -213,7 +193,7 @@ async fn the_secret_rotates_on_sighup_with_a_grace_period() -> anyhow::Result<()
     assert!(kill.success());
     let mut rotated = false;
     for _ in 0..50 {
-        if status(new.clone()).await? == 200 {
+        if status_with(&server, GET, &new).await? == 200 {
             rotated = true;
             break;
         }
@@ -221,13 +201,17 @@ async fn the_secret_rotates_on_sighup_with_a_grace_period() -> anyhow::Result<()
     }
     assert!(rotated, "the new secret was not taken");
     assert_eq!(
-        status(old.clone()).await?,
+        status_with(&server, GET, &old).await?,
         200,
         "the old one is in its grace period"
     );
     tokio::time::sleep(Duration::from_millis(2200)).await;
-    assert_eq!(status(old).await?, 401, "the grace period is over");
-    assert_eq!(status(new).await?, 200);
+    assert_eq!(
+        status_with(&server, GET, &old).await?,
+        401,
+        "the grace period is over"
+    );
+    assert_eq!(status_with(&server, GET, &new).await?, 200);
     server.terminate().await?;
     Ok(())
 }
