@@ -52,7 +52,7 @@ pub const MAX_REASON_BYTES: usize = 123;
 /// `TRY_AGAIN` when it is overloaded, else `OBJECT_BROKEN`.
 pub fn for_error(code: ErrorCode) -> u16 {
     match code {
-        ErrorCode::Overloaded => TRY_AGAIN,
+        ErrorCode::Overloaded | ErrorCode::ObjectMoved => TRY_AGAIN,
         _ => OBJECT_BROKEN,
     }
 }

@@ -44,6 +44,9 @@ pub enum ErrorCode {
     TimedOut,
     /// The disk is full: the object cannot store its writes yet (507).
     InsufficientStorage,
+    /// Cluster mode: the object is moving between nodes, or its owner is
+    /// unreachable for now (503; retry).
+    ObjectMoved,
     /// Anything else: a bug in the server.
     Internal,
 }
@@ -69,6 +72,7 @@ impl ErrorCode {
             ErrorCode::TimedOut => "timed_out",
             ErrorCode::InsufficientStorage => "insufficient_storage",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
+            ErrorCode::ObjectMoved => "object_moved",
             ErrorCode::Internal => "internal",
         }
     }
@@ -81,7 +85,7 @@ impl ErrorCode {
             ErrorCode::BadRequest | ErrorCode::BadName => 400,
             ErrorCode::UnknownClass | ErrorCode::UnknownMethod | ErrorCode::NotFound => 404,
             ErrorCode::TooLarge => 413,
-            ErrorCode::Overloaded | ErrorCode::ShuttingDown => 503,
+            ErrorCode::Overloaded | ErrorCode::ShuttingDown | ErrorCode::ObjectMoved => 503,
             ErrorCode::Application => 422,
             ErrorCode::Unauthorized => 401,
             ErrorCode::Forbidden => 403,

@@ -84,6 +84,8 @@ pub struct Config {
     /// Most objects (files) the server holds; creating one more is refused
     /// (507 `insufficient_storage`).
     pub max_objects: u64,
+    /// Cluster mode (`--cluster`); `None` runs a single node.
+    pub cluster: Option<ClusterConfig>,
     /// Test hook: make commits fail (see `storage::FaultHook`).
     pub fault: Option<FaultHook>,
 }
@@ -112,9 +114,29 @@ impl Default for Config {
             cors_origins: Vec::new(),
             max_objects: 1_000_000,
             tidy_after: Duration::from_secs(60),
+            cluster: None,
             fault: None,
         }
     }
+}
+
+/// Settings of cluster mode.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// NATS server URLs (`nats://host:port`).
+    pub urls: Vec<String>,
+    /// This node's name, unique in the cluster.
+    pub node_id: String,
+    /// The HTTP address other nodes reach this one at (`host:port`).
+    pub advertise: String,
+    /// How long a silent node stays owner of its objects.
+    pub node_ttl: Duration,
+    /// Log streams objects are spread over.
+    pub shards: u32,
+    /// JetStream replicas of the streams and buckets (3 survives one loss).
+    pub replicas: usize,
+    /// Monitoring URLs (`http://host:8222`) to check `sync_interval: always`.
+    pub monitor_urls: Vec<String>,
 }
 
 /// Parses a duration flag (`250ms`, `10s`, `5m`, `1h`, `2d`, or seconds):

@@ -12,6 +12,7 @@ pub mod auth;
 mod backup;
 mod catalog;
 mod classes;
+mod cluster;
 pub mod cli;
 mod commitlog;
 pub mod config;

@@ -122,8 +122,19 @@ impl ServerBuilder {
         for (class, make) in self.settings_from_config {
             registry.set_settings(&class, make(&config));
         }
+        if config.cluster.is_some() {
+            forget_local_state(&config.data_dir)?;
+        }
         replay_commit_log(&config.data_dir).await?;
         let runtime = open_runtime(config.clone(), registry).await?;
+        if let Some(cluster) = &config.cluster {
+            let c = crate::cluster::Cluster::connect(cluster.clone(), runtime.metrics().clone())
+                .await
+                .context("cannot join the cluster")?;
+            tracing::info!(node = c.node_id(), nats = cluster.urls.join(","), "joined the cluster");
+            c.spawn_heartbeat(runtime.downgrade());
+            runtime.set_cluster(c);
+        }
         crate::runtime::alarms::Alarms::start(&runtime).await;
         let heartbeat = tokio::spawn(crate::sockets::heartbeat(
             runtime.sockets().clone(),
@@ -203,6 +214,21 @@ fn prepare(mut config: Config) -> anyhow::Result<Config> {
         .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
     check_format(data_dir)?;
     Ok(config)
+}
+
+/// Cluster mode: local object files are a cache of the replicated log, and
+/// an object is rebuilt from the log whenever this node takes it, so a
+/// node starts with none (nor the catalog that indexes them).
+fn forget_local_state(data_dir: &Path) -> anyhow::Result<()> {
+    let objects = data_dir.join("objects");
+    if objects.exists() {
+        std::fs::remove_dir_all(&objects)
+            .with_context(|| format!("cannot clear {}", objects.display()))?;
+    }
+    for name in ["catalog.sqlite", "catalog.sqlite-wal", "catalog.sqlite-shm"] {
+        let _ = std::fs::remove_file(data_dir.join(name));
+    }
+    Ok(())
 }
 
 /// Applies what the commit log holds to the object files.
@@ -314,6 +340,10 @@ async fn run(
     }
     let started = tokio::time::Instant::now();
     runtime.shutdown(drain_timeout).await;
+    if let Some(cluster) = runtime.cluster() {
+        // Every batch is appended; hand the objects over at once.
+        cluster.release_all().await;
+    }
     let _ = http_stop_tx.send(());
     let left = drain_timeout
         .saturating_sub(started.elapsed())

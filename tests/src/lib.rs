@@ -7,6 +7,7 @@
 // Test support, not an API: its handles need no Debug output.
 #![allow(missing_debug_implementations)]
 
+pub mod cluster;
 pub mod dist;
 pub mod fuzzgen;
 pub mod nats;

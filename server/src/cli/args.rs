@@ -189,6 +189,9 @@ pub struct ServeArgs {
     /// Most bytes of an admin SQL console result, counted as JSON (413 too_large beyond).
     #[arg(long, env = "ROOST_ADMIN_SQL_MAX_BYTES", default_value_t = 16 * 1024 * 1024, value_parser = clap::value_parser!(u32).range(65536..))]
     pub admin_sql_max_bytes: u32,
+    /// Cluster mode.
+    #[command(flatten)]
+    pub cluster: super::cluster::ClusterArgs,
 }
 
 impl ServeArgs {

@@ -90,8 +90,10 @@ fn parse_claim(text: &str) -> Result<(String, serde_json::Value), String> {
 }
 
 mod args;
+mod cluster;
 
 pub use args::{LogFormat, ServeArgs};
+pub use cluster::ClusterArgs;
 
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("ROOST_LOG")
@@ -231,7 +233,8 @@ async fn serve_until_signal(args: ServeArgs, builder: ServerBuilder) -> anyhow::
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
-    let config = args.config();
+    let mut config = args.config();
+    config.cluster = args.cluster.config(addr).map_err(anyhow::Error::msg)?;
     let auth = if args.auth_secret.is_some() {
         "tokens"
     } else {
@@ -261,6 +264,7 @@ async fn serve_until_signal(args: ServeArgs, builder: ServerBuilder) -> anyhow::
         listen = %addr,
         data = %data.display(),
         idle_timeout_ms,
+        cluster = args.cluster.cluster.join(","),
         "roost listening on http://{addr}"
     );
     shutdown_signal().await;

@@ -57,7 +57,8 @@ use record::Record;
 pub(crate) use segments::{list_segments, segment_path};
 use segments::{make_spares, open_segment, PREALLOCATED_BYTES};
 pub(crate) use unflushed::Unflushed;
-use writer::{Append, ThenGuard, Writer, WriterMsg};
+pub(crate) use writer::ThenGuard;
+use writer::{Append, Writer, WriterMsg};
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub(crate) enum LogError {
@@ -67,6 +68,10 @@ pub(crate) enum LogError {
     Broken,
     #[error("commit log is shut down")]
     Closed,
+    /// Cluster mode: another node took the object over (the append was
+    /// fenced), or this node could not append and gave the object up.
+    #[error("{0}")]
+    Moved(String),
 }
 
 /// Tuning of the commit log.

@@ -161,6 +161,12 @@ fn segment_has_records(path: &Path) -> std::io::Result<bool> {
         .is_some_and(|rest| rest.iter().any(|&b| b != 0)))
 }
 
+/// Replays `records` above the file's `seq` stamp into the object's file
+/// (cluster mode rebuilds a file from the replicated log with it).
+pub(crate) fn replay_records(path: &Path, id: ObjectId, records: &[Record]) -> Result<usize, RecoveryError> {
+    replay_object(path, id, records).map(|(applied, _)| applied)
+}
+
 fn replay_object(
     path: &Path,
     id: ObjectId,

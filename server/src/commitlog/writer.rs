@@ -48,10 +48,10 @@ pub(super) struct Append {
 /// A record's `then`, run exactly once: with the outcome, or — if the record
 /// is dropped unanswered (queued when the writer stopped) — with `Closed`,
 /// so the outputs it holds fail instead of vanishing.
-pub(super) struct ThenGuard(pub(super) Option<Then>);
+pub(crate) struct ThenGuard(pub(crate) Option<Then>);
 
 impl ThenGuard {
-    pub(super) fn run(mut self, result: Result<(), LogError>) {
+    pub(crate) fn run(mut self, result: Result<(), LogError>) {
         if let Some(then) = self.0.take() {
             then(result);
         }

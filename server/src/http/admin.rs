@@ -93,6 +93,38 @@ pub(crate) async fn details(
         "next_alarm_ms": runtime.indexed_alarm(&key.id),
         "created_ms": entry.as_ref().map(|e| e.created_ms),
         "last_active_ms": entry.as_ref().map(|e| e.last_active_ms),
+        // In a cluster the request was routed to the owner: this node.
+        "owner": runtime.cluster().map(|c| c.node_id()),
+    })))
+}
+
+/// `GET /v1/admin/cluster`: this node, the live nodes, what this node owns.
+pub(crate) async fn cluster(
+    State(runtime): State<Runtime>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    admin(&runtime, &headers)?;
+    let Some(cluster) = runtime.cluster() else {
+        return Ok(Json(json!({ "mode": "single", "nodes": [] })));
+    };
+    let nodes: Vec<Value> = cluster
+        .nodes()
+        .into_iter()
+        .map(|n| {
+            json!({
+                "node": n.node,
+                "addr": n.addr,
+                "incarnation": n.incarnation,
+                "started_ms": n.started_ms,
+                "state": "live",
+            })
+        })
+        .collect();
+    Ok(Json(json!({
+        "mode": "cluster",
+        "node": cluster.node_id(),
+        "owned_objects": cluster.owned_count(),
+        "nodes": nodes,
     })))
 }
 

@@ -21,6 +21,7 @@ use roost_protocol::ErrorCode;
 
 use crate::runtime::Runtime;
 use error::ApiError;
+pub(crate) use ws::configure as ws_configure;
 
 pub(crate) fn router(runtime: Runtime, max_body_bytes: usize) -> Router {
     let cors = cors::layer(&runtime.config().cors_origins);
@@ -35,6 +36,7 @@ pub(crate) fn router(runtime: Runtime, max_body_bytes: usize) -> Router {
         .route("/v1/admin/objects", get(admin::list))
         .route("/v1/admin/backup", post(admin::backup))
         .route("/v1/admin/revoke", post(admin::revoke))
+        .route("/v1/admin/cluster", get(admin::cluster))
         .route(
             "/v1/admin/objects/{class}/{name}",
             get(admin::details).delete(admin::delete),
@@ -51,7 +53,12 @@ pub(crate) fn router(runtime: Runtime, max_body_bytes: usize) -> Router {
                 "this route does not take that method",
             )
         })
-        .layer(DefaultBodyLimit::max(max_body_bytes));
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        // Cluster mode: a request for an object owned elsewhere goes there.
+        .layer(axum::middleware::from_fn_with_state(
+            runtime.clone(),
+            crate::cluster::route_layer,
+        ));
     // Layers run per route (after routing, so `MatchedPath` is known), the
     // last added outermost: the request id, then the access log's span,
     // then CORS (which answers preflights itself).

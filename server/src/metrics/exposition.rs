@@ -71,7 +71,37 @@ const fn histogram(
     }
 }
 
-const FAMILIES: [Family; 22] = [
+const FAMILIES: [Family; 28] = [
+    counter(
+        "roost_cluster_forwarded_total",
+        "Cluster mode: requests and sockets sent on to the object's owner node.",
+        |m| &m.cluster_forwarded,
+    ),
+    counter(
+        "roost_cluster_takeovers_total",
+        "Cluster mode: objects this node took over (fenced ownership appends that succeeded).",
+        |m| &m.cluster_takeovers,
+    ),
+    counter(
+        "roost_cluster_fenced_total",
+        "Cluster mode: appends refused because another node had taken the object.",
+        |m| &m.cluster_fenced,
+    ),
+    counter(
+        "roost_cluster_appended_total",
+        "Cluster mode: records acknowledged by the replicated log.",
+        |m| &m.cluster_appended,
+    ),
+    counter(
+        "roost_cluster_released_total",
+        "Cluster mode: objects handed over at shutdown.",
+        |m| &m.cluster_released,
+    ),
+    histogram(
+        "roost_cluster_append_seconds",
+        "Cluster mode: publish to JetStream acknowledgement (quorum, fsynced) per append.",
+        |m| &m.cluster_append_latency,
+    ),
     gauge("roost_live_objects", "Objects with state in memory.", |m| &m.live_objects),
     counter("roost_events_total", "Events handled by objects.", |m| &m.events),
     counter("roost_commits_total", "Batches committed.", |m| &m.commits),

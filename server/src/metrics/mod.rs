@@ -101,6 +101,16 @@ pub struct Metrics {
     pub awareness_relays: AtomicU64,
     /// Alarm handlers that completed successfully (`roost_alarms_fired_total`).
     pub alarms_fired: AtomicU64,
+    /// Cluster mode: requests and sockets sent on to the owner node.
+    pub cluster_forwarded: AtomicU64,
+    /// Cluster mode: objects this node took over.
+    pub cluster_takeovers: AtomicU64,
+    /// Cluster mode: appends refused because another node took the object.
+    pub cluster_fenced: AtomicU64,
+    /// Cluster mode: records the replicated log acknowledged.
+    pub cluster_appended: AtomicU64,
+    /// Cluster mode: objects handed over on shutdown.
+    pub cluster_released: AtomicU64,
     errors: [AtomicU64; ERROR_KINDS.len()],
     /// Time from a batch's commit to its outputs' release, shared fsync
     /// included (`roost_commit_seconds`).
@@ -116,6 +126,9 @@ pub struct Metrics {
     /// WAL checkpoints on the object's own connection, which the object waits
     /// for (`roost_wal_checkpoint_stall_seconds`).
     pub wal_checkpoint_stall: Histogram,
+    /// Cluster mode: from an append's publish to JetStream's acknowledgement
+    /// (quorum, fsynced), retries included (`roost_cluster_append_seconds`).
+    pub cluster_append_latency: Histogram,
 }
 
 impl Default for Metrics {
@@ -137,6 +150,12 @@ impl Default for Metrics {
             alarms_dispatched: AtomicU64::new(0),
             awareness_relays: AtomicU64::new(0),
             alarms_fired: AtomicU64::new(0),
+            cluster_forwarded: AtomicU64::new(0),
+            cluster_takeovers: AtomicU64::new(0),
+            cluster_fenced: AtomicU64::new(0),
+            cluster_appended: AtomicU64::new(0),
+            cluster_released: AtomicU64::new(0),
+            cluster_append_latency: Histogram::new(),
             errors: std::array::from_fn(|_| AtomicU64::new(0)),
             commit_latency: Histogram::new(),
             log_fsync_latency: Histogram::new(),

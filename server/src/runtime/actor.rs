@@ -241,6 +241,9 @@ impl<T: DurableObject> Actor<T> {
     /// everything before it; a console flush is answered in order; anything
     /// else starts a batch.
     async fn handle(&mut self, first: Command) {
+        if !self.runtime.may_run(&self.key.id) {
+            return self.moved(first);
+        }
         match first {
             Command::Delete { reply } => self.delete(reply).await,
             Command::Flush { reply } => self.flush(reply).await,
@@ -328,6 +331,24 @@ impl<T: DurableObject> Actor<T> {
                 }
             }
             Err(e) => self.start_failed(e, after),
+        }
+    }
+
+    /// Cluster mode: another node owns the object now (or this node lost
+    /// its lease). Answers the command with `object_moved`, unloads the
+    /// object and stops; the edge routes what comes next to the owner.
+    fn moved(&mut self, first: Command) {
+        let e = error(ErrorCode::ObjectMoved, "another node owns the object now; retry");
+        match first {
+            Command::Flush { reply } => self.pipeline.push(InFlight::answer(reply, Err(e))),
+            Command::Delete { reply } => {
+                let _ = reply.send(Err(e));
+            }
+            cmd => cmd.fail(&self.runtime, &self.key, e),
+        }
+        self.object.retire(&self.metrics);
+        if self.phase == Phase::Running {
+            self.close_mailbox();
         }
     }
 

@@ -295,10 +295,15 @@ impl<T: DurableObject> Batch<'_, T> {
             || self.runtime.config().durability == crate::config::Durability::File
         {
             let storage = &mut self.l.ctx.storage;
-            return match crate::sys::blocking(|| storage.sync_files()) {
-                Ok(()) => Ok(None),
-                Err(e) => Err(durable(&e)),
-            };
+            crate::sys::blocking(|| storage.sync_files()).map_err(|e| durable(&e))?;
+            // In a cluster the file itself goes to the replicated log.
+            if let Some(cluster) = self.runtime.cluster() {
+                let (key, seq) = (&self.l.ctx.key, self.l.ctx.storage.commit_seq());
+                let path = crate::id::object_path(&self.runtime.config().data_dir, &key.class, key.id);
+                crate::sys::blocking(|| cluster.snapshot_blocking(key, seq, &path))
+                    .map_err(|e| durable(&e))?;
+            }
+            return Ok(None);
         }
         let record = Record {
             class: self.l.ctx.key.class.clone(),
@@ -310,7 +315,7 @@ impl<T: DurableObject> Batch<'_, T> {
             let outputs = std::mem::take(&mut self.outputs);
             submit_releasing(self.runtime, record, outputs, committed_at, events)
         } else {
-            self.runtime.log().submit(record)
+            self.runtime.submit(record, None)
         };
         submitted.map(Some).map_err(|e| durable(&e))
     }
@@ -328,22 +333,17 @@ fn submit_releasing(
 ) -> Result<Ack, LogError> {
     let object = record.id;
     let rt = runtime.clone();
-    runtime.log().submit_then(
+    runtime.submit(
         record,
-        Box::new(move |result| match result {
+        Some(Box::new(move |result| match result {
             Ok(()) => {
                 count_durable(&rt, committed_at, events);
                 output::release(&rt, object, outputs);
             }
             Err(e) => {
-                let err = error(
-                    ErrorCode::ObjectBroken,
-                    format!(
-                        "batch could not be made durable: {e}; the object restarts from storage"
-                    ),
-                );
+                let err = super::pipeline::durability_error(&e);
                 output::fail(&rt, object, outputs, &err);
             }
-        }),
+        })),
     )
 }

@@ -81,7 +81,7 @@ fn delete_object(runtime: &Runtime, key: &ObjectKey) -> Result<(), ErrorDetail> 
 /// replaying them into a new object of the same name.
 async fn log_deletion(runtime: &Runtime, key: &ObjectKey) -> Result<(), ErrorDetail> {
     let record = crate::commitlog::record::Record::deletion(&key.class, key.id);
-    let durable = match runtime.log().submit(record) {
+    let durable = match runtime.submit(record, None) {
         Ok(ack) => ack.await.unwrap_or(Err(LogError::Closed)),
         Err(e) => Err(e),
     };

@@ -34,6 +34,13 @@ pub(super) fn start<T: DurableObject>(
     key: &ObjectKey,
     runtime: &Runtime,
 ) -> Result<Live<T>, ErrorDetail> {
+    if !runtime.may_run(&key.id) {
+        return Err(error(
+            ErrorCode::ObjectMoved,
+            "another node owns the object now; retry",
+        ));
+    }
+    let created = !object_path(&runtime.config().data_dir, &key.class, key.id).exists();
     let mut ctx = open(key, runtime)?;
     runtime
         .metrics()
@@ -53,7 +60,15 @@ pub(super) fn start<T: DurableObject>(
             return Err(error(ErrorCode::ObjectBroken, "constructor panicked"));
         }
     };
-    commit_constructor(&mut ctx)?;
+    let wrote = commit_constructor(&mut ctx)?;
+    if let Some(cluster) = runtime.cluster().filter(|_| wrote || created) {
+        // The new object's file, or what its constructor changed, is the
+        // log's starting point: the constructor's writes are not replayable.
+        let path = object_path(&runtime.config().data_dir, &key.class, key.id);
+        if let Err(e) = cluster.snapshot_blocking(key, ctx.storage.commit_seq(), &path) {
+            return Err(error(ErrorCode::ObjectMoved, format!("{e}")));
+        }
+    }
     ctx.storage.release_memory();
     Ok(Live { object, ctx })
 }
@@ -85,20 +100,20 @@ fn open(key: &ObjectKey, runtime: &Runtime) -> Result<Ctx, ErrorDetail> {
 }
 
 /// Commits what the constructor wrote and fsyncs the object's own files.
-fn commit_constructor(ctx: &mut Ctx) -> Result<(), ErrorDetail> {
+/// Returns whether it wrote.
+fn commit_constructor(ctx: &mut Ctx) -> Result<bool, ErrorDetail> {
     let commit = ctx.storage.finish_batch().and_then(|changes| {
         let wrote = changes.is_some();
         ctx.storage.commit(wrote)?;
         if wrote {
             crate::sys::blocking(|| ctx.storage.sync_files())?;
         }
-        Ok(())
+        Ok(wrote)
     });
-    if let Err(e) = commit {
+    commit.map_err(|e| {
         ctx.storage.rollback();
-        return Err(broken(e));
-    }
-    Ok(())
+        broken(e)
+    })
 }
 
 /// Closes a stopping actor's object, off the async worker: its WAL stays in

@@ -76,6 +76,8 @@ pub(crate) struct RuntimeInner {
     shutting_down: AtomicBool,
     /// The admin console's running queries.
     consoles: Consoles,
+    /// Cluster mode's handle (set once at start-up, before serving).
+    cluster: std::sync::OnceLock<crate::cluster::Cluster>,
     /// Every actor holds a clone; `shutdown` waits until all are dropped.
     alive_tx: std::sync::Mutex<Option<mpsc::Sender<()>>>,
     alive_rx: tokio::sync::Mutex<mpsc::Receiver<()>>,
@@ -150,9 +152,40 @@ impl Runtime {
             next_generation: AtomicU64::new(1),
             shutting_down: AtomicBool::new(false),
             consoles: Consoles::default(),
+            cluster: std::sync::OnceLock::new(),
             alive_tx: std::sync::Mutex::new(Some(alive_tx)),
             alive_rx: tokio::sync::Mutex::new(alive_rx),
         }))
+    }
+
+    /// Enters cluster mode (once, before serving).
+    pub(crate) fn set_cluster(&self, cluster: crate::cluster::Cluster) {
+        let _ = self.0.cluster.set(cluster);
+    }
+
+    /// Cluster mode's handle, if the server runs in a cluster.
+    pub(crate) fn cluster(&self) -> Option<&crate::cluster::Cluster> {
+        self.0.cluster.get()
+    }
+
+    /// Whether this node may run the object now: always on a single node;
+    /// in a cluster, only while it owns the object.
+    pub(crate) fn may_run(&self, id: &ObjectId) -> bool {
+        self.cluster().is_none_or(|c| c.owns(id))
+    }
+
+    /// Makes a record durable: the local commit log, or in cluster mode the
+    /// object's chain in the replicated log. `then` runs with the outcome.
+    pub(crate) fn submit(
+        &self,
+        record: crate::commitlog::record::Record,
+        then: Option<crate::commitlog::Then>,
+    ) -> Result<tokio::sync::oneshot::Receiver<Result<(), crate::commitlog::LogError>>, crate::commitlog::LogError> {
+        match (self.cluster(), then) {
+            (Some(c), then) => c.submit(record, then),
+            (None, Some(then)) => self.0.log.submit_then(record, then),
+            (None, None) => self.0.log.submit(record),
+        }
     }
 
     /// An object's actor closed its database: tidy the file later.

@@ -91,6 +91,18 @@ pub(super) fn count_durable(runtime: &Runtime, committed_at: Instant, events: us
         .fetch_add(events as u64, std::sync::atomic::Ordering::Relaxed);
 }
 
+/// What a batch's outputs become when it could not be made durable: in a
+/// cluster, a retryable `object_moved` when another node took the object.
+pub(super) fn durability_error(e: &LogError) -> ErrorDetail {
+    match e {
+        LogError::Moved(why) => error(ErrorCode::ObjectMoved, why.clone()),
+        e => error(
+            ErrorCode::ObjectBroken,
+            format!("batch could not be made durable: {e}; the object restarts from storage"),
+        ),
+    }
+}
+
 /// The in-flight batches of one object, oldest first.
 #[derive(Default)]
 pub(super) struct Pipeline {
@@ -152,12 +164,7 @@ impl Pipeline {
             Err(e) => {
                 runtime.metrics().error("log_failed");
                 tracing::error!(error = %e, "batch could not be made durable");
-                let err = error(
-                    ErrorCode::ObjectBroken,
-                    format!(
-                        "batch could not be made durable: {e}; the object restarts from storage"
-                    ),
-                );
+                let err = durability_error(&e);
                 output::fail(runtime, object, done.outputs, &err);
                 for later in self.batches.drain(..) {
                     output::fail(runtime, object, later.outputs, &err);
@@ -178,10 +185,7 @@ impl Pipeline {
             match result {
                 Ok(()) => f.release(runtime, object),
                 Err(e) => {
-                    let err = error(
-                        ErrorCode::ObjectBroken,
-                        format!("batch could not be made durable: {e}"),
-                    );
+                    let err = durability_error(&e);
                     output::fail(runtime, object, f.outputs, &err);
                 }
             }
