@@ -142,3 +142,104 @@ impl RoostCluster {
         bail!("no increment succeeded through node {via} within {patience:?}")
     }
 }
+
+/// The outcome of every increment a load run sent.
+#[derive(Debug, Default)]
+pub struct History {
+    /// Acknowledged increments: when, and the value returned.
+    pub acked: Vec<(Instant, i64)>,
+    /// Failed ones: when, the HTTP status (0: no answer) and the body.
+    pub failed: Vec<(Instant, u16, String)>,
+}
+
+impl History {
+    /// Checks the history against the counter's final value: every
+    /// acknowledged value is distinct (one acknowledging writer at a time)
+    /// and none is above the final value (every acknowledged write kept).
+    pub fn check(&self, final_value: i64) -> Result<()> {
+        let mut seen = std::collections::BTreeSet::new();
+        for (_, v) in &self.acked {
+            if !seen.insert(*v) {
+                bail!("value {v} was acknowledged twice");
+            }
+        }
+        if let Some(max) = seen.iter().next_back() {
+            if *max > final_value {
+                bail!("acknowledged value {max} is lost: the counter ends at {final_value}");
+            }
+        }
+        if (seen.len() as i64) > final_value {
+            bail!("{} increments acknowledged, the counter ends at {final_value}", seen.len());
+        }
+        Ok(())
+    }
+
+    /// The first acknowledgement after `t`, as a delay from `t`.
+    pub fn first_ack_after(&self, t: Instant) -> Option<Duration> {
+        self.acked.iter().filter(|(at, _)| *at > t).map(|(at, _)| *at - t).min()
+    }
+}
+
+/// Increments `counter/name` from `workers` concurrent loops, round-robin
+/// over `bases` (node URLs), until `until`.
+pub async fn load(bases: Vec<String>, name: &str, workers: usize, until: Instant) -> History {
+    let history = std::sync::Arc::new(std::sync::Mutex::new(History::default()));
+    let mut tasks = Vec::new();
+    for w in 0..workers {
+        let (bases, history, name) = (bases.clone(), history.clone(), name.to_owned());
+        tasks.push(tokio::spawn(async move {
+            let client = reqwest::Client::builder()
+                .timeout(Duration::from_secs(20))
+                .build()
+                .expect("client builds");
+            let mut k = w;
+            while Instant::now() < until {
+                let base = &bases[k % bases.len()];
+                k += 1;
+                let url = format!("{base}/v1/objects/counter/{}/call/increment", segment(&name));
+                let sent = client.post(url).json(&serde_json::json!({})).send().await;
+                let at = Instant::now();
+                let outcome = match sent {
+                    Ok(r) if r.status().is_success() => match r.json::<Value>().await.ok().and_then(|v| v.as_i64()) {
+                        Some(v) => Ok(v),
+                        None => Err((200, "unreadable body".to_owned())),
+                    },
+                    Ok(r) => {
+                        let status = r.status().as_u16();
+                        Err((status, r.text().await.unwrap_or_default()))
+                    }
+                    Err(e) => Err((0, e.to_string())),
+                };
+                let failed = outcome.is_err();
+                {
+                    let mut h = history.lock().expect("not poisoned");
+                    match outcome {
+                        Ok(v) => h.acked.push((at, v)),
+                        Err((status, body)) => h.failed.push((at, status, body)),
+                    }
+                }
+                if failed {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    std::sync::Arc::try_unwrap(history)
+        .map(|m| m.into_inner().expect("not poisoned"))
+        .unwrap_or_default()
+}
+
+/// The counter's value read through node `via`, retried for up to 20 s.
+pub async fn final_value(node: &ServerProcess, name: &str) -> Result<i64> {
+    let client = http();
+    for _ in 0..100 {
+        if let Ok((200, v)) = crate::call(&client, node, "counter", name, "get", serde_json::json!({})).await {
+            return v.as_i64().context("a number");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    bail!("could not read counter {name}")
+}
