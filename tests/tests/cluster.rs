@@ -122,3 +122,222 @@ async fn kill9_of_the_owner_fails_over_and_loses_nothing() -> anyhow::Result<()>
     assert_eq!(v, value + 1, "the restarted node continues from the log");
     Ok(())
 }
+
+/// SIGSTOP of the owner past its TTL: another node takes the counter over;
+/// after SIGCONT the paused node (a zombie that still believes it owns the
+/// counter) never acknowledges a write: whatever it answers is either a
+/// retryable 503 or a value the new owner made, never one twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_owner_is_fenced_and_acknowledges_nothing_stale() -> anyhow::Result<()> {
+    let cluster = RoostCluster::start(3, &[]).await?;
+    let client = http();
+    cluster.increment_until_ok(0, "z", Duration::from_secs(10)).await?;
+    cluster.signal(0, "STOP")?;
+    let stopped_at = Instant::now();
+    let (_, took) = cluster.increment_until_ok(1, "z", Duration::from_secs(15)).await?;
+    println!("takeover from a paused owner after {:?}", stopped_at.elapsed());
+    assert!(took <= Duration::from_secs(10));
+    let bases: Vec<String> = (1..3).map(|i| cluster.node(i).url("")).collect();
+    let until = Instant::now() + Duration::from_secs(4);
+    let others = tokio::spawn(load(bases, "z", 3, until));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    cluster.signal(0, "CONT")?;
+    // Straight at the zombie while the others write.
+    let zombie = load(vec![cluster.node(0).url("")], "z", 2, until).await;
+    let mut history = others.await?;
+    for (status, body) in zombie.failed.iter().map(|(_, s, b)| (s, b)) {
+        assert!(*status == 503 || *status == 0, "the zombie answered {status}: {body}");
+    }
+    history.acked.extend(zombie.acked.iter().copied());
+    let value = final_value(cluster.node(2), "z").await?;
+    history.check(value)?;
+    let (status, _) = call(&client, cluster.node(0), "counter", "z", "get", json!({})).await?;
+    assert_eq!(status, 200, "the woken node serves again (forwarding)");
+    Ok(())
+}
+
+/// SIGTERM of the owner hands its objects over: another node serves the
+/// counter within a second or so, and every failed call meanwhile is a
+/// retryable 503.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_hands_objects_over_quickly_with_only_retryable_errors() -> anyhow::Result<()> {
+    let mut cluster = RoostCluster::start(3, &[]).await?;
+    cluster.increment_until_ok(0, "t", Duration::from_secs(10)).await?;
+    let bases: Vec<String> = (1..3).map(|i| cluster.node(i).url("")).collect();
+    let until = Instant::now() + Duration::from_secs(6);
+    let load = tokio::spawn(load(bases, "t", 4, until));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let term_at = Instant::now();
+    let code = cluster.terminate(0).await?;
+    let exited = term_at.elapsed();
+    let history = load.await?;
+    assert_eq!(code, Some(0));
+    for (at, status, body) in &history.failed {
+        assert_eq!(*status, 503, "a call failed with {status} {body} at {:?}", at.duration_since(term_at));
+    }
+    // The longest gap between acknowledgements around the handover.
+    let mut times: Vec<Instant> = history.acked.iter().map(|(t, _)| *t).collect();
+    times.sort();
+    let gap = times.windows(2).map(|w| w[1] - w[0]).max().unwrap_or_default();
+    println!("SIGTERM: node exited after {exited:?}; longest pause between acknowledgements {gap:?}; {} failed", history.failed.len());
+    assert!(gap <= Duration::from_secs(3), "the handover paused writes for {gap:?}");
+    history.check(final_value(cluster.node(1), "t").await?)?;
+    Ok(())
+}
+
+/// A Yjs client connected to a node that does not own its document keeps
+/// its socket through a kill -9 of the owner: the relay finds the new owner
+/// and re-syncs both ways, so edits before and after the kill reach a
+/// client that connects later anywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_yjs_socket_on_a_surviving_node_stays_open_when_the_owner_dies() -> anyhow::Result<()> {
+    use roost_tests::yclient::YClient;
+    let mut cluster = RoostCluster::start(3, &[]).await?;
+    // r1 owns the document: its first socket went there.
+    let mut first = YClient::new();
+    first.connect(&cluster.node(0).ws_url("/v1/yjs/story")).await?;
+    first.insert(0, "once ").await?;
+    first.drain(Duration::from_millis(300)).await?;
+    let mut relayed = YClient::new();
+    relayed.connect(&cluster.node(1).ws_url("/v1/yjs/story")).await?;
+    relayed.wait_for_text("once ", Duration::from_secs(10)).await?;
+    assert_eq!(cluster.owner(2, "ydoc", "story").await?, "r1");
+    relayed.insert(5, "upon ").await?;
+    first.wait_for_text("once upon ", Duration::from_secs(10)).await?;
+    drop(first);
+    cluster.kill9(0).await?;
+    // Typed while the owner is dead: kept by the client, re-synced later.
+    relayed.insert(10, "a time").await?;
+    let closed = relayed.drain(Duration::from_secs(6)).await?;
+    assert_eq!(closed, None, "the relayed socket was closed");
+    assert!(relayed.is_connected());
+    let mut late = YClient::new();
+    late.connect(&cluster.node(2).ws_url("/v1/yjs/story")).await?;
+    late.wait_for_text("once upon a time", Duration::from_secs(20)).await?;
+    relayed.insert(16, "!").await?;
+    late.wait_for_text("once upon a time!", Duration::from_secs(10)).await?;
+    assert_ne!(cluster.owner(2, "ydoc", "story").await?, "r1");
+    Ok(())
+}
+
+/// Every Roost node killed at once while writes are in flight, and one NATS
+/// server killed too: after the restart nothing acknowledged is missing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_nodes_killed_at_once_lose_nothing_acknowledged() -> anyhow::Result<()> {
+    let mut cluster = RoostCluster::start(3, &[]).await?;
+    let bases: Vec<String> = (0..3).map(|i| cluster.node(i).url("")).collect();
+    let until = Instant::now() + Duration::from_secs(3);
+    let mut loads = Vec::new();
+    for name in ["a", "b", "c"] {
+        loads.push((name, tokio::spawn(load(bases.clone(), name, 3, until))));
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    cluster.nats.kill9(2).await?;
+    for i in 0..3 {
+        cluster.kill9(i).await?;
+    }
+    let mut histories = Vec::new();
+    for (name, l) in loads {
+        histories.push((name, l.await?));
+    }
+    for i in 0..3 {
+        cluster.spawn(i).await?;
+    }
+    for (name, history) in histories {
+        assert!(!history.acked.is_empty(), "{name}: nothing was acknowledged");
+        let value = final_value(cluster.node((name.as_bytes()[0] % 3) as usize), name).await?;
+        history.check(value)?;
+    }
+    Ok(())
+}
+
+/// A NATS server that does not fsync every write is refused, with a
+/// message that says what to set.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_server_without_sync_is_refused() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let monitor = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let conf = dir.path().join("lazy.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "listen: 127.0.0.1:{port}\nhttp: 127.0.0.1:{monitor}\njetstream {{ store_dir: \"{}\" }}\n",
+            dir.path().join("js").display()
+        ),
+    )?;
+    let mut nats = tokio::process::Command::new(roost_tests::nats::server_bin())
+        .arg("-c")
+        .arg(&conf)
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let out = tokio::process::Command::new(roost_tests::roost_bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(dir.path().join("data"))
+        .args(["--cluster", &format!("nats://127.0.0.1:{port}")])
+        .args(["--cluster-monitor", &format!("http://127.0.0.1:{monitor}")])
+        .args(["--cluster-replicas", "1", "--node-id", "lonely"])
+        .output()
+        .await?;
+    nats.kill().await?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("sync_interval: always"), "{stderr}");
+    // Without the monitoring URLs it is refused too, saying why.
+    let out = tokio::process::Command::new(roost_tests::roost_bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--cluster", "nats://127.0.0.1:1"])
+        .output()
+        .await?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("--cluster-monitor"), "{stderr}");
+    Ok(())
+}
+
+/// An alarm outlives the node that set it: after a kill -9 of the owner,
+/// a surviving node takes the object over when the alarm is due — without
+/// any request for it — and fires it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alarm_fires_after_its_owner_died() -> anyhow::Result<()> {
+    let mut cluster = RoostCluster::start(3, &[]).await?;
+    let client = http();
+    let (status, body) = call(
+        &client,
+        cluster.node(0),
+        "counter",
+        "later",
+        "increment_later",
+        json!({"by": 5, "delay_ms": 2500}),
+    )
+    .await?;
+    assert_eq!(status, 200, "{body}");
+    cluster.kill9(0).await?;
+    let started = Instant::now();
+    let fired = loop {
+        let mut fired = 0.0;
+        for i in 1..3 {
+            let text = client
+                .get(cluster.node(i).url("/metrics"))
+                .bearer_auth(roost_tests::cluster::ADMIN)
+                .send()
+                .await?
+                .text()
+                .await?;
+            fired += text
+                .lines()
+                .find_map(|l| l.strip_prefix("roost_alarms_fired_total "))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .unwrap_or(0.0);
+        }
+        if fired >= 1.0 || started.elapsed() > Duration::from_secs(20) {
+            break fired;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(fired >= 1.0, "no surviving node fired the alarm");
+    println!("alarm fired on a survivor {:?} after the kill", started.elapsed());
+    assert_eq!(final_value(cluster.node(1), "later").await?, 5);
+    Ok(())
+}

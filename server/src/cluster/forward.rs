@@ -98,7 +98,7 @@ pub(crate) async fn route_layer(State(runtime): State<Runtime>, req: Request, ne
             if is_upgrade(&req) {
                 relay(cluster, runtime, key, req, node.addr).await
             } else {
-                proxy(&cluster, req, &node.addr).await
+                proxy(&cluster, req, &node).await
             }
         }
         Err(e) => ApiError::from(e).into_response(),
@@ -121,7 +121,11 @@ fn unreachable_owner(e: impl std::fmt::Display) -> Response {
 }
 
 /// Sends the request to the owner and its answer back.
-async fn proxy(cluster: &Cluster, req: Request, addr: &str) -> Response {
+/// If the owner stops renewing its liveness meanwhile (it died or is
+/// paused), the request is given up with a retryable 503: the next one
+/// goes to whichever node takes the object over.
+async fn proxy(cluster: &Cluster, req: Request, node: &super::NodeInfo) -> Response {
+    let addr = &node.addr;
     let (mut parts, body) = req.into_parts();
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     parts.uri = match format!("http://{addr}{path}").parse() {
@@ -133,9 +137,12 @@ async fn proxy(cluster: &Cluster, req: Request, addr: &str) -> Response {
         parts.headers.insert(FORWARDED, v);
     }
     let req = axum::http::Request::from_parts(parts, body);
-    match cluster.0.http.0.request(req).await {
-        Ok(resp) => resp.map(Body::new),
-        Err(e) => unreachable_owner(e),
+    tokio::select! {
+        answer = cluster.0.http.0.request(req) => match answer {
+            Ok(resp) => resp.map(Body::new),
+            Err(e) => unreachable_owner(e),
+        },
+        () = cluster.until_gone(node) => unreachable_owner("it stopped renewing its liveness"),
     }
 }
 

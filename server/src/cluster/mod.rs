@@ -11,6 +11,7 @@
 //! - `owner.rs`: which node owns an object, taking one over (fenced) and
 //!   rebuilding its file from the log, handing objects over on shutdown;
 //! - `snapshot.rs`: an object's file as of a `seq`, in the Object Store;
+//! - `alarms.rs`: the cluster-wide alarm index, swept by every node;
 //! - `forward.rs`: HTTP requests and WebSockets for objects owned elsewhere
 //!   go to the owner.
 //!
@@ -20,6 +21,7 @@
 //! A node that took the object over appended in between, so a deposed
 //! owner's append is refused: it drops the object, never acknowledges.
 
+mod alarms;
 mod forward;
 mod log;
 mod nodes;
@@ -36,6 +38,7 @@ use dashmap::DashMap;
 pub(crate) use crate::config::ClusterConfig;
 use crate::id::ObjectId;
 pub(crate) use forward::route_layer;
+pub(crate) use owner::Route;
 pub(crate) use nodes::NodeInfo;
 use owner::Owned;
 
@@ -54,6 +57,8 @@ struct Inner {
     streams: Vec<jetstream::stream::Stream>,
     nodes: nodes::Nodes,
     snapshots: jetstream::object_store::ObjectStore,
+    /// Every object's next alarm (`alarms.rs`).
+    alarms: jetstream::kv::Store,
     /// Objects this node owns, with their log position.
     owned: DashMap<ObjectId, Owned>,
     /// One at a time per object: takeovers and appends.
@@ -94,9 +99,12 @@ impl Cluster {
         check_version(&client.server_info().version)?;
         check_sync(&config.monitor_urls).await?;
         let js = jetstream::new(client);
-        let streams = log::ensure_streams(&js, &config).await?;
-        let nodes_kv = nodes::ensure_bucket(&js, &config).await?;
-        let snapshots = snapshot::ensure_store(&js, &config).await?;
+        // A stream without a leader (a NATS server just died) answers
+        // after its election: retry for a while.
+        let streams = patiently(|| log::ensure_streams(&js, &config)).await?;
+        let nodes_kv = patiently(|| nodes::ensure_bucket(&js, &config)).await?;
+        let snapshots = patiently(|| snapshot::ensure_store(&js, &config)).await?;
+        let alarms = patiently(|| alarms::ensure_bucket(&js, &config)).await?;
         let incarnation = format!("{:016x}", rand_u64());
         let nodes = nodes::Nodes::new(nodes_kv, &config, incarnation.clone());
         let cluster = Cluster(Arc::new(Inner {
@@ -105,13 +113,14 @@ impl Cluster {
             streams,
             nodes,
             snapshots,
+            alarms,
             owned: DashMap::new(),
             locks: DashMap::new(),
             metrics,
             http: forward::HttpClient::new(),
             config,
         }));
-        cluster.0.nodes.register().await?;
+        patiently(|| cluster.0.nodes.register()).await?;
         Ok(cluster)
     }
 
@@ -135,6 +144,11 @@ impl Cluster {
         self.0.nodes.snapshot()
     }
 
+    /// Resolves once `node` is no longer live.
+    pub(crate) async fn until_gone(&self, node: &NodeInfo) {
+        self.0.nodes.until_gone(node).await;
+    }
+
     fn lock(&self, id: ObjectId) -> Arc<tokio::sync::Mutex<()>> {
         self.0.locks.entry(id).or_default().clone()
     }
@@ -143,6 +157,25 @@ impl Cluster {
     pub(crate) fn spawn_heartbeat(&self, runtime: crate::runtime::WeakRuntime) {
         let cluster = self.clone();
         tokio::spawn(async move { cluster.0.nodes.run(runtime, cluster.clone()).await });
+    }
+}
+
+/// Runs `step` until it succeeds or 30 s passed (then its last error).
+async fn patiently<T, F, Fut>(mut step: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    let started = std::time::Instant::now();
+    loop {
+        match step().await {
+            Ok(v) => return Ok(v),
+            Err(e) if started.elapsed() > Duration::from_secs(30) => return Err(e),
+            Err(e) => {
+                tracing::warn!(error = %e, "cluster: NATS is not ready yet; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
     }
 }
 
@@ -180,11 +213,19 @@ fn check_version(version: &str) -> anyhow::Result<()> {
 /// With monitoring URLs given, refuses servers that do not fsync every
 /// write (`jetstream { sync_interval: always }`): with JetStream's default
 /// lazy fsync an acknowledged write can be lost.
+/// Servers that cannot be reached now are skipped (a restart while one NATS
+/// server is down), but at least one must answer.
 async fn check_sync(monitors: &[String]) -> anyhow::Result<()> {
+    let mut reached = 0;
     for url in monitors {
-        let varz = forward::get_json(&format!("{}/varz", url.trim_end_matches('/')))
-            .await
-            .with_context(|| format!("reading {url}/varz (--cluster-monitor)"))?;
+        let varz = match forward::get_json(&format!("{}/varz", url.trim_end_matches('/'))).await {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(%url, error = %e, "cluster: cannot read a NATS server's /varz; not checked");
+                continue;
+            }
+        };
+        reached += 1;
         let config = &varz["jetstream"]["config"];
         if config["sync_always"].as_bool() != Some(true) {
             bail!(
@@ -193,6 +234,12 @@ async fn check_sync(monitors: &[String]) -> anyhow::Result<()> {
                  (lazy fsync can lose acknowledged writes)"
             );
         }
+    }
+    if reached == 0 && !monitors.is_empty() {
+        bail!(
+            "no NATS monitoring endpoint answered ({}): cannot check that the servers fsync every write",
+            monitors.join(",")
+        );
     }
     Ok(())
 }

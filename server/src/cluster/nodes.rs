@@ -185,6 +185,20 @@ impl Nodes {
                 tracing::warn!(error = %e, "cluster: could not renew this node's liveness");
             }
             self.refresh().await;
+            if let Some(rt) = runtime.upgrade() {
+                cluster.sweep_alarms(&rt).await;
+            }
+        }
+    }
+
+    /// Resolves once `node` is no longer live (its key expired or it
+    /// restarted).
+    pub(super) async fn until_gone(&self, node: &NodeInfo) {
+        loop {
+            tokio::time::sleep(self.ttl / 4).await;
+            if self.live(&node.node, &node.incarnation).is_none() {
+                return;
+            }
         }
     }
 

@@ -228,6 +228,12 @@ impl Cluster {
         })
         .await??;
         runtime.catalog().register(key, crate::catalog::now_ms());
+        // Its alarm fires here now.
+        let path = object_path(&runtime.config().data_dir, &key.class, key.id);
+        if let Some(at) = super::alarms::alarm_of_file(&path) {
+            runtime.alarms().reindex_lazily(runtime, key, Some(at));
+            runtime.alarms().schedule(key, at, 0);
+        }
         Ok(())
     }
 

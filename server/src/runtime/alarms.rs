@@ -157,6 +157,9 @@ impl Alarms {
             return Ok(());
         }
         runtime.catalog().set_alarm(key, at_ms).await?;
+        if let Some(cluster) = runtime.cluster() {
+            cluster.index_alarm(key, Some(at_ms)).await?;
+        }
         self.indexed.insert(key.id, at_ms);
         Ok(())
     }
@@ -168,6 +171,14 @@ impl Alarms {
     /// Records a new index time that need not be durable (raising it, or
     /// forgetting the entry with `None`).
     pub(crate) fn reindex_lazily(&self, runtime: &Runtime, key: &ObjectKey, at_ms: Option<i64>) {
+        if let Some(cluster) = runtime.cluster().cloned() {
+            let key = key.clone();
+            tokio::spawn(async move {
+                if let Err(e) = cluster.index_alarm(&key, at_ms).await {
+                    tracing::warn!(error = %e, "cluster: alarm index not updated");
+                }
+            });
+        }
         match at_ms {
             Some(at) => {
                 self.indexed.insert(key.id, at);
@@ -261,6 +272,18 @@ fn dispatch(runtime: &Runtime, e: Entry) {
             .metrics()
             .alarms_dispatched
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // In a cluster the owner fires it; this node only if it owns it.
+        if let Some(cluster) = runtime.cluster() {
+            match cluster.route(&e.key, &runtime).await {
+                Ok(crate::cluster::Route::Local) => {}
+                Ok(crate::cluster::Route::Remote(_)) => return,
+                Err(_) => {
+                    let at = runtime.clock().now_ms() + 1000;
+                    runtime.alarms().schedule(&e.key, at, e.retry);
+                    return;
+                }
+            }
+        }
         let cmd = Command::Alarm { retry: e.retry };
         if let Err(err) = runtime.send(&e.key, cmd).await {
             tracing::warn!(object = %e.key.id, error = %err.message, "cannot deliver alarm; retrying in 1 s");
