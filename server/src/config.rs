@@ -135,6 +135,9 @@ pub struct ClusterConfig {
     pub shards: u32,
     /// JetStream replicas of the streams and buckets (3 survives one loss).
     pub replicas: usize,
+    /// Batch records after which the owner snapshots an object and trims
+    /// its log (bounds what a takeover replays).
+    pub snapshot_every: u64,
     /// Monitoring URLs (`http://host:8222`) to check `sync_interval: always`.
     pub monitor_urls: Vec<String>,
 }

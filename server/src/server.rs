@@ -131,7 +131,11 @@ impl ServerBuilder {
             let c = crate::cluster::Cluster::connect(cluster.clone(), runtime.metrics().clone())
                 .await
                 .context("cannot join the cluster")?;
-            tracing::info!(node = c.node_id(), nats = cluster.urls.join(","), "joined the cluster");
+            tracing::info!(
+                node = c.node_id(),
+                nats = cluster.urls.join(","),
+                "joined the cluster"
+            );
             c.spawn_heartbeat(runtime.downgrade());
             runtime.set_cluster(c);
         }

@@ -77,7 +77,9 @@ impl RoostCluster {
 
     /// Indices of running nodes.
     pub fn running(&self) -> Vec<usize> {
-        (0..self.nodes.len()).filter(|i| self.nodes[*i].is_some()).collect()
+        (0..self.nodes.len())
+            .filter(|i| self.nodes[*i].is_some())
+            .collect()
     }
 
     pub async fn kill9(&mut self, i: usize) -> Result<()> {
@@ -130,11 +132,25 @@ impl RoostCluster {
 
     /// Increments `counter/name` through node `via` until it answers 200 or
     /// `patience` passes; returns the value and how long it took.
-    pub async fn increment_until_ok(&self, via: usize, name: &str, patience: Duration) -> Result<(i64, Duration)> {
+    pub async fn increment_until_ok(
+        &self,
+        via: usize,
+        name: &str,
+        patience: Duration,
+    ) -> Result<(i64, Duration)> {
         let started = Instant::now();
         let client = http();
         while started.elapsed() < patience {
-            if let Ok((200, v)) = crate::call(&client, self.node(via), "counter", name, "increment", serde_json::json!({})).await {
+            if let Ok((200, v)) = crate::call(
+                &client,
+                self.node(via),
+                "counter",
+                name,
+                "increment",
+                serde_json::json!({}),
+            )
+            .await
+            {
                 return Ok((v.as_i64().context("a number")?, started.elapsed()));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -169,14 +185,21 @@ impl History {
             }
         }
         if (seen.len() as i64) > final_value {
-            bail!("{} increments acknowledged, the counter ends at {final_value}", seen.len());
+            bail!(
+                "{} increments acknowledged, the counter ends at {final_value}",
+                seen.len()
+            );
         }
         Ok(())
     }
 
     /// The first acknowledgement after `t`, as a delay from `t`.
     pub fn first_ack_after(&self, t: Instant) -> Option<Duration> {
-        self.acked.iter().filter(|(at, _)| *at > t).map(|(at, _)| *at - t).min()
+        self.acked
+            .iter()
+            .filter(|(at, _)| *at > t)
+            .map(|(at, _)| *at - t)
+            .min()
     }
 }
 
@@ -196,14 +219,19 @@ pub async fn load(bases: Vec<String>, name: &str, workers: usize, until: Instant
             while Instant::now() < until {
                 let base = &bases[k % bases.len()];
                 k += 1;
-                let url = format!("{base}/v1/objects/counter/{}/call/increment", segment(&name));
+                let url = format!(
+                    "{base}/v1/objects/counter/{}/call/increment",
+                    segment(&name)
+                );
                 let sent = client.post(url).json(&serde_json::json!({})).send().await;
                 let at = Instant::now();
                 let outcome = match sent {
-                    Ok(r) if r.status().is_success() => match r.json::<Value>().await.ok().and_then(|v| v.as_i64()) {
-                        Some(v) => Ok(v),
-                        None => Err((200, "unreadable body".to_owned())),
-                    },
+                    Ok(r) if r.status().is_success() => {
+                        match r.json::<Value>().await.ok().and_then(|v| v.as_i64()) {
+                            Some(v) => Ok(v),
+                            None => Err((200, "unreadable body".to_owned())),
+                        }
+                    }
                     Ok(r) => {
                         let status = r.status().as_u16();
                         Err((status, r.text().await.unwrap_or_default()))
@@ -236,7 +264,9 @@ pub async fn load(bases: Vec<String>, name: &str, workers: usize, until: Instant
 pub async fn final_value(node: &ServerProcess, name: &str) -> Result<i64> {
     let client = http();
     for _ in 0..100 {
-        if let Ok((200, v)) = crate::call(&client, node, "counter", name, "get", serde_json::json!({})).await {
+        if let Ok((200, v)) =
+            crate::call(&client, node, "counter", name, "get", serde_json::json!({})).await
+        {
             return v.as_i64().context("a number");
         }
         tokio::time::sleep(Duration::from_millis(200)).await;

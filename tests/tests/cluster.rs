@@ -12,10 +12,15 @@ use roost_tests::nats::NatsCluster;
 use roost_tests::{call, http};
 use serde_json::json;
 
+/// One cluster at a time: each test runs six processes with second-scale
+/// timeouts on a small machine.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// The harness itself: three servers agree on a JetStream meta leader, and
 /// after a kill -9 of one the other two still do; the killed one rejoins.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_jetstream_cluster_of_three_keeps_a_leader_through_a_kill() -> anyhow::Result<()> {
+    let _serial = SERIAL.lock().await;
     let mut cluster = NatsCluster::start(3).await?;
     assert_eq!(cluster.urls().split(',').count(), 3);
     cluster.kill9(0).await?;
@@ -34,6 +39,7 @@ async fn a_jetstream_cluster_of_three_keeps_a_leader_through_a_kill() -> anyhow:
 /// the same owner, and the others forwarded to it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn increments_through_every_node_are_linearizable() -> anyhow::Result<()> {
+    let _serial = SERIAL.lock().await;
     let cluster = RoostCluster::start(3, &[]).await?;
     let client = http();
     const N: i64 = 90;
@@ -53,11 +59,15 @@ async fn increments_through_every_node_are_linearizable() -> anyhow::Result<()> 
     for t in tasks {
         let (status, body) = t.await??;
         assert_eq!(status, 200, "{body}");
-        assert!(values.insert(body.as_i64().unwrap()), "value {body} acknowledged twice");
+        assert!(
+            values.insert(body.as_i64().expect("a number")),
+            "value {body} acknowledged twice"
+        );
     }
     assert_eq!(values, (1..=N).collect::<BTreeSet<_>>());
     for i in 0..3 {
-        let (status, v) = call(&client, cluster.node(i), "counter", "lin", "get", json!({})).await?;
+        let (status, v) =
+            call(&client, cluster.node(i), "counter", "lin", "get", json!({})).await?;
         assert_eq!((status, v), (200, json!(N)), "node {i}");
     }
     let owner = cluster.owner(0, "counter", "lin").await?;
@@ -76,7 +86,13 @@ async fn increments_through_every_node_are_linearizable() -> anyhow::Result<()> 
     let mut forwarded = 0.0;
     for i in (0..3).filter(|i| *i != owner_index) {
         let node = cluster.node(i);
-        let text = client.get(node.url("/metrics")).bearer_auth(roost_tests::cluster::ADMIN).send().await?.text().await?;
+        let text = client
+            .get(node.url("/metrics"))
+            .bearer_auth(roost_tests::cluster::ADMIN)
+            .send()
+            .await?
+            .text()
+            .await?;
         forwarded += text
             .lines()
             .find_map(|l| l.strip_prefix("roost_cluster_forwarded_total "))
@@ -93,9 +109,12 @@ async fn increments_through_every_node_are_linearizable() -> anyhow::Result<()> 
 /// state is not trusted) and serves the counter again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill9_of_the_owner_fails_over_and_loses_nothing() -> anyhow::Result<()> {
+    let _serial = SERIAL.lock().await;
     let mut cluster = RoostCluster::start(3, &[]).await?;
     // The first request through a node makes that node the owner.
-    cluster.increment_until_ok(0, "fo", Duration::from_secs(10)).await?;
+    cluster
+        .increment_until_ok(0, "fo", Duration::from_secs(10))
+        .await?;
     assert_eq!(cluster.owner(1, "counter", "fo").await?, "r1");
     let bases: Vec<String> = (0..3).map(|i| cluster.node(i).url("")).collect();
     let until = Instant::now() + Duration::from_secs(14);
@@ -110,15 +129,21 @@ async fn kill9_of_the_owner_fails_over_and_loses_nothing() -> anyhow::Result<()>
         history.acked.len(),
         history.failed.len()
     );
-    let failover = failover.ok_or_else(|| anyhow::anyhow!("no increment succeeded after the kill"))?;
-    assert!(failover <= Duration::from_secs(10), "failover took {failover:?}");
+    let failover =
+        failover.ok_or_else(|| anyhow::anyhow!("no increment succeeded after the kill"))?;
+    assert!(
+        failover <= Duration::from_secs(10),
+        "failover took {failover:?}"
+    );
     let value = final_value(cluster.node(1), "fo").await?;
     history.check(value)?;
     let new_owner = cluster.owner(2, "counter", "fo").await?;
     assert_ne!(new_owner, "r1");
     // The killed node comes back with its old data directory.
     cluster.spawn(0).await?;
-    let (v, _) = cluster.increment_until_ok(0, "fo", Duration::from_secs(15)).await?;
+    let (v, _) = cluster
+        .increment_until_ok(0, "fo", Duration::from_secs(15))
+        .await?;
     assert_eq!(v, value + 1, "the restarted node continues from the log");
     Ok(())
 }
@@ -129,13 +154,21 @@ async fn kill9_of_the_owner_fails_over_and_loses_nothing() -> anyhow::Result<()>
 /// retryable 503 or a value the new owner made, never one twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_owner_is_fenced_and_acknowledges_nothing_stale() -> anyhow::Result<()> {
+    let _serial = SERIAL.lock().await;
     let cluster = RoostCluster::start(3, &[]).await?;
     let client = http();
-    cluster.increment_until_ok(0, "z", Duration::from_secs(10)).await?;
+    cluster
+        .increment_until_ok(0, "z", Duration::from_secs(10))
+        .await?;
     cluster.signal(0, "STOP")?;
     let stopped_at = Instant::now();
-    let (_, took) = cluster.increment_until_ok(1, "z", Duration::from_secs(15)).await?;
-    println!("takeover from a paused owner after {:?}", stopped_at.elapsed());
+    let (_, took) = cluster
+        .increment_until_ok(1, "z", Duration::from_secs(15))
+        .await?;
+    println!(
+        "takeover from a paused owner after {:?}",
+        stopped_at.elapsed()
+    );
     assert!(took <= Duration::from_secs(10));
     let bases: Vec<String> = (1..3).map(|i| cluster.node(i).url("")).collect();
     let until = Instant::now() + Duration::from_secs(4);
@@ -146,7 +179,10 @@ async fn a_paused_owner_is_fenced_and_acknowledges_nothing_stale() -> anyhow::Re
     let zombie = load(vec![cluster.node(0).url("")], "z", 2, until).await;
     let mut history = others.await?;
     for (status, body) in zombie.failed.iter().map(|(_, s, b)| (s, b)) {
-        assert!(*status == 503 || *status == 0, "the zombie answered {status}: {body}");
+        assert!(
+            *status == 503 || *status == 0,
+            "the zombie answered {status}: {body}"
+        );
     }
     history.acked.extend(zombie.acked.iter().copied());
     let value = final_value(cluster.node(2), "z").await?;
@@ -161,8 +197,11 @@ async fn a_paused_owner_is_fenced_and_acknowledges_nothing_stale() -> anyhow::Re
 /// retryable 503.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_hands_objects_over_quickly_with_only_retryable_errors() -> anyhow::Result<()> {
+    let _serial = SERIAL.lock().await;
     let mut cluster = RoostCluster::start(3, &[]).await?;
-    cluster.increment_until_ok(0, "t", Duration::from_secs(10)).await?;
+    cluster
+        .increment_until_ok(0, "t", Duration::from_secs(10))
+        .await?;
     let bases: Vec<String> = (1..3).map(|i| cluster.node(i).url("")).collect();
     let until = Instant::now() + Duration::from_secs(6);
     let load = tokio::spawn(load(bases, "t", 4, until));
@@ -173,14 +212,26 @@ async fn sigterm_hands_objects_over_quickly_with_only_retryable_errors() -> anyh
     let history = load.await?;
     assert_eq!(code, Some(0));
     for (at, status, body) in &history.failed {
-        assert_eq!(*status, 503, "a call failed with {status} {body} at {:?}", at.duration_since(term_at));
+        assert_eq!(
+            *status,
+            503,
+            "a call failed with {status} {body} at {:?}",
+            at.duration_since(term_at)
+        );
     }
     // The longest gap between acknowledgements around the handover.
     let mut times: Vec<Instant> = history.acked.iter().map(|(t, _)| *t).collect();
     times.sort();
-    let gap = times.windows(2).map(|w| w[1] - w[0]).max().unwrap_or_default();
+    let gap = times
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .max()
+        .unwrap_or_default();
     println!("SIGTERM: node exited after {exited:?}; longest pause between acknowledgements {gap:?}; {} failed", history.failed.len());
-    assert!(gap <= Duration::from_secs(3), "the handover paused writes for {gap:?}");
+    assert!(
+        gap <= Duration::from_secs(3),
+        "the handover paused writes for {gap:?}"
+    );
     history.check(final_value(cluster.node(1), "t").await?)?;
     Ok(())
 }
@@ -191,19 +242,28 @@ async fn sigterm_hands_objects_over_quickly_with_only_retryable_errors() -> anyh
 /// client that connects later anywhere.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_yjs_socket_on_a_surviving_node_stays_open_when_the_owner_dies() -> anyhow::Result<()> {
+    let _serial = SERIAL.lock().await;
     use roost_tests::yclient::YClient;
     let mut cluster = RoostCluster::start(3, &[]).await?;
     // r1 owns the document: its first socket went there.
     let mut first = YClient::new();
-    first.connect(&cluster.node(0).ws_url("/v1/yjs/story")).await?;
+    first
+        .connect(&cluster.node(0).ws_url("/v1/yjs/story"))
+        .await?;
     first.insert(0, "once ").await?;
     first.drain(Duration::from_millis(300)).await?;
     let mut relayed = YClient::new();
-    relayed.connect(&cluster.node(1).ws_url("/v1/yjs/story")).await?;
-    relayed.wait_for_text("once ", Duration::from_secs(10)).await?;
+    relayed
+        .connect(&cluster.node(1).ws_url("/v1/yjs/story"))
+        .await?;
+    relayed
+        .wait_for_text("once ", Duration::from_secs(10))
+        .await?;
     assert_eq!(cluster.owner(2, "ydoc", "story").await?, "r1");
     relayed.insert(5, "upon ").await?;
-    first.wait_for_text("once upon ", Duration::from_secs(10)).await?;
+    first
+        .wait_for_text("once upon ", Duration::from_secs(10))
+        .await?;
     drop(first);
     cluster.kill9(0).await?;
     // Typed while the owner is dead: kept by the client, re-synced later.
@@ -212,10 +272,13 @@ async fn a_yjs_socket_on_a_surviving_node_stays_open_when_the_owner_dies() -> an
     assert_eq!(closed, None, "the relayed socket was closed");
     assert!(relayed.is_connected());
     let mut late = YClient::new();
-    late.connect(&cluster.node(2).ws_url("/v1/yjs/story")).await?;
-    late.wait_for_text("once upon a time", Duration::from_secs(20)).await?;
+    late.connect(&cluster.node(2).ws_url("/v1/yjs/story"))
+        .await?;
+    late.wait_for_text("once upon a time", Duration::from_secs(20))
+        .await?;
     relayed.insert(16, "!").await?;
-    late.wait_for_text("once upon a time!", Duration::from_secs(10)).await?;
+    late.wait_for_text("once upon a time!", Duration::from_secs(10))
+        .await?;
     assert_ne!(cluster.owner(2, "ydoc", "story").await?, "r1");
     Ok(())
 }
@@ -224,6 +287,7 @@ async fn a_yjs_socket_on_a_surviving_node_stays_open_when_the_owner_dies() -> an
 /// server killed too: after the restart nothing acknowledged is missing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn all_nodes_killed_at_once_lose_nothing_acknowledged() -> anyhow::Result<()> {
+    let _serial = SERIAL.lock().await;
     let mut cluster = RoostCluster::start(3, &[]).await?;
     let bases: Vec<String> = (0..3).map(|i| cluster.node(i).url("")).collect();
     let until = Instant::now() + Duration::from_secs(3);
@@ -244,7 +308,10 @@ async fn all_nodes_killed_at_once_lose_nothing_acknowledged() -> anyhow::Result<
         cluster.spawn(i).await?;
     }
     for (name, history) in histories {
-        assert!(!history.acked.is_empty(), "{name}: nothing was acknowledged");
+        assert!(
+            !history.acked.is_empty(),
+            "{name}: nothing was acknowledged"
+        );
         let value = final_value(cluster.node((name.as_bytes()[0] % 3) as usize), name).await?;
         history.check(value)?;
     }
@@ -255,9 +322,14 @@ async fn all_nodes_killed_at_once_lose_nothing_acknowledged() -> anyhow::Result<
 /// message that says what to set.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_nats_server_without_sync_is_refused() -> anyhow::Result<()> {
+    let _serial = SERIAL.lock().await;
     let dir = tempfile::tempdir()?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let monitor = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let monitor = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
     let conf = dir.path().join("lazy.conf");
     std::fs::write(
         &conf,
@@ -287,7 +359,13 @@ async fn a_nats_server_without_sync_is_refused() -> anyhow::Result<()> {
     assert!(stderr.contains("sync_interval: always"), "{stderr}");
     // Without the monitoring URLs it is refused too, saying why.
     let out = tokio::process::Command::new(roost_tests::roost_bin())
-        .args(["serve", "--listen", "127.0.0.1:0", "--cluster", "nats://127.0.0.1:1"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--cluster",
+            "nats://127.0.0.1:1",
+        ])
         .output()
         .await?;
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -301,6 +379,7 @@ async fn a_nats_server_without_sync_is_refused() -> anyhow::Result<()> {
 /// any request for it — and fires it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_alarm_fires_after_its_owner_died() -> anyhow::Result<()> {
+    let _serial = SERIAL.lock().await;
     let mut cluster = RoostCluster::start(3, &[]).await?;
     let client = http();
     let (status, body) = call(
@@ -337,7 +416,121 @@ async fn an_alarm_fires_after_its_owner_died() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     assert!(fired >= 1.0, "no surviving node fired the alarm");
-    println!("alarm fired on a survivor {:?} after the kill", started.elapsed());
+    println!(
+        "alarm fired on a survivor {:?} after the kill",
+        started.elapsed()
+    );
     assert_eq!(final_value(cluster.node(1), "later").await?, 5);
+    Ok(())
+}
+
+/// Two nodes race to take the same fresh objects while a third forwards,
+/// then one node dies: every object's log shows one owner at a time — after
+/// each ownership record, only that owner appended until the next one (a
+/// log trimmed at a snapshot starts with its appender as the owner).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_takeovers_leave_one_owner_at_a_time_in_every_log() -> anyhow::Result<()> {
+    let _serial = SERIAL.lock().await;
+    let mut cluster = RoostCluster::start(3, &[]).await?;
+    let client = http();
+    let names: Vec<String> = (0..6).map(|i| format!("race-{i}")).collect();
+    let until = Instant::now() + Duration::from_secs(3);
+    let mut loads = Vec::new();
+    for name in &names {
+        let bases = vec![cluster.node(0).url(""), cluster.node(1).url("")];
+        let name = name.clone();
+        loads.push(tokio::spawn(async move {
+            let history = load(bases, &name, 2, until).await;
+            (name, history)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    cluster.kill9(1).await?;
+    let mut histories = Vec::new();
+    for l in loads {
+        histories.push(l.await?);
+    }
+    for (name, history) in histories {
+        let value = final_value(cluster.node(2), &name).await?;
+        history.check(value)?;
+        let log: serde_json::Value = client
+            .get(
+                cluster
+                    .node(2)
+                    .url(&format!("/v1/admin/objects/counter/{name}/log")),
+            )
+            .bearer_auth(roost_tests::cluster::ADMIN)
+            .send()
+            .await?
+            .json()
+            .await?;
+        let records = log["records"].as_array().cloned().unwrap_or_default();
+        assert!(!records.is_empty(), "{name}: empty log {log}");
+        // A trimmed log starts at a snapshot: its appender owned the object then.
+        let who_of = |r: &serde_json::Value| {
+            (
+                r["node"].as_str().unwrap_or("").to_owned(),
+                r["incarnation"].as_str().unwrap_or("").to_owned(),
+            )
+        };
+        let mut owner: Option<(String, String)> = Some(who_of(&records[0]));
+        for r in &records {
+            let who = who_of(r);
+            match r["kind"].as_str() {
+                Some("own") => owner = Some(who),
+                Some("release") => owner = None,
+                _ => assert_eq!(
+                    owner.as_ref(),
+                    Some(&who),
+                    "{name}: {r} appended by a node that did not own it: {log}"
+                ),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// With a snapshot every 20 batches the owner keeps trimming the object's
+/// log; after a kill -9 the new owner rebuilds from the newest snapshot and
+/// the batches after it, and every acknowledged increment is there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_trim_the_log_and_a_takeover_rebuilds_from_one() -> anyhow::Result<()> {
+    let _serial = SERIAL.lock().await;
+    let mut cluster = RoostCluster::start(3, &["--cluster-snapshot-every", "20"]).await?;
+    let client = http();
+    let mut acked = 0;
+    for _ in 0..130 {
+        let (status, v) = call(
+            &client,
+            cluster.node(0),
+            "counter",
+            "snap",
+            "increment",
+            json!({}),
+        )
+        .await?;
+        assert_eq!(status, 200, "{v}");
+        acked = v.as_i64().expect("a number");
+    }
+    let log: serde_json::Value = client
+        .get(cluster.node(0).url("/v1/admin/objects/counter/snap/log"))
+        .bearer_auth(roost_tests::cluster::ADMIN)
+        .send()
+        .await?
+        .json()
+        .await?;
+    let records = log["records"].as_array().cloned().unwrap_or_default();
+    assert!(
+        records.len() <= 30,
+        "the log was not trimmed: {} records",
+        records.len()
+    );
+    assert!(records.iter().any(|r| r["kind"] == "snapshot"), "{log}");
+    cluster.kill9(0).await?;
+    assert_eq!(final_value(cluster.node(1), "snap").await?, acked);
+    let (v, _) = cluster
+        .increment_until_ok(2, "snap", Duration::from_secs(10))
+        .await?;
+    assert_eq!(v, acked + 1);
     Ok(())
 }

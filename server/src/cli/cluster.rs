@@ -24,7 +24,12 @@ pub struct ClusterArgs {
     pub cluster_advertise: Option<String>,
     /// The NATS servers' monitoring URLs (`http://host:8222`, comma-separated),
     /// read at start to refuse servers that do not fsync every write.
-    #[arg(long, env = "ROOST_CLUSTER_MONITOR", value_delimiter = ',', requires = "cluster")]
+    #[arg(
+        long,
+        env = "ROOST_CLUSTER_MONITOR",
+        value_delimiter = ',',
+        requires = "cluster"
+    )]
     pub cluster_monitor: Vec<String>,
     /// Start without checking `sync_interval: always` (no monitoring URLs to
     /// read). Lazy fsync on the NATS servers can lose acknowledged writes.
@@ -39,6 +44,11 @@ pub struct ClusterArgs {
     /// NATS servers). Fixed for the life of a cluster.
     #[arg(long, env = "ROOST_CLUSTER_SHARDS", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=256), requires = "cluster")]
     pub cluster_shards: u32,
+    /// Batch records after which an object's owner stores a snapshot of its
+    /// file and trims the object's log before it (bounds what a takeover
+    /// replays).
+    #[arg(long, env = "ROOST_CLUSTER_SNAPSHOT_EVERY", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..), requires = "cluster")]
+    pub cluster_snapshot_every: u64,
     /// JetStream replicas of every stream and bucket (3 survives the loss of
     /// any one NATS server; 1 for a single test server).
     #[arg(long, env = "ROOST_CLUSTER_REPLICAS", default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=5), requires = "cluster")]
@@ -65,8 +75,14 @@ impl ClusterArgs {
             let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
             format!("{}-{}", host.trim(), listen.port())
         });
-        if node_id.is_empty() || !node_id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-            return Err(format!("--node-id {node_id:?}: use letters, digits, - and _"));
+        if node_id.is_empty()
+            || !node_id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(format!(
+                "--node-id {node_id:?}: use letters, digits, - and _"
+            ));
         }
         Ok(Some(ClusterConfig {
             urls: self.cluster.clone(),
@@ -75,6 +91,7 @@ impl ClusterArgs {
             node_ttl: self.cluster_node_ttl.max(Duration::from_millis(500)),
             shards: self.cluster_shards,
             replicas: usize::from(self.cluster_replicas),
+            snapshot_every: self.cluster_snapshot_every,
             monitor_urls: self.cluster_monitor.clone(),
         }))
     }

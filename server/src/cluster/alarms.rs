@@ -48,7 +48,11 @@ pub(super) async fn ensure_bucket(
 impl Cluster {
     /// Records (or with `None` forgets) the object's next alarm in the
     /// cluster-wide index.
-    pub(crate) async fn index_alarm(&self, key: &ObjectKey, at_ms: Option<i64>) -> Result<(), String> {
+    pub(crate) async fn index_alarm(
+        &self,
+        key: &ObjectKey,
+        at_ms: Option<i64>,
+    ) -> Result<(), String> {
         let result = match at_ms {
             Some(at_ms) => {
                 let value = serde_json::to_vec(&Due {
@@ -56,9 +60,19 @@ impl Cluster {
                     at_ms,
                 })
                 .map_err(|e| e.to_string())?;
-                self.0.alarms.put(kv_key(key), value.into()).await.map(drop).map_err(|e| e.to_string())
+                self.0
+                    .alarms
+                    .put(kv_key(key), value.into())
+                    .await
+                    .map(drop)
+                    .map_err(|e| e.to_string())
             }
-            None => self.0.alarms.delete(kv_key(key)).await.map_err(|e| e.to_string()),
+            None => self
+                .0
+                .alarms
+                .delete(kv_key(key))
+                .await
+                .map_err(|e| e.to_string()),
         };
         result.map_err(|e| format!("cannot index the alarm in the cluster: {e}"))
     }
@@ -71,13 +85,21 @@ impl Cluster {
         let keys: Vec<String> = keys.filter_map(|k| async { k.ok() }).collect().await;
         let now = runtime.clock().now_ms();
         for k in keys {
-            let Some((class, _)) = k.split_once('.') else { continue };
-            let Ok(Some(bytes)) = self.0.alarms.get(&k).await else { continue };
-            let Ok(due) = serde_json::from_slice::<Due>(&bytes) else { continue };
+            let Some((class, _)) = k.split_once('.') else {
+                continue;
+            };
+            let Ok(Some(bytes)) = self.0.alarms.get(&k).await else {
+                continue;
+            };
+            let Ok(due) = serde_json::from_slice::<Due>(&bytes) else {
+                continue;
+            };
             if due.at_ms > now {
                 continue;
             }
-            let Ok(key) = ObjectKey::new(class, &due.name) else { continue };
+            let Ok(key) = ObjectKey::new(class, &due.name) else {
+                continue;
+            };
             if runtime.registry().get(class).is_none() || self.owns(&key.id) {
                 continue;
             }
@@ -90,7 +112,11 @@ impl Cluster {
 
 /// The alarm row of an object's file, if it has one.
 pub(super) fn alarm_of_file(path: &std::path::Path) -> Option<i64> {
-    let conn = rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).ok()?;
-    conn.query_row("SELECT at_ms FROM _roost_alarm WHERE k = 1", [], |r| r.get(0))
-        .ok()
+    let conn =
+        rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .ok()?;
+    conn.query_row("SELECT at_ms FROM _roost_alarm WHERE k = 1", [], |r| {
+        r.get(0)
+    })
+    .ok()
 }

@@ -70,13 +70,19 @@ fn object_of(path: &str, runtime: &Runtime) -> Option<ObjectKey> {
         ["v1", "yjs", doc, ..] => ("ydoc", *doc),
         _ => return None,
     };
-    let name = percent_encoding::percent_decode_str(name).decode_utf8().ok()?;
+    let name = percent_encoding::percent_decode_str(name)
+        .decode_utf8()
+        .ok()?;
     runtime.registry().get(class)?;
     ObjectKey::new(class, &name).ok()
 }
 
 /// The middleware: requests for objects owned elsewhere go there.
-pub(crate) async fn route_layer(State(runtime): State<Runtime>, req: Request, next: Next) -> Response {
+pub(crate) async fn route_layer(
+    State(runtime): State<Runtime>,
+    req: Request,
+    next: Next,
+) -> Response {
     let Some(cluster) = runtime.cluster().cloned() else {
         return next.run(req).await;
     };
@@ -94,7 +100,11 @@ pub(crate) async fn route_layer(State(runtime): State<Runtime>, req: Request, ne
         )
         .into_response(),
         Ok(Route::Remote(node)) => {
-            cluster.0.metrics.cluster_forwarded.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            cluster
+                .0
+                .metrics
+                .cluster_forwarded
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             if is_upgrade(&req) {
                 relay(cluster, runtime, key, req, node.addr).await
             } else {
@@ -146,7 +156,8 @@ async fn proxy(cluster: &Cluster, req: Request, node: &super::NodeInfo) -> Respo
     }
 }
 
-type Upstream = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Upstream =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// Opens the upstream socket to `addr` for the client's request.
 async fn connect_upstream(
@@ -156,7 +167,10 @@ async fn connect_upstream(
     headers: &axum::http::HeaderMap,
 ) -> Result<Upstream, tungstenite::Error> {
     let mut request = format!("ws://{addr}{path}").into_client_request()?;
-    for name in [axum::http::header::AUTHORIZATION, axum::http::header::ORIGIN] {
+    for name in [
+        axum::http::header::AUTHORIZATION,
+        axum::http::header::ORIGIN,
+    ] {
         if let Some(v) = headers.get(&name) {
             request.headers_mut().insert(name, v.clone());
         }
@@ -164,20 +178,33 @@ async fn connect_upstream(
     if let Ok(v) = cluster.node_id().parse() {
         request.headers_mut().insert(FORWARDED, v);
     }
-    let (ws, _) = tokio::time::timeout(Duration::from_secs(5), tokio_tungstenite::connect_async(request))
-        .await
-        .map_err(|_| tungstenite::Error::Io(std::io::ErrorKind::TimedOut.into()))??;
+    let (ws, _) = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio_tungstenite::connect_async(request),
+    )
+    .await
+    .map_err(|_| tungstenite::Error::Io(std::io::ErrorKind::TimedOut.into()))??;
     Ok(ws)
 }
 
 /// Accepts the client's socket and relays it to the owner.
-async fn relay(cluster: Cluster, runtime: Runtime, key: ObjectKey, req: Request, addr: String) -> Response {
+async fn relay(
+    cluster: Cluster,
+    runtime: Runtime,
+    key: ObjectKey,
+    req: Request,
+    addr: String,
+) -> Response {
     let (mut parts, _) = req.into_parts();
     let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
         Ok(u) => u,
         Err(e) => return e.into_response(),
     };
-    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
+    let path = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_owned();
     let upstream = match connect_upstream(&cluster, &addr, &path, &parts.headers).await {
         Ok(ws) => ws,
         Err(tungstenite::Error::Http(resp)) => {
@@ -189,7 +216,14 @@ async fn relay(cluster: Cluster, runtime: Runtime, key: ObjectKey, req: Request,
     let yjs = path.starts_with("/v1/yjs/");
     let headers = parts.headers.clone();
     crate::http::ws_configure(upgrade, &runtime).on_upgrade(move |client| async move {
-        let relay = Relay { cluster, runtime, key, path, headers, yjs };
+        let relay = Relay {
+            cluster,
+            runtime,
+            key,
+            path,
+            headers,
+            yjs,
+        };
         relay.run(client, upstream).await;
     })
 }
@@ -236,12 +270,16 @@ impl Relay {
                         }
                     }
                     None => {
-                        let _ = client.send(close_frame(1013, "no node could take the document over")).await;
+                        let _ = client
+                            .send(close_frame(1013, "no node could take the document over"))
+                            .await;
                         return;
                     }
                 },
                 Ended::Lost => {
-                    let _ = client.send(close_frame(1012, "the object's node went away; reconnect")).await;
+                    let _ = client
+                        .send(close_frame(1012, "the object's node went away; reconnect"))
+                        .await;
                     return;
                 }
             }

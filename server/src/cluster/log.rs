@@ -97,7 +97,13 @@ impl Cluster {
     /// The subject of an object, within its shard's stream.
     pub(super) fn subject_of(&self, class: &str, id: ObjectId) -> (usize, String) {
         let shard = shard_of(id, self.0.streams.len());
-        (shard, format!("roost.s{shard}.{}", subject(class, id).trim_start_matches("roost.")))
+        (
+            shard,
+            format!(
+                "roost.s{shard}.{}",
+                subject(class, id).trim_start_matches("roost.")
+            ),
+        )
     }
 
     /// Queues a record on the object's chain: `then` runs, and the receiver
@@ -148,7 +154,10 @@ impl Cluster {
         headers.insert("Roost-Kind", kind);
         headers.insert("Roost-Node", self.0.config.node_id.as_str());
         headers.insert("Roost-Inc", self.0.incarnation.as_str());
-        headers.insert("Nats-Expected-Last-Subject-Sequence", last.to_string().as_str());
+        headers.insert(
+            "Nats-Expected-Last-Subject-Sequence",
+            last.to_string().as_str(),
+        );
         let msg_id = format!("{}-{kind}-{subject}-{last}", self.0.incarnation);
         headers.insert("Nats-Msg-Id", msg_id.as_str());
         for (k, v) in extra {
@@ -168,12 +177,21 @@ impl Cluster {
             let result = tokio::time::timeout(Duration::from_secs(5), attempt).await;
             let err = match result {
                 Ok(Ok(ack)) => {
-                    self.0.metrics.cluster_appended.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    self.0.metrics.cluster_append_latency.observe(started.elapsed());
+                    self.0
+                        .metrics
+                        .cluster_appended
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    self.0
+                        .metrics
+                        .cluster_append_latency
+                        .observe(started.elapsed());
                     return Ok(ack.sequence);
                 }
                 Ok(Err(e)) if e.kind() == PublishErrorKind::WrongLastSequence => {
-                    self.0.metrics.cluster_fenced.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    self.0
+                        .metrics
+                        .cluster_fenced
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     return Err(ClusterLogError::Fenced);
                 }
                 Ok(Err(e)) => e.to_string(),
@@ -234,7 +252,10 @@ pub(super) async fn run_chain(
             }
             Entry::Snapshot { seq, name } => (
                 "snapshot",
-                vec![("Roost-Seq", seq.to_string()), ("Roost-Snapshot", name.clone())],
+                vec![
+                    ("Roost-Seq", seq.to_string()),
+                    ("Roost-Snapshot", name.clone()),
+                ],
                 Vec::new(),
             ),
             Entry::Release => ("release", Vec::new(), Vec::new()),
@@ -243,7 +264,15 @@ pub(super) async fn run_chain(
         match cluster.append(&subject, last, kind, &extra, payload).await {
             Ok(seq) => {
                 last = seq;
-                cluster.appended(id, seq);
+                let batches = if kind == "batch" {
+                    group.len() as u64
+                } else {
+                    0
+                };
+                cluster.appended(id, seq, batches);
+                if let Entry::Snapshot { name, .. } = &group[0].entry {
+                    cluster.snapshotted(&class, id, seq, name.clone());
+                }
                 for q in group {
                     q.then.run(Ok(()));
                     let _ = q.done.send(Ok(()));

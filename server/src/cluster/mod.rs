@@ -38,9 +38,9 @@ use dashmap::DashMap;
 pub(crate) use crate::config::ClusterConfig;
 use crate::id::ObjectId;
 pub(crate) use forward::route_layer;
-pub(crate) use owner::Route;
 pub(crate) use nodes::NodeInfo;
 use owner::Owned;
+pub(crate) use owner::Route;
 
 /// The oldest NATS server cluster mode accepts (per-key TTLs, markers).
 const MIN_SERVER: (u64, u64) = (2, 11);

@@ -89,7 +89,9 @@ impl Nodes {
 
     /// Writes this node's key and reads the table; starts the lease.
     pub(super) async fn register(&self) -> anyhow::Result<()> {
-        self.renew().await.context("registering this node in NATS")?;
+        self.renew()
+            .await
+            .context("registering this node in NATS")?;
         self.refresh().await;
         Ok(())
     }

@@ -32,6 +32,10 @@ pub(crate) struct Owned {
     pub(super) chain: mpsc::UnboundedSender<super::log::Queued>,
     /// The subject's sequence of this node's last acknowledged record.
     pub(super) last: AtomicU64,
+    /// Batch records since the newest snapshot.
+    pub(super) since_snapshot: AtomicU64,
+    /// The newest snapshot's name (deleted once a newer one is durable).
+    pub(super) snapshot: std::sync::Mutex<Option<String>>,
 }
 
 /// Where an object's requests go.
@@ -41,6 +45,16 @@ pub(crate) enum Route {
     Local,
     /// Another live node does.
     Remote(NodeInfo),
+}
+
+/// One record of an object's log, as read back.
+pub(crate) struct LogEntry {
+    pub(crate) seq: u64,
+    pub(crate) kind: String,
+    pub(crate) node: String,
+    pub(crate) incarnation: String,
+    pub(crate) snapshot: Option<String>,
+    pub(crate) payload: bytes::Bytes,
 }
 
 /// The newest record of an object's subject.
@@ -58,7 +72,11 @@ fn moved(message: impl Into<String>) -> ErrorDetail {
 impl Cluster {
     /// Where requests for `key` go; takes the object over if no live node
     /// owns it.
-    pub(crate) async fn route(&self, key: &ObjectKey, runtime: &Runtime) -> Result<Route, ErrorDetail> {
+    pub(crate) async fn route(
+        &self,
+        key: &ObjectKey,
+        runtime: &Runtime,
+    ) -> Result<Route, ErrorDetail> {
         if self.owns(&key.id) {
             return Ok(Route::Local);
         }
@@ -101,7 +119,11 @@ impl Cluster {
         self.0.nodes.check(&last.node, &last.inc).await
     }
 
-    async fn last_record(&self, key: &ObjectKey, from_leader: bool) -> Result<Option<Last>, ErrorDetail> {
+    async fn last_record(
+        &self,
+        key: &ObjectKey,
+        from_leader: bool,
+    ) -> Result<Option<Last>, ErrorDetail> {
         let (shard, subject) = self.subject_of(&key.class, key.id);
         let stream = &self.0.streams[shard];
         let got = if from_leader {
@@ -113,7 +135,12 @@ impl Cluster {
             stream
                 .direct_get_last_for_subject(subject.clone())
                 .await
-                .map_err(|e| (e.kind() == async_nats::jetstream::stream::DirectGetErrorKind::NotFound, e.to_string()))
+                .map_err(|e| {
+                    (
+                        e.kind() == async_nats::jetstream::stream::DirectGetErrorKind::NotFound,
+                        e.to_string(),
+                    )
+                })
         };
         match got {
             Ok(m) => {
@@ -136,65 +163,69 @@ impl Cluster {
     }
 
     /// Appends `own` expecting `last`, rebuilds the file, starts the chain.
-    async fn take_over(&self, key: &ObjectKey, last: u64, runtime: &Runtime) -> Result<(), TakeOver> {
-        stop_local_actor(runtime, key).await.map_err(TakeOver::Failed)?;
+    async fn take_over(
+        &self,
+        key: &ObjectKey,
+        last: u64,
+        runtime: &Runtime,
+    ) -> Result<(), TakeOver> {
+        stop_local_actor(runtime, key)
+            .await
+            .map_err(TakeOver::Failed)?;
         let (_, subject) = self.subject_of(&key.class, key.id);
         let own = match self.append(&subject, last, "own", &[], Vec::new()).await {
             Ok(seq) => seq,
             Err(ClusterLogError::Fenced) => return Err(TakeOver::Fenced),
             Err(e) => return Err(TakeOver::Failed(moved(format!("{e}; retry")))),
         };
-        if let Err(e) = self.rebuild(key, own, runtime).await {
-            tracing::error!(error = %e, class = %key.class, id = %key.id, "cluster: rebuilding the object from the log failed");
-            return Err(TakeOver::Failed(error(
-                ErrorCode::ObjectBroken,
-                format!("cannot rebuild the object from the log: {e}"),
-            )));
-        }
+        let snapshot = match self.rebuild(key, own, runtime).await {
+            Ok(snapshot) => snapshot,
+            Err(e) => {
+                tracing::error!(error = %e, class = %key.class, id = %key.id, "cluster: rebuilding the object from the log failed");
+                return Err(TakeOver::Failed(error(
+                    ErrorCode::ObjectBroken,
+                    format!("cannot rebuild the object from the log: {e}"),
+                )));
+            }
+        };
         let (tx, rx) = mpsc::unbounded_channel();
         self.0.owned.insert(
             key.id,
             Owned {
                 chain: tx,
                 last: AtomicU64::new(own),
+                since_snapshot: AtomicU64::new(0),
+                snapshot: std::sync::Mutex::new(snapshot),
             },
         );
         tokio::spawn(run_chain(self.clone(), key.class.clone(), key.id, own, rx));
-        self.0.metrics.cluster_takeovers.fetch_add(1, Ordering::Relaxed);
+        self.0
+            .metrics
+            .cluster_takeovers
+            .fetch_add(1, Ordering::Relaxed);
         tracing::info!(class = %key.class, id = %key.id, seq = own, "cluster: took the object over");
         Ok(())
     }
 
     /// Reads the subject up to `upto` and writes the object's file: the
     /// newest snapshot, then the batches after it.
-    async fn rebuild(&self, key: &ObjectKey, upto: u64, runtime: &Runtime) -> anyhow::Result<()> {
-        let (shard, subject) = self.subject_of(&key.class, key.id);
-        let consumer = self.0.streams[shard]
-            .create_consumer(OrderedConfig {
-                filter_subject: subject,
-                deliver_policy: DeliverPolicy::All,
-                ..Default::default()
-            })
-            .await?;
-        let mut messages = consumer.messages().await?;
+    /// Returns the snapshot's name it started from.
+    async fn rebuild(
+        &self,
+        key: &ObjectKey,
+        upto: u64,
+        runtime: &Runtime,
+    ) -> anyhow::Result<Option<String>> {
         let mut snapshot: Option<String> = None;
         let mut records: Vec<Record> = Vec::new();
-        loop {
-            let next = tokio::time::timeout(Duration::from_secs(10), messages.next()).await;
-            let m = match next {
-                Ok(Some(m)) => m?,
-                Ok(None) => anyhow::bail!("the log ended before this node's ownership record"),
-                Err(_) => anyhow::bail!("reading the log timed out"),
-            };
-            let seq = m.info().map_err(|e| anyhow::anyhow!("{e}"))?.stream_sequence;
-            let kind = m.headers.as_ref().and_then(|h| h.get("Roost-Kind")).map(|v| v.as_str().to_owned());
-            match kind.as_deref() {
-                Some("snapshot") => {
-                    snapshot = m.headers.as_ref().and_then(|h| h.get("Roost-Snapshot")).map(|v| v.as_str().to_owned());
+        for entry in self.read_log(key, Some(upto)).await? {
+            match entry.kind.as_str() {
+                "snapshot" => {
+                    snapshot = entry.snapshot;
                     records.clear();
                 }
-                Some("batch") => {
-                    for r in decode_segment(&m.payload).0 {
+                "batch" => {
+                    for r in decode_segment(&entry.payload).0 {
                         if r.is_deletion() {
                             snapshot = None;
                             records.clear();
@@ -205,9 +236,6 @@ impl Cluster {
                 }
                 _ => {}
             }
-            if seq >= upto {
-                break;
-            }
         }
         let path = object_path(&runtime.config().data_dir, &key.class, key.id);
         super::snapshot::remove_files(&path)?;
@@ -215,7 +243,7 @@ impl Cluster {
             self.download(name, &path).await?;
         } else if records.is_empty() {
             // A new object (or a deleted one): it starts from nothing.
-            return Ok(());
+            return Ok(None);
         }
         let limits = runtime.config().storage.clone();
         let id = key.id;
@@ -234,14 +262,104 @@ impl Cluster {
             runtime.alarms().reindex_lazily(runtime, key, Some(at));
             runtime.alarms().schedule(key, at, 0);
         }
-        Ok(())
+        Ok(snapshot)
     }
 
-    /// Called by a chain after each acknowledged append.
-    pub(super) fn appended(&self, id: ObjectId, seq: u64) {
+    /// Reads the object's log from its start, up to the record at `upto`
+    /// (or to its current end).
+    pub(crate) async fn read_log(
+        &self,
+        key: &ObjectKey,
+        upto: Option<u64>,
+    ) -> anyhow::Result<Vec<LogEntry>> {
+        let (shard, subject) = self.subject_of(&key.class, key.id);
+        let consumer = self.0.streams[shard]
+            .create_consumer(OrderedConfig {
+                filter_subject: subject,
+                deliver_policy: DeliverPolicy::All,
+                ..Default::default()
+            })
+            .await?;
+        let mut messages = consumer.messages().await?;
+        let mut entries = Vec::new();
+        loop {
+            let wait = if upto.is_some() { 10 } else { 2 };
+            let next = tokio::time::timeout(Duration::from_secs(wait), messages.next()).await;
+            let m = match next {
+                Ok(Some(m)) => m?,
+                Ok(None) => anyhow::bail!("the log ended early"),
+                Err(_) if upto.is_none() && entries.is_empty() => return Ok(entries),
+                Err(_) => anyhow::bail!("reading the log timed out"),
+            };
+            let (seq, pending) = {
+                let info = m.info().map_err(|e| anyhow::anyhow!("{e}"))?;
+                (info.stream_sequence, info.pending)
+            };
+            let h = |name: &str| {
+                m.headers
+                    .as_ref()
+                    .and_then(|h| h.get(name))
+                    .map(|v| v.as_str().to_owned())
+            };
+            entries.push(LogEntry {
+                seq,
+                kind: h("Roost-Kind").unwrap_or_default(),
+                node: h("Roost-Node").unwrap_or_default(),
+                incarnation: h("Roost-Inc").unwrap_or_default(),
+                snapshot: h("Roost-Snapshot"),
+                payload: m.payload.clone(),
+            });
+            let done = match upto {
+                Some(upto) => seq >= upto,
+                None => pending == 0,
+            };
+            if done {
+                return Ok(entries);
+            }
+        }
+    }
+
+    /// Called by a chain after each acknowledged append of `batches`
+    /// batch records (0 for other records).
+    pub(super) fn appended(&self, id: ObjectId, seq: u64, batches: u64) {
         if let Some(o) = self.0.owned.get(&id) {
             o.last.store(seq, Ordering::Relaxed);
+            o.since_snapshot.fetch_add(batches, Ordering::Relaxed);
         }
+    }
+
+    /// Whether the object's owner should snapshot it with its next batch.
+    pub(crate) fn wants_snapshot(&self, id: &ObjectId) -> bool {
+        self.0.owned.get(id).is_some_and(|o| {
+            o.since_snapshot.load(Ordering::Relaxed) >= self.0.config.snapshot_every
+        })
+    }
+
+    /// A snapshot record is durable at `seq`: trims the object's log before
+    /// it and deletes the snapshot it replaces.
+    pub(super) fn snapshotted(&self, class: &str, id: ObjectId, seq: u64, name: String) {
+        let previous = match self.0.owned.get(&id) {
+            Some(o) => {
+                o.since_snapshot.store(0, Ordering::Relaxed);
+                o.snapshot
+                    .lock()
+                    .map(|mut s| s.replace(name))
+                    .unwrap_or(None)
+            }
+            None => None,
+        };
+        let (shard, subject) = self.subject_of(class, id);
+        let cluster = self.clone();
+        tokio::spawn(async move {
+            let stream = &cluster.0.streams[shard];
+            if let Err(e) = stream.purge().filter(subject).sequence(seq).await {
+                tracing::warn!(error = %e, "cluster: trimming an object's log failed");
+                return;
+            }
+            if let Some(old) = previous {
+                let _ = cluster.0.snapshots.delete(&old).await;
+            }
+        });
     }
 
     /// Drops an object this node can no longer vouch for.
@@ -272,7 +390,10 @@ impl Cluster {
         for w in waits {
             let _ = tokio::time::timeout(Duration::from_secs(5), w).await;
         }
-        self.0.metrics.cluster_released.fetch_add(n as u64, Ordering::Relaxed);
+        self.0
+            .metrics
+            .cluster_released
+            .fetch_add(n as u64, Ordering::Relaxed);
         self.0.nodes.deregister().await;
         tracing::info!(objects = n, "cluster: handed this node's objects over");
     }

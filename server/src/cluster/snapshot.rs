@@ -57,19 +57,29 @@ impl Cluster {
     /// Stores the object's committed file as of `seq` and appends its
     /// `snapshot` record; resolves once both are durable. Blocking: for the
     /// actor's thread (`sys::blocking`), after the file was committed.
-    pub(crate) fn snapshot_blocking(&self, key: &ObjectKey, seq: u64, path: &Path) -> Result<(), LogError> {
+    pub(crate) fn snapshot_blocking(
+        &self,
+        key: &ObjectKey,
+        seq: u64,
+        path: &Path,
+    ) -> Result<(), LogError> {
         let handle = tokio::runtime::Handle::current();
         handle.block_on(self.snapshot(key, seq, path))
     }
 
     async fn snapshot(&self, key: &ObjectKey, seq: u64, path: &Path) -> Result<(), LogError> {
-        let fail = |e: &dyn std::fmt::Display| LogError::Moved(format!("snapshot failed: {e}; retry"));
+        let fail =
+            |e: &dyn std::fmt::Display| LogError::Moved(format!("snapshot failed: {e}; retry"));
         let tmp = path.with_extension(format!("snap-{seq}"));
         let _ = std::fs::remove_file(&tmp);
         let bytes = {
-            let conn = rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            let conn = rusqlite::Connection::open_with_flags(
+                path,
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+            )
+            .map_err(|e| fail(&e))?;
+            conn.execute("VACUUM INTO ?1", [tmp.to_string_lossy()])
                 .map_err(|e| fail(&e))?;
-            conn.execute("VACUUM INTO ?1", [tmp.to_string_lossy()]).map_err(|e| fail(&e))?;
             let bytes = std::fs::read(&tmp).map_err(|e| fail(&e))?;
             let _ = std::fs::remove_file(&tmp);
             bytes

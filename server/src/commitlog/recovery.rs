@@ -163,7 +163,11 @@ fn segment_has_records(path: &Path) -> std::io::Result<bool> {
 
 /// Replays `records` above the file's `seq` stamp into the object's file
 /// (cluster mode rebuilds a file from the replicated log with it).
-pub(crate) fn replay_records(path: &Path, id: ObjectId, records: &[Record]) -> Result<usize, RecoveryError> {
+pub(crate) fn replay_records(
+    path: &Path,
+    id: ObjectId,
+    records: &[Record],
+) -> Result<usize, RecoveryError> {
     replay_object(path, id, records).map(|(applied, _)| applied)
 }
 

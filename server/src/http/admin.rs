@@ -98,6 +98,44 @@ pub(crate) async fn details(
     })))
 }
 
+/// `GET /v1/admin/objects/{class}/{name}/log` (cluster mode): the object's
+/// replicated log — each record's sequence, kind and the node that appended
+/// it — for checking who owned the object when.
+pub(crate) async fn log(
+    State(runtime): State<Runtime>,
+    headers: HeaderMap,
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> Result<Json<Value>, ApiError> {
+    admin(&runtime, &headers)?;
+    let key = super::access::object_key(path)?;
+    let Some(cluster) = runtime.cluster() else {
+        return Err(ApiError::new(
+            ErrorCode::NotFound,
+            "objects have a replicated log only in cluster mode",
+        ));
+    };
+    let entries = cluster.read_log(&key, None).await.map_err(|e| {
+        ApiError::new(
+            ErrorCode::ObjectMoved,
+            format!("cannot read the log: {e}; retry"),
+        )
+    })?;
+    let records: Vec<Value> = entries
+        .into_iter()
+        .map(|e| {
+            let batches = crate::commitlog::record::decode_segment(&e.payload).0.len();
+            json!({
+                "seq": e.seq,
+                "kind": e.kind,
+                "node": e.node,
+                "incarnation": e.incarnation,
+                "batches": batches,
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "records": records })))
+}
+
 /// `GET /v1/admin/cluster`: this node, the live nodes, what this node owns.
 pub(crate) async fn cluster(
     State(runtime): State<Runtime>,

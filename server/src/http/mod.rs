@@ -42,6 +42,7 @@ pub(crate) fn router(runtime: Runtime, max_body_bytes: usize) -> Router {
             get(admin::details).delete(admin::delete),
         )
         .route("/v1/admin/objects/{class}/{name}/sql", post(admin::sql))
+        .route("/v1/admin/objects/{class}/{name}/log", get(admin::log))
         .route("/v1/yjs/{doc}", get(yjs::socket))
         .route("/v1/yjs/{doc}/state", get(yjs::state))
         .route("/v1/yjs/{doc}/update", post(yjs::update))

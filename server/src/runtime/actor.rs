@@ -338,7 +338,10 @@ impl<T: DurableObject> Actor<T> {
     /// its lease). Answers the command with `object_moved`, unloads the
     /// object and stops; the edge routes what comes next to the owner.
     fn moved(&mut self, first: Command) {
-        let e = error(ErrorCode::ObjectMoved, "another node owns the object now; retry");
+        let e = error(
+            ErrorCode::ObjectMoved,
+            "another node owns the object now; retry",
+        );
         match first {
             Command::Flush { reply } => self.pipeline.push(InFlight::answer(reply, Err(e))),
             Command::Delete { reply } => {

@@ -291,7 +291,12 @@ impl<T: DurableObject> Batch<'_, T> {
         let Some(changes) = changes else {
             return Ok(None);
         };
+        let snapshot_due = self
+            .runtime
+            .cluster()
+            .is_some_and(|c| c.wants_snapshot(&self.l.ctx.key.id));
         if changes.needs_file_sync()
+            || snapshot_due
             || self.runtime.config().durability == crate::config::Durability::File
         {
             let storage = &mut self.l.ctx.storage;
@@ -299,7 +304,8 @@ impl<T: DurableObject> Batch<'_, T> {
             // In a cluster the file itself goes to the replicated log.
             if let Some(cluster) = self.runtime.cluster() {
                 let (key, seq) = (&self.l.ctx.key, self.l.ctx.storage.commit_seq());
-                let path = crate::id::object_path(&self.runtime.config().data_dir, &key.class, key.id);
+                let path =
+                    crate::id::object_path(&self.runtime.config().data_dir, &key.class, key.id);
                 crate::sys::blocking(|| cluster.snapshot_blocking(key, seq, &path))
                     .map_err(|e| durable(&e))?;
             }

@@ -180,7 +180,10 @@ impl Runtime {
         &self,
         record: crate::commitlog::record::Record,
         then: Option<crate::commitlog::Then>,
-    ) -> Result<tokio::sync::oneshot::Receiver<Result<(), crate::commitlog::LogError>>, crate::commitlog::LogError> {
+    ) -> Result<
+        tokio::sync::oneshot::Receiver<Result<(), crate::commitlog::LogError>>,
+        crate::commitlog::LogError,
+    > {
         match (self.cluster(), then) {
             (Some(c), then) => c.submit(record, then),
             (None, Some(then)) => self.0.log.submit_then(record, then),
