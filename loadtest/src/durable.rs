@@ -25,9 +25,10 @@ use crate::target::{encode_segment, Target};
 
 #[derive(clap::Args, Debug, Clone)]
 pub(crate) struct DurableArgs {
-    /// Server base URL.
-    #[arg(long, default_value = "http://127.0.0.1:8787")]
-    pub url: String,
+    /// Server base URL; several (comma-separated, e.g. every node of a
+    /// cluster) spread the clients over them: client i uses URL i % n.
+    #[arg(long, default_value = "http://127.0.0.1:8787", value_delimiter = ',')]
+    pub url: Vec<String>,
     /// Number of counter objects; client i calls object `{prefix}-{i % objects}`.
     #[arg(long, default_value_t = 1)]
     pub objects: usize,
@@ -90,7 +91,12 @@ async fn read_counters(target: &Target, args: &DurableArgs) -> Option<Vec<i64>> 
 pub(crate) async fn run(args: DurableArgs, common: &Common) -> anyhow::Result<Report> {
     anyhow::ensure!(args.objects >= 1, "--objects must be at least 1");
     anyhow::ensure!(args.clients >= 1, "--clients must be at least 1");
-    let target = Target::parse(&args.url, common.allow_remote)?;
+    let targets = args
+        .url
+        .iter()
+        .map(|u| Target::parse(u, common.allow_remote))
+        .collect::<anyhow::Result<Vec<Target>>>()?;
+    let target = targets.first().context("--url is required")?.clone();
     let before = if args.no_verify {
         None
     } else {
@@ -99,9 +105,10 @@ pub(crate) async fn run(args: DurableArgs, common: &Common) -> anyhow::Result<Re
 
     // Connect everyone first so connection set-up is not measured.
     let mut conns = Vec::with_capacity(args.clients);
-    for _ in 0..args.clients {
+    for i in 0..args.clients {
+        let target = &targets[i % targets.len()];
         conns.push(
-            HttpConn::connect(&target)
+            HttpConn::connect(target)
                 .await
                 .with_context(|| format!("connecting to {}", target.addr))?,
         );
@@ -126,7 +133,7 @@ pub(crate) async fn run(args: DurableArgs, common: &Common) -> anyhow::Result<Re
     for (i, conn) in conns.into_iter().enumerate() {
         let client = Client {
             conn,
-            target: target.clone(),
+            target: targets[i % targets.len()].clone(),
             path: paths[i % paths.len()].clone(),
             body: Bytes::from_static(br#"{"by":1}"#),
             timeout: args.timeout,
