@@ -9,6 +9,7 @@ pub(crate) mod error;
 mod rpc;
 pub(crate) mod serve;
 pub(crate) mod trace;
+mod versions;
 mod ws;
 mod yjs;
 
@@ -43,6 +44,18 @@ pub(crate) fn router(runtime: Runtime, max_body_bytes: usize) -> Router {
         .route("/v1/yjs/{doc}", get(yjs::socket))
         .route("/v1/yjs/{doc}/state", get(yjs::state))
         .route("/v1/yjs/{doc}/update", post(yjs::update))
+        .route(
+            "/v1/yjs/{doc}/versions",
+            get(versions::list).post(versions::create),
+        )
+        .route(
+            "/v1/yjs/{doc}/versions/{name}",
+            get(versions::read).delete(versions::delete),
+        )
+        .route(
+            "/v1/yjs/{doc}/versions/{name}/restore",
+            post(versions::restore),
+        )
         .merge(demos::router())
         .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such route") })
         .method_not_allowed_fallback(|| async {
