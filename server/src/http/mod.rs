@@ -6,6 +6,7 @@ mod admin;
 pub(crate) mod cors;
 mod demos;
 pub(crate) mod error;
+mod openapi;
 mod rpc;
 pub(crate) mod serve;
 pub(crate) mod trace;
@@ -29,6 +30,7 @@ pub(crate) fn router(runtime: Runtime, max_body_bytes: usize) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi::serve))
         .route("/v1/objects/{class}/{name}/call/{method}", post(rpc::call))
         .route("/v1/objects/{class}/{name}/ws", get(ws::object_socket))
         .route("/v1/objects/{class}/{name}/fetch", any(rpc::fetch))
