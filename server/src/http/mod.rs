@@ -3,6 +3,8 @@
 
 mod access;
 mod admin;
+mod admin_page;
+mod admin_views;
 pub(crate) mod cors;
 mod demos;
 pub(crate) mod error;
@@ -17,7 +19,7 @@ mod yjs;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::header;
 use axum::response::IntoResponse;
-use axum::routing::{any, get, post};
+use axum::routing::{any, delete, get, post};
 use axum::Router;
 use roost_protocol::ErrorCode;
 
@@ -43,6 +45,18 @@ pub(crate) fn router(runtime: Runtime, max_body_bytes: usize) -> Router {
             get(admin::details).delete(admin::delete),
         )
         .route("/v1/admin/objects/{class}/{name}/sql", post(admin::sql))
+        .route("/v1/admin/objects/{class}/{name}/kv", get(admin_views::kv))
+        .route(
+            "/v1/admin/objects/{class}/{name}/sockets",
+            get(admin_views::sockets),
+        )
+        .route(
+            "/v1/admin/objects/{class}/{name}/sockets/{socket}",
+            delete(admin_views::close_socket),
+        )
+        .route("/v1/admin/yjs/{doc}", get(admin_views::yjs_doc))
+        .route("/admin", get(admin_page::page))
+        .route("/admin/app.js", get(admin_page::script))
         .route("/v1/yjs/{doc}", get(yjs::socket))
         .route("/v1/yjs/{doc}/state", get(yjs::state))
         .route("/v1/yjs/{doc}/update", post(yjs::update))
