@@ -86,6 +86,8 @@ pub struct Config {
     pub max_objects: u64,
     /// Test hook: make commits fail (see `storage::FaultHook`).
     pub fault: Option<FaultHook>,
+    /// The change feed and its webhook (`--feed`, `--webhook`).
+    pub feed: crate::feed::FeedConfig,
 }
 
 impl Default for Config {
@@ -113,6 +115,7 @@ impl Default for Config {
             max_objects: 1_000_000,
             tidy_after: Duration::from_secs(60),
             fault: None,
+            feed: crate::feed::FeedConfig::default(),
         }
     }
 }

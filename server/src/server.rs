@@ -123,7 +123,9 @@ impl ServerBuilder {
             registry.set_settings(&class, make(&config));
         }
         replay_commit_log(&config.data_dir).await?;
+        let feed = crate::feed::open_if_enabled(&config).await?;
         let runtime = open_runtime(config.clone(), registry).await?;
+        crate::feed::attach(&runtime, feed)?;
         crate::runtime::alarms::Alarms::start(&runtime).await;
         let heartbeat = tokio::spawn(crate::sockets::heartbeat(
             runtime.sockets().clone(),
@@ -306,6 +308,7 @@ async fn run(
             background.trimmer.abort();
             runtime.shutdown(drain_timeout).await;
             runtime.log().close().await;
+            crate::feed::close(&runtime).await;
             return result.context("HTTP server task failed");
         }
     }
@@ -329,6 +332,7 @@ async fn run(
     background.trimmer.abort();
     background.heartbeat.abort();
     runtime.log().close().await;
+    crate::feed::close(&runtime).await;
     result
 }
 

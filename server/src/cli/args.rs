@@ -193,6 +193,9 @@ pub struct ServeArgs {
     /// Most bytes of an admin SQL console result, counted as JSON (413 too_large beyond).
     #[arg(long, env = "ROOST_ADMIN_SQL_MAX_BYTES", default_value_t = 16 * 1024 * 1024, value_parser = clap::value_parser!(u32).range(65536..))]
     pub admin_sql_max_bytes: u32,
+    /// The change feed and its webhook.
+    #[command(flatten)]
+    pub feed: super::feed_args::FeedArgs,
 }
 
 impl ServeArgs {
@@ -241,6 +244,7 @@ impl ServeArgs {
         config.ydoc.checkpoint_rows = self.ydoc_snapshot_rows;
         config.ydoc.compact_after = self.ydoc_compact_after;
         config.ydoc.max_versions = self.yjs_max_versions;
+        config.feed = self.feed.config();
         config.auth = crate::auth::Auth::new(
             self.auth_secret.clone().map(String::into_bytes),
             self.admin_token.clone(),

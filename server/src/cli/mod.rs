@@ -90,8 +90,10 @@ fn parse_claim(text: &str) -> Result<(String, serde_json::Value), String> {
 }
 
 mod args;
+mod feed_args;
 
 pub use args::{LogFormat, ServeArgs};
+pub use feed_args::FeedArgs;
 
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("ROOST_LOG")

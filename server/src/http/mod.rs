@@ -8,6 +8,7 @@ mod admin_views;
 pub(crate) mod cors;
 mod demos;
 pub(crate) mod error;
+mod feed;
 mod openapi;
 mod rpc;
 pub(crate) mod serve;
@@ -38,6 +39,7 @@ pub(crate) fn router(runtime: Runtime, max_body_bytes: usize) -> Router {
         .route("/v1/objects/{class}/{name}/fetch", any(rpc::fetch))
         .route("/v1/objects/{class}/{name}/fetch/{*path}", any(rpc::fetch))
         .route("/v1/admin/objects", get(admin::list))
+        .route("/v1/feed", get(feed::read))
         .route("/v1/admin/backup", post(admin::backup))
         .route("/v1/admin/revoke", post(admin::revoke))
         .route(

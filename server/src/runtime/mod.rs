@@ -76,6 +76,8 @@ pub(crate) struct RuntimeInner {
     shutting_down: AtomicBool,
     /// The admin console's running queries.
     consoles: Consoles,
+    /// The change feed, if `--feed` names a class (set once at start-up).
+    pub(crate) feed: std::sync::OnceLock<crate::feed::Feed>,
     /// Every actor holds a clone; `shutdown` waits until all are dropped.
     alive_tx: std::sync::Mutex<Option<mpsc::Sender<()>>>,
     alive_rx: tokio::sync::Mutex<mpsc::Receiver<()>>,
@@ -150,6 +152,7 @@ impl Runtime {
             next_generation: AtomicU64::new(1),
             shutting_down: AtomicBool::new(false),
             consoles: Consoles::default(),
+            feed: std::sync::OnceLock::new(),
             alive_tx: std::sync::Mutex::new(Some(alive_tx)),
             alive_rx: tokio::sync::Mutex::new(alive_rx),
         }))

@@ -38,9 +38,11 @@
 //! - `update.rs`: checking, applying and gathering updates; snapshots;
 //! - `store.rs`: the tables (update log, snapshots), load, compaction,
 //!   history;
+//! - `feed.rs`: each stored row of updates as a change-feed event;
 //! - `versions.rs`: named versions (create, list, read, restore, delete)
 //!   and the document as JSON.
 
+mod feed;
 mod http;
 pub(crate) mod store;
 mod sync;
