@@ -41,12 +41,6 @@ pub(crate) async fn read(
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
     super::admin::admin(&runtime, &headers)?;
-    let Some(feed) = runtime.0.feed.get().cloned() else {
-        return Err(ApiError::new(
-            ErrorCode::NotFound,
-            "the change feed is off: start roost with --feed CLASS[,CLASS...] (or --webhook)",
-        ));
-    };
     let after = number(&q, "after", 0, i64::MAX)?;
     let limit = number(&q, "limit", 100, 1000)?.max(1) as u32;
     let wait = number(&q, "wait", 0, 30)?;
@@ -54,6 +48,12 @@ pub(crate) async fn read(
         .get("class")
         .map(|c| c.split(',').map(str::trim).filter(|c| !c.is_empty()).map(str::to_owned).collect())
         .unwrap_or_default();
+    let Some(feed) = runtime.0.feed.get().cloned() else {
+        return Err(ApiError::new(
+            ErrorCode::NotFound,
+            "the change feed is off: start roost with --feed CLASS[,CLASS...] (or --webhook)",
+        ));
+    };
     let storage = |e: anyhow::Error| ApiError::new(ErrorCode::Storage, e.to_string());
     let deadline = tokio::time::Instant::now() + Duration::from_secs(wait as u64);
     loop {
