@@ -12,7 +12,11 @@ use serde_json::{json, Value};
 const ADMIN: &str = "admin-views-token";
 
 async fn get(server: &ServerProcess, path: &str) -> anyhow::Result<(u16, Value)> {
-    let resp = http().get(server.url(path)).bearer_auth(ADMIN).send().await?;
+    let resp = http()
+        .get(server.url(path))
+        .bearer_auth(ADMIN)
+        .send()
+        .await?;
     let status = resp.status().as_u16();
     Ok((status, resp.json().await.unwrap_or(Value::Null)))
 }
@@ -76,7 +80,10 @@ async fn kv_sockets_and_documents_are_shown_to_the_admin_only() -> anyhow::Resul
     assert_eq!(body["versions"][0]["name"], "monday");
 
     // Missing objects, and no token or a wrong one: refused.
-    assert_eq!(get(&server, "/v1/admin/objects/counter/none/kv").await?.0, 404);
+    assert_eq!(
+        get(&server, "/v1/admin/objects/counter/none/kv").await?.0,
+        404
+    );
     assert_eq!(get(&server, "/v1/admin/yjs/none").await?.0, 404);
     for path in [
         "/v1/admin/objects/counter/c/kv",

@@ -18,7 +18,14 @@ use yrs::{GetString, Transact};
 const ADMIN: &str = "feed-admin-token";
 
 async fn start(data: &str) -> anyhow::Result<ServerProcess> {
-    let args = ["--data", data, "--admin-token", ADMIN, "--feed", "workload,room,ydoc"];
+    let args = [
+        "--data",
+        data,
+        "--admin-token",
+        ADMIN,
+        "--feed",
+        "workload,room,ydoc",
+    ];
     ServerProcess::start_bin(&workload_bin(), None, &args).await
 }
 
@@ -53,8 +60,14 @@ async fn read_all(server: &ServerProcess, class: &str) -> anyhow::Result<Vec<Val
 fn by_object(events: &[Value]) -> BTreeMap<String, Vec<i64>> {
     let mut out: BTreeMap<String, Vec<i64>> = BTreeMap::new();
     for e in events {
-        let key = format!("{}/{}", e["class"].as_str().unwrap_or(""), e["object"].as_str().unwrap_or(""));
-        out.entry(key).or_default().push(e["object_seq"].as_i64().unwrap_or(-1));
+        let key = format!(
+            "{}/{}",
+            e["class"].as_str().unwrap_or(""),
+            e["object"].as_str().unwrap_or("")
+        );
+        out.entry(key)
+            .or_default()
+            .push(e["object_seq"].as_i64().unwrap_or(-1));
     }
     out
 }
@@ -120,7 +133,10 @@ async fn every_acknowledged_event_is_in_the_feed_after_kill9_in_order() -> anyho
         .filter_map(|e| e["data"]["n"].as_i64())
         .collect();
     let missing: Vec<_> = acknowledged.difference(&seen).collect();
-    assert!(missing.is_empty(), "acknowledged events missing from the feed: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "acknowledged events missing from the feed: {missing:?}"
+    );
     assert!(
         events.iter().all(|e| e["kind"] != "test.failed"),
         "an event of a failed call is in the feed"
@@ -134,9 +150,14 @@ async fn every_acknowledged_event_is_in_the_feed_after_kill9_in_order() -> anyho
     let seqs: Vec<i64> = events.iter().filter_map(|e| e["seq"].as_i64()).collect();
     assert!(seqs.windows(2).all(|w| w[0] < w[1]), "seq not increasing");
     let rooms = read_all(&server, "room").await?;
-    let texts: Vec<&str> = rooms.iter().filter_map(|e| e["data"]["text"].as_str()).collect();
+    let texts: Vec<&str> = rooms
+        .iter()
+        .filter_map(|e| e["data"]["text"].as_str())
+        .collect();
     assert_eq!(texts, vec!["round 0", "round 1", "round 2", "round 3"]);
-    assert!(rooms.iter().all(|e| e["class"] == "room" && e["kind"] == "room.message"));
+    assert!(rooms
+        .iter()
+        .all(|e| e["class"] == "room" && e["kind"] == "room.message"));
     server.kill9().await?;
     Ok(())
 }

@@ -94,7 +94,14 @@ async fn schemathesis_finds_no_server_error_and_no_panic() -> anyhow::Result<()>
     let out = tokio::time::timeout(
         Duration::from_secs(300),
         tokio::process::Command::new(&st)
-            .args(["run", &spec, "--checks", "not_a_server_error", "-H", &header])
+            .args([
+                "run",
+                &spec,
+                "--checks",
+                "not_a_server_error",
+                "-H",
+                &header,
+            ])
             .args(["--max-examples", "15", "--seed", "24", "--workers", "1"])
             .args(["--phases", "examples,coverage,fuzzing", "--no-shrink"])
             .args(["--request-timeout", "20"])
@@ -118,7 +125,10 @@ async fn schemathesis_finds_no_server_error_and_no_panic() -> anyhow::Result<()>
         .collect();
     assert!(panics.is_empty(), "the server panicked: {panics:?}");
     // Still serving.
-    assert_eq!(http().get(server.url("/healthz")).send().await?.status(), 200);
+    assert_eq!(
+        http().get(server.url("/healthz")).send().await?.status(),
+        200
+    );
     server.kill9().await?;
     Ok(())
 }

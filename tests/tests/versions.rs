@@ -71,7 +71,11 @@ async fn versions_are_named_listed_read_and_restored_for_every_client() -> anyho
     let (status, _) = create(&server, doc, "sent to client").await?;
     assert_eq!(status, 409);
     // Bad names and bodies: 400, nothing stored.
-    for bad in [json!({ "name": "" }), json!({ "name": "x".repeat(200) }), json!({})] {
+    for bad in [
+        json!({ "name": "" }),
+        json!({ "name": "x".repeat(200) }),
+        json!({}),
+    ] {
         let resp = http()
             .post(versions_url(&server, doc))
             .json(&bad)
@@ -108,7 +112,11 @@ async fn versions_are_named_listed_read_and_restored_for_every_client() -> anyho
         .await?;
 
     assert_eq!(restore(&server, doc, "no such version").await?, 404);
-    let gone = format!("{}/{}", versions_url(&server, doc), segment("sent to client"));
+    let gone = format!(
+        "{}/{}",
+        versions_url(&server, doc),
+        segment("sent to client")
+    );
     assert_eq!(http().delete(&gone).send().await?.status(), 200);
     assert_eq!(http().delete(&gone).send().await?.status(), 404);
     assert!(names(&server, doc).await?.is_empty());
@@ -131,7 +139,9 @@ async fn versions_outlive_the_history_window_and_kill9() -> anyhow::Result<()> {
     let server = ServerProcess::start(dir.path(), &args).await?;
     let doc = "old";
     let mut alice = YClient::new();
-    alice.connect(&server.ws_url(&format!("/v1/yjs/{doc}"))).await?;
+    alice
+        .connect(&server.ws_url(&format!("/v1/yjs/{doc}")))
+        .await?;
     alice.insert(0, "first").await?;
     wait_stored_text(&server, doc, "first").await?;
     assert_eq!(create(&server, doc, "v1").await?.0, 201);
@@ -157,7 +167,11 @@ async fn versions_outlive_the_history_window_and_kill9() -> anyhow::Result<()> {
     assert_eq!(stored_text(&server, doc).await?, "first");
     server.kill9().await?;
     let server = ServerProcess::start(dir.path(), &args).await?;
-    assert_eq!(stored_text(&server, doc).await?, "first", "the restore is durable");
+    assert_eq!(
+        stored_text(&server, doc).await?,
+        "first",
+        "the restore is durable"
+    );
     assert_eq!(names(&server, doc).await?, vec!["v1", "v2"]);
     server.kill9().await?;
     Ok(())

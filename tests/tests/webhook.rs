@@ -31,8 +31,14 @@ fn hmac_sha256(key: &[u8], body: &[u8]) -> String {
     block[..key.len()].copy_from_slice(key);
     let inner: Vec<u8> = block.iter().map(|b| b ^ 0x36).collect();
     let outer: Vec<u8> = block.iter().map(|b| b ^ 0x5c).collect();
-    let inner_hash = Sha256::new().chain_update(&inner).chain_update(body).finalize();
-    let mac = Sha256::new().chain_update(&outer).chain_update(inner_hash).finalize();
+    let inner_hash = Sha256::new()
+        .chain_update(&inner)
+        .chain_update(body)
+        .finalize();
+    let mac = Sha256::new()
+        .chain_update(&outer)
+        .chain_update(inner_hash)
+        .finalize();
     mac.iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -79,19 +85,28 @@ async fn receiver(listener: TcpListener, seen: Arc<Mutex<Received>>, refuse: usi
             let ok = {
                 let mut r = seen.lock().expect("lock");
                 r.attempts += 1;
-                let want = format!("x-roost-signature: sha256={}", hmac_sha256(SECRET.as_bytes(), &body));
+                let want = format!(
+                    "x-roost-signature: sha256={}",
+                    hmac_sha256(SECRET.as_bytes(), &body)
+                );
                 if !head.contains(&want) {
                     r.bad_signatures += 1;
                 }
                 let accept = r.attempts > refuse;
                 if accept {
                     let parsed: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-                    r.events.extend(parsed["events"].as_array().cloned().unwrap_or_default());
+                    r.events
+                        .extend(parsed["events"].as_array().cloned().unwrap_or_default());
                 }
                 accept
             };
-            let status = if ok { "200 OK" } else { "500 Internal Server Error" };
-            let reply = format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+            let status = if ok {
+                "200 OK"
+            } else {
+                "500 Internal Server Error"
+            };
+            let reply =
+                format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
             let _ = stream.write_all(reply.as_bytes()).await;
             let _ = stream.shutdown().await;
         });
@@ -100,8 +115,16 @@ async fn receiver(listener: TcpListener, seen: Arc<Mutex<Received>>, refuse: usi
 
 async fn start(data: &str, hook: &str) -> anyhow::Result<ServerProcess> {
     let args = [
-        "--feed", "room", "--webhook", hook, "--webhook-secret", SECRET,
-        "--webhook-max-backoff", "400ms", "--webhook-batch", "7",
+        "--feed",
+        "room",
+        "--webhook",
+        hook,
+        "--webhook-secret",
+        SECRET,
+        "--webhook-max-backoff",
+        "400ms",
+        "--webhook-batch",
+        "7",
     ];
     ServerProcess::start(std::path::Path::new(data), &args).await
 }
@@ -178,7 +201,10 @@ async fn webhooks_deliver_every_event_in_order_through_failures_and_kill9() -> a
     receiving.abort();
 
     let r = seen.lock().expect("lock");
-    assert_eq!(r.bad_signatures, 0, "every delivery carries a valid signature");
+    assert_eq!(
+        r.bad_signatures, 0,
+        "every delivery carries a valid signature"
+    );
     // Per room: in order of first arrival, the texts are in the order sent
     // and the object_seqs count up from 1; repeats (at least once) only
     // ever re-deliver what came before.
@@ -221,8 +247,19 @@ async fn a_bad_webhook_setting_stops_the_start_with_a_clear_error() -> anyhow::R
     let dir = tempfile::tempdir()?;
     let data = dir.path().to_str().expect("utf-8");
     for (args, says) in [
-        (vec!["--webhook", "https://example.invalid/hook", "--webhook-secret", "s"], "only http://"),
-        (vec!["--webhook", "http://127.0.0.1:9/hook"], "--webhook-secret"),
+        (
+            vec![
+                "--webhook",
+                "https://example.invalid/hook",
+                "--webhook-secret",
+                "s",
+            ],
+            "only http://",
+        ),
+        (
+            vec!["--webhook", "http://127.0.0.1:9/hook"],
+            "--webhook-secret",
+        ),
     ] {
         let out = tokio::time::timeout(
             Duration::from_secs(30),

@@ -109,6 +109,9 @@ pub(crate) fn run(
     retention: Duration,
 ) {
     let mut last_prune = Instant::now() - Duration::from_secs(3600);
+    // An append failed: the index misses events, so it must not be marked
+    // clean (the next start then indexes them from the objects).
+    let mut missed = false;
     loop {
         let first = match inbox.recv_timeout(Duration::from_secs(60)) {
             Ok(m) => Some(m),
@@ -117,7 +120,10 @@ pub(crate) fn run(
         };
         let mut batch = Vec::new();
         let mut closing = false;
-        for m in first.into_iter().chain(std::iter::from_fn(|| inbox.try_recv().ok())) {
+        for m in first
+            .into_iter()
+            .chain(std::iter::from_fn(|| inbox.try_recv().ok()))
+        {
             match m {
                 Message::Event(e) => batch.push(*e),
                 Message::Close => closing = true,
@@ -133,12 +139,19 @@ pub(crate) fn run(
                 }
                 // Not lost: the objects hold them, and without the clean
                 // mark the next start indexes them (`recover.rs`).
-                Err(e) => tracing::error!(error = %e, events = batch.len(), "feed: cannot index events"),
+                Err(e) => {
+                    missed = true;
+                    tracing::error!(error = %e, events = batch.len(), "feed: cannot index events");
+                }
             }
         }
         if last_prune.elapsed() > Duration::from_secs(600) {
             last_prune = Instant::now();
             prune(&conn, retention);
+        }
+        if closing && missed {
+            tracing::warn!("feed: events were not indexed; the next start indexes them");
+            return;
         }
         if closing {
             if let Err(e) = conn.execute("UPDATE state SET v = 1 WHERE k = 'clean'", []) {
@@ -188,7 +201,9 @@ pub(crate) fn read(
 
 pub(crate) fn cursor(conn: &Connection, name: &str) -> rusqlite::Result<i64> {
     Ok(conn
-        .query_row("SELECT seq FROM cursors WHERE name = ?1", [name], |r| r.get(0))
+        .query_row("SELECT seq FROM cursors WHERE name = ?1", [name], |r| {
+            r.get(0)
+        })
         .optional()?
         .unwrap_or(0))
 }

@@ -71,7 +71,10 @@ pub(crate) fn check_url(url: &str) -> Result<hyper::Uri, String> {
 const CURSOR: &str = "webhook";
 
 /// Starts delivering; runs until the process ends.
-pub(crate) fn start(feed: Feed, config: WebhookConfig) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+pub(crate) fn start(
+    feed: Feed,
+    config: WebhookConfig,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let uri = check_url(&config.url).map_err(|e| anyhow::anyhow!(e))?;
     anyhow::ensure!(
         !config.secret.is_empty(),
@@ -129,8 +132,8 @@ async fn post(
     config: &WebhookConfig,
     events: &[FeedEvent],
 ) -> Result<(), String> {
-    let body = serde_json::to_vec(&serde_json::json!({ "events": events }))
-        .map_err(|e| e.to_string())?;
+    let body =
+        serde_json::to_vec(&serde_json::json!({ "events": events })).map_err(|e| e.to_string())?;
     let request = hyper::Request::post(uri.clone())
         .header(hyper::header::CONTENT_TYPE, "application/json")
         .header("x-roost-signature", signature(&config.secret, &body))

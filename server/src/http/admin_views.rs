@@ -71,7 +71,9 @@ fn socket_list(runtime: &Runtime, key: &ObjectKey) -> Vec<Value> {
     let mut sockets: Vec<(SocketId, Value)> = table.with_table(|t| {
         t.iter()
             .map(|(id, e)| {
-                let identity = e.identity().map(|i| json!({ "sub": i.sub, "name": i.name }));
+                let identity = e
+                    .identity()
+                    .map(|i| json!({ "sub": i.sub, "name": i.name }));
                 let row = json!({
                     "id": id.0,
                     "accepted": e.accepted,

@@ -18,7 +18,12 @@ use serde_json::{json, Value};
 use super::error::ApiError;
 use crate::runtime::Runtime;
 
-fn number(q: &HashMap<String, String>, name: &str, default: i64, max: i64) -> Result<i64, ApiError> {
+fn number(
+    q: &HashMap<String, String>,
+    name: &str,
+    default: i64,
+    max: i64,
+) -> Result<i64, ApiError> {
     match q.get(name) {
         None => Ok(default),
         Some(text) => text
@@ -46,7 +51,13 @@ pub(crate) async fn read(
     let wait = number(&q, "wait", 0, 30)?;
     let classes: Vec<String> = q
         .get("class")
-        .map(|c| c.split(',').map(str::trim).filter(|c| !c.is_empty()).map(str::to_owned).collect())
+        .map(|c| {
+            c.split(',')
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
         .unwrap_or_default();
     let Some(feed) = runtime.0.feed.get().cloned() else {
         return Err(ApiError::new(

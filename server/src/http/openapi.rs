@@ -47,7 +47,9 @@ mod tests {
             let path = path.replace("{*", "{");
             for method in ["get", "post", "put", "delete", "patch", "any"] {
                 let named = call.match_indices(&format!("{method}(")).any(|(i, _)| {
-                    i == 0 || !call.as_bytes()[i - 1].is_ascii_alphanumeric() && call.as_bytes()[i - 1] != b'_'
+                    i == 0
+                        || !call.as_bytes()[i - 1].is_ascii_alphanumeric()
+                            && call.as_bytes()[i - 1] != b'_'
                 });
                 if !named {
                     continue;
@@ -65,7 +67,8 @@ mod tests {
     }
 
     fn described() -> BTreeSet<(String, String)> {
-        let spec: serde_json::Value = serde_json::from_str(super::SPEC).expect("openapi.json is JSON");
+        let spec: serde_json::Value =
+            serde_json::from_str(super::SPEC).expect("openapi.json is JSON");
         let mut out = BTreeSet::new();
         for (path, ops) in spec["paths"].as_object().expect("paths") {
             for method in ops.as_object().expect("operations").keys() {
@@ -83,8 +86,14 @@ mod tests {
         let spec = described();
         let missing: Vec<_> = routes.difference(&spec).collect();
         let extra: Vec<_> = spec.difference(&routes).collect();
-        assert!(missing.is_empty(), "routed but not in openapi.json: {missing:?}");
-        assert!(extra.is_empty(), "in openapi.json but not routed: {extra:?}");
+        assert!(
+            missing.is_empty(),
+            "routed but not in openapi.json: {missing:?}"
+        );
+        assert!(
+            extra.is_empty(),
+            "in openapi.json but not routed: {extra:?}"
+        );
     }
 
     #[test]
@@ -94,7 +103,10 @@ mod tests {
         for (path, ops) in spec["paths"].as_object().expect("paths") {
             for (method, op) in ops.as_object().expect("ops") {
                 let id = op["operationId"].as_str().unwrap_or_default();
-                assert!(ids.insert(id.to_owned()), "{method} {path}: duplicate id {id:?}");
+                assert!(
+                    ids.insert(id.to_owned()),
+                    "{method} {path}: duplicate id {id:?}"
+                );
                 assert!(op["summary"].is_string(), "{method} {path}: no summary");
                 assert!(op["responses"].is_object(), "{method} {path}: no responses");
             }

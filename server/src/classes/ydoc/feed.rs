@@ -21,5 +21,8 @@ pub(super) fn emit_pending(ctx: &mut Ctx, pending: &Pending) -> Result<(), Objec
             .map_err(|e| ObjectError::Fatal(format!("cannot merge the batch's updates: {e}")))?,
     };
     let update = base64::engine::general_purpose::STANDARD.encode(merged);
-    ctx.emit("yjs.update", json!({ "update": update, "count": parts.len() }))
+    ctx.emit(
+        "yjs.update",
+        json!({ "update": update, "count": parts.len() }),
+    )
 }

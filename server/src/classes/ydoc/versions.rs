@@ -40,7 +40,9 @@ fn name_of(request: &FetchRequest) -> Result<&str, FetchResponse> {
     if name.is_empty() || name.len() > MAX_NAME_BYTES || name.chars().any(char::is_control) {
         return Err(FetchResponse::status(
             400,
-            &format!("a version name is 1 to {MAX_NAME_BYTES} bytes of text without control characters"),
+            &format!(
+                "a version name is 1 to {MAX_NAME_BYTES} bytes of text without control characters"
+            ),
         ));
     }
     Ok(name)
@@ -60,7 +62,10 @@ fn stored(ctx: &Ctx, name: &str) -> Result<Option<Vec<u8>>, ObjectError> {
 }
 
 fn read_only_refusal() -> FetchResponse {
-    FetchResponse::status(403, "read-only access cannot change the document's versions")
+    FetchResponse::status(
+        403,
+        "read-only access cannot change the document's versions",
+    )
 }
 
 impl Ydoc {
@@ -176,7 +181,9 @@ impl Ydoc {
 fn list(ctx: &mut Ctx) -> Result<FetchResponse, ObjectError> {
     let conn = ctx.storage().sql();
     let mut stmt = conn
-        .prepare("SELECT name, created_ms, length(data) FROM yjs_versions ORDER BY created_ms, name")
+        .prepare(
+            "SELECT name, created_ms, length(data) FROM yjs_versions ORDER BY created_ms, name",
+        )
         .map_err(app)?;
     let versions = stmt
         .query_map([], |r| {
