@@ -8,18 +8,11 @@ import type { WebSocketConstructor } from '../../src/index.js'
 import { RoostError } from '../../src/index.js'
 import { createVersionsClient, RoostProvider } from '../../src/yjs/index.js'
 import { RoostServer } from './roost.js'
+import { until } from '../helpers/until.js'
 
 const WS = WebSocket as unknown as WebSocketConstructor
 let server: RoostServer
 let provider: RoostProvider | undefined
-
-async function until(cond: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((r) => setTimeout(r, 10))
-  }
-}
 
 beforeAll(async () => {
   server = await RoostServer.start()

@@ -92,10 +92,7 @@ impl Ydoc {
         ctx: &mut Ctx,
         request: &FetchRequest,
     ) -> Result<FetchResponse, ObjectError> {
-        if request.read_only {
-            return Ok(read_only_refusal());
-        }
-        let name = match name_of(request) {
+        let name = match writable_name(request) {
             Ok(n) => n,
             Err(resp) => return Ok(resp),
         };
@@ -137,10 +134,7 @@ impl Ydoc {
         ctx: &mut Ctx,
         request: &FetchRequest,
     ) -> Result<FetchResponse, ObjectError> {
-        if request.read_only {
-            return Ok(read_only_refusal());
-        }
-        let name = match name_of(request) {
+        let name = match writable_name(request) {
             Ok(n) => n.to_owned(),
             Err(resp) => return Ok(resp),
         };
@@ -211,10 +205,7 @@ fn read_version(ctx: &mut Ctx, request: &FetchRequest) -> Result<FetchResponse, 
 }
 
 fn delete_version(ctx: &mut Ctx, request: &FetchRequest) -> Result<FetchResponse, ObjectError> {
-    if request.read_only {
-        return Ok(read_only_refusal());
-    }
-    let name = match name_of(request) {
+    let name = match writable_name(request) {
         Ok(n) => n,
         Err(resp) => return Ok(resp),
     };
