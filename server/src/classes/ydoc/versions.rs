@@ -61,11 +61,16 @@ fn stored(ctx: &Ctx, name: &str) -> Result<Option<Vec<u8>>, ObjectError> {
         .map_err(app)
 }
 
-fn read_only_refusal() -> FetchResponse {
-    FetchResponse::status(
-        403,
-        "read-only access cannot change the document's versions",
-    )
+/// The version name of a request that changes versions: refused for a
+/// read-only caller, then checked as `name_of`.
+fn writable_name(request: &FetchRequest) -> Result<&str, FetchResponse> {
+    if request.read_only {
+        return Err(FetchResponse::status(
+            403,
+            "read-only access cannot change the document's versions",
+        ));
+    }
+    name_of(request)
 }
 
 impl Ydoc {
