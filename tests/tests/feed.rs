@@ -216,3 +216,44 @@ async fn without_feed_the_route_says_how_to_turn_it_on() -> anyhow::Result<()> {
     server.kill9().await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_and_recreated_object_feeds_again_under_a_new_incarnation() -> anyhow::Result<()>
+{
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let data = data.to_str().expect("utf-8");
+    let server = start(data).await?;
+    let client = http();
+    let emit = |n: i64| json!({ "kind": "test.step", "data": { "n": n } });
+    for n in 0..3 {
+        call(&client, &server, "workload", "again", "emit", emit(n)).await?;
+    }
+    let deleted = client
+        .delete(server.url("/v1/admin/objects/workload/again"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await?;
+    assert_eq!(deleted.status(), 200);
+    for n in 10..12 {
+        let (status, _) = call(&client, &server, "workload", "again", "emit", emit(n)).await?;
+        assert_eq!(status, 200);
+    }
+    server.kill9().await?;
+    let server = start(data).await?;
+    let events = read_all(&server, "workload").await?;
+    let got: Vec<(i64, i64)> = events
+        .iter()
+        .map(|e| {
+            (
+                e["object_seq"].as_i64().unwrap_or(-1),
+                e["data"]["n"].as_i64().unwrap_or(-1),
+            )
+        })
+        .collect();
+    assert_eq!(got, vec![(1, 0), (2, 1), (3, 2), (1, 10), (2, 11)]);
+    assert_ne!(events[0]["incarnation"], events[3]["incarnation"]);
+    assert_eq!(events[3]["incarnation"], events[4]["incarnation"]);
+    server.kill9().await?;
+    Ok(())
+}

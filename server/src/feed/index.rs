@@ -1,8 +1,9 @@
 //! The server-wide feed index, `<data>/feed.sqlite`:
 //! - `events(seq, class, object, id, object_seq, ts, kind, data)` — every
 //!   indexed event; `seq` (never reused: AUTOINCREMENT) is the cursor;
-//! - `marks(id, object_seq)` — per object, the newest event indexed: an
-//!   event at or below it is a duplicate and is dropped;
+//! - `marks(id, object_seq)` — per life of an object (`id:incarnation`),
+//!   the newest event indexed: an event at or below it is a duplicate and
+//!   is dropped;
 //! - `cursors(name, seq)` — consumers' durable positions (the webhook's);
 //! - `state(k, v)` — `clean` is 1 only between a clean shutdown and the
 //!   next start.
@@ -30,7 +31,7 @@ pub(crate) enum Message {
 const SCHEMA: &str = "
     CREATE TABLE IF NOT EXISTS events(seq INTEGER PRIMARY KEY AUTOINCREMENT,
         class TEXT NOT NULL, object TEXT NOT NULL, id TEXT NOT NULL,
-        object_seq INTEGER NOT NULL, ts INTEGER NOT NULL, kind TEXT NOT NULL,
+        incarnation INTEGER NOT NULL, object_seq INTEGER NOT NULL, ts INTEGER NOT NULL, kind TEXT NOT NULL,
         data TEXT NOT NULL);
     CREATE INDEX IF NOT EXISTS events_by_class ON events(class, seq);
     CREATE TABLE IF NOT EXISTS marks(id TEXT PRIMARY KEY, object_seq INTEGER NOT NULL);
@@ -63,10 +64,10 @@ pub(crate) fn newest(conn: &Connection) -> rusqlite::Result<i64> {
     conn.query_row("SELECT coalesce(max(seq), 0) FROM events", [], |r| r.get(0))
 }
 
-pub(crate) fn mark_of(conn: &Connection, id: &str) -> rusqlite::Result<i64> {
+pub(crate) fn mark_of(conn: &Connection, key: &str) -> rusqlite::Result<i64> {
     Ok(conn
         .prepare_cached("SELECT object_seq FROM marks WHERE id = ?1")?
-        .query_row([id], |r| r.get(0))
+        .query_row([key], |r| r.get(0))
         .optional()?
         .unwrap_or(0))
 }
@@ -76,24 +77,26 @@ pub(crate) fn mark_of(conn: &Connection, id: &str) -> rusqlite::Result<i64> {
 pub(crate) fn append(conn: &mut Connection, events: &[FeedEvent]) -> rusqlite::Result<i64> {
     let tx = conn.transaction()?;
     for e in events {
-        if e.object_seq <= mark_of(&tx, &e.id)? {
+        let key = e.mark_key();
+        if e.object_seq <= mark_of(&tx, &key)? {
             continue;
         }
         tx.prepare_cached(
-            "INSERT INTO events(class, object, id, object_seq, ts, kind, data)
-             VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            "INSERT INTO events(class, object, id, incarnation, object_seq, ts, kind, data)
+             VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         )?
         .execute((
             &e.class,
             &e.object,
             &e.id,
+            e.incarnation,
             e.object_seq,
             e.ts,
             &e.kind,
             e.data.to_string(),
         ))?;
         tx.prepare_cached("INSERT OR REPLACE INTO marks(id, object_seq) VALUES(?1, ?2)")?
-            .execute((&e.id, e.object_seq))?;
+            .execute((&key, e.object_seq))?;
     }
     tx.commit()?;
     newest(conn)
@@ -178,21 +181,22 @@ pub(crate) fn read(
 ) -> rusqlite::Result<Vec<FeedEvent>> {
     let all = classes.is_empty() || classes.iter().any(|c| c == "*");
     let mut stmt = conn.prepare_cached(
-        "SELECT seq, class, object, id, object_seq, ts, kind, data FROM events
+        "SELECT seq, class, object, id, incarnation, object_seq, ts, kind, data FROM events
          WHERE seq > ?1 AND (?2 OR class IN (SELECT value FROM json_each(?3)))
          ORDER BY seq LIMIT ?4",
     )?;
     let classes_json = serde_json::to_string(classes).unwrap_or_else(|_| "[]".into());
     let rows = stmt.query_map((after, all, classes_json, limit), |r| {
-        let data: String = r.get(7)?;
+        let data: String = r.get(8)?;
         Ok(FeedEvent {
             seq: r.get(0)?,
             class: r.get(1)?,
             object: r.get(2)?,
             id: r.get(3)?,
-            object_seq: r.get(4)?,
-            ts: r.get(5)?,
-            kind: r.get(6)?,
+            incarnation: r.get(4)?,
+            object_seq: r.get(5)?,
+            ts: r.get(6)?,
+            kind: r.get(7)?,
             data: serde_json::from_str(&data).unwrap_or(serde_json::Value::String(data)),
         })
     })?;

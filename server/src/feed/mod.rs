@@ -82,6 +82,10 @@ pub(crate) struct FeedEvent {
     pub object: String,
     /// The object's id (hex).
     pub id: String,
+    /// Which life of the object (a random number its file drew with its
+    /// first event): a deleted and recreated object counts `object_seq`
+    /// from 1 again under a new `incarnation`.
+    pub incarnation: i64,
     /// The event's number within its object: 1, 2, 3... in commit order.
     pub object_seq: i64,
     /// When it was emitted (ms since the epoch).
@@ -109,6 +113,13 @@ struct FeedInner {
 impl std::fmt::Debug for Feed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Feed").finish_non_exhaustive()
+    }
+}
+
+impl FeedEvent {
+    /// The key of the index's high-water mark: one per life of an object.
+    pub(crate) fn mark_key(&self) -> String {
+        format!("{}:{}", self.id, self.incarnation)
     }
 }
 

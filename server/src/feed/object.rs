@@ -15,7 +15,15 @@ use crate::id::ObjectKey;
 /// The table, created on first use.
 pub(crate) const TABLE: &str = "CREATE TABLE IF NOT EXISTS _roost_feed(
     seq INTEGER PRIMARY KEY, ts INTEGER NOT NULL, object TEXT NOT NULL,
-    kind TEXT NOT NULL, data TEXT NOT NULL);";
+    kind TEXT NOT NULL, data TEXT NOT NULL);
+    CREATE TABLE IF NOT EXISTS _roost_feed_incarnation(n INTEGER NOT NULL);
+    INSERT INTO _roost_feed_incarnation(n) SELECT abs(random() >> 12)
+        WHERE NOT EXISTS (SELECT 1 FROM _roost_feed_incarnation);";
+
+fn incarnation(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.prepare_cached("SELECT n FROM _roost_feed_incarnation")?
+        .query_row([], |r| r.get(0))
+}
 
 /// Longest event kind, in bytes.
 pub(crate) const MAX_KIND_BYTES: usize = 128;
@@ -49,6 +57,7 @@ pub(crate) fn record(
         class: key.class.clone(),
         object: key.name.clone(),
         id: key.id.to_string(),
+        incarnation: incarnation(conn)?,
         object_seq: seq,
         ts,
         kind: kind.to_owned(),
@@ -56,21 +65,24 @@ pub(crate) fn record(
     })
 }
 
-/// The rows of one object's file above `after`, oldest first (recovery).
+/// The rows of one object's file above its mark in the index, oldest
+/// first (recovery); `mark` maps a mark key to its `object_seq`.
 pub(crate) fn rows_above(
     conn: &Connection,
     class: &str,
     id: &str,
-    after: i64,
+    mark: impl Fn(&str) -> rusqlite::Result<i64>,
 ) -> rusqlite::Result<Vec<FeedEvent>> {
     let exists: i64 = conn.query_row(
-        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = '_roost_feed'",
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = '_roost_feed_incarnation'",
         [],
         |r| r.get(0),
     )?;
     if exists == 0 {
         return Ok(Vec::new());
     }
+    let incarnation = incarnation(conn)?;
+    let after = mark(&format!("{id}:{incarnation}"))?;
     let mut stmt = conn.prepare(
         "SELECT seq, ts, object, kind, data FROM _roost_feed WHERE seq > ?1 ORDER BY seq",
     )?;
@@ -81,6 +93,7 @@ pub(crate) fn rows_above(
             class: class.to_owned(),
             object: r.get(2)?,
             id: id.to_owned(),
+            incarnation,
             object_seq: r.get(0)?,
             ts: r.get(1)?,
             kind: r.get(3)?,

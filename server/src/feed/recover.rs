@@ -35,7 +35,6 @@ pub(crate) fn index_unindexed(
             continue;
         }
         let id = id.to_string();
-        let after = index::mark_of(conn, &id)?;
         // Read-write open (a WAL file may need its `-shm` made), read only:
         // no object runs yet, so nothing else has the file open.
         let file = Connection::open_with_flags(
@@ -43,7 +42,7 @@ pub(crate) fn index_unindexed(
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
         file.execute_batch("PRAGMA query_only=1;")?;
-        let events = object::rows_above(&file, &class, &id, after)?;
+        let events = object::rows_above(&file, &class, &id, |key| index::mark_of(conn, key))?;
         if !events.is_empty() {
             found += events.len();
             index::append(conn, &events)?;
