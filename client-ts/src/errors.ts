@@ -21,6 +21,7 @@ export type ServerErrorCode =
   | 'rate_limited'
   | 'timed_out'
   | 'insufficient_storage'
+  | 'object_moved'
   | 'method_not_allowed'
   | 'internal'
 

@@ -88,6 +88,8 @@ pub struct Config {
     pub cluster: Option<ClusterConfig>,
     /// Test hook: make commits fail (see `storage::FaultHook`).
     pub fault: Option<FaultHook>,
+    /// The change feed and its webhook (`--feed`, `--webhook`).
+    pub feed: crate::feed::FeedConfig,
 }
 
 impl Default for Config {
@@ -116,6 +118,7 @@ impl Default for Config {
             tidy_after: Duration::from_secs(60),
             cluster: None,
             fault: None,
+            feed: crate::feed::FeedConfig::default(),
         }
     }
 }

@@ -181,6 +181,38 @@ impl Ctx {
         self.broadcast(tag, SocketMessage::Text(text), except);
     }
 
+    /// Emits an event to the change feed (`--feed`; a no-op for a class it
+    /// does not name): a row in this object's `_roost_feed` table, written
+    /// in this event's batch, so it exists if and only if the batch commits;
+    /// readers (`GET /v1/feed`, the webhook) see it once the batch is
+    /// durable. `kind` is 1 to 128 bytes, e.g. `order.paid`.
+    pub fn emit(&mut self, kind: &str, data: Value) -> Result<(), ObjectError> {
+        let Some(feed) = self.runtime.0.feed.get() else {
+            return Ok(());
+        };
+        if !feed.config().feeds(&self.key.class) {
+            return Ok(());
+        }
+        if kind.is_empty() || kind.len() > crate::feed::object::MAX_KIND_BYTES {
+            return Err(ObjectError::app("an event kind is 1 to 128 bytes"));
+        }
+        let keep = feed.config().object_rows;
+        let now = self.now_ms();
+        let event =
+            crate::feed::object::record(self.storage.sql(), &self.key, kind, data, now, keep)?;
+        self.outputs.push(Output::Feed(Box::new(event)));
+        Ok(())
+    }
+
+    /// Whether `emit` writes events for this object's class.
+    pub(crate) fn feeds(&self) -> bool {
+        self.runtime
+            .0
+            .feed
+            .get()
+            .is_some_and(|f| f.config().feeds(&self.key.class))
+    }
+
     /// Closes a socket with a code and reason.
     pub fn close(&mut self, socket: SocketId, code: u16, reason: &str) {
         self.outputs

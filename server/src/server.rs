@@ -126,6 +126,7 @@ impl ServerBuilder {
             forget_local_state(&config.data_dir)?;
         }
         replay_commit_log(&config.data_dir).await?;
+        let feed = crate::feed::open_if_enabled(&config).await?;
         let runtime = open_runtime(config.clone(), registry).await?;
         if let Some(cluster) = &config.cluster {
             let c = crate::cluster::Cluster::connect(cluster.clone(), runtime.metrics().clone())
@@ -139,6 +140,7 @@ impl ServerBuilder {
             c.spawn_heartbeat(runtime.downgrade());
             runtime.set_cluster(c);
         }
+        crate::feed::attach(&runtime, feed)?;
         crate::runtime::alarms::Alarms::start(&runtime).await;
         let heartbeat = tokio::spawn(crate::sockets::heartbeat(
             runtime.sockets().clone(),
@@ -336,6 +338,7 @@ async fn run(
             background.trimmer.abort();
             runtime.shutdown(drain_timeout).await;
             runtime.log().close().await;
+            crate::feed::close(&runtime).await;
             return result.context("HTTP server task failed");
         }
     }
@@ -363,6 +366,7 @@ async fn run(
     background.trimmer.abort();
     background.heartbeat.abort();
     runtime.log().close().await;
+    crate::feed::close(&runtime).await;
     result
 }
 

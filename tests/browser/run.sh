@@ -72,7 +72,7 @@ node -e '
 
 echo "==> roost (pid $pid) on $ROOST_URL, data in $work/data; screenshots in $SCREENSHOT_DIR"
 status=0
-node --test --test-concurrency=1 --test-timeout=180000 demos.test.mjs || status=$?
+node --test --test-concurrency=1 --test-timeout=180000 demos.test.mjs admin.test.mjs || status=$?
 echo "screenshots: $SCREENSHOT_DIR"
 if [ "$status" -ne 0 ]; then
   echo "==> server log ($work/roost.log), last 50 lines:"

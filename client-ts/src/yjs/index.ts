@@ -21,3 +21,5 @@ export {
   encodePing,
 } from './messages.js'
 export type { YMessage } from './messages.js'
+export { createVersionsClient } from './versions.js'
+export type { VersionsClient, VersionsClientOptions, VersionInfo } from './versions.js'

@@ -6,6 +6,7 @@ import type { WebSocketConstructor } from '../../src/index.js'
 import { RoostProvider, type RoostProviderOptions } from '../../src/yjs/index.js'
 import { recordingWebSocket } from '../helpers/recording-ws.js'
 import { RoostServer } from './roost.js'
+import { until } from '../helpers/until.js'
 
 const WS = WebSocket as unknown as WebSocketConstructor
 let server: RoostServer
@@ -21,14 +22,6 @@ function provider(name: string, doc: Y.Doc, extra: Partial<RoostProviderOptions>
   })
   providers.push(p)
   return p
-}
-
-async function until(cond: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((r) => setTimeout(r, 10))
-  }
 }
 
 beforeAll(async () => {

@@ -72,6 +72,7 @@ fn post(ctx: &mut Ctx, name: &str, text: &str) -> Result<i64, ObjectError> {
         .execute((ts, name, text))?;
     let id = ctx.storage().sql().last_insert_rowid();
     let message = json!({ "id": id, "ts": ts, "name": name, "text": text });
+    ctx.emit("room.message", message.clone())?;
     ctx.broadcast_event(None, "message", message, None);
     Ok(id)
 }

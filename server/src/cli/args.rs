@@ -175,6 +175,10 @@ pub struct ServeArgs {
     /// --idle-timeout: an evicted document is loaded again to do it.
     #[arg(long, env = "ROOST_YDOC_COMPACT_AFTER", default_value = "5s", value_parser = parse_duration)]
     pub ydoc_compact_after: Duration,
+    /// Most named versions one Yjs document keeps (`POST
+    /// /v1/yjs/{doc}/versions` answers 507 beyond; delete one first).
+    #[arg(long, env = "ROOST_YJS_MAX_VERSIONS", default_value_t = 100)]
+    pub yjs_max_versions: u64,
     /// How often the shared commit log is checkpointed into object files.
     #[arg(long, env = "ROOST_CHECKPOINT_INTERVAL", default_value = "5s", value_parser = parse_duration)]
     pub checkpoint_interval: Duration,
@@ -192,6 +196,9 @@ pub struct ServeArgs {
     /// Cluster mode.
     #[command(flatten)]
     pub cluster: super::cluster::ClusterArgs,
+    /// The change feed and its webhook.
+    #[command(flatten)]
+    pub feed: super::feed_args::FeedArgs,
 }
 
 impl ServeArgs {
@@ -239,6 +246,8 @@ impl ServeArgs {
         config.ydoc.retention = self.history_retention;
         config.ydoc.checkpoint_rows = self.ydoc_snapshot_rows;
         config.ydoc.compact_after = self.ydoc_compact_after;
+        config.ydoc.max_versions = self.yjs_max_versions;
+        config.feed = self.feed.config();
         config.auth = crate::auth::Auth::new(
             self.auth_secret.clone().map(String::into_bytes),
             self.admin_token.clone(),

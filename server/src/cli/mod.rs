@@ -91,9 +91,11 @@ fn parse_claim(text: &str) -> Result<(String, serde_json::Value), String> {
 
 mod args;
 mod cluster;
+mod feed_args;
 
 pub use args::{LogFormat, ServeArgs};
 pub use cluster::ClusterArgs;
+pub use feed_args::FeedArgs;
 
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("ROOST_LOG")
@@ -235,6 +237,11 @@ async fn serve_until_signal(args: ServeArgs, builder: ServerBuilder) -> anyhow::
     let addr = listener.local_addr()?;
     let mut config = args.config();
     config.cluster = args.cluster.config(addr).map_err(anyhow::Error::msg)?;
+    if config.cluster.is_some() && !config.feed.classes.is_empty() {
+        anyhow::bail!(
+            "--feed is not available with --cluster yet: each node would index only the objects it owns"
+        );
+    }
     let auth = if args.auth_secret.is_some() {
         "tokens"
     } else {

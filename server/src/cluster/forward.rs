@@ -67,6 +67,7 @@ fn object_of(path: &str, runtime: &Runtime) -> Option<ObjectKey> {
     let (class, name) = match parts.as_slice() {
         ["v1", "objects", class, name, _, ..] => (*class, *name),
         ["v1", "admin", "objects", class, name, ..] => (*class, *name),
+        ["v1", "admin", "yjs", doc, ..] => ("ydoc", *doc),
         ["v1", "yjs", doc, ..] => ("ydoc", *doc),
         _ => return None,
     };

@@ -16,7 +16,7 @@ use super::error::ApiError;
 use crate::id::{object_path, ObjectKey};
 use crate::runtime::Runtime;
 
-fn admin(runtime: &Runtime, headers: &HeaderMap) -> Result<(), ApiError> {
+pub(super) fn admin(runtime: &Runtime, headers: &HeaderMap) -> Result<(), ApiError> {
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -24,7 +24,7 @@ fn admin(runtime: &Runtime, headers: &HeaderMap) -> Result<(), ApiError> {
     Ok(runtime.config().auth.check_admin(token)?)
 }
 
-fn existing(
+pub(super) fn existing(
     runtime: &Runtime,
     path: Result<Path<(String, String)>, PathRejection>,
 ) -> Result<ObjectKey, ApiError> {

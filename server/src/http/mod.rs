@@ -3,19 +3,24 @@
 
 mod access;
 mod admin;
+mod admin_page;
+mod admin_views;
 pub(crate) mod cors;
 mod demos;
 pub(crate) mod error;
+mod feed;
+mod openapi;
 mod rpc;
 pub(crate) mod serve;
 pub(crate) mod trace;
+mod versions;
 mod ws;
 mod yjs;
 
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::header;
 use axum::response::IntoResponse;
-use axum::routing::{any, get, post};
+use axum::routing::{any, delete, get, post};
 use axum::Router;
 use roost_protocol::ErrorCode;
 
@@ -29,11 +34,13 @@ pub(crate) fn router(runtime: Runtime, max_body_bytes: usize) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi::serve))
         .route("/v1/objects/{class}/{name}/call/{method}", post(rpc::call))
         .route("/v1/objects/{class}/{name}/ws", get(ws::object_socket))
         .route("/v1/objects/{class}/{name}/fetch", any(rpc::fetch))
         .route("/v1/objects/{class}/{name}/fetch/{*path}", any(rpc::fetch))
         .route("/v1/admin/objects", get(admin::list))
+        .route("/v1/feed", get(feed::read))
         .route("/v1/admin/backup", post(admin::backup))
         .route("/v1/admin/revoke", post(admin::revoke))
         .route("/v1/admin/cluster", get(admin::cluster))
@@ -43,9 +50,33 @@ pub(crate) fn router(runtime: Runtime, max_body_bytes: usize) -> Router {
         )
         .route("/v1/admin/objects/{class}/{name}/sql", post(admin::sql))
         .route("/v1/admin/objects/{class}/{name}/log", get(admin::log))
+        .route("/v1/admin/objects/{class}/{name}/kv", get(admin_views::kv))
+        .route(
+            "/v1/admin/objects/{class}/{name}/sockets",
+            get(admin_views::sockets),
+        )
+        .route(
+            "/v1/admin/objects/{class}/{name}/sockets/{socket}",
+            delete(admin_views::close_socket),
+        )
+        .route("/v1/admin/yjs/{doc}", get(admin_views::yjs_doc))
+        .route("/admin", get(admin_page::page))
+        .route("/admin/app.js", get(admin_page::script))
         .route("/v1/yjs/{doc}", get(yjs::socket))
         .route("/v1/yjs/{doc}/state", get(yjs::state))
         .route("/v1/yjs/{doc}/update", post(yjs::update))
+        .route(
+            "/v1/yjs/{doc}/versions",
+            get(versions::list).post(versions::create),
+        )
+        .route(
+            "/v1/yjs/{doc}/versions/{name}",
+            get(versions::read).delete(versions::delete),
+        )
+        .route(
+            "/v1/yjs/{doc}/versions/{name}/restore",
+            post(versions::restore),
+        )
         .merge(demos::router())
         .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such route") })
         .method_not_allowed_fallback(|| async {

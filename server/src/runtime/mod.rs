@@ -78,6 +78,8 @@ pub(crate) struct RuntimeInner {
     consoles: Consoles,
     /// Cluster mode's handle (set once at start-up, before serving).
     cluster: std::sync::OnceLock<crate::cluster::Cluster>,
+    /// The change feed, if `--feed` names a class (set once at start-up).
+    pub(crate) feed: std::sync::OnceLock<crate::feed::Feed>,
     /// Every actor holds a clone; `shutdown` waits until all are dropped.
     alive_tx: std::sync::Mutex<Option<mpsc::Sender<()>>>,
     alive_rx: tokio::sync::Mutex<mpsc::Receiver<()>>,
@@ -153,6 +155,7 @@ impl Runtime {
             shutting_down: AtomicBool::new(false),
             consoles: Consoles::default(),
             cluster: std::sync::OnceLock::new(),
+            feed: std::sync::OnceLock::new(),
             alive_tx: std::sync::Mutex::new(Some(alive_tx)),
             alive_rx: tokio::sync::Mutex::new(alive_rx),
         }))

@@ -82,6 +82,9 @@ pub(crate) enum Output {
         oneshot::Sender<Result<crate::object::FetchResponse, ErrorDetail>>,
         Result<crate::object::FetchResponse, ErrorDetail>,
     ),
+    /// An event for the change feed (`Ctx::emit`): published once durable,
+    /// dropped with a failed batch (whose row was rolled back with it).
+    Feed(Box<crate::feed::FeedEvent>),
 }
 
 pub(crate) struct AlarmUpdate {
@@ -171,6 +174,11 @@ pub(crate) fn release(runtime: &Runtime, object: ObjectId, outputs: Vec<Output>)
                 std::mem::take(&mut staged).flush();
                 let _ = tx.send(r);
             }
+            Output::Feed(event) => {
+                if let Some(feed) = runtime.0.feed.get() {
+                    feed.publish(*event);
+                }
+            }
         }
     }
     staged.flush();
@@ -230,7 +238,7 @@ pub(crate) fn fail(runtime: &Runtime, object: ObjectId, outputs: Vec<Output>, e:
                     reason: "object broken".into(),
                 });
             }
-            Output::Send(..) | Output::Broadcast { .. } | Output::Close(..) => {}
+            Output::Send(..) | Output::Broadcast { .. } | Output::Close(..) | Output::Feed(_) => {}
             Output::Forget(socket) => runtime.sockets().remove(&object, socket),
             Output::Fetch(tx, _) => {
                 let _ = tx.send(Err(e.clone()));

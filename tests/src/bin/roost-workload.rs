@@ -355,6 +355,16 @@ impl DurableObject for Workload {
                 |r| r.get::<_, i64>(0)
             )?)),
             "dump" => dump(ctx),
+            // `Ctx::emit` from a user's class; with `fail`, the event fails
+            // after emitting, so the feed must never show it.
+            "emit" => {
+                let kind = args["kind"].as_str().unwrap_or("workload.event");
+                ctx.emit(kind, args["data"].clone())?;
+                if args["fail"].as_bool() == Some(true) {
+                    return Err(ObjectError::app("failed after emitting, as asked"));
+                }
+                Ok(json!(true))
+            }
             other => Err(ObjectError::UnknownMethod(other.into())),
         }
     }

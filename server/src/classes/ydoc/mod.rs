@@ -37,12 +37,17 @@
 //! - `http.rs`: `state` (also as of a time) and `update` over HTTP;
 //! - `update.rs`: checking, applying and gathering updates; snapshots;
 //! - `store.rs`: the tables (update log, snapshots), load, compaction,
-//!   history.
+//!   history;
+//! - `feed.rs`: each stored row of updates as a change-feed event;
+//! - `versions.rs`: named versions (create, list, read, restore, delete)
+//!   and the document as JSON.
 
+mod feed;
 mod http;
 pub(crate) mod store;
 mod sync;
 mod update;
+mod versions;
 
 use std::time::Duration;
 
@@ -76,6 +81,8 @@ pub struct YdocConfig {
     /// Snapshot (if worth it) and compact this long after editing stops;
     /// shorter than the idle timeout, so the document is still loaded.
     pub compact_after: Duration,
+    /// Most named versions one document keeps (`POST versions`: 507 beyond).
+    pub max_versions: u64,
 }
 
 impl Default for YdocConfig {
@@ -88,6 +95,7 @@ impl Default for YdocConfig {
             checkpoint_rows: 2000,
             checkpoint_bytes: 4 * 1024 * 1024,
             compact_after: Duration::from_secs(5),
+            max_versions: 100,
         }
     }
 }
@@ -118,6 +126,7 @@ pub(crate) struct Ydoc {
 impl DurableObject for Ydoc {
     fn new(ctx: &mut Ctx) -> Result<Self, ObjectError> {
         ctx.storage().migrate(store::MIGRATIONS)?;
+        ctx.storage().sql().execute_batch(versions::TABLE)?;
         let (doc, stats) =
             store::load(ctx.storage().sql()).map_err(|e| ObjectError::app(e.to_string()))?;
         let after = Self::config(ctx).compact_after.as_millis() as i64;
@@ -200,6 +209,9 @@ impl DurableObject for Ydoc {
         ctx: &mut Ctx,
         request: FetchRequest,
     ) -> Result<FetchResponse, ObjectError> {
+        if let Some(result) = self.version_route(ctx, &request) {
+            return result;
+        }
         match (request.method.as_str(), request.path.as_str()) {
             ("GET", "state") => self.get_state(ctx, &request),
             ("POST", "update") => self.post_update(ctx, &request),

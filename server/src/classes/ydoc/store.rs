@@ -118,6 +118,30 @@ impl Pending {
     pub(crate) fn ts(&self) -> i64 {
         self.ts
     }
+
+    /// The gathered updates, each as it came (for the change feed).
+    pub(crate) fn updates(&self) -> Vec<&[u8]> {
+        // Each is lib0 `varUint(len)` + bytes, as `push` wrote them.
+        let mut out = Vec::new();
+        let mut rest = &self.framed[..];
+        while !rest.is_empty() {
+            let (mut len, mut shift, mut used) = (0usize, 0u32, 0usize);
+            for &byte in rest {
+                used += 1;
+                len |= usize::from(byte & 0x7f) << shift;
+                shift += 7;
+                if byte & 0x80 == 0 || shift > 56 {
+                    break;
+                }
+            }
+            let Some(part) = rest.get(used..used + len) else {
+                break;
+            };
+            out.push(part);
+            rest = &rest[used + len..];
+        }
+        out
+    }
 }
 
 /// Applies the gathered updates (not yet stored) to `doc`, in one transaction.

@@ -225,6 +225,7 @@ impl Ydoc {
 
     /// Appends the batch's updates so far to the log table (one row).
     pub(super) fn store_pending(&mut self, ctx: &mut Ctx) -> Result<(), ObjectError> {
+        super::feed::emit_pending(ctx, &self.pending)?;
         store::append_pending(ctx.storage().sql(), &mut self.pending)
             .map_err(|e| ObjectError::Fatal(format!("cannot store the batch's updates: {e}")))
     }

@@ -1,0 +1,223 @@
+//! The server-wide feed index, `<data>/feed.sqlite`:
+//! - `events(seq, class, object, id, object_seq, ts, kind, data)` — every
+//!   indexed event; `seq` (never reused: AUTOINCREMENT) is the cursor;
+//! - `marks(id, object_seq)` — per life of an object (`id:incarnation`),
+//!   the newest event indexed: an event at or below it is a duplicate and
+//!   is dropped;
+//! - `cursors(name, seq)` — consumers' durable positions (the webhook's);
+//! - `state(k, v)` — `clean` is 1 only between a clean shutdown and the
+//!   next start.
+//!
+//! One thread writes (`run`): it takes what was published, in order, and
+//! appends each batch in one transaction (WAL, `synchronous=NORMAL`: a
+//! kill -9 loses nothing written; a power loss may lose the newest
+//! transactions, which `recover.rs` indexes again from the objects).
+
+use std::path::Path;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use rusqlite::{Connection, OptionalExtension};
+
+use super::FeedEvent;
+
+/// What the index thread is sent.
+pub(crate) enum Message {
+    Event(Box<FeedEvent>),
+    /// Index what came before, mark the index clean and stop.
+    Close,
+}
+
+const SCHEMA: &str = "
+    CREATE TABLE IF NOT EXISTS events(seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        class TEXT NOT NULL, object TEXT NOT NULL, id TEXT NOT NULL,
+        incarnation INTEGER NOT NULL, object_seq INTEGER NOT NULL, ts INTEGER NOT NULL, kind TEXT NOT NULL,
+        data TEXT NOT NULL);
+    CREATE INDEX IF NOT EXISTS events_by_class ON events(class, seq);
+    CREATE TABLE IF NOT EXISTS marks(id TEXT PRIMARY KEY, object_seq INTEGER NOT NULL);
+    CREATE TABLE IF NOT EXISTS cursors(name TEXT PRIMARY KEY, seq INTEGER NOT NULL);
+    CREATE TABLE IF NOT EXISTS state(k TEXT PRIMARY KEY, v INTEGER NOT NULL);";
+
+pub(crate) fn open(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(Duration::from_secs(10))?;
+    conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;")?;
+    conn.execute_batch(SCHEMA)?;
+    Ok(conn)
+}
+
+pub(crate) fn was_closed_cleanly(conn: &Connection) -> rusqlite::Result<bool> {
+    let clean: Option<i64> = conn
+        .query_row("SELECT v FROM state WHERE k = 'clean'", [], |r| r.get(0))
+        .optional()?;
+    Ok(clean == Some(1))
+}
+
+/// Marks the index in use: a start after this that finds no clean mark
+/// recovers.
+pub(crate) fn mark_open(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute("INSERT OR REPLACE INTO state(k, v) VALUES('clean', 0)", [])?;
+    Ok(())
+}
+
+pub(crate) fn newest(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.query_row("SELECT coalesce(max(seq), 0) FROM events", [], |r| r.get(0))
+}
+
+pub(crate) fn mark_of(conn: &Connection, key: &str) -> rusqlite::Result<i64> {
+    Ok(conn
+        .prepare_cached("SELECT object_seq FROM marks WHERE id = ?1")?
+        .query_row([key], |r| r.get(0))
+        .optional()?
+        .unwrap_or(0))
+}
+
+/// Appends `events` (in order) in one transaction, dropping any at or
+/// below its object's mark; returns the newest `seq`.
+pub(crate) fn append(conn: &mut Connection, events: &[FeedEvent]) -> rusqlite::Result<i64> {
+    let tx = conn.transaction()?;
+    for e in events {
+        let key = e.mark_key();
+        if e.object_seq <= mark_of(&tx, &key)? {
+            continue;
+        }
+        tx.prepare_cached(
+            "INSERT INTO events(class, object, id, incarnation, object_seq, ts, kind, data)
+             VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )?
+        .execute((
+            &e.class,
+            &e.object,
+            &e.id,
+            e.incarnation,
+            e.object_seq,
+            e.ts,
+            &e.kind,
+            e.data.to_string(),
+        ))?;
+        tx.prepare_cached("INSERT OR REPLACE INTO marks(id, object_seq) VALUES(?1, ?2)")?
+            .execute((&key, e.object_seq))?;
+    }
+    tx.commit()?;
+    newest(conn)
+}
+
+/// The index thread: appends what is published, in arrival order, a batch
+/// at a time; prunes events past `retention` now and then; on `Close`
+/// marks the index clean.
+pub(crate) fn run(
+    mut conn: Connection,
+    inbox: Receiver<Message>,
+    newest: tokio::sync::watch::Sender<i64>,
+    retention: Duration,
+) {
+    let mut last_prune = Instant::now() - Duration::from_secs(3600);
+    // An append failed: the index misses events, so it must not be marked
+    // clean (the next start then indexes them from the objects).
+    let mut missed = false;
+    loop {
+        let first = match inbox.recv_timeout(Duration::from_secs(60)) {
+            Ok(m) => Some(m),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => return,
+        };
+        let mut batch = Vec::new();
+        let mut closing = false;
+        for m in first
+            .into_iter()
+            .chain(std::iter::from_fn(|| inbox.try_recv().ok()))
+        {
+            match m {
+                Message::Event(e) => batch.push(*e),
+                Message::Close => closing = true,
+            }
+            if batch.len() >= 1000 || closing {
+                break;
+            }
+        }
+        if !batch.is_empty() {
+            match append(&mut conn, &batch) {
+                Ok(seq) => {
+                    newest.send_replace(seq);
+                }
+                // Not lost: the objects hold them, and without the clean
+                // mark the next start indexes them (`recover.rs`).
+                Err(e) => {
+                    missed = true;
+                    tracing::error!(error = %e, events = batch.len(), "feed: cannot index events");
+                }
+            }
+        }
+        if last_prune.elapsed() > Duration::from_secs(600) {
+            last_prune = Instant::now();
+            prune(&conn, retention);
+        }
+        if closing && missed {
+            tracing::warn!("feed: events were not indexed; the next start indexes them");
+            return;
+        }
+        if closing {
+            if let Err(e) = conn.execute("UPDATE state SET v = 1 WHERE k = 'clean'", []) {
+                tracing::warn!(error = %e, "feed: cannot mark the index clean");
+            }
+            return;
+        }
+    }
+}
+
+fn prune(conn: &Connection, retention: Duration) {
+    let cutoff = crate::catalog::now_ms() - retention.as_millis() as i64;
+    if let Err(e) = conn.execute("DELETE FROM events WHERE ts < ?1", [cutoff]) {
+        tracing::warn!(error = %e, "feed: cannot prune old events");
+    }
+}
+
+/// Events above `after` (of `class` if given), oldest first, at most `limit`.
+pub(crate) fn read(
+    conn: &Connection,
+    after: i64,
+    classes: &[String],
+    limit: u32,
+) -> rusqlite::Result<Vec<FeedEvent>> {
+    let all = classes.is_empty() || classes.iter().any(|c| c == "*");
+    let mut stmt = conn.prepare_cached(
+        "SELECT seq, class, object, id, incarnation, object_seq, ts, kind, data FROM events
+         WHERE seq > ?1 AND (?2 OR class IN (SELECT value FROM json_each(?3)))
+         ORDER BY seq LIMIT ?4",
+    )?;
+    let classes_json = serde_json::to_string(classes).unwrap_or_else(|_| "[]".into());
+    let rows = stmt.query_map((after, all, classes_json, limit), |r| {
+        let data: String = r.get(8)?;
+        Ok(FeedEvent {
+            seq: r.get(0)?,
+            class: r.get(1)?,
+            object: r.get(2)?,
+            id: r.get(3)?,
+            incarnation: r.get(4)?,
+            object_seq: r.get(5)?,
+            ts: r.get(6)?,
+            kind: r.get(7)?,
+            data: serde_json::from_str(&data).unwrap_or(serde_json::Value::String(data)),
+        })
+    })?;
+    rows.collect()
+}
+
+pub(crate) fn cursor(conn: &Connection, name: &str) -> rusqlite::Result<i64> {
+    Ok(conn
+        .query_row("SELECT seq FROM cursors WHERE name = ?1", [name], |r| {
+            r.get(0)
+        })
+        .optional()?
+        .unwrap_or(0))
+}
+
+/// Stores a consumer's position. It moves only after a delivery was
+/// acknowledged, so a lost write repeats deliveries, never skips one.
+pub(crate) fn set_cursor(conn: &Connection, name: &str, seq: i64) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT OR REPLACE INTO cursors(name, seq) VALUES(?1, ?2)",
+        (name, seq),
+    )?;
+    Ok(())
+}

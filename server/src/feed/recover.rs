@@ -1,0 +1,52 @@
+//! Start-up after a kill -9 (no clean mark in the index): every fed
+//! object's `_roost_feed` rows above its mark are indexed, oldest first,
+//! before any object runs. The commit log's replay has run, so each file
+//! holds every batch that was acknowledged; an event published but not yet
+//! indexed when the process died is found here.
+//!
+//! Cost: one read-only open per object file of a fed class. Objects whose
+//! file holds no `_roost_feed` table cost one lookup.
+
+use std::path::Path;
+
+use rusqlite::{Connection, OpenFlags};
+
+use super::{index, object, FeedConfig};
+
+/// Indexes what the objects hold above their marks; returns how many.
+pub(crate) fn index_unindexed(
+    conn: &mut Connection,
+    data_dir: &Path,
+    config: &FeedConfig,
+) -> anyhow::Result<usize> {
+    if config.classes.is_empty() {
+        return Ok(0);
+    }
+    let mut found = 0;
+    for (rel, id) in crate::id::object_files(data_dir)? {
+        // `objects/<class>/<shard>/<id>.sqlite`
+        let class = rel
+            .components()
+            .nth(1)
+            .and_then(|c| c.as_os_str().to_str())
+            .unwrap_or_default()
+            .to_owned();
+        if !config.feeds(&class) {
+            continue;
+        }
+        let id = id.to_string();
+        // Read-write open (a WAL file may need its `-shm` made), read only:
+        // no object runs yet, so nothing else has the file open.
+        let file = Connection::open_with_flags(
+            data_dir.join(&rel),
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        file.execute_batch("PRAGMA query_only=1;")?;
+        let events = object::rows_above(&file, &class, &id, |key| index::mark_of(conn, key))?;
+        if !events.is_empty() {
+            found += events.len();
+            index::append(conn, &events)?;
+        }
+    }
+    Ok(found)
+}

@@ -1,0 +1,86 @@
+//! `GET /v1/feed?after=&class=&limit=&wait=`: the change feed from a
+//! cursor (admin token). Events above `after` (a previous answer's `next`;
+//! 0 from the start), of the given classes (comma-separated; all if none),
+//! oldest first, at most `limit` (1 to 1000, default 100). With `wait` (up
+//! to 30 seconds) an empty answer waits that long for an event first.
+//! The guarantee (PROTOCOL.md "Change feed"): every committed event at
+//! least once, in commit order per object, none that was not committed.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::Json;
+use roost_protocol::ErrorCode;
+use serde_json::{json, Value};
+
+use super::error::ApiError;
+use crate::runtime::Runtime;
+
+fn number(
+    q: &HashMap<String, String>,
+    name: &str,
+    default: i64,
+    max: i64,
+) -> Result<i64, ApiError> {
+    match q.get(name) {
+        None => Ok(default),
+        Some(text) => text
+            .parse::<i64>()
+            .ok()
+            .filter(|n| (0..=max).contains(n))
+            .ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::BadRequest,
+                    format!("`{name}` must be a whole number from 0 to {max}"),
+                )
+            }),
+    }
+}
+
+/// `GET /v1/feed`.
+pub(crate) async fn read(
+    State(runtime): State<Runtime>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    super::admin::admin(&runtime, &headers)?;
+    let after = number(&q, "after", 0, i64::MAX)?;
+    let limit = number(&q, "limit", 100, 1000)?.max(1) as u32;
+    let wait = number(&q, "wait", 0, 30)?;
+    let classes: Vec<String> = q
+        .get("class")
+        .map(|c| {
+            c.split(',')
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
+    let Some(feed) = runtime.0.feed.get().cloned() else {
+        return Err(ApiError::new(
+            ErrorCode::NotFound,
+            "the change feed is off: start roost with --feed CLASS[,CLASS...] (or --webhook)",
+        ));
+    };
+    let storage = |e: anyhow::Error| ApiError::new(ErrorCode::Storage, e.to_string());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(wait as u64);
+    loop {
+        let wanted = classes.clone();
+        let (events, newest) = feed
+            .read(move |c| {
+                let newest = crate::feed::index::newest(c)?;
+                Ok((crate::feed::index::read(c, after, &wanted, limit)?, newest))
+            })
+            .await
+            .map_err(storage)?;
+        let now = tokio::time::Instant::now();
+        if !events.is_empty() || now >= deadline {
+            let next = events.last().map_or(after, |e| e.seq);
+            return Ok(Json(json!({ "events": events, "next": next })));
+        }
+        feed.wait_above(newest.max(after), deadline - now).await;
+    }
+}

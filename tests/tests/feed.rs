@@ -1,0 +1,259 @@
+//! The change feed (`--feed`, `GET /v1/feed`) against the real binary (the
+//! `roost-workload` build, whose `workload` class emits with `Ctx::emit`):
+//! every acknowledged event is there after a kill -9, per object in commit
+//! order with no gap; an event whose call failed never is; Yjs updates
+//! rebuild the document; reading is by cursor, filtered by class, admin
+//! only, and bad input is refused.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use base64::Engine;
+use roost_tests::yclient::YClient;
+use roost_tests::{call, http, wait_stored_text, workload_bin, ServerProcess};
+use serde_json::{json, Value};
+use yrs::updates::decoder::Decode;
+use yrs::{GetString, Transact};
+
+const ADMIN: &str = "feed-admin-token";
+
+async fn start(data: &str) -> anyhow::Result<ServerProcess> {
+    let args = [
+        "--data",
+        data,
+        "--admin-token",
+        ADMIN,
+        "--feed",
+        "workload,room,ydoc",
+    ];
+    ServerProcess::start_bin(&workload_bin(), None, &args).await
+}
+
+async fn feed(server: &ServerProcess, query: &str) -> anyhow::Result<(u16, Value)> {
+    let resp = http()
+        .get(server.url(&format!("/v1/feed?{query}")))
+        .bearer_auth(ADMIN)
+        .send()
+        .await?;
+    let status = resp.status().as_u16();
+    Ok((status, resp.json().await.unwrap_or(Value::Null)))
+}
+
+/// Every event from the start, following `next` (bounded).
+async fn read_all(server: &ServerProcess, class: &str) -> anyhow::Result<Vec<Value>> {
+    let mut out = Vec::new();
+    let mut after = 0;
+    for _ in 0..1000 {
+        let (status, body) = feed(server, &format!("after={after}&limit=50&class={class}")).await?;
+        anyhow::ensure!(status == 200, "feed: {status} {body}");
+        let events = body["events"].as_array().cloned().unwrap_or_default();
+        if events.is_empty() {
+            return Ok(out);
+        }
+        after = body["next"].as_i64().unwrap_or(after);
+        out.extend(events);
+    }
+    anyhow::bail!("the feed never ended")
+}
+
+/// Per object, the `object_seq`s in feed order.
+fn by_object(events: &[Value]) -> BTreeMap<String, Vec<i64>> {
+    let mut out: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    for e in events {
+        let key = format!(
+            "{}/{}",
+            e["class"].as_str().unwrap_or(""),
+            e["object"].as_str().unwrap_or("")
+        );
+        out.entry(key)
+            .or_default()
+            .push(e["object_seq"].as_i64().unwrap_or(-1));
+    }
+    out
+}
+
+/// One round: 20 acknowledged events over four objects (and a failed call
+/// every fifth, whose event must never show), a room message; then kill -9
+/// right after the last acknowledgement, so what was not indexed yet must
+/// come back from the objects' own rows.
+async fn round(
+    data: &str,
+    round: i64,
+    acknowledged: &mut HashSet<i64>,
+    graceful: bool,
+) -> anyhow::Result<()> {
+    let client = http();
+    let server = start(data).await?;
+    for i in 0..20 {
+        let name = format!("w{}", i % 4);
+        let n = round * 100 + i;
+        let args = json!({ "kind": "test.step", "data": { "n": n } });
+        let (status, body) = call(&client, &server, "workload", &name, "emit", args).await?;
+        assert_eq!(status, 200, "{body}");
+        acknowledged.insert(n);
+        if i % 5 == 0 {
+            let bad = json!({ "kind": "test.failed", "data": { "n": n }, "fail": true });
+            let (status, _) = call(&client, &server, "workload", &name, "emit", bad).await?;
+            assert_eq!(status, 422);
+        }
+    }
+    let text = format!("round {round}");
+    let args = json!({ "text": text, "name": "ann" });
+    let (status, body) = call(&client, &server, "room", "lobby", "send", args).await?;
+    assert_eq!(status, 200, "{body}");
+    if graceful {
+        server.terminate().await?;
+        return Ok(());
+    }
+    server.kill9().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_acknowledged_event_is_in_the_feed_after_kill9_in_order() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let data = data.to_str().expect("utf-8");
+    let mut acknowledged = HashSet::new();
+    for r in 0..4 {
+        // Round 2 ends with SIGTERM: a clean shutdown, nothing to recover.
+        round(data, r, &mut acknowledged, r == 2).await?;
+        if r == 1 {
+            // The index itself lost (with the clean mark): start-up must
+            // rebuild it from the objects' own rows, each event once.
+            for suffix in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{data}/feed.sqlite{suffix}"));
+            }
+        }
+    }
+    let server = start(data).await?;
+    let events = read_all(&server, "workload").await?;
+    let seen: HashSet<i64> = events
+        .iter()
+        .filter(|e| e["kind"] == "test.step")
+        .filter_map(|e| e["data"]["n"].as_i64())
+        .collect();
+    let missing: Vec<_> = acknowledged.difference(&seen).collect();
+    assert!(
+        missing.is_empty(),
+        "acknowledged events missing from the feed: {missing:?}"
+    );
+    assert!(
+        events.iter().all(|e| e["kind"] != "test.failed"),
+        "an event of a failed call is in the feed"
+    );
+    // Per object: 1, 2, 3... in feed order, no gap, no repeat.
+    for (object, seqs) in by_object(&events) {
+        let want: Vec<i64> = (1..=seqs.len() as i64).collect();
+        assert_eq!(seqs, want, "{object}: object_seq out of order");
+    }
+    // Cursors: `seq` grows; a class filter keeps to its class.
+    let seqs: Vec<i64> = events.iter().filter_map(|e| e["seq"].as_i64()).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "seq not increasing");
+    let rooms = read_all(&server, "room").await?;
+    let texts: Vec<&str> = rooms
+        .iter()
+        .filter_map(|e| e["data"]["text"].as_str())
+        .collect();
+    assert_eq!(texts, vec!["round 0", "round 1", "round 2", "round 3"]);
+    assert!(rooms
+        .iter()
+        .all(|e| e["class"] == "room" && e["kind"] == "room.message"));
+    server.kill9().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn yjs_updates_in_the_feed_rebuild_the_document() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let server = start(data.to_str().expect("utf-8")).await?;
+    let mut alice = YClient::new();
+    alice.connect(&server.ws_url("/v1/yjs/story")).await?;
+    for word in ["Once ", "upon ", "a time."] {
+        let len = alice.text_len();
+        alice.insert(len, word).await?;
+    }
+    wait_stored_text(&server, "story", "Once upon a time.").await?;
+    // Long-poll: an answer as soon as there is something.
+    let (status, body) = feed(&server, "class=ydoc&wait=5").await?;
+    assert_eq!(status, 200);
+    assert!(!body["events"].as_array().expect("events").is_empty());
+    let doc = yrs::Doc::new();
+    for e in read_all(&server, "ydoc").await? {
+        assert_eq!(e["kind"], "yjs.update");
+        assert_eq!(e["object"], "story");
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(e["data"]["update"].as_str().expect("update"))?;
+        doc.transact_mut()
+            .apply_update(yrs::Update::decode_v1(&bytes)?)?;
+    }
+    let text = doc.get_or_insert_text("t");
+    assert_eq!(text.get_string(&doc.transact()), "Once upon a time.");
+
+    // Admin only; bad cursors refused; a long-poll with nothing new ends.
+    let anon = http().get(server.url("/v1/feed")).send().await?.status();
+    assert!(anon == 401 || anon == 403 || anon == 404, "{anon}");
+    for bad in ["after=-1", "after=x", "limit=5000", "wait=99"] {
+        assert_eq!(feed(&server, bad).await?.0, 400, "{bad}");
+    }
+    let started = std::time::Instant::now();
+    let (status, body) = feed(&server, "after=1000000&wait=1").await?;
+    assert_eq!(status, 200);
+    assert_eq!(body["events"], json!([]));
+    assert_eq!(body["next"], 1000000);
+    assert!(started.elapsed() >= Duration::from_millis(900));
+    server.kill9().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_feed_the_route_says_how_to_turn_it_on() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let server = ServerProcess::start(dir.path(), &["--admin-token", ADMIN]).await?;
+    let (status, body) = feed(&server, "").await?;
+    assert_eq!(status, 404);
+    assert!(body.to_string().contains("--feed"), "{body}");
+    server.kill9().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_and_recreated_object_feeds_again_under_a_new_incarnation() -> anyhow::Result<()>
+{
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let data = data.to_str().expect("utf-8");
+    let server = start(data).await?;
+    let client = http();
+    let emit = |n: i64| json!({ "kind": "test.step", "data": { "n": n } });
+    for n in 0..3 {
+        call(&client, &server, "workload", "again", "emit", emit(n)).await?;
+    }
+    let deleted = client
+        .delete(server.url("/v1/admin/objects/workload/again"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await?;
+    assert_eq!(deleted.status(), 200);
+    for n in 10..12 {
+        let (status, _) = call(&client, &server, "workload", "again", "emit", emit(n)).await?;
+        assert_eq!(status, 200);
+    }
+    server.kill9().await?;
+    let server = start(data).await?;
+    let events = read_all(&server, "workload").await?;
+    let got: Vec<(i64, i64)> = events
+        .iter()
+        .map(|e| {
+            (
+                e["object_seq"].as_i64().unwrap_or(-1),
+                e["data"]["n"].as_i64().unwrap_or(-1),
+            )
+        })
+        .collect();
+    assert_eq!(got, vec![(1, 0), (2, 1), (3, 2), (1, 10), (2, 11)]);
+    assert_ne!(events[0]["incarnation"], events[3]["incarnation"]);
+    assert_eq!(events[3]["incarnation"], events[4]["incarnation"]);
+    server.kill9().await?;
+    Ok(())
+}
