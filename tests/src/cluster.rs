@@ -124,6 +124,26 @@ impl RoostCluster {
             .ok_or_else(|| anyhow!("no owner in {status} {body}"))
     }
 
+    /// The sum of a metric over the nodes `which` (read with the admin token).
+    pub async fn metric_sum(&self, which: &[usize], name: &str) -> Result<f64> {
+        let mut sum = 0.0;
+        for &i in which {
+            let text = http()
+                .get(self.node(i).url("/metrics"))
+                .bearer_auth(ADMIN)
+                .send()
+                .await?
+                .text()
+                .await?;
+            sum += text
+                .lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .unwrap_or(0.0);
+        }
+        Ok(sum)
+    }
+
     /// Index of the node named `rN`.
     pub fn index_of(name: &str) -> Result<usize> {
         let n: usize = name.trim_start_matches('r').parse().context("node name")?;

@@ -143,6 +143,38 @@ impl NatsCluster {
         urls.join(",")
     }
 
+    /// The server (by index) that leads the most of the streams whose name
+    /// starts with `prefix`, as a running server's `/jsz` reports them.
+    pub async fn busiest_leader(&self, prefix: &str) -> Result<usize> {
+        let client = reqwest::Client::new();
+        for node in self.nodes.iter().filter(|n| n.child.is_some()) {
+            let url = format!("{}/jsz?streams=true", node.monitor);
+            let Ok(resp) = client.get(url).send().await else {
+                continue;
+            };
+            let body: serde_json::Value = resp.json().await?;
+            let mut count = std::collections::HashMap::<String, usize>::new();
+            for account in body["account_details"].as_array().into_iter().flatten() {
+                for stream in account["stream_detail"].as_array().into_iter().flatten() {
+                    if stream["name"]
+                        .as_str()
+                        .is_some_and(|n| n.starts_with(prefix))
+                    {
+                        if let Some(leader) = stream["cluster"]["leader"].as_str() {
+                            *count.entry(leader.to_owned()).or_default() += 1;
+                        }
+                    }
+                }
+            }
+            if let Some((leader, _)) = count.into_iter().max_by_key(|(_, c)| *c) {
+                if let Some(i) = self.nodes.iter().position(|n| n.name == leader) {
+                    return Ok(i);
+                }
+            }
+        }
+        bail!("no server reported a leader for streams {prefix}*")
+    }
+
     /// Waits until every running node reports JetStream healthy and the
     /// same meta leader.
     pub async fn wait_ready(&self, patience: Duration) -> Result<()> {

@@ -6,7 +6,6 @@
 //! object over, and the rebuilt object's alarm row is scheduled here — so
 //! an alarm outlives the node that set it.
 
-use anyhow::Context as _;
 use async_nats::jetstream::{self, kv};
 use futures_util::StreamExt as _;
 use serde::{Deserialize, Serialize};
@@ -31,18 +30,7 @@ pub(super) async fn ensure_bucket(
     js: &jetstream::Context,
     config: &ClusterConfig,
 ) -> anyhow::Result<kv::Store> {
-    if let Ok(store) = js.get_key_value(BUCKET).await {
-        return Ok(store);
-    }
-    js.create_key_value(kv::Config {
-        bucket: BUCKET.into(),
-        history: 1,
-        num_replicas: config.replicas,
-        storage: jetstream::stream::StorageType::File,
-        ..Default::default()
-    })
-    .await
-    .context("creating the roost-alarms bucket")
+    super::ensure_kv(js, BUCKET, std::time::Duration::ZERO, config.replicas).await
 }
 
 impl Cluster {

@@ -160,6 +160,29 @@ impl Cluster {
     }
 }
 
+/// The KV bucket `name` (history 1, entries expiring after `max_age`
+/// unless zero, `replicas` copies), created if missing.
+async fn ensure_kv(
+    js: &jetstream::Context,
+    name: &str,
+    max_age: Duration,
+    replicas: usize,
+) -> anyhow::Result<jetstream::kv::Store> {
+    if let Ok(store) = js.get_key_value(name).await {
+        return Ok(store);
+    }
+    js.create_key_value(jetstream::kv::Config {
+        bucket: name.into(),
+        history: 1,
+        max_age,
+        num_replicas: replicas,
+        storage: jetstream::stream::StorageType::File,
+        ..Default::default()
+    })
+    .await
+    .with_context(|| format!("creating the {name} bucket"))
+}
+
 /// Runs `step` until it succeeds or 30 s passed (then its last error).
 async fn patiently<T, F, Fut>(mut step: F) -> anyhow::Result<T>
 where

@@ -48,19 +48,7 @@ pub(super) async fn ensure_bucket(
     js: &jetstream::Context,
     config: &ClusterConfig,
 ) -> anyhow::Result<kv::Store> {
-    if let Ok(store) = js.get_key_value(BUCKET).await {
-        return Ok(store);
-    }
-    js.create_key_value(kv::Config {
-        bucket: BUCKET.into(),
-        history: 1,
-        max_age: config.node_ttl,
-        num_replicas: config.replicas,
-        storage: jetstream::stream::StorageType::File,
-        ..Default::default()
-    })
-    .await
-    .context("creating the roost-nodes bucket")
+    super::ensure_kv(js, BUCKET, config.node_ttl, config.replicas).await
 }
 
 impl Nodes {

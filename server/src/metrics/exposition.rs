@@ -71,6 +71,10 @@ const fn histogram(
     }
 }
 
+/// How many families `FAMILIES` describes (the test of the rendering counts them).
+#[cfg(test)]
+pub(super) const FAMILY_COUNT: usize = FAMILIES.len();
+
 const FAMILIES: [Family; 28] = [
     counter(
         "roost_cluster_forwarded_total",

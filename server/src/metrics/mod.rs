@@ -284,7 +284,10 @@ mod tests {
             env!("CARGO_PKG_VERSION")
         );
         assert_eq!(samples[&version], 1.0);
-        assert_eq!(families.len(), 22 + 1 + process_families(&families));
+        assert_eq!(
+            families.len(),
+            exposition::FAMILY_COUNT + 1 + process_families(&families)
+        );
     }
 
     /// The `process_*` families present (all of them on Linux).
