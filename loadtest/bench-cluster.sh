@@ -5,6 +5,9 @@
 # single-node Roost, and runs the `durable` scenario against each:
 #   - one client, one object (a durable RPC at low rate: its latency),
 #   - 64 clients over 100 objects (throughput);
+# against the cluster twice: objects all owned by the node the run's first
+# read went through (2 of 3 calls proxied), and owners spread so that each
+# client talks to its object's owner (`cluster-spread`);
 # RUNS times each, then prints the medians. Then it measures crash
 # failover FAILOVERS times: kill -9 of a counter's owner while a probe
 # increments it through another node; the time from the kill to the first
@@ -22,6 +25,7 @@ RUNS=${RUNS:-3}
 DURATION=${DURATION:-8s}
 FAILOVERS=${FAILOVERS:-5}
 TTL=${TTL:-3s}
+SHARDS=${SHARDS:-3}
 OUT=${OUT:-$(mktemp /tmp/roost-bench-cluster.XXXXXX.jsonl)}
 if [ -z "${BIN:-}" ]; then
     cargo build --release -q -p roost -p roost-load
@@ -64,7 +68,7 @@ start_node() { # index
     local i=$1 port
     port=$("$LOAD" free-port)
     "$BIN/roost" serve --listen "127.0.0.1:$port" --data "$WORK/r$i" --cluster "$(IFS=,; echo "${NATS_URLS[*]}")" \
-        --cluster-monitor "$(IFS=,; echo "${MONITORS[*]}")" --node-id "r$i" --cluster-node-ttl "$TTL" \
+        --cluster-monitor "$(IFS=,; echo "${MONITORS[*]}")" --node-id "r$i" --cluster-node-ttl "$TTL" --cluster-shards "$SHARDS" \
         --admin-token bench >>"$WORK/r$i.log" 2>&1 &
     ROOST_PID[$i]=$! ROOST_URL[$i]="http://127.0.0.1:$port"
     PIDS+=($!)
@@ -87,9 +91,24 @@ for run in $(seq 1 "$RUNS"); do
             durable --url "$SINGLE" --objects "$1" --clients "$2" --prefix "s$run" --duration "$DURATION" >>"$OUT"
         timeout 120 "$LOAD" --json --label "cluster objects=$1 clients=$2" \
             durable --url "$CLUSTER_URLS" --objects "$1" --clients "$2" --prefix "c$run" --duration "$DURATION" >>"$OUT"
+        # The same with object i first touched through node i mod 3: owners
+        # spread, and client i (object i, node i mod 3) reaches its owner.
+        for o in $(seq 0 $(($1 - 1))); do
+            curl -sf -X POST "${ROOST_URL[$((o % 3 + 1))]}/v1/objects/counter/p$run-$o/call/get" -d '{}' >/dev/null
+        done
+        timeout 120 "$LOAD" --json --label "cluster-spread objects=$1 clients=$2" \
+            durable --url "$CLUSTER_URLS" --objects "$1" --clients "$2" --prefix "p$run" --duration "$DURATION" >>"$OUT"
     done
 done
 "$LOAD" summarize --markdown --figures calls_per_s,latency_p50_us,latency_p99_us,errors "$OUT"
+# Where a cluster call's time goes (the first two runs: every object owned
+# by r1, which the first read touched; then spread): JetStream's append acknowledgement, per node.
+for i in 1 2 3; do
+    curl -s -H 'authorization: Bearer bench' "${ROOST_URL[$i]}/metrics" | awk -v node="r$i" '
+        /^roost_cluster_append_seconds_sum/ {s=$2} /^roost_cluster_append_seconds_count/ {c=$2}
+        /^roost_cluster_forwarded_total/ {f=$2}
+        END {if (c > 0) printf "%s: %d appends, mean %.2f ms; %d forwarded\n", node, c, 1000*s/c, f}' >&2
+done
 
 # Crash failover: the owner of counter fo-k is the node its first call went
 # through (r1); a probe increments through r2 until it succeeds again.
@@ -98,7 +117,7 @@ echo "| failover | kill -9 → first increment through another node |"
 echo "|---|---|"
 for k in $(seq 1 "$FAILOVERS"); do
     curl -sf -X POST "${ROOST_URL[1]}/v1/objects/counter/fo-$k/call/increment" -d '{}' >/dev/null
-    kill -9 "${ROOST_PID[1]}"
+    kill -9 "${ROOST_PID[1]}"; wait "${ROOST_PID[1]}" 2>/dev/null || true
     t0=$(date +%s%N)
     for _ in $(seq 1 600); do
         if curl -sf -m 5 -X POST "${ROOST_URL[2]}/v1/objects/counter/fo-$k/call/increment" -d '{}' >/dev/null; then break; fi

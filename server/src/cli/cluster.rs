@@ -41,8 +41,9 @@ pub struct ClusterArgs {
     #[arg(long, env = "ROOST_CLUSTER_NODE_TTL", default_value = "3s", value_parser = parse_duration, requires = "cluster")]
     pub cluster_node_ttl: Duration,
     /// Log streams objects are spread over (their leaders spread over the
-    /// NATS servers). Fixed for the life of a cluster.
-    #[arg(long, env = "ROOST_CLUSTER_SHARDS", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=256), requires = "cluster")]
+    /// NATS servers; about one per server does best: appends to one stream
+    /// share its fsyncs). Fixed for the life of a cluster.
+    #[arg(long, env = "ROOST_CLUSTER_SHARDS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=256), requires = "cluster")]
     pub cluster_shards: u32,
     /// Batch records after which an object's owner stores a snapshot of its
     /// file and trims the object's log before it (bounds what a takeover
