@@ -586,3 +586,61 @@ async fn rolling_restarts_under_load_lose_nothing() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// With tokens required, a request without a valid one is refused by the
+/// node it reached and never makes that node take the object over; with a
+/// token it is served (forwarded or taken over).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_request_takes_nothing_over() -> anyhow::Result<()> {
+    let _serial = SERIAL.lock().await;
+    let cluster = RoostCluster::start(3, &["--auth-secret", "cluster-secret"]).await?;
+    let client = http();
+    for _ in 0..5 {
+        let (status, _) = call(
+            &client,
+            cluster.node(1),
+            "counter",
+            "locked",
+            "increment",
+            json!({}),
+        )
+        .await?;
+        assert_eq!(status, 401);
+    }
+    let takeovers = cluster
+        .metric_sum(&[0, 1, 2], "roost_cluster_takeovers_total")
+        .await?;
+    assert_eq!(takeovers, 0.0, "a refused request took an object over");
+    let token = std::process::Command::new(roost_tests::roost_bin())
+        .args([
+            "token",
+            "--secret",
+            "cluster-secret",
+            "--obj",
+            "counter/locked",
+            "--perm",
+            "write",
+            "--ttl",
+            "1h",
+        ])
+        .output()?;
+    let token = String::from_utf8(token.stdout)?.trim().to_owned();
+    let resp = client
+        .post(
+            cluster
+                .node(2)
+                .url("/v1/objects/counter/locked/call/increment"),
+        )
+        .bearer_auth(&token)
+        .json(&json!({}))
+        .send()
+        .await?;
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(
+        cluster
+            .metric_sum(&[0, 1, 2], "roost_cluster_takeovers_total")
+            .await?,
+        1.0
+    );
+    Ok(())
+}

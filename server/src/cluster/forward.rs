@@ -90,7 +90,9 @@ pub(crate) async fn route_layer(
     let Some(key) = object_of(req.uri().path(), &runtime) else {
         return next.run(req).await;
     };
-    if runtime.is_shutting_down() {
+    // A request this node would refuse (shutting down, no or a bad token)
+    // is answered here: it never makes a node take an object over.
+    if runtime.is_shutting_down() || !allowed(&runtime, &req, &key) {
         return next.run(req).await;
     }
     match cluster.route(&key, &runtime).await {
@@ -113,6 +115,27 @@ pub(crate) async fn route_layer(
             }
         }
         Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+/// Whether the request's token opens `key` (or, on an admin route, is the
+/// admin token).
+fn allowed(runtime: &Runtime, req: &Request, key: &ObjectKey) -> bool {
+    let auth = &runtime.config().auth;
+    let header = req
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let query_token = req.uri().query().and_then(|q| {
+        q.split('&')
+            .filter_map(|pair| pair.strip_prefix("token="))
+            .find_map(|t| percent_encoding::percent_decode_str(t).decode_utf8().ok())
+    });
+    let token = crate::auth::token_from(header, query_token.as_deref());
+    if req.uri().path().starts_with("/v1/admin/") {
+        auth.check_admin(token).is_ok()
+    } else {
+        auth.check(token, key).is_ok()
     }
 }
 
