@@ -85,12 +85,17 @@ pub(crate) fn router(runtime: Runtime, max_body_bytes: usize) -> Router {
                 "this route does not take that method",
             )
         })
-        .layer(DefaultBodyLimit::max(max_body_bytes))
-        // Cluster mode: a request for an object owned elsewhere goes there.
-        .layer(axum::middleware::from_fn_with_state(
+        .layer(DefaultBodyLimit::max(max_body_bytes));
+    // Cluster mode: a request for an object owned elsewhere goes there (a
+    // single node pays nothing for it: the layer is not there).
+    let router = if runtime.cluster().is_some() {
+        router.layer(axum::middleware::from_fn_with_state(
             runtime.clone(),
             crate::cluster::route_layer,
-        ));
+        ))
+    } else {
+        router
+    };
     // Layers run per route (after routing, so `MatchedPath` is known), the
     // last added outermost: the request id, then the access log's span,
     // then CORS (which answers preflights itself).
