@@ -644,3 +644,96 @@ async fn a_refused_request_takes_nothing_over() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// README's "Run a cluster" commands, run as written in an empty folder
+/// (the debug binary stands in for the release build, which is skipped):
+/// three NATS servers and three nodes start, the two increments through two
+/// nodes answer 1 and 2, and the cluster lists its nodes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_cluster_commands_run_as_written() -> anyhow::Result<()> {
+    let _serial = SERIAL.lock().await;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let readme = std::fs::read_to_string(root.join("README.md"))?;
+    let section = readme
+        .split("## Run a cluster")
+        .nth(1)
+        .and_then(|s| s.split("\n## ").next())
+        .ok_or_else(|| anyhow::anyhow!("README has no 'Run a cluster' section"))?;
+    let block = section
+        .split("```sh\n")
+        .nth(1)
+        .and_then(|s| s.split("```").next())
+        .ok_or_else(|| anyhow::anyhow!("no sh block"))?;
+    let root = root.canonicalize()?;
+    let script: String = block
+        .lines()
+        .filter(|l| !l.starts_with("cargo build"))
+        .map(|l| {
+            l.replace("./scripts/", &format!("{}/scripts/", root.display()))
+                .replace(
+                    ".tools/nats/bin/nats-server",
+                    &roost_tests::nats::server_bin().display().to_string(),
+                )
+                .replace(
+                    "target/release/roost",
+                    &roost_tests::roost_bin().display().to_string(),
+                )
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let dir = tempfile::tempdir()?;
+    let mut child = tokio::process::Command::new("bash")
+        .arg("-c")
+        .arg(&script)
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .process_group(0)
+        .spawn()?;
+    let pgid = child.id().unwrap_or(0);
+    // Background processes keep stdout open: read lines until the
+    // cluster listing (the last command's answer) or a minute passed.
+    let mut out = String::new();
+    if let Some(stdout) = child.stdout.take() {
+        use tokio::io::AsyncBufReadExt as _;
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while let Ok(Ok(Some(line))) =
+            tokio::time::timeout_at(deadline.into(), lines.next_line()).await
+        {
+            out.push_str(&line);
+            out.push('\n');
+            if line.contains("\"mode\"") {
+                break;
+            }
+        }
+    }
+    // Stop everything the script started: its whole process group.
+    let _ = std::process::Command::new("bash")
+        .args(["-c", &format!("kill -KILL -- -{pgid}")])
+        .status();
+    let _ = child.wait().await;
+    let lines: Vec<&str> = out
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    assert!(
+        lines.contains(&"1") && lines.contains(&"2"),
+        "README cluster output: {out}"
+    );
+    let nodes = lines
+        .iter()
+        .find_map(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .ok()
+                .filter(|v| v["mode"] == "cluster")
+        })
+        .ok_or_else(|| anyhow::anyhow!("no cluster listing in: {out}"))?;
+    assert!(
+        nodes["nodes"].as_array().is_some_and(|n| !n.is_empty()),
+        "{nodes}"
+    );
+    Ok(())
+}
