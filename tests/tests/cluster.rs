@@ -737,3 +737,43 @@ async fn the_readme_cluster_commands_run_as_written() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// An object socket relayed to its owner works through the relay (calls
+/// answered by the owner); when the owner dies it is closed with 1012 —
+/// its per-socket state died with the owner's socket table — and a new
+/// socket through the same node works against the new owner.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relayed_object_socket_is_closed_with_1012_when_its_owner_dies() -> anyhow::Result<()> {
+    use roost_tests::ws::{Client, Frame};
+    let _serial = SERIAL.lock().await;
+    let mut cluster = RoostCluster::start(3, &[]).await?;
+    cluster
+        .increment_until_ok(0, "sock", Duration::from_secs(10))
+        .await?;
+    let url = cluster.node(1).ws_url("/v1/objects/counter/sock/ws");
+    let mut socket = Client::connect(&url).await?;
+    let v = socket.call("increment", json!({})).await?;
+    assert_eq!(v["ok"], json!(2), "{v}");
+    cluster.kill9(0).await?;
+    let closed = loop {
+        match socket.next(Duration::from_secs(15)).await? {
+            Frame::Closed(code, _) => break code,
+            _ => continue,
+        }
+    };
+    assert_eq!(closed, Some(1012));
+    let mut again = None;
+    for _ in 0..50 {
+        if let Ok(mut s) = Client::connect(&url).await {
+            if let Ok(v) = s.call("increment", json!({})).await {
+                if v["ok"].is_number() {
+                    again = Some(v);
+                    break;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(again.map(|v| v["ok"].clone()), Some(json!(3)));
+    Ok(())
+}
