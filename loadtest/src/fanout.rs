@@ -1,5 +1,7 @@
-//! `fanout`: R documents × C clients per document, every client appending
-//! small Yjs text updates at a set rate over the y-websocket (or Hocuspocus)
+//! `fanout`: R documents × C clients per document, every client writing
+//! small Yjs text updates at a set rate (`--workload`: appending to its own
+//! run of text, prepending to the shared text, or inserting after a random
+//! character; see `yclient/scribe.rs`) over the y-websocket (or Hocuspocus)
 //! protocol (y-sweet: after its token handshake, see `ysweet.rs`). Measures updates delivered per second and end-to-end latency
 //! (sender's clock to receiver's clock, same process). `--find-max` raises
 //! the rate round by round until delivery falls behind or p99 exceeds a bound.
@@ -43,6 +45,10 @@ pub(crate) struct FanoutArgs {
     /// Text bytes per update beyond the 19-byte timestamp marker.
     #[arg(long, default_value_t = 0)]
     pub pad: usize,
+    /// Where clients insert: append to their own run of text, prepend to
+    /// the shared text, or after a random known character.
+    #[arg(long, value_enum, default_value = "append")]
+    pub workload: yclient::Workload,
     /// After sending stops, wait up to this long for the remaining deliveries.
     #[arg(long, default_value = "3s", value_parser = parse_duration)]
     pub drain: Duration,
@@ -238,6 +244,7 @@ async fn round(
         .param("rate", rate)
         .param("duration_s", args.duration.as_secs_f64())
         .param("pad", args.pad)
+        .param("workload", format!("{:?}", args.workload).to_lowercase())
         .param("threads", common.threads);
     add_figures(args, &mut report, &t, connect_wall, drained);
     Ok(report)
@@ -273,6 +280,7 @@ async fn specs(
                 doc: doc.clone(),
                 sender: true,
                 pad: args.pad,
+                workload: args.workload,
                 client_id: yjs::client_id(seed, index),
                 token: args.token.clone(),
             });
