@@ -18,7 +18,7 @@ use crate::probe::Probes;
 use crate::progress::Progress;
 use crate::report::{Latency, Report, Unit};
 use crate::target::Target;
-use crate::yclient::{self, Fleet, Phase, Spec, Totals};
+use crate::yclient::{self, Fleet, Mirror, Phase, Spec, Totals, Workload};
 use crate::yjs::{self, Protocol};
 use crate::ysweet;
 
@@ -48,7 +48,7 @@ pub(crate) struct FanoutArgs {
     /// Where clients insert: append to their own run of text, prepend to
     /// the shared text, or after a random known character.
     #[arg(long, value_enum, default_value = "append")]
-    pub workload: yclient::Workload,
+    pub workload: Workload,
     /// After sending stops, wait up to this long for the remaining deliveries.
     #[arg(long, default_value = "3s", value_parser = parse_duration)]
     pub drain: Duration,
@@ -213,7 +213,7 @@ async fn round(
 ) -> anyhow::Result<Report> {
     let target = Target::parse(&args.url, common.allow_remote)?;
     let origin = Instant::now();
-    let specs = specs(args, common, &target, prefix).await?;
+    let (specs, mirrors) = specs(args, common, &target, prefix).await?;
     let connecting = Progress::phase(&format!("connecting {} clients", specs.len()));
     let t_connect = Instant::now();
     let fleet = Fleet::spawn(specs, &target, origin, args.connect_concurrency);
@@ -236,6 +236,11 @@ async fn round(
     report.label = common.label.clone();
     probes.finish(&mut report).await;
     let results = fleet.finish().await;
+    for m in mirrors {
+        if let Err(e) = m.finish().await {
+            report.note(format!("a prepend observer failed: {e:#}"));
+        }
+    }
     let t = yclient::totals(&results);
     report
         .param("protocol", args.protocol.name())
@@ -251,13 +256,14 @@ async fn round(
 }
 
 /// Every client of the round: `--clients` per document, all senders, with
-/// client ids from a fresh run seed.
+/// client ids from a fresh run seed; for `prepend`, each document's
+/// observer (`yclient::Mirror`), connected and synced first.
 async fn specs(
     args: &FanoutArgs,
     common: &Common,
     target: &Target,
     prefix: &str,
-) -> anyhow::Result<Vec<Spec>> {
+) -> anyhow::Result<(Vec<Spec>, Vec<Mirror>)> {
     let seed = yjs::run_seed();
     let docs: Vec<String> = (0..args.docs).map(|d| format!("{prefix}-{d}")).collect();
     let paths = ysweet::doc_paths(
@@ -270,7 +276,24 @@ async fn specs(
     )
     .await?;
     let mut specs = Vec::with_capacity(args.docs * args.clients);
+    let mut mirrors = Vec::new();
     for (d, (doc, path)) in docs.iter().zip(&paths).enumerate() {
+        let first = if args.workload == Workload::Prepend {
+            let m = Mirror::start(
+                target,
+                args.protocol,
+                path,
+                doc,
+                &args.token,
+                args.connect_timeout,
+            )
+            .await?;
+            let first = m.first.clone();
+            mirrors.push(m);
+            Some(first)
+        } else {
+            None
+        };
         for c in 0..args.clients {
             let index = d * args.clients + c;
             specs.push(Spec {
@@ -281,12 +304,13 @@ async fn specs(
                 sender: true,
                 pad: args.pad,
                 workload: args.workload,
+                first: first.clone(),
                 client_id: yjs::client_id(seed, index),
                 token: args.token.clone(),
             });
         }
     }
-    Ok(specs)
+    Ok((specs, mirrors))
 }
 
 /// Sends at `rate` for `--duration` (from 20 ms from now), then drains

@@ -91,6 +91,7 @@ pub(crate) async fn run(args: SelfcheckArgs, common: &Common) -> anyhow::Result<
             sender: false,
             pad: 0,
             workload: crate::yclient::Workload::Append,
+            first: None,
             client_id: yjs::client_id(2, i),
             token: String::new(),
         })

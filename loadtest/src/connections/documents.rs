@@ -147,6 +147,7 @@ async fn specs(
                 sender: sample.picks(i),
                 pad: 0,
                 workload: crate::yclient::Workload::Append,
+                first: None,
                 client_id: yjs::client_id(seed, i),
                 token: args.token.clone(),
             }

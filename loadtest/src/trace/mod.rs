@@ -11,6 +11,7 @@
 //! - `client.rs`: one writer or reader;
 //! - `run.rs`: a round and `--find-max`; `check.rs`: the text checks and `--verify`.
 
+mod cache;
 mod check;
 mod client;
 mod key;

@@ -96,6 +96,47 @@ impl Replay {
         Replay::build(file, keystrokes)
     }
 
+    /// `load`, through a cache file of the computed updates (their
+    /// computation takes yrs tens of seconds for a long trace); a cache
+    /// that cannot be read or written is only skipped.
+    pub(crate) fn load_cached(path: &Path, keystrokes: usize) -> anyhow::Result<Replay> {
+        let cache = super::cache::path_for(path, keystrokes);
+        if let Some((steps, end, truncated)) = cache.as_deref().and_then(super::cache::read) {
+            return Replay::from_steps(steps, end, truncated);
+        }
+        let replay = Replay::load(path, keystrokes)?;
+        if let Some(c) = &cache {
+            super::cache::write(c, &replay);
+        }
+        Ok(replay)
+    }
+
+    /// The replay of computed updates: their index by key.
+    pub(crate) fn from_steps(
+        agents: Vec<Vec<Step>>,
+        end_content: String,
+        truncated: bool,
+    ) -> anyhow::Result<Replay> {
+        let mut index = HashMap::new();
+        let mut ambiguous = 0;
+        for (a, steps) in agents.iter().enumerate() {
+            for (k, s) in steps.iter().enumerate() {
+                let key = update_key(&s.bytes)?
+                    .with_context(|| format!("agent {a}'s update {k} changes nothing"))?;
+                if index.insert(key, (a as u16, k as u32)).is_some() {
+                    ambiguous += 1;
+                }
+            }
+        }
+        Ok(Replay {
+            agents,
+            index,
+            ambiguous,
+            end_content,
+            truncated,
+        })
+    }
+
     fn build(mut file: TraceFile, keystrokes: usize) -> anyhow::Result<Replay> {
         if !file.start_content.is_empty() {
             bail!("traces with a startContent are not supported");
@@ -257,24 +298,7 @@ impl Builder {
     }
 
     fn finish(self, end_content: String, truncated: bool) -> anyhow::Result<Replay> {
-        let mut index = HashMap::new();
-        let mut ambiguous = 0;
-        for (a, steps) in self.steps.iter().enumerate() {
-            for (k, s) in steps.iter().enumerate() {
-                let key = update_key(&s.bytes)?
-                    .with_context(|| format!("agent {a}'s update {k} changes nothing"))?;
-                if index.insert(key, (a as u16, k as u32)).is_some() {
-                    ambiguous += 1;
-                }
-            }
-        }
-        Ok(Replay {
-            agents: self.steps,
-            index,
-            ambiguous,
-            end_content,
-            truncated,
-        })
+        Replay::from_steps(self.steps, end_content, truncated)
     }
 }
 

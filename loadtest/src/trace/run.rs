@@ -21,7 +21,7 @@ use crate::ysweet;
 
 pub(crate) async fn run_trace(args: TraceArgs, common: &Common) -> anyhow::Result<Vec<Report>> {
     let t0 = Instant::now();
-    let replay = Arc::new(Replay::load(&args.trace, args.keystrokes)?);
+    let replay = Arc::new(Replay::load_cached(&args.trace, args.keystrokes)?);
     let prepared = t0.elapsed();
     let prefix = args
         .doc_prefix

@@ -68,7 +68,7 @@ async fn drive(
         framer: Framer::new(spec.protocol, &spec.doc),
         author: Author::new(spec.client_id),
         scribe: (spec.workload != Workload::Append)
-            .then(|| Scribe::new(spec.client_id, spec.workload)),
+            .then(|| Scribe::new(spec.client_id, spec.workload, spec.first.clone())),
         text: String::with_capacity(yjs::MARKER_LEN + spec.pad),
     };
     link.handshake().await?;

@@ -7,9 +7,10 @@
 //! update's header) and encodes its own one-item updates by hand, with the
 //! origins a real client would send:
 //!
-//! - `prepend`: no left origin, the right origin the first character of the
-//!   newest item it knows of (received or its own) — what a client at
-//!   position 0 sends when updates arrive in order;
+//! - `prepend`: no left origin, the right origin the document's first
+//!   character as its `Mirror` last saw it (without one: the first
+//!   character of the newest item it knows of) — what a client at
+//!   position 0 sends;
 //! - `random`: the left origin a random character of one of its 4096 most
 //!   recent known items, the right origin the next character of the same
 //!   item (none after its last: YATA then places it after the run that
@@ -18,9 +19,12 @@
 //! Either is a valid Yjs update of one string item: `tests` apply them from
 //! several clients to a yrs `Doc` and check the text.
 
+use std::sync::atomic::Ordering;
+
 use yrs::encoding::read::{Cursor, Read as _};
 use yrs::encoding::write::Write as _;
 
+use super::mirror::{FirstChar, NONE};
 use crate::yjs::TEXT_NAME;
 
 /// What fan-out clients write.
@@ -46,6 +50,8 @@ pub(crate) struct Scribe {
     client: u64,
     clock: u32,
     random: bool,
+    /// `prepend`: the document's first character, kept by its `Mirror`.
+    first: Option<FirstChar>,
     /// Recent items: (client, first clock, length); `newest` indexes the last noted.
     known: Vec<(u64, u32, u32)>,
     newest: usize,
@@ -54,11 +60,12 @@ pub(crate) struct Scribe {
 }
 
 impl Scribe {
-    pub(crate) fn new(client: u64, workload: Workload) -> Scribe {
+    pub(crate) fn new(client: u64, workload: Workload, first: Option<FirstChar>) -> Scribe {
         Scribe {
             client,
             clock: 0,
             random: workload == Workload::Random,
+            first,
             known: Vec::new(),
             newest: 0,
             rng: client.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1,
@@ -97,6 +104,13 @@ impl Scribe {
             return (None, None);
         }
         if !self.random {
+            let seen = self
+                .first
+                .as_ref()
+                .map_or(NONE, |f| f.load(Ordering::Relaxed));
+            if seen != NONE {
+                return (None, Some((seen >> 32, seen as u32)));
+            }
             let (c, clk, _) = self.known[self.newest];
             return (None, Some((c, clk)));
         }
@@ -211,7 +225,9 @@ mod tests {
     /// applies to a yrs `Doc` (nothing left pending) and the text is as
     /// long as everything written (prepends: the newest first).
     fn exchange(workload: Workload, seed: u64) {
-        let mut scribes: Vec<Scribe> = (0..4).map(|i| Scribe::new(100 + i, workload)).collect();
+        let mut scribes: Vec<Scribe> = (0..4)
+            .map(|i| Scribe::new(100 + i, workload, None))
+            .collect();
         let doc = Doc::new();
         let text = doc.get_or_insert_text(TEXT_NAME);
         let mut rng = seed | 1;
@@ -268,7 +284,7 @@ mod tests {
 
     #[test]
     fn learning_never_panics_on_garbage() {
-        let mut s = Scribe::new(1, Workload::Random);
+        let mut s = Scribe::new(1, Workload::Random, None);
         for len in 0..8 {
             for seed in 0..500u32 {
                 let bytes: Vec<u8> = (0..len)

@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Real editing, side by side: replays an editing trace (default the
+# automerge-paper keystrokes) into DOCS documents, one writer per agent and
+# READERS readers each, against Roost and each peer (y-websocket-server,
+# Hocuspocus, y-sweet; installed into ~/.cache/roost-peers by
+# scripts/peers/servers.sh). Per target and run: a fresh server, then
+# `roost-load trace --find-max` (rate per writer from START_RATE, ×STEP per
+# round, p99 bound MAX_P99, every reader's text checked each round); RUNS
+# runs per target, alternating targets; medians and ratios at the end.
+# With VERIFY=1 (default) Roost also replays the whole trace into one
+# document, is restarted, and the document is read back and checked.
+#
+#   loadtest/bench-trace.sh
+#   TARGETS="roost hocuspocus" RUNS=1 loadtest/bench-trace.sh
+#   TRACE=/path/friendsforever.json.gz DOCS=10 READERS=4 loadtest/bench-trace.sh
+#   ROOST_BIN=/tmp/roost-old loadtest/bench-trace.sh   # another Roost binary
+#
+# Every run is bounded by `timeout` and --max-rounds; servers listen on
+# 127.0.0.1 and are stopped by PID.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+REPO=$PWD
+
+CACHE=${ROOST_PEERS_CACHE:-$HOME/.cache/roost-peers}
+TARGETS=${TARGETS:-"roost y-websocket hocuspocus y-sweet"}
+TRACE=${TRACE:-${TRACE_DIR:-/work/shared/data/editing-traces}/automerge-paper.json.gz}
+RUNS=${RUNS:-3}
+DOCS=${DOCS:-10}
+READERS=${READERS:-4}
+START_RATE=${START_RATE:-50}
+STEP=${STEP:-2}
+MAX_P99=${MAX_P99:-250ms}
+DURATION=${DURATION:-5s}
+ROUNDS=${ROUNDS:-10}
+VERIFY=${VERIFY:-1}
+YSWEET_VERSION=${YSWEET_VERSION:-0.9.1}
+YSWEET="$CACHE/y-sweet/bin/y-sweet"
+OUT=${OUT:-$(mktemp /tmp/roost-bench-trace.XXXXXX.jsonl)}
+# y-sweet is compared only if already installed (its build takes long).
+if [ ! -x "$YSWEET" ]; then
+    TARGETS=${TARGETS//y-sweet/}
+fi
+
+# install_peers, start_server, stop_server, log.
+# shellcheck source=scripts/peers/servers.sh
+source "$REPO/scripts/peers/servers.sh"
+
+WORK=$(mktemp -d /tmp/roost-bench-trace.XXXXXX)
+trap 'stop_server; rm -rf "$WORK"' EXIT
+
+install_peers || exit 1
+cargo build --release -q -p roost -p roost-load || exit 1
+LOAD="$REPO/target/release/roost-load"
+[ -f "$TRACE" ] || { log "no trace at $TRACE"; exit 1; }
+log "machine: $(nproc) cores; load average $(cut -d' ' -f1-3 /proc/loadavg); trace $TRACE; results in $OUT"
+
+for run in $(seq 1 "$RUNS"); do
+    for target in $TARGETS; do
+        data="$WORK/$target-$run"
+        port=$("$LOAD" free-port)
+        start_server "$target" "$port" "$data" || continue
+        log "$target run $run/$RUNS (pid $SERVER_PID), load average $(cut -d' ' -f1-3 /proc/loadavg)"
+        : >"$WORK/rounds.jsonl"
+        timeout $((ROUNDS * 120)) "$LOAD" --json --label "$target" --server-pid "$SERVER_PID" trace \
+            --url "$URL" --protocol "$PROTOCOL" --trace "$TRACE" --docs "$DOCS" --readers "$READERS" \
+            --find-max --rate "$START_RATE" --step "$STEP" --max-p99 "$MAX_P99" \
+            --duration "$DURATION" --max-rounds "$ROUNDS" ${TARGET_ARGS[@]+"${TARGET_ARGS[@]}"} \
+            >>"$WORK/rounds.jsonl" || log "$target: trace run failed (see above)"
+        grep '"scenario":"trace-max"' "$WORK/rounds.jsonl" >>"$OUT" || true
+        grep -o 'stopped: [^"]*' "$WORK/rounds.jsonl" | sed "s/^/[peers] $target: /" >&2 || true
+        stop_server
+    done
+done
+
+if [ "$VERIFY" = 1 ] && wants roost; then
+    data="$WORK/roost-verify"
+    port=$("$LOAD" free-port)
+    ARGS=(trace --trace "$TRACE" --docs 1 --readers 2 --doc-prefix whole --duration 600s --drain 20s)
+    if start_server roost "$port" "$data" && timeout 900 "$LOAD" "${ARGS[@]}" --url "$URL" >"$WORK/whole.txt"; then
+        grep -E 'sent |keystrokes_per_s|text_mismatches|latency_p99' "$WORK/whole.txt" | sed 's/^/[peers] roost whole trace: /' >&2
+        stop_server
+        start_server roost "$port" "$data" &&
+            timeout 120 "$LOAD" "${ARGS[@]}" --url "$URL" --verify | sed 's/^/[peers] roost after a restart: /' >&2 ||
+            log "roost: the whole trace was NOT read back after a restart"
+    else
+        log "roost: the whole-trace replay failed"
+    fi
+    stop_server
+fi
+
+echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
+"$LOAD" compare --baseline roost "$OUT"
+echo "raw results: $OUT"
