@@ -20,17 +20,23 @@ use crate::ws::{Kind, WsConn};
 use crate::yjs::{self, Framer, Incoming, TEXT_NAME};
 use crate::ysweet;
 
-/// Rebuilds every reader's text from what it received and compares it with
-/// the text of what its document's writers sent; returns the mismatches.
+/// Rebuilds the text of every reader that received everything its
+/// document's writers sent and compares it with the text of what they
+/// sent; returns (mismatches, readers left out because they missed
+/// updates: the delivery ratio already counts those).
 pub(super) fn check_texts(
     replay: &Replay,
     sent: &[Vec<usize>],
     outcomes: &[(usize, bool, Outcome)],
-) -> anyhow::Result<usize> {
+) -> anyhow::Result<(usize, usize)> {
     let mut expected: HashMap<&[usize], String> = HashMap::new();
-    let mut mismatches = 0;
+    let (mut mismatches, mut incomplete) = (0, 0);
     for (doc, reader, o) in outcomes {
         if !reader || !o.connected {
+            continue;
+        }
+        if o.delivered < sent[*doc].iter().sum::<usize>() as u64 {
+            incomplete += 1;
             continue;
         }
         let want = match expected.get(sent[*doc].as_slice()) {
@@ -44,7 +50,7 @@ pub(super) fn check_texts(
             mismatches += 1;
         }
     }
-    Ok(mismatches)
+    Ok((mismatches, incomplete))
 }
 
 /// The text of a document built from `updates`, in order.

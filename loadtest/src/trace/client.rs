@@ -18,7 +18,7 @@ use hdrhistogram::Histogram;
 use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 
 use super::key::update_key;
-use super::replay::Replay;
+use super::replay::{Replay, Step};
 use crate::report::client_histogram;
 use crate::target::Target;
 use crate::ws::{Kind, WsConn};
@@ -208,45 +208,39 @@ struct Client<'a> {
 }
 
 impl Client<'_> {
-    /// Sends every keystroke that may go now (at most 64 per call, so reads
-    /// keep up); returns what the next one waits for.
+    /// Sends every keystroke that may go now (at most 64 per call, with one
+    /// write, so reads keep up); returns what the next one waits for.
     async fn send_ready(&mut self) -> anyhow::Result<Wait> {
         let (Some(agent), Some(start)) = (self.role.agent, self.start) else {
             return Ok(Wait::Idle);
         };
         let replay = self.ctx.replay.clone();
         let steps = &replay.agents[agent];
-        for _ in 0..64 {
-            let Some(step) = steps.get(self.next) else {
-                return Ok(Wait::Idle);
-            };
-            let ready = step
-                .deps
-                .iter()
-                .zip(&self.received)
-                .enumerate()
-                .all(|(b, (need, have))| b == agent || have >= need);
-            if !ready {
-                return Ok(Wait::Idle);
-            }
-            let now = Instant::now();
-            if self.role.rate > 0.0 {
-                let due = start + Duration::from_secs_f64(self.next as f64 / self.role.rate);
-                if due > now {
-                    return Ok(Wait::At(due));
+        let first = self.next;
+        let mut wait = Wait::At(Instant::now());
+        let now = Instant::now();
+        let micros = now.duration_since(self.ctx.origin).as_micros() as u64;
+        while self.next < first + 64 {
+            match self.may_send(steps, agent, start, now) {
+                Some(w) => {
+                    wait = w;
+                    break;
                 }
-            } else {
-                let seen = self.ctx.doc.seen[agent].load(Ordering::Acquire);
-                if self.next as u32 >= seen + self.role.window {
-                    return Ok(Wait::Window);
+                None => {
+                    self.ctx.doc.sent_at[agent][self.next % RING].store(micros, Ordering::Relaxed);
+                    self.next += 1;
                 }
             }
-            let micros = now.duration_since(self.ctx.origin).as_micros() as u64;
-            self.ctx.doc.sent_at[agent][self.next % RING].store(micros, Ordering::Relaxed);
+        }
+        if self.next > first {
+            let framer = &mut self.framer;
+            let mut frames = Vec::with_capacity(self.next - first);
+            for s in &steps[first..self.next] {
+                frames.push(framer.update(&s.bytes).to_vec());
+            }
             self.conn
-                .send_binary(self.framer.update(&step.bytes))
+                .send_binaries(frames.iter().map(Vec::as_slice))
                 .await?;
-            self.next += 1;
             self.ctx.doc.sent[agent].store(self.next as u32, Ordering::Release);
             if self.next == steps.len() {
                 self.ctx
@@ -255,7 +249,29 @@ impl Client<'_> {
                     .fetch_add(1, Ordering::Relaxed);
             }
         }
-        Ok(Wait::At(Instant::now()))
+        Ok(wait)
+    }
+
+    /// `None` if the next keystroke may go at `now`, else what it waits for.
+    fn may_send(&self, steps: &[Step], agent: usize, start: Instant, now: Instant) -> Option<Wait> {
+        let Some(step) = steps.get(self.next) else {
+            return Some(Wait::Idle);
+        };
+        let ready = step
+            .deps
+            .iter()
+            .zip(&self.received)
+            .enumerate()
+            .all(|(b, (need, have))| b == agent || have >= need);
+        if !ready {
+            return Some(Wait::Idle);
+        }
+        if self.role.rate > 0.0 {
+            let due = start + Duration::from_secs_f64(self.next as f64 / self.role.rate);
+            return (due > now).then_some(Wait::At(due));
+        }
+        let seen = self.ctx.doc.seen[agent].load(Ordering::Acquire);
+        (self.next as u32 >= seen + self.role.window).then_some(Wait::Window)
     }
 
     /// Handles every complete message received; answers a server's step 1.

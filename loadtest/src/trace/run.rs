@@ -223,7 +223,7 @@ async fn round(
                 .collect()
         })
         .collect();
-    let mismatches = check_texts(replay, &sent, &outcomes)?;
+    let (mismatches, incomplete) = check_texts(replay, &sent, &outcomes)?;
     report
         .param("protocol", args.protocol.name())
         .param("trace", args.trace.display().to_string())
@@ -243,6 +243,7 @@ async fn round(
         drained,
         connect_wall,
         mismatches,
+        incomplete,
     };
     figures.add_to(&mut report);
     Ok(report)
@@ -297,6 +298,7 @@ struct Figures<'a> {
     drained: Duration,
     connect_wall: Duration,
     mismatches: usize,
+    incomplete: usize,
 }
 
 impl Figures<'_> {
@@ -367,6 +369,7 @@ impl Figures<'_> {
             )
             .add("drain_s", self.drained.as_secs_f64(), Unit::Seconds)
             .add("text_mismatches", self.mismatches as f64, Unit::Count)
+            .add("readers_incomplete", self.incomplete as f64, Unit::Count)
             .add("errors", errors.len() as f64, Unit::Count);
         f.latency("latency", &Latency::from_histogram(&latency));
         f.figures.append(&mut report.figures);
