@@ -249,7 +249,8 @@ async fn round(
     Ok(report)
 }
 
-/// Sends until every writer finished the trace or `--duration` passed, then
+/// Sends until every writer finished the trace, a client failed or
+/// `--duration` passed, then
 /// drains until everything sent reached every other client of its document
 /// or `--drain` passed. Returns (sending time, draining time).
 async fn replay_and_drain(
@@ -267,7 +268,10 @@ async fn replay_and_drain(
     });
     let writers = (args.docs * agents) as u32;
     tokio::time::sleep_until(start.into()).await;
-    while start.elapsed() < args.duration && counters.writers_done.load(Ordering::Relaxed) < writers
+    // A failed client ends the sending: its writer will never finish.
+    while start.elapsed() < args.duration
+        && counters.writers_done.load(Ordering::Relaxed) < writers
+        && counters.failed.load(Ordering::Relaxed) == 0
     {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
