@@ -67,6 +67,28 @@ fn text_of(updates: &[Vec<u8>]) -> anyhow::Result<String> {
     Ok(s)
 }
 
+/// The target, the documents `{prefix}-{d}` and their socket paths (for
+/// y-sweet after its token handshake, creating them if `create`).
+pub(super) async fn documents(
+    args: &TraceArgs,
+    common: &Common,
+    prefix: &str,
+    create: bool,
+) -> anyhow::Result<(Target, Vec<String>, Vec<String>)> {
+    let target = Target::parse(&args.url, common.allow_remote)?;
+    let names: Vec<String> = (0..args.docs).map(|d| format!("{prefix}-{d}")).collect();
+    let paths = ysweet::doc_paths(
+        args.protocol,
+        &target,
+        &names,
+        &args.token,
+        create,
+        common.allow_remote,
+    )
+    .await?;
+    Ok((target, names, paths))
+}
+
 /// `--verify`: reads each document back and compares its text with the
 /// whole (or `--keystrokes`) trace's.
 pub(super) async fn verify(
@@ -75,17 +97,7 @@ pub(super) async fn verify(
     replay: &Replay,
     prefix: &str,
 ) -> anyhow::Result<Report> {
-    let target = Target::parse(&args.url, common.allow_remote)?;
-    let names: Vec<String> = (0..args.docs).map(|d| format!("{prefix}-{d}")).collect();
-    let paths = ysweet::doc_paths(
-        args.protocol,
-        &target,
-        &names,
-        &args.token,
-        false,
-        common.allow_remote,
-    )
-    .await?;
+    let (target, names, paths) = documents(args, common, prefix, false).await?;
     let want = replay.expected_text(&replay.agents.iter().map(Vec::len).collect::<Vec<_>>())?;
     let mut mismatches = 0;
     let t0 = Instant::now();

@@ -7,17 +7,15 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{watch, Semaphore};
 
-use super::check::{check_texts, verify};
+use super::check::{check_texts, documents, verify};
 use super::client::{self, Counters, Ctx, DocShared, Outcome, Role};
 use super::replay::Replay;
 use super::TraceArgs;
 use crate::args::Common;
 use crate::probe::Probes;
 use crate::report::{latency_histogram, merge_into, Latency, Report, Unit};
-use crate::target::Target;
 use crate::yclient::Phase;
 use crate::yjs::{self, Protocol};
-use crate::ysweet;
 
 pub(crate) async fn run_trace(args: TraceArgs, common: &Common) -> anyhow::Result<Vec<Report>> {
     let t0 = Instant::now();
@@ -135,18 +133,8 @@ async fn round(
     rate: f64,
     prefix: &str,
 ) -> anyhow::Result<Report> {
-    let target = Target::parse(&args.url, common.allow_remote)?;
     let origin = Instant::now();
-    let names: Vec<String> = (0..args.docs).map(|d| format!("{prefix}-{d}")).collect();
-    let paths = ysweet::doc_paths(
-        args.protocol,
-        &target,
-        &names,
-        &args.token,
-        true,
-        common.allow_remote,
-    )
-    .await?;
+    let (target, names, paths) = documents(args, common, prefix, true).await?;
     let agents = replay.agents.len();
     let counters = Arc::new(Counters::default());
     let gate = Arc::new(Semaphore::new(args.connect_concurrency.max(1)));
