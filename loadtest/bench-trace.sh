@@ -16,6 +16,7 @@
 #   ROOST_BIN=/tmp/roost-old loadtest/bench-trace.sh   # another Roost binary
 #   WORKLOAD=prepend DOCS=10 CLIENTS=10 loadtest/bench-trace.sh   # fanout --find-max instead
 #   WORKLOAD=prepend LOW=1 loadtest/bench-trace.sh      # fanout at 2/s per client: latency
+#   STORAGE=1 KEYSTROKES=20000 loadtest/bench-trace.sh  # bytes stored per keystroke, per target
 #
 # Every run is bounded by `timeout` and --max-rounds; servers listen on
 # 127.0.0.1 and are stopped by PID.
@@ -38,6 +39,11 @@ VERIFY=${VERIFY:-1}
 # WORKLOAD=append|prepend|random: `fanout --find-max --workload` with DOCS x
 # CLIENTS instead of the trace (LOW=1: one 20 s round at 2/s per client).
 WORKLOAD=${WORKLOAD:-}
+# STORAGE=1: per target, KEYSTROKES of the trace into one document at 700/s,
+# 8 s idle (Roost compacts after 5 s), a clean stop, then the data folder's
+# bytes per keystroke.
+STORAGE=${STORAGE:-0}
+KEYSTROKES=${KEYSTROKES:-20000}
 CLIENTS=${CLIENTS:-10}
 LOW=${LOW:-0}
 YSWEET_VERSION=${YSWEET_VERSION:-0.9.1}
@@ -64,6 +70,22 @@ cargo build --release -q -p roost -p roost-load || exit 1
 LOAD="$REPO/target/release/roost-load"
 [ -f "$TRACE" ] || { log "no trace at $TRACE"; exit 1; }
 log "machine: $(nproc) cores; load average $(cut -d' ' -f1-3 /proc/loadavg); trace $TRACE; results in $OUT"
+
+if [ "$STORAGE" = 1 ]; then
+    for target in $TARGETS; do
+        data="$WORK/$target-storage"
+        port=$("$LOAD" free-port)
+        start_server "$target" "$port" "$data" || continue
+        timeout 300 "$LOAD" trace --url "$URL" --protocol "$PROTOCOL" --trace "$TRACE" --docs 1 \
+            --keystrokes "$KEYSTROKES" --rate 700 --duration 200s ${TARGET_ARGS[@]+"${TARGET_ARGS[@]}"} |
+            grep -E '^  (sent|text_mismatches) ' | tr -s ' ' | sed "s/^/[peers] $target storage run:/" >&2
+        sleep 8
+        stop_server
+        bytes=$(du -sb "$data" --exclude=server.log | cut -f1)
+        echo "$target: $bytes bytes stored for $KEYSTROKES keystrokes: $((bytes / KEYSTROKES)) bytes per keystroke"
+    done
+    exit 0
+fi
 
 for run in $(seq 1 "$RUNS"); do
     for target in $TARGETS; do
