@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use super::replay::{Replay, Step};
 
-const MAGIC: &[u8] = b"roost-load trace cache 1\n";
+const MAGIC: &[u8] = b"roost-load trace cache 2\n";
 
 pub(super) fn path_for(trace: &Path, keystrokes: usize) -> Option<PathBuf> {
     let meta = std::fs::metadata(trace).ok()?;
@@ -35,6 +35,7 @@ pub(super) fn write(path: &Path, replay: &Replay) {
             for d in &s.deps {
                 put(&mut out, *d as usize);
             }
+            put(&mut out, s.place as usize);
             put(&mut out, s.bytes.len());
             out.extend_from_slice(&s.bytes);
         }
@@ -73,10 +74,12 @@ pub(super) fn read(path: &Path) -> Option<Cached> {
             let deps = (0..nd)
                 .map(|_| r.n().map(|d| d as u32))
                 .collect::<Option<Vec<_>>>()?;
+            let place = r.n()? as u32;
             let len = r.n()?;
             steps.push(Step {
                 bytes: r.take(len)?.to_vec(),
                 deps,
+                place,
             });
         }
         all.push(steps);
@@ -114,6 +117,7 @@ mod tests {
             vec![Step {
                 bytes: vec![1, 1, 7, 0, 4, 1, 1, b't', 1, b'a', 0],
                 deps: vec![0, 2],
+                place: 0,
             }],
             vec![],
         ];
@@ -125,6 +129,7 @@ mod tests {
         assert_eq!(agents.len(), 2);
         assert_eq!(agents[0][0].bytes, replay.agents[0][0].bytes);
         assert_eq!(agents[0][0].deps, vec![0, 2]);
+        assert_eq!(agents[0][0].place, 0);
         assert_eq!((end.as_str(), truncated), ("a", true));
         let raw = std::fs::read(&path).expect("written");
         std::fs::write(&path, &raw[..raw.len() - 1]).expect("cut");

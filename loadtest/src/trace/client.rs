@@ -6,7 +6,8 @@
 //! A writer sends its next keystroke once (1) the keystrokes of the other
 //! agents it was typed against have reached it (as a real editor could
 //! only type against what it had received), and (2) it is due: at
-//! `start + k / rate` (late sends go at once, none is skipped), or with
+//! `start + place / (rate × agents)`, its place among all agents'
+//! keystrokes in trace order (late sends go at once, none is skipped), or with
 //! `rate` 0 as soon as fewer than `window` of its updates are still on their
 //! way to the document's first reader.
 
@@ -267,7 +268,9 @@ impl Client<'_> {
             return Some(Wait::Idle);
         }
         if self.role.rate > 0.0 {
-            let due = start + Duration::from_secs_f64(self.next as f64 / self.role.rate);
+            let agents = self.received.len() as f64;
+            let due =
+                start + Duration::from_secs_f64(f64::from(step.place) / (self.role.rate * agents));
             return (due > now).then_some(Wait::At(due));
         }
         let seen = self.ctx.doc.seen[agent].load(Ordering::Acquire);

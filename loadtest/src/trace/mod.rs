@@ -47,7 +47,9 @@ pub(crate) struct TraceArgs {
     /// Readers per document (besides one writer per agent).
     #[arg(long, default_value_t = 2)]
     pub readers: usize,
-    /// Keystrokes per second of each writer; 0: as fast as --window allows.
+    /// Keystrokes per second of each writer (a document's writers together
+    /// send rate × agents, interleaved in trace order); 0: as fast as
+    /// --window allows.
     #[arg(long, default_value_t = 0.0)]
     pub rate: f64,
     /// With --rate 0: most updates of a writer not yet received by its document's first reader.

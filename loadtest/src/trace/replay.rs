@@ -58,6 +58,10 @@ pub(crate) struct Step {
     /// Updates of each agent (by index) that must be received first:
     /// this agent's own entry is unused.
     pub deps: Vec<u32>,
+    /// Its place among every agent's keystrokes, in trace order: with a
+    /// `--rate`, it is due at `place / (rate × agents)`, so the agents
+    /// interleave as the trace did.
+    pub place: u32,
 }
 
 /// Every agent's updates, in the order each agent sends them.
@@ -286,7 +290,8 @@ impl Builder {
             drop(t);
             let mut deps = want.clone();
             deps[a] = 0;
-            self.steps[a].push(Step { bytes, deps });
+            let place = self.steps.iter().map(Vec::len).sum::<usize>() as u32;
+            self.steps[a].push(Step { bytes, deps, place });
         }
         let count = self.steps[a].len() as u32;
         self.holds[a][a] = count;
@@ -342,6 +347,8 @@ mod tests {
         assert_eq!(r.agents[1].len(), 1);
         assert_eq!(r.agents[1][0].deps, vec![1, 0]);
         assert_eq!(r.agents[0][2].deps, vec![0, 1]);
+        let places: Vec<u32> = r.agents[0].iter().map(|s| s.place).collect();
+        assert_eq!((places, r.agents[1][0].place), (vec![0, 1, 3], 2));
         assert_eq!(r.expected_text(&[3, 1]).expect("text"), "Xab!");
         assert_eq!(r.expected_text(&[2, 0]).expect("text"), "ab");
     }

@@ -313,13 +313,11 @@ impl Figures<'_> {
         let agents = self.replay.agents.len();
         let sent: u64 = self.sent.iter().flatten().map(|&n| n as u64).sum();
         let peers = (agents + self.args.readers - 1) as u64;
+        // Keystrokes due by the end of sending, over the documents.
         let on_schedule: f64 = if self.rate > 0.0 {
-            let due = |len: usize| {
-                (len as f64).min((self.rate * self.sending.as_secs_f64()).floor() + 1.0)
-            };
-            let want: f64 = self.sent.len() as f64
-                * self.replay.agents.iter().map(|s| due(s.len())).sum::<f64>();
-            sent as f64 / want.max(1.0)
+            let due = (self.replay.total() as f64)
+                .min((self.rate * agents as f64 * self.sending.as_secs_f64()).floor() + 1.0);
+            sent as f64 / (due * self.sent.len() as f64).max(1.0)
         } else {
             1.0
         };
