@@ -64,12 +64,27 @@ scenario selfcheck selfcheck --duration "${SECS}s" --conns 50
 scenario durable durable --url "$URL" --objects 4 --clients 8 --duration "${SECS}s"
 scenario rooms rooms --url "$URL" --rooms 4 --clients 5 --rate 5 --duration "${SECS}s" --drain 2s
 scenario fanout fanout --url "$URL" --docs 4 --clients 5 --rate 10 --duration "${SECS}s" --drain 2s
+# A real editing trace (two agents typing concurrently), checked by every
+# reader and, after the restart below, read back from storage.
+TRACE=${TRACE_DIR:-/work/shared/data/editing-traces}/friendsforever.json.gz
+TRACE_ARGS=(--url "$URL" --trace "$TRACE" --keystrokes 2000 --docs 2 --doc-prefix smoke-trace)
+if [ -f "$TRACE" ]; then
+    scenario trace trace "${TRACE_ARGS[@]}" --duration 60s --drain 5s
+else
+    echo "smoke: no editing trace at $TRACE (TRACE_DIR): trace skipped"
+    skipped=$((skipped + 1))
+fi
+scenario fanout-prepend fanout --url "$URL" --docs 2 --clients 5 --rate 10 --duration "${SECS}s" --drain 2s --workload prepend
+scenario fanout-random fanout --url "$URL" --docs 2 --clients 5 --rate 10 --duration "${SECS}s" --drain 2s --workload random
 scenario connections connections --url "$URL" --conns 200 --docs 4 --sample 8 --idle 1s
 scenario coldload-fill coldload --url "$URL" --doc smoke-cold --updates 500 --phase fill --timeout 20s
 if [ "$(tail -1 "$DATA/err" 2>/dev/null)" = "" ] && grep -q fill_updates "$DATA/out" 2>/dev/null; then
     stop
     start || { echo "smoke: roost did not restart"; exit 1; }
     scenario coldload-measure coldload --url "$URL" --doc smoke-cold --updates 500 --phase measure --samples 2 --timeout 20s
+    if [ -f "$TRACE" ]; then
+        scenario trace-verify trace "${TRACE_ARGS[@]}" --verify
+    fi
 fi
 
 # The crash suite starts, kill -9s and restarts its own server; its Yjs

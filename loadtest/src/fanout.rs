@@ -1,5 +1,7 @@
-//! `fanout`: R documents × C clients per document, every client appending
-//! small Yjs text updates at a set rate over the y-websocket (or Hocuspocus)
+//! `fanout`: R documents × C clients per document, every client writing
+//! small Yjs text updates at a set rate (`--workload`: appending to its own
+//! run of text, prepending to the shared text, or inserting after a random
+//! character; see `yclient/scribe.rs`) over the y-websocket (or Hocuspocus)
 //! protocol (y-sweet: after its token handshake, see `ysweet.rs`). Measures updates delivered per second and end-to-end latency
 //! (sender's clock to receiver's clock, same process). `--find-max` raises
 //! the rate round by round until delivery falls behind or p99 exceeds a bound.
@@ -16,7 +18,7 @@ use crate::probe::Probes;
 use crate::progress::Progress;
 use crate::report::{Latency, Report, Unit};
 use crate::target::Target;
-use crate::yclient::{self, Fleet, Phase, Spec, Totals};
+use crate::yclient::{self, Fleet, Mirror, Phase, Spec, Totals, Workload};
 use crate::yjs::{self, Protocol};
 use crate::ysweet;
 
@@ -43,6 +45,10 @@ pub(crate) struct FanoutArgs {
     /// Text bytes per update beyond the 19-byte timestamp marker.
     #[arg(long, default_value_t = 0)]
     pub pad: usize,
+    /// Where clients insert: append to their own run of text, prepend to
+    /// the shared text, or after a random known character.
+    #[arg(long, value_enum, default_value = "append")]
+    pub workload: Workload,
     /// After sending stops, wait up to this long for the remaining deliveries.
     #[arg(long, default_value = "3s", value_parser = parse_duration)]
     pub drain: Duration,
@@ -207,7 +213,7 @@ async fn round(
 ) -> anyhow::Result<Report> {
     let target = Target::parse(&args.url, common.allow_remote)?;
     let origin = Instant::now();
-    let specs = specs(args, common, &target, prefix).await?;
+    let (specs, mirrors) = specs(args, common, &target, prefix).await?;
     let connecting = Progress::phase(&format!("connecting {} clients", specs.len()));
     let t_connect = Instant::now();
     let fleet = Fleet::spawn(specs, &target, origin, args.connect_concurrency);
@@ -230,6 +236,11 @@ async fn round(
     report.label = common.label.clone();
     probes.finish(&mut report).await;
     let results = fleet.finish().await;
+    for m in mirrors {
+        if let Err(e) = m.finish().await {
+            report.note(format!("a prepend observer failed: {e:#}"));
+        }
+    }
     let t = yclient::totals(&results);
     report
         .param("protocol", args.protocol.name())
@@ -238,19 +249,21 @@ async fn round(
         .param("rate", rate)
         .param("duration_s", args.duration.as_secs_f64())
         .param("pad", args.pad)
+        .param("workload", format!("{:?}", args.workload).to_lowercase())
         .param("threads", common.threads);
     add_figures(args, &mut report, &t, connect_wall, drained);
     Ok(report)
 }
 
 /// Every client of the round: `--clients` per document, all senders, with
-/// client ids from a fresh run seed.
+/// client ids from a fresh run seed; for `prepend`, each document's
+/// observer (`yclient::Mirror`), connected and synced first.
 async fn specs(
     args: &FanoutArgs,
     common: &Common,
     target: &Target,
     prefix: &str,
-) -> anyhow::Result<Vec<Spec>> {
+) -> anyhow::Result<(Vec<Spec>, Vec<Mirror>)> {
     let seed = yjs::run_seed();
     let docs: Vec<String> = (0..args.docs).map(|d| format!("{prefix}-{d}")).collect();
     let paths = ysweet::doc_paths(
@@ -263,7 +276,24 @@ async fn specs(
     )
     .await?;
     let mut specs = Vec::with_capacity(args.docs * args.clients);
+    let mut mirrors = Vec::new();
     for (d, (doc, path)) in docs.iter().zip(&paths).enumerate() {
+        let first = if args.workload == Workload::Prepend {
+            let m = Mirror::start(
+                target,
+                args.protocol,
+                path,
+                doc,
+                &args.token,
+                args.connect_timeout,
+            )
+            .await?;
+            let first = m.first.clone();
+            mirrors.push(m);
+            Some(first)
+        } else {
+            None
+        };
         for c in 0..args.clients {
             let index = d * args.clients + c;
             specs.push(Spec {
@@ -273,12 +303,14 @@ async fn specs(
                 doc: doc.clone(),
                 sender: true,
                 pad: args.pad,
+                workload: args.workload,
+                first: first.clone(),
                 client_id: yjs::client_id(seed, index),
                 token: args.token.clone(),
             });
         }
     }
-    Ok(specs)
+    Ok((specs, mirrors))
 }
 
 /// Sends at `rate` for `--duration` (from 20 ms from now), then drains

@@ -25,6 +25,7 @@ mod rooms;
 mod selfcheck;
 mod summarize;
 mod target;
+mod trace;
 mod ws;
 mod yclient;
 mod yjs;
@@ -56,6 +57,8 @@ enum Scenario {
     Durable(durable::DurableArgs),
     /// Yjs updates fanned out to every client of a document: delivered/s and end-to-end latency.
     Fanout(fanout::FanoutArgs),
+    /// A real editing trace replayed keystroke by keystroke (one writer per agent, readers check the text).
+    Trace(trace::TraceArgs),
     /// N idle WebSockets over M documents: connect time, server RSS per connection, then wake a sample.
     Connections(connections::ConnectionsArgs),
     /// Roost's room class over the object WebSocket: chat messages, history and presence.
@@ -119,6 +122,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let reports: Vec<Report> = match cli.scenario {
         Scenario::Durable(a) => vec![durable::run(a, &common).await?],
         Scenario::Fanout(a) => fanout::run(a, &common).await?,
+        Scenario::Trace(a) => trace::run(a, &common).await?,
         Scenario::Connections(a) => vec![connections::run(a, &common).await?],
         Scenario::Rooms(a) => vec![rooms::run(a, &common).await?],
         Scenario::Coldload(a) => vec![coldload::run(a, &common).await?],

@@ -90,6 +90,8 @@ pub(crate) async fn run(args: SelfcheckArgs, common: &Common) -> anyhow::Result<
             path: "/selfcheck".into(),
             sender: false,
             pad: 0,
+            workload: crate::yclient::Workload::Append,
+            first: None,
             client_id: yjs::client_id(2, i),
             token: String::new(),
         })

@@ -128,6 +128,15 @@ fn default_figures(scenario: &str) -> Vec<String> {
             "client_cpu_pct",
             "server_cpu_pct",
         ],
+        "trace" | "trace-max" => &[
+            "max_rate_per_writer",
+            "keystrokes_per_s",
+            "delivered_per_s",
+            "latency_p50_us",
+            "latency_p99_us",
+            "server_cpu_pct",
+            "server_rss_bytes",
+        ],
         "connections" => &[
             "connected",
             "connect_p50_us",

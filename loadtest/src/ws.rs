@@ -424,6 +424,24 @@ impl WsConn {
         self.send(OP_BINARY, payload).await
     }
 
+    /// Sends several binary messages with one write (and any owed pong).
+    /// Not cancel-safe.
+    pub(crate) async fn send_binaries<'p>(
+        &mut self,
+        payloads: impl IntoIterator<Item = &'p [u8]>,
+    ) -> anyhow::Result<()> {
+        self.wbuf.clear();
+        self.push_pending_pong();
+        for p in payloads {
+            let m = self.next_mask();
+            encode_frame(&mut self.wbuf, OP_BINARY, p, m);
+        }
+        if !self.wbuf.is_empty() {
+            self.stream.write_all(&self.wbuf).await?;
+        }
+        Ok(())
+    }
+
     pub(crate) async fn send_text(&mut self, payload: &str) -> anyhow::Result<()> {
         self.send(OP_TEXT, payload.as_bytes()).await
     }

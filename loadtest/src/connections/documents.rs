@@ -146,6 +146,8 @@ async fn specs(
                 doc,
                 sender: sample.picks(i),
                 pad: 0,
+                workload: crate::yclient::Workload::Append,
+                first: None,
                 client_id: yjs::client_id(seed, i),
                 token: args.token.clone(),
             }

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
+use super::scribe::{Scribe, Workload};
 use super::{empty_stats, marker_value, split_marker, Phase, Shared, Spec, Stats};
 use crate::pacing::Pacer;
 use crate::report::client_histogram;
@@ -66,6 +67,8 @@ async fn drive(
         conn,
         framer: Framer::new(spec.protocol, &spec.doc),
         author: Author::new(spec.client_id),
+        scribe: (spec.workload != Workload::Append)
+            .then(|| Scribe::new(spec.client_id, spec.workload, spec.first.clone())),
         text: String::with_capacity(yjs::MARKER_LEN + spec.pad),
     };
     link.handshake().await?;
@@ -190,6 +193,8 @@ struct Link<'a> {
     conn: WsConn,
     framer: Framer,
     author: Author,
+    /// Writes instead of `author` for the prepend and random workloads.
+    scribe: Option<Scribe>,
     /// The update text, reused.
     text: String,
 }
@@ -205,7 +210,10 @@ impl Link<'_> {
 
     /// A sync request: our state vector.
     async fn send_step1(&mut self) -> anyhow::Result<()> {
-        let sv = self.author.state_vector();
+        let mut sv = self.author.state_vector();
+        if let Some(s) = &self.scribe {
+            sv.set_max(yrs::ClientID::new(self.spec.client_id), s.clock());
+        }
         self.conn.send_binary(self.framer.step1(&sv)).await
     }
 
@@ -219,8 +227,16 @@ impl Link<'_> {
         // The marker is ASCII by construction.
         self.text.push_str(std::str::from_utf8(&m).unwrap_or("~"));
         self.text.extend(std::iter::repeat_n('x', self.spec.pad));
-        let update = self.author.append(&self.text);
-        self.conn.send_binary(self.framer.update(&update)).await?;
+        match &mut self.scribe {
+            Some(s) => {
+                let update = s.insert(&self.text);
+                self.conn.send_binary(self.framer.update(update)).await?;
+            }
+            None => {
+                let update = self.author.append(&self.text);
+                self.conn.send_binary(self.framer.update(&update)).await?;
+            }
+        }
         self.stats.sent += 1;
         self.shared.sent.fetch_add(1, Ordering::Relaxed);
         Ok(now)
@@ -249,6 +265,9 @@ impl Link<'_> {
             }
             match yjs::classify(spec.protocol, msg.payload)? {
                 Incoming::Update(u) => {
+                    if let Some(s) = &mut self.scribe {
+                        s.learn(u);
+                    }
                     let stats = &mut *self.stats;
                     yjs::scan_markers(u, |v| {
                         let (sender, sent_us) = split_marker(v);

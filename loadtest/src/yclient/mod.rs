@@ -11,6 +11,11 @@
 //! clients and their totals); `client.rs` is one client.
 
 mod client;
+mod mirror;
+mod scribe;
+
+pub(crate) use mirror::{FirstChar, Mirror};
+pub(crate) use scribe::Workload;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -78,6 +83,10 @@ pub(crate) struct Spec {
     pub sender: bool,
     /// Extra text bytes per update.
     pub pad: usize,
+    /// Where a sender's updates insert.
+    pub workload: Workload,
+    /// `prepend`: the document's first character, kept by its `Mirror`.
+    pub first: Option<FirstChar>,
     pub client_id: u64,
     /// Token for Hocuspocus's auth message.
     pub token: String,
