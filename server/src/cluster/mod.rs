@@ -153,6 +153,14 @@ impl Cluster {
         self.0.locks.entry(id).or_default().clone()
     }
 
+    /// Forgets an object's routing lock once nobody holds or waits for it
+    /// (the map would otherwise keep one per object ever routed).
+    fn unlock(&self, id: ObjectId) {
+        self.0
+            .locks
+            .remove_if(&id, |_, l| Arc::strong_count(l) == 1);
+    }
+
     /// Starts the liveness loop; it runs until `stop` resolves.
     pub(crate) fn spawn_heartbeat(&self, runtime: crate::runtime::WeakRuntime) {
         let cluster = self.clone();

@@ -81,7 +81,16 @@ impl Cluster {
             return Ok(Route::Local);
         }
         let lock = self.lock(key.id);
-        let _held = lock.lock().await;
+        let held = lock.lock().await;
+        let route = self.route_locked(key, runtime).await;
+        drop(held);
+        drop(lock);
+        self.unlock(key.id);
+        route
+    }
+
+    /// `route`, with the object's routing lock held.
+    async fn route_locked(&self, key: &ObjectKey, runtime: &Runtime) -> Result<Route, ErrorDetail> {
         for attempt in 0..4 {
             if self.owns(&key.id) {
                 return Ok(Route::Local);
