@@ -140,7 +140,10 @@ impl Cluster {
     }
 
     /// The live nodes, this one included.
-    pub(crate) fn nodes(&self) -> Vec<NodeInfo> {
+    /// Read afresh from the liveness bucket (the table is otherwise
+    /// refreshed every TTL/4).
+    pub(crate) async fn nodes(&self) -> Vec<NodeInfo> {
+        self.0.nodes.refresh().await;
         self.0.nodes.snapshot()
     }
 

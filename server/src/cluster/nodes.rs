@@ -96,7 +96,7 @@ impl Nodes {
     }
 
     /// Reads every node's key into the table.
-    async fn refresh(&self) {
+    pub(super) async fn refresh(&self) {
         let Ok(keys) = self.kv.keys().await else {
             return;
         };

@@ -147,6 +147,7 @@ pub(crate) async fn cluster(
     };
     let nodes: Vec<Value> = cluster
         .nodes()
+        .await
         .into_iter()
         .map(|n| {
             json!({
