@@ -9,7 +9,7 @@
 //! rebuild starts from the newest snapshot and replays the batches after
 //! it.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::Context as _;
 use async_nats::jetstream::{self, object_store};
@@ -37,20 +37,6 @@ pub(super) async fn ensure_store(
     })
     .await
     .context("creating the roost-snapshots object store")
-}
-
-/// Removes an object's database, WAL and shared-memory files.
-pub(super) fn remove_files(path: &Path) -> std::io::Result<()> {
-    for suffix in ["", "-wal", "-shm"] {
-        let mut p = path.as_os_str().to_owned();
-        p.push(suffix);
-        match std::fs::remove_file(PathBuf::from(p)) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
 }
 
 impl Cluster {

@@ -50,19 +50,14 @@ fn delete_object(runtime: &Runtime, key: &ObjectKey) -> Result<(), ErrorDetail> 
         ));
     }
     let path = object_path(&runtime.config().data_dir, &key.class, key.id);
-    for suffix in ["", "-wal", "-shm"] {
-        let mut p = path.as_os_str().to_owned();
-        p.push(suffix);
-        match std::fs::remove_file(&p) {
-            Ok(()) if suffix.is_empty() => runtime.object_removed(),
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => {
-                return Err(error(
-                    ErrorCode::Storage,
-                    format!("cannot delete {}: {e}", path.display()),
-                ))
-            }
+    match crate::storage::remove_object_files(&path) {
+        Ok(true) => runtime.object_removed(),
+        Ok(false) => {}
+        Err(e) => {
+            return Err(error(
+                ErrorCode::Storage,
+                format!("cannot delete {}: {e}", path.display()),
+            ))
         }
     }
     if let Some(dir) = crate::storage::parent_dir(&path) {

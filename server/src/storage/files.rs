@@ -40,6 +40,22 @@ pub(crate) fn sync_object_files(path: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Removes an object's database, WAL and shared-memory files (those that
+/// exist). Returns whether the database file was there.
+pub(crate) fn remove_object_files(path: &Path) -> std::io::Result<bool> {
+    let mut had_db = false;
+    for suffix in ["", "-wal", "-shm"] {
+        let mut p = path.as_os_str().to_owned();
+        p.push(suffix);
+        match fs::remove_file(PathBuf::from(p)) {
+            Ok(()) => had_db |= suffix.is_empty(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(had_db)
+}
+
 /// The WAL file of the database at `path`.
 pub(super) fn wal_path(path: &Path) -> PathBuf {
     let mut os = path.as_os_str().to_owned();

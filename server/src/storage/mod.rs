@@ -43,7 +43,9 @@ use crate::id::ObjectId;
 pub(crate) use batch::BatchChanges;
 pub(crate) use error::classify;
 pub use error::{FaultHook, StorageError};
-pub(crate) use files::{create_dir_all_durable, parent_dir, sync_object_files};
+pub(crate) use files::{
+    create_dir_all_durable, parent_dir, remove_object_files, sync_object_files,
+};
 pub use kv::ListOptions;
 pub use limits::StorageLimits;
 
