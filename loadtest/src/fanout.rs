@@ -74,6 +74,14 @@ pub(crate) struct FanoutArgs {
     /// halve the gap between the best passing rate and the failed one.
     #[arg(long, default_value_t = 2)]
     pub refine: usize,
+    /// Connecting the clients.
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
+/// How a scenario's many clients connect (`fanout`, `trace`).
+#[derive(clap::Args, Debug, Clone)]
+pub(crate) struct ConnectArgs {
     /// Connections being opened at once.
     #[arg(long, default_value_t = 64)]
     pub connect_concurrency: usize,
@@ -216,8 +224,8 @@ async fn round(
     let (specs, mirrors) = specs(args, common, &target, prefix).await?;
     let connecting = Progress::phase(&format!("connecting {} clients", specs.len()));
     let t_connect = Instant::now();
-    let fleet = Fleet::spawn(specs, &target, origin, args.connect_concurrency);
-    let synced = fleet.wait_synced(args.connect_timeout).await;
+    let fleet = Fleet::spawn(specs, &target, origin, args.connect.connect_concurrency);
+    let synced = fleet.wait_synced(args.connect.connect_timeout).await;
     let connect_wall = t_connect.elapsed();
     connecting.finish();
     if synced == 0 {
@@ -270,7 +278,7 @@ async fn specs(
         args.protocol,
         target,
         &docs,
-        &args.token,
+        &args.connect.token,
         true,
         common.allow_remote,
     )
@@ -284,8 +292,8 @@ async fn specs(
                 args.protocol,
                 path,
                 doc,
-                &args.token,
-                args.connect_timeout,
+                &args.connect.token,
+                args.connect.connect_timeout,
             )
             .await?;
             let first = m.first.clone();
@@ -306,7 +314,7 @@ async fn specs(
                 workload: args.workload,
                 first: first.clone(),
                 client_id: yjs::client_id(seed, index),
-                token: args.token.clone(),
+                token: args.connect.token.clone(),
             });
         }
     }

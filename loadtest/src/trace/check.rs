@@ -81,7 +81,7 @@ pub(super) async fn documents(
         args.protocol,
         &target,
         &names,
-        &args.token,
+        &args.connect.token,
         create,
         common.allow_remote,
     )
@@ -102,11 +102,17 @@ pub(super) async fn verify(
     let mut mismatches = 0;
     let t0 = Instant::now();
     for (name, path) in names.iter().zip(&paths) {
-        let got = tokio::time::timeout(args.connect_timeout, read_back(args, &target, name, path))
-            .await
-            .with_context(|| {
-                format!("reading {name} back took over {:?}", args.connect_timeout)
-            })??;
+        let got = tokio::time::timeout(
+            args.connect.connect_timeout,
+            read_back(args, &target, name, path),
+        )
+        .await
+        .with_context(|| {
+            format!(
+                "reading {name} back took over {:?}",
+                args.connect.connect_timeout
+            )
+        })??;
         if got != want {
             mismatches += 1;
             eprintln!("{name}: {} characters, expected {}", got.len(), want.len());
@@ -133,7 +139,7 @@ async fn read_back(
 ) -> anyhow::Result<String> {
     let mut conn = WsConn::connect(target, path, &[]).await?;
     let mut framer = Framer::new(args.protocol, name);
-    if let Some(auth) = framer.auth(&args.token) {
+    if let Some(auth) = framer.auth(&args.connect.token) {
         conn.send_binary(auth).await?;
     }
     conn.send_binary(framer.step1(&yrs::StateVector::default()))

@@ -81,15 +81,9 @@ pub(crate) struct TraceArgs {
     /// With --find-max: most rounds raising the rate.
     #[arg(long, default_value_t = 10)]
     pub max_rounds: usize,
-    /// Connections being opened at once.
-    #[arg(long, default_value_t = 64)]
-    pub connect_concurrency: usize,
-    /// Give up waiting for all clients to connect and sync after this long.
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
-    pub connect_timeout: Duration,
-    /// Hocuspocus: token sent in its auth message. y-sweet: its server token (with `serve --auth`).
-    #[arg(long, default_value = "")]
-    pub token: String,
+    /// Connecting the clients.
+    #[command(flatten)]
+    pub connect: crate::fanout::ConnectArgs,
 }
 
 pub(crate) async fn run(args: TraceArgs, common: &Common) -> anyhow::Result<Vec<Report>> {

@@ -137,7 +137,7 @@ async fn round(
     let (target, names, paths) = documents(args, common, prefix, true).await?;
     let agents = replay.agents.len();
     let counters = Arc::new(Counters::default());
-    let gate = Arc::new(Semaphore::new(args.connect_concurrency.max(1)));
+    let gate = Arc::new(Semaphore::new(args.connect.connect_concurrency.max(1)));
     let (phase, rx) = watch::channel(Phase::Hold);
     let shared: Vec<Arc<DocShared>> = (0..args.docs)
         .map(|_| Arc::new(DocShared::new(agents)))
@@ -149,7 +149,7 @@ async fn round(
                 protocol: args.protocol,
                 doc: name.clone(),
                 path: path.clone(),
-                token: args.token.clone(),
+                token: args.connect.token.clone(),
                 agent: (c < agents).then_some(c),
                 first_reader: c == agents,
                 rate,
@@ -176,7 +176,7 @@ async fn round(
         }
     }
     let clients = tasks.len() as u32;
-    let deadline = Instant::now() + args.connect_timeout;
+    let deadline = Instant::now() + args.connect.connect_timeout;
     while counters.synced.load(Ordering::Relaxed) + counters.failed.load(Ordering::Relaxed)
         < clients
         && Instant::now() < deadline
