@@ -226,3 +226,40 @@ fn a_document_from_before_batch_rows_upgrades_in_place() {
     );
     assert_eq!(text_of(&as_of(&conn, 150).expect("as of")), "abc");
 }
+
+/// Snapshots written before migration 4 are v1-encoded; they stay readable
+/// (loading, history) beside the v2 snapshots written after it.
+#[test]
+fn v1_snapshots_from_before_stay_readable_beside_v2_ones() {
+    let conn = Connection::open_in_memory().expect("open");
+    for m in &MIGRATIONS[..3] {
+        conn.execute_batch(m).expect("schema before v2 snapshots");
+    }
+    let client = Doc::new();
+    append(&conn, 100, &edit(&client, 0, "a")).expect("append");
+    let v1 = client
+        .transact()
+        .encode_state_as_update_v1(&StateVector::default());
+    conn.execute(
+        "INSERT INTO snapshots(upto, ts, data) VALUES(1, 100, ?1)",
+        [v1],
+    )
+    .expect("v1 snapshot");
+    conn.execute_batch(MIGRATIONS[3]).expect("upgrade");
+    append(&conn, 200, &edit(&client, 1, "b")).expect("append");
+    let (doc, _) = load(&conn).expect("load from the v1 snapshot");
+    assert_eq!(text_of(&doc), "ab");
+    checkpoint(&conn, &doc).expect("checkpoint");
+    let encodings: Vec<i64> = conn
+        .prepare("SELECT v FROM snapshots ORDER BY upto")
+        .expect("prepare")
+        .query_map([], |r| r.get(0))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows");
+    assert_eq!(encodings, [1, 2]);
+    append(&conn, 300, &edit(&client, 2, "c")).expect("append");
+    assert_eq!(text_of(&load(&conn).expect("load").0), "abc");
+    assert_eq!(text_of(&as_of(&conn, 150).expect("as of")), "a");
+    assert_eq!(text_of(&as_of(&conn, 250).expect("as of")), "ab");
+}
