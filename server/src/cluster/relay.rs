@@ -38,14 +38,15 @@ type Upstream =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// Opens the upstream socket to `addr` for the client's request.
-/// `extra`: the relay's own headers (`resume.rs`).
+/// `extra`: the relay's own headers (`resume.rs`). Also says whether the
+/// owner frames the connection for a relay (it answered `roost-relay`).
 async fn connect_upstream(
     cluster: &Cluster,
     addr: &str,
     path: &str,
     headers: &axum::http::HeaderMap,
     extra: &[(&'static str, String)],
-) -> Result<Upstream, tungstenite::Error> {
+) -> Result<(Upstream, bool), tungstenite::Error> {
     let mut request = format!("ws://{addr}{path}").into_client_request()?;
     for name in [
         axum::http::header::AUTHORIZATION,
@@ -63,13 +64,13 @@ async fn connect_upstream(
             request.headers_mut().insert(*name, v);
         }
     }
-    let (ws, _) = tokio::time::timeout(
+    let (ws, response) = tokio::time::timeout(
         Duration::from_secs(5),
         tokio_tungstenite::connect_async(request),
     )
     .await
     .map_err(|_| tungstenite::Error::Io(std::io::ErrorKind::TimedOut.into()))??;
-    Ok(ws)
+    Ok((ws, response.headers().contains_key(resume::RELAY)))
 }
 
 /// Accepts the client's socket and relays it to the owner.
@@ -91,10 +92,15 @@ pub(super) async fn relay(
         .map_or("/", |p| p.as_str())
         .to_owned();
     let yjs = path.starts_with("/v1/yjs/");
-    let object = (!yjs).then(Resumable::default);
+    let mut object = (!yjs).then(Resumable::default);
     let extra = relay_headers(&cluster, object.as_ref());
     let upstream = match connect_upstream(&cluster, &addr, &path, &parts.headers, &extra).await {
-        Ok(ws) => ws,
+        Ok((ws, framed)) => {
+            if let Some(object) = object.as_mut() {
+                object.framed = framed;
+            }
+            ws
+        }
         Err(tungstenite::Error::Http(resp)) => {
             let (p, body) = resp.into_parts();
             return Response::from_parts(p, Body::from(body.unwrap_or_default()));
@@ -175,7 +181,7 @@ impl Relay {
                     None => return,
                 },
                 Ended::Lost => match self.reconnect().await {
-                    Some(next) => {
+                    Some((next, _)) => {
                         upstream = next;
                         // Ask the new owner for everything; its own step 1
                         // reaches the client, whose step 2 fills the owner in.
@@ -210,15 +216,18 @@ impl Relay {
             let _ = client.send(close_frame(1012, reason)).await;
             return None;
         }
-        let next = self.reconnect().await;
-        if next.is_none() {
+        let Some((next, framed)) = self.reconnect().await else {
             let reason = "no node could take the object over";
             let _ = client.send(close_frame(1013, reason)).await;
+            return None;
+        };
+        if let Some(object) = self.link.object.as_mut() {
+            object.framed = framed;
         }
-        next
+        Some(next)
     }
 
-    async fn reconnect(&self) -> Option<Upstream> {
+    async fn reconnect(&self) -> Option<(Upstream, bool)> {
         let started = Instant::now();
         while started.elapsed() < RELAY_RECONNECT_FOR && !self.runtime.is_shutting_down() {
             let addr = match self.cluster.route(&self.key, &self.runtime).await {
@@ -231,9 +240,9 @@ impl Relay {
             };
             let extra = relay_headers(&self.cluster, self.link.object.as_ref());
             match connect_upstream(&self.cluster, &addr, &self.path, &self.headers, &extra).await {
-                Ok(ws) => {
+                Ok(connected) => {
                     tracing::info!(class = %self.key.class, id = %self.key.id, %addr, "cluster: relay reconnected to the new owner");
-                    return Some(ws);
+                    return Some(connected);
                 }
                 Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
             }

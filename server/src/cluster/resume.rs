@@ -5,7 +5,8 @@
 //!
 //! On a relay connection (the relay's upgrade request carries
 //! `roost-relay: T`, T being an HMAC of a fixed text under the cluster's
-//! key, which only nodes know) the owner frames what it sends: text frames are the
+//! key, which only nodes know, and the owner's answer `roost-relay:
+//! framed`) the owner frames what it sends: text frames are the
 //! object's own; a binary frame starts with a kind byte — [`DATA`] then the
 //! object's binary frame, or [`STATE`] then a signed state. The relay strips
 //! the framing and keeps the newest state; to resume it sends the state
@@ -170,6 +171,9 @@ fn verify(relay_key: &[u8], key: &ObjectKey, header: &str) -> Option<ResumedSock
 /// and the calls passed upstream and not yet answered.
 #[derive(Default)]
 pub(super) struct Resumable {
+    /// The owner frames this connection (it answered `roost-relay`; an
+    /// older owner does not, and its sockets are not resumed).
+    pub(super) framed: bool,
     state: Option<bytes::Bytes>,
     calls: BTreeSet<u64>,
 }
@@ -215,6 +219,9 @@ impl Resumable {
     /// A binary frame from the owner, framed: the object's own frame to
     /// pass on, or `None` (a state was kept, or a frame without a kind).
     pub(super) fn owner_binary(&mut self, mut frame: bytes::Bytes) -> Option<bytes::Bytes> {
+        if !self.framed {
+            return Some(frame);
+        }
         match frame.first() {
             Some(&DATA) => Some(frame.split_off(1)),
             Some(&STATE) => {
@@ -273,6 +280,9 @@ mod tests {
     #[test]
     fn framed_binary_is_unwrapped_and_states_are_kept() {
         let mut r = Resumable::default();
+        let plain = r.owner_binary(bytes::Bytes::from_static(&[STATE, 1]));
+        assert_eq!(plain.as_deref(), Some(&[STATE, 1][..]), "unframed");
+        r.framed = true;
         assert!(r.resume_header().is_none());
         let data = r.owner_binary(bytes::Bytes::from_static(&[DATA, 7, 8]));
         assert_eq!(data.as_deref(), Some(&[7u8, 8][..]));
@@ -288,7 +298,10 @@ mod tests {
         let key = ObjectKey::new("room", "r").expect("key");
         let tags = vec!["member".to_owned()];
         let frame = sign(b"k", &key, SocketId(5), &tags, Some(b"{\"name\":\"a\"}"));
-        let mut r = Resumable::default();
+        let mut r = Resumable {
+            framed: true,
+            ..Resumable::default()
+        };
         assert!(r.owner_binary(frame).is_none());
         let header = r.resume_header().expect("a state");
         let s = verify(b"k", &key, &header).expect("resumes");

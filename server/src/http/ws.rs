@@ -112,7 +112,16 @@ pub(crate) async fn object_socket(
         relayed,
         resume,
     });
-    Ok(configure(upgrade, &runtime).on_upgrade(move |ws| crate::sockets::conn::serve(up, ws)))
+    let mut response =
+        configure(upgrade, &runtime).on_upgrade(move |ws| crate::sockets::conn::serve(up, ws));
+    if relayed {
+        // Tells the relay that this node frames the connection.
+        response.headers_mut().insert(
+            crate::cluster::RELAY,
+            axum::http::HeaderValue::from_static("framed"),
+        );
+    }
+    Ok(response)
 }
 
 /// In cluster mode, whether another node relays this socket, and the
