@@ -191,12 +191,16 @@ fn peek(text: &str) -> Option<(String, u64)> {
     Some((p.kind, p.id?))
 }
 
-/// The id of the call a client's text frame makes, if it is one.
+/// The id of the call a client's text frame makes, if it is a well-formed
+/// one (the owner answers those, and only those, with a result).
 pub(super) fn call_id(text: &str) -> Option<u64> {
     if !text.contains("\"call\"") {
         return None;
     }
-    peek(text).and_then(|(kind, id)| (kind == "call").then_some(id))
+    match roost_protocol::ClientFrame::decode(text) {
+        Ok(roost_protocol::ClientFrame::Call { id, .. }) => Some(id),
+        _ => None,
+    }
 }
 
 impl Resumable {
@@ -263,6 +267,7 @@ mod tests {
             r#"{"type":"call","id":1,"method":"a","args":{}}"#,
             r#"{"type":"call","id":2,"method":"a","args":{}}"#,
             r#"{"type":"ping"}"#,
+            r#"{"type":"call","id":3}"#,
             "not json",
         ] {
             if let Some(id) = call_id(text) {
