@@ -744,7 +744,8 @@ async fn the_readme_cluster_commands_run_as_written() -> anyhow::Result<()> {
 /// its tag and the name set by its last acknowledged `join` (its
 /// attachment), a broadcast from the new owner reaches it, and when it
 /// closes the new owner runs `on_close` for the same socket id. A socket
-/// connected to the killed node itself closes.
+/// connected to the killed node itself closes. A client that forges the
+/// relay's headers gets an ordinary socket.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relayed_object_socket_keeps_working_against_the_new_owner() -> anyhow::Result<()> {
     use roost_tests::ws::{Client, Frame};
@@ -818,5 +819,21 @@ async fn a_relayed_object_socket_keeps_working_against_the_new_owner() -> anyhow
         (&left["name"], &left["socket"]),
         (&json!("alicia"), &socket)
     );
+
+    // A client cannot pose as a relay to the owner: forged relay headers
+    // are ignored, and `on_connect` admits it as any other socket.
+    use futures_util::StreamExt as _;
+    use tokio_tungstenite::tungstenite::{client::IntoClientRequest as _, Message};
+    let owner = RoostCluster::index_of(&cluster.owner(2, "room", "lobby").await?)?;
+    let mut forged = room(owner, "mallory").into_client_request()?;
+    forged.headers_mut().insert("roost-relay", "00".parse()?);
+    forged.headers_mut().insert("roost-resume", "AAAA".parse()?);
+    let (mut ws, response) = tokio_tungstenite::connect_async(forged).await?;
+    assert!(!response.headers().contains_key("roost-relay"));
+    let first = tokio::time::timeout(Duration::from_secs(10), ws.next()).await?;
+    let Some(Ok(Message::Text(text))) = first else {
+        anyhow::bail!("expected the history event, got {first:?}");
+    };
+    assert!(text.contains("\"history\""), "{text}");
     Ok(())
 }
