@@ -787,6 +787,8 @@ async fn a_relayed_object_socket_keeps_working_against_the_new_owner() -> anyhow
     let who = alice.call("who", json!({})).await?;
     assert_eq!(who["ok"], json!(["alicia"]), "{who}");
     assert_ne!(cluster.owner(2, "room", "lobby").await?, "r1");
+    let resumed = "roost_cluster_sockets_resumed_total";
+    assert_eq!(cluster.metric_sum(&[1, 2], resumed).await?, 1.0);
 
     // A broadcast from the new owner reaches the resumed socket, and a
     // message from it goes out under its name.

@@ -296,6 +296,10 @@ mod tests {
             .is_none());
         assert_eq!(r.resume_header(), Some(B64.encode([1u8, 2])));
         assert!(r.owner_binary(bytes::Bytes::new()).is_none());
+        // What the owner's socket task writes for a relay comes out whole.
+        let framed = crate::sockets::relay_data(&[DATA, STATE, 9]);
+        let data = r.owner_binary(framed);
+        assert_eq!(data.as_deref(), Some(&[DATA, STATE, 9][..]));
     }
 
     #[test]

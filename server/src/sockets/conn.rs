@@ -168,6 +168,8 @@ async fn admit(
     let metrics = &runtime.0.metrics;
     metrics.open_sockets.fetch_add(1, Ordering::Relaxed);
     if up.resume.is_some() {
+        let resumed = &metrics.cluster_sockets_resumed;
+        resumed.fetch_add(1, Ordering::Relaxed);
         tracing::info!(target: "roost::access", %socket, class = %key.class, name = %key.name, %request_id, "socket resumed from a relay");
         return Some((socket, table, outbox));
     }
