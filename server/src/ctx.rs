@@ -229,17 +229,39 @@ impl Ctx {
                 bytes.len()
             )));
         }
-        let stored = self.table().is_some_and(|t| {
+        let stored = self.table().and_then(|t| {
             t.with_table(|t| {
-                t.get_mut(&socket)
-                    .map(|e| e.set_attachment(bytes))
-                    .is_some()
+                t.get_mut(&socket).map(|e| {
+                    e.set_attachment(bytes);
+                    e.relayed && e.accepted
+                })
             })
         });
-        if stored {
-            Ok(())
-        } else {
-            Err(ObjectError::app(format!("no socket {socket}")))
+        match stored {
+            Some(relayed) => {
+                if relayed {
+                    self.tell_relay(socket);
+                }
+                Ok(())
+            }
+            None => Err(ObjectError::app(format!("no socket {socket}"))),
+        }
+    }
+
+    /// Queues, as an output of this event, a relayed socket's state for its
+    /// relay (cluster mode), which resumes the socket with it on the next
+    /// owner if this one dies. An attachment set while `on_connect` runs
+    /// goes with the socket's acceptance.
+    fn tell_relay(&mut self, socket: SocketId) {
+        let (Some(cluster), Some(table)) = (self.runtime.cluster(), self.table()) else {
+            return;
+        };
+        let frame = table.with_table(|t| {
+            t.get(&socket)
+                .map(|e| cluster.state_frame(&self.key, socket, e.tags(), e.attachment()))
+        });
+        if let Some(frame) = frame {
+            self.outputs.push(Output::Relay(socket, frame));
         }
     }
 
@@ -268,13 +290,17 @@ impl Ctx {
     }
 
     pub(crate) fn accept_socket(&mut self, socket: SocketId, tags: Vec<String>) {
-        if let Some(t) = self.table() {
+        let relayed = self.table().is_some_and(|t| {
             t.with_table(|t| {
-                if let Some(e) = t.get_mut(&socket) {
+                t.get_mut(&socket).is_some_and(|e| {
                     e.set_tags(tags);
                     e.accepted = true;
-                }
-            });
+                    e.relayed
+                })
+            })
+        });
+        if relayed {
+            self.tell_relay(socket);
         }
     }
 }

@@ -738,42 +738,104 @@ async fn the_readme_cluster_commands_run_as_written() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// An object socket relayed to its owner works through the relay (calls
-/// answered by the owner); when the owner dies it is closed with 1012 —
-/// its per-socket state died with the owner's socket table — and a new
-/// socket through the same node works against the new owner.
+/// A room's socket relayed to its owner (r1) through r2 outlives the
+/// owner's kill -9 without reconnecting: a call made during the failover is
+/// answered (never silently dropped), the new owner lists the socket with
+/// its tag and the name set by its last acknowledged `join` (its
+/// attachment), a broadcast from the new owner reaches it, and when it
+/// closes the new owner runs `on_close` for the same socket id. A socket
+/// connected to the killed node itself closes. A client that forges the
+/// relay's headers gets an ordinary socket.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_relayed_object_socket_is_closed_with_1012_when_its_owner_dies() -> anyhow::Result<()> {
+async fn a_relayed_object_socket_keeps_working_against_the_new_owner() -> anyhow::Result<()> {
     use roost_tests::ws::{Client, Frame};
     let _serial = SERIAL.lock().await;
     let mut cluster = RoostCluster::start(3, &[]).await?;
-    cluster
-        .increment_until_ok(0, "sock", Duration::from_secs(10))
-        .await?;
-    let url = cluster.node(1).ws_url("/v1/objects/counter/sock/ws");
-    let mut socket = Client::connect(&url).await?;
-    let v = socket.call("increment", json!({})).await?;
-    assert_eq!(v["ok"], json!(2), "{v}");
+    let urls: Vec<String> = (0..3)
+        .map(|i| cluster.node(i).ws_url("/v1/objects/room/lobby/ws?name="))
+        .collect();
+    let room = |i: usize, name: &str| format!("{}{name}", urls[i]);
+    // r1 owns the room: its first socket went there.
+    let mut dora = Client::connect(&room(0, "dora")).await?;
+    dora.event("history").await?;
+    assert_eq!(cluster.owner(2, "room", "lobby").await?, "r1");
+    let mut alice = Client::connect(&room(1, "alice")).await?;
+    alice.event("history").await?;
+    let joined = dora.event("join").await?;
+    assert_eq!(joined["name"], "alice", "{joined}");
+    let socket = joined["socket"].clone();
+    // A new name: the attachment changes after the socket was accepted.
+    let v = alice.call("join", json!({"name": "alicia"})).await?;
+    assert_eq!(v["ok"]["name"], "alicia", "{v}");
+    assert_eq!(dora.event("join").await?["name"], "alicia");
+
     cluster.kill9(0).await?;
     let closed = loop {
-        match socket.next(Duration::from_secs(15)).await? {
+        match dora.next(Duration::from_secs(10)).await? {
             Frame::Closed(code, _) => break code,
             _ => continue,
         }
     };
-    assert_eq!(closed, Some(1012));
-    let mut again = None;
-    for _ in 0..50 {
-        if let Ok(mut s) = Client::connect(&url).await {
-            if let Ok(v) = s.call("increment", json!({})).await {
-                if v["ok"].is_number() {
-                    again = Some(v);
-                    break;
-                }
-            }
+    assert_ne!(closed, Some(1000), "the killed node's socket closed");
+    // Sent while no owner is reachable: answered once the socket resumed
+    // (or, had it reached the dead owner, failed as retryable).
+    let v = alice.call("send", json!({"text": "during"})).await?;
+    assert!(
+        v["ok"]["id"].is_number() || v["error"]["code"] == "object_moved",
+        "{v}"
+    );
+    let who = alice.call("who", json!({})).await?;
+    assert_eq!(who["ok"], json!(["alicia"]), "{who}");
+    assert_ne!(cluster.owner(2, "room", "lobby").await?, "r1");
+    let resumed = "roost_cluster_sockets_resumed_total";
+    assert_eq!(cluster.metric_sum(&[1, 2], resumed).await?, 1.0);
+
+    // A broadcast from the new owner reaches the resumed socket, and a
+    // message from it goes out under its name.
+    let mut bob = Client::connect(&room(2, "bob")).await?;
+    bob.event("history").await?;
+    assert_eq!(alice.event("join").await?["name"], "bob");
+    bob.call("send", json!({"text": "hi alice"})).await?;
+    let m = alice.event("message").await?;
+    assert_eq!(
+        (m["name"].as_str(), m["text"].as_str()),
+        (Some("bob"), Some("hi alice"))
+    );
+    alice.call("send", json!({"text": "hi bob"})).await?;
+    let m = loop {
+        let m = bob.event("message").await?;
+        if m["text"] == "hi bob" {
+            break m;
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    assert_eq!(again.map(|v| v["ok"].clone()), Some(json!(3)));
+    };
+    assert_eq!(m["name"], "alicia", "{m}");
+    let who = bob.call("who", json!({})).await?;
+    let mut names: Vec<String> = serde_json::from_value(who["ok"].clone())?;
+    names.sort();
+    assert_eq!(names, ["alicia", "bob"]);
+
+    // Its close reaches the new owner: `on_close` sees the same socket.
+    alice.ws.close(None).await?;
+    let left = bob.event("leave").await?;
+    assert_eq!(
+        (&left["name"], &left["socket"]),
+        (&json!("alicia"), &socket)
+    );
+
+    // A client cannot pose as a relay to the owner: forged relay headers
+    // are ignored, and `on_connect` admits it as any other socket.
+    use futures_util::StreamExt as _;
+    use tokio_tungstenite::tungstenite::{client::IntoClientRequest as _, Message};
+    let owner = RoostCluster::index_of(&cluster.owner(2, "room", "lobby").await?)?;
+    let mut forged = room(owner, "mallory").into_client_request()?;
+    forged.headers_mut().insert("roost-relay", "00".parse()?);
+    forged.headers_mut().insert("roost-resume", "AAAA".parse()?);
+    let (mut ws, response) = tokio_tungstenite::connect_async(forged).await?;
+    assert!(!response.headers().contains_key("roost-relay"));
+    let first = tokio::time::timeout(Duration::from_secs(10), ws.next()).await?;
+    let Some(Ok(Message::Text(text))) = first else {
+        anyhow::bail!("expected the history event, got {first:?}");
+    };
+    assert!(text.contains("\"history\""), "{text}");
     Ok(())
 }

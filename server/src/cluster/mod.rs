@@ -12,8 +12,10 @@
 //!   rebuilding its file from the log, handing objects over on shutdown;
 //! - `snapshot.rs`: an object's file as of a `seq`, in the Object Store;
 //! - `alarms.rs`: the cluster-wide alarm index, swept by every node;
-//! - `forward.rs`: HTTP requests and WebSockets for objects owned elsewhere
-//!   go to the owner.
+//! - `forward.rs`: HTTP requests for objects owned elsewhere go to the
+//!   owner; `relay.rs`: so do WebSockets, and outlive the owner;
+//! - `resume.rs`: a relayed object socket's signed state, kept by the relay
+//!   and resumed on the next owner when the owner dies.
 //!
 //! Architecture Invariant (one acknowledging writer): a node releases a
 //! batch's outputs only after JetStream acknowledged its record appended
@@ -26,6 +28,8 @@ mod forward;
 mod log;
 mod nodes;
 mod owner;
+mod relay;
+mod resume;
 mod snapshot;
 
 use std::sync::Arc;
@@ -41,6 +45,7 @@ pub(crate) use forward::route_layer;
 pub(crate) use nodes::NodeInfo;
 use owner::Owned;
 pub(crate) use owner::Route;
+pub(crate) use resume::{DATA as RELAY_DATA, RELAY, RESUME};
 
 /// The oldest NATS server cluster mode accepts (per-key TTLs, markers).
 const MIN_SERVER: (u64, u64) = (2, 11);
@@ -65,6 +70,8 @@ struct Inner {
     locks: DashMap<ObjectId, Arc<tokio::sync::Mutex<()>>>,
     metrics: Arc<crate::metrics::Metrics>,
     http: forward::HttpClient,
+    /// Signs relayed sockets' states (`resume.rs`), the same on every node.
+    relay_key: Vec<u8>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -105,6 +112,7 @@ impl Cluster {
         let nodes_kv = patiently(|| nodes::ensure_bucket(&js, &config)).await?;
         let snapshots = patiently(|| snapshot::ensure_store(&js, &config)).await?;
         let alarms = patiently(|| alarms::ensure_bucket(&js, &config)).await?;
+        let relay_key = patiently(|| resume::relay_key(&js, &config)).await?;
         let incarnation = format!("{:016x}", rand_u64());
         let nodes = nodes::Nodes::new(nodes_kv, &config, incarnation.clone());
         let cluster = Cluster(Arc::new(Inner {
@@ -118,6 +126,7 @@ impl Cluster {
             locks: DashMap::new(),
             metrics,
             http: forward::HttpClient::new(),
+            relay_key,
             config,
         }));
         patiently(|| cluster.0.nodes.register()).await?;

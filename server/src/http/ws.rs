@@ -12,7 +12,7 @@ use roost_protocol::{close, ErrorCode};
 
 use super::error::ApiError;
 use crate::runtime::{ConnectRequest, Runtime};
-use crate::sockets::SocketMode;
+use crate::sockets::{ResumedSocket, SocketMode};
 
 /// Each socket's read buffer, allocated for its whole life: it is a good part
 /// of an idle socket's memory. Frames up to this size arrive in one read;
@@ -47,7 +47,12 @@ pub(crate) fn refuse(upgrade: WebSocketUpgrade, error: ApiError) -> Result<Respo
     };
     let reason = close::clip_reason(&error.0.message).to_owned();
     tracing::info!(code, reason = %reason, "socket refused for its token");
-    Ok(upgrade.on_upgrade(move |mut ws| async move {
+    Ok(close_at_once(upgrade, code, reason))
+}
+
+/// Accepts the upgrade and closes the socket at once with `code`.
+fn close_at_once(upgrade: WebSocketUpgrade, code: u16, reason: String) -> Response {
+    upgrade.on_upgrade(move |mut ws| async move {
         let frame = CloseFrame {
             code,
             reason: reason.into(),
@@ -64,7 +69,7 @@ pub(crate) fn refuse(upgrade: WebSocketUpgrade, error: ApiError) -> Result<Respo
             }
         })
         .await;
-    }))
+    })
 }
 
 /// How long a refused socket waits for the client's close frame.
@@ -89,6 +94,10 @@ pub(crate) async fn object_socket(
         Ok(access) => access,
         Err(e) => return refuse(upgrade, e),
     };
+    let (relayed, resume) = match relay_of(&runtime, &headers, &key) {
+        Ok(relay) => relay,
+        Err(reason) => return Ok(close_at_once(upgrade, close::RESTARTING, reason.into())),
+    };
     let request = ConnectRequest {
         query: super::access::without_token(query),
         headers: super::access::forwarded_headers(&headers),
@@ -100,6 +109,42 @@ pub(crate) async fn object_socket(
         access,
         mode: SocketMode::Envelope,
         request_id: super::trace::request_id(&headers).map(Into::into),
+        relayed,
+        resume,
     });
-    Ok(configure(upgrade, &runtime).on_upgrade(move |ws| crate::sockets::conn::serve(up, ws)))
+    let mut response =
+        configure(upgrade, &runtime).on_upgrade(move |ws| crate::sockets::conn::serve(up, ws));
+    if relayed {
+        // Tells the relay that this node frames the connection.
+        response.headers_mut().insert(
+            crate::cluster::RELAY,
+            axum::http::HeaderValue::from_static("framed"),
+        );
+    }
+    Ok(response)
+}
+
+/// In cluster mode, whether another node relays this socket, and the
+/// state it resumes (`cluster::resume`); `Err` if that state is not one a
+/// node of this cluster signed for this object.
+fn relay_of(
+    runtime: &Runtime,
+    headers: &HeaderMap,
+    key: &crate::id::ObjectKey,
+) -> Result<(bool, Option<Box<ResumedSocket>>), &'static str> {
+    let Some(cluster) = runtime.cluster() else {
+        return Ok((false, None));
+    };
+    let relayed = headers
+        .get(crate::cluster::RELAY)
+        .is_some_and(|v| cluster.is_relay(v.as_bytes()));
+    let Some(state) = headers.get(crate::cluster::RESUME).filter(|_| relayed) else {
+        return Ok((relayed, None));
+    };
+    let resumed = state
+        .to_str()
+        .ok()
+        .and_then(|s| cluster.resumed(key, s))
+        .ok_or("the socket's state could not be resumed; reconnect")?;
+    Ok((relayed, Some(Box::new(resumed))))
 }

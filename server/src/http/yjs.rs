@@ -48,6 +48,8 @@ pub(crate) async fn socket(
         access,
         mode: SocketMode::Yjs,
         request_id: super::trace::request_id(&headers).map(Into::into),
+        relayed: false,
+        resume: None,
     });
     Ok(super::ws::configure(upgrade, &runtime)
         .on_upgrade(move |ws| crate::sockets::conn::serve(up, ws)))

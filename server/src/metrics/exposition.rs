@@ -75,7 +75,7 @@ const fn histogram(
 #[cfg(test)]
 pub(super) const FAMILY_COUNT: usize = FAMILIES.len();
 
-const FAMILIES: [Family; 28] = [
+const FAMILIES: [Family; 29] = [
     counter(
         "roost_cluster_forwarded_total",
         "Cluster mode: requests and sockets sent on to the object's owner node.",
@@ -85,6 +85,11 @@ const FAMILIES: [Family; 28] = [
         "roost_cluster_takeovers_total",
         "Cluster mode: objects this node took over (fenced ownership appends that succeeded).",
         |m| &m.cluster_takeovers,
+    ),
+    counter(
+        "roost_cluster_sockets_resumed_total",
+        "Cluster mode: relayed object sockets this node resumed after their owner died.",
+        |m| &m.cluster_sockets_resumed,
     ),
     counter(
         "roost_cluster_fenced_total",

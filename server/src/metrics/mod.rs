@@ -105,6 +105,8 @@ pub struct Metrics {
     pub cluster_forwarded: AtomicU64,
     /// Cluster mode: objects this node took over.
     pub cluster_takeovers: AtomicU64,
+    /// Relayed object sockets resumed on this node after their owner died.
+    pub cluster_sockets_resumed: AtomicU64,
     /// Cluster mode: appends refused because another node took the object.
     pub cluster_fenced: AtomicU64,
     /// Cluster mode: records the replicated log acknowledged.
@@ -152,6 +154,7 @@ impl Default for Metrics {
             alarms_fired: AtomicU64::new(0),
             cluster_forwarded: AtomicU64::new(0),
             cluster_takeovers: AtomicU64::new(0),
+            cluster_sockets_resumed: AtomicU64::new(0),
             cluster_fenced: AtomicU64::new(0),
             cluster_appended: AtomicU64::new(0),
             cluster_released: AtomicU64::new(0),

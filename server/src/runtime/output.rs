@@ -69,6 +69,9 @@ pub(crate) enum Output {
         except: Option<SocketId>,
     },
     Close(SocketId, u16, String),
+    /// A relayed socket's state for its relay (cluster mode): sent only
+    /// once the batch that set it is durable.
+    Relay(SocketId, bytes::Bytes),
     /// A message from this socket ran in the batch. Nothing to send once
     /// the batch is durable; if the batch fails, the message's effects are
     /// undone and the socket is closed (1011) so that its client learns it,
@@ -167,6 +170,11 @@ pub(crate) fn release(runtime: &Runtime, object: ObjectId, outputs: Vec<Output>)
                     t.stage(socket, OutFrame::Close(code, reason), &mut staged);
                 }
             }
+            Output::Relay(socket, state) => {
+                if let Some(t) = &table {
+                    t.stage(socket, OutFrame::Control(state), &mut staged);
+                }
+            }
             Output::Received(_) => {}
             Output::Forget(socket) => runtime.sockets().remove(&object, socket),
             Output::Alarm(u) => apply_alarm(runtime, u),
@@ -238,7 +246,11 @@ pub(crate) fn fail(runtime: &Runtime, object: ObjectId, outputs: Vec<Output>, e:
                     reason: "object broken".into(),
                 });
             }
-            Output::Send(..) | Output::Broadcast { .. } | Output::Close(..) | Output::Feed(_) => {}
+            Output::Send(..)
+            | Output::Broadcast { .. }
+            | Output::Close(..)
+            | Output::Relay(..)
+            | Output::Feed(_) => {}
             Output::Forget(socket) => runtime.sockets().remove(&object, socket),
             Output::Fetch(tx, _) => {
                 let _ = tx.send(Err(e.clone()));

@@ -56,6 +56,11 @@ pub(crate) struct Upgrade {
     pub mode: SocketMode,
     /// The upgrade request's `x-request-id`, for the socket's open line.
     pub request_id: Option<Box<str>>,
+    /// Another node relays this socket (cluster mode, object sockets): its
+    /// binary frames are framed and its state is told to the relay.
+    pub relayed: bool,
+    /// The relay resumes this socket, which another owner accepted.
+    pub resume: Option<Box<super::ResumedSocket>>,
 }
 
 /// Serves one upgraded socket until it closes, in a task of its own.
@@ -92,6 +97,7 @@ fn serve_socket(
             runtime,
             access,
             mode,
+            relayed,
             ..
         } = *up;
         let conn = Conn {
@@ -100,6 +106,7 @@ fn serve_socket(
             outbox,
             socket,
             mode,
+            relayed,
         };
         let session = Session::new(
             conn.runtime.0.config.sockets.max_messages_per_sec,
@@ -136,19 +143,36 @@ async fn admit(
     let request_id = request_id.as_deref().unwrap_or("-");
     let hub = &runtime.0.sockets;
     let limits = &runtime.0.config.sockets;
-    let socket = hub.next_id();
     let outbox = Arc::new(Outbox::new(limits.max_outbox_bytes));
     let mut entry = SocketEntry::new(outbox.clone(), access.read_only);
     if access.identity.is_some() {
         entry.set_identity(access.identity.clone());
     }
+    entry.relayed = up.relayed;
+    let socket = match &up.resume {
+        None => hub.next_id(),
+        Some(resumed) => resumed.list(hub, &mut entry),
+    };
     let Some(table) = hub.insert(key, socket, entry, limits.max_sockets_per_object) else {
-        tracing::info!(target: "roost::access", class = %key.class, name = %key.name, %request_id, code = close::TRY_AGAIN, "socket refused: too many sockets on this object");
-        send_close(ws, close::TRY_AGAIN, "too many sockets on this object").await;
+        let (code, reason) = match up.resume {
+            None => (close::TRY_AGAIN, "too many sockets on this object"),
+            Some(_) => (
+                close::RESTARTING,
+                "the socket could not be resumed; reconnect",
+            ),
+        };
+        tracing::info!(target: "roost::access", class = %key.class, name = %key.name, %request_id, code, reason, "socket refused");
+        send_close(ws, code, reason).await;
         return None;
     };
     let metrics = &runtime.0.metrics;
     metrics.open_sockets.fetch_add(1, Ordering::Relaxed);
+    if up.resume.is_some() {
+        let resumed = &metrics.cluster_sockets_resumed;
+        resumed.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(target: "roost::access", %socket, class = %key.class, name = %key.name, %request_id, "socket resumed from a relay");
+        return Some((socket, table, outbox));
+    }
     if let Admission::Reject { code, reason } = ask(runtime, key, socket, request).await {
         // Frames the object queued before refusing (rare) are dropped.
         hub.remove(&key.id, socket);
@@ -246,6 +270,8 @@ pub(super) struct Conn {
     pub(super) outbox: Arc<Outbox>,
     pub(super) socket: SocketId,
     mode: SocketMode,
+    /// Binary frames are framed for a relay (`cluster::resume`).
+    relayed: bool,
 }
 
 impl Conn {
@@ -321,7 +347,11 @@ async fn write(conn: &Conn, ws: &mut WebSocket, frames: VecDeque<OutFrame>) -> O
         let write = async {
             for frame in frames {
                 match frame {
+                    OutFrame::Msg(Message::Binary(b)) if conn.relayed => {
+                        ws.feed(Message::Binary(super::relay_data(&b))).await?;
+                    }
                     OutFrame::Msg(m) => ws.feed(m).await?,
+                    OutFrame::Control(b) => ws.feed(Message::Binary(b)).await?,
                     OutFrame::Close(code, reason) => {
                         let frame = CloseFrame {
                             code,

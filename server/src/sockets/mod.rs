@@ -60,6 +60,39 @@ impl fmt::Debug for SocketId {
     }
 }
 
+/// A relayed socket's state, presented by its relay to resume it on this
+/// node after its owner died (cluster mode): listed as it was, without
+/// `on_connect`.
+pub(crate) struct ResumedSocket {
+    pub socket: SocketId,
+    pub tags: Vec<String>,
+    pub attachment: Option<Vec<u8>>,
+}
+
+impl ResumedSocket {
+    /// Fills `entry` as the socket's last owner accepted it and keeps its
+    /// id out of the ids `hub` hands out; returns the id. Its object is not
+    /// asked again.
+    pub(crate) fn list(&self, hub: &SocketHub, entry: &mut SocketEntry) -> SocketId {
+        hub.skip_past(self.socket);
+        entry.set_tags(self.tags.clone());
+        if let Some(a) = &self.attachment {
+            entry.set_attachment(a.clone());
+        }
+        entry.accepted = true;
+        self.socket
+    }
+}
+
+/// An object's binary frame as a relay connection carries it (cluster
+/// mode): after the kind byte `cluster::RELAY_DATA`.
+pub(crate) fn relay_data(b: &[u8]) -> bytes::Bytes {
+    let mut framed = Vec::with_capacity(b.len() + 1);
+    framed.push(crate::cluster::RELAY_DATA);
+    framed.extend_from_slice(b);
+    framed.into()
+}
+
 /// A frame from or to a client.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SocketMessage {

@@ -64,6 +64,9 @@ pub(crate) async fn heartbeat(hub: Arc<SocketHub>, interval: std::time::Duration
 pub(crate) enum OutFrame {
     Msg(Message),
     Close(u16, String),
+    /// A relay connection's control frame (cluster mode), written as a
+    /// binary frame as it is.
+    Control(bytes::Bytes),
 }
 
 fn frame_len(f: &OutFrame) -> usize {
@@ -72,6 +75,7 @@ fn frame_len(f: &OutFrame) -> usize {
         OutFrame::Msg(Message::Binary(b)) => b.len(),
         OutFrame::Msg(_) => 16,
         OutFrame::Close(_, r) => r.len() + 2,
+        OutFrame::Control(b) => b.len(),
     }
 }
 

@@ -29,6 +29,8 @@ pub(crate) struct SocketEntry {
     pub read_only: bool,
     /// Set once `on_connect` accepted the socket.
     pub accepted: bool,
+    /// Another node relays it (cluster mode): its relay is told its state.
+    pub relayed: bool,
 }
 
 /// The rarely-set parts of a [`SocketEntry`].
@@ -51,6 +53,7 @@ impl SocketEntry {
             extra: None,
             read_only,
             accepted: false,
+            relayed: false,
         }
     }
 
@@ -263,6 +266,12 @@ impl SocketHub {
         SocketId(self.next_id.fetch_add(1, Ordering::Relaxed) + 1)
     }
 
+    /// Keeps the ids this hub hands out above `id` (a socket resumed here
+    /// with an id another node gave it).
+    pub(crate) fn skip_past(&self, id: SocketId) {
+        self.next_id.fetch_max(id.0, Ordering::Relaxed);
+    }
+
     pub(crate) fn get(&self, id: &ObjectId) -> Option<Arc<ObjectSockets>> {
         self.objects.get(id).map(|e| e.clone())
     }
@@ -283,10 +292,15 @@ impl SocketHub {
             .or_insert_with(|| Arc::new(ObjectSockets::new(key.clone())));
         let added = table.with_table(|t| {
             if t.len() >= max {
-                false
-            } else {
-                t.insert(socket, entry);
-                true
+                return false;
+            }
+            match t.entry(socket) {
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(entry);
+                    true
+                }
+                // Only a resumed socket's id can be taken (`resume`).
+                std::collections::hash_map::Entry::Occupied(_) => false,
             }
         });
         let table = table.clone();
@@ -413,7 +427,7 @@ mod tests {
             .map(|f| match f {
                 OutFrame::Msg(Message::Text(t)) => t.as_str().to_owned(),
                 OutFrame::Close(code, _) => format!("close {code}"),
-                OutFrame::Msg(_) => "other".into(),
+                OutFrame::Msg(_) | OutFrame::Control(_) => "other".into(),
             })
             .collect()
     }
