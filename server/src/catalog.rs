@@ -33,6 +33,9 @@ pub(crate) struct CatalogEntry {
 }
 
 enum CatalogCommand {
+    /// Stop: what came before is done; the WAL is folded in and removed
+    /// with the connection (`Catalog::close`).
+    Close(oneshot::Sender<()>),
     Register {
         key: ObjectKey,
         at: i64,
@@ -87,8 +90,11 @@ pub(crate) struct Catalog {
 impl Catalog {
     pub(crate) fn open(data_dir: &Path) -> Result<Catalog, rusqlite::Error> {
         let conn = Connection::open(data_dir.join("catalog.sqlite"))?;
+        // 1 KiB pages for a new catalog: it is seven small b-trees, a page
+        // each at least (32 KiB at the default 4 KiB for a nearly empty
+        // one), of rows of ~100 bytes.
         conn.execute_batch(
-            "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;
+            "PRAGMA page_size=1024; PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;
              CREATE TABLE IF NOT EXISTS objects(
                 id TEXT PRIMARY KEY, class TEXT NOT NULL, name TEXT NOT NULL,
                 created_ms INTEGER NOT NULL, last_active_ms INTEGER NOT NULL);
@@ -105,6 +111,15 @@ impl Catalog {
             .spawn(move || serve(conn, rx))
             .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
         Ok(Catalog { tx })
+    }
+
+    /// Runs what was sent before, then closes the database (its WAL folded
+    /// in and removed). Later commands find the catalog stopped.
+    pub(crate) async fn close(&self) {
+        let (done, wait) = oneshot::channel();
+        if self.tx.send(CatalogCommand::Close(done)).is_ok() {
+            let _ = wait.await;
+        }
     }
 
     pub(crate) fn register(&self, key: &ObjectKey, at: i64) {
@@ -223,40 +238,57 @@ fn serve(conn: Connection, rx: mpsc::Receiver<CatalogCommand>) {
         while let Ok(c) = rx.try_recv() {
             cmds.push(c);
         }
-        let writes = cmds.iter().any(|c| {
-            matches!(
-                c,
-                CatalogCommand::Register { .. }
-                    | CatalogCommand::Touch { .. }
-                    | CatalogCommand::SetAlarm { .. }
-                    | CatalogCommand::Revoke { .. }
-            )
-        });
-        let mut acks = Vec::new();
-        let mut failed = None;
-        if writes {
-            if let Err(e) = conn.execute_batch("BEGIN") {
-                tracing::error!(error = %e, "catalog transaction failed");
-                failed = Some(e.to_string());
+        let (mut close, cmds): (Vec<_>, Vec<_>) = cmds
+            .into_iter()
+            .partition(|c| matches!(c, CatalogCommand::Close(_)));
+        run_commands(&conn, cmds);
+        if let Some(CatalogCommand::Close(done)) = close.pop() {
+            // The last connection to close folds the WAL into the database
+            // and removes it and its index (a stopped server keeps neither).
+            if let Err((_, e)) = conn.close() {
+                tracing::warn!(error = %e, "closing the catalog failed");
             }
+            let _ = done.send(());
+            return;
         }
-        for cmd in cmds {
-            if let Err(e) = handle(&conn, cmd, &mut acks) {
-                tracing::error!(error = %e, "catalog update failed");
-                failed = Some(e.to_string());
-            }
+    }
+}
+
+/// Runs a group of commands, the writes in one transaction.
+fn run_commands(conn: &Connection, cmds: Vec<CatalogCommand>) {
+    let writes = cmds.iter().any(|c| {
+        matches!(
+            c,
+            CatalogCommand::Register { .. }
+                | CatalogCommand::Touch { .. }
+                | CatalogCommand::SetAlarm { .. }
+                | CatalogCommand::Revoke { .. }
+        )
+    });
+    let mut acks = Vec::new();
+    let mut failed = None;
+    if writes {
+        if let Err(e) = conn.execute_batch("BEGIN") {
+            tracing::error!(error = %e, "catalog transaction failed");
+            failed = Some(e.to_string());
         }
-        if writes {
-            // synchronous=FULL: the commit is fsynced before the acks go out.
-            if let Err(e) = conn.execute_batch("COMMIT") {
-                tracing::error!(error = %e, "catalog commit failed");
-                failed = Some(e.to_string());
-                let _ = conn.execute_batch("ROLLBACK");
-            }
+    }
+    for cmd in cmds {
+        if let Err(e) = handle(conn, cmd, &mut acks) {
+            tracing::error!(error = %e, "catalog update failed");
+            failed = Some(e.to_string());
         }
-        for ack in acks {
-            let _ = ack.send(failed.clone().map_or(Ok(()), Err));
+    }
+    if writes {
+        // synchronous=FULL: the commit is fsynced before the acks go out.
+        if let Err(e) = conn.execute_batch("COMMIT") {
+            tracing::error!(error = %e, "catalog commit failed");
+            failed = Some(e.to_string());
+            let _ = conn.execute_batch("ROLLBACK");
         }
+    }
+    for ack in acks {
+        let _ = ack.send(failed.clone().map_or(Ok(()), Err));
     }
 }
 
@@ -277,6 +309,8 @@ type Ack = oneshot::Sender<Result<(), String>>;
 /// caller sees the catalog stopped).
 fn handle(conn: &Connection, cmd: CatalogCommand, acks: &mut Vec<Ack>) -> rusqlite::Result<()> {
     match cmd {
+        // Taken out before (`serve`).
+        CatalogCommand::Close(_) => {}
         CatalogCommand::SetAlarm { key, at_ms, done } => {
             set_alarm(conn, &key, at_ms)?;
             acks.extend(done);

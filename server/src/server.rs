@@ -337,8 +337,7 @@ async fn run(
         result = &mut served => {
             background.trimmer.abort();
             runtime.shutdown(drain_timeout).await;
-            runtime.log().close().await;
-            crate::feed::close(&runtime).await;
+            runtime.close_storage().await;
             return result.context("HTTP server task failed");
         }
     }
@@ -365,8 +364,7 @@ async fn run(
     };
     background.trimmer.abort();
     background.heartbeat.abort();
-    runtime.log().close().await;
-    crate::feed::close(&runtime).await;
+    runtime.close_storage().await;
     result
 }
 

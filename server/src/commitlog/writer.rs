@@ -239,12 +239,25 @@ impl Writer {
         // threads are gone before `close` returns, so a server started next
         // on the same directory finds the log as this one left it.
         let Writer {
-            seal_tx, spare_rx, ..
+            seal_tx,
+            spare_rx,
+            dir,
+            segment,
+            segment_bytes,
+            ..
         } = self;
         drop(seal_tx);
         drop(spare_rx);
         let _ = checkpoint.join();
         let _ = spares.join();
+        // The current segment holds no record (all were sealed): it is only
+        // zeros made ahead (up to 4 MiB), and a stopped server keeps none.
+        // Its removal need not be durable: an empty segment replays nothing.
+        if segment_bytes == 0 {
+            if let Err(e) = fs::remove_file(segment_path(&dir, segment)) {
+                tracing::warn!(error = %e, segment, "cannot remove the empty commit log segment");
+            }
+        }
         if let Some(done) = closing {
             let _ = done.send(());
         }

@@ -3,7 +3,8 @@
 //! (`_roost_kv`, `_roost_meta` with the `commit_seq` stamp, `_roost_alarm`)
 //! and the change capture installed for the connection's whole life.
 //!
-//! Settings: 2 KiB pages for new files, WAL with normal locking and the
+//! Settings: 2 KiB pages and incremental auto-vacuum for new files (free
+//! pages can be given back, `Storage::reclaim_free_pages`), WAL with normal locking and the
 //! shared-memory WAL index (so `wal.rs` can checkpoint on a second
 //! connection), no auto-checkpoint and no checkpoint on close,
 //! `max_page_count` from `--max-db-bytes`, a page cache of
@@ -86,8 +87,21 @@ fn configure(conn: &Connection, limits: &StorageLimits) -> Result<i64, StorageEr
     // `seq` stamp), so smaller pages halve the WAL bytes, the disk writes
     // and the checkpoints. 1 KiB would halve them again but slows reading
     // a large Yjs snapshot (more overflow pages); measured: git log -p docs/BENCHMARKS.md.
+    // Incremental auto-vacuum for a new (empty) file; it must precede the
+    // first table: a Yjs document's compaction deletes most of its rows,
+    // and without it their pages stay in the file for good. Nothing moves
+    // until `reclaim_free_pages` asks; its cost on writes is a pointer-map
+    // page per ~400 pages, touched only when a page is allocated. Only
+    // when empty: on an existing file the pragma writes the header in a
+    // transaction of its own (a WAL frame and an fsync at every open).
+    // (After the page size: the pragma may write the new file's header.)
+    let empty: i64 = conn.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+    conn.execute_batch("PRAGMA page_size=2048;")?;
+    if empty == 0 {
+        conn.execute_batch("PRAGMA auto_vacuum=INCREMENTAL;")?;
+    }
     conn.execute_batch(
-        "PRAGMA page_size=2048; PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;
+        "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;
          PRAGMA foreign_keys=ON; PRAGMA wal_autocheckpoint=0;",
     )?;
     // Closing must not checkpoint (two fsyncs per eviction): the WAL stays

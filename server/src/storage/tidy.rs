@@ -11,6 +11,9 @@
 //! the database after, `synchronous=NORMAL`) and then closes as the last
 //! connection, which lets SQLite remove the WAL and its index.
 //!
+//! When the server stops cleanly, what is queued is tidied at once, within
+//! a deadline (`Tidier::finish`): a stopped server's files keep no WAL.
+//!
 //! Architecture Invariant: tidying never changes what a file holds, only
 //! where its pages live; every committed batch stays durable throughout
 //! (the checkpoint's fsyncs come before the WAL is emptied). An object that
@@ -38,10 +41,19 @@ const QUEUE: usize = 100_000;
 /// Whether the object at this path has a live actor now.
 pub(crate) type IsLive = Arc<dyn Fn(&Path) -> bool + Send + Sync>;
 
+/// What the tidier thread is sent.
+enum TidyMsg {
+    /// An object's actor closed its database at this path, at this time.
+    Evicted(PathBuf, Instant),
+    /// The server stops: tidy everything queued now, until the deadline,
+    /// then answer and end.
+    Finish(Instant, tokio::sync::oneshot::Sender<()>),
+}
+
 /// Handle to the tidier thread; cheap to clone.
 #[derive(Clone)]
 pub(crate) struct Tidier {
-    tx: Option<mpsc::Sender<(PathBuf, Instant)>>,
+    tx: Option<mpsc::Sender<TidyMsg>>,
     /// Entries sent and not yet taken off the tidier's queue.
     queued: Arc<AtomicUsize>,
 }
@@ -76,38 +88,60 @@ impl Tidier {
     pub(crate) fn evicted(&self, path: PathBuf) {
         let Some(tx) = &self.tx else { return };
         if self.queued.fetch_add(1, Ordering::AcqRel) >= QUEUE
-            || tx.send((path, Instant::now())).is_err()
+            || tx.send(TidyMsg::Evicted(path, Instant::now())).is_err()
         {
             self.queued.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    /// The server stops (every object closed, the commit log checkpointed):
+    /// tidies every queued file now, until `deadline` (those left keep
+    /// their WAL), and stops the thread.
+    pub(crate) async fn finish(&self, deadline: Instant) {
+        let Some(tx) = &self.tx else { return };
+        let (done, wait) = tokio::sync::oneshot::channel();
+        if tx.send(TidyMsg::Finish(deadline, done)).is_ok() {
+            let _ = wait.await;
         }
     }
 }
 
 fn run(
-    rx: mpsc::Receiver<(PathBuf, Instant)>,
+    rx: mpsc::Receiver<TidyMsg>,
     after: Duration,
     is_live: IsLive,
     done: Arc<dyn Fn() + Send + Sync>,
     queued: &AtomicUsize,
 ) {
     let mut waiting: VecDeque<(PathBuf, Instant)> = VecDeque::new();
+    // Set once the server stops: tidy everything queued, until then.
+    let mut finish: Option<Instant> = None;
     loop {
         let wait = waiting
             .front()
             .map_or(Duration::from_secs(3600), |(_, at)| {
                 (*at + after).saturating_duration_since(Instant::now())
             });
+        let mut reply = None;
         match rx.recv_timeout(wait) {
-            Ok(entry) => {
-                waiting.push_back(entry);
+            Ok(TidyMsg::Evicted(path, at)) => {
+                waiting.push_back((path, at));
                 continue;
+            }
+            Ok(TidyMsg::Finish(deadline, answer)) => {
+                while let Ok(TidyMsg::Evicted(path, at)) = rx.try_recv() {
+                    waiting.push_back((path, at));
+                }
+                finish = Some(deadline);
+                reply = Some(answer);
             }
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) if waiting.is_empty() => return,
             Err(RecvTimeoutError::Disconnected) => std::thread::sleep(wait),
         }
         while let Some((path, at)) = waiting.front() {
-            if at.elapsed() < after {
+            let due = finish.map_or(at.elapsed() >= after, |d| Instant::now() < d);
+            if !due {
                 break;
             }
             if !is_live(path) {
@@ -119,6 +153,10 @@ fn run(
             }
             waiting.pop_front();
             queued.fetch_sub(1, Ordering::AcqRel);
+        }
+        if let Some(answer) = reply {
+            let _ = answer.send(());
+            return;
         }
     }
 }

@@ -25,7 +25,8 @@
 //! threshold, and through the alarm once editing has stopped for
 //! `compact_after` (5 s, plus up to a quarter more by the document's id) if
 //! the log since the newest snapshot is worth one (`worth_a_snapshot`); the
-//! same alarm drops what the history window no longer needs.
+//! same alarm drops what the history window no longer needs, and gives the
+//! freed pages back to the filesystem.
 //! `compact_after` is shorter than the idle timeout, so the quiet document
 //! is still in memory: waking an evicted document only to snapshot it
 //! replays its whole log, and a hundred documents that stopped together did
@@ -193,7 +194,10 @@ impl DurableObject for Ydoc {
         let (updates, snapshots) = store::compact(ctx.storage().sql(), cutoff)
             .map_err(|e| ObjectError::Fatal(e.to_string()))?;
         if updates > 0 || snapshots > 0 {
-            tracing::debug!(updates, snapshots, "compacted document log");
+            // The deleted rows' pages go back to the filesystem, not to a
+            // free list the document would keep for good.
+            let pages = ctx.storage().reclaim_free_pages()?;
+            tracing::debug!(updates, snapshots, pages, "compacted document log");
         }
         // Come back when the oldest kept update leaves the retention window.
         let oldest =

@@ -5,8 +5,9 @@
 //! order; a row holds the `n` updates of one batch (`n` = 1: `data` is the
 //! update; more: each as lib0 `varUint(len)` + bytes), so a burst costs one
 //! row, and history is read at the granularity of batches —
-//! and `snapshots(id, upto, ts, data)` — the whole document as of update
-//! `upto` (whose time is `ts`). Loading takes the newest snapshot and the
+//! and `snapshots(id, upto, ts, data, v)` — the whole document as of update
+//! `upto` (whose time is `ts`), in Yjs update encoding `v` (1 or 2, the
+//! smaller: `insert_snapshot`; snapshots from before migration 4 are v1). Loading takes the newest snapshot and the
 //! updates after it. Compaction adds a snapshot and deletes only updates
 //! older than the retention window (keeping one base snapshot at or before
 //! the window's start), so the document can be read as of any time inside the
@@ -39,7 +40,9 @@ pub(crate) const MIGRATIONS: &[&str] = &["CREATE TABLE updates(id INTEGER PRIMAR
       WHERE ts > (SELECT ts FROM snapshots ORDER BY upto DESC LIMIT 1)
         AND EXISTS (SELECT 1 FROM updates u
                      WHERE u.id <= (SELECT max(upto) FROM snapshots)
-                       AND u.ts > (SELECT ts FROM snapshots ORDER BY upto DESC LIMIT 1));"];
+                       AND u.ts > (SELECT ts FROM snapshots ORDER BY upto DESC LIMIT 1));",
+    // Snapshots in v1 or v2, whichever is smaller; those already stored are v1.
+    "ALTER TABLE snapshots ADD COLUMN v INTEGER NOT NULL DEFAULT 1;"];
 // No index on `updates(ts)`: it would add a page write to every update, and
 // only compaction (rare, alarm-driven) filters by time; `ts` grows with `id`.
 
@@ -62,8 +65,40 @@ pub(crate) struct LogStats {
     pub last_update_ts: i64,
 }
 
-fn apply(doc: &Doc, id: i64, data: &[u8]) -> Result<(), StoreError> {
-    apply_row(doc, id, data, 1)
+/// Applies a snapshot stored in Yjs update encoding `v` (1 or 2).
+fn apply_snapshot(doc: &Doc, upto: i64, data: &[u8], v: i64) -> Result<(), StoreError> {
+    if v == 1 {
+        return apply_row(doc, -upto, data, 1);
+    }
+    let corrupt = |e: &dyn std::fmt::Display| StoreError::Corrupt(-upto, e.to_string());
+    let update = Update::decode_v2(data).map_err(|e| corrupt(&e))?;
+    doc.transact_mut()
+        .apply_update(update)
+        .map_err(|e| corrupt(&e))
+}
+
+/// Writes a snapshot of `doc` as of update `upto` (time `ts`) in the
+/// smaller of the two encodings (v1 on a tie: yrs decodes it faster).
+/// Measured: a real trace's 20,000 keystrokes are 31.7 KB in v1, 19.6 KB
+/// in v2; 10,000 appended markers 190 KB in both, v2 decoding 0.4 ms
+/// slower. Encoding both costs ~1.5 ms per 190 KB snapshot. Returns its size.
+fn insert_snapshot(conn: &Connection, doc: &Doc, upto: i64, ts: i64) -> Result<u64, StoreError> {
+    let (v1, v2) = {
+        let txn = doc.transact();
+        let all = StateVector::default();
+        (
+            txn.encode_state_as_update_v1(&all),
+            txn.encode_state_as_update_v2(&all),
+        )
+    };
+    let (data, v) = if v2.len() < v1.len() {
+        (v2, 2)
+    } else {
+        (v1, 1)
+    };
+    conn.prepare_cached("INSERT INTO snapshots(upto, ts, data, v) VALUES(?1, ?2, ?3, ?4)")?
+        .execute((upto, ts, &data, v))?;
+    Ok(data.len() as u64)
 }
 
 /// Applies a row's `n` updates (see the module doc for the layout).
@@ -184,17 +219,17 @@ pub(crate) fn append_pending(conn: &Connection, pending: &mut Pending) -> Result
 pub(crate) fn load(conn: &Connection) -> Result<(Doc, LogStats), StoreError> {
     let doc = Doc::new();
     let mut stats = LogStats::default();
-    let snapshot: Option<(i64, Vec<u8>)> = conn
+    let snapshot: Option<(i64, Vec<u8>, i64)> = conn
         .query_row(
-            "SELECT upto, data FROM snapshots ORDER BY upto DESC LIMIT 1",
+            "SELECT upto, data, v FROM snapshots ORDER BY upto DESC LIMIT 1",
             [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
         .optional()?;
     let upto = match snapshot {
-        Some((upto, data)) => {
+        Some((upto, data, v)) => {
             stats.snapshot_bytes = data.len() as u64;
-            apply(&doc, -upto, &data)?;
+            apply_snapshot(&doc, upto, &data, v)?;
             upto
         }
         None => 0,
@@ -240,13 +275,7 @@ pub(crate) fn checkpoint(conn: &Connection, doc: &Doc) -> Result<Option<u64>, St
     if covered.is_some_and(|c| c >= upto) {
         return Ok(None);
     }
-    let data = doc
-        .transact()
-        .encode_state_as_update_v1(&StateVector::default());
-    let size = data.len() as u64;
-    conn.prepare_cached("INSERT INTO snapshots(upto, ts, data) VALUES(?1, ?2, ?3)")?
-        .execute((upto, ts, data))?;
-    Ok(Some(size))
+    Ok(Some(insert_snapshot(conn, doc, upto, ts)?))
 }
 
 /// The time of the oldest stored update (`ts` grows with `id`).
@@ -303,13 +332,7 @@ pub(crate) fn compact(conn: &Connection, cutoff_ts: i64) -> Result<(usize, usize
                 conn.query_row("SELECT ts FROM updates WHERE id = ?1", [last_old], |r| {
                     r.get(0)
                 })?;
-            let data = doc
-                .transact()
-                .encode_state_as_update_v1(&StateVector::default());
-            conn.execute(
-                "INSERT INTO snapshots(upto, ts, data) VALUES(?1, ?2, ?3)",
-                (last_old, ts, data),
-            )?;
+            insert_snapshot(conn, &doc, last_old, ts)?;
             last_old
         }
     };
@@ -322,16 +345,16 @@ pub(crate) fn compact(conn: &Connection, cutoff_ts: i64) -> Result<(usize, usize
 /// plus the updates after that snapshot up to `ts`.
 pub(crate) fn as_of(conn: &Connection, ts: i64) -> Result<Doc, StoreError> {
     let doc = Doc::new();
-    let snapshot: Option<(i64, Vec<u8>)> = conn
+    let snapshot: Option<(i64, Vec<u8>, i64)> = conn
         .query_row(
-            "SELECT upto, data FROM snapshots WHERE ts <= ?1 ORDER BY upto DESC LIMIT 1",
+            "SELECT upto, data, v FROM snapshots WHERE ts <= ?1 ORDER BY upto DESC LIMIT 1",
             [ts],
-            |r| Ok((r.get(0)?, r.get(1)?)),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
         .optional()?;
     let upto = match snapshot {
-        Some((upto, data)) => {
-            apply(&doc, -upto, &data)?;
+        Some((upto, data, v)) => {
+            apply_snapshot(&doc, upto, &data, v)?;
             upto
         }
         None => {

@@ -1,0 +1,209 @@
+//! A Yjs document's storage over its life, against the real binary:
+//! compaction gives the deleted rows' pages back to the filesystem, a clean
+//! stop leaves no empty log segment and no WAL behind, and a document that
+//! was never compacted (kill -9 right after its last acknowledged update)
+//! is compacted after the restart and loads whole. Every step that changes
+//! storage is followed by a kill -9 and a check that nothing acknowledged
+//! was lost.
+
+use std::path::Path;
+use std::time::Duration;
+
+use roost_tests::yclient::YClient;
+use roost_tests::{call, doc_sql_int, http, stored_text, wait_stored_text, ServerProcess};
+use serde_json::json;
+
+/// Appends `n` one-letter updates (each its own Yjs update, as an editor
+/// sends keystrokes) to `want` and the document, and waits until the server
+/// has acknowledged every one as durable (`?saved=1`).
+async fn type_acked(client: &mut YClient, want: &mut String, n: u32) -> anyhow::Result<()> {
+    let target = client.saved + u64::from(n);
+    for i in 0..n {
+        let letter = char::from(b'a' + (i % 26) as u8).to_string();
+        client.insert(want.chars().count() as u32, &letter).await?;
+        want.push_str(&letter);
+    }
+    for _ in 0..1000 {
+        if client.saved >= target {
+            return Ok(());
+        }
+        client.drain(Duration::from_millis(10)).await?;
+    }
+    anyhow::bail!("only {} of {target} updates acknowledged", client.saved)
+}
+
+async fn connect(server: &ServerProcess, doc: &str) -> anyhow::Result<YClient> {
+    let mut client = YClient::new();
+    client
+        .connect(&server.ws_url(&format!("/v1/yjs/{doc}?saved=1")))
+        .await?;
+    // The handshake's (empty) step 2 is acknowledged too.
+    for _ in 0..200 {
+        if client.saved >= 1 {
+            return Ok(client);
+        }
+        client.drain(Duration::from_millis(10)).await?;
+    }
+    anyhow::bail!("the handshake was never acknowledged")
+}
+
+/// Polls `sql` on the document until `done` holds for its value (up to 20 s).
+async fn wait_sql(
+    server: &ServerProcess,
+    admin: &str,
+    doc: &str,
+    sql: &str,
+    done: impl Fn(i64) -> bool,
+) -> anyhow::Result<i64> {
+    let mut last = 0;
+    for _ in 0..800 {
+        last = doc_sql_int(server, admin, doc, sql).await?;
+        if done(last) {
+            return Ok(last);
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    anyhow::bail!("{sql} on {doc} stayed at {last}")
+}
+
+/// Days of a document's life in seconds, three times: edits, kill -9 right
+/// after the last acknowledgement, restart; the history window passes and
+/// compaction deletes the log and gives its pages back (the file shrinks to
+/// well under half its peak); kill -9 again. Every acknowledged letter is
+/// in the document after each restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compaction_gives_the_pages_back_and_kill9_loses_nothing() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let admin = "pages-admin";
+    let flags = [
+        "--admin-token",
+        admin,
+        "--history-retention",
+        "1s",
+        "--ydoc-compact-after",
+        "300ms",
+    ];
+    let mut server = ServerProcess::start(dir.path(), &flags).await?;
+    let mut want = String::new();
+    for round in 0..3 {
+        let mut client = connect(&server, "pages").await?;
+        type_acked(&mut client, &mut want, 1500).await?;
+        let peak = doc_sql_int(&server, admin, "pages", "PRAGMA page_count").await?;
+        server.kill9().await?;
+        server = ServerProcess::start(dir.path(), &flags).await?;
+        assert_eq!(stored_text(&server, "pages").await?, want, "round {round}");
+        // The restart's overdue alarm, then the window: the log empties.
+        wait_sql(
+            &server,
+            admin,
+            "pages",
+            "SELECT count(*) FROM updates",
+            |n| n == 0,
+        )
+        .await?;
+        let pages = wait_sql(&server, admin, "pages", "PRAGMA page_count", |n| {
+            n * 2 < peak
+        })
+        .await?;
+        let free = doc_sql_int(&server, admin, "pages", "PRAGMA freelist_count").await?;
+        assert!(
+            free * 4 < pages.max(4),
+            "round {round}: {free} of {pages} pages free"
+        );
+        assert_eq!(stored_text(&server, "pages").await?, want, "round {round}");
+        server.kill9().await?;
+        server = ServerProcess::start(dir.path(), &flags).await?;
+        assert_eq!(
+            stored_text(&server, "pages").await?,
+            want,
+            "round {round}, compacted"
+        );
+    }
+    server.terminate().await?;
+    Ok(())
+}
+
+/// Files a stopped server should not keep: a log segment (all were
+/// checkpointed; the one made ahead holds only zeros) and a WAL or WAL index.
+fn leftovers(data: &Path) -> Vec<String> {
+    roost_tests::walk(data)
+        .into_iter()
+        .filter(|p| {
+            let name = p.to_string_lossy();
+            name.ends_with(".log") || name.ends_with("-wal") || name.ends_with("-shm")
+        })
+        .map(|p| p.display().to_string())
+        .collect()
+}
+
+/// A clean stop checkpoints everything and leaves the folder small: no log
+/// segment, no WAL beside the document or the catalog. The next start, a
+/// kill -9 after more edits and the start after it lose nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_stop_leaves_no_segment_and_no_wal() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let server = ServerProcess::start(dir.path(), &[]).await?;
+    let mut want = String::new();
+    let mut client = connect(&server, "tidy").await?;
+    type_acked(&mut client, &mut want, 300).await?;
+    drop(client);
+    server.terminate().await?;
+    assert_eq!(leftovers(dir.path()), Vec::<String>::new());
+    let server = ServerProcess::start(dir.path(), &[]).await?;
+    assert_eq!(stored_text(&server, "tidy").await?, want);
+    let mut client = connect(&server, "tidy").await?;
+    type_acked(&mut client, &mut want, 300).await?;
+    server.kill9().await?;
+    let server = ServerProcess::start(dir.path(), &[]).await?;
+    assert_eq!(stored_text(&server, "tidy").await?, want);
+    server.terminate().await?;
+    assert_eq!(leftovers(dir.path()), Vec::<String>::new());
+    Ok(())
+}
+
+/// The `stats` call's count of updates after the newest snapshot.
+async fn since_snapshot(server: &ServerProcess, doc: &str) -> anyhow::Result<Option<u64>> {
+    let (status, body) = call(&http(), server, "ydoc", doc, "stats", json!({})).await?;
+    anyhow::ensure!(status == 200, "stats: {status} {body}");
+    Ok(body["updates_since_snapshot"].as_u64())
+}
+
+/// Never compacted: 2,500 updates with the default snapshot settings (a
+/// snapshot every 2,000), kill -9 right after the last acknowledgement, so
+/// the quiet-time alarm never ran. After the restart the overdue alarm
+/// snapshots the log; the document loads whole, and after another kill -9
+/// it loads from that snapshot alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_never_compacted_document_is_compacted_after_kill9_and_loads_whole() -> anyhow::Result<()>
+{
+    let dir = tempfile::tempdir()?;
+    let admin = "never-admin";
+    let flags = ["--admin-token", admin, "--ydoc-compact-after", "300ms"];
+    let server = ServerProcess::start(dir.path(), &flags).await?;
+    let mut want = String::new();
+    let mut client = connect(&server, "never").await?;
+    type_acked(&mut client, &mut want, 2500).await?;
+    server.kill9().await?;
+    let server = ServerProcess::start(dir.path(), &flags).await?;
+    wait_stored_text(&server, "never", &want).await?;
+    let snapshots = wait_sql(
+        &server,
+        admin,
+        "never",
+        "SELECT count(*) FROM snapshots",
+        |n| n == 2,
+    )
+    .await?;
+    assert_eq!(snapshots, 2, "the one at 2,000 updates and the quiet one");
+    assert_eq!(since_snapshot(&server, "never").await?, Some(0));
+    server.kill9().await?;
+    let server = ServerProcess::start(dir.path(), &flags).await?;
+    assert_eq!(stored_text(&server, "never").await?, want);
+    assert_eq!(
+        since_snapshot(&server, "never").await?,
+        Some(0),
+        "loaded from the snapshot alone"
+    );
+    server.terminate().await?;
+    Ok(())
+}
