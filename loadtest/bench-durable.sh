@@ -7,6 +7,10 @@
 #   loadtest/bench-durable.sh                 # 3 runs of 5 s per cell
 #   RUNS=1 DURATION=2s loadtest/bench-durable.sh
 #   OBJECTS="1" CLIENTS="16" loadtest/bench-durable.sh
+#   PRIO=1 loadtest/bench-durable.sh          # server and client at real-time
+#                                             # priority (chrt -f 10), so other
+#                                             # work on the machine (builds) does
+#                                             # not delay their wake-ups
 #
 # Every loop is bounded: cells x RUNS runs, each capped by `timeout`.
 set -euo pipefail
@@ -20,11 +24,13 @@ OUT=${OUT:-$(mktemp /tmp/roost-bench-durable.XXXXXX.jsonl)}
 
 cargo build --release -q -p roost -p roost-load
 BIN=target/release
+RUN=()
+if [ "${PRIO:-0}" = 1 ]; then RUN=(chrt -f 10); fi
 
 DATA=$(mktemp -d /tmp/roost-bench-data.XXXXXX)
 PORT=$("$BIN/roost-load" free-port)
 URL="http://127.0.0.1:$PORT"
-"$BIN/roost" serve --listen "127.0.0.1:$PORT" --data "$DATA" >"$DATA.log" 2>&1 &
+"${RUN[@]}" "$BIN/roost" serve --listen "127.0.0.1:$PORT" --data "$DATA" >"$DATA.log" 2>&1 &
 SERVER_PID=$!
 cleanup() {
     kill "$SERVER_PID" 2>/dev/null || true
@@ -40,7 +46,7 @@ for objects in $OBJECTS; do
     for clients in $CLIENTS; do
         for run in $(seq 1 "$RUNS"); do
             echo "objects=$objects clients=$clients run $run/$RUNS" >&2
-            timeout 120 "$BIN/roost-load" --json --server-pid "$SERVER_PID" \
+            timeout 120 "${RUN[@]}" "$BIN/roost-load" --json --server-pid "$SERVER_PID" \
                 --label "objects=$objects clients=$clients" \
                 durable --url "$URL" --objects "$objects" --clients "$clients" \
                 --duration "$DURATION" >>"$OUT"
