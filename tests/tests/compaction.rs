@@ -2,7 +2,8 @@
 //! compaction gives the deleted rows' pages back to the filesystem, a clean
 //! stop leaves no empty log segment and no WAL behind, and a document that
 //! was never compacted (kill -9 right after its last acknowledged update)
-//! is compacted after the restart and loads whole. Every step that changes
+//! is compacted after the restart and loads whole; the history window is
+//! kept per second (merged rows) and reads the same. Every step that changes
 //! storage is followed by a kill -9 and a check that nothing acknowledged
 //! was lost.
 
@@ -75,9 +76,13 @@ async fn wait_sql(
 async fn compaction_gives_the_pages_back_and_kill9_loses_nothing() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let admin = "pages-admin";
+    // Every update its own row (no merging inside the window), so the peak
+    // is the log's whole size whatever pauses the typing had.
     let flags = [
         "--admin-token",
         admin,
+        "--history-granularity",
+        "0",
         "--history-retention",
         "1s",
         "--ydoc-compact-after",
@@ -186,15 +191,19 @@ async fn a_never_compacted_document_is_compacted_after_kill9_and_loads_whole() -
     server.kill9().await?;
     let server = ServerProcess::start(dir.path(), &flags).await?;
     wait_stored_text(&server, "never", &want).await?;
+    // The quiet snapshot; the one taken at 2,000 updates is thinned away
+    // (the merged rows before it are cheap to replay).
     let snapshots = wait_sql(
         &server,
         admin,
         "never",
-        "SELECT count(*) FROM snapshots",
-        |n| n == 2,
+        "SELECT count(*) FROM snapshots WHERE upto = (SELECT max(id) FROM updates)",
+        |n| n == 1,
     )
     .await?;
-    assert_eq!(snapshots, 2, "the one at 2,000 updates and the quiet one");
+    assert_eq!(snapshots, 1);
+    let all = doc_sql_int(&server, admin, "never", "SELECT count(*) FROM snapshots").await?;
+    assert_eq!(all, 1, "thinned");
     assert_eq!(since_snapshot(&server, "never").await?, Some(0));
     server.kill9().await?;
     let server = ServerProcess::start(dir.path(), &flags).await?;
@@ -204,6 +213,89 @@ async fn a_never_compacted_document_is_compacted_after_kill9_and_loads_whole() -
         Some(0),
         "loaded from the snapshot alone"
     );
+    server.terminate().await?;
+    Ok(())
+}
+
+/// `ms` since the Unix epoch as RFC 3339 (UTC, milliseconds).
+fn rfc3339(ms: i64) -> String {
+    let (days, rest) = (ms.div_euclid(86_400_000), ms.rem_euclid(86_400_000));
+    // Civil date from days since 1970-01-01 (proleptic Gregorian).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let (h, m, sec, milli) = (
+        rest / 3_600_000,
+        rest / 60_000 % 60,
+        rest / 1000 % 60,
+        rest % 1000,
+    );
+    format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{sec:02}.{milli:03}Z")
+}
+
+/// A document's history window kept per second (`--history-granularity
+/// 1s`), over three rounds of edits with kill -9 before and after the
+/// quiet document merged its rows: every acknowledged letter stays, every
+/// update is counted in the merged rows, the log shrinks to a few rows per
+/// second of editing, and `state?at=` the end of each earlier round's last
+/// second reads exactly that round's text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_is_kept_per_second_and_kill9_loses_nothing() -> anyhow::Result<()> {
+    assert_eq!(rfc3339(1_796_306_695_731), "2026-12-03T14:04:55.731Z");
+    let dir = tempfile::tempdir()?;
+    let (admin, doc) = ("coarse-admin", "coarse");
+    let flags = [
+        "--admin-token",
+        admin,
+        "--history-granularity",
+        "1s",
+        "--ydoc-compact-after",
+        "300ms",
+        "--ydoc-snapshot-rows",
+        "200",
+    ];
+    let mut server = ServerProcess::start(dir.path(), &flags).await?;
+    let mut want = String::new();
+    let mut ends: Vec<(i64, String)> = Vec::new();
+    for round in 0..3i64 {
+        let mut client = connect(&server, doc).await?;
+        type_acked(&mut client, &mut want, 400).await?;
+        let last = doc_sql_int(&server, admin, doc, "SELECT max(ts) FROM updates").await?;
+        ends.push(((last / 1000 + 1) * 1000 - 1, want.clone()));
+        // The next round's edits fall in a later second.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        server.kill9().await?;
+        server = ServerProcess::start(dir.path(), &flags).await?;
+        assert_eq!(stored_text(&server, doc).await?, want, "round {round}");
+        let bound = 10 * (round + 1);
+        let rows = wait_sql(&server, admin, doc, "SELECT count(*) FROM updates", |n| {
+            n <= bound
+        })
+        .await?;
+        let sum = doc_sql_int(&server, admin, doc, "SELECT sum(n) FROM updates").await?;
+        assert_eq!(sum, 400 * (round + 1), "round {round}: {rows} rows");
+        let snapshots = doc_sql_int(&server, admin, doc, "SELECT count(*) FROM snapshots").await?;
+        assert!(snapshots <= 2, "round {round}: {snapshots} snapshots kept");
+        server.kill9().await?;
+        server = ServerProcess::start(dir.path(), &flags).await?;
+        assert_eq!(
+            stored_text(&server, doc).await?,
+            want,
+            "round {round}, merged"
+        );
+        for (at, text) in &ends {
+            let url = server.url(&format!("/v1/yjs/{doc}/state?at={}", rfc3339(*at)));
+            let state = http().get(url).send().await?.bytes().await?;
+            let got = roost_tests::yclient::text_of_update(&state)?;
+            assert_eq!(&got, text, "round {round}: as of {}", rfc3339(*at));
+        }
+    }
     server.terminate().await?;
     Ok(())
 }

@@ -165,6 +165,12 @@ pub struct ServeArgs {
     /// How far back Yjs documents can be read with `state?at=` (e.g. 7d).
     #[arg(long, env = "ROOST_HISTORY_RETENTION", default_value = "7d", value_parser = parse_duration)]
     pub history_retention: Duration,
+    /// How finely a Yjs document's history is kept inside that window:
+    /// once the document is quiet, the updates of each such interval are
+    /// merged into one stored row (`state?at=` is exact at its ends). 0
+    /// keeps every update as its own row.
+    #[arg(long, env = "ROOST_HISTORY_GRANULARITY", default_value = "1s", value_parser = parse_duration)]
+    pub history_granularity: Duration,
     /// A Yjs document writes a snapshot once this many updates follow its
     /// newest one (bounds the log replayed when a document loads).
     #[arg(long, env = "ROOST_YDOC_SNAPSHOT_ROWS", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..))]
@@ -244,6 +250,7 @@ impl ServeArgs {
         config.ydoc.max_doc_bytes = self.max_doc_bytes;
         config.ydoc.max_update_bytes = self.max_update_bytes;
         config.ydoc.retention = self.history_retention;
+        config.ydoc.granularity = self.history_granularity;
         config.ydoc.checkpoint_rows = self.ydoc_snapshot_rows;
         config.ydoc.compact_after = self.ydoc_compact_after;
         config.ydoc.max_versions = self.yjs_max_versions;

@@ -39,11 +39,14 @@
 //! - `update.rs`: checking, applying and gathering updates; snapshots;
 //! - `store.rs`: the tables (update log, snapshots), load, compaction,
 //!   history;
+//! - `history.rs`: the history window kept at a granularity (merged rows,
+//!   fewer snapshots);
 //! - `feed.rs`: each stored row of updates as a change-feed event;
 //! - `versions.rs`: named versions (create, list, read, restore, delete)
 //!   and the document as JSON.
 
 mod feed;
+mod history;
 mod http;
 pub(crate) mod store;
 mod sync;
@@ -75,6 +78,10 @@ pub struct YdocConfig {
     pub max_doc_bytes: u64,
     /// How far back the document can be read (`state?at=`).
     pub retention: Duration,
+    /// How finely that history is kept: updates in one such interval are
+    /// merged into one row once the document is quiet (zero: every update
+    /// row and every snapshot is kept; `history.rs`).
+    pub granularity: Duration,
     /// Snapshot once this many updates follow the newest snapshot...
     pub checkpoint_rows: u64,
     /// ...or once they weigh this much.
@@ -93,6 +100,7 @@ impl Default for YdocConfig {
             max_nesting: roost_protocol::yjs::DEFAULT_MAX_NESTING,
             max_doc_bytes: 64 * 1024 * 1024,
             retention: Duration::from_secs(7 * 24 * 3600),
+            granularity: Duration::from_secs(1),
             checkpoint_rows: 2000,
             checkpoint_bytes: 4 * 1024 * 1024,
             compact_after: Duration::from_secs(5),
@@ -122,6 +130,8 @@ pub(crate) struct Ydoc {
     /// id, so that documents whose editing stopped together (a class, a
     /// load test's round) do not all snapshot in the same instant.
     quiet_ms: i64,
+    /// Rows up to this id are as coarse as they will get (`history.rs`).
+    coarse_through: i64,
 }
 
 impl DurableObject for Ydoc {
@@ -139,6 +149,7 @@ impl DurableObject for Ydoc {
             unapplied: Vec::new(),
             unapplied_sv: StateVector::default(),
             quiet_ms: after + after / 4 * spread / 65_536,
+            coarse_through: 0,
         })
     }
 
@@ -178,7 +189,7 @@ impl DurableObject for Ydoc {
         self.on_frame(ctx, socket, &bytes)
     }
 
-    async fn alarm(&mut self, ctx: &mut Ctx, _info: AlarmInfo) -> Result<(), ObjectError> {
+    async fn alarm(&mut self, ctx: &mut Ctx, info: AlarmInfo) -> Result<(), ObjectError> {
         let config = Self::config(ctx);
         let now = ctx.now_ms();
         let quiet_since = self.stats.last_update_ts + self.quiet_ms;
@@ -190,20 +201,32 @@ impl DurableObject for Ydoc {
         if self.worth_a_snapshot(&config) {
             self.checkpoint(ctx)?;
         }
+        let fatal = |e: store::StoreError| ObjectError::Fatal(e.to_string());
+        let coarse = self.coarsen(ctx, &config, now)?;
         let cutoff = now - config.retention.as_millis() as i64;
-        let (updates, snapshots) = store::compact(ctx.storage().sql(), cutoff)
-            .map_err(|e| ObjectError::Fatal(e.to_string()))?;
-        if updates > 0 || snapshots > 0 {
+        let (updates, snapshots) = store::compact(ctx.storage().sql(), cutoff).map_err(fatal)?;
+        if updates > 0 || snapshots > 0 || coarse.rows_removed > 0 {
             // The deleted rows' pages go back to the filesystem, not to a
             // free list the document would keep for good.
             let pages = ctx.storage().reclaim_free_pages()?;
-            tracing::debug!(updates, snapshots, pages, "compacted document log");
+            let merged = coarse.rows_removed;
+            tracing::debug!(updates, snapshots, merged, pages, "compacted document log");
+        }
+        if !coarse.done {
+            // More rows to merge: go on at once, in a new batch (a time
+            // equal to this alarm's would count as not set).
+            ctx.set_alarm(now.max(info.scheduled_ms) + 1)?;
+            return Ok(());
         }
         // Come back when the oldest kept update leaves the retention window.
-        let oldest =
-            store::oldest_ts(ctx.storage().sql()).map_err(|e| ObjectError::Fatal(e.to_string()))?;
-        if let Some(oldest) = oldest {
-            ctx.set_alarm((oldest + config.retention.as_millis() as i64).max(now + 1000))?;
+        let oldest = store::oldest_ts(ctx.storage().sql()).map_err(fatal)?;
+        let due = oldest.map(|ts| ts + config.retention.as_millis() as i64);
+        let next = match (due, coarse.open_until) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        if let Some(next) = next {
+            ctx.set_alarm(next.max(now + 1000))?;
         }
         Ok(())
     }
@@ -293,6 +316,7 @@ mod tests {
             unapplied: vec![update_inserting("hello")],
             unapplied_sv: StateVector::default(),
             quiet_ms: 5000,
+            coarse_through: 0,
         };
         let state = y.state(&StateVector::default()).expect("state");
         assert!(y.unapplied.is_empty());

@@ -1,10 +1,12 @@
 //! A document's persistence in its object's SQLite file: an append-only
 //! update log, snapshots, compaction and reading the document as of a time.
 //!
-//! Tables: `updates(id, ts, data, n)` — every applied Yjs v1 update, in
-//! order; a row holds the `n` updates of one batch (`n` = 1: `data` is the
-//! update; more: each as lib0 `varUint(len)` + bytes), so a burst costs one
-//! row, and history is read at the granularity of batches —
+//! Tables: `updates(id, ts, data, n, v)` — every applied Yjs update, in
+//! order; a plain row (`v` = 1) holds the `n` v1 updates of one batch
+//! (`n` = 1: `data` is the update; more: each as lib0 `varUint(len)` +
+//! bytes), so a burst costs one row; a merged row (`v` = 2, `history.rs`)
+//! holds the merge of `n` updates in v2 encoding; history is read at the
+//! granularity of rows —
 //! and `snapshots(id, upto, ts, data, v)` — the whole document as of update
 //! `upto` (whose time is `ts`), in Yjs update encoding `v` (1 or 2, the
 //! smaller: `insert_snapshot`; snapshots from before migration 4 are v1). Loading takes the newest snapshot and the
@@ -42,7 +44,9 @@ pub(crate) const MIGRATIONS: &[&str] = &["CREATE TABLE updates(id INTEGER PRIMAR
                      WHERE u.id <= (SELECT max(upto) FROM snapshots)
                        AND u.ts > (SELECT ts FROM snapshots ORDER BY upto DESC LIMIT 1));",
     // Snapshots in v1 or v2, whichever is smaller; those already stored are v1.
-    "ALTER TABLE snapshots ADD COLUMN v INTEGER NOT NULL DEFAULT 1;"];
+    "ALTER TABLE snapshots ADD COLUMN v INTEGER NOT NULL DEFAULT 1;",
+    // Rows merged by coarsening (`history.rs`) hold one v2 update.
+    "ALTER TABLE updates ADD COLUMN v INTEGER NOT NULL DEFAULT 1;"];
 // No index on `updates(ts)`: it would add a page write to every update, and
 // only compaction (rare, alarm-driven) filters by time; `ts` grows with `id`.
 
@@ -67,14 +71,7 @@ pub(crate) struct LogStats {
 
 /// Applies a snapshot stored in Yjs update encoding `v` (1 or 2).
 fn apply_snapshot(doc: &Doc, upto: i64, data: &[u8], v: i64) -> Result<(), StoreError> {
-    if v == 1 {
-        return apply_row(doc, -upto, data, 1);
-    }
-    let corrupt = |e: &dyn std::fmt::Display| StoreError::Corrupt(-upto, e.to_string());
-    let update = Update::decode_v2(data).map_err(|e| corrupt(&e))?;
-    doc.transact_mut()
-        .apply_update(update)
-        .map_err(|e| corrupt(&e))
+    apply_row(doc, -upto, data, 1, v)
 }
 
 /// Writes a snapshot of `doc` as of update `upto` (time `ts`) in the
@@ -102,8 +99,15 @@ fn insert_snapshot(conn: &Connection, doc: &Doc, upto: i64, ts: i64) -> Result<u
 }
 
 /// Applies a row's `n` updates (see the module doc for the layout).
-fn apply_row(doc: &Doc, id: i64, data: &[u8], n: i64) -> Result<(), StoreError> {
+fn apply_row(doc: &Doc, id: i64, data: &[u8], n: i64, v: i64) -> Result<(), StoreError> {
     let corrupt = |e: &dyn std::fmt::Display| StoreError::Corrupt(id, e.to_string());
+    if v == 2 {
+        let update = Update::decode_v2(data).map_err(|e| corrupt(&e))?;
+        return doc
+            .transact_mut()
+            .apply_update(update)
+            .map_err(|e| corrupt(&e));
+    }
     if n == 1 {
         let update = Update::decode_v1(data).map_err(|e| corrupt(&e))?;
         return doc
@@ -234,13 +238,14 @@ pub(crate) fn load(conn: &Connection) -> Result<(Doc, LogStats), StoreError> {
         }
         None => 0,
     };
-    let mut stmt = conn.prepare("SELECT id, ts, data, n FROM updates WHERE id > ?1 ORDER BY id")?;
+    let mut stmt =
+        conn.prepare("SELECT id, ts, data, n, v FROM updates WHERE id > ?1 ORDER BY id")?;
     let mut rows = stmt.query([upto])?;
     while let Some(row) = rows.next()? {
         let id: i64 = row.get(0)?;
         let data: Vec<u8> = row.get(2)?;
         let n: i64 = row.get(3)?;
-        apply_row(&doc, id, &data, n)?;
+        apply_row(&doc, id, &data, n, row.get(4)?)?;
         stats.rows_since_snapshot += n as u64;
         stats.bytes_since_snapshot += data.len() as u64;
         stats.last_update_ts = row.get(1)?;
@@ -322,12 +327,7 @@ pub(crate) fn compact(conn: &Connection, cutoff_ts: i64) -> Result<(usize, usize
         None => {
             // Build a base snapshot exactly at `last_old`.
             let doc = Doc::new();
-            let mut stmt =
-                conn.prepare("SELECT id, data, n FROM updates WHERE id <= ?1 ORDER BY id")?;
-            let mut rows = stmt.query([last_old])?;
-            while let Some(row) = rows.next()? {
-                apply_row(&doc, row.get(0)?, &row.get::<_, Vec<u8>>(1)?, row.get(2)?)?;
-            }
+            replay(conn, &doc, 0, last_old, i64::MAX)?;
             let ts: i64 =
                 conn.query_row("SELECT ts FROM updates WHERE id = ?1", [last_old], |r| {
                     r.get(0)
@@ -381,13 +381,27 @@ pub(crate) fn as_of(conn: &Connection, ts: i64) -> Result<Doc, StoreError> {
             0
         }
     };
-    let mut stmt =
-        conn.prepare("SELECT id, data, n FROM updates WHERE id > ?1 AND ts <= ?2 ORDER BY id")?;
-    let mut rows = stmt.query((upto, ts))?;
-    while let Some(row) = rows.next()? {
-        apply_row(&doc, row.get(0)?, &row.get::<_, Vec<u8>>(1)?, row.get(2)?)?;
-    }
+    replay(conn, &doc, upto, i64::MAX, ts)?;
     Ok(doc)
+}
+
+/// Applies the rows with `after < id <= upto` and `ts <= until` to `doc`.
+pub(crate) fn replay(
+    conn: &Connection,
+    doc: &Doc,
+    after: i64,
+    upto: i64,
+    until: i64,
+) -> Result<(), StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, data, n, v FROM updates WHERE id > ?1 AND id <= ?2 AND ts <= ?3 ORDER BY id",
+    )?;
+    let mut rows = stmt.query((after, upto, until))?;
+    while let Some(row) = rows.next()? {
+        let data: Vec<u8> = row.get(1)?;
+        apply_row(doc, row.get(0)?, &data, row.get(2)?, row.get(3)?)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

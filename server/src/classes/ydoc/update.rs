@@ -19,7 +19,7 @@ use yrs::updates::decoder::Decode;
 use yrs::{ReadTxn, StateVector, Transact, Update};
 
 use super::sync::frame;
-use super::{store, Ydoc, YdocConfig};
+use super::{history, store, Ydoc, YdocConfig};
 use crate::sockets::SocketMessage;
 use crate::{Ctx, ObjectError};
 
@@ -243,6 +243,42 @@ impl Ydoc {
             self.stats.bytes_since_snapshot = 0;
         }
         Ok(())
+    }
+
+    /// Keeps the history window at its granularity (`history.rs`): merges
+    /// the rows of closed buckets, drops the snapshots not worth keeping and
+    /// updates the statistics of the log since the newest snapshot.
+    pub(super) fn coarsen(
+        &mut self,
+        ctx: &mut Ctx,
+        config: &YdocConfig,
+        now: i64,
+    ) -> Result<history::Coarsened, ObjectError> {
+        let granularity = config.granularity.as_millis() as i64;
+        let fatal = |e: store::StoreError| ObjectError::Fatal(e.to_string());
+        if granularity == 0 {
+            return Ok(history::Coarsened {
+                done: true,
+                ..Default::default()
+            });
+        }
+        let conn = ctx.storage().sql();
+        let coarse =
+            history::coarsen(conn, granularity, now, self.coarse_through).map_err(fatal)?;
+        self.coarse_through = coarse.through;
+        let bytes = config.checkpoint_bytes;
+        let thinned = history::thin(conn, config.checkpoint_rows, bytes).map_err(fatal)?;
+        if coarse.rows_removed > 0 || thinned > 0 {
+            let (rows, bytes) = history::since_newest_snapshot(conn).map_err(fatal)?;
+            self.stats.rows_since_snapshot = rows;
+            self.stats.bytes_since_snapshot = bytes;
+            tracing::debug!(
+                merged = coarse.rows_removed,
+                thinned,
+                "coarsened document history"
+            );
+        }
+        Ok(coarse)
     }
 
     /// Whether a quiet document should write a snapshot: only if the log

@@ -1,0 +1,260 @@
+//! Keeping a document's history window small: inside the window, updates
+//! are kept at the granularity of `--history-granularity` (1 s) rather than
+//! one row per keystroke, and only the snapshots that shorten a replay
+//! noticeably are kept.
+//!
+//! *Coarsening* merges each run of consecutive plain rows (`v` = 1) whose
+//! times fall in one closed granularity bucket into one row: the Yjs merge
+//! of their updates, stored in v2 encoding (`v` = 2; `n` stays the number
+//! of updates it holds), under the run's last id and newest time. At most
+//! [`MAX_PARTS`] updates go into one row (yrs's merge grows faster than
+//! linearly: per update ~1.5 µs in runs of 256, ~5 in runs of 700, ~12 in
+//! runs of 2,000; a real trace's keystrokes in runs of 256 take 1.2 bytes
+//! each in v2, 1.1 in runs of 700). A run never
+//! crosses a snapshot's `upto`, so the store's invariant holds: a snapshot
+//! is the state of every update row up to it, and a row is either wholly
+//! after the newest snapshot or not at all. `state?at=` is therefore exact
+//! at bucket ends; a time inside a bucket reads the document as of the end
+//! of the bucket's last row that ended before it.
+//!
+//! *Thinning* deletes a snapshot that is neither the window's base (the
+//! oldest, once compaction deleted the rows before it) nor the newest (what
+//! loading starts from) when the rows since the previous kept snapshot are
+//! fewer than `keep_rows` and lighter than `keep_bytes`: replaying them
+//! costs little. Deleting a snapshot never changes what any read returns.
+//!
+//! Both run in the document's compaction alarm, in its batch (all or
+//! nothing), and only when the granularity is not zero (zero: every update
+//! row and every snapshot is kept, as before; the tests compare the two).
+
+use std::collections::BTreeSet;
+
+use rusqlite::{Connection, OptionalExtension};
+use yrs::encoding::read::{Cursor, Read};
+use yrs::updates::decoder::Decode;
+use yrs::updates::encoder::Encode;
+use yrs::Update;
+
+use super::store::StoreError;
+
+/// Most updates merged into one row.
+pub(crate) const MAX_PARTS: i64 = 512;
+
+/// Most updates one alarm merges (~40 ms of work); the rest waits for the
+/// next alarm, which comes at once.
+const MAX_PARTS_PER_RUN: i64 = 16_384;
+
+/// Most rows one pass reads (its plan: ~32 bytes each).
+const PLAN_ROWS: i64 = 65_536;
+
+/// Where a coarsening pass stopped.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Coarsened {
+    /// Rows deleted (merged into others).
+    pub rows_removed: usize,
+    /// Every row up to this id is final: the next pass may start after it.
+    pub through: i64,
+    /// Whether everything in closed buckets was done (else: call again).
+    pub done: bool,
+    /// When the first bucket left open ends (a pass is due then).
+    pub open_until: Option<i64>,
+}
+
+/// A row as planned: its id, time and the updates it holds.
+#[derive(Debug, Clone, Copy)]
+struct Planned {
+    id: i64,
+    ts: i64,
+    n: i64,
+}
+
+/// Merges the plain rows after `from_id` bucket by bucket (see the module
+/// text). Buckets that end after `now` are left for a later pass.
+pub(crate) fn coarsen(
+    conn: &Connection,
+    granularity_ms: i64,
+    now: i64,
+    from_id: i64,
+) -> Result<Coarsened, StoreError> {
+    let mut out = Coarsened {
+        through: from_id,
+        ..Coarsened::default()
+    };
+    if granularity_ms <= 0 {
+        out.done = true;
+        return Ok(out);
+    }
+    let uptos: BTreeSet<i64> = conn
+        .prepare("SELECT upto FROM snapshots")?
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    // The plan is read first: no row changes while a statement reads them.
+    let plan: Vec<(Planned, i64)> = conn
+        .prepare("SELECT id, ts, n, v FROM updates WHERE id > ?1 ORDER BY id LIMIT ?2")?
+        .query_map((from_id, PLAN_ROWS), |r| {
+            let p = Planned {
+                id: r.get(0)?,
+                ts: r.get(1)?,
+                n: r.get(2)?,
+            };
+            Ok((p, r.get(3)?))
+        })?
+        .collect::<Result<_, _>>()?;
+    let complete = plan.len() < PLAN_ROWS as usize;
+    let bucket = |ts: i64| ts.div_euclid(granularity_ms);
+    let mut run: Vec<Planned> = Vec::new();
+    let mut merged_parts = 0;
+    for (p, v) in plan {
+        if (bucket(p.ts) + 1) * granularity_ms > now {
+            // Still open: this row and all after it wait.
+            merge_run(conn, &mut run, &mut out)?;
+            out.done = true;
+            out.open_until = Some((bucket(p.ts) + 1) * granularity_ms);
+            return Ok(out);
+        }
+        let parts: i64 = run.iter().map(|r| r.n).sum();
+        let joins = v == 1
+            && run
+                .first()
+                .is_some_and(|f| bucket(f.ts) == bucket(p.ts) && parts + p.n <= MAX_PARTS);
+        if !joins {
+            merged_parts += merge_run(conn, &mut run, &mut out)?;
+            if merged_parts >= MAX_PARTS_PER_RUN {
+                return Ok(out);
+            }
+        }
+        if v == 1 {
+            run.push(p);
+        } else {
+            out.through = p.id;
+        }
+        if uptos.contains(&p.id) {
+            // A snapshot ends here: no row may hold updates on both sides.
+            merged_parts += merge_run(conn, &mut run, &mut out)?;
+        }
+    }
+    if complete {
+        merge_run(conn, &mut run, &mut out)?;
+        out.done = true;
+    }
+    // Else the last run may go on past the plan: the next pass redoes it.
+    Ok(out)
+}
+
+/// Replaces a run of two or more rows by one merged row under the last id;
+/// empties `run` and moves `through` past it. Returns the updates merged.
+fn merge_run(
+    conn: &Connection,
+    run: &mut Vec<Planned>,
+    out: &mut Coarsened,
+) -> Result<i64, StoreError> {
+    let (Some(first), Some(last)) = (run.first().copied(), run.last().copied()) else {
+        return Ok(0);
+    };
+    out.through = last.id;
+    if run.len() < 2 {
+        run.clear();
+        return Ok(0);
+    }
+    let n: i64 = run.iter().map(|r| r.n).sum();
+    let ts = run.iter().map(|r| r.ts).max().unwrap_or(last.ts);
+    run.clear();
+    let mut parts: Vec<Vec<u8>> = Vec::new();
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, data, n FROM updates WHERE id >= ?1 AND id <= ?2 ORDER BY id",
+    )?;
+    let mut rows = stmt.query((first.id, last.id))?;
+    while let Some(row) = rows.next()? {
+        let id: i64 = row.get(0)?;
+        split_row(id, &row.get::<_, Vec<u8>>(1)?, row.get(2)?, &mut parts)?;
+    }
+    let corrupt = |e: &dyn std::fmt::Display| StoreError::Corrupt(last.id, e.to_string());
+    let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+    let merged = yrs::merge_updates_v1(&refs).map_err(|e| corrupt(&e))?;
+    let v2 = Update::decode_v1(&merged)
+        .map_err(|e| corrupt(&e))?
+        .encode_v2();
+    conn.prepare_cached("DELETE FROM updates WHERE id >= ?1 AND id < ?2")?
+        .execute((first.id, last.id))
+        .map(|deleted| out.rows_removed += deleted)?;
+    conn.prepare_cached("UPDATE updates SET ts = ?2, data = ?3, n = ?4, v = 2 WHERE id = ?1")?
+        .execute((last.id, ts, &v2, n))?;
+    Ok(n)
+}
+
+/// Appends a plain row's `n` v1 updates to `parts`.
+fn split_row(id: i64, data: &[u8], n: i64, parts: &mut Vec<Vec<u8>>) -> Result<(), StoreError> {
+    if n == 1 {
+        parts.push(data.to_vec());
+        return Ok(());
+    }
+    let mut cursor = Cursor::new(data);
+    for _ in 0..n {
+        let part = cursor
+            .read_buf()
+            .map_err(|e| StoreError::Corrupt(id, e.to_string()))?;
+        parts.push(part.to_vec());
+    }
+    Ok(())
+}
+
+/// Deletes the snapshots thinning allows (see the module text). Returns
+/// how many.
+pub(crate) fn thin(
+    conn: &Connection,
+    keep_rows: u64,
+    keep_bytes: u64,
+) -> Result<usize, StoreError> {
+    let uptos: Vec<i64> = conn
+        .prepare("SELECT upto FROM snapshots ORDER BY upto")?
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    let [first, .., _newest] = uptos.as_slice() else {
+        return Ok(0);
+    };
+    // The oldest is the window's base only if the log before it is gone;
+    // a log that reaches back to the start needs no base.
+    let whole: bool = conn
+        .prepare_cached("SELECT EXISTS(SELECT 1 FROM updates WHERE id <= ?1)")?
+        .query_row([first], |r| r.get(0))?;
+    let (mut kept, rest) = if whole {
+        (0, &uptos[..uptos.len() - 1])
+    } else {
+        (*first, &uptos[1..uptos.len() - 1])
+    };
+    let mut deleted = 0;
+    for &upto in rest {
+        let (rows, bytes): (u64, u64) = conn
+            .prepare_cached(
+                "SELECT count(*), coalesce(sum(length(data)), 0) FROM updates
+                  WHERE id > ?1 AND id <= ?2",
+            )?
+            .query_row((kept, upto), |r| Ok((r.get(0)?, r.get(1)?)))?;
+        if rows >= keep_rows || bytes >= keep_bytes {
+            kept = upto;
+        } else {
+            deleted += conn
+                .prepare_cached("DELETE FROM snapshots WHERE upto = ?1")?
+                .execute([upto])?;
+        }
+    }
+    Ok(deleted)
+}
+
+/// The updates and bytes stored after the newest snapshot.
+pub(crate) fn since_newest_snapshot(conn: &Connection) -> Result<(u64, u64), StoreError> {
+    let upto: i64 = conn
+        .query_row("SELECT max(upto) FROM snapshots", [], |r| r.get(0))
+        .optional()?
+        .flatten()
+        .unwrap_or(0);
+    Ok(conn.query_row(
+        "SELECT coalesce(sum(n), 0), coalesce(sum(length(data)), 0) FROM updates WHERE id > ?1",
+        [upto],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?)
+}
+
+#[cfg(test)]
+#[path = "history_tests.rs"]
+mod tests;
