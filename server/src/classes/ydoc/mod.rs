@@ -199,13 +199,13 @@ impl DurableObject for Ydoc {
             return Ok(());
         }
         if self.worth_a_snapshot(&config) {
-            self.checkpoint(ctx)?;
+            self.checkpoint(ctx, true)?;
         }
         let fatal = |e: store::StoreError| ObjectError::Fatal(e.to_string());
         let coarse = self.coarsen(ctx, &config, now)?;
         let cutoff = now - config.retention.as_millis() as i64;
         let (updates, snapshots) = store::compact(ctx.storage().sql(), cutoff).map_err(fatal)?;
-        if updates > 0 || snapshots > 0 || coarse.rows_removed > 0 {
+        if updates > 0 || snapshots > 0 || coarse.rows_removed > 0 || coarse.snapshots_changed > 0 {
             // The deleted rows' pages go back to the filesystem, not to a
             // free list the document would keep for good.
             let pages = ctx.storage().reclaim_free_pages()?;
@@ -265,7 +265,7 @@ impl DurableObject for Ydoc {
                 if ctx.storage().is_read_only() {
                     return Err(ObjectError::Storage(StorageError::ReadOnly));
                 }
-                self.checkpoint(ctx)?;
+                self.checkpoint(ctx, true)?;
                 Ok(json!({ "ok": true }))
             }
             other => Err(ObjectError::UnknownMethod(other.to_owned())),

@@ -9,7 +9,8 @@
 //! granularity of rows —
 //! and `snapshots(id, upto, ts, data, v)` — the whole document as of update
 //! `upto` (whose time is `ts`), in Yjs update encoding `v` (1 or 2, the
-//! smaller: `insert_snapshot`; snapshots from before migration 4 are v1). Loading takes the newest snapshot and the
+//! smaller: `insert_snapshot`, deflated when the quiet alarm writes it
+//! (`DEFLATED`); snapshots from before migration 4 are v1). Loading takes the newest snapshot and the
 //! updates after it. Compaction adds a snapshot and deletes only updates
 //! older than the retention window (keeping one base snapshot at or before
 //! the window's start), so the document can be read as of any time inside the
@@ -65,21 +66,64 @@ pub(crate) enum StoreError {
 pub(crate) struct LogStats {
     pub rows_since_snapshot: u64,
     pub bytes_since_snapshot: u64,
+    /// The newest snapshot's Yjs encoding (inflated: what replay costs).
     pub snapshot_bytes: u64,
     pub last_update_ts: i64,
 }
 
-/// Applies a snapshot stored in Yjs update encoding `v` (1 or 2).
-fn apply_snapshot(doc: &Doc, upto: i64, data: &[u8], v: i64) -> Result<(), StoreError> {
-    apply_row(doc, -upto, data, 1, v)
+/// Bit of a stored encoding code (`v`): the bytes are raw deflate of the
+/// Yjs encoding in the low bits. Only the quiet alarm's writes (snapshots,
+/// merged rows) deflate; a real trace's snapshot halves, merged rows lose
+/// a fifth.
+pub(crate) const DEFLATED: i64 = 0x100;
+
+/// `data` deflated if that saves at least an eighth: the bytes and the
+/// bit to add to their encoding code.
+pub(crate) fn deflate_if_smaller(data: Vec<u8>) -> (Vec<u8>, i64) {
+    use std::io::Write;
+    let mut encoder =
+        flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+    match encoder.write_all(&data).and_then(|()| encoder.finish()) {
+        Ok(packed) if packed.len() + data.len() / 8 < data.len() => (packed, DEFLATED),
+        _ => (data, 0),
+    }
+}
+
+/// Applies a snapshot stored in encoding `v` (1 or 2, maybe deflated).
+/// Returns the size of its Yjs encoding (inflated).
+fn apply_snapshot(doc: &Doc, upto: i64, data: &[u8], v: i64) -> Result<u64, StoreError> {
+    let raw = unpacked(-upto, data, v)?;
+    apply_row(doc, -upto, &raw, 1, v & !DEFLATED)?;
+    Ok(raw.len() as u64)
+}
+
+/// The stored bytes, inflated if `v` says they are deflated.
+fn unpacked(id: i64, data: &[u8], v: i64) -> Result<std::borrow::Cow<'_, [u8]>, StoreError> {
+    if v & DEFLATED == 0 {
+        return Ok(data.into());
+    }
+    use std::io::Read;
+    let mut out = Vec::new();
+    flate2::read::DeflateDecoder::new(data)
+        .read_to_end(&mut out)
+        .map_err(|e| StoreError::Corrupt(id, e.to_string()))?;
+    Ok(out.into())
 }
 
 /// Writes a snapshot of `doc` as of update `upto` (time `ts`) in the
 /// smaller of the two encodings (v1 on a tie: yrs decodes it faster).
 /// Measured: a real trace's 20,000 keystrokes are 31.7 KB in v1, 19.6 KB
 /// in v2; 10,000 appended markers 190 KB in both, v2 decoding 0.4 ms
-/// slower. Encoding both costs ~1.5 ms per 190 KB snapshot. Returns its size.
-fn insert_snapshot(conn: &Connection, doc: &Doc, upto: i64, ts: i64) -> Result<u64, StoreError> {
+/// slower. Encoding both costs ~1.5 ms per 190 KB snapshot. Returns its
+/// size (before any deflate).
+/// With `pack`, deflated if that is smaller still.
+fn insert_snapshot(
+    conn: &Connection,
+    doc: &Doc,
+    upto: i64,
+    ts: i64,
+    pack: bool,
+) -> Result<u64, StoreError> {
     let (v1, v2) = {
         let txn = doc.transact();
         let all = StateVector::default();
@@ -93,14 +137,24 @@ fn insert_snapshot(conn: &Connection, doc: &Doc, upto: i64, ts: i64) -> Result<u
     } else {
         (v1, 1)
     };
+    let size = data.len() as u64;
+    let (data, v) = match pack {
+        true => {
+            let (data, bit) = deflate_if_smaller(data);
+            (data, v | bit)
+        }
+        false => (data, v),
+    };
     conn.prepare_cached("INSERT INTO snapshots(upto, ts, data, v) VALUES(?1, ?2, ?3, ?4)")?
         .execute((upto, ts, &data, v))?;
-    Ok(data.len() as u64)
+    Ok(size)
 }
 
 /// Applies a row's `n` updates (see the module doc for the layout).
-fn apply_row(doc: &Doc, id: i64, data: &[u8], n: i64, v: i64) -> Result<(), StoreError> {
+pub(crate) fn apply_row(doc: &Doc, id: i64, data: &[u8], n: i64, v: i64) -> Result<(), StoreError> {
     let corrupt = |e: &dyn std::fmt::Display| StoreError::Corrupt(id, e.to_string());
+    let data = &unpacked(id, data, v)?[..];
+    let v = v & !DEFLATED;
     if v == 2 {
         let update = Update::decode_v2(data).map_err(|e| corrupt(&e))?;
         return doc
@@ -232,8 +286,7 @@ pub(crate) fn load(conn: &Connection) -> Result<(Doc, LogStats), StoreError> {
         .optional()?;
     let upto = match snapshot {
         Some((upto, data, v)) => {
-            stats.snapshot_bytes = data.len() as u64;
-            apply_snapshot(&doc, upto, &data, v)?;
+            stats.snapshot_bytes = apply_snapshot(&doc, upto, &data, v)?;
             upto
         }
         None => 0,
@@ -261,8 +314,13 @@ pub(crate) fn load(conn: &Connection) -> Result<(Doc, LogStats), StoreError> {
 }
 
 /// Writes a snapshot of `doc` as of the newest update (if any update is not
-/// yet covered by a snapshot). Returns the snapshot's size.
-pub(crate) fn checkpoint(conn: &Connection, doc: &Doc) -> Result<Option<u64>, StoreError> {
+/// yet covered by a snapshot), deflated if `pack` and smaller. Returns the
+/// snapshot's size.
+pub(crate) fn checkpoint(
+    conn: &Connection,
+    doc: &Doc,
+    pack: bool,
+) -> Result<Option<u64>, StoreError> {
     let newest: Option<(i64, i64)> = conn
         .query_row(
             "SELECT id, ts FROM updates ORDER BY id DESC LIMIT 1",
@@ -280,7 +338,7 @@ pub(crate) fn checkpoint(conn: &Connection, doc: &Doc) -> Result<Option<u64>, St
     if covered.is_some_and(|c| c >= upto) {
         return Ok(None);
     }
-    Ok(Some(insert_snapshot(conn, doc, upto, ts)?))
+    Ok(Some(insert_snapshot(conn, doc, upto, ts, pack)?))
 }
 
 /// The time of the oldest stored update (`ts` grows with `id`).
@@ -332,7 +390,7 @@ pub(crate) fn compact(conn: &Connection, cutoff_ts: i64) -> Result<(usize, usize
                 conn.query_row("SELECT ts FROM updates WHERE id = ?1", [last_old], |r| {
                     r.get(0)
                 })?;
-            insert_snapshot(conn, &doc, last_old, ts)?;
+            insert_snapshot(conn, &doc, last_old, ts, true)?;
             last_old
         }
     };

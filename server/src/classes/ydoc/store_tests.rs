@@ -67,7 +67,7 @@ fn compaction_and_checkpoints_preserve_state_and_history() {
             texts_at.push((ts, text_of(&client)));
             if rng.next().is_multiple_of(7) {
                 let (doc, _) = load(&conn).expect("load");
-                checkpoint(&conn, &doc).expect("checkpoint");
+                checkpoint(&conn, &doc, true).expect("checkpoint");
             }
         }
         let (before, _) = load(&conn).expect("load");
@@ -129,14 +129,14 @@ fn updates_after_the_log_was_emptied_are_kept() {
     let client = Doc::new();
     append(&conn, 100, &edit(&client, 0, "one")).expect("append");
     let (doc, _) = load(&conn).expect("load");
-    checkpoint(&conn, &doc).expect("checkpoint");
+    checkpoint(&conn, &doc, true).expect("checkpoint");
     assert_eq!(compact(&conn, 1000).expect("compact").0, 1, "log emptied");
     for (round, ts) in [2000i64, 3000, 4000].into_iter().enumerate() {
         let len = text_of(&client).len() as u32;
         append(&conn, ts, &edit(&client, len, &format!("-{round}"))).expect("append");
         let (doc, _) = load(&conn).expect("load");
         assert_eq!(text_of(&doc), text_of(&client), "round {round}");
-        checkpoint(&conn, &doc).expect("checkpoint");
+        checkpoint(&conn, &doc, true).expect("checkpoint");
         compact(&conn, ts + 500).expect("compact");
         assert_eq!(text_of(&load(&conn).expect("load").0), text_of(&client));
     }
@@ -193,7 +193,7 @@ fn the_upgrade_recovers_updates_stored_under_reused_ids() {
     let c2 = Doc::new();
     append(&healthy, 1, &edit(&c2, 0, "x")).expect("append");
     let (d, _) = load(&healthy).expect("load");
-    checkpoint(&healthy, &d).expect("checkpoint");
+    checkpoint(&healthy, &d, true).expect("checkpoint");
     append(&healthy, 2, &edit(&c2, 1, "y")).expect("append");
     assert_eq!(text_of(&load(&healthy).expect("load").0), "xy");
 }
@@ -269,7 +269,7 @@ fn v1_snapshots_from_before_stay_readable_beside_v2_ones() {
         append(&conn, 200, &u).expect("append");
     }
     let want = text_of(&doc);
-    checkpoint(&conn, &doc).expect("checkpoint");
+    checkpoint(&conn, &doc, false).expect("checkpoint");
     let encodings: Vec<i64> = conn
         .prepare("SELECT v FROM snapshots ORDER BY upto")
         .expect("prepare")
@@ -281,5 +281,19 @@ fn v1_snapshots_from_before_stay_readable_beside_v2_ones() {
     let (doc, _) = load(&conn).expect("load from the v2 snapshot");
     assert_eq!(text_of(&doc), want);
     assert_eq!(text_of(&as_of(&conn, 150).expect("as of")), "a");
+    assert_eq!(text_of(&as_of(&conn, 250).expect("as of")), want);
+    // The quiet alarm's snapshot: v2, deflated (it is smaller).
+    append(&conn, 300, &edit(&client, 0, "c")).expect("append");
+    let (doc, _) = load(&conn).expect("load");
+    checkpoint(&conn, &doc, true).expect("packed checkpoint");
+    let v: i64 = conn
+        .query_row(
+            "SELECT v FROM snapshots ORDER BY upto DESC LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .expect("newest");
+    assert_eq!(v, 2 | DEFLATED);
+    assert_eq!(text_of(&load(&conn).expect("load packed").0), text_of(&doc));
     assert_eq!(text_of(&as_of(&conn, 250).expect("as of")), want);
 }

@@ -147,7 +147,7 @@ impl Ydoc {
         if self.stats.rows_since_snapshot >= config.checkpoint_rows
             || self.stats.bytes_since_snapshot >= config.checkpoint_bytes
         {
-            self.checkpoint(ctx)?;
+            self.checkpoint(ctx, false)?;
         }
         // Come back once editing stops. After a compaction the alarm waits
         // for the history window (days away): bring it forward once.
@@ -230,12 +230,13 @@ impl Ydoc {
             .map_err(|e| ObjectError::Fatal(format!("cannot store the batch's updates: {e}")))
     }
 
-    pub(super) fn checkpoint(&mut self, ctx: &mut Ctx) -> Result<(), ObjectError> {
+    /// With `pack` (the quiet alarm), deflated if smaller.
+    pub(super) fn checkpoint(&mut self, ctx: &mut Ctx, pack: bool) -> Result<(), ObjectError> {
         // A snapshot covers the log up to its newest row: the document in
         // memory must hold nothing more.
         self.settle()?;
         self.store_pending(ctx)?;
-        let written = store::checkpoint(ctx.storage().sql(), &self.doc)
+        let written = store::checkpoint(ctx.storage().sql(), &self.doc, pack)
             .map_err(|e| ObjectError::Fatal(e.to_string()))?;
         if let Some(size) = written {
             self.stats.snapshot_bytes = size;
@@ -263,20 +264,21 @@ impl Ydoc {
             });
         }
         let conn = ctx.storage().sql();
-        let coarse =
+        let mut coarse =
             history::coarsen(conn, granularity, now, self.coarse_through).map_err(fatal)?;
         self.coarse_through = coarse.through;
         let bytes = config.checkpoint_bytes;
         let thinned = history::thin(conn, config.checkpoint_rows, bytes).map_err(fatal)?;
-        if coarse.rows_removed > 0 || thinned > 0 {
-            let (rows, bytes) = history::since_newest_snapshot(conn).map_err(fatal)?;
-            self.stats.rows_since_snapshot = rows;
-            self.stats.bytes_since_snapshot = bytes;
-            tracing::debug!(
-                merged = coarse.rows_removed,
-                thinned,
-                "coarsened document history"
-            );
+        let packed = history::pack_snapshots(conn).map_err(fatal)?;
+        coarse.snapshots_changed = thinned + packed;
+        if coarse.rows_removed > 0 || coarse.snapshots_changed > 0 {
+            let stats = history::since_newest_snapshot(conn).map_err(fatal)?;
+            (
+                self.stats.rows_since_snapshot,
+                self.stats.bytes_since_snapshot,
+            ) = stats;
+            let merged = coarse.rows_removed;
+            tracing::debug!(merged, thinned, packed, "coarsened document history");
         }
         Ok(coarse)
     }
