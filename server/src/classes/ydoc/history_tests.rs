@@ -6,6 +6,7 @@
 use rusqlite::Connection;
 use yrs::{Doc, GetString, ReadTxn, Text, Transact};
 
+use super::super::store::tests::Rng;
 use super::super::store::{self, Pending};
 use super::*;
 
@@ -20,19 +21,6 @@ fn db() -> Connection {
 fn text_of(doc: &Doc) -> String {
     let t = doc.get_or_insert_text("t");
     t.get_string(&doc.transact())
-}
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
 }
 
 /// One random edit by `client` (insert or delete); returns its update and

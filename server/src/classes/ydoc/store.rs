@@ -464,4 +464,4 @@ pub(crate) fn replay(
 
 #[cfg(test)]
 #[path = "store_tests.rs"]
-mod tests;
+pub(super) mod tests;
