@@ -38,7 +38,9 @@ pub(crate) enum Command {
     },
     Connect {
         socket: SocketId,
-        request: ConnectRequest,
+        /// Boxed, as `Fetch`'s: every loaded object's mailbox holds room
+        /// for 32 commands of the largest variant's size.
+        request: Box<ConnectRequest>,
         reply: oneshot::Sender<Admission>,
     },
     Message {
@@ -59,7 +61,7 @@ pub(crate) enum Command {
     Delete { reply: DeleteReply },
     /// An HTTP request for the object's `fetch`.
     Fetch {
-        request: crate::object::FetchRequest,
+        request: Box<crate::object::FetchRequest>,
         reply: oneshot::Sender<Result<crate::object::FetchResponse, ErrorDetail>>,
     },
 }
@@ -100,5 +102,16 @@ impl Command {
                 alarms.schedule(key, at, retry + 1);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every loaded object's mailbox allocates its slots in blocks of 32
+    /// commands: a large variant costs each loaded object its size x 32.
+    #[test]
+    fn a_command_stays_small() {
+        let size = std::mem::size_of::<super::Command>();
+        assert!(size <= 112, "Command is {size} bytes");
     }
 }

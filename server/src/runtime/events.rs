@@ -75,14 +75,14 @@ pub(super) async fn run_event<T: DurableObject>(
             socket,
             request,
             reply,
-        } => event.connect(socket, request, reply).await,
+        } => event.connect(socket, *request, reply).await,
         Command::Message { socket, msg } => event.message(socket, msg).await,
         Command::Closed {
             socket,
             code,
             reason,
         } => event.closed(socket, code, reason).await,
-        Command::Fetch { request, reply } => event.fetch(request, reply).await,
+        Command::Fetch { request, reply } => event.fetch(*request, reply).await,
         Command::Alarm { retry } => event.alarm(retry).await,
         // The actor takes these before a batch forms (`Actor::gather`).
         Command::Delete { .. } | Command::Flush { .. } => Ok(()),

@@ -72,7 +72,14 @@ impl Runtime {
         request: crate::object::FetchRequest,
     ) -> Result<crate::object::FetchResponse, ErrorDetail> {
         let (reply, wait) = oneshot::channel();
-        self.send(key, Command::Fetch { request, reply }).await?;
+        self.send(
+            key,
+            Command::Fetch {
+                request: Box::new(request),
+                reply,
+            },
+        )
+        .await?;
         wait.await
             .unwrap_or_else(|_| Err(stopped_before_answering()))
     }
