@@ -26,7 +26,7 @@ use roost_protocol::{ErrorCode, ErrorDetail};
 
 use super::output::{Admission, ConnectRequest, Output, Reply};
 use super::state::Live;
-use super::{error, Command, Runtime};
+use super::{error, Call, Command, Runtime};
 use crate::metrics::Metrics;
 use crate::object::{DurableObject, FetchRequest, FetchResponse, ObjectError};
 use crate::sockets::{SocketId, SocketMessage};
@@ -59,14 +59,15 @@ pub(super) async fn run_event<T: DurableObject>(
         outputs,
     };
     match cmd {
-        Command::Call {
-            method,
-            args,
-            read_only,
-            from,
-            identity,
-            reply,
-        } => {
+        Command::Call(call) => {
+            let Call {
+                method,
+                args,
+                read_only,
+                from,
+                identity,
+                reply,
+            } = *call;
             event
                 .call(method, args, read_only, (from, identity), reply)
                 .await

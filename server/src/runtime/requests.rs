@@ -11,7 +11,7 @@ use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
 use super::directory::Slot;
-use super::{error, Command, Reply, Runtime};
+use super::{error, Call, Command, Reply, Runtime};
 use crate::id::{ObjectId, ObjectKey};
 
 fn stopped_before_answering() -> ErrorDetail {
@@ -51,14 +51,14 @@ impl Runtime {
         let (reply, wait) = oneshot::channel();
         self.send(
             key,
-            Command::Call {
+            Command::Call(Box::new(Call {
                 method: method.to_owned(),
                 args,
                 read_only,
                 from: None,
                 identity: access.identity.clone(),
                 reply: Reply::Http(reply),
-            },
+            })),
         )
         .await?;
         wait.await
