@@ -52,6 +52,7 @@ pub(crate) fn page_size() -> Option<u64> {
 pub(crate) fn trim_heap() -> bool {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
+        sqlite_heap::trim();
         // SAFETY: malloc_trim only walks the allocator's own free lists.
         unsafe { libc::malloc_trim(0) != 0 }
     }
