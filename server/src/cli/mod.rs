@@ -223,6 +223,11 @@ fn serve(mut args: ServeArgs, builder: ServerBuilder) -> anyhow::Result<()> {
     // `sys::limit_malloc_arenas`.
     let cores = std::thread::available_parallelism().map_or(2, usize::from);
     crate::sys::limit_malloc_arenas(cores.max(2));
+    // SQLite's memory apart from the sockets' (`sys::sqlite_heap_apart`),
+    // while this is the only thread.
+    if !crate::sys::sqlite_heap_apart() {
+        tracing::warn!("SQLite was initialized already: its memory stays in the main heap");
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

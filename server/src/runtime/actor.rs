@@ -78,6 +78,8 @@ pub(super) struct Actor<T> {
     /// The batch being gathered (its buffer is reused).
     batch: Vec<Command>,
     idle: Duration,
+    /// Whether it went quiet since its last command (`Wake::Quiet`).
+    quiet: bool,
     file_commit: Duration,
     max_batch: usize,
     /// Held for the actor's whole life; the runtime's shutdown waits for it.
@@ -95,9 +97,17 @@ enum Wake {
     CommitDue,
     /// Idle while the file misses batches: try to catch it up.
     CatchUpDue,
+    /// Quiet for `QUIET` (and loaded for a longer idle timeout): release
+    /// what it can do without.
+    Quiet,
     /// Idle for the idle timeout: evict.
     Idle,
 }
+
+/// A loaded object with no event for this long gives back its cached
+/// statements and page cache (`Storage::release_quiet_memory`); it is
+/// evicted at the idle timeout as before.
+const QUIET: Duration = Duration::from_secs(2);
 
 impl From<Option<Command>> for Wake {
     fn from(cmd: Option<Command>) -> Wake {
@@ -157,6 +167,7 @@ impl<T: DurableObject> Actor<T> {
             wal,
             batch: Vec::with_capacity(max_batch),
             idle: config.idle_timeout,
+            quiet: false,
             file_commit: config.file_commit_interval,
             max_batch,
             _alive,
@@ -169,7 +180,10 @@ impl<T: DurableObject> Actor<T> {
     async fn step(&mut self) {
         self.pipeline.release_ready(&self.runtime, self.key.id);
         match self.wait().await {
-            Wake::Command(cmd) => self.handle(cmd).await,
+            Wake::Command(cmd) => {
+                self.quiet = false;
+                self.handle(cmd).await;
+            }
             Wake::MailboxEnded if self.pipeline.is_empty() => self.phase = Phase::Stopping,
             // Finish the in-flight batches, then stop.
             Wake::MailboxEnded => self.phase = Phase::Draining,
@@ -181,6 +195,10 @@ impl<T: DurableObject> Actor<T> {
             Wake::CommitDue => self.object.flush(&self.metrics),
             Wake::CatchUpDue => {
                 let _ = self.catch_up().await;
+            }
+            Wake::Quiet => {
+                self.object.release_quiet_memory();
+                self.quiet = true;
             }
             Wake::Idle => self.evict(),
         }
@@ -205,9 +223,14 @@ impl<T: DurableObject> Actor<T> {
         }
         // An open transaction is committed to the file once it has been
         // open for the commit interval, or when the object goes idle.
+        // Before the idle timeout, a quiet object releases memory once
+        // (`QUIET` into the wait; the rest of it follows).
         let open_for = self.object.open_for();
+        let goes_quiet = !self.quiet && self.idle > QUIET && !self.object.is_behind();
         let wait = match open_for {
             Some(t) => self.file_commit.saturating_sub(t).min(self.idle),
+            None if goes_quiet => QUIET,
+            None if self.quiet => self.idle.saturating_sub(QUIET),
             None => self.idle,
         };
         match tokio::time::timeout(wait, self.rx.recv()).await {
@@ -216,6 +239,7 @@ impl<T: DurableObject> Actor<T> {
             // Its file refused batches the log holds: never evicted (a new
             // start would read the file) until caught up.
             Err(_) if self.object.is_behind() => Wake::CatchUpDue,
+            Err(_) if goes_quiet => Wake::Quiet,
             Err(_) => Wake::Idle,
         }
     }

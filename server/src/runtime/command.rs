@@ -22,23 +22,28 @@ use crate::sockets::{SocketId, SocketMessage};
 /// The answer to a `Delete`.
 pub(crate) type DeleteReply = oneshot::Sender<Result<(), ErrorDetail>>;
 
+/// A call for an object's `call` handler.
+pub(crate) struct Call {
+    pub method: String,
+    pub args: Value,
+    pub read_only: bool,
+    /// The socket the call came from, if any (its token's holder is the
+    /// caller then).
+    pub from: Option<SocketId>,
+    /// The caller of an HTTP call: who holds its token.
+    pub identity: Option<std::sync::Arc<crate::auth::Identity>>,
+    /// Answered after the batch is durable.
+    pub reply: Reply,
+}
+
 /// A command for an object's actor: the closed set of events it handles.
+/// The large variants are boxed: every loaded object's mailbox allocates
+/// its slots in blocks of 32 commands of the largest variant's size.
 pub(crate) enum Command {
-    Call {
-        method: String,
-        args: Value,
-        read_only: bool,
-        /// The socket the call came from, if any (its token's holder is the
-        /// caller then).
-        from: Option<SocketId>,
-        /// The caller of an HTTP call: who holds its token.
-        identity: Option<std::sync::Arc<crate::auth::Identity>>,
-        /// Answered after the batch is durable.
-        reply: Reply,
-    },
+    Call(Box<Call>),
     Connect {
         socket: SocketId,
-        request: ConnectRequest,
+        request: Box<ConnectRequest>,
         reply: oneshot::Sender<Admission>,
     },
     Message {
@@ -51,15 +56,21 @@ pub(crate) enum Command {
         reason: String,
     },
     /// The alarm index says the object's alarm is due.
-    Alarm { retry: u32 },
+    Alarm {
+        retry: u32,
+    },
     /// Commit the open transaction to the object's file (the admin console
     /// reads the file next); answered once every earlier batch is durable.
-    Flush { reply: Reply },
+    Flush {
+        reply: Reply,
+    },
     /// Delete the object: its files, sockets, catalog entry and alarm.
-    Delete { reply: DeleteReply },
+    Delete {
+        reply: DeleteReply,
+    },
     /// An HTTP request for the object's `fetch`.
     Fetch {
-        request: crate::object::FetchRequest,
+        request: Box<crate::object::FetchRequest>,
         reply: oneshot::Sender<Result<crate::object::FetchResponse, ErrorDetail>>,
     },
 }
@@ -69,9 +80,7 @@ impl Command {
     pub(crate) fn fail(self, runtime: &Runtime, key: &ObjectKey, error: ErrorDetail) {
         let object = key.id;
         match self {
-            Command::Call { reply, .. } => {
-                output::deliver_reply(runtime, object, reply, Err(error))
-            }
+            Command::Call(call) => output::deliver_reply(runtime, object, call.reply, Err(error)),
             Command::Connect { reply, .. } => {
                 let code = if error.code == ErrorCode::Overloaded {
                     1013
@@ -100,5 +109,16 @@ impl Command {
                 alarms.schedule(key, at, retry + 1);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every loaded object's mailbox allocates its slots in blocks of 32
+    /// commands: a large variant costs each loaded object its size x 32.
+    #[test]
+    fn a_command_stays_small() {
+        let size = std::mem::size_of::<super::Command>();
+        assert!(size <= 48, "Command is {size} bytes");
     }
 }

@@ -26,7 +26,7 @@ use roost_protocol::{ErrorCode, ErrorDetail};
 
 use super::output::{Admission, ConnectRequest, Output, Reply};
 use super::state::Live;
-use super::{error, Command, Runtime};
+use super::{error, Call, Command, Runtime};
 use crate::metrics::Metrics;
 use crate::object::{DurableObject, FetchRequest, FetchResponse, ObjectError};
 use crate::sockets::{SocketId, SocketMessage};
@@ -59,14 +59,15 @@ pub(super) async fn run_event<T: DurableObject>(
         outputs,
     };
     match cmd {
-        Command::Call {
-            method,
-            args,
-            read_only,
-            from,
-            identity,
-            reply,
-        } => {
+        Command::Call(call) => {
+            let Call {
+                method,
+                args,
+                read_only,
+                from,
+                identity,
+                reply,
+            } = *call;
             event
                 .call(method, args, read_only, (from, identity), reply)
                 .await
@@ -75,14 +76,14 @@ pub(super) async fn run_event<T: DurableObject>(
             socket,
             request,
             reply,
-        } => event.connect(socket, request, reply).await,
+        } => event.connect(socket, *request, reply).await,
         Command::Message { socket, msg } => event.message(socket, msg).await,
         Command::Closed {
             socket,
             code,
             reason,
         } => event.closed(socket, code, reason).await,
-        Command::Fetch { request, reply } => event.fetch(request, reply).await,
+        Command::Fetch { request, reply } => event.fetch(*request, reply).await,
         Command::Alarm { retry } => event.alarm(retry).await,
         // The actor takes these before a batch forms (`Actor::gather`).
         Command::Delete { .. } | Command::Flush { .. } => Ok(()),

@@ -51,7 +51,7 @@ use crate::sockets::SocketHub;
 use crate::storage::inspect::Consoles;
 pub(crate) use alarms::Clock;
 pub use alarms::{AlarmConfig, AlarmInfo};
-pub(crate) use command::Command;
+pub(crate) use command::{Call, Command};
 pub(crate) use output::Reply;
 pub use output::{Admission, ConnectRequest};
 pub(crate) use registry::Registry;

@@ -11,7 +11,7 @@ use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
 use super::directory::Slot;
-use super::{error, Command, Reply, Runtime};
+use super::{error, Call, Command, Reply, Runtime};
 use crate::id::{ObjectId, ObjectKey};
 
 fn stopped_before_answering() -> ErrorDetail {
@@ -51,14 +51,14 @@ impl Runtime {
         let (reply, wait) = oneshot::channel();
         self.send(
             key,
-            Command::Call {
+            Command::Call(Box::new(Call {
                 method: method.to_owned(),
                 args,
                 read_only,
                 from: None,
                 identity: access.identity.clone(),
                 reply: Reply::Http(reply),
-            },
+            })),
         )
         .await?;
         wait.await
@@ -72,7 +72,14 @@ impl Runtime {
         request: crate::object::FetchRequest,
     ) -> Result<crate::object::FetchResponse, ErrorDetail> {
         let (reply, wait) = oneshot::channel();
-        self.send(key, Command::Fetch { request, reply }).await?;
+        self.send(
+            key,
+            Command::Fetch {
+                request: Box::new(request),
+                reply,
+            },
+        )
+        .await?;
         wait.await
             .unwrap_or_else(|_| Err(stopped_before_answering()))
     }

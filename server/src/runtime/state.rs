@@ -130,6 +130,14 @@ impl<T> ObjectState<T> {
         self.live().and_then(|l| l.ctx.storage.open_for())
     }
 
+    /// Gives back what a quiet loaded object can do without (its cached
+    /// statements, its page cache's unused pages).
+    pub(super) fn release_quiet_memory(&self) {
+        if let Some(l) = self.live() {
+            l.ctx.storage.release_quiet_memory();
+        }
+    }
+
     /// Takes the loaded object out of memory (→ `Unloaded`); a `Missing`
     /// state stays as it is.
     pub(super) fn unload(&mut self) -> Option<Live<T>> {

@@ -198,7 +198,7 @@ async fn ask(
     let (reply, wait) = oneshot::channel();
     let connect = Command::Connect {
         socket,
-        request,
+        request: Box::new(request),
         reply,
     };
     match runtime.send(key, connect).await {

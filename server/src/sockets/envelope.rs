@@ -19,7 +19,7 @@ use serde_json::Value;
 use super::conn::{Conn, End};
 use super::session::Session;
 use super::{OutFrame, SocketMessage};
-use crate::runtime::{Command, Reply};
+use crate::runtime::{Call, Command, Reply};
 
 /// Handles one text or binary frame; `Some` ends the loop.
 pub(super) async fn receive(
@@ -86,14 +86,14 @@ async fn call(conn: &Conn, id: u64, method: String, args: Value) {
     let read_only = conn
         .table
         .with_table(|t| t.get(&socket).is_some_and(|e| e.read_only));
-    let cmd = Command::Call {
+    let cmd = Command::Call(Box::new(Call {
         method,
         args,
         read_only,
         from: Some(socket),
         identity: None,
         reply: Reply::Socket { socket, id },
-    };
+    }));
     if let Err(e) = conn.runtime.send_wait(conn.table.key(), cmd).await {
         send(conn, ServerFrame::err(id, e).encode());
     }

@@ -190,6 +190,14 @@ impl Storage {
         }
     }
 
+    /// Also finalizes the cached prepared statements (~8 KiB of a Yjs
+    /// document's ~35 KiB of SQLite memory): for an object that went quiet
+    /// but stays loaded. They are prepared again when used next.
+    pub(crate) fn release_quiet_memory(&self) {
+        self.conn.flush_prepared_statement_cache();
+        self.release_memory();
+    }
+
     /// Gives the file's free pages back (`PRAGMA incremental_vacuum`, in
     /// the open transaction: the file shrinks when it reaches the file)
     /// once they are at least a quarter of it. Files made before

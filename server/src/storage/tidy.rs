@@ -21,7 +21,7 @@
 //! SQLite itself neither checkpoints past a reader nor removes a WAL another
 //! connection has open.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
@@ -106,6 +106,66 @@ impl Tidier {
     }
 }
 
+/// The files waiting to be tidied, each once however often its object
+/// was evicted meanwhile (a document that wakes up for each of its
+/// sockets is evicted many times), in the order of the eviction each was
+/// queued with.
+#[derive(Default)]
+struct Waiting {
+    order: VecDeque<(Arc<Path>, Instant)>,
+    /// Each waiting file's latest eviction.
+    latest: HashMap<Arc<Path>, Instant>,
+}
+
+impl Waiting {
+    /// Queues `path`; returns false if it was already waiting (then its
+    /// latest eviction is `at`).
+    fn push(&mut self, path: PathBuf, at: Instant) -> bool {
+        let path: Arc<Path> = path.into();
+        if let Some(latest) = self.latest.get_mut(&path) {
+            *latest = at;
+            return false;
+        }
+        self.order.push_back((path.clone(), at));
+        self.latest.insert(path, at);
+        true
+    }
+
+    /// The first file in line and the eviction it was queued with.
+    fn front(&self) -> Option<(&Arc<Path>, Instant)> {
+        self.order.front().map(|(path, at)| (path, *at))
+    }
+
+    /// Takes the first file out of line. If it was evicted again since it
+    /// was queued (and `requeue`), it goes back in line with that eviction
+    /// instead, and this returns false.
+    fn pop_front(&mut self, requeue: bool) -> bool {
+        let Some((path, at)) = self.order.pop_front() else {
+            return true;
+        };
+        let latest = self.latest.get(&path).copied().unwrap_or(at);
+        if requeue && latest > at {
+            self.order.push_back((path, latest));
+            return false;
+        }
+        self.latest.remove(&path);
+        if self.order.is_empty() {
+            // A burst of evictions leaves its capacity behind.
+            self.order.shrink_to(64);
+            self.latest.shrink_to(64);
+        }
+        true
+    }
+
+    fn len(&self) -> usize {
+        self.order.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.order.is_empty()
+    }
+}
+
 fn run(
     rx: mpsc::Receiver<TidyMsg>,
     after: Duration,
@@ -113,24 +173,29 @@ fn run(
     done: Arc<dyn Fn() + Send + Sync>,
     queued: &AtomicUsize,
 ) {
-    let mut waiting: VecDeque<(PathBuf, Instant)> = VecDeque::new();
+    let mut waiting = Waiting::default();
+    let push = |waiting: &mut Waiting, path, at| {
+        if !waiting.push(path, at) {
+            queued.fetch_sub(1, Ordering::AcqRel);
+        }
+    };
     // Set once the server stops: tidy everything queued, until then.
     let mut finish: Option<Instant> = None;
     loop {
         let wait = waiting
             .front()
             .map_or(Duration::from_secs(3600), |(_, at)| {
-                (*at + after).saturating_duration_since(Instant::now())
+                (at + after).saturating_duration_since(Instant::now())
             });
         let mut reply = None;
         match rx.recv_timeout(wait) {
             Ok(TidyMsg::Evicted(path, at)) => {
-                waiting.push_back((path, at));
+                push(&mut waiting, path, at);
                 continue;
             }
             Ok(TidyMsg::Finish(deadline, answer)) => {
                 while let Ok(TidyMsg::Evicted(path, at)) = rx.try_recv() {
-                    waiting.push_back((path, at));
+                    push(&mut waiting, path, at);
                 }
                 finish = Some(deadline);
                 reply = Some(answer);
@@ -139,25 +204,45 @@ fn run(
             Err(RecvTimeoutError::Disconnected) if waiting.is_empty() => return,
             Err(RecvTimeoutError::Disconnected) => std::thread::sleep(wait),
         }
-        while let Some((path, at)) = waiting.front() {
-            let due = finish.map_or(at.elapsed() >= after, |d| Instant::now() < d);
-            if !due {
-                break;
-            }
-            if !is_live(path) {
-                match tidy(path) {
-                    Ok(true) => done(),
-                    Ok(false) => {}
-                    Err(e) => tracing::debug!(error = %e, path = %path.display(), "not tidied"),
-                }
-            }
-            waiting.pop_front();
-            queued.fetch_sub(1, Ordering::AcqRel);
-        }
+        tidy_due(&mut waiting, after, finish, &is_live, &*done, queued);
         if let Some(answer) = reply {
             let _ = answer.send(());
             return;
         }
+    }
+}
+
+/// Tidies the files whose wait is over (all of them, until `finish`);
+/// one evicted again meanwhile waits once more, from that eviction.
+fn tidy_due(
+    waiting: &mut Waiting,
+    after: Duration,
+    finish: Option<Instant>,
+    is_live: &IsLive,
+    done: &(dyn Fn() + Send + Sync),
+    queued: &AtomicUsize,
+) {
+    // Each file goes back in line at most once here: bounded.
+    for _ in 0..waiting.len() * 2 {
+        let Some((path, at)) = waiting.front() else {
+            break;
+        };
+        let due = finish.map_or(at.elapsed() >= after, |d| Instant::now() < d);
+        if !due {
+            break;
+        }
+        let path = path.clone();
+        if !waiting.pop_front(finish.is_none()) {
+            continue;
+        }
+        if !is_live(&path) {
+            match tidy(&path) {
+                Ok(true) => done(),
+                Ok(false) => {}
+                Err(e) => tracing::debug!(error = %e, path = %path.display(), "not tidied"),
+            }
+        }
+        queued.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -199,6 +284,35 @@ mod tests {
                 std::fs::metadata(&p).map_or(0, |m| m.len())
             })
             .sum()
+    }
+
+    /// A file evicted many times waits in line once, from its latest
+    /// eviction; the others keep their turn.
+    #[test]
+    fn a_file_evicted_again_waits_once_from_its_latest_eviction() {
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let mut w = Waiting::default();
+        assert!(w.push("a".into(), at(0)));
+        assert!(w.push("b".into(), at(1)));
+        assert!(!w.push("a".into(), at(5)));
+        assert_eq!(w.len(), 2);
+        assert_eq!(
+            w.front().map(|(p, t)| (p.to_path_buf(), t)),
+            Some(("a".into(), at(0)))
+        );
+        // `a` was evicted again: back in line with that eviction.
+        assert!(!w.pop_front(true));
+        assert_eq!(w.front().map(|(p, _)| p.to_path_buf()), Some("b".into()));
+        assert!(w.pop_front(true));
+        assert_eq!(
+            w.front().map(|(p, t)| (p.to_path_buf(), t)),
+            Some(("a".into(), at(5)))
+        );
+        assert!(w.pop_front(true));
+        assert!(w.is_empty() && w.latest.is_empty());
+        // Queued again after it was tidied.
+        assert!(w.push("a".into(), at(9)));
     }
 
     #[test]

@@ -1,10 +1,13 @@
 //! Thin wrappers over the Linux calls std does not offer: raising the
 //! open-file limit (each live object holds three descriptors — database,
 //! WAL, shared-memory index —, each socket one), glibc's `malloc_trim`, and
-//! the `sysconf` values the `process_*` metrics need.
+//! the `sysconf` values the `process_*` metrics need, and SQLite's own heap
+//! (`sqlite_heap`).
 #![allow(unsafe_code)]
 
 use std::io;
+
+mod sqlite_heap;
 
 /// Raises the soft limit on open files to the hard limit; returns the new limit.
 pub(crate) fn raise_nofile_limit() -> io::Result<u64> {
@@ -49,6 +52,7 @@ pub(crate) fn page_size() -> Option<u64> {
 pub(crate) fn trim_heap() -> bool {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
+        sqlite_heap::trim();
         // SAFETY: malloc_trim only walks the allocator's own free lists.
         unsafe { libc::malloc_trim(0) != 0 }
     }
@@ -93,4 +97,51 @@ pub(crate) fn blocking<R>(f: impl FnOnce() -> R) -> R {
         }
         _ => f(),
     }
+}
+
+/// Gives SQLite a heap of its own (`sqlite_heap`), apart from glibc's that
+/// the sockets live in. Call before SQLite is first used, while the
+/// process has one thread (`sqlite3_config` is not thread-safe); returns
+/// whether SQLite took it (it refuses once initialized).
+pub(crate) fn sqlite_heap_apart() -> bool {
+    use rusqlite::ffi;
+    use std::os::raw::{c_int, c_void};
+    fn len(n: c_int) -> usize {
+        usize::try_from(n).unwrap_or(0)
+    }
+    fn int(n: usize) -> c_int {
+        c_int::try_from(n).unwrap_or(c_int::MAX)
+    }
+    unsafe extern "C" fn x_malloc(n: c_int) -> *mut c_void {
+        sqlite_heap::alloc(len(n)).cast()
+    }
+    unsafe extern "C" fn x_free(p: *mut c_void) {
+        sqlite_heap::free(p.cast());
+    }
+    unsafe extern "C" fn x_realloc(p: *mut c_void, n: c_int) -> *mut c_void {
+        sqlite_heap::realloc(p.cast(), len(n)).cast()
+    }
+    unsafe extern "C" fn x_size(p: *mut c_void) -> c_int {
+        int(sqlite_heap::size(p.cast()))
+    }
+    unsafe extern "C" fn x_roundup(n: c_int) -> c_int {
+        int(sqlite_heap::rounded(len(n)))
+    }
+    unsafe extern "C" fn x_init(_: *mut c_void) -> c_int {
+        ffi::SQLITE_OK
+    }
+    unsafe extern "C" fn x_shutdown(_: *mut c_void) {}
+    let methods = ffi::sqlite3_mem_methods {
+        xMalloc: Some(x_malloc),
+        xFree: Some(x_free),
+        xRealloc: Some(x_realloc),
+        xSize: Some(x_size),
+        xRoundup: Some(x_roundup),
+        xInit: Some(x_init),
+        xShutdown: Some(x_shutdown),
+        pAppData: std::ptr::null_mut(),
+    };
+    // SAFETY: SQLITE_CONFIG_MALLOC takes a pointer to a methods struct,
+    // which SQLite copies; the functions only touch `sqlite_heap`'s blocks.
+    unsafe { ffi::sqlite3_config(ffi::SQLITE_CONFIG_MALLOC, &raw const methods) == ffi::SQLITE_OK }
 }
