@@ -27,14 +27,16 @@ fn attempts_of(name: &str) -> Vec<(i64, AlarmInfo)> {
         .unwrap_or_default()
 }
 
-/// A test class: sets alarms on request; its handler fails `fail` times.
+/// A test class: sets alarms on request; its handler fails `fail` times,
+/// and sets the alarm to the time it fired for `again` times.
 struct Probe {
     fail: u32,
+    again: u32,
 }
 
 impl DurableObject for Probe {
     fn new(_ctx: &mut Ctx) -> Result<Self, ObjectError> {
-        Ok(Probe { fail: 0 })
+        Ok(Probe { fail: 0, again: 0 })
     }
 
     async fn call(
@@ -63,6 +65,10 @@ impl DurableObject for Probe {
                 self.fail = args.get("times").and_then(Value::as_u64).unwrap_or(0) as u32;
                 Ok(Value::Null)
             }
+            "again" => {
+                self.again = args.get("times").and_then(Value::as_u64).unwrap_or(0) as u32;
+                Ok(Value::Null)
+            }
             other => Err(ObjectError::UnknownMethod(other.into())),
         }
     }
@@ -77,6 +83,10 @@ impl DurableObject for Probe {
         if self.fail > 0 {
             self.fail -= 1;
             return Err(ObjectError::app("alarm handler fails on purpose"));
+        }
+        if self.again > 0 {
+            self.again -= 1;
+            ctx.set_alarm(info.scheduled_ms)?;
         }
         Ok(())
     }
@@ -182,6 +192,33 @@ async fn delete_cancels_and_set_replaces() -> anyhow::Result<()> {
     assert!(
         a[0].0 >= later.as_i64().unwrap_or_default(),
         "fired at the replaced time"
+    );
+    server.shutdown().await?;
+    Ok(())
+}
+
+/// A handler that sets its alarm to the very time it fired for gets it
+/// again (the row is consumed only when the handler left it alone).
+#[tokio::test(start_paused = true)]
+async fn a_handler_that_sets_its_own_time_again_fires_again() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let server = start(dir.path(), None).await?;
+    call(&server, "again", "again", json!({"times": 2}))
+        .await
+        .map_err(anyhow::Error::msg)?;
+    let at = call(&server, "again", "set_in", json!({"delay_ms": 1000}))
+        .await
+        .map_err(anyhow::Error::msg)?;
+    sleep_s(30).await;
+    let a = attempts_of("again");
+    assert_eq!(a.len(), 3, "fired, then twice more: {a:?}");
+    assert!(a
+        .iter()
+        .all(|(_, info)| Some(info.scheduled_ms) == at.as_i64()));
+    assert_eq!(
+        call(&server, "again", "get", Value::Null).await,
+        Ok(Value::Null),
+        "consumed once left alone"
     );
     server.shutdown().await?;
     Ok(())

@@ -6,7 +6,8 @@
 //!
 //! Architecture Invariant (at least once): the alarm row is deleted only in
 //! the event in which the handler returned Ok, and only if the handler did
-//! not set a new time. A failed handler is retried after the backoff with
+//! not set (or delete) the alarm itself; setting it to the time it fired
+//! for makes it fire again. A failed handler is retried after the backoff with
 //! the retry count raised; after the last retry the row is deleted in a
 //! savepoint of its own and the alarm dropped. If the batch of an attempt
 //! fails, its `AlarmUpdate` (with `attempt`) reschedules it (`output::fail`).
@@ -48,12 +49,17 @@ impl<T: DurableObject> Event<'_, T> {
             is_retry: retry > 0,
             scheduled_ms: at,
         };
+        // Whether this handler set or deleted the alarm (even to `at`
+        // itself), apart from what earlier events of the batch did.
+        let earlier = std::mem::take(&mut self.l.ctx.alarm_touched);
         let outcome = AssertUnwindSafe(self.l.object.alarm(&mut self.l.ctx, info))
             .catch_unwind()
             .await;
+        let touched = self.l.ctx.alarm_touched;
+        self.l.ctx.alarm_touched |= earlier;
         let produced = std::mem::take(&mut self.l.ctx.outputs);
         match outcome {
-            Ok(Ok(())) => self.consume(at, retry, produced),
+            Ok(Ok(())) => self.consume(at, retry, produced, touched),
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, retry, "alarm handler failed");
                 self.retry_later(now, retry, false)
@@ -89,11 +95,18 @@ impl<T: DurableObject> Event<'_, T> {
     }
 
     /// The handler succeeded: deletes the alarm row unless the handler set
-    /// a new time, keeps the event, and schedules whatever alarm is next.
-    fn consume(self, at: i64, retry: u32, produced: Vec<Output>) -> Result<(), EventFailure> {
+    /// or deleted it (`touched`; a time equal to `at` fires again), keeps
+    /// the event, and schedules whatever alarm is next.
+    fn consume(
+        self,
+        at: i64,
+        retry: u32,
+        produced: Vec<Output>,
+        touched: bool,
+    ) -> Result<(), EventFailure> {
         let storage = &mut self.l.ctx.storage;
         let consumed = (|| {
-            if storage.alarm()? == Some(at) {
+            if !touched && storage.alarm()? == Some(at) {
                 storage.delete_alarm()?;
             }
             storage.alarm()

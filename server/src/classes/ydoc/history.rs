@@ -35,7 +35,6 @@
 use std::collections::BTreeSet;
 
 use rusqlite::{Connection, OptionalExtension};
-use yrs::encoding::read::{Cursor, Read};
 use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
 use yrs::Update;
@@ -76,6 +75,13 @@ struct Planned {
     n: i64,
 }
 
+/// How much one pass may do.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    plan_rows: i64,
+    parts_per_run: i64,
+}
+
 /// Merges the plain rows after `from_id` bucket by bucket (see the module
 /// text). Buckets that end after `now` are left for a later pass.
 pub(crate) fn coarsen(
@@ -83,6 +89,20 @@ pub(crate) fn coarsen(
     granularity_ms: i64,
     now: i64,
     from_id: i64,
+) -> Result<Coarsened, StoreError> {
+    let limits = Limits {
+        plan_rows: PLAN_ROWS,
+        parts_per_run: MAX_PARTS_PER_RUN,
+    };
+    coarsen_with(conn, granularity_ms, now, from_id, limits)
+}
+
+fn coarsen_with(
+    conn: &Connection,
+    granularity_ms: i64,
+    now: i64,
+    from_id: i64,
+    limits: Limits,
 ) -> Result<Coarsened, StoreError> {
     let mut out = Coarsened {
         through: from_id,
@@ -99,7 +119,7 @@ pub(crate) fn coarsen(
     // The plan is read first: no row changes while a statement reads them.
     let plan: Vec<(Planned, i64)> = conn
         .prepare("SELECT id, ts, n, v FROM updates WHERE id > ?1 ORDER BY id LIMIT ?2")?
-        .query_map((from_id, PLAN_ROWS), |r| {
+        .query_map((from_id, limits.plan_rows), |r| {
             let p = Planned {
                 id: r.get(0)?,
                 ts: r.get(1)?,
@@ -108,7 +128,7 @@ pub(crate) fn coarsen(
             Ok((p, r.get(3)?))
         })?
         .collect::<Result<_, _>>()?;
-    let complete = plan.len() < PLAN_ROWS as usize;
+    let complete = plan.len() < limits.plan_rows as usize;
     let bucket = |ts: i64| ts.div_euclid(granularity_ms);
     let mut run: Vec<Planned> = Vec::new();
     let mut merged_parts = 0;
@@ -123,7 +143,7 @@ pub(crate) fn coarsen(
         let joins = v == 1 && run.first().is_some_and(|f| bucket(f.ts) == bucket(p.ts));
         if !joins {
             merged_parts += merge_run(conn, &mut run, &mut out)?;
-            if merged_parts >= MAX_PARTS_PER_RUN {
+            if merged_parts >= limits.parts_per_run {
                 return Ok(out);
             }
         }
@@ -137,11 +157,13 @@ pub(crate) fn coarsen(
             merged_parts += merge_run(conn, &mut run, &mut out)?;
         }
     }
-    if complete {
+    // A run cut by the plan may go on past it: the next pass redoes it,
+    // unless it is all this pass got (a bucket longer than the plan is
+    // then stored as more than one row).
+    if complete || out.through == from_id {
         merge_run(conn, &mut run, &mut out)?;
-        out.done = true;
     }
-    // Else the last run may go on past the plan: the next pass redoes it.
+    out.done = complete;
     Ok(out)
 }
 
@@ -169,8 +191,9 @@ fn merge_run(
     )?;
     let mut rows = stmt.query((first.id, last.id))?;
     while let Some(row) = rows.next()? {
-        let id: i64 = row.get(0)?;
-        split_row(id, &row.get::<_, Vec<u8>>(1)?, row.get(2)?, &mut parts)?;
+        let data: Vec<u8> = row.get(1)?;
+        let split = store::row_parts(row.get(0)?, &data, row.get(2)?)?;
+        parts.extend(split.into_iter().map(<[u8]>::to_vec));
     }
     let corrupt = |e: &dyn std::fmt::Display| StoreError::Corrupt(last.id, e.to_string());
     let mut merged = parts
@@ -196,22 +219,6 @@ fn merge_run(
     conn.prepare_cached("UPDATE updates SET ts = ?2, data = ?3, n = ?4, v = ?5 WHERE id = ?1")?
         .execute((last.id, ts, &data, n, 2 | packed))?;
     Ok(n)
-}
-
-/// Appends a plain row's `n` v1 updates to `parts`.
-fn split_row(id: i64, data: &[u8], n: i64, parts: &mut Vec<Vec<u8>>) -> Result<(), StoreError> {
-    if n == 1 {
-        parts.push(data.to_vec());
-        return Ok(());
-    }
-    let mut cursor = Cursor::new(data);
-    for _ in 0..n {
-        let part = cursor
-            .read_buf()
-            .map_err(|e| StoreError::Corrupt(id, e.to_string()))?;
-        parts.push(part.to_vec());
-    }
-    Ok(())
 }
 
 /// Deletes the snapshots thinning allows (see the module text). Returns

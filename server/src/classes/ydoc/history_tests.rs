@@ -233,3 +233,48 @@ fn open_buckets_wait_and_later_passes_finish_them() {
     );
     assert_eq!(count(&plain, "SELECT count(*) FROM updates"), rows);
 }
+
+/// Passes cut short (a small plan, few updates per pass) resume at
+/// `through`, always make progress, and end with the same document and
+/// history as one whole pass.
+#[test]
+fn short_passes_resume_and_end_like_one_whole_pass() {
+    const G: i64 = 1000;
+    for seed in 1..=10u64 {
+        let mut rng = Rng(seed.wrapping_mul(0x2545_f491_4f6c_dd1d) | 1);
+        let (whole, short) = (db(), db());
+        let last = same_history(&mut rng, &whole, &short, 200);
+        let now = last + 10 * G;
+        assert!(coarsen(&whole, G, now, 0).expect("whole").done);
+        let limits = Limits {
+            plan_rows: 1 + rng.below(9) as i64,
+            parts_per_run: 1 + rng.below(12) as i64,
+        };
+        let mut out = Coarsened::default();
+        let mut passes = 0;
+        while !out.done {
+            let from = out.through;
+            out = coarsen_with(&short, G, now, from, limits).expect("short pass");
+            assert!(out.done || out.through > from, "seed {seed}: no progress");
+            passes += 1;
+            assert!(passes < 1000, "seed {seed}: never done");
+        }
+        assert!(passes > 1, "seed {seed}: {limits:?} did it in one pass");
+        let n = "SELECT sum(n) FROM updates";
+        assert_eq!(count(&short, n), count(&whole, n), "seed {seed}");
+        let rows = "SELECT count(*) FROM updates";
+        assert!(
+            count(&short, rows) <= count(&whole, rows) + passes,
+            "seed {seed}"
+        );
+        assert_eq!(
+            text_of(&store::load(&short).expect("load").0),
+            text_of(&store::load(&whole).expect("load").0)
+        );
+        for t in (10_000 / G..=last / G).map(|b| (b + 1) * G - 1) {
+            let want = store::as_of(&whole, t).expect("as_of whole");
+            let got = store::as_of(&short, t).expect("as_of short");
+            assert_eq!(text_of(&got), text_of(&want), "seed {seed}: as of {t}");
+        }
+    }
+}

@@ -189,7 +189,7 @@ impl DurableObject for Ydoc {
         self.on_frame(ctx, socket, &bytes)
     }
 
-    async fn alarm(&mut self, ctx: &mut Ctx, info: AlarmInfo) -> Result<(), ObjectError> {
+    async fn alarm(&mut self, ctx: &mut Ctx, _info: AlarmInfo) -> Result<(), ObjectError> {
         let config = Self::config(ctx);
         let now = ctx.now_ms();
         let quiet_since = self.stats.last_update_ts + self.quiet_ms;
@@ -213,9 +213,8 @@ impl DurableObject for Ydoc {
             tracing::debug!(updates, snapshots, merged, pages, "compacted document log");
         }
         if !coarse.done {
-            // More rows to merge: go on at once, in a new batch (a time
-            // equal to this alarm's would count as not set).
-            ctx.set_alarm(now.max(info.scheduled_ms) + 1)?;
+            // More rows to merge: go on at once, in a new batch.
+            ctx.set_alarm(now)?;
             return Ok(());
         }
         // Come back when the oldest kept update leaves the retention window.

@@ -154,36 +154,52 @@ fn insert_snapshot(
 pub(crate) fn apply_row(doc: &Doc, id: i64, data: &[u8], n: i64, v: i64) -> Result<(), StoreError> {
     let corrupt = |e: &dyn std::fmt::Display| StoreError::Corrupt(id, e.to_string());
     let data = &unpacked(id, data, v)?[..];
-    let v = v & !DEFLATED;
-    if v == 2 {
-        let update = Update::decode_v2(data).map_err(|e| corrupt(&e))?;
-        return doc
-            .transact_mut()
-            .apply_update(update)
-            .map_err(|e| corrupt(&e));
+    let update = match (v & !DEFLATED, n) {
+        (2, _) => Update::decode_v2(data),
+        (_, 1) => Update::decode_v1(data),
+        _ => return apply_framed(doc, id, data, n),
+    };
+    let update = update.map_err(|e| corrupt(&e))?;
+    doc.transact_mut()
+        .apply_update(update)
+        .map_err(|e| corrupt(&e))
+}
+
+/// The `n` v1 updates of a plain row (see the module doc for the layout).
+pub(crate) fn row_parts(id: i64, data: &[u8], n: i64) -> Result<Vec<&[u8]>, StoreError> {
+    match n {
+        1 => Ok(vec![data]),
+        n => framed_parts(id, data, n),
     }
-    if n == 1 {
-        let update = Update::decode_v1(data).map_err(|e| corrupt(&e))?;
-        return doc
-            .transact_mut()
-            .apply_update(update)
-            .map_err(|e| corrupt(&e));
+}
+
+/// `n` updates, each as lib0 `varUint(len)` + bytes, nothing after the last.
+fn framed_parts(id: i64, data: &[u8], n: i64) -> Result<Vec<&[u8]>, StoreError> {
+    let corrupt = |e: &dyn std::fmt::Display| StoreError::Corrupt(id, e.to_string());
+    let mut cursor = Cursor::new(data);
+    let mut parts = Vec::new();
+    for _ in 0..n {
+        // `read_buf`'s slice borrows the cursor: take it from `data`.
+        let len: usize = cursor.read_var().map_err(|e| corrupt(&e))?;
+        let part = data
+            .get(cursor.next..cursor.next.saturating_add(len))
+            .ok_or_else(|| corrupt(&"an update runs past the row"))?;
+        cursor.next += len;
+        parts.push(part);
     }
-    apply_framed(doc, id, data, n)
+    if cursor.has_content() {
+        return Err(corrupt(&"bytes after the last update"));
+    }
+    Ok(parts)
 }
 
 /// Applies `n` lib0-framed updates in one transaction.
 fn apply_framed(doc: &Doc, id: i64, data: &[u8], n: i64) -> Result<(), StoreError> {
     let corrupt = |e: &dyn std::fmt::Display| StoreError::Corrupt(id, e.to_string());
     let mut txn = doc.transact_mut();
-    let mut cursor = Cursor::new(data);
-    for _ in 0..n {
-        let part = cursor.read_buf().map_err(|e| corrupt(&e))?;
+    for part in framed_parts(id, data, n)? {
         let update = Update::decode_v1(part).map_err(|e| corrupt(&e))?;
         txn.apply_update(update).map_err(|e| corrupt(&e))?;
-    }
-    if cursor.has_content() {
-        return Err(corrupt(&"bytes after the last update"));
     }
     Ok(())
 }
@@ -214,26 +230,8 @@ impl Pending {
 
     /// The gathered updates, each as it came (for the change feed).
     pub(crate) fn updates(&self) -> Vec<&[u8]> {
-        // Each is lib0 `varUint(len)` + bytes, as `push` wrote them.
-        let mut out = Vec::new();
-        let mut rest = &self.framed[..];
-        while !rest.is_empty() {
-            let (mut len, mut shift, mut used) = (0usize, 0u32, 0usize);
-            for &byte in rest {
-                used += 1;
-                len |= usize::from(byte & 0x7f) << shift;
-                shift += 7;
-                if byte & 0x80 == 0 || shift > 56 {
-                    break;
-                }
-            }
-            let Some(part) = rest.get(used..used + len) else {
-                break;
-            };
-            out.push(part);
-            rest = &rest[used + len..];
-        }
-        out
+        // `push` framed each one: this cannot fail.
+        framed_parts(0, &self.framed, self.n).unwrap_or_default()
     }
 }
 
