@@ -104,9 +104,19 @@ async fn an_envelope_ping_is_answered_with_pong_without_waking_the_object() -> a
 struct Stopped(u32);
 
 impl Stopped {
+    /// Returns once every thread of `pid` is stopped: `kill` returns when
+    /// the signal is sent, and a thread still running on the other core
+    /// could answer a frame sent right after it.
     fn stop(pid: u32) -> anyhow::Result<Stopped> {
         signal("-STOP", pid)?;
-        Ok(Stopped(pid))
+        let stopped = Stopped(pid);
+        for _ in 0..400 {
+            if all_threads_stopped(pid)? {
+                return Ok(stopped);
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        anyhow::bail!("{pid} did not stop within 2 s")
     }
 }
 
@@ -114,6 +124,22 @@ impl Drop for Stopped {
     fn drop(&mut self) {
         let _ = signal("-CONT", self.0);
     }
+}
+
+/// Whether every thread of `pid` is in state T (stopped).
+fn all_threads_stopped(pid: u32) -> anyhow::Result<bool> {
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let stat = std::fs::read_to_string(task?.path().join("stat"))?;
+        // The state follows the command name's closing parenthesis.
+        let state = stat
+            .rsplit(')')
+            .next()
+            .and_then(|rest| rest.trim_start().chars().next());
+        if state != Some('T') {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 fn signal(which: &str, pid: u32) -> anyhow::Result<()> {
@@ -133,10 +159,8 @@ async fn a_frozen_server_answers_no_ping_until_it_runs_again() -> anyhow::Result
     ping(&mut c, Duration::from_secs(5)).await?;
     let frozen = Stopped::stop(server.pid)?;
     c.send_raw(vec![MSG_PING]).await?;
-    assert!(
-        c.next_binary(Duration::from_millis(700)).await.is_err(),
-        "a stopped server answered"
-    );
+    let got = c.next_binary(Duration::from_millis(700)).await;
+    assert!(got.is_err(), "a stopped server answered: {got:?}");
     drop(frozen);
     // The ping sent while it was stopped is answered once it runs.
     assert_eq!(c.next_binary(Duration::from_secs(5)).await?, [MSG_PING]);
