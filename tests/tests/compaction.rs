@@ -299,3 +299,64 @@ async fn history_is_kept_per_second_and_kill9_loses_nothing() -> anyhow::Result<
     server.terminate().await?;
     Ok(())
 }
+
+/// How many of the server's open files are object databases or their WALs.
+fn open_object_files(server: &ServerProcess) -> anyhow::Result<usize> {
+    let objects = server.data.join("objects");
+    let mut n = 0;
+    for entry in std::fs::read_dir(format!("/proc/{}/fd", server.pid))? {
+        if let Ok(target) = std::fs::read_link(entry?.path()) {
+            n += usize::from(target.starts_with(&objects));
+        }
+    }
+    Ok(n)
+}
+
+/// A document nobody edits for a few seconds stays loaded (its sockets, its
+/// Yjs state, no eviction) but closes its database; the next edit opens it
+/// again. Three rounds of: edits acknowledged, quiet until the file is
+/// closed, an edit from the other client delivered and acknowledged, kill -9
+/// and restart. Nothing acknowledged is lost, and the quiet document holds
+/// no file open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_document_closes_its_file_stays_loaded_and_kill9_loses_nothing(
+) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let flags = ["--idle-timeout", "600s", "--admin-token", "quiet-admin"];
+    let mut server = ServerProcess::start(dir.path(), &flags).await?;
+    let client = http();
+    let mut want = String::new();
+    for round in 0..3 {
+        let mut a = connect(&server, "quiet").await?;
+        let mut b = connect(&server, "quiet").await?;
+        a.wait_for_text(&want, Duration::from_secs(5)).await?;
+        type_acked(&mut a, &mut want, 40).await?;
+        b.wait_for_text(&want, Duration::from_secs(5)).await?;
+        // Quiet: the file closes (past the 2 s quiet time and the
+        // document's own quiet alarm), the object stays loaded.
+        let mut open = open_object_files(&server)?;
+        for _ in 0..120 {
+            if open == 0 {
+                break;
+            }
+            a.drain(Duration::from_millis(50)).await?;
+            b.drain(Duration::from_millis(50)).await?;
+            open = open_object_files(&server)?;
+        }
+        assert_eq!(
+            open, 0,
+            "round {round}: the quiet document keeps its file open"
+        );
+        let m = |name| roost_tests::metric(&client, &server, name);
+        assert_eq!(m("roost_live_objects").await?, 1.0, "round {round}");
+        assert_eq!(m("roost_evictions_total").await?, 0.0, "round {round}");
+        // The next edit opens it again; the other client gets it.
+        type_acked(&mut b, &mut want, 5).await?;
+        a.wait_for_text(&want, Duration::from_secs(5)).await?;
+        assert!(open_object_files(&server)? > 0);
+        server.kill9().await?;
+        server = ServerProcess::start(dir.path(), &flags).await?;
+        assert_eq!(stored_text(&server, "quiet").await?, want, "round {round}");
+    }
+    Ok(())
+}

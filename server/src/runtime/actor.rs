@@ -104,9 +104,9 @@ enum Wake {
     Idle,
 }
 
-/// A loaded object with no event for this long gives back its cached
-/// statements and page cache (`Storage::release_quiet_memory`); it is
-/// evicted at the idle timeout as before.
+/// A loaded object with no event for this long closes its connection
+/// (`Storage::suspend`), keeping its value and sockets; it is evicted at
+/// the idle timeout as before.
 const QUIET: Duration = Duration::from_secs(2);
 
 impl From<Option<Command>> for Wake {
@@ -182,6 +182,7 @@ impl<T: DurableObject> Actor<T> {
         match self.wait().await {
             Wake::Command(cmd) => {
                 self.quiet = false;
+                self.object.resume_storage();
                 self.handle(cmd).await;
             }
             Wake::MailboxEnded if self.pipeline.is_empty() => self.phase = Phase::Stopping,
@@ -197,7 +198,7 @@ impl<T: DurableObject> Actor<T> {
                 let _ = self.catch_up().await;
             }
             Wake::Quiet => {
-                self.object.release_quiet_memory();
+                self.object.suspend_storage();
                 self.quiet = true;
             }
             Wake::Idle => self.evict(),

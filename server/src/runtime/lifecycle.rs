@@ -18,9 +18,7 @@ use crate::id::{object_path, ObjectKey};
 use crate::object::DurableObject;
 use crate::storage::{Storage, StorageError};
 
-/// An object closing with a larger WAL file folds it into the database and
-/// truncates it (the disk space of idle objects).
-const WAL_KEEP_BYTES: u64 = 1024 * 1024;
+use crate::storage::WAL_KEEP_BYTES;
 
 fn broken(e: StorageError) -> ErrorDetail {
     error(
@@ -125,7 +123,7 @@ pub(super) fn close<T>(live: Option<Live<T>>) {
     crate::sys::blocking(|| {
         if let Some(l) = live
             .as_mut()
-            .filter(|l| l.ctx.storage.lost().is_none())
+            .filter(|l| l.ctx.storage.lost().is_none() && !l.ctx.storage.is_suspended())
             .filter(|l| l.ctx.storage.wal_file_bytes() > WAL_KEEP_BYTES)
         {
             if let Err(e) = l.ctx.storage.checkpoint_wal() {

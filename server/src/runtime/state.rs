@@ -130,11 +130,24 @@ impl<T> ObjectState<T> {
         self.live().and_then(|l| l.ctx.storage.open_for())
     }
 
-    /// Gives back what a quiet loaded object can do without (its cached
-    /// statements, its page cache's unused pages).
-    pub(super) fn release_quiet_memory(&self) {
-        if let Some(l) = self.live() {
-            l.ctx.storage.release_quiet_memory();
+    /// Closes a quiet loaded object's connection (`Storage::suspend`): its
+    /// value and sockets stay, its SQLite memory goes.
+    pub(super) fn suspend_storage(&mut self) {
+        if let Some(l) = self.live_mut() {
+            crate::sys::blocking(|| l.ctx.storage.suspend());
+        }
+    }
+
+    /// Opens a suspended object's connection again before a command runs.
+    /// If it cannot be opened, the object is dropped: the command starts it
+    /// afresh from its file and meets the error there.
+    pub(super) fn resume_storage(&mut self) {
+        let Some(l) = self.live_mut().filter(|l| l.ctx.storage.is_suspended()) else {
+            return;
+        };
+        if let Err(e) = crate::sys::blocking(|| l.ctx.storage.resume()) {
+            tracing::warn!(error = %e, "reopening the quiet object's storage failed");
+            *self = ObjectState::Unloaded;
         }
     }
 

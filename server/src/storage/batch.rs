@@ -56,7 +56,7 @@ impl Storage {
         if let Some(why) = &self.lost {
             return Err(StorageError::Lost(why.clone()));
         }
-        if self.conn.is_autocommit() {
+        if self.conn().is_autocommit() {
             self.run("BEGIN IMMEDIATE")?;
             self.txn_since = Some(std::time::Instant::now());
         }
@@ -65,7 +65,7 @@ impl Storage {
             return Err(e);
         }
         self.batch_open = true;
-        self.conn.begin_capture();
+        self.conn().begin_capture();
         self.schema_version_at_begin = self.schema_version()?;
         Ok(())
     }
@@ -73,7 +73,7 @@ impl Storage {
     /// Starts one event inside the batch; its savepoint opens with its
     /// first use of SQL ([`db`](Self::db)).
     pub(crate) fn begin_event(&mut self) -> Result<(), StorageError> {
-        self.event_mark = self.conn.start_event();
+        self.event_mark = self.conn().start_event();
         self.event.set(EventSavepoint::Pending);
         Ok(())
     }
@@ -87,7 +87,7 @@ impl Storage {
             EventSavepoint::Open => {
                 if !keep {
                     self.alarm_cache.set(None);
-                    self.conn
+                    self.conn()
                         .rollback_to(self.event_mark, || self.run("ROLLBACK TO roost_event"))?;
                 }
                 self.run("RELEASE roost_event")
@@ -96,7 +96,7 @@ impl Storage {
             // recorded anyway came by a path that bypassed `db`, and only
             // undoing the whole batch can take it back.
             EventSavepoint::Pending | EventSavepoint::None
-                if !self.conn.changed_since(self.event_mark) =>
+                if !self.conn().changed_since(self.event_mark) =>
             {
                 Ok(())
             }
@@ -112,12 +112,12 @@ impl Storage {
     /// itself is not in the changeset: replay sets it from the log record.
     pub(crate) fn finish_batch(&mut self) -> Result<Option<BatchChanges>, StorageError> {
         let schema_changed = self.schema_version()? != self.schema_version_at_begin;
-        let captured = self.conn.take_changes();
+        let captured = self.conn().take_changes();
         if captured.bytes.is_empty() && captured.replayable && !schema_changed {
             return Ok(None);
         }
         let next = self.seq + 1;
-        self.conn
+        self.conn()
             .prepare_cached("UPDATE _roost_meta SET v = ?1 WHERE k = 'commit_seq'")?
             .execute([i64::try_from(next).unwrap_or(i64::MAX)])?;
         Ok(Some(BatchChanges {
@@ -133,7 +133,7 @@ impl Storage {
     pub(crate) fn end_batch(&mut self, wrote: bool) -> Result<(), StorageError> {
         // The transaction's `COMMIT` comes later, after the batch is logged
         // and acknowledged, so what would fail it must fail the batch now.
-        if self.conn.deferred_fk_violations() {
+        if self.conn().deferred_fk_violations() {
             return Err(StorageError::Sqlite(rusqlite::Error::SqliteFailure(
                 rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY),
                 Some("FOREIGN KEY constraint failed (deferred)".into()),
@@ -143,7 +143,7 @@ impl Storage {
         self.batch_open = false;
         // Whatever is still recorded (e.g. a constructor's writes) is
         // made durable by other means.
-        self.conn.begin_capture();
+        self.conn().begin_capture();
         if wrote {
             self.seq += 1;
             if self.pending_from.is_none() {
@@ -162,7 +162,7 @@ impl Storage {
     pub(crate) fn commit(&mut self, wrote: bool) -> Result<(), StorageError> {
         let earlier = self.pending_from;
         self.end_batch(wrote)?;
-        if earlier.is_some() || self.conn.is_autocommit() {
+        if earlier.is_some() || self.conn().is_autocommit() {
             return self.flush();
         }
         match self.run("COMMIT") {
@@ -206,7 +206,11 @@ impl Storage {
         if let Some(why) = &self.lost {
             return Err(StorageError::Lost(why.clone()));
         }
-        if self.conn.is_autocommit() {
+        if self.is_suspended() {
+            // Suspended only with nothing open (`suspend.rs`).
+            return Ok(());
+        }
+        if self.conn().is_autocommit() {
             // SQLite itself rolled the transaction back (after an I/O error).
             if let Some(first) = self.pending_from {
                 return Err(self.lose(format!(
@@ -250,12 +254,12 @@ impl Storage {
     }
 
     fn end_empty_transaction(&mut self) {
-        if self.pending_from.is_none() && !self.conn.is_autocommit() {
-            if let Err(e) = self.conn.execute_batch("ROLLBACK;") {
+        if self.pending_from.is_none() && !self.conn().is_autocommit() {
+            if let Err(e) = self.conn().execute_batch("ROLLBACK;") {
                 tracing::warn!(error = %e, "rollback failed");
             }
         }
-        if self.conn.is_autocommit() {
+        if self.conn().is_autocommit() {
             self.txn_since = None;
         }
     }
@@ -264,9 +268,12 @@ impl Storage {
     /// batches of the open transaction stay.
     pub(crate) fn rollback(&mut self) {
         self.alarm_cache.set(None);
-        if self.batch_open && !self.conn.is_autocommit() {
+        if self.is_suspended() {
+            return;
+        }
+        if self.batch_open && !self.conn().is_autocommit() {
             if let Err(e) = self
-                .conn
+                .conn()
                 .execute_batch("ROLLBACK TO roost_batch; RELEASE roost_batch;")
             {
                 if self.pending_from.is_some() {
@@ -278,7 +285,7 @@ impl Storage {
         }
         self.batch_open = false;
         self.end_empty_transaction();
-        self.conn.begin_capture();
+        self.conn().begin_capture();
         let _ = self.set_read_only(false);
     }
 }

@@ -4,7 +4,7 @@ use super::*;
 
 fn no_event_savepoint(s: &Storage) -> bool {
     // `RELEASE` of a savepoint that is not open fails.
-    s.conn.execute_batch("RELEASE roost_event").is_err()
+    s.conn().execute_batch("RELEASE roost_event").is_err()
 }
 
 /// An event opens its savepoint with its first use of SQL: one that
@@ -18,7 +18,7 @@ fn an_event_opens_its_savepoint_with_its_first_use_of_sql() {
         Storage::open(&dir.path().join("a.sqlite"), StorageLimits::default()).expect("open");
     s.sql().execute_batch("CREATE TABLE t(x)").expect("create");
     let count = |s: &Storage| -> i64 {
-        s.conn
+        s.conn()
             .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
             .expect("count")
     };
@@ -45,7 +45,7 @@ fn an_event_opens_its_savepoint_with_its_first_use_of_sql() {
     assert_eq!(s.get::<i64>("k").expect("get"), None);
 
     s.begin_event().expect("event");
-    s.conn
+    s.conn()
         .execute("INSERT INTO t VALUES(3)", [])
         .expect("a write that bypasses db()");
     assert!(no_event_savepoint(&s));

@@ -13,6 +13,7 @@
 //!   read-only mode, the cached alarm row;
 //! - `open.rs`: opening the file and the connection's settings;
 //! - `batch.rs`: the batch transaction, event savepoints, lazy file commits;
+//! - `suspend.rs`: a quiet loaded object's connection closed and reopened;
 //! - `files.rs`: durable directories and fsyncs of the object's files;
 //! - `wal.rs`: keeping the WAL small (background checkpoints);
 //! - `kv.rs`: the KV API; `inspect.rs`: the admin SQL console;
@@ -28,6 +29,7 @@ pub(crate) mod inspect;
 mod kv;
 mod limits;
 mod open;
+mod suspend;
 pub(crate) mod tidy;
 pub(crate) mod wal;
 
@@ -48,12 +50,14 @@ pub(crate) use files::{
 };
 pub use kv::ListOptions;
 pub use limits::StorageLimits;
+pub(crate) use suspend::WAL_KEEP_BYTES;
 
 /// An object's database, owned by its actor (see the module doc).
 pub struct Storage {
     /// The connection, with change capture installed for its whole life
-    /// (removed when it is dropped, before the connection closes).
-    conn: CapturingConnection,
+    /// (removed when it is dropped, before the connection closes); `None`
+    /// while a quiet object's storage is suspended (`suspend.rs`).
+    conn: Option<CapturingConnection>,
     path: PathBuf,
     limits: StorageLimits,
     read_only: bool,
@@ -119,7 +123,15 @@ impl Storage {
                 EventSavepoint::Failed
             });
         }
-        &self.conn
+        self.conn()
+    }
+
+    /// The open connection. The actor resumes a suspended storage before
+    /// any event, commit or console query reaches it (`suspend.rs`).
+    fn conn(&self) -> &CapturingConnection {
+        self.conn
+            .as_ref()
+            .expect("a suspended storage is resumed before it is used")
     }
 
     /// The size limits this storage enforces.
@@ -151,7 +163,7 @@ impl Storage {
 
     pub(crate) fn set_read_only(&mut self, read_only: bool) -> Result<(), StorageError> {
         if self.read_only != read_only {
-            self.conn.execute_batch(if read_only {
+            self.conn().execute_batch(if read_only {
                 "PRAGMA query_only=1;"
             } else {
                 "PRAGMA query_only=0;"
@@ -171,31 +183,23 @@ impl Storage {
 
     fn schema_version(&self) -> Result<i64, StorageError> {
         Ok(self
-            .conn
+            .conn()
             .prepare_cached("PRAGMA schema_version")?
             .query_row([], |r| r.get(0))?)
     }
 
     /// Runs a fixed statement through the statement cache (no re-parse).
     fn run(&self, sql: &str) -> Result<(), StorageError> {
-        self.conn.prepare_cached(sql)?.execute([])?;
+        self.conn().prepare_cached(sql)?.execute([])?;
         Ok(())
     }
 
     /// Frees the page cache's unused pages (after a constructor that read
     /// the whole database, such as a Yjs document loading its snapshot).
     pub(crate) fn release_memory(&self) {
-        if let Err(e) = self.conn.execute_batch("PRAGMA shrink_memory;") {
+        if let Err(e) = self.conn().execute_batch("PRAGMA shrink_memory;") {
             tracing::debug!(error = %e, "shrink_memory failed");
         }
-    }
-
-    /// Also finalizes the cached prepared statements (~8 KiB of a Yjs
-    /// document's ~35 KiB of SQLite memory): for an object that went quiet
-    /// but stays loaded. They are prepared again when used next.
-    pub(crate) fn release_quiet_memory(&self) {
-        self.conn.flush_prepared_statement_cache();
-        self.release_memory();
     }
 
     /// Gives the file's free pages back (`PRAGMA incremental_vacuum`, in
@@ -206,7 +210,7 @@ impl Storage {
     /// Returns the pages freed.
     pub(crate) fn reclaim_free_pages(&self) -> Result<u64, StorageError> {
         let pages = |sql: &str| -> Result<u64, StorageError> {
-            let n: i64 = self.conn.query_row(sql, [], |r| r.get(0))?;
+            let n: i64 = self.conn().query_row(sql, [], |r| r.get(0))?;
             Ok(u64::try_from(n).unwrap_or(0))
         };
         let free = pages("PRAGMA freelist_count")?;
@@ -217,7 +221,7 @@ impl Storage {
             return Ok(0);
         }
         // One page per step: run it to the end.
-        let mut stmt = self.conn.prepare("PRAGMA incremental_vacuum")?;
+        let mut stmt = self.conn().prepare("PRAGMA incremental_vacuum")?;
         let mut rows = stmt.query([])?;
         while rows.next()?.is_some() {}
         Ok(free.saturating_sub(pages("PRAGMA freelist_count")?))
@@ -229,7 +233,7 @@ impl Storage {
             return Ok(known);
         }
         let mut stmt = self
-            .conn
+            .conn()
             .prepare_cached("SELECT at_ms FROM _roost_alarm WHERE k = 1")?;
         let mut rows = stmt.query([])?;
         let at = match rows.next()? {

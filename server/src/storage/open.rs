@@ -36,14 +36,11 @@ impl Storage {
                 create_dir_all_durable(parent)?;
             }
         }
-        let conn = CapturingConnection::install(Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE
-                | OpenFlags::SQLITE_OPEN_CREATE
-                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )?)?;
-        let page_size = configure(&conn, &limits)?;
-        let page_size = u64::try_from(page_size).unwrap_or(4096);
+        let (conn, page_size) = connect(path, &limits)?;
+        // Made durable by SQLite itself (FULL while it commits).
+        conn.execute_batch(&format!(
+            "PRAGMA synchronous=FULL; BEGIN IMMEDIATE;{META_SCHEMA}COMMIT; PRAGMA synchronous=OFF;"
+        ))?;
         if created {
             sync_parent(path)?;
         }
@@ -52,7 +49,7 @@ impl Storage {
                 r.get(0)
             })?;
         Ok(Storage {
-            conn,
+            conn: Some(conn),
             path: path.to_owned(),
             limits,
             read_only: false,
@@ -71,7 +68,24 @@ impl Storage {
     }
 }
 
-/// The connection's settings and the meta tables; returns the page size.
+/// Opens the connection, installs the change capture and applies the
+/// settings; returns it with the file's page size. (The meta tables are
+/// made by `open`, not here: a resumed connection finds them.)
+pub(super) fn connect(
+    path: &Path,
+    limits: &StorageLimits,
+) -> Result<(CapturingConnection, u64), StorageError> {
+    let conn = CapturingConnection::install(Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?)?;
+    let page_size = configure(&conn, limits)?;
+    Ok((conn, u64::try_from(page_size).unwrap_or(4096)))
+}
+
+/// The connection's settings; returns the page size.
 fn configure(conn: &Connection, limits: &StorageLimits) -> Result<i64, StorageError> {
     // NORMAL in WAL mode: commits are not fsynced by SQLite (the commit log
     // or `sync_files` makes them durable), checkpoints are.
@@ -120,7 +134,6 @@ fn configure(conn: &Connection, limits: &StorageLimits) -> Result<i64, StorageEr
     conn.execute_batch(&format!(
         "PRAGMA max_page_count={max_pages}; PRAGMA cache_size=-{cache_kib};"
     ))?;
-    conn.execute_batch(&format!("BEGIN IMMEDIATE;{META_SCHEMA}COMMIT;"))?;
     // OFF: the actor's connection never fsyncs. Its commits are made
     // durable by the commit log (or `sync_files`); the checkpoints that
     // must fsync (WAL before the database is written, database before

@@ -216,11 +216,11 @@ impl Storage {
     /// Commits the open transaction first.
     pub(crate) fn checkpoint_wal_mode(&mut self, mode: &str) -> Result<(), StorageError> {
         self.flush()?;
-        self.conn.execute_batch("PRAGMA synchronous=NORMAL;")?;
+        self.conn().execute_batch("PRAGMA synchronous=NORMAL;")?;
         let done = self
-            .conn
+            .conn()
             .query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |_| Ok(()));
-        self.conn.execute_batch("PRAGMA synchronous=OFF;")?;
+        self.conn().execute_batch("PRAGMA synchronous=OFF;")?;
         done?;
         Ok(())
     }
