@@ -248,3 +248,62 @@ async fn a_full_disk_refuses_writes_and_recovers_once_space_is_freed() -> anyhow
     drop(disk);
     Ok(())
 }
+
+/// A SIGTERM while the disk is full (writes refused, a Yjs socket and a
+/// room open) still stops the server within its drain timeout; once space
+/// is back, a restart serves every acknowledged write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigterm_on_a_full_disk_stops_within_the_drain_timeout() -> anyhow::Result<()> {
+    let Some(disk) = SmallDisk::mount(32) else {
+        eprintln!(
+            "SKIPPED: cannot mount a tmpfs here (needs root); the full-disk stop test did not run"
+        );
+        return Ok(());
+    };
+    let data = disk.dir.path().join("data");
+    let flags = ["--drain-timeout", "3s"];
+    let server = ServerProcess::start(&data, &flags).await?;
+    let client = http();
+    let mut acked = 0i64;
+    for _ in 0..5 {
+        assert_eq!(increment(&client, &server, "c").await?.0, 200);
+        acked += 1;
+    }
+    let mut doc = roost_tests::yclient::YClient::new();
+    doc.connect(&server.ws_url("/v1/yjs/full")).await?;
+    let filler = fill(disk.dir.path())?;
+    let mut refused = 0;
+    for i in 0..40 {
+        if increment(&client, &server, "c").await?.0 == 200 {
+            acked += 1;
+        } else {
+            refused += 1;
+        }
+        doc.insert(0, "x").await?;
+        let _ = call(
+            &client,
+            &server,
+            "room",
+            "bulk",
+            "send",
+            json!({"text": format!("{i}{}", "z".repeat(4000))}),
+        )
+        .await?;
+    }
+    assert!(refused > 0, "nothing was refused on a full disk");
+    let stopping = std::time::Instant::now();
+    server.terminate().await?;
+    let took = stopping.elapsed();
+    eprintln!("stopped {took:?} after SIGTERM on a full disk");
+    assert!(
+        took < std::time::Duration::from_secs(5),
+        "a full disk held the stop for {took:?} (drain timeout 3 s)"
+    );
+    std::fs::remove_file(&filler)?;
+    let server = ServerProcess::start(&data, &flags).await?;
+    let (status, body) = call(&client, &server, "counter", "c", "get", Value::Null).await?;
+    assert_eq!((status, body), (200, json!(acked)), "after the restart");
+    server.terminate().await?;
+    drop(disk);
+    Ok(())
+}

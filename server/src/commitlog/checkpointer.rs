@@ -39,6 +39,10 @@ pub(super) struct Sealed {
     pub(super) segment: u64,
     pub(super) objects: HashMap<(String, ObjectId), u64>,
     pub(super) deleted: HashSet<ObjectId>,
+    /// Sealed by a closing log: every actor has stopped (or was abandoned
+    /// at the drain timeout), so an object still listed will not commit;
+    /// its segments are kept at once rather than after the patience.
+    pub(super) closing: bool,
 }
 
 /// Waits (up to `patience`) until none of the object's batches up to `seq`
@@ -77,6 +81,7 @@ pub(super) fn checkpointer(
     while let Ok(first) = rx.recv() {
         // Segments sealed while the last round ran are taken together: each
         // object file is synced once for all of them.
+        let mut closing = first.closing;
         let mut round = Round {
             segments: vec![first.segment],
             objects: first.objects,
@@ -86,6 +91,7 @@ pub(super) fn checkpointer(
             round.segments.push(more.segment);
             round.objects.extend(more.objects);
             round.deleted.extend(more.deleted);
+            closing |= more.closing;
         }
         for earlier in std::mem::take(&mut kept) {
             let segments = earlier.segments.clone();
@@ -94,9 +100,8 @@ pub(super) fn checkpointer(
                 None => tracing::info!(?segments, "checkpointed segments kept by an earlier round"),
             }
         }
-        if let Some(r) =
-            checkpoint_round(round, Some(patience), &kept, data_dir, log_dir, unflushed)
-        {
+        let wait = if closing { Duration::ZERO } else { patience };
+        if let Some(r) = checkpoint_round(round, Some(wait), &kept, data_dir, log_dir, unflushed) {
             kept.push(r);
         }
     }

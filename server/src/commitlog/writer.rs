@@ -215,7 +215,7 @@ impl Writer {
         let due = last_seal.elapsed() >= self.config.checkpoint_interval
             || self.segment_bytes >= self.config.max_segment_bytes;
         if due && self.segment_bytes > 0 {
-            if let Err(e) = self.seal() {
+            if let Err(e) = self.seal(false) {
                 tracing::error!(error = %e, "cannot start a new commit log segment");
             }
             *last_seal = Instant::now();
@@ -233,7 +233,7 @@ impl Writer {
         closing: Option<oneshot::Sender<()>>,
     ) {
         if self.segment_bytes > 0 {
-            let _ = self.seal();
+            let _ = self.seal(true);
         }
         // The spare thread removes the segment it made ahead and stops; both
         // threads are gone before `close` returns, so a server started next
@@ -270,7 +270,8 @@ impl Writer {
         Ok(())
     }
 
-    fn seal(&mut self) -> std::io::Result<()> {
+    /// `closing`: the last seal of a closing log (see `Sealed::closing`).
+    fn seal(&mut self, closing: bool) -> std::io::Result<()> {
         let next = self.segment + 1;
         // Before taking the spare: the spare thread makes the one after it
         // as soon as this one is taken.
@@ -295,6 +296,7 @@ impl Writer {
             segment: self.segment,
             objects: std::mem::take(&mut self.touched),
             deleted: std::mem::take(&mut self.deleted),
+            closing,
         };
         self.segment = next;
         self.segment_bytes = 0;
