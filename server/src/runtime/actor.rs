@@ -198,6 +198,8 @@ impl<T: DurableObject> Actor<T> {
                 let _ = self.catch_up().await;
             }
             Wake::Quiet => {
+                // A background WAL checkpoint finishes first.
+                self.wal.join().await;
                 self.object.suspend_storage();
                 self.quiet = true;
             }
