@@ -104,6 +104,27 @@ async fn increment(
     .await
 }
 
+/// Sends a 4 KB message to the room `bulk` (fills the log's room fast);
+/// returns the status.
+async fn bulk(
+    client: &reqwest::Client,
+    server: &ServerProcess,
+    i: usize,
+    fill: char,
+) -> anyhow::Result<u16> {
+    let text = format!("{i}{}", fill.to_string().repeat(4000));
+    Ok(call(
+        client,
+        server,
+        "room",
+        "bulk",
+        "send",
+        json!({ "text": text }),
+    )
+    .await?
+    .0)
+}
+
 /// A small filesystem of our own (tmpfs), or `None` where this machine
 /// does not let the test mount one (not root, no capability).
 struct SmallDisk {
@@ -120,6 +141,17 @@ impl SmallDisk {
             .status()
             .is_ok_and(|s| s.success());
         ok.then_some(SmallDisk { dir })
+    }
+
+    /// A mounted disk and the data folder on it, or `None` (saying that
+    /// `test` did not run) where none can be mounted.
+    fn for_test(megabytes: u32, test: &str) -> Option<(SmallDisk, std::path::PathBuf)> {
+        let Some(disk) = SmallDisk::mount(megabytes) else {
+            eprintln!("SKIPPED: cannot mount a tmpfs here (needs root); {test} did not run");
+            return None;
+        };
+        let data = disk.dir.path().join("data");
+        Some((disk, data))
     }
 }
 
@@ -153,13 +185,9 @@ fn fill(dir: &std::path::Path) -> anyhow::Result<std::path::PathBuf> {
 /// writes again — no restart — with every acknowledged write in place.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_refuses_writes_and_recovers_once_space_is_freed() -> anyhow::Result<()> {
-    let Some(disk) = SmallDisk::mount(48) else {
-        eprintln!(
-            "SKIPPED: cannot mount a tmpfs here (needs root); the full-disk test did not run"
-        );
+    let Some((disk, data)) = SmallDisk::for_test(48, "the full-disk test") else {
         return Ok(());
     };
-    let data = disk.dir.path().join("data");
     let server = ServerProcess::start(&data, &[]).await?;
     let client = http();
     let objects = ["a", "b", "c"];
@@ -195,15 +223,7 @@ async fn a_full_disk_refuses_writes_and_recovers_once_space_is_freed() -> anyhow
             );
         }
         // Bulk to fill the log's preallocated room too.
-        let _ = call(
-            &client,
-            &server,
-            "room",
-            "bulk",
-            "send",
-            json!({"text": "z".repeat(4000)}),
-        )
-        .await?;
+        bulk(&client, &server, round, 'z').await?;
     }
     assert!(refused > 0, "nothing was refused on a full disk");
     let health = client.get(server.url("/healthz")).send().await?;
@@ -227,16 +247,11 @@ async fn a_full_disk_refuses_writes_and_recovers_once_space_is_freed() -> anyhow
     }
     // Many more writes: the log keeps sealing and recycling segments.
     for i in 0..300 {
-        let (status, _) = call(
-            &client,
-            &server,
-            "room",
-            "bulk",
-            "send",
-            json!({"text": format!("{i}{}", "y".repeat(4000))}),
-        )
-        .await?;
-        assert_eq!(status, 200, "write {i} after recovery");
+        assert_eq!(
+            bulk(&client, &server, i, 'y').await?,
+            200,
+            "write {i} after recovery"
+        );
     }
     server.kill9().await?;
     let server = ServerProcess::start(&data, &[]).await?;
@@ -254,13 +269,9 @@ async fn a_full_disk_refuses_writes_and_recovers_once_space_is_freed() -> anyhow
 /// is back, a restart serves every acknowledged write.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sigterm_on_a_full_disk_stops_within_the_drain_timeout() -> anyhow::Result<()> {
-    let Some(disk) = SmallDisk::mount(32) else {
-        eprintln!(
-            "SKIPPED: cannot mount a tmpfs here (needs root); the full-disk stop test did not run"
-        );
+    let Some((disk, data)) = SmallDisk::for_test(32, "the full-disk stop test") else {
         return Ok(());
     };
-    let data = disk.dir.path().join("data");
     let flags = ["--drain-timeout", "3s"];
     let server = ServerProcess::start(&data, &flags).await?;
     let client = http();
@@ -280,15 +291,7 @@ async fn a_sigterm_on_a_full_disk_stops_within_the_drain_timeout() -> anyhow::Re
             refused += 1;
         }
         doc.insert(0, "x").await?;
-        let _ = call(
-            &client,
-            &server,
-            "room",
-            "bulk",
-            "send",
-            json!({"text": format!("{i}{}", "z".repeat(4000))}),
-        )
-        .await?;
+        bulk(&client, &server, i, 'z').await?;
     }
     assert!(refused > 0, "nothing was refused on a full disk");
     let stopping = std::time::Instant::now();
