@@ -97,16 +97,14 @@ pub(crate) fn router(runtime: Runtime, max_body_bytes: usize) -> Router {
         router
     };
     // Layers run per route (after routing, so `MatchedPath` is known), the
-    // last added outermost: the request id, then the access log's span,
-    // then CORS (which answers preflights itself).
+    // last added outermost: the access log's span, then CORS (which answers
+    // preflights itself). The request id is given before routing
+    // (`serve.rs`).
     let router = match cors {
         Some(cors) => router.layer(cors),
         None => router,
     };
-    router
-        .layer(trace::access_log())
-        .layer(axum::middleware::from_fn(trace::assign_request_id))
-        .with_state(runtime)
+    router.layer(trace::access_log()).with_state(runtime)
 }
 
 /// Readiness: 200 while serving, 503 once a shutdown began (the listener

@@ -5,7 +5,7 @@ use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
 use std::collections::HashMap;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequest, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use roost_protocol::ErrorCode;
@@ -32,15 +32,16 @@ pub(crate) async fn call(
     State(runtime): State<Runtime>,
     path: Result<Path<(String, String, String)>, PathRejection>,
     Query(query): Query<HashMap<String, String>>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    // The request itself, not a `HeaderMap` (a copy of the headers) and a
+    // body extractor: its headers are read in place, then its body.
+    request: Request,
 ) -> Result<Json<Value>, ApiError> {
     let Path((class, name, method)) =
         path.map_err(|e| ApiError::new(ErrorCode::BadName, e.body_text()))?;
     let key = ObjectKey::new(&class, &name)
         .map_err(|e| ApiError::new(ErrorCode::BadName, e.to_string()))?;
-    let access = super::access::authorize(&runtime, &headers, &query, &key)?;
-    let body = body_bytes(body)?;
+    let access = super::access::authorize(&runtime, request.headers(), &query, &key)?;
+    let body = body_bytes(Bytes::from_request(request, &runtime).await)?;
     let args: Value = if body.iter().all(u8::is_ascii_whitespace) {
         Value::Null
     } else {

@@ -249,7 +249,16 @@ pub(crate) async fn serve(
         let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
             let mut req = req.map(axum::body::Body::new);
             req.extensions_mut().insert(ConnectInfo::<SocketAddr>(addr));
-            router.clone().oneshot(req)
+            // The request id is given here, before routing, rather than by a
+            // middleware layer on every route: one boxed service less per
+            // request.
+            let id = super::trace::assign_request_id(req.headers_mut());
+            let response = router.clone().oneshot(req);
+            async move {
+                let mut response = response.await?;
+                response.headers_mut().insert(super::trace::REQUEST_ID, id);
+                Ok::<_, std::convert::Infallible>(response)
+            }
         });
         let mut signal = signal_rx.clone();
         let done = done_rx.clone();

@@ -15,7 +15,6 @@ use std::time::Duration;
 
 use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
-use axum::middleware::Next;
 use axum::response::Response;
 use tower_http::classify::{ServerErrorsAsFailures, SharedClassifier};
 use tower_http::trace::TraceLayer;
@@ -57,22 +56,29 @@ fn new_id() -> HeaderValue {
         .expect("invariant: hex digits and a dash are a valid header value")
 }
 
-/// Middleware: gives the request its id (in the request's headers, where
-/// the span and the handlers read it) and returns it in the response.
-pub(crate) async fn assign_request_id(mut req: Request, next: Next) -> Response {
-    let id = match req.headers().get(REQUEST_ID) {
+/// Gives a request its id (in its headers, where the span and the handlers
+/// read it) and returns it, for the accept loop to set on the response.
+pub(crate) fn assign_request_id(headers: &mut HeaderMap) -> HeaderValue {
+    let id = match headers.get(REQUEST_ID) {
         Some(v) if usable(v) => v.clone(),
         _ => new_id(),
     };
-    req.headers_mut().insert(REQUEST_ID, id.clone());
-    let mut res = next.run(req).await;
-    res.headers_mut().insert(REQUEST_ID, id);
-    res
+    headers.insert(REQUEST_ID, id.clone());
+    id
 }
 
-/// `class/name` of the object a route addresses, read from the URI path at
-/// the route's `{class}`/`{name}` (or `{doc}`: a `ydoc`) segments.
-fn object_of(route: &str, path: &str) -> Option<String> {
+/// `class/name` of the object a route addresses.
+struct Object<'a>(&'a str, &'a str);
+
+impl std::fmt::Display for Object<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.0, self.1)
+    }
+}
+
+/// The object a route addresses, read from the URI path at the route's
+/// `{class}`/`{name}` (or `{doc}`: a `ydoc`) segments.
+fn object_of<'a>(route: &str, path: &'a str) -> Option<Object<'a>> {
     let (mut class, mut name) = (None, None);
     for (pattern, segment) in route.split('/').zip(path.split('/')) {
         match pattern {
@@ -82,7 +88,7 @@ fn object_of(route: &str, path: &str) -> Option<String> {
             _ => {}
         }
     }
-    Some(format!("{}/{}", class?, name?))
+    Some(Object(class?, name?))
 }
 
 fn make_span<B>(req: &axum::http::Request<B>) -> Span {
@@ -92,15 +98,14 @@ fn make_span<B>(req: &axum::http::Request<B>) -> Span {
         .map_or("(no route)", MatchedPath::as_str);
     let method = req.method().as_str();
     let request_id = request_id(req.headers()).unwrap_or("-");
-    let span = if PROBES.contains(&route) {
-        tracing::debug_span!(target: "roost::access", "request", method = %method, route = %route, object = tracing::field::Empty, request_id = %request_id)
+    // Given at creation (not `record`ed after): the span's fields are
+    // formatted once.
+    let object = object_of(route, req.uri().path()).map(tracing::field::display);
+    if PROBES.contains(&route) {
+        tracing::debug_span!(target: "roost::access", "request", method = %method, route = %route, object, request_id = %request_id)
     } else {
-        tracing::info_span!(target: "roost::access", "request", method = %method, route = %route, object = tracing::field::Empty, request_id = %request_id)
-    };
-    if let Some(object) = object_of(route, req.uri().path()) {
-        span.record("object", tracing::field::display(&object));
+        tracing::info_span!(target: "roost::access", "request", method = %method, route = %route, object, request_id = %request_id)
     }
-    span
 }
 
 fn on_response<B>(res: &axum::http::Response<B>, latency: Duration, span: &Span) {
@@ -146,15 +151,16 @@ mod tests {
     #[test]
     fn objects_are_read_from_the_route() {
         let route = "/v1/objects/{class}/{name}/call/{method}";
+        let object = |route, path| object_of(route, path).map(|o| o.to_string());
         assert_eq!(
-            object_of(route, "/v1/objects/counter/a%20b/call/get").as_deref(),
+            object(route, "/v1/objects/counter/a%20b/call/get").as_deref(),
             Some("counter/a%20b")
         );
         assert_eq!(
-            object_of("/v1/yjs/{doc}/state", "/v1/yjs/notes/state").as_deref(),
+            object("/v1/yjs/{doc}/state", "/v1/yjs/notes/state").as_deref(),
             Some("ydoc/notes")
         );
-        assert_eq!(object_of("/healthz", "/healthz"), None);
+        assert_eq!(object("/healthz", "/healthz"), None);
     }
 
     #[test]

@@ -63,7 +63,7 @@ pub(super) async fn run_batch<T: DurableObject>(
         runtime,
         outputs: Vec::with_capacity(events),
     };
-    if let Err(e) = batch.l.ctx.storage.begin_batch() {
+    if let Err(e) = batch.l.ctx.storage.begin_batch_of(events) {
         let give_up = GiveUp::new(None, "cannot begin transaction", e);
         return batch.give_up(give_up, cmds);
     }

@@ -53,6 +53,15 @@ impl Storage {
     /// Starts a batch: a savepoint in the open transaction (begun here if
     /// none is open), and the capture of its row changes.
     pub(crate) fn begin_batch(&mut self) -> Result<(), StorageError> {
+        self.begin_batch_of(0)
+    }
+
+    /// [`begin_batch`](Self::begin_batch) for a batch of `events` events
+    /// (0: not known). A batch of one lets its event use the batch's own
+    /// savepoint: undoing the event is undoing the batch so far, and it
+    /// saves a `SAVEPOINT`/`RELEASE` pair per batch.
+    pub(crate) fn begin_batch_of(&mut self, events: usize) -> Result<(), StorageError> {
+        self.lone_event = false;
         if let Some(why) = &self.lost {
             return Err(StorageError::Lost(why.clone()));
         }
@@ -65,6 +74,7 @@ impl Storage {
             return Err(e);
         }
         self.batch_open = true;
+        self.lone_event = events == 1;
         self.conn().begin_capture();
         self.schema_version_at_begin = self.schema_version()?;
         Ok(())
@@ -74,7 +84,13 @@ impl Storage {
     /// first use of SQL ([`db`](Self::db)).
     pub(crate) fn begin_event(&mut self) -> Result<(), StorageError> {
         self.event_mark = self.conn().start_event();
-        self.event.set(EventSavepoint::Pending);
+        // Only the batch's first event, and only if it has no other.
+        let lone = std::mem::take(&mut self.lone_event) && self.batch_open;
+        self.event.set(if lone {
+            EventSavepoint::Batch
+        } else {
+            EventSavepoint::Pending
+        });
         Ok(())
     }
 
@@ -92,6 +108,13 @@ impl Storage {
                 }
                 self.run("RELEASE roost_event")
             }
+            // The batch's savepoint stays open: `ROLLBACK TO` keeps it.
+            EventSavepoint::Batch if !keep => {
+                self.alarm_cache.set(None);
+                self.conn()
+                    .rollback_to(self.event_mark, || self.run("ROLLBACK TO roost_batch"))
+            }
+            EventSavepoint::Batch => Ok(()),
             // Without a savepoint nothing may have been written: a change
             // recorded anyway came by a path that bypassed `db`, and only
             // undoing the whole batch can take it back.
@@ -107,19 +130,14 @@ impl Storage {
         }
     }
 
-    /// Returns what the batch changed and, if it changed anything, stamps it
-    /// with the next sequence number. The transaction stays open. The stamp
-    /// itself is not in the changeset: replay sets it from the log record.
+    /// Returns what the batch changed; if it changed anything, it takes the
+    /// next sequence number when it ends. The transaction stays open.
     pub(crate) fn finish_batch(&mut self) -> Result<Option<BatchChanges>, StorageError> {
         let schema_changed = self.schema_version()? != self.schema_version_at_begin;
         let captured = self.conn().take_changes();
         if captured.bytes.is_empty() && captured.replayable && !schema_changed {
             return Ok(None);
         }
-        let next = self.seq + 1;
-        self.conn()
-            .prepare_cached("UPDATE _roost_meta SET v = ?1 WHERE k = 'commit_seq'")?
-            .execute([i64::try_from(next).unwrap_or(i64::MAX)])?;
         Ok(Some(BatchChanges {
             changeset: captured.bytes,
             schema_changed,
@@ -165,7 +183,7 @@ impl Storage {
         if earlier.is_some() || self.conn().is_autocommit() {
             return self.flush();
         }
-        match self.run("COMMIT") {
+        match self.stamp_and_commit() {
             Ok(()) => {
                 self.committed();
                 Ok(())
@@ -179,6 +197,22 @@ impl Storage {
                 Err(e)
             }
         }
+    }
+
+    /// Stamps the file with the `seq` of the last pending batch, if any,
+    /// and commits the open transaction: the stamp reaches the file in the
+    /// same transaction as the batches it counts, once per file commit
+    /// rather than once per batch. Replay sets it from the log's records.
+    fn stamp_and_commit(&mut self) -> Result<(), StorageError> {
+        if self.pending_from.is_some() {
+            let seq = i64::try_from(self.seq).unwrap_or(i64::MAX);
+            self.conn()
+                .prepare_cached("UPDATE _roost_meta SET v = ?1 WHERE k = 'commit_seq'")?
+                .execute([seq])?;
+            // The stamp is no batch's change.
+            self.conn().begin_capture();
+        }
+        self.run("COMMIT")
     }
 
     /// The open transaction committed: nothing is pending any more.
@@ -220,7 +254,7 @@ impl Storage {
             self.txn_since = None;
             return Ok(());
         }
-        match self.run("COMMIT") {
+        match self.stamp_and_commit() {
             Ok(()) => {
                 self.committed();
                 Ok(())

@@ -59,3 +59,37 @@ fn an_event_opens_its_savepoint_with_its_first_use_of_sql() {
     s.rollback();
     assert_eq!(count(&s), 0, "the whole batch is undone");
 }
+
+/// A batch of one event lets the event use the batch's savepoint: the
+/// event opens none of its own, a failed one is still undone (and the
+/// batch goes on), and a second event in that batch opens its own again.
+#[test]
+fn a_lone_event_uses_the_batch_savepoint() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut s =
+        Storage::open(&dir.path().join("a.sqlite"), StorageLimits::default()).expect("open");
+    s.put("k", &1).expect("put");
+    s.begin_batch_of(1).expect("begin");
+    s.begin_event().expect("event");
+    s.put("k", &2).expect("put");
+    assert!(no_event_savepoint(&s), "the batch's savepoint serves");
+    s.end_event(false).expect("undo");
+    assert_eq!(
+        s.get::<i64>("k").expect("get"),
+        Some(1),
+        "the event is undone"
+    );
+
+    // A second event (an alarm's clean-up) is undone alone.
+    s.begin_event().expect("event");
+    s.put("k", &3).expect("put");
+    s.end_event(true).expect("keep");
+    s.begin_event().expect("event");
+    s.put("k", &4).expect("put");
+    s.end_event(false).expect("undo");
+    assert_eq!(s.get::<i64>("k").expect("get"), Some(3));
+    let changes = s.finish_batch().expect("finish");
+    assert!(changes.is_some(), "the kept write is the batch's");
+    s.commit(true).expect("commit");
+    assert_eq!(s.get::<i64>("k").expect("get"), Some(3));
+}

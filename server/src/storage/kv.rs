@@ -14,6 +14,12 @@ use serde_json::Value;
 
 use super::{classify, Storage, StorageError};
 
+/// An upsert, not `INSERT OR REPLACE`: a key that exists is updated in
+/// place (one row change, one record in the capture) rather than deleted
+/// and inserted again.
+const PUT_SQL: &str =
+    "INSERT INTO _roost_kv(key, value) VALUES(?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value";
+
 /// Options of [`Storage::list`]. `start` is inclusive, `end` exclusive;
 /// `reverse` walks from the end but does not change what `start`/`end` mean.
 #[derive(Debug, Clone, Default, serde::Deserialize)]
@@ -106,9 +112,7 @@ impl Storage {
         self.check_writable()?;
         self.check_key(key)?;
         let bytes = self.encode_value(value)?;
-        let mut stmt = self
-            .db()
-            .prepare_cached("INSERT OR REPLACE INTO _roost_kv(key, value) VALUES(?1, ?2)")?;
+        let mut stmt = self.db().prepare_cached(PUT_SQL)?;
         stmt.execute((key.as_bytes(), bytes))
             .map_err(|e| classify(e, &self.limits))?;
         Ok(())
@@ -126,9 +130,7 @@ impl Storage {
         self.db().execute_batch("SAVEPOINT roost_put_many;")?;
         let mark = self.db().mark();
         let result = (|| {
-            let mut stmt = self
-                .db()
-                .prepare_cached("INSERT OR REPLACE INTO _roost_kv(key, value) VALUES(?1, ?2)")?;
+            let mut stmt = self.db().prepare_cached(PUT_SQL)?;
             for (key, bytes) in &encoded {
                 stmt.execute((key.as_bytes(), bytes))?;
             }

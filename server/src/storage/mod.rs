@@ -66,6 +66,9 @@ pub struct Storage {
     event_mark: Mark,
     /// The running event's savepoint (see [`EventSavepoint`]).
     event: std::cell::Cell<EventSavepoint>,
+    /// The open batch holds one event, not begun yet: its savepoint serves
+    /// as the event's (`begin_batch_of`).
+    lone_event: bool,
     /// Sequence number of the last batch that wrote anything (committed to
     /// the file, or pending in the open transaction).
     seq: u64,
@@ -102,6 +105,9 @@ enum EventSavepoint {
     /// Opening it failed: the event cannot be undone alone, so it fails
     /// the batch when it ends.
     Failed,
+    /// The batch holds this event alone: the batch's savepoint, open since
+    /// the batch began with nothing written in it, undoes the event.
+    Batch,
 }
 
 impl Storage {

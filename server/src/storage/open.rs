@@ -56,6 +56,7 @@ impl Storage {
             schema_version_at_begin: 0,
             event_mark: Mark::default(),
             event: std::cell::Cell::new(EventSavepoint::None),
+            lone_event: false,
             seq: u64::try_from(seq).unwrap_or(0),
             page_size,
             batch_open: false,
