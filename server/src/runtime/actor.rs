@@ -97,8 +97,8 @@ enum Wake {
     CommitDue,
     /// Idle while the file misses batches: try to catch it up.
     CatchUpDue,
-    /// Quiet for `QUIET` (and loaded for a longer idle timeout): release
-    /// what it can do without.
+    /// Quiet for `QUIET` (and loaded for a longer idle timeout): close the
+    /// connection (`Storage::suspend`).
     Quiet,
     /// Idle for the idle timeout: evict.
     Idle,
@@ -226,7 +226,7 @@ impl<T: DurableObject> Actor<T> {
         }
         // An open transaction is committed to the file once it has been
         // open for the commit interval, or when the object goes idle.
-        // Before the idle timeout, a quiet object releases memory once
+        // Before the idle timeout, a quiet object closes its connection once
         // (`QUIET` into the wait; the rest of it follows).
         let open_for = self.object.open_for();
         let goes_quiet = !self.quiet && self.idle > QUIET && !self.object.is_behind();

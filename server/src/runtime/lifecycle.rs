@@ -16,9 +16,7 @@ use super::{error, Runtime};
 use crate::ctx::Ctx;
 use crate::id::{object_path, ObjectKey};
 use crate::object::DurableObject;
-use crate::storage::{Storage, StorageError};
-
-use crate::storage::WAL_KEEP_BYTES;
+use crate::storage::{Storage, StorageError, WAL_KEEP_BYTES};
 
 fn broken(e: StorageError) -> ErrorDetail {
     error(
