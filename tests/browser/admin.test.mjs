@@ -136,6 +136,8 @@ test('the console shows a Yjs document with its versions, and deletes after conf
   assert.equal(dialogs, 2)
   const gone = await fetch(`${server.url}/v1/admin/objects/ydoc/${doc}`, { headers: { authorization: `Bearer ${TOKEN}` } })
   assert.equal(gone.status, 404)
+  // The list refreshes after the panel hides; the deleted object must not come back.
+  await page.waitForTimeout(300)
   assert.equal(await page.locator(`[data-object="ydoc/${doc}"]`).count(), 0)
   await page.context().close()
   assert.deepEqual(errors.splice(0), [], 'errors thrown in the page')

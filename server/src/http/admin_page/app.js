@@ -234,6 +234,7 @@ $('delete').addEventListener('click', async () => {
   if (!confirm(`Delete ${cls}/${name} and all its data? This cannot be undone.`)) return
   try {
     await api(objectPath(cls, name), { method: 'DELETE' })
+    for (const li of [...$('objects').children]) if (li.dataset.object === `${cls}/${name}`) li.remove()
     for (const id of ['object', 'yjs', 'sockets-section', 'kv-section', 'tables-section']) $(id).hidden = true
     await listObjects(false)
   } catch (e) { showError('object-error', e) }
