@@ -75,7 +75,11 @@ pub(crate) fn mark_of(conn: &Connection, key: &str) -> rusqlite::Result<i64> {
 /// Appends `events` (in order) in one transaction, dropping any at or
 /// below its object's mark; returns the newest `seq`.
 pub(crate) fn append(conn: &mut Connection, events: &[FeedEvent]) -> rusqlite::Result<i64> {
-    let tx = conn.transaction()?;
+    // IMMEDIATE: the write lock is taken at BEGIN, where the busy timeout
+    // waits for it. A deferred transaction that read first would instead
+    // fail at once ("database is locked") when the reader connection wrote
+    // a cursor since its read began: SQLite cannot upgrade a stale snapshot.
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     for e in events {
         let key = e.mark_key();
         if e.object_seq <= mark_of(&tx, &key)? {
@@ -136,7 +140,7 @@ pub(crate) fn run(
             }
         }
         if !batch.is_empty() {
-            match append(&mut conn, &batch) {
+            match append_retrying(&mut conn, &batch) {
                 Ok(seq) => {
                     newest.send_replace(seq);
                 }
@@ -163,6 +167,24 @@ pub(crate) fn run(
             return;
         }
     }
+}
+
+/// [`append`], tried again a few times over about a second when it fails
+/// (a busy or briefly failing disk), so one failure does not leave events
+/// unindexed until the next start.
+fn append_retrying(conn: &mut Connection, events: &[FeedEvent]) -> rusqlite::Result<i64> {
+    let mut wait = Duration::from_millis(20);
+    for _ in 0..5 {
+        match append(conn, events) {
+            Ok(seq) => return Ok(seq),
+            Err(e) => {
+                tracing::warn!(error = %e, events = events.len(), "feed: cannot index events; trying again");
+                std::thread::sleep(wait);
+                wait *= 2;
+            }
+        }
+    }
+    append(conn, events)
 }
 
 fn prune(conn: &Connection, retention: Duration) {
@@ -220,4 +242,56 @@ pub(crate) fn set_cursor(conn: &Connection, name: &str, seq: i64) -> rusqlite::R
         (name, seq),
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(object_seq: i64) -> FeedEvent {
+        FeedEvent {
+            seq: 0,
+            class: "room".into(),
+            object: "r".into(),
+            id: "00".into(),
+            incarnation: 1,
+            object_seq,
+            ts: 0,
+            kind: "k".into(),
+            data: serde_json::Value::Null,
+        }
+    }
+
+    /// The index thread appends while the reader connection moves a cursor
+    /// (as the webhook does after each delivery): no append may fail.
+    #[test]
+    fn appends_never_fail_while_a_cursor_is_written() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("feed.sqlite");
+        let mut writer = open(&path)?;
+        let reader = open(&path)?;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let cursors = {
+            let stop = stop.clone();
+            std::thread::spawn(move || -> rusqlite::Result<u64> {
+                let mut n = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let newest = newest(&reader)?;
+                    set_cursor(&reader, "webhook", newest)?;
+                    n += 1;
+                }
+                Ok(n)
+            })
+        };
+        for i in 1..=3000 {
+            append(&mut writer, &[event(i)])?;
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let moved = cursors
+            .join()
+            .map_err(|_| anyhow::anyhow!("cursor thread panicked"))??;
+        assert!(moved > 0, "the cursor was written meanwhile");
+        assert_eq!(newest(&writer)?, 3000);
+        Ok(())
+    }
 }
