@@ -16,6 +16,9 @@
 #   loadtest/bench-cluster.sh                     # 3 runs of 8 s per cell, 5 failovers
 #   RUNS=1 DURATION=3s FAILOVERS=1 loadtest/bench-cluster.sh
 #   BIN=/tmp/bench-new loadtest/bench-cluster.sh  # binaries built elsewhere
+#   REPLICAS=1 NATS_SYNC=2m loadtest/bench-cluster.sh  # a spike only: NATS at
+#       its cheapest (one replica, lazy fsync; NOT durable), to see what the
+#       Roost nodes alone reach on this machine
 #
 # Every loop is bounded; every process is stopped by its PID on exit.
 set -euo pipefail
@@ -26,6 +29,11 @@ DURATION=${DURATION:-8s}
 FAILOVERS=${FAILOVERS:-5}
 TTL=${TTL:-3s}
 SHARDS=${SHARDS:-3}
+REPLICAS=${REPLICAS:-3}
+NATS_SYNC=${NATS_SYNC:-always}
+EXTRA=()
+# Without fsync the nodes would refuse the servers: skip reading them.
+[ "$NATS_SYNC" = always ] || EXTRA+=(--cluster-skip-sync-check)
 OUT=${OUT:-$(mktemp /tmp/roost-bench-cluster.XXXXXX.jsonl)}
 if [ -z "${BIN:-}" ]; then
     cargo build --release -q -p roost -p roost-load
@@ -55,7 +63,7 @@ for i in 1 2 3; do
 server_name: n$i
 listen: 127.0.0.1:${NATS_PORT[$i]}
 http: 127.0.0.1:${MON_PORT[$i]}
-jetstream { store_dir: "$WORK/js$i", sync_interval: always }
+jetstream { store_dir: "$WORK/js$i", sync_interval: $NATS_SYNC }
 cluster { name: bench, listen: 127.0.0.1:${ROUTE_PORT[$i]}, routes: [$(IFS=,; echo "${ROUTES[*]}")] }
 CONF
     "$NATS" -c "$WORK/n$i.conf" >"$WORK/n$i.log" 2>&1 &
@@ -68,11 +76,11 @@ start_node() { # index
     local i=$1 port
     port=$("$LOAD" free-port)
     "$BIN/roost" serve --listen "127.0.0.1:$port" --data "$WORK/r$i" --cluster "$(IFS=,; echo "${NATS_URLS[*]}")" \
-        --cluster-monitor "$(IFS=,; echo "${MONITORS[*]}")" --node-id "r$i" --cluster-node-ttl "$TTL" --cluster-shards "$SHARDS" \
-        --admin-token bench >>"$WORK/r$i.log" 2>&1 &
+        ${EXTRA[0]:---cluster-monitor=$(IFS=,; echo "${MONITORS[*]}")} --node-id "r$i" --cluster-node-ttl "$TTL" --cluster-shards "$SHARDS" \
+        --cluster-replicas "$REPLICAS" --admin-token bench >>"$WORK/r$i.log" 2>&1 &
     ROOST_PID[$i]=$! ROOST_URL[$i]="http://127.0.0.1:$port"
     PIDS+=($!)
-    "$LOAD" wait-ready --url "${ROOST_URL[$i]}/healthz" --timeout 60s
+    "$LOAD" wait-ready --url "${ROOST_URL[$i]}/healthz" --timeout 60s || { sed -n "/Error/,/Stack/p" "$WORK/r$i.log" >&2; return 1; }
 }
 for i in 1 2 3; do start_node "$i"; done
 SINGLE_PORT=$("$LOAD" free-port)
