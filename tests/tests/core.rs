@@ -106,6 +106,13 @@ async fn kill9_while_batches_wait_for_their_file_commit_loses_nothing_acknowledg
     .await
 }
 
+/// The same with `--log-group-delay` (a busy log sleeps to gather more
+/// records per fsync): kills land while records wait in the sleep.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_while_the_log_gathers_a_group_loses_nothing_acknowledged() -> anyhow::Result<()> {
+    kill9_under_load(&["--log-group-delay", "2ms"]).await
+}
+
 async fn kill9_under_load(args: &[&str]) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let objects = 20usize;

@@ -84,6 +84,12 @@ pub struct LogConfig {
     pub max_segment_bytes: u64,
     /// Most bytes written per group commit.
     pub max_group_bytes: usize,
+    /// Under load — the last group held more than one record, so records
+    /// arrive faster than one per `fdatasync` — how long the writer sleeps
+    /// after taking a group's records to gather more before it writes
+    /// (`--log-group-delay`; zero, the default: never). A lone record is
+    /// written at once.
+    pub group_delay: Duration,
     /// How long the checkpointer waits for an object to commit the batches
     /// a sealed segment holds to its file before it keeps the segment for
     /// recovery instead (an object commits within `--file-commit-interval`
@@ -97,6 +103,7 @@ impl Default for LogConfig {
             checkpoint_interval: Duration::from_secs(5),
             max_segment_bytes: 64 * 1024 * 1024,
             max_group_bytes: 8 * 1024 * 1024,
+            group_delay: Duration::ZERO,
             unflushed_patience: Duration::from_secs(5),
         }
     }

@@ -193,3 +193,56 @@ async fn then_runs_in_order_before_the_waiter_is_answered() -> anyhow::Result<()
     );
     Ok(())
 }
+
+fn append(seq: u64) -> writer::WriterMsg {
+    let (done, _) = tokio::sync::oneshot::channel();
+    writer::WriterMsg::Append(writer::Append {
+        bytes: vec![seq as u8; 10],
+        object: ("counter".into(), ObjectId::derive("counter", "g")),
+        seq,
+        deletion: false,
+        then: writer::ThenGuard(None),
+        done,
+    })
+}
+
+fn first(msg: writer::WriterMsg) -> writer::Append {
+    match msg {
+        writer::WriterMsg::Append(a) => a,
+        writer::WriterMsg::Close(_) => unreachable!("an append"),
+    }
+}
+
+/// A busy writer waits out the group delay and takes what arrived
+/// meanwhile; an idle one writes what is queued at once; a `close` met
+/// ends the group with the records before it.
+#[test]
+fn a_busy_writer_gathers_what_arrives_within_the_group_delay() {
+    let gather = |wait: Option<Duration>, later: Vec<writer::WriterMsg>| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        tx.send(append(2)).expect("open");
+        let sender = std::thread::spawn(move || {
+            for msg in later {
+                std::thread::sleep(Duration::from_millis(40));
+                let _ = tx.send(msg);
+            }
+        });
+        let (mut group, mut buf) = (Vec::new(), Vec::new());
+        let closed = writer::gather(&rx, first(append(1)), wait, 1 << 20, &mut group, &mut buf);
+        sender.join().expect("sender");
+        let seqs: Vec<u64> = group.iter().map(|a| a.seq).collect();
+        (seqs, buf.len(), closed.is_some())
+    };
+    // Idle: only what was queued.
+    assert_eq!(gather(None, vec![append(3)]), (vec![1, 2], 20, false));
+    // Busy, a 1 s delay: records 40 and 80 ms later join.
+    let (seqs, _, closed) = gather(Some(Duration::from_secs(1)), vec![append(3), append(4)]);
+    assert_eq!((seqs, closed), (vec![1, 2, 3, 4], false));
+    // Busy: a close met ends the group; what follows it is not taken.
+    let close = writer::WriterMsg::Close(tokio::sync::oneshot::channel().0);
+    let (seqs, _, closed) = gather(
+        Some(Duration::from_secs(1)),
+        vec![append(3), close, append(4)],
+    );
+    assert_eq!((seqs, closed), (vec![1, 2, 3], true));
+}

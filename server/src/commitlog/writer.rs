@@ -10,10 +10,15 @@
 //! checkpointer. A failed write or fsync breaks the log: every later record
 //! is refused and the process must restart.
 //!
-//! Architecture Invariant: records of one object are appended in `seq` order
-//! and become durable in that order (an object pipelines up to 4 batches;
-//! a failed write fails every later record), so the durable part of the log
-//! always holds a prefix of every object's batches.
+//! With `LogConfig::group_delay` set (`--log-group-delay`; off by
+//! default), a busy writer — its last group held more than one record, so
+//! records arrive faster than one per `fdatasync` — sleeps that long after
+//! taking a group's records and takes what arrived meanwhile too. Each
+//! `fdatasync` costs CPU as well as time (on a virtual disk, ~70 µs), and
+//! over 100 objects the log wrote groups of 4–5 records, 4,000 a second;
+//! with 200 µs, about 12 per group and a third of the fsyncs. It is off by
+//! default because the sleep adds latency and, on a contended CPU, can
+//! oversleep (docs/BENCHMARKS.md). A lone record is written at once.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
@@ -67,6 +72,54 @@ impl Drop for ThenGuard {
 }
 
 /// Answers one record: its `then` first, then its waiter.
+/// Takes `first` and every record queued behind it, up to `max_bytes`,
+/// into `group` and their bytes into `buf`; with `wait` (the writer is busy)
+/// it then sleeps that long and takes what arrived meanwhile too. A sleep,
+/// not a wait on the channel: a waiting receiver is woken by every record
+/// sent, and those wake-ups cost more than the fsyncs saved. Returns the
+/// answer to a `close` met on the way (the records before it are in the
+/// group).
+pub(super) fn gather(
+    rx: &mpsc::Receiver<WriterMsg>,
+    first: Append,
+    wait: Option<std::time::Duration>,
+    max_bytes: usize,
+    group: &mut Vec<Append>,
+    buf: &mut Vec<u8>,
+) -> Option<oneshot::Sender<()>> {
+    buf.clear();
+    buf.extend_from_slice(&first.bytes);
+    group.push(first);
+    let closed = take_queued(rx, max_bytes, group, buf);
+    match wait {
+        Some(wait) if closed.is_none() && buf.len() < max_bytes => {
+            thread::sleep(wait);
+            take_queued(rx, max_bytes, group, buf)
+        }
+        _ => closed,
+    }
+}
+
+/// Takes what is queued now, up to `max_bytes`, stopping at a `close`.
+fn take_queued(
+    rx: &mpsc::Receiver<WriterMsg>,
+    max_bytes: usize,
+    group: &mut Vec<Append>,
+    buf: &mut Vec<u8>,
+) -> Option<oneshot::Sender<()>> {
+    while buf.len() < max_bytes {
+        match rx.try_recv() {
+            Ok(WriterMsg::Append(a)) => {
+                buf.extend_from_slice(&a.bytes);
+                group.push(a);
+            }
+            Ok(WriterMsg::Close(done)) => return Some(done),
+            Err(_) => break,
+        }
+    }
+    None
+}
+
 fn answer(
     then: ThenGuard,
     done: oneshot::Sender<Result<(), LogError>>,
@@ -110,6 +163,7 @@ impl Writer {
         spares: thread::JoinHandle<()>,
     ) {
         let mut last_seal = Instant::now();
+        let mut busy = false;
         let mut group: Vec<Append> = Vec::new();
         let mut buf: Vec<u8> = Vec::new();
         let mut closing: Option<oneshot::Sender<()>> = None;
@@ -124,7 +178,8 @@ impl Writer {
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
             };
             if let Some(first) = first {
-                closing = self.gather(first, &mut group, &mut buf);
+                closing = self.gather(first, busy, &mut group, &mut buf);
+                busy = group.len() > 1 && !self.config.group_delay.is_zero();
                 if !self.commit_group(&mut group, &buf) {
                     self.refuse_everything();
                     return;
@@ -135,30 +190,24 @@ impl Writer {
         self.finish(checkpoint, spares, closing);
     }
 
-    /// Takes `first` and every record queued behind it, up to
-    /// `max_group_bytes`, into `group` and their bytes into `buf`. Returns
-    /// the answer to a `close` met on the way (the records before it are in
-    /// the group).
+    /// Takes `first` and what queued behind it into `group` and their bytes
+    /// into `buf` (see [`gather`]).
     fn gather(
         &mut self,
         first: Append,
+        busy: bool,
         group: &mut Vec<Append>,
         buf: &mut Vec<u8>,
     ) -> Option<oneshot::Sender<()>> {
-        buf.clear();
-        buf.extend_from_slice(&first.bytes);
-        group.push(first);
-        while buf.len() < self.config.max_group_bytes {
-            match self.rx.try_recv() {
-                Ok(WriterMsg::Append(a)) => {
-                    buf.extend_from_slice(&a.bytes);
-                    group.push(a);
-                }
-                Ok(WriterMsg::Close(done)) => return Some(done),
-                Err(_) => break,
-            }
-        }
-        None
+        let limits = (self.config.max_group_bytes, self.config.group_delay);
+        gather(
+            &self.rx,
+            first,
+            busy.then_some(limits.1),
+            limits.0,
+            group,
+            buf,
+        )
     }
 
     /// Writes the group with one `write` and one `fdatasync`, notes what
