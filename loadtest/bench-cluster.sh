@@ -31,9 +31,6 @@ TTL=${TTL:-3s}
 SHARDS=${SHARDS:-3}
 REPLICAS=${REPLICAS:-3}
 NATS_SYNC=${NATS_SYNC:-always}
-EXTRA=()
-# Without fsync the nodes would refuse the servers: skip reading them.
-[ "$NATS_SYNC" = always ] || EXTRA+=(--cluster-skip-sync-check)
 OUT=${OUT:-$(mktemp /tmp/roost-bench-cluster.XXXXXX.jsonl)}
 if [ -z "${BIN:-}" ]; then
     cargo build --release -q -p roost -p roost-load
@@ -72,11 +69,18 @@ done
 for i in 1 2 3; do "$LOAD" wait-ready --url "${MONITORS[$((i-1))]}/healthz" --timeout 20s; done
 sleep 2
 
+# The nodes read the servers' sync setting from their monitoring ports;
+# without fsync they would refuse them, so the spike skips the check.
+if [ "$NATS_SYNC" = always ]; then
+    SYNC_CHECK=(--cluster-monitor "$(IFS=,; echo "${MONITORS[*]}")")
+else
+    SYNC_CHECK=(--cluster-skip-sync-check)
+fi
 start_node() { # index
     local i=$1 port
     port=$("$LOAD" free-port)
     "$BIN/roost" serve --listen "127.0.0.1:$port" --data "$WORK/r$i" --cluster "$(IFS=,; echo "${NATS_URLS[*]}")" \
-        ${EXTRA[0]:---cluster-monitor=$(IFS=,; echo "${MONITORS[*]}")} --node-id "r$i" --cluster-node-ttl "$TTL" --cluster-shards "$SHARDS" \
+        "${SYNC_CHECK[@]}" --node-id "r$i" --cluster-node-ttl "$TTL" --cluster-shards "$SHARDS" \
         --cluster-replicas "$REPLICAS" --admin-token bench >>"$WORK/r$i.log" 2>&1 &
     ROOST_PID[$i]=$! ROOST_URL[$i]="http://127.0.0.1:$port"
     PIDS+=($!)

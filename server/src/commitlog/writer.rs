@@ -19,6 +19,11 @@
 //! with 200 µs, about 12 per group and a third of the fsyncs. It is off by
 //! default because the sleep adds latency and, on a contended CPU, can
 //! oversleep (docs/BENCHMARKS.md). A lone record is written at once.
+//!
+//! Architecture Invariant: records of one object are appended in `seq` order
+//! and become durable in that order (an object pipelines up to 4 batches;
+//! a failed write fails every later record), so the durable part of the log
+//! always holds a prefix of every object's batches.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
@@ -71,7 +76,6 @@ impl Drop for ThenGuard {
     }
 }
 
-/// Answers one record: its `then` first, then its waiter.
 /// Takes `first` and every record queued behind it, up to `max_bytes`,
 /// into `group` and their bytes into `buf`; with `wait` (the writer is busy)
 /// it then sleeps that long and takes what arrived meanwhile too. A sleep,
@@ -120,6 +124,7 @@ fn take_queued(
     None
 }
 
+/// Answers one record: its `then` first, then its waiter.
 fn answer(
     then: ThenGuard,
     done: oneshot::Sender<Result<(), LogError>>,
@@ -163,7 +168,8 @@ impl Writer {
         spares: thread::JoinHandle<()>,
     ) {
         let mut last_seal = Instant::now();
-        let mut busy = false;
+        // `Some(delay)` while busy: the last group held more than one record.
+        let mut wait = None;
         let mut group: Vec<Append> = Vec::new();
         let mut buf: Vec<u8> = Vec::new();
         let mut closing: Option<oneshot::Sender<()>> = None;
@@ -178,8 +184,10 @@ impl Writer {
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
             };
             if let Some(first) = first {
-                closing = self.gather(first, busy, &mut group, &mut buf);
-                busy = group.len() > 1 && !self.config.group_delay.is_zero();
+                let max = self.config.max_group_bytes;
+                closing = gather(&self.rx, first, wait, max, &mut group, &mut buf);
+                let delay = self.config.group_delay;
+                wait = (group.len() > 1 && !delay.is_zero()).then_some(delay);
                 if !self.commit_group(&mut group, &buf) {
                     self.refuse_everything();
                     return;
@@ -188,26 +196,6 @@ impl Writer {
             self.seal_if_due(&mut last_seal);
         }
         self.finish(checkpoint, spares, closing);
-    }
-
-    /// Takes `first` and what queued behind it into `group` and their bytes
-    /// into `buf` (see [`gather`]).
-    fn gather(
-        &mut self,
-        first: Append,
-        busy: bool,
-        group: &mut Vec<Append>,
-        buf: &mut Vec<u8>,
-    ) -> Option<oneshot::Sender<()>> {
-        let limits = (self.config.max_group_bytes, self.config.group_delay);
-        gather(
-            &self.rx,
-            first,
-            busy.then_some(limits.1),
-            limits.0,
-            group,
-            buf,
-        )
     }
 
     /// Writes the group with one `write` and one `fdatasync`, notes what

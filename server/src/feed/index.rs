@@ -140,7 +140,7 @@ pub(crate) fn run(
             }
         }
         if !batch.is_empty() {
-            match append_retrying(&mut conn, &batch) {
+            match append(&mut conn, &batch) {
                 Ok(seq) => {
                     newest.send_replace(seq);
                 }
@@ -167,24 +167,6 @@ pub(crate) fn run(
             return;
         }
     }
-}
-
-/// [`append`], tried again a few times over about a second when it fails
-/// (a busy or briefly failing disk), so one failure does not leave events
-/// unindexed until the next start.
-fn append_retrying(conn: &mut Connection, events: &[FeedEvent]) -> rusqlite::Result<i64> {
-    let mut wait = Duration::from_millis(20);
-    for _ in 0..5 {
-        match append(conn, events) {
-            Ok(seq) => return Ok(seq),
-            Err(e) => {
-                tracing::warn!(error = %e, events = events.len(), "feed: cannot index events; trying again");
-                std::thread::sleep(wait);
-                wait *= 2;
-            }
-        }
-    }
-    append(conn, events)
 }
 
 fn prune(conn: &Connection, retention: Duration) {
