@@ -92,23 +92,28 @@ fn parse_claim(text: &str) -> Result<(String, serde_json::Value), String> {
 mod args;
 mod cluster;
 mod feed_args;
+mod log_writer;
 
 pub use args::{LogFormat, ServeArgs};
 pub use cluster::ClusterArgs;
 pub use feed_args::FeedArgs;
 
-fn init_logging(format: LogFormat) {
+/// Logs to stderr, in batches (`log_writer`); the guard writes out what is
+/// pending when dropped.
+fn init_logging(format: LogFormat) -> log_writer::LogGuard {
     let filter = tracing_subscriber::EnvFilter::try_from_env("ROOST_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let (writer, guard) = log_writer::batched_stderr();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(ansi)
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
+    guard
 }
 
 /// The secret in `file` (surrounding whitespace trimmed), never empty.
@@ -208,7 +213,7 @@ fn mint_token(args: TokenArgs) -> anyhow::Result<String> {
 /// `roost serve`: checks the flags, then runs the server on a new async
 /// runtime until SIGTERM or Ctrl-C.
 fn serve(mut args: ServeArgs, builder: ServerBuilder) -> anyhow::Result<()> {
-    init_logging(args.log_format);
+    let _log = init_logging(args.log_format);
     if let Some(file) = &args.auth_secret_file {
         args.auth_secret = Some(read_secret(file)?);
     }

@@ -1,0 +1,211 @@
+//! Where `roost serve`'s log lines go: stderr, in batches.
+//!
+//! A line is formatted on the thread that logs it and appended to a shared
+//! buffer; a thread of its own writes the buffer out `FLUSH_EVERY` after the
+//! first line of a batch arrived, with one `write`. Written one `write` per
+//! line, the access log cost about a quarter of durable-RPC throughput
+//! (docs/BENCHMARKS.md); `tracing-appender`'s writer thread woke for every
+//! line and spun in its channel for as much again.
+//!
+//! Invariants: lines reach stderr in the order they were appended (whoever
+//! writes holds `out` from taking the buffer to the end of the `write`); a
+//! buffer past `MAX_PENDING` is written by the thread that filled it, so a
+//! flood of lines slows the loggers instead of growing memory or dropping
+//! lines; dropping the `LogGuard` writes out what is pending. A kill -9
+//! loses at most the last `FLUSH_EVERY` of lines.
+
+use std::io::Write;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use tracing_subscriber::fmt::MakeWriter;
+
+/// How long a batch may wait before it is written.
+const FLUSH_EVERY: Duration = Duration::from_millis(10);
+/// Pending bytes past which the logging thread writes them itself.
+const MAX_PENDING: usize = 1 << 20;
+
+struct Shared {
+    /// Lines not yet written, and whether the writer thread should stop.
+    pending: Mutex<(Vec<u8>, bool)>,
+    /// Signalled when a batch starts (the buffer was empty) and at stop.
+    started: Condvar,
+    /// Where batches go (stderr), held from taking the buffer to the end of
+    /// its `write`: keeps batches in order.
+    out: Mutex<Box<dyn Write + Send>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding these locks leaves the data usable (bytes).
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Shared {
+    /// Writes out whatever is pending, after those taken before it.
+    fn flush(&self) {
+        let mut out = lock(&self.out);
+        let batch = std::mem::take(&mut lock(&self.pending).0);
+        if !batch.is_empty() {
+            // Nowhere to report a failed write to stderr; the lines are lost.
+            let _ = out.write_all(&batch).and_then(|()| out.flush());
+        }
+    }
+}
+
+/// The `MakeWriter` for the fmt layer.
+#[derive(Clone)]
+pub(crate) struct BatchedStderr(Arc<Shared>);
+
+/// Writes out pending lines and stops the writer thread when dropped.
+pub(crate) struct LogGuard {
+    shared: Arc<Shared>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// The writer and its guard; starts the writer thread.
+pub(crate) fn batched_stderr() -> (BatchedStderr, LogGuard) {
+    batched(Box::new(std::io::stderr()))
+}
+
+fn batched(out: Box<dyn Write + Send>) -> (BatchedStderr, LogGuard) {
+    let shared = Arc::new(Shared {
+        pending: Mutex::new((Vec::new(), false)),
+        started: Condvar::new(),
+        out: Mutex::new(out),
+    });
+    let writer = Arc::clone(&shared);
+    let thread = std::thread::Builder::new()
+        .name("roost-log".into())
+        .spawn(move || write_batches(&writer))
+        .ok();
+    let guard = LogGuard {
+        shared: Arc::clone(&shared),
+        thread,
+    };
+    (BatchedStderr(shared), guard)
+}
+
+/// The writer thread: waits for a batch to start, lets it gather for
+/// `FLUSH_EVERY`, writes it.
+fn write_batches(shared: &Shared) {
+    loop {
+        {
+            let mut pending = lock(&shared.pending);
+            while pending.0.is_empty() && !pending.1 {
+                pending = shared
+                    .started
+                    .wait(pending)
+                    .unwrap_or_else(PoisonError::into_inner);
+            }
+            if pending.1 {
+                return;
+            }
+        }
+        std::thread::sleep(FLUSH_EVERY);
+        shared.flush();
+    }
+}
+
+impl Drop for LogGuard {
+    fn drop(&mut self) {
+        lock(&self.shared.pending).1 = true;
+        self.shared.started.notify_one();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        self.shared.flush();
+    }
+}
+
+/// One event's line(s), appended to the pending buffer.
+pub(crate) struct Line<'a>(&'a Shared);
+
+impl Write for Line<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let full = {
+            let mut pending = lock(&self.0.pending);
+            if pending.0.is_empty() {
+                self.0.started.notify_one();
+            }
+            pending.0.extend_from_slice(buf);
+            // Without a writer thread (it failed to start), write at once.
+            pending.0.len() > MAX_PENDING || pending.1
+        };
+        if full {
+            self.0.flush();
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> MakeWriter<'a> for BatchedStderr {
+    type Writer = Line<'a>;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        Line(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A sink that keeps what was written and counts the writes.
+    #[derive(Clone, Default)]
+    struct Sink(Arc<Mutex<(Vec<u8>, usize)>>);
+
+    impl Write for Sink {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            let mut sink = lock(&self.0);
+            sink.0.extend_from_slice(buf);
+            sink.1 += 1;
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn every_line_is_written_in_order_in_fewer_writes_than_lines() {
+        let sink = Sink::default();
+        let (writer, guard) = batched(Box::new(sink.clone()));
+        std::thread::scope(|s| {
+            for t in 0..4 {
+                let writer = &writer;
+                s.spawn(move || {
+                    for i in 0..1000 {
+                        writeln!(writer.make_writer(), "{t} {i}").expect("append");
+                    }
+                });
+            }
+        });
+        drop(guard);
+        let (bytes, writes) = lock(&sink.0).clone();
+        let text = String::from_utf8(bytes).expect("utf-8");
+        let mut next = [0; 4];
+        for line in text.lines() {
+            let (t, i) = line.split_once(' ').expect("two numbers");
+            let t: usize = t.parse().expect("thread");
+            assert_eq!(i.parse::<usize>().expect("line"), next[t], "out of order");
+            next[t] += 1;
+        }
+        assert_eq!(next, [1000; 4], "every line is written");
+        assert!(writes <= 2000, "{writes} writes for 4000 lines");
+    }
+
+    #[test]
+    fn a_buffer_past_the_limit_is_written_by_the_logging_thread_at_once() {
+        let sink = Sink::default();
+        let (writer, _guard) = batched(Box::new(sink.clone()));
+        writer
+            .make_writer()
+            .write_all(&vec![b'.'; MAX_PENDING + 1])
+            .expect("append");
+        assert_eq!(lock(&sink.0).0.len(), MAX_PENDING + 1);
+    }
+}
