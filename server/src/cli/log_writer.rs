@@ -25,9 +25,17 @@ const FLUSH_EVERY: Duration = Duration::from_millis(10);
 /// Pending bytes past which the logging thread writes them itself.
 const MAX_PENDING: usize = 1 << 20;
 
+/// Lines not yet written.
+#[derive(Default)]
+struct Pending {
+    lines: Vec<u8>,
+    /// Set when the guard is dropped (or no writer thread started): from
+    /// then on each logger writes its own line at once.
+    stopped: bool,
+}
+
 struct Shared {
-    /// Lines not yet written, and whether the writer thread should stop.
-    pending: Mutex<(Vec<u8>, bool)>,
+    pending: Mutex<Pending>,
     /// Signalled when a batch starts (the buffer was empty) and at stop.
     started: Condvar,
     /// Where batches go (stderr), held from taking the buffer to the end of
@@ -44,7 +52,7 @@ impl Shared {
     /// Writes out whatever is pending, after those taken before it.
     fn flush(&self) {
         let mut out = lock(&self.out);
-        let batch = std::mem::take(&mut lock(&self.pending).0);
+        let batch = std::mem::take(&mut lock(&self.pending).lines);
         if !batch.is_empty() {
             // Nowhere to report a failed write to stderr; the lines are lost.
             let _ = out.write_all(&batch).and_then(|()| out.flush());
@@ -69,7 +77,7 @@ pub(crate) fn batched_stderr() -> (BatchedStderr, LogGuard) {
 
 fn batched(out: Box<dyn Write + Send>) -> (BatchedStderr, LogGuard) {
     let shared = Arc::new(Shared {
-        pending: Mutex::new((Vec::new(), false)),
+        pending: Mutex::new(Pending::default()),
         started: Condvar::new(),
         out: Mutex::new(out),
     });
@@ -78,6 +86,10 @@ fn batched(out: Box<dyn Write + Send>) -> (BatchedStderr, LogGuard) {
         .name("roost-log".into())
         .spawn(move || write_batches(&writer))
         .ok();
+    if thread.is_none() {
+        // No writer thread: every line is written by its logger at once.
+        lock(&shared.pending).stopped = true;
+    }
     let guard = LogGuard {
         shared: Arc::clone(&shared),
         thread,
@@ -91,13 +103,13 @@ fn write_batches(shared: &Shared) {
     loop {
         {
             let mut pending = lock(&shared.pending);
-            while pending.0.is_empty() && !pending.1 {
+            while pending.lines.is_empty() && !pending.stopped {
                 pending = shared
                     .started
                     .wait(pending)
                     .unwrap_or_else(PoisonError::into_inner);
             }
-            if pending.1 {
+            if pending.stopped {
                 return;
             }
         }
@@ -108,7 +120,7 @@ fn write_batches(shared: &Shared) {
 
 impl Drop for LogGuard {
     fn drop(&mut self) {
-        lock(&self.shared.pending).1 = true;
+        lock(&self.shared.pending).stopped = true;
         self.shared.started.notify_one();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
@@ -124,12 +136,11 @@ impl Write for Line<'_> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let full = {
             let mut pending = lock(&self.0.pending);
-            if pending.0.is_empty() {
+            if pending.lines.is_empty() {
                 self.0.started.notify_one();
             }
-            pending.0.extend_from_slice(buf);
-            // Without a writer thread (it failed to start), write at once.
-            pending.0.len() > MAX_PENDING || pending.1
+            pending.lines.extend_from_slice(buf);
+            pending.lines.len() > MAX_PENDING || pending.stopped
         };
         if full {
             self.0.flush();
@@ -171,7 +182,7 @@ mod tests {
     }
 
     #[test]
-    fn every_line_is_written_in_order_in_fewer_writes_than_lines() {
+    fn every_line_is_written_in_order_in_fewer_writes_than_lines_and_at_once_after_the_stop() {
         let sink = Sink::default();
         let (writer, guard) = batched(Box::new(sink.clone()));
         std::thread::scope(|s| {
@@ -196,6 +207,9 @@ mod tests {
         }
         assert_eq!(next, [1000; 4], "every line is written");
         assert!(writes <= 2000, "{writes} writes for 4000 lines");
+        // Once stopped, a logger writes its own line at once.
+        writeln!(writer.make_writer(), "late").expect("append");
+        assert!(lock(&sink.0).0.ends_with(b"late\n"));
     }
 
     #[test]
