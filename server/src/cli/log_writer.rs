@@ -51,12 +51,18 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Shared {
     /// Writes out whatever is pending, after those taken before it.
     fn flush(&self) {
-        let mut out = lock(&self.out);
-        let batch = std::mem::take(&mut lock(&self.pending).lines);
-        if !batch.is_empty() {
-            // Nowhere to report a failed write to stderr; the lines are lost.
-            let _ = out.write_all(&batch).and_then(|()| out.flush());
-        }
+        write_pending(&mut **lock(&self.out), lock(&self.pending));
+    }
+}
+
+/// Takes the pending lines (releasing their lock) and writes them to `out`,
+/// whose lock the caller holds.
+fn write_pending(out: &mut dyn Write, mut pending: MutexGuard<'_, Pending>) {
+    let batch = std::mem::take(&mut pending.lines);
+    drop(pending);
+    if !batch.is_empty() {
+        // Nowhere to report a failed write to stderr; the lines are lost.
+        let _ = out.write_all(&batch).and_then(|()| out.flush());
     }
 }
 
@@ -115,6 +121,22 @@ fn write_batches(shared: &Shared) {
         }
         std::thread::sleep(FLUSH_EVERY);
         shared.flush();
+    }
+}
+
+impl LogGuard {
+    /// Makes a panic write out the pending lines before its message, so the
+    /// log keeps its order. Skipped if the panicking thread holds the
+    /// buffer's locks (it would wait on itself).
+    pub(crate) fn flush_before_panics(&self) {
+        let shared = Arc::clone(&self.shared);
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if let (Ok(mut out), Ok(pending)) = (shared.out.try_lock(), shared.pending.try_lock()) {
+                write_pending(&mut **out, pending);
+            }
+            previous(info);
+        }));
     }
 }
 
@@ -190,7 +212,12 @@ mod tests {
                 let writer = &writer;
                 s.spawn(move || {
                     for i in 0..1000 {
-                        writeln!(writer.make_writer(), "{t} {i}").expect("append");
+                        // One `write` per line, as the fmt layer makes.
+                        let line = format!("{t} {i}\n");
+                        writer
+                            .make_writer()
+                            .write_all(line.as_bytes())
+                            .expect("append");
                     }
                 });
             }
@@ -210,6 +237,16 @@ mod tests {
         // Once stopped, a logger writes its own line at once.
         writeln!(writer.make_writer(), "late").expect("append");
         assert!(lock(&sink.0).0.ends_with(b"late\n"));
+    }
+
+    #[test]
+    fn a_panic_writes_out_the_pending_lines_first() {
+        let sink = Sink::default();
+        let (writer, guard) = batched(Box::new(sink.clone()));
+        guard.flush_before_panics();
+        writeln!(writer.make_writer(), "before the panic").expect("append");
+        assert!(std::panic::catch_unwind(|| panic!("a test panic")).is_err());
+        assert_eq!(lock(&sink.0).0, b"before the panic\n");
     }
 
     #[test]

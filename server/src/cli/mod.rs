@@ -99,12 +99,13 @@ pub use cluster::ClusterArgs;
 pub use feed_args::FeedArgs;
 
 /// Logs to stderr, in batches (`log_writer`); the guard writes out what is
-/// pending when dropped.
+/// pending when dropped, and a panic writes it out before its message.
 fn init_logging(format: LogFormat) -> log_writer::LogGuard {
     let filter = tracing_subscriber::EnvFilter::try_from_env("ROOST_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let (writer, guard) = log_writer::batched_stderr();
+    guard.flush_before_panics();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(ansi)
