@@ -34,13 +34,21 @@ struct Pending {
     stopped: bool,
 }
 
+/// Where batches go (stderr), and the buffer the last one was written from,
+/// kept for its capacity: the loggers' buffer and this one swap, so a
+/// steady flow of lines allocates nothing.
+struct Out {
+    sink: Box<dyn Write + Send>,
+    spare: Vec<u8>,
+}
+
 struct Shared {
     pending: Mutex<Pending>,
     /// Signalled when a batch starts (the buffer was empty) and at stop.
     started: Condvar,
-    /// Where batches go (stderr), held from taking the buffer to the end of
-    /// its `write`: keeps batches in order.
-    out: Mutex<Box<dyn Write + Send>>,
+    /// Held from taking the buffer to the end of its `write`: keeps
+    /// batches in order.
+    out: Mutex<Out>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -51,19 +59,25 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Shared {
     /// Writes out whatever is pending, after those taken before it.
     fn flush(&self) {
-        write_pending(&mut **lock(&self.out), lock(&self.pending));
+        write_pending(&mut lock(&self.out), lock(&self.pending));
     }
 }
 
 /// Takes the pending lines (releasing their lock) and writes them to `out`,
 /// whose lock the caller holds.
-fn write_pending(out: &mut dyn Write, mut pending: MutexGuard<'_, Pending>) {
-    let batch = std::mem::take(&mut pending.lines);
+fn write_pending(out: &mut Out, mut pending: MutexGuard<'_, Pending>) {
+    std::mem::swap(&mut pending.lines, &mut out.spare);
     drop(pending);
-    if !batch.is_empty() {
+    if !out.spare.is_empty() {
         // Nowhere to report a failed write to stderr; the lines are lost.
-        let _ = out.write_all(&batch).and_then(|()| out.flush());
+        let _ = out
+            .sink
+            .write_all(&out.spare)
+            .and_then(|()| out.sink.flush());
     }
+    out.spare.clear();
+    // A flood's buffer is not kept.
+    out.spare.shrink_to(MAX_PENDING);
 }
 
 /// The `MakeWriter` for the fmt layer.
@@ -81,11 +95,14 @@ pub(crate) fn batched_stderr() -> (BatchedStderr, LogGuard) {
     batched(Box::new(std::io::stderr()))
 }
 
-fn batched(out: Box<dyn Write + Send>) -> (BatchedStderr, LogGuard) {
+fn batched(sink: Box<dyn Write + Send>) -> (BatchedStderr, LogGuard) {
     let shared = Arc::new(Shared {
         pending: Mutex::new(Pending::default()),
         started: Condvar::new(),
-        out: Mutex::new(out),
+        out: Mutex::new(Out {
+            sink,
+            spare: Vec::new(),
+        }),
     });
     let writer = Arc::clone(&shared);
     let thread = std::thread::Builder::new()
@@ -133,7 +150,7 @@ impl LogGuard {
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
             if let (Ok(mut out), Ok(pending)) = (shared.out.try_lock(), shared.pending.try_lock()) {
-                write_pending(&mut **out, pending);
+                write_pending(&mut out, pending);
             }
             previous(info);
         }));
