@@ -22,6 +22,7 @@ use tokio::task::JoinHandle;
 use crate::catalog::Catalog;
 use crate::commitlog::{recovery, CommitLog};
 use crate::config::Config;
+use crate::data_lock::DataLock;
 use crate::id::validate_class;
 use crate::metrics::Metrics;
 use crate::object::DurableObject;
@@ -117,7 +118,8 @@ impl ServerBuilder {
             anyhow::bail!("class name `{bad}` is invalid: it must match [a-z][a-z0-9_-]{{0,63}}");
         }
         let open_files = raise_open_file_limit();
-        let config = Arc::new(prepare(self.config)?);
+        let (config, data_lock) = prepare(self.config)?;
+        let config = Arc::new(config);
         let mut registry = self.registry;
         for (class, make) in self.settings_from_config {
             registry.set_settings(&class, make(&config));
@@ -164,6 +166,7 @@ impl ServerBuilder {
             runtime.clone(),
             stopped,
             background,
+            data_lock,
         ));
         Ok(RunningServer {
             addr,
@@ -201,9 +204,9 @@ fn raise_open_file_limit() -> u64 {
 }
 
 /// The configuration as the server runs with it: the data directory made
-/// absolute, created and its format checked; at least one mailbox slot and
-/// one event per batch.
-fn prepare(mut config: Config) -> anyhow::Result<Config> {
+/// absolute, created, locked against a second server and its format
+/// checked; at least one mailbox slot and one event per batch.
+fn prepare(mut config: Config) -> anyhow::Result<(Config, DataLock)> {
     // Every path is built from this one: make it absolute once, so a
     // relative `--data` (the default `./roost-data` included) never leaves
     // an empty parent to fsync, and a later change of directory is harmless.
@@ -218,8 +221,12 @@ fn prepare(mut config: Config) -> anyhow::Result<Config> {
     let data_dir = &config.data_dir;
     crate::storage::create_dir_all_durable(data_dir)
         .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
+    if !data_dir.is_dir() {
+        anyhow::bail!("data directory {} is not a directory", data_dir.display());
+    }
+    let lock = DataLock::acquire(data_dir)?;
     check_format(data_dir)?;
-    Ok(config)
+    Ok((config, lock))
 }
 
 /// Cluster mode: local object files are a cache of the replicated log, and
@@ -307,12 +314,13 @@ struct Background {
 }
 
 /// Serves until `stop` (or until the HTTP server ends by itself), then
-/// drains.
+/// drains. `_data_lock` is released when this returns, after storage closed.
 async fn run(
     http: Http,
     runtime: Runtime,
     stop: oneshot::Receiver<()>,
     background: Background,
+    _data_lock: DataLock,
 ) -> anyhow::Result<()> {
     let config = runtime.config();
     let drain_timeout = config.drain_timeout;
@@ -400,12 +408,17 @@ pub(crate) fn check_format(data_dir: &std::path::Path) -> anyhow::Result<()> {
             // A new directory, or one from before the format was recorded
             // (the same format 1).
             let tmp = data_dir.join("FORMAT.tmp");
-            let mut f = std::fs::File::create(&tmp)?;
-            std::io::Write::write_all(&mut f, format!("roost-data {DATA_FORMAT}\n").as_bytes())?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, &path)?;
-            std::fs::File::open(data_dir)?.sync_all()?;
-            Ok(())
+            let write = || -> std::io::Result<()> {
+                let mut f = std::fs::File::create(&tmp)?;
+                std::io::Write::write_all(
+                    &mut f,
+                    format!("roost-data {DATA_FORMAT}\n").as_bytes(),
+                )?;
+                f.sync_all()?;
+                std::fs::rename(&tmp, &path)?;
+                std::fs::File::open(data_dir)?.sync_all()
+            };
+            write().with_context(|| format!("cannot write {}", path.display()))
         }
         Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
     }

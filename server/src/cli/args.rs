@@ -50,7 +50,9 @@ pub struct ServeArgs {
     /// origin may; clients that send no Origin are not affected.
     #[arg(long = "cors-origin", env = "ROOST_CORS_ORIGIN", value_delimiter = ',', value_parser = crate::http::cors::parse_origin)]
     pub cors_origin: Vec<String>,
-    /// Log format.
+    /// Log format (lines go to stderr). Which lines: the `ROOST_LOG`
+    /// variable, `info` unless set, e.g. `debug`, or
+    /// `info,roost::access=warn` to drop the access lines.
     #[arg(long, env = "ROOST_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
     /// Events an object may have queued before callers get 503 overloaded.

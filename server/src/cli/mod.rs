@@ -169,9 +169,23 @@ async fn shutdown_signal() {
 }
 
 /// Parses the command line and runs it with the classes in `builder`.
+///
+/// A failure is one line on stderr, `error: ` and its chain of causes (no
+/// backtrace, whatever `RUST_BACKTRACE` says), and exit status 1 — as clap
+/// does for a bad flag (status 2). So this returns only `Ok`; the `Result`
+/// lets an embedder's `fn main() -> anyhow::Result<()>` end with it.
 pub fn main(builder: ServerBuilder) -> anyhow::Result<()> {
     let cli = Cli::parse();
-    match cli.command {
+    if let Err(e) = run(cli.command, builder) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+/// Runs one subcommand.
+fn run(command: Command, builder: ServerBuilder) -> anyhow::Result<()> {
+    match command {
         Command::Token(args) => {
             println!("{}", mint_token(args)?);
             Ok(())
