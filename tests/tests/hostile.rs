@@ -382,3 +382,145 @@ async fn object_creation_stops_at_max_objects() -> anyhow::Result<()> {
     server.terminate().await?;
     Ok(())
 }
+
+/// A v1 update: client `client` builds a chain of `depth` nested Y.Maps
+/// under the root map `m`, each map the value of key `a` in the one above
+/// it (item `k` names item `k - 1` as its parent by id).
+fn nested_maps_update(client: u8, depth: u32) -> Vec<u8> {
+    fn var(mut n: u64, out: &mut Vec<u8>) {
+        while n >= 0x80 {
+            out.push((n as u8 & 0x7f) | 0x80);
+            n >>= 7;
+        }
+        out.push(n as u8);
+    }
+    let mut u = vec![1];
+    var(u64::from(depth), &mut u);
+    u.extend_from_slice(&[client, 0]);
+    for k in 0..depth {
+        // Type content (7) with a parent sub-key (0x20), no origins.
+        u.push(0x27);
+        if k == 0 {
+            u.extend_from_slice(&[1, 1, b'm']);
+        } else {
+            u.extend_from_slice(&[0, client]);
+            var(u64::from(k - 1), &mut u);
+        }
+        u.extend_from_slice(&[1, b'a', 1]);
+    }
+    u.push(0);
+    u
+}
+
+/// A v1 update that deletes nothing but `client`'s first struct.
+fn delete_first_of(client: u8) -> Vec<u8> {
+    vec![0, 1, client, 1, 0, 1]
+}
+
+/// Invariant: shared types nest at most `--yjs-max-type-nesting` deep. A
+/// deeper chain — in one update or grown across many — is refused (400 /
+/// close 1008) before it meets the document, because yrs deletes and
+/// garbage-collects nested types by recursion: deleting the top of a chain
+/// of 20,000 maps overflowed the stack and aborted the whole process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn types_nested_too_deep_are_refused_not_fatal() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let server = ServerProcess::start(dir.path(), &["--admin-token", "T"]).await?;
+    let client = http();
+    let mut writer = YClient::new();
+    writer.connect(&server.ws_url("/v1/yjs/maps")).await?;
+    writer.insert(0, "kept").await?;
+    roost_tests::wait_stored_text(&server, "maps", "kept").await?;
+
+    // One update, 30,000 levels: refused over HTTP and over a socket.
+    let deep = nested_maps_update(9, 30_000);
+    let resp = match client
+        .post(server.url("/v1/yjs/maps/update"))
+        .body(deep.clone())
+        .send()
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => panic!("the server died on a deep update: {e}"),
+    };
+    assert_eq!(resp.status(), 400, "HTTP refuses the deep chain");
+    let body: serde_json::Value = resp.json().await?;
+    assert_eq!(body["error"]["code"], "bad_request", "{body}");
+    let mut evil = YClient::new();
+    evil.connect(&server.ws_url("/v1/yjs/maps")).await?;
+    evil.send_raw(update_frame(&deep)).await?;
+    assert_eq!(evil.drain(Duration::from_secs(5)).await?, Some(1008));
+    // Had it been stored, deleting its top would recurse 30,000 deep.
+    let resp = client
+        .post(server.url("/v1/yjs/maps/update"))
+        .body(delete_first_of(9))
+        .send()
+        .await?;
+    assert_eq!(resp.status(), 200, "{}", resp.text().await?);
+    assert!(healthy(&server).await, "the server is up");
+
+    // Grown across updates: each within the bound, the last one too deep.
+    // Client 10's chain of 200 hangs off the root; client 11 continues it
+    // from its deepest map.
+    let base = nested_maps_update(10, 200);
+    let resp = client
+        .post(server.url("/v1/yjs/maps/update"))
+        .body(base)
+        .send()
+        .await?;
+    assert_eq!(resp.status(), 200, "{}", resp.text().await?);
+    let mut more = vec![1, 0x64, 11, 0];
+    for k in 0..100u8 {
+        more.push(0x27);
+        if k == 0 {
+            more.extend_from_slice(&[0, 10, 0xc7, 0x01]); // 10:199
+        } else {
+            more.extend_from_slice(&[0, 11, k - 1]);
+        }
+        more.extend_from_slice(&[1, b'a', 1]);
+    }
+    more.push(0);
+    let resp = client
+        .post(server.url("/v1/yjs/maps/update"))
+        .body(more.clone())
+        .send()
+        .await?;
+    assert_eq!(
+        resp.status(),
+        400,
+        "300 levels in all pass the bound of 256"
+    );
+    let body: serde_json::Value = resp.json().await?;
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("nested deeper")),
+        "{body}"
+    );
+    let mut evil = YClient::new();
+    evil.connect(&server.ws_url("/v1/yjs/maps")).await?;
+    evil.send_raw(update_frame(&more)).await?;
+    assert_eq!(evil.drain(Duration::from_secs(5)).await?, Some(1008));
+
+    // What the bound lets in can be deleted, read and shown.
+    let resp = client
+        .post(server.url("/v1/yjs/maps/update"))
+        .body(delete_first_of(10))
+        .send()
+        .await?;
+    assert_eq!(resp.status(), 200, "{}", resp.text().await?);
+    let resp = client
+        .get(server.url("/v1/admin/yjs/maps"))
+        .bearer_auth("T")
+        .send()
+        .await?;
+    assert_eq!(resp.status(), 200, "{}", resp.text().await?);
+    assert!(healthy(&server).await, "the server is up");
+
+    // The honest writer never noticed.
+    assert_eq!(writer.drain(Duration::from_millis(200)).await?, None);
+    writer.insert(4, "!").await?;
+    roost_tests::wait_stored_text(&server, "maps", "kept!").await?;
+    server.terminate().await?;
+    Ok(())
+}

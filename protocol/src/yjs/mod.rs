@@ -24,11 +24,19 @@ pub use frame::{
     read_frame, read_saved, refresh_frame, refresh_token, saved_frame, YMessage, MSG_PING,
     MSG_REFRESH, MSG_SAVED, PING_FRAME,
 };
-pub use update::{check_awareness, check_state_vector, check_update, UpdateLimits, UpdateShape};
+pub use update::{
+    check_awareness, check_state_vector, check_update, item_links, ItemLink, ItemParent,
+    UpdateLimits, UpdateShape,
+};
 
 /// Deepest nesting of arrays and objects in one `Any` value or JSON text
 /// (1 = a flat array) unless configured otherwise.
 pub const DEFAULT_MAX_NESTING: u32 = 64;
+
+/// Deepest nesting of shared types (a map in a map in …; 1 = a root
+/// type's own items) unless configured otherwise. yrs deletes and
+/// garbage-collects nested types by recursion.
+pub const DEFAULT_MAX_TYPE_NESTING: u32 = 256;
 
 /// Largest clock (plus length) a struct or deletion may reach: yrs does
 /// clock arithmetic in `u32` and `i32`.

@@ -13,6 +13,9 @@
 //! Invariant: nesting (`Any` values, JSON texts) is walked with an explicit
 //! stack and bounded by `UpdateLimits::max_nesting`; nothing recurses.
 //!
+//! `item_links` lists where each item of an accepted update hangs; the
+//! server bounds how deep shared types nest from it and the document.
+//!
 //! What it does not do: build a document, or judge whether an update can be
 //! applied to one (that needs the document; see the server's `ydoc` class).
 
@@ -49,6 +52,65 @@ pub struct UpdateShape {
     /// Each client's run of structs: (client, first clock, clock after the
     /// last), in the update's order.
     pub runs: Vec<(u64, u32, u32)>,
+}
+
+/// Where an item of an update hangs, as yrs integrates it: an item with a
+/// left origin has its origin's parent, else one with a right origin has
+/// that one's, else it names its parent (a root type, or an item by id).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ItemParent {
+    /// A root type: the item is one level deep.
+    Root,
+    /// The type held by this item (client, clock): one level below it.
+    Item(u64, u32),
+    /// The same parent as this item (client, clock): the same level.
+    SiblingOf(u64, u32),
+}
+
+/// One item of an update (`item_links`): its id, length, and parent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ItemLink {
+    /// The item's client.
+    pub client: u64,
+    /// Its first clock.
+    pub clock: u32,
+    /// Its length in clock units: it covers `clock..clock + len`.
+    pub len: u32,
+    /// Where it hangs.
+    pub parent: ItemParent,
+}
+
+/// Every item of an update that `check_update` accepted, in the update's
+/// order (GC and skip ranges left out): what the server needs to bound how
+/// deep shared types nest, which needs the document too.
+pub fn item_links(bytes: &[u8]) -> Result<Vec<ItemLink>, YjsError> {
+    let limits = UpdateLimits::default();
+    let mut shape = UpdateShape::default();
+    let mut r = Reader::new(bytes);
+    let mut links = Vec::new();
+    let clients = r.count("an update", 3)?;
+    for _ in 0..clients {
+        let structs = r.count("a client's structs", 2)?;
+        let client = r.client()?;
+        let mut clock = u64::from(r.var_u32("a clock")?);
+        for _ in 0..structs {
+            let (len, parent) = read_struct(&mut r, &limits, &mut shape)?;
+            if clock + len > MAX_CLOCK {
+                return Err(YjsError::ClockTooLarge);
+            }
+            if let Some(parent) = parent {
+                // Both fit a u32: checked against MAX_CLOCK above.
+                links.push(ItemLink {
+                    client,
+                    clock: clock as u32,
+                    len: len as u32,
+                    parent,
+                });
+            }
+            clock += len;
+        }
+    }
+    Ok(links)
 }
 
 /// Checks a state vector (`varUint(n)`, then `n` × client, clock).
@@ -96,7 +158,7 @@ pub fn check_update(bytes: &[u8], limits: &UpdateLimits) -> Result<UpdateShape, 
             if r.peek() == Some(SKIP) {
                 shape.skip_of.get_or_insert(client);
             }
-            clock += struct_len(&mut r, limits, &mut shape)?;
+            clock += read_struct(&mut r, limits, &mut shape)?.0;
             if clock > MAX_CLOCK {
                 return Err(YjsError::ClockTooLarge);
             }
@@ -138,38 +200,44 @@ const HAS_PARENT_SUB: u8 = 0b0010_0000;
 const GC: u8 = 0;
 const SKIP: u8 = 10;
 
-/// Reads one struct; returns its length in clock units.
-fn struct_len(
+/// Reads one struct; returns its length in clock units and, for an item,
+/// where it hangs.
+fn read_struct(
     r: &mut Reader<'_>,
     limits: &UpdateLimits,
     shape: &mut UpdateShape,
-) -> Result<u64, YjsError> {
+) -> Result<(u64, Option<ItemParent>), YjsError> {
     let info = r.u8("a struct")?;
     if info == GC || info == SKIP {
         let len = r.var_u32("a range's length")?;
         if len == 0 {
             return Err(YjsError::Malformed("an empty range"));
         }
-        return Ok(u64::from(len));
+        return Ok((u64::from(len), None));
     }
     // yrs reads the content kind from the low four bits; Yjs from five.
     // Bit 4 is set by no encoder: refuse it rather than read it two ways.
     if info & 0b1_0000 != 0 {
         return Err(YjsError::Malformed("unknown content kind"));
     }
+    let mut parent = None;
     if info & HAS_ORIGIN != 0 {
-        id(r)?;
+        let (client, clock) = id(r)?;
+        parent = Some(ItemParent::SiblingOf(client, clock));
     }
     if info & HAS_RIGHT_ORIGIN != 0 {
-        id(r)?;
+        let (client, clock) = id(r)?;
+        parent.get_or_insert(ItemParent::SiblingOf(client, clock));
     }
     if info & (HAS_ORIGIN | HAS_RIGHT_ORIGIN) == 0 {
         match r.var_u32("a parent")? {
             1 => {
                 r.string("a root type's name")?;
+                parent = Some(ItemParent::Root);
             }
             0 => {
-                id(r)?;
+                let (client, clock) = id(r)?;
+                parent = Some(ItemParent::Item(client, clock));
                 shape.parent_by_id = true;
             }
             _ => return Err(YjsError::Malformed("unknown parent kind")),
@@ -178,7 +246,7 @@ fn struct_len(
             r.string("a map key")?;
         }
     }
-    content_len(r, info, limits)
+    Ok((content_len(r, info, limits)?, parent))
 }
 
 /// Reads an item's content (its kind is `info`'s low four bits); returns
@@ -240,12 +308,13 @@ fn content_len(r: &mut Reader<'_>, info: u8, limits: &UpdateLimits) -> Result<u6
     })
 }
 
-fn id(r: &mut Reader<'_>) -> Result<(), YjsError> {
-    r.client()?;
-    if u64::from(r.var_u32("an id's clock")?) > MAX_CLOCK {
+fn id(r: &mut Reader<'_>) -> Result<(u64, u32), YjsError> {
+    let client = r.client()?;
+    let clock = r.var_u32("an id's clock")?;
+    if u64::from(clock) > MAX_CLOCK {
         return Err(YjsError::ClockTooLarge);
     }
-    Ok(())
+    Ok((client, clock))
 }
 
 /// Skips one lib0 `Any` value, with an explicit stack of open arrays and

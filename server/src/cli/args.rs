@@ -161,6 +161,12 @@ pub struct ServeArgs {
     /// Largest Yjs document (snapshot plus log), in bytes.
     #[arg(long, env = "ROOST_MAX_DOC_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub max_doc_bytes: u64,
+    /// Deepest nesting of Yjs shared types (a map in a map in …; 1 is a
+    /// root type's own content): an update that would nest deeper is
+    /// refused (close 1008 / 400). At most 1000: yrs deletes nested types
+    /// by recursion, and a far deeper document overflows the stack.
+    #[arg(long, env = "ROOST_YJS_MAX_TYPE_NESTING", default_value_t = roost_protocol::yjs::DEFAULT_MAX_TYPE_NESTING, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub yjs_max_type_nesting: u32,
     /// Largest single Yjs update, in bytes.
     #[arg(long, env = "ROOST_MAX_UPDATE_BYTES", default_value_t = 1024 * 1024)]
     pub max_update_bytes: usize,
@@ -260,6 +266,7 @@ impl ServeArgs {
         };
         config.ydoc.max_doc_bytes = self.max_doc_bytes;
         config.ydoc.max_update_bytes = self.max_update_bytes;
+        config.ydoc.max_type_nesting = self.yjs_max_type_nesting;
         config.ydoc.retention = self.history_retention;
         config.ydoc.granularity = self.history_granularity;
         config.ydoc.checkpoint_rows = self.ydoc_snapshot_rows;

@@ -48,6 +48,7 @@
 mod feed;
 mod history;
 mod http;
+mod nesting;
 pub(crate) mod store;
 mod sync;
 mod update;
@@ -74,6 +75,10 @@ pub struct YdocConfig {
     /// JSON texts (close 1008 / 400 beyond), checked before yrs decodes
     /// them by recursion.
     pub max_nesting: u32,
+    /// Deepest nesting of shared types (1: a root type's own items; close
+    /// 1008 / 400 beyond), checked before an update meets the document:
+    /// yrs deletes nested types by recursion (`nesting.rs`).
+    pub max_type_nesting: u32,
     /// Largest document (snapshot + log since), in bytes.
     pub max_doc_bytes: u64,
     /// How far back the document can be read (`state?at=`).
@@ -98,6 +103,7 @@ impl Default for YdocConfig {
         YdocConfig {
             max_update_bytes: 1024 * 1024,
             max_nesting: roost_protocol::yjs::DEFAULT_MAX_NESTING,
+            max_type_nesting: roost_protocol::yjs::DEFAULT_MAX_TYPE_NESTING,
             max_doc_bytes: 64 * 1024 * 1024,
             retention: Duration::from_secs(7 * 24 * 3600),
             granularity: Duration::from_secs(1),

@@ -111,6 +111,12 @@ impl Ydoc {
             // It may fail to apply: apply it now, alone, so that a failure
             // is its sender's only.
             self.settle()?;
+            if let Err(level) = self.type_nesting(&config, update) {
+                return Ok(Err(Refusal::Malformed(format!(
+                    "update refused: shared types nested deeper than {} levels (it reaches {level})",
+                    config.max_type_nesting
+                ))));
+            }
             let doc = &self.doc;
             let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 doc.transact_mut().apply_update(checked.decoded)
@@ -180,6 +186,21 @@ impl Ydoc {
                 start < end && *start > sv.get(&client).max(self.unapplied_sv.get(&client))
             })
             .map(|(client, _, _)| *client)
+    }
+
+    /// How deep `update` would nest shared types once applied, with the
+    /// document's pending structs (which it may complete): `Err(level)`
+    /// beyond `config.max_type_nesting` (`nesting.rs`).
+    pub(super) fn type_nesting(&self, config: &YdocConfig, update: &[u8]) -> Result<u32, u32> {
+        // `update` passed `check_update`, and a pending update is yrs's
+        // own encoding: both are read whole.
+        let mut links = wire::item_links(update).unwrap_or_default();
+        let txn = self.doc.transact();
+        if let Some(pending) = txn.store().pending_update() {
+            let bytes = yrs::updates::encoder::Encode::encode_v1(&pending.update);
+            links.extend(wire::item_links(&bytes).unwrap_or_default());
+        }
+        super::nesting::deepest(&txn, &links, config.max_type_nesting)
     }
 
     /// Whether `doc` holds structs waiting for missing ones (an update sent
