@@ -13,19 +13,36 @@
 //! Architecture Invariant: no level is computed by recursion; a cycle of
 //! references (which yrs could never integrate) counts from 0.
 //!
-//! What it does not do: bound documents stored before the check existed.
+//! What it does not do: bound documents stored before the check existed;
+//! bound the time of a lookup in the document. yrs offers no public way
+//! from an item to its parent but `StickyIndex::get_offset`, which walks
+//! the item's left siblings, so an update that hangs new types under many
+//! items of a long branch costs one walk per item (only those are looked
+//! up: an item's siblings and root items are not).
 
 use std::collections::HashMap;
 
 use roost_protocol::yjs::{ItemLink, ItemParent};
 use yrs::{Assoc, BranchID, ClientID, IndexScope, ReadTxn, StickyIndex, ID};
 
-/// The deepest level of any item of `links` (1: a root type's own items),
-/// or `Err(level)` as soon as one passes `max`. Items whose references
+/// The deepest level an item of `links` reaches by naming its parent by id
+/// (1: a root type's own items; 0: no such item), or `Err(level)` as soon
+/// as one passes `max`. Items whose references
 /// are in neither `links` nor the document (they will wait as pending
 /// structs) count from 0; they are checked again with the update that
 /// brings what they wait for.
 pub(super) fn deepest<T: ReadTxn>(txn: &T, links: &[ItemLink], max: u32) -> Result<u32, u32> {
+    deepest_counting(txn, links, max).0
+}
+
+/// [`deepest`], and how many of the document's items it looked up (each
+/// lookup walks the item's left siblings in yrs, so only the items a
+/// deeper level hangs from are looked up).
+fn deepest_counting<T: ReadTxn>(
+    txn: &T,
+    links: &[ItemLink],
+    max: u32,
+) -> (Result<u32, u32>, usize) {
     let mut by_client: HashMap<u64, Vec<usize>> = HashMap::new();
     for (i, link) in links.iter().enumerate() {
         by_client.entry(link.client).or_default().push(i);
@@ -43,7 +60,16 @@ pub(super) fn deepest<T: ReadTxn>(txn: &T, links: &[ItemLink], max: u32) -> Resu
     let mut on_stack = vec![false; links.len()];
     let mut in_doc: HashMap<ID, u32> = HashMap::new();
     let mut deepest = 0;
+    let mut lookups = 0;
+    // Only an item that names its parent by id is deeper than what it
+    // hangs from: an item hung by a root is at level 1, and a sibling of a
+    // document item is at that item's level, which the document already
+    // holds. So levels are worked out from those items only, and only what
+    // they hang from is looked up.
     for start in 0..links.len() {
+        if levels[start].is_some() || !matches!(links[start].parent, ItemParent::Item(..)) {
+            continue;
+        }
         let mut stack = vec![start];
         on_stack[start] = true;
         while let Some(&top) = stack.last() {
@@ -57,6 +83,7 @@ pub(super) fn deepest<T: ReadTxn>(txn: &T, links: &[ItemLink], max: u32) -> Resu
                 None => Some(below),
                 Some((c, k, None)) => {
                     let id = ID::new(ClientID::new(c), k);
+                    lookups += 1;
                     Some(doc_level(txn, &id, max, &mut in_doc).saturating_add(below))
                 }
                 Some((_, _, Some(j))) => match levels[j] {
@@ -72,7 +99,7 @@ pub(super) fn deepest<T: ReadTxn>(txn: &T, links: &[ItemLink], max: u32) -> Resu
             };
             if let Some(level) = level {
                 if level > max {
-                    return Err(level);
+                    return (Err(level), lookups);
                 }
                 deepest = deepest.max(level);
                 levels[top] = Some(level);
@@ -81,7 +108,7 @@ pub(super) fn deepest<T: ReadTxn>(txn: &T, links: &[ItemLink], max: u32) -> Resu
             }
         }
     }
-    Ok(deepest)
+    (Ok(deepest), lookups)
 }
 
 /// The level of the document's item `id` (0 if it has none: missing, or
@@ -129,7 +156,7 @@ fn doc_level<T: ReadTxn>(txn: &T, id: &ID, max: u32, known: &mut HashMap<ID, u32
 mod tests {
     use roost_protocol::yjs::item_links;
     use yrs::updates::decoder::Decode;
-    use yrs::{Doc, Map, MapPrelim, MapRef, Transact, Update};
+    use yrs::{Array, Doc, Map, MapPrelim, MapRef, Transact, Update};
 
     use super::*;
 
@@ -182,6 +209,44 @@ mod tests {
         let empty = Doc::new();
         let links = item_links(&whole).expect("reads");
         assert_eq!(deepest(&empty.transact(), &links, 4), Ok(4));
+    }
+
+    #[test]
+    fn only_what_a_deeper_item_hangs_from_is_looked_up() {
+        let server = Doc::with_client_id(1);
+        let list = server.get_or_insert_array("list");
+        server.get_or_insert_map("m");
+        for i in 0..100 {
+            // At the front: each its own item, none merged.
+            list.insert(&mut server.transact_mut(), 0, i);
+        }
+        let state = server
+            .transact()
+            .encode_state_as_update_v1(&Default::default());
+        let client = Doc::with_client_id(2);
+        client
+            .transact_mut()
+            .apply_update(Update::decode_v1(&state).expect("decodes"))
+            .expect("applies");
+        let sv = client.transact().state_vector();
+        {
+            let list = client.get_or_insert_array("list");
+            let m = client.get_or_insert_map("m");
+            let mut txn = client.transact_mut();
+            // 50 values between the document's: siblings of its items.
+            for i in 0..50 {
+                list.insert(&mut txn, i * 2 + 1, 1000 + i);
+            }
+            // A map in a map: the inner one names the outer by id.
+            let outer = m.insert(&mut txn, "outer", MapPrelim::default());
+            outer.insert(&mut txn, "inner", MapPrelim::default());
+        }
+        let update = client.transact().encode_state_as_update_v1(&sv);
+        let links = item_links(&update).expect("reads");
+        assert!(links.len() >= 52, "{} links", links.len());
+        let txn = server.transact();
+        // Without the rule, each of the 50 values was looked up.
+        assert_eq!(deepest_counting(&txn, &links, 8), (Ok(2), 0));
     }
 
     #[test]
