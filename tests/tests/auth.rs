@@ -362,6 +362,17 @@ async fn admin_api_lists_inspects_queries_read_only_and_deletes() -> anyhow::Res
     .json()
     .await?;
     assert_eq!(page2["objects"][0]["name"], "x2");
+    // A limit out of range is refused, not quietly replaced.
+    for bad in ["limit=0", "limit=-5", "limit=abc", "limit=1001"] {
+        let answer = get(&format!("/v1/admin/objects?{bad}"), ADMIN).await?;
+        assert_eq!(answer.status(), 400, "{bad}");
+        let body: Value = answer.json().await?;
+        assert_eq!(body["error"]["code"], "bad_request", "{bad}");
+        assert_eq!(
+            body["error"]["message"], "`limit` must be a whole number from 1 to 1000",
+            "{bad}"
+        );
+    }
     let details: Value = get("/v1/admin/objects/counter/x1", ADMIN)
         .await?
         .json()

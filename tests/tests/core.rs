@@ -268,7 +268,11 @@ async fn hostile_names_stay_inside_the_data_dir() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_get_json_errors() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let server = ServerProcess::start(dir.path(), &["--max-body-bytes", "1000"]).await?;
+    let server = ServerProcess::start(
+        dir.path(),
+        &["--max-body-bytes", "1000", "--admin-token", "core-admin"],
+    )
+    .await?;
     let client = http();
     let cases: Vec<(reqwest::RequestBuilder, u16, &str)> = vec![
         (
@@ -328,6 +332,43 @@ async fn bad_requests_get_json_errors() -> anyhow::Result<()> {
     // None of that changed the object.
     let (status, body) = call(&client, &server, "counter", "a", "get", Value::Null).await?;
     assert_eq!((status, body), (200, json!(0)));
+    // Admin bodies: past the limit 413 as well; malformed, what was expected.
+    call(&client, &server, "counter", "sq", "increment", Value::Null).await?;
+    let admin_post = |path: &str, body: String| {
+        client
+            .post(server.url(path))
+            .bearer_auth("core-admin")
+            .header("content-type", "application/json")
+            .body(body)
+    };
+    let sql = "/v1/admin/objects/counter/sq/sql";
+    let big = json!({ "sql": format!("SELECT '{}'", "x".repeat(2000)) }).to_string();
+    for (req, status, code, message) in [
+        (admin_post(sql, big), 413, "too_large", "--max-body-bytes"),
+        (
+            admin_post(sql, "{\"q\":1}".into()),
+            400,
+            "bad_request",
+            r#"expected {"sql": "..."}"#,
+        ),
+        (
+            admin_post("/v1/admin/revoke", "[]".into()),
+            400,
+            "bad_request",
+            r#"expected {"jti""#,
+        ),
+    ] {
+        let resp = req.send().await?;
+        assert_eq!(resp.status().as_u16(), status, "{message}");
+        let body: Value = resp.json().await?;
+        assert_eq!(body["error"]["code"], code, "{body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains(message)),
+            "{body}"
+        );
+    }
     assert_eq!(
         client.get(server.url("/healthz")).send().await?.status(),
         200

@@ -193,7 +193,7 @@ async fn yjs_updates_in_the_feed_rebuild_the_document() -> anyhow::Result<()> {
     // Admin only; bad cursors refused; a long-poll with nothing new ends.
     let anon = http().get(server.url("/v1/feed")).send().await?.status();
     assert!(anon == 401 || anon == 403 || anon == 404, "{anon}");
-    for bad in ["after=-1", "after=x", "limit=5000", "wait=99"] {
+    for bad in ["after=-1", "after=x", "limit=0", "limit=5000", "wait=99"] {
         assert_eq!(feed(&server, bad).await?.0, 400, "{bad}");
     }
     let started = std::time::Instant::now();

@@ -3,7 +3,7 @@
 //! environment of ours. Store something, `kill -9`, start again, read it back.
 //! Then the README's "Five-minute tour" as written, and start-up mistakes.
 
-use roost_tests::{call, http, ServerProcess};
+use roost_tests::{call, http, roost_bin, ServerProcess};
 use serde_json::json;
 use std::time::Duration;
 
@@ -160,6 +160,48 @@ async fn a_bad_start_says_why_in_one_line() -> anyhow::Result<()> {
         "{stderr}"
     );
     server.terminate().await?;
+    Ok(())
+}
+
+/// A `ROOST_LOG` that does not parse is said at start-up (the server still
+/// starts, logging at info), not silently replaced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_roost_log_is_reported() -> anyhow::Result<()> {
+    use tokio::io::AsyncBufReadExt;
+    let folder = tempfile::tempdir()?;
+    let mut child = tokio::process::Command::new(roost_bin())
+        .current_dir(folder.path())
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("ROOST_LOG", "garbage===")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let stderr = child.stderr.take().expect("piped");
+    let mut lines = tokio::io::BufReader::new(stderr).lines();
+    let mut seen = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await? {
+            let listening = line.contains("listening on http://");
+            seen.push(line);
+            if listening {
+                break;
+            }
+        }
+        anyhow::Ok(())
+    })
+    .await??;
+    child.kill().await?;
+    assert!(
+        seen.iter()
+            .any(|l| l.contains("ROOST_LOG is not a valid filter") && l.contains("garbage===")),
+        "{seen:#?}"
+    );
+    // It still logs at info: the line that says where it listens.
+    assert!(
+        seen.iter().any(|l| l.contains("listening on http://")),
+        "{seen:#?}"
+    );
     Ok(())
 }
 

@@ -56,10 +56,10 @@ pub struct ServeArgs {
     #[arg(long, env = "ROOST_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
     /// Events an object may have queued before callers get 503 overloaded.
-    #[arg(long, env = "ROOST_MAILBOX_DEPTH", default_value_t = 1024)]
+    #[arg(long, env = "ROOST_MAILBOX_DEPTH", default_value_t = 1024, value_parser = at_least_one())]
     pub mailbox_depth: usize,
     /// Most events committed together in one batch.
-    #[arg(long, env = "ROOST_MAX_BATCH", default_value_t = 256)]
+    #[arg(long, env = "ROOST_MAX_BATCH", default_value_t = 256, value_parser = at_least_one())]
     pub max_batch: usize,
     /// Largest HTTP request body, in bytes (413 beyond).
     #[arg(long, env = "ROOST_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
@@ -279,4 +279,10 @@ impl ServeArgs {
         );
         config
     }
+}
+
+/// A count that must be 1 or more (0 would make the server useless, not
+/// smaller).
+fn at_least_one() -> clap::builder::RangedI64ValueParser<usize> {
+    clap::builder::RangedI64ValueParser::<usize>::new().range(1..)
 }

@@ -101,8 +101,17 @@ pub use feed_args::FeedArgs;
 /// Logs to stderr, in batches (`log_writer`); the guard writes out what is
 /// pending when dropped, and a panic writes it out before its message.
 fn init_logging(format: LogFormat) -> log_writer::LogGuard {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("ROOST_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use tracing_subscriber::EnvFilter;
+    // A `ROOST_LOG` that does not parse is said once logging is up, not
+    // silently replaced.
+    let mut refused = None;
+    let filter = match std::env::var("ROOST_LOG") {
+        Ok(text) if !text.trim().is_empty() => EnvFilter::try_new(&text).unwrap_or_else(|e| {
+            refused = Some((text, e.to_string()));
+            EnvFilter::new("info")
+        }),
+        _ => EnvFilter::new("info"),
+    };
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let (writer, guard) = log_writer::batched_stderr();
     guard.flush_before_panics();
@@ -113,6 +122,13 @@ fn init_logging(format: LogFormat) -> log_writer::LogGuard {
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
+    }
+    if let Some((value, error)) = refused {
+        tracing::warn!(
+            value,
+            error,
+            "ROOST_LOG is not a valid filter: logging at info"
+        );
     }
     guard
 }
@@ -304,4 +320,21 @@ async fn serve_until_signal(args: ServeArgs, builder: ServerBuilder) -> anyhow::
     server.shutdown().await?;
     tracing::info!("shut down cleanly");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::Cli;
+
+    #[test]
+    fn counts_of_zero_are_refused_not_raised() {
+        for flag in ["--max-batch", "--mailbox-depth"] {
+            let parsed = Cli::try_parse_from(["roost", "serve", flag, "0"]);
+            let e = parsed.expect_err(flag).to_string();
+            assert!(e.contains(flag) && e.contains('0'), "{flag}: {e}");
+            assert!(Cli::try_parse_from(["roost", "serve", flag, "1"]).is_ok());
+        }
+    }
 }

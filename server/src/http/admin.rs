@@ -44,11 +44,7 @@ pub(crate) async fn list(
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
     admin(&runtime, &headers)?;
-    let limit: u32 = q
-        .get("limit")
-        .and_then(|l| l.parse().ok())
-        .unwrap_or(100)
-        .clamp(1, 1000);
+    let limit = super::query_number(&q, "limit", 100, 1..=1000)? as u32;
     let mut objects = runtime
         .catalog()
         .list(
@@ -180,12 +176,7 @@ pub(crate) async fn sql(
 ) -> Result<Json<Value>, ApiError> {
     admin(&runtime, &headers)?;
     let key = existing(&runtime, path)?;
-    let Json(body) = body.map_err(|e| {
-        ApiError::new(
-            ErrorCode::BadRequest,
-            format!("expected {{\"sql\": \"...\"}}: {}", e.body_text()),
-        )
-    })?;
+    let body = super::rpc::json_body(body, r#"{"sql": "..."}"#)?;
     Ok(Json(runtime.inspect(&key, &body.sql).await?))
 }
 
@@ -238,13 +229,9 @@ pub(crate) async fn revoke(
     body: Result<Json<RevokeBody>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
     admin(&runtime, &headers)?;
-    let bad = || {
-        ApiError::new(
-            ErrorCode::BadRequest,
-            "expected {\"jti\": \"...\"} or {\"sub\": \"...\"}",
-        )
-    };
-    let Json(body) = body.map_err(|_| bad())?;
+    let expected = r#"{"jti": "..."} or {"sub": "..."}"#;
+    let bad = || ApiError::new(ErrorCode::BadRequest, format!("expected {expected}"));
+    let body = super::rpc::json_body(body, expected)?;
     let now = crate::auth::now_secs();
     let (kind, value) = match (body.jti, body.sub) {
         (Some(jti), None) if !jti.is_empty() => ("jti", jti),

@@ -16,28 +16,8 @@ use roost_protocol::ErrorCode;
 use serde_json::{json, Value};
 
 use super::error::ApiError;
+use super::query_number;
 use crate::runtime::Runtime;
-
-fn number(
-    q: &HashMap<String, String>,
-    name: &str,
-    default: i64,
-    max: i64,
-) -> Result<i64, ApiError> {
-    match q.get(name) {
-        None => Ok(default),
-        Some(text) => text
-            .parse::<i64>()
-            .ok()
-            .filter(|n| (0..=max).contains(n))
-            .ok_or_else(|| {
-                ApiError::new(
-                    ErrorCode::BadRequest,
-                    format!("`{name}` must be a whole number from 0 to {max}"),
-                )
-            }),
-    }
-}
 
 /// `GET /v1/feed`.
 pub(crate) async fn read(
@@ -46,9 +26,9 @@ pub(crate) async fn read(
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
     super::admin::admin(&runtime, &headers)?;
-    let after = number(&q, "after", 0, i64::MAX)?;
-    let limit = number(&q, "limit", 100, 1000)?.max(1) as u32;
-    let wait = number(&q, "wait", 0, 30)?;
+    let after = query_number(&q, "after", 0, 0..=i64::MAX)?;
+    let limit = query_number(&q, "limit", 100, 1..=1000)? as u32;
+    let wait = query_number(&q, "wait", 0, 0..=30)?;
     let classes: Vec<String> = q
         .get("class")
         .map(|c| {

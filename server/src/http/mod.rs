@@ -28,6 +28,32 @@ use crate::runtime::Runtime;
 use error::ApiError;
 pub(crate) use ws::configure as ws_configure;
 
+/// The whole number `name` of a query (`default` if absent), or 400
+/// `bad_request` naming the range it must be in.
+pub(crate) fn query_number(
+    q: &std::collections::HashMap<String, String>,
+    name: &str,
+    default: i64,
+    range: std::ops::RangeInclusive<i64>,
+) -> Result<i64, error::ApiError> {
+    let Some(text) = q.get(name) else {
+        return Ok(default);
+    };
+    text.parse::<i64>()
+        .ok()
+        .filter(|n| range.contains(n))
+        .ok_or_else(|| {
+            error::ApiError::new(
+                roost_protocol::ErrorCode::BadRequest,
+                format!(
+                    "`{name}` must be a whole number from {} to {}",
+                    range.start(),
+                    range.end()
+                ),
+            )
+        })
+}
+
 pub(crate) fn router(runtime: Runtime, max_body_bytes: usize) -> Router {
     let cors = cors::layer(&runtime.config().cors_origins);
     let router = Router::new()

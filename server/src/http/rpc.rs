@@ -28,6 +28,25 @@ pub(crate) fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, A
     })
 }
 
+/// A JSON body, or 413 `too_large` past `--max-body-bytes` and 400
+/// `bad_request` saying what was `expected` otherwise.
+pub(crate) fn json_body<T>(
+    body: Result<axum::Json<T>, axum::extract::rejection::JsonRejection>,
+    expected: &str,
+) -> Result<T, ApiError> {
+    match body {
+        Ok(axum::Json(body)) => Ok(body),
+        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(ApiError::new(
+            ErrorCode::TooLarge,
+            "request body is larger than the configured limit (--max-body-bytes)",
+        )),
+        Err(e) => Err(ApiError::new(
+            ErrorCode::BadRequest,
+            format!("expected {expected}: {}", e.body_text()),
+        )),
+    }
+}
+
 pub(crate) async fn call(
     State(runtime): State<Runtime>,
     path: Result<Path<(String, String, String)>, PathRejection>,

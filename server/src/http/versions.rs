@@ -76,12 +76,7 @@ pub(crate) async fn create(
     body: Result<Json<CreateBody>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Path(doc) = path.map_err(bad_path)?;
-    let Json(body) = body.map_err(|e| {
-        ApiError::new(
-            ErrorCode::BadRequest,
-            format!("expected {{\"name\": \"...\"}}: {}", e.body_text()),
-        )
-    })?;
+    let body = super::rpc::json_body(body, r#"{"name": "..."}"#)?;
     let to = Forward {
         method: "POST",
         path: "versions",
