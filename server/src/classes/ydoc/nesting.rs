@@ -170,10 +170,8 @@ mod tests {
         map
     }
 
-    #[test]
-    fn levels_add_up_across_the_document_and_the_update() {
-        let server = Doc::with_client_id(1);
-        chain(&server, 3);
+    /// A client (id 2) holding all of `server`, and its state vector then.
+    fn copy_of(server: &Doc) -> (Doc, yrs::StateVector) {
         let state = server
             .transact()
             .encode_state_as_update_v1(&Default::default());
@@ -183,6 +181,14 @@ mod tests {
             .apply_update(Update::decode_v1(&state).expect("decodes"))
             .expect("applies");
         let sv = client.transact().state_vector();
+        (client, sv)
+    }
+
+    #[test]
+    fn levels_add_up_across_the_document_and_the_update() {
+        let server = Doc::with_client_id(1);
+        chain(&server, 3);
+        let (client, sv) = copy_of(&server);
         // The client's deepest map (level 3) gets a map of its own.
         let deepest_map = {
             let mut map = client.get_or_insert_map("m");
@@ -220,15 +226,7 @@ mod tests {
             // At the front: each its own item, none merged.
             list.insert(&mut server.transact_mut(), 0, i);
         }
-        let state = server
-            .transact()
-            .encode_state_as_update_v1(&Default::default());
-        let client = Doc::with_client_id(2);
-        client
-            .transact_mut()
-            .apply_update(Update::decode_v1(&state).expect("decodes"))
-            .expect("applies");
-        let sv = client.transact().state_vector();
+        let (client, sv) = copy_of(&server);
         {
             let list = client.get_or_insert_array("list");
             let m = client.get_or_insert_map("m");
