@@ -1,6 +1,8 @@
 //! Resource faults against the real binary: an object that reaches its size
 //! cap keeps every acknowledged write, answers 413 for the write that does
-//! not fit, and goes on serving reads and writes without a restart.
+//! not fit, and goes on serving reads and writes without a restart; a full
+//! disk and a full file-descriptor table are refused with their own codes
+//! (507, 503) and pass without a restart.
 
 use roost_tests::{call, http, ServerProcess};
 use serde_json::{json, Value};
@@ -308,5 +310,97 @@ async fn a_sigterm_on_a_full_disk_stops_within_the_drain_timeout() -> anyhow::Re
     assert_eq!((status, body), (200, json!(acked)), "after the restart");
     server.terminate().await?;
     drop(disk);
+    Ok(())
+}
+
+/// An object that cannot get its file because the disk is full is refused
+/// as the full disk it is — 507 `insufficient_storage`, not 500
+/// `object_broken` — and is created once there is room, without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_object_on_a_full_disk_answers_507_and_starts_once_there_is_room(
+) -> anyhow::Result<()> {
+    let Some((disk, data)) = SmallDisk::for_test(16, "the new-object full-disk test") else {
+        return Ok(());
+    };
+    let server = ServerProcess::start(&data, &[]).await?;
+    let client = http();
+    assert_eq!(increment(&client, &server, "old").await?.0, 200);
+    let filler = fill(disk.dir.path())?;
+    for name in ["fresh-1", "fresh-2"] {
+        let (status, body) = increment(&client, &server, name).await?;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (507, Some("insufficient_storage")),
+            "a new object on a full disk: {body}"
+        );
+    }
+    std::fs::remove_file(&filler)?;
+    let (status, body) = increment(&client, &server, "fresh-1").await?;
+    assert_eq!((status, body), (200, json!(1)), "once there is room");
+    server.terminate().await?;
+    drop(disk);
+    Ok(())
+}
+
+/// Out of file descriptors (a low `ulimit -n`), an object that cannot open
+/// its file answers 503 `overloaded` (try again), not 500 `object_broken`;
+/// once descriptors are free again the same objects serve, each write
+/// applied once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_file_descriptors_objects_answer_503_and_serve_once_some_are_free(
+) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let server = ServerProcess::start(&dir.path().join("data"), &[]).await?;
+    let client = http();
+    assert_eq!(increment(&client, &server, "warm").await?.0, 200);
+    let open_fds = std::fs::read_dir(format!("/proc/{}/fd", server.pid))?.count();
+    // The soft limit only, a little above what is open: raised back below.
+    let limit = |soft: usize| {
+        std::process::Command::new("prlimit")
+            .arg(format!("--pid={}", server.pid))
+            .arg(format!("--nofile={soft}:"))
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !limit(open_fds + 12) {
+        eprintln!("SKIPPED: prlimit cannot lower the server's open-file limit here");
+        server.terminate().await?;
+        return Ok(());
+    }
+    let mut refused = Vec::new();
+    let mut acked = std::collections::HashMap::new();
+    for i in 0..40 {
+        let name = format!("o{i}");
+        let (status, body) = increment(&client, &server, &name).await?;
+        match status {
+            200 => {
+                acked.insert(name, 1i64);
+            }
+            _ => {
+                assert_eq!(
+                    (status, body["error"]["code"].as_str()),
+                    (503, Some("overloaded")),
+                    "{name} without a file descriptor: {body}"
+                );
+                refused.push(name);
+            }
+        }
+    }
+    assert!(!refused.is_empty(), "the limit refused no object");
+    assert!(limit(4096), "cannot raise the limit back");
+    for name in &refused {
+        let (status, body) = increment(&client, &server, name).await?;
+        assert_eq!(
+            (status, body),
+            (200, json!(1)),
+            "{name} once descriptors are free"
+        );
+        acked.insert(name.clone(), 1);
+    }
+    for (name, n) in &acked {
+        let (status, body) = call(&client, &server, "counter", name, "get", Value::Null).await?;
+        assert_eq!((status, body), (200, json!(n)), "{name}");
+    }
+    server.terminate().await?;
     Ok(())
 }

@@ -5,7 +5,9 @@
 //! through the log — they run rarely and usually migrate (DDL, which the
 //! log does not carry). A constructor that only read needs no fsync.
 //! A new object file is counted against `--max-objects` before it exists
-//! (refused with 507 past the cap) and registered in the catalog.
+//! (refused with 507 past the cap) and registered in the catalog. A file
+//! that cannot be opened for want of disk room or of a file descriptor is
+//! refused as such (507, 503), not as a broken object: both pass.
 
 use std::panic::AssertUnwindSafe;
 
@@ -18,11 +20,74 @@ use crate::id::{object_path, ObjectKey};
 use crate::object::DurableObject;
 use crate::storage::{Storage, StorageError, WAL_KEEP_BYTES};
 
+/// Why an object could not open or set up its file, as the caller sees
+/// it: a full disk is 507 `insufficient_storage` (as for any write) and no
+/// free file descriptor is 503 `overloaded` — both pass without a restart,
+/// and the next command tries again; anything else is `object_broken`.
 fn broken(e: StorageError) -> ErrorDetail {
+    if is_disk_full(&e) {
+        return error(
+            ErrorCode::InsufficientStorage,
+            format!(
+                "the disk has no room for the object's file; it starts once there is room ({e})"
+            ),
+        );
+    }
+    if is_out_of_descriptors(&e) {
+        return error(
+            ErrorCode::Overloaded,
+            format!(
+                "the server has no file descriptor free to open the object's file \
+                 (its open-file limit); try again ({e})"
+            ),
+        );
+    }
     error(
         ErrorCode::ObjectBroken,
         format!("cannot open object storage: {e}"),
     )
+}
+
+/// SQLite's "database or disk is full", or ENOSPC / EDQUOT from the file
+/// system.
+fn is_disk_full(e: &StorageError) -> bool {
+    match e {
+        StorageError::DatabaseFull { .. } | StorageError::Full => true,
+        StorageError::Sqlite(rusqlite::Error::SqliteFailure(f, _)) => {
+            f.code == rusqlite::ErrorCode::DiskFull
+        }
+        StorageError::Io(io) => matches!(io.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT)),
+        _ => false,
+    }
+}
+
+/// Descriptors asked for to tell a full table from another failed open.
+const DESCRIPTOR_PROBES: usize = 8;
+
+/// EMFILE / ENFILE. SQLite reports a failed `open` only as "unable to open
+/// database file" (`SQLITE_CANTOPEN`, without its errno), after closing what
+/// it had opened (the database, WAL, shared memory): so as many descriptors
+/// as an object takes, and a few more, are asked for here, and refused for
+/// the same reason if that was it.
+fn is_out_of_descriptors(e: &StorageError) -> bool {
+    let exhausted =
+        |io: &std::io::Error| matches!(io.raw_os_error(), Some(libc::EMFILE | libc::ENFILE));
+    match e {
+        StorageError::Io(io) => exhausted(io),
+        StorageError::Sqlite(rusqlite::Error::SqliteFailure(f, _))
+            if f.code == rusqlite::ErrorCode::CannotOpen =>
+        {
+            let mut held = Vec::with_capacity(DESCRIPTOR_PROBES);
+            for _ in 0..DESCRIPTOR_PROBES {
+                match std::fs::File::open("/") {
+                    Ok(f) => held.push(f),
+                    Err(io) => return exhausted(&io),
+                }
+            }
+            false
+        }
+        _ => false,
+    }
 }
 
 /// Opens storage and runs the constructor in a durable transaction of its own.
