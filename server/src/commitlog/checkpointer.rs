@@ -15,6 +15,13 @@
 //! deleted; every later round tries the kept ones again (without waiting),
 //! and a lost object's stay until the next start-up replays them.
 //!
+//! Architecture Invariant: once an object file's fsync has failed, no
+//! segment is deleted again until a restart. After a failed fsync the kernel
+//! may have dropped the dirty pages it could not write, and a later fsync
+//! of the same file can succeed without them (PostgreSQL's "fsyncgate"):
+//! only the log still holds those batches, and the next start-up replays
+//! them into the files.
+//!
 //! Architecture Invariant: a segment holding an object's deletion mark is
 //! deleted only while no kept segment holds a record of that object: the
 //! mark is what keeps recovery from replaying a kept segment's batches of
@@ -78,6 +85,7 @@ pub(super) fn checkpointer(
     // again first (without waiting): an object that was only slow has
     // committed by then, and its segments can go.
     let mut kept: Vec<Round> = Vec::new();
+    let mut sync_failed = false;
     while let Ok(first) = rx.recv() {
         // Segments sealed while the last round ran are taken together: each
         // object file is synced once for all of them.
@@ -95,13 +103,15 @@ pub(super) fn checkpointer(
         }
         for earlier in std::mem::take(&mut kept) {
             let segments = earlier.segments.clone();
-            match checkpoint_round(earlier, None, &kept, data_dir, log_dir, unflushed) {
+            let (dirs, failed) = ((data_dir, log_dir), &mut sync_failed);
+            match checkpoint_round(earlier, None, &kept, dirs, unflushed, failed) {
                 Some(still) => kept.push(still),
                 None => tracing::info!(?segments, "checkpointed segments kept by an earlier round"),
             }
         }
         let wait = if closing { Duration::ZERO } else { patience };
-        if let Some(r) = checkpoint_round(round, Some(wait), &kept, data_dir, log_dir, unflushed) {
+        let (dirs, failed) = ((data_dir, log_dir), &mut sync_failed);
+        if let Some(r) = checkpoint_round(round, Some(wait), &kept, dirs, unflushed, failed) {
             kept.push(r);
         }
     }
@@ -111,15 +121,20 @@ pub(super) fn checkpointer(
 /// its segments must be kept for recovery instead. `patience`: how long to
 /// wait for an object still committing (`None`: a kept round tried again,
 /// which does not wait, and syncs nothing unless every object has
-/// committed). `earlier`: the rounds still kept before this one.
+/// committed). `earlier`: the rounds still kept before this one. `dirs`:
+/// the data and log directories. `sync_failed`: set once an fsync failed;
+/// from then on every round is kept (see the module's invariants).
 fn checkpoint_round(
     round: Round,
     patience: Option<Duration>,
     earlier: &[Round],
-    data_dir: &Path,
-    log_dir: &Path,
+    (data_dir, log_dir): (&Path, &Path),
     unflushed: &Unflushed,
+    sync_failed: &mut bool,
 ) -> Option<Round> {
+    if *sync_failed {
+        return Some(round);
+    }
     let started = Instant::now();
     let Round {
         segments, objects, ..
@@ -163,7 +178,14 @@ fn checkpoint_round(
         sync_object_files(&crate::id::object_path(data_dir, class, *id))
     });
     if let Err(e) = synced {
-        tracing::error!(error = %e, ?segments, "checkpoint fsync failed; keeping the segments");
+        *sync_failed = true;
+        tracing::error!(
+            error = %e,
+            ?segments,
+            "checkpoint fsync failed: the file may have lost writes the kernel could not make, so \
+             no commit log segment is deleted until a restart replays them (restart Roost once the \
+             disk is sound; the log grows until then)"
+        );
         return Some(round);
     }
     if let Some(id) = waiting {
@@ -182,4 +204,74 @@ fn checkpoint_round(
         "checkpoint done"
     );
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An fsync that failed once is not trusted when it succeeds later:
+    /// the segment stays for recovery.
+    #[test]
+    fn after_a_failed_fsync_no_segment_is_deleted() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (data, log) = (dir.path().join("data"), dir.path().join("log"));
+        fs::create_dir_all(&log).expect("log dir");
+        let id = ObjectId::derive("counter", "c");
+        let file = crate::id::object_path(&data, "counter", id);
+        fs::create_dir_all(file.parent().expect("parent")).expect("object dir");
+        fs::write(&file, b"db").expect("db file");
+        // Its WAL a symlink to itself: opening it fails (ELOOP), as an
+        // fsync error would, until the link is gone.
+        let mut wal = file.clone().into_os_string();
+        wal.push("-wal");
+        std::os::unix::fs::symlink(&wal, &wal).expect("symlink");
+        let round = |segment: u64| {
+            fs::write(segment_path(&log, segment), b"records").expect("segment");
+            Round {
+                segments: vec![segment],
+                objects: HashMap::from([(("counter".to_owned(), id), 1)]),
+                deleted: HashSet::new(),
+            }
+        };
+        let unflushed = Unflushed::default();
+        let mut failed = false;
+        let dirs = (data.as_path(), log.as_path());
+        let kept = checkpoint_round(
+            round(1),
+            Some(Duration::ZERO),
+            &[],
+            dirs,
+            &unflushed,
+            &mut failed,
+        );
+        assert!(failed && kept.is_some());
+        fs::remove_file(&wal).expect("unlink");
+        // The same file now syncs, but neither the kept round nor a new one
+        // is deleted.
+        let kept = kept.expect("kept");
+        assert!(checkpoint_round(kept, None, &[], dirs, &unflushed, &mut failed).is_some());
+        assert!(checkpoint_round(
+            round(2),
+            Some(Duration::ZERO),
+            &[],
+            dirs,
+            &unflushed,
+            &mut failed
+        )
+        .is_some());
+        assert!(segment_path(&log, 1).exists() && segment_path(&log, 2).exists());
+        // Without a failure, a round's segment goes.
+        let mut fresh = false;
+        assert!(checkpoint_round(
+            round(3),
+            Some(Duration::ZERO),
+            &[],
+            dirs,
+            &unflushed,
+            &mut fresh
+        )
+        .is_none());
+        assert!(!segment_path(&log, 3).exists());
+    }
 }
