@@ -404,3 +404,55 @@ async fn out_of_file_descriptors_objects_answer_503_and_serve_once_some_are_free
     server.terminate().await?;
     Ok(())
 }
+
+/// An object file that cannot take its logged writes at start-up (damaged
+/// while the server was down) stops the start with one line that names the
+/// file and the way out, and the log keeps the writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_object_file_at_start_up_is_named_with_the_way_out() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let server = ServerProcess::start(dir.path(), &["--checkpoint-interval", "1h"]).await?;
+    let client = http();
+    for _ in 0..5 {
+        let (status, body) = call(&client, &server, "counter", "c", "increment", json!({})).await?;
+        assert_eq!(status, 200, "{body}");
+    }
+    server.kill9().await?;
+    let data = dir.path().to_owned();
+    let file = roost_tests::walk(&data.join("objects"))
+        .into_iter()
+        .find(|p| p.extension().is_some_and(|e| e == "sqlite"))
+        .ok_or_else(|| anyhow::anyhow!("no object file"))?;
+    // The file and its WAL (which holds the newest pages) both damaged.
+    std::fs::write(&file, vec![0x5a; 8192])?;
+    let mut wal = file.clone().into_os_string();
+    wal.push("-wal");
+    if std::path::Path::new(&wal).exists() {
+        std::fs::write(&wal, vec![0x5a; 8192])?;
+    }
+    let out = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        tokio::process::Command::new(roost_tests::roost_bin())
+            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+            .arg(&data)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await??;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("error: ")
+            && last.contains(&file.display().to_string())
+            && last.contains("roost restore"),
+        "{stderr}"
+    );
+    assert!(
+        std::fs::read_dir(data.join("log"))?.next().is_some(),
+        "the log was emptied"
+    );
+    Ok(())
+}

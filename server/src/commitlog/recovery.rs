@@ -36,14 +36,28 @@ pub(crate) struct RecoveryReport {
 pub(crate) enum RecoveryError {
     #[error("i/o during recovery: {0}")]
     Io(#[from] std::io::Error),
-    #[error("sqlite during recovery of {object}: {source}")]
+    #[error(
+        "cannot replay logged writes into {} (object {object}): {error}; {DAMAGED}",
+        path.display()
+    )]
     Sqlite {
         object: ObjectId,
-        source: rusqlite::Error,
+        path: std::path::PathBuf,
+        // Not `source`: the message says it, and a source is said again.
+        error: rusqlite::Error,
     },
-    #[error("cannot apply logged changes to {0}")]
-    Apply(ObjectId),
+    #[error("cannot apply logged changes to {} (object {object}); {DAMAGED}", path.display())]
+    Apply {
+        object: ObjectId,
+        path: std::path::PathBuf,
+    },
 }
+
+/// What an operator is told when an object's file cannot take its logged
+/// writes at start-up.
+const DAMAGED: &str = "the server does not start without this object's acknowledged writes: \
+     if the file is damaged, restore the data directory from a backup (`roost restore`); \
+     the commit log in <data>/log still holds the writes";
 
 pub(crate) fn recover(data_dir: &Path) -> Result<RecoveryReport, RecoveryError> {
     let log_dir = data_dir.join("log");
@@ -176,7 +190,11 @@ fn replay_object(
     id: ObjectId,
     records: &[Record],
 ) -> Result<(usize, u64), RecoveryError> {
-    let sql = |source| RecoveryError::Sqlite { object: id, source };
+    let sql = |error| RecoveryError::Sqlite {
+        object: id,
+        path: path.to_owned(),
+        error,
+    };
     let conn = Connection::open(path).map_err(sql)?;
     conn.execute_batch("PRAGMA synchronous=FULL; BEGIN IMMEDIATE;")
         .map_err(sql)?;
@@ -193,7 +211,10 @@ fn replay_object(
         if r.seq != expected {
             tracing::warn!(object = %id, seq = r.seq, expected, "gap in logged batches");
         }
-        conflicts += apply_changeset(&conn, &r.changeset).map_err(|_| RecoveryError::Apply(id))?;
+        conflicts += apply_changeset(&conn, &r.changeset).map_err(|_| RecoveryError::Apply {
+            object: id,
+            path: path.to_owned(),
+        })?;
         conn.execute(
             "UPDATE _roost_meta SET v = ?1 WHERE k = 'commit_seq'",
             [i64::try_from(r.seq).unwrap_or(i64::MAX)],
