@@ -173,6 +173,67 @@ async fn revoking_a_token_closes_its_sockets_and_outlives_a_restart() -> anyhow:
     Ok(())
 }
 
+/// A socket's token is the one it refreshed to: revoking that token closes
+/// the socket, object and Yjs sockets alike (before, revocation matched
+/// only the token the socket opened with, and a refreshed socket outlived
+/// the revocation of the token it was using). A refresh to another
+/// holder's token (`sub`) is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_the_token_a_socket_refreshed_to_closes_it() -> anyhow::Result<()> {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let dir = tempfile::tempdir()?;
+    let args = ["--auth-secret", SECRET, "--admin-token", ADMIN];
+    let server = ServerProcess::start(dir.path(), &args).await?;
+    let both = |extra: &[&str]| -> anyhow::Result<String> {
+        let mut flags = vec!["--obj", "ydoc/*"];
+        flags.extend_from_slice(extra);
+        mint(SECRET, "room/*", &flags)
+    };
+    let r1 = both(&["--sub", "erin", "--jti", "r1"])?;
+    let r2 = both(&["--sub", "erin", "--jti", "r2"])?;
+    let mallory = both(&["--sub", "mallory", "--jti", "m1"])?;
+    let mut room =
+        Client::connect(&server.ws_url(&format!("/v1/objects/room/x/ws?token={r1}"))).await?;
+    room.event("history").await?;
+    let auth = |t: &str| json!({"type": "auth", "token": t}).to_string();
+    room.send_text(&auth(&mallory)).await?;
+    let refused = room.event("error").await?;
+    assert_eq!(refused["code"], "forbidden", "{refused}");
+    room.send_text(&auth(&r2)).await?;
+    room.event("auth").await?;
+    let mut doc = Client::connect(&server.ws_url(&format!("/v1/yjs/d?token={r1}"))).await?;
+    doc.ws
+        .send(Message::Binary(
+            roost_protocol::yjs::refresh_frame(&r2).into(),
+        ))
+        .await?;
+    // The refresh is handled before the next frame: a ping answered means it took.
+    doc.ws
+        .send(Message::Binary(
+            roost_protocol::yjs::PING_FRAME.to_vec().into(),
+        ))
+        .await?;
+    loop {
+        match doc.next(Duration::from_secs(5)).await? {
+            Frame::Binary(b) if b == roost_protocol::yjs::PING_FRAME => break,
+            Frame::Closed(code, reason) => anyhow::bail!("closed: {code:?} {reason}"),
+            _ => continue,
+        }
+    }
+    // Revoking the token they opened with no longer matters...
+    let answer = revoke(&server, json!({"jti": "r1"})).await?;
+    assert_eq!(answer["closed_sockets"], 0, "{answer}");
+    assert!(room.call("who", json!(null)).await?["error"].is_null());
+    // ...revoking the one they use now closes both.
+    let answer = revoke(&server, json!({"jti": "r2"})).await?;
+    assert_eq!(answer["closed_sockets"], 2, "{answer}");
+    assert_eq!(closed_with(&mut room).await?, Some(4403));
+    assert_eq!(closed_with(&mut doc).await?, Some(4403));
+    server.terminate().await?;
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_secret_rotates_on_sighup_with_a_grace_period() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
