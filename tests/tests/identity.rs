@@ -113,6 +113,84 @@ async fn a_room_shows_the_verified_name_never_the_one_asked_for() -> anyhow::Res
     Ok(())
 }
 
+/// A token that names no holder (no `sub`, no `name`) cannot pass for
+/// someone else: the room names it `anonymous` whatever `?name=`, `join`
+/// or `send` ask for, and the lobby refuses its calls rather than take a
+/// `player` argument (before, it could post as "Alice" and make Alice
+/// leave her seat).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_without_a_holder_cannot_act_as_another() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let server = ServerProcess::start(dir.path(), &["--auth-secret", SECRET]).await?;
+    let alice = mint(
+        SECRET,
+        "room/*",
+        &["--obj", "lobby/*", "--sub", "alice", "--name", "Alice"],
+    )?;
+    let nobody = mint(SECRET, "room/*", &["--obj", "lobby/*"])?;
+    let mut m = Client::connect(
+        &server.ws_url(&format!("/v1/objects/room/r/ws?name=Alice&token={nobody}")),
+    )
+    .await?;
+    m.event("history").await?;
+    let joined = m.call("join", json!({"name": "Alice"})).await?;
+    assert_eq!(joined["ok"]["name"], "anonymous", "{joined}");
+    m.call("send", json!({"text": "I am Alice"})).await?;
+    assert_eq!(m.event("message").await?["name"], "anonymous");
+    let post = |token: &str, path: &str, body: Value| {
+        http()
+            .post(server.url(path))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+    };
+    let resp: Value = post(
+        &nobody,
+        "/v1/objects/room/r/call/send",
+        json!({"text": "hi", "name": "Alice"}),
+    )
+    .await?
+    .json()
+    .await?;
+    assert!(resp["id"].is_i64(), "{resp}");
+    let history: Value = post(&alice, "/v1/objects/room/r/call/history", json!({}))
+        .await?
+        .json()
+        .await?;
+    let names: Vec<&str> = history
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m["name"].as_str())
+        .collect();
+    assert_eq!(names, ["anonymous", "anonymous"], "{history}");
+    // The lobby: Alice takes a seat; a holderless token cannot unseat her.
+    let r = post(
+        &alice,
+        "/v1/objects/lobby/l/call/join",
+        json!({"name": "Alice"}),
+    )
+    .await?;
+    assert_eq!(r.status(), 200);
+    for (method, args) in [
+        ("leave", json!({"player": "alice"})),
+        ("ready", json!({"player": "alice"})),
+        ("join", json!({"name": "Mallory", "player": "alice"})),
+    ] {
+        let r = post(&nobody, &format!("/v1/objects/lobby/l/call/{method}"), args).await?;
+        assert!(r.status().is_client_error(), "{method}: {}", r.status());
+    }
+    let state: Value = post(&alice, "/v1/objects/lobby/l/call/state", json!({}))
+        .await?
+        .json()
+        .await?;
+    assert_eq!(state["players"][0]["id"], "alice", "{state}");
+    assert_eq!(state["players"][0]["name"], "Alice", "{state}");
+    assert_eq!(state["players"][0]["ready"], false, "{state}");
+    server.terminate().await?;
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoking_a_token_closes_its_sockets_and_outlives_a_restart() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;

@@ -45,12 +45,23 @@ fn clean_name(name: &str) -> Result<String, ObjectError> {
 }
 
 /// The caller's name as its token's issuer vouched for it (`name`, else
-/// `sub`), cleaned; `None` without auth. With auth on, names a client
-/// chooses (`?name=`, `join`, `send`'s `name`) are ignored for it.
+/// `sub`, trimmed and cut to 64 characters; `anonymous` for a token that
+/// names no one); `None` without auth. With auth on, names a client
+/// chooses (`?name=`, `join`, `send`'s `name`) are never used: a token
+/// without `name` or `sub` cannot pass for someone else.
 fn verified_name(ctx: &Ctx) -> Option<String> {
     let identity = ctx.identity()?;
-    let name = identity.name.as_deref().or(identity.sub.as_deref())?;
-    clean_name(name).ok()
+    let name: String = identity
+        .name
+        .as_deref()
+        .or(identity.sub.as_deref())
+        .unwrap_or("")
+        .trim()
+        .chars()
+        .take(MAX_NAME_CHARS)
+        .collect();
+    let name = name.trim();
+    Some(if name.is_empty() { "anonymous" } else { name }.to_owned())
 }
 
 fn name_of(ctx: &Ctx, socket: SocketId) -> String {
