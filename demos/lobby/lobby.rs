@@ -24,7 +24,8 @@
 //!
 //! With auth on (`--auth-secret`), a player is the token's `sub` (and its
 //! `name`, if any, the display name): `player` arguments and `?player=` are
-//! ignored, so no one can act as another. Without auth, a player id is a
+//! ignored, so no one can act as another; a token without a `sub` may watch
+//! but not join or act (its calls fail). Without auth, a player id is a
 //! bearer secret chosen by the page; anyone who knows it can act as that
 //! player.
 
@@ -169,10 +170,22 @@ fn clean_name(args: &Value) -> Result<String, ObjectError> {
     Ok(name.to_owned())
 }
 
-/// The caller's verified player id (its token's `sub`), with auth on.
-fn verified_player(ctx: &Ctx) -> Option<String> {
-    let sub = ctx.identity()?.sub.as_deref()?;
-    (!sub.is_empty() && sub.len() <= MAX_PLAYER_ID_BYTES).then(|| sub.to_owned())
+/// The caller's verified player id (its token's `sub`), with auth on:
+/// `Ok(None)` without auth, an error for a token whose `sub` is missing or
+/// unusable (it must not fall back to a `player` the caller names, or any
+/// token could act as any player).
+fn verified_player(ctx: &Ctx) -> Result<Option<String>, ObjectError> {
+    let Some(identity) = ctx.identity() else {
+        return Ok(None);
+    };
+    match identity.sub.as_deref() {
+        Some(sub) if !sub.is_empty() && sub.len() <= MAX_PLAYER_ID_BYTES => {
+            Ok(Some(sub.to_owned()))
+        }
+        _ => Err(ObjectError::app(format!(
+            "the lobby seats a token's holder: its `sub` must be 1..={MAX_PLAYER_ID_BYTES} bytes"
+        ))),
+    }
 }
 
 fn player_arg(args: &Value) -> Result<Option<String>, ObjectError> {
@@ -190,7 +203,7 @@ fn player_arg(args: &Value) -> Result<Option<String>, ObjectError> {
 impl Lobby {
     /// The player a call acts for: the socket's bound player, else `player`.
     fn caller(&self, ctx: &Ctx, args: &Value) -> Result<String, ObjectError> {
-        if let Some(p) = verified_player(ctx) {
+        if let Some(p) = verified_player(ctx)? {
             return Ok(p);
         }
         if let Some(p) = ctx.caller_socket().and_then(|s| bound_player(ctx, s)) {
@@ -251,7 +264,7 @@ impl Lobby {
             None => clean_name(args)?,
         };
         let socket = ctx.caller_socket();
-        let requested = match (verified_player(ctx), player_arg(args)?) {
+        let requested = match (verified_player(ctx)?, player_arg(args)?) {
             (Some(p), _) | (None, Some(p)) => Some(p),
             (None, None) => socket.and_then(|s| bound_player(ctx, s)),
         };
@@ -316,7 +329,12 @@ impl DurableObject for Lobby {
     ) -> Result<Admission, ObjectError> {
         // A page that reconnects (network blip, server restart) names its
         // player: bind the socket to the seat it still holds.
-        let player = verified_player(ctx).or_else(|| request.query.get("player").cloned());
+        // With auth on only the token's `sub` binds (none for a token without
+        // one: it watches); `?player=` binds only without auth.
+        let player = match ctx.identity() {
+            Some(_) => verified_player(ctx).ok().flatten(),
+            None => request.query.get("player").cloned(),
+        };
         if let Some(player) = player {
             if self.state.seat_of(&player).is_some() {
                 bind(ctx, socket, &player)?;

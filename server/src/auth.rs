@@ -6,10 +6,10 @@
 //! With no secret configured every request is anonymous and may write (the
 //! server then refuses to bind anything but loopback unless told
 //! `--allow-anonymous`). With a secret, every object route needs a token:
-//! missing, malformed, expired, wrongly signed or unsigned (`alg: none`)
-//! tokens are `unauthorized` (401); a valid token for another object is
-//! `forbidden` (403). This module knows nothing of HTTP beyond reading a
-//! header value.
+//! missing, malformed, expired, not yet valid (`nbf`), wrongly signed or
+//! unsigned (`alg: none`) tokens are `unauthorized` (401); a valid token
+//! for another object is `forbidden` (403). This module knows nothing of
+//! HTTP beyond reading a header value.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
@@ -249,6 +249,8 @@ impl Auth {
         };
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = 0;
+        // `nbf` is optional, but a token that carries one is refused before it.
+        validation.validate_nbf = true;
         validation.set_required_spec_claims(&["exp"]);
         let decoded = decode::<Claims>(token, &DecodingKey::from_secret(&secret), &validation);
         let decoded = match (decoded, previous) {
@@ -261,6 +263,9 @@ impl Auth {
         };
         decoded.map(|d| d.claims).map_err(|e| match e.kind() {
             jsonwebtoken::errors::ErrorKind::ExpiredSignature => unauthorized("token expired"),
+            jsonwebtoken::errors::ErrorKind::ImmatureSignature => {
+                unauthorized("token is not valid yet (nbf)")
+            }
             jsonwebtoken::errors::ErrorKind::InvalidSignature => {
                 unauthorized("token signature is invalid")
             }
@@ -471,6 +476,33 @@ mod tests {
             "access tokens are not admin tokens"
         );
         assert!(auth.check_admin(Some("admin2")).is_err());
+    }
+
+    /// A token that names a `nbf` (not before) is refused until then.
+    #[test]
+    fn not_before_is_honoured() {
+        let auth = Auth::new(Some(b"s3cret".to_vec()), None);
+        let with_nbf = |nbf: u64| {
+            let claims = serde_json::json!({
+                "obj": ["ydoc/a"], "perm": "write", "exp": now_secs() + 600, "nbf": nbf,
+            });
+            encode(
+                &Header::new(Algorithm::HS256),
+                &claims,
+                &EncodingKey::from_secret(b"s3cret"),
+            )
+            .expect("encode")
+        };
+        let e = auth
+            .check(Some(&with_nbf(now_secs() + 3600)), &key("ydoc", "a"))
+            .expect_err("not valid yet");
+        assert_eq!(
+            (e.code, e.message.as_str()),
+            (ErrorCode::Unauthorized, "token is not valid yet (nbf)")
+        );
+        assert!(auth
+            .check(Some(&with_nbf(now_secs() - 1)), &key("ydoc", "a"))
+            .is_ok());
     }
 
     #[test]

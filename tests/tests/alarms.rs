@@ -158,3 +158,78 @@ async fn a_followup_set_after_the_conversation_still_arrives() -> anyhow::Result
     server.terminate().await?;
     Ok(())
 }
+
+/// A follow-up delay is bounded (1 ms to a year): one that would reach past
+/// `i64::MAX` ms is refused with 400 and arms nothing. (Before, `now +
+/// after_ms` wrapped to a time just above `i64::MIN`, which the scheduler
+/// put first yet slept on for centuries: no other object's alarm fired.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_absurd_followup_delay_is_refused_and_other_alarms_still_fire() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let server = ServerProcess::start(dir.path(), &[]).await?;
+    let client = http();
+    call(
+        &client,
+        &server,
+        "room",
+        "evil",
+        "send",
+        json!({"text": "hi"}),
+    )
+    .await?;
+    let now_ms = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_millis(),
+    )?;
+    let wraps = i64::MAX - now_ms + 3_600_000;
+    let year = 365 * 24 * 3600 * 1000_i64;
+    for after_ms in [
+        json!(wraps),
+        json!(i64::MAX),
+        json!(year + 1),
+        json!(0),
+        json!(-5),
+        json!("5"),
+        json!(1.5),
+    ] {
+        let (status, body) = call(
+            &client,
+            &server,
+            "room",
+            "evil",
+            "followup",
+            json!({"after_ms": after_ms, "text": "evil"}),
+        )
+        .await?;
+        assert_eq!(status, 400, "after_ms {after_ms}: {body}");
+        assert_eq!(body["error"]["code"], "bad_request");
+    }
+    let (status, _) = call(
+        &client,
+        &server,
+        "room",
+        "evil",
+        "followup",
+        json!({"after_ms": year}),
+    )
+    .await?;
+    assert_eq!(status, 200, "a year is allowed");
+    // Another room's follow-up still arrives on time.
+    let mut a = Client::connect(&server.ws_url("/v1/objects/room/victim/ws?name=ann")).await?;
+    a.event("history").await?;
+    a.call("send", json!({"text": "hello"})).await?;
+    a.event("message").await?;
+    a.call("followup", json!({"after_ms": 300, "text": "Still there?"}))
+        .await?;
+    let m = tokio::time::timeout(Duration::from_secs(5), a.event("message")).await??;
+    assert_eq!(m["text"], "Still there?");
+    let (_, history) = call(&client, &server, "room", "evil", "history", json!({})).await?;
+    assert_eq!(
+        history.as_array().map(Vec::len),
+        Some(1),
+        "no follow-up posted: {history}"
+    );
+    server.terminate().await?;
+    Ok(())
+}

@@ -113,6 +113,84 @@ async fn a_room_shows_the_verified_name_never_the_one_asked_for() -> anyhow::Res
     Ok(())
 }
 
+/// A token that names no holder (no `sub`, no `name`) cannot pass for
+/// someone else: the room names it `anonymous` whatever `?name=`, `join`
+/// or `send` ask for, and the lobby refuses its calls rather than take a
+/// `player` argument (before, it could post as "Alice" and make Alice
+/// leave her seat).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_without_a_holder_cannot_act_as_another() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let server = ServerProcess::start(dir.path(), &["--auth-secret", SECRET]).await?;
+    let alice = mint(
+        SECRET,
+        "room/*",
+        &["--obj", "lobby/*", "--sub", "alice", "--name", "Alice"],
+    )?;
+    let nobody = mint(SECRET, "room/*", &["--obj", "lobby/*"])?;
+    let mut m = Client::connect(
+        &server.ws_url(&format!("/v1/objects/room/r/ws?name=Alice&token={nobody}")),
+    )
+    .await?;
+    m.event("history").await?;
+    let joined = m.call("join", json!({"name": "Alice"})).await?;
+    assert_eq!(joined["ok"]["name"], "anonymous", "{joined}");
+    m.call("send", json!({"text": "I am Alice"})).await?;
+    assert_eq!(m.event("message").await?["name"], "anonymous");
+    let post = |token: &str, path: &str, body: Value| {
+        http()
+            .post(server.url(path))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+    };
+    let resp: Value = post(
+        &nobody,
+        "/v1/objects/room/r/call/send",
+        json!({"text": "hi", "name": "Alice"}),
+    )
+    .await?
+    .json()
+    .await?;
+    assert!(resp["id"].is_i64(), "{resp}");
+    let history: Value = post(&alice, "/v1/objects/room/r/call/history", json!({}))
+        .await?
+        .json()
+        .await?;
+    let names: Vec<&str> = history
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m["name"].as_str())
+        .collect();
+    assert_eq!(names, ["anonymous", "anonymous"], "{history}");
+    // The lobby: Alice takes a seat; a holderless token cannot unseat her.
+    let r = post(
+        &alice,
+        "/v1/objects/lobby/l/call/join",
+        json!({"name": "Alice"}),
+    )
+    .await?;
+    assert_eq!(r.status(), 200);
+    for (method, args) in [
+        ("leave", json!({"player": "alice"})),
+        ("ready", json!({"player": "alice"})),
+        ("join", json!({"name": "Mallory", "player": "alice"})),
+    ] {
+        let r = post(&nobody, &format!("/v1/objects/lobby/l/call/{method}"), args).await?;
+        assert!(r.status().is_client_error(), "{method}: {}", r.status());
+    }
+    let state: Value = post(&alice, "/v1/objects/lobby/l/call/state", json!({}))
+        .await?
+        .json()
+        .await?;
+    assert_eq!(state["players"][0]["id"], "alice", "{state}");
+    assert_eq!(state["players"][0]["name"], "Alice", "{state}");
+    assert_eq!(state["players"][0]["ready"], false, "{state}");
+    server.terminate().await?;
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoking_a_token_closes_its_sockets_and_outlives_a_restart() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
@@ -169,6 +247,67 @@ async fn revoking_a_token_closes_its_sockets_and_outlives_a_restart() -> anyhow:
     assert_eq!(status_with(&server, WHO, &t2).await?, 403);
     assert_eq!(status_with(&server, WHO, &fresh).await?, 200);
     assert_eq!(status_with(&server, WHO, &dave).await?, 200);
+    server.terminate().await?;
+    Ok(())
+}
+
+/// A socket's token is the one it refreshed to: revoking that token closes
+/// the socket, object and Yjs sockets alike (before, revocation matched
+/// only the token the socket opened with, and a refreshed socket outlived
+/// the revocation of the token it was using). A refresh to another
+/// holder's token (`sub`) is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_the_token_a_socket_refreshed_to_closes_it() -> anyhow::Result<()> {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let dir = tempfile::tempdir()?;
+    let args = ["--auth-secret", SECRET, "--admin-token", ADMIN];
+    let server = ServerProcess::start(dir.path(), &args).await?;
+    let both = |extra: &[&str]| -> anyhow::Result<String> {
+        let mut flags = vec!["--obj", "ydoc/*"];
+        flags.extend_from_slice(extra);
+        mint(SECRET, "room/*", &flags)
+    };
+    let r1 = both(&["--sub", "erin", "--jti", "r1"])?;
+    let r2 = both(&["--sub", "erin", "--jti", "r2"])?;
+    let mallory = both(&["--sub", "mallory", "--jti", "m1"])?;
+    let mut room =
+        Client::connect(&server.ws_url(&format!("/v1/objects/room/x/ws?token={r1}"))).await?;
+    room.event("history").await?;
+    let auth = |t: &str| json!({"type": "auth", "token": t}).to_string();
+    room.send_text(&auth(&mallory)).await?;
+    let refused = room.event("error").await?;
+    assert_eq!(refused["code"], "forbidden", "{refused}");
+    room.send_text(&auth(&r2)).await?;
+    room.event("auth").await?;
+    let mut doc = Client::connect(&server.ws_url(&format!("/v1/yjs/d?token={r1}"))).await?;
+    doc.ws
+        .send(Message::Binary(
+            roost_protocol::yjs::refresh_frame(&r2).into(),
+        ))
+        .await?;
+    // The refresh is handled before the next frame: a ping answered means it took.
+    doc.ws
+        .send(Message::Binary(
+            roost_protocol::yjs::PING_FRAME.to_vec().into(),
+        ))
+        .await?;
+    loop {
+        match doc.next(Duration::from_secs(5)).await? {
+            Frame::Binary(b) if b == roost_protocol::yjs::PING_FRAME => break,
+            Frame::Closed(code, reason) => anyhow::bail!("closed: {code:?} {reason}"),
+            _ => continue,
+        }
+    }
+    // Revoking the token they opened with no longer matters...
+    let answer = revoke(&server, json!({"jti": "r1"})).await?;
+    assert_eq!(answer["closed_sockets"], 0, "{answer}");
+    assert!(room.call("who", json!(null)).await?["error"].is_null());
+    // ...revoking the one they use now closes both.
+    let answer = revoke(&server, json!({"jti": "r2"})).await?;
+    assert_eq!(answer["closed_sockets"], 2, "{answer}");
+    assert_eq!(closed_with(&mut room).await?, Some(4403));
+    assert_eq!(closed_with(&mut doc).await?, Some(4403));
     server.terminate().await?;
     Ok(())
 }

@@ -10,7 +10,8 @@
 //! `who` (→ `[names]`), `history {limit}`, `followup {after_ms, text}`: post
 //! `text` as a system message `after_ms` after the last message (re-armed by
 //! each message and armed by `followup` itself when the room has messages,
-//! through the room's alarm; `after_ms: null` turns it off). A text frame `ping` is answered
+//! through the room's alarm; `after_ms` is at most a year, `null` turns it
+//! off). A text frame `ping` is answered
 //! `pong` by the socket layer without waking the room.
 
 use serde_json::{json, Value};
@@ -22,6 +23,8 @@ use crate::{Ctx, DurableObject, ObjectError};
 const HISTORY_ON_JOIN: i64 = 50;
 const MAX_TEXT_BYTES: usize = 4096;
 const MAX_NAME_CHARS: usize = 64;
+/// Longest follow-up delay: one year (as the counter's `delay_ms`).
+const MAX_FOLLOWUP_MS: i64 = 365 * 24 * 3600 * 1000;
 
 pub(crate) struct Room;
 
@@ -42,12 +45,23 @@ fn clean_name(name: &str) -> Result<String, ObjectError> {
 }
 
 /// The caller's name as its token's issuer vouched for it (`name`, else
-/// `sub`), cleaned; `None` without auth. With auth on, names a client
-/// chooses (`?name=`, `join`, `send`'s `name`) are ignored for it.
+/// `sub`, trimmed and cut to 64 characters; `anonymous` for a token that
+/// names no one); `None` without auth. With auth on, names a client
+/// chooses (`?name=`, `join`, `send`'s `name`) are never used: a token
+/// without `name` or `sub` cannot pass for someone else.
 fn verified_name(ctx: &Ctx) -> Option<String> {
     let identity = ctx.identity()?;
-    let name = identity.name.as_deref().or(identity.sub.as_deref())?;
-    clean_name(name).ok()
+    let name: String = identity
+        .name
+        .as_deref()
+        .or(identity.sub.as_deref())
+        .unwrap_or("")
+        .trim()
+        .chars()
+        .take(MAX_NAME_CHARS)
+        .collect();
+    let name = name.trim();
+    Some(if name.is_empty() { "anonymous" } else { name }.to_owned())
 }
 
 fn name_of(ctx: &Ctx, socket: SocketId) -> String {
@@ -222,7 +236,8 @@ fn send(ctx: &mut Ctx, args: &Value) -> Result<Value, ObjectError> {
     };
     let id = post(ctx, &name, text)?;
     if let Some(f) = ctx.storage().get::<Followup>("followup")? {
-        let at = ctx.now_ms() + f.after_ms;
+        // Saturating: a delay stored before it was bounded cannot wrap.
+        let at = ctx.now_ms().saturating_add(f.after_ms);
         ctx.set_alarm(at)?;
     }
     Ok(json!({ "id": id }))
@@ -238,9 +253,14 @@ fn followup(ctx: &mut Ctx, args: &Value) -> Result<Value, ObjectError> {
             Ok(json!({ "followup": null }))
         }
         Some(v) => {
-            let after_ms = v.as_i64().filter(|v| *v > 0).ok_or_else(|| {
-                ObjectError::bad_args("`after_ms` must be a positive integer or null")
-            })?;
+            let after_ms = v
+                .as_i64()
+                .filter(|v| (1..=MAX_FOLLOWUP_MS).contains(v))
+                .ok_or_else(|| {
+                    ObjectError::bad_args(format!(
+                        "`after_ms` must be an integer in 1..={MAX_FOLLOWUP_MS} (one year) or null"
+                    ))
+                })?;
             let text = args
                 .get("text")
                 .and_then(Value::as_str)

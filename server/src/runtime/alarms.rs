@@ -85,13 +85,21 @@ impl Clock {
         self.base_ms + self.base.elapsed().as_millis() as i64
     }
 
+    /// When `at_ms` falls on tokio's clock. Any `i64` is taken: a time at or
+    /// before the clock's start is its start (due at once), and one too far
+    /// ahead for an `Instant` is the farthest one (about 30 years; the
+    /// object's own time stays as set, and a restart computes it again).
+    /// Saturating, never wrapping: a wrapped time just above `i64::MIN`
+    /// would sort first in the schedule yet sleep centuries, and hold back
+    /// every other object's alarm.
     fn instant_at(&self, at_ms: i64) -> Instant {
-        let offset = at_ms - self.base_ms;
+        let offset = at_ms.saturating_sub(self.base_ms);
         if offset <= 0 {
-            self.base
-        } else {
-            self.base + Duration::from_millis(offset as u64)
+            return self.base;
         }
+        let far = Duration::from_secs(30 * 365 * 24 * 3600);
+        let offset = Duration::from_millis(offset.unsigned_abs()).min(far);
+        self.base.checked_add(offset).unwrap_or(self.base + far)
     }
 }
 
@@ -296,6 +304,23 @@ fn dispatch(runtime: &Runtime, e: Entry) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every `i64` an object may set maps to an instant without panicking:
+    /// the past (down to `i64::MIN`) is due at once, the far future (year
+    /// 9999, `i64::MAX`) is later than anything near.
+    #[test]
+    fn any_alarm_time_maps_to_an_instant() {
+        let clock = Clock::new();
+        let now = clock.now_ms();
+        assert_eq!(clock.instant_at(i64::MIN), clock.base);
+        assert_eq!(clock.instant_at(i64::MIN + 1), clock.base);
+        assert_eq!(clock.instant_at(-1), clock.base);
+        let soon = clock.instant_at(now + 1000);
+        let year_9999 = clock.instant_at(253_402_300_799_000);
+        let max = clock.instant_at(i64::MAX);
+        assert!(soon > clock.base);
+        assert!(year_9999 > soon && max >= year_9999);
+    }
 
     #[test]
     fn backoff_doubles_from_the_first_retry() {

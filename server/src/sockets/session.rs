@@ -61,17 +61,31 @@ impl Session {
         }
     }
 
-    /// Checks a refreshed token (it must open the same object); on success
-    /// its permission replaces the socket's and its expiry the session's,
-    /// and the new expiry is returned.
+    /// Checks a refreshed token (it must open the same object, for the same
+    /// holder: the same `sub`); on success it becomes the socket's token —
+    /// its permission, its identity (so revoking its `jti` closes the
+    /// socket) and its expiry — and the new expiry is returned.
     pub(super) fn refresh(&mut self, conn: &Conn, token: &str) -> Result<Option<i64>, ErrorDetail> {
         let key = conn.table.key();
         let access = conn.runtime.0.config.auth.check(Some(token), key)?;
-        conn.table.with_table(|t| {
-            if let Some(e) = t.get_mut(&conn.socket) {
-                e.read_only = access.read_only;
+        let sub = |i: Option<&crate::auth::Identity>| i.and_then(|i| i.sub.clone());
+        let refused = conn.table.with_table(|t| {
+            let e = t.get_mut(&conn.socket)?;
+            if sub(e.identity().map(|i| &**i)) != sub(access.identity.as_deref()) {
+                return Some(ErrorDetail {
+                    code: roost_protocol::ErrorCode::Forbidden,
+                    message: "the token is for another holder (`sub`) than the socket's".into(),
+                });
             }
+            e.read_only = access.read_only;
+            if access.identity.is_some() {
+                e.set_identity(access.identity.clone());
+            }
+            None
         });
+        if let Some(refused) = refused {
+            return Err(refused);
+        }
         self.set_expires(access.expires_ms);
         Ok(access.expires_ms)
     }
