@@ -20,6 +20,10 @@ pub enum NameError {
     BadClass,
     #[error("object name must be 1..=512 bytes of UTF-8, got {0} bytes")]
     BadName(usize),
+    #[error(
+        "`*` is not an object name: in an access token, `class/*` opens every object of the class"
+    )]
+    Wildcard,
 }
 
 /// Checks a class name: `[a-z][a-z0-9_-]{0,63}`.
@@ -36,10 +40,14 @@ pub(crate) fn validate_class(class: &str) -> Result<(), NameError> {
     }
 }
 
-/// Checks an object name: any UTF-8 string of 1..=512 bytes.
+/// Checks an object name: any UTF-8 string of 1..=512 bytes but `*`, which
+/// tokens read as every object of a class (an app that mints a token for
+/// `room/{name}` would otherwise hand out all rooms for the name `*`).
 pub(crate) fn validate_name(name: &str) -> Result<(), NameError> {
     if name.is_empty() || name.len() > MAX_NAME_BYTES {
         Err(NameError::BadName(name.len()))
+    } else if name == "*" {
+        Err(NameError::Wildcard)
     } else {
         Ok(())
     }
@@ -174,6 +182,9 @@ mod tests {
         assert!(validate_name("").is_err());
         assert!(validate_name(&"é".repeat(256)).is_ok());
         assert!(validate_name(&"é".repeat(257)).is_err());
+        // Tokens read `class/*` as every object of the class.
+        assert_eq!(validate_name("*"), Err(NameError::Wildcard));
+        assert!(validate_name("a*").is_ok() && validate_name("**").is_ok());
     }
 
     #[test]

@@ -319,6 +319,11 @@ async fn bad_requests_get_json_errors() -> anyhow::Result<()> {
             400,
             "bad_name",
         ),
+        (
+            client.post(server.url("/v1/objects/counter/*/call/increment")),
+            400,
+            "bad_name",
+        ),
     ];
     for (i, (req, status, code)) in cases.into_iter().enumerate() {
         let resp = req.send().await?;
