@@ -262,6 +262,12 @@ async fn replay_commit_log(data_dir: &Path) -> anyhow::Result<()> {
             "replayed commit log"
         );
     }
+    if report.quarantined > 0 {
+        tracing::error!(
+            objects = report.quarantined,
+            "started without objects whose files could not take their logged writes (see above): they answer object_broken until their files are replaced and Roost restarts"
+        );
+    }
     Ok(())
 }
 

@@ -406,53 +406,108 @@ async fn out_of_file_descriptors_objects_answer_503_and_serve_once_some_are_free
 }
 
 /// An object file that cannot take its logged writes at start-up (damaged
-/// while the server was down) stops the start with one line that names the
-/// file and the way out, and the log keeps the writes.
+/// while the server was down, WAL and all) is set aside alone: the server
+/// starts, the other objects serve, that one answers `object_broken`
+/// naming the way out, and its writes wait in `<data>/quarantine`; once a
+/// good copy of its file is back, a restart replays them into it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_damaged_object_file_at_start_up_is_named_with_the_way_out() -> anyhow::Result<()> {
+async fn a_damaged_object_file_at_start_up_is_set_aside_alone() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let server = ServerProcess::start(dir.path(), &["--checkpoint-interval", "1h"]).await?;
+    let flags = [
+        "--checkpoint-interval",
+        "1h",
+        "--admin-token",
+        "faults-admin",
+    ];
+    let server = ServerProcess::start(dir.path(), &flags).await?;
     let client = http();
-    for _ in 0..5 {
-        let (status, body) = call(&client, &server, "counter", "c", "increment", json!({})).await?;
-        assert_eq!(status, 200, "{body}");
+    for (name, n) in [("c", 5), ("d", 3)] {
+        for _ in 0..n {
+            let (status, body) =
+                call(&client, &server, "counter", name, "increment", json!({})).await?;
+            assert_eq!(status, 200, "{body}");
+        }
     }
     server.kill9().await?;
-    let data = dir.path().to_owned();
-    let file = roost_tests::walk(&data.join("objects"))
+    let file = roost_tests::walk(&dir.path().join("objects"))
         .into_iter()
-        .find(|p| p.extension().is_some_and(|e| e == "sqlite"))
-        .ok_or_else(|| anyhow::anyhow!("no object file"))?;
-    // The file and its WAL (which holds the newest pages) both damaged.
+        .find(|p| {
+            p.extension().is_some_and(|e| e == "sqlite")
+                && p.to_string_lossy().contains(&roost_object_id("c"))
+        })
+        .ok_or_else(|| anyhow::anyhow!("no object file for c"))?;
+    let wal = std::path::PathBuf::from(format!("{}-wal", file.display()));
+    // A good copy, as a backup would hold (its writes up to the kill, or
+    // fewer: the log replays what it lacks).
+    let saved = dir.path().join("saved.sqlite");
+    std::fs::copy(&file, &saved)?;
+    let saved_wal = wal.exists().then(|| std::fs::read(&wal)).transpose()?;
     std::fs::write(&file, vec![0x5a; 8192])?;
-    let mut wal = file.clone().into_os_string();
-    wal.push("-wal");
-    if std::path::Path::new(&wal).exists() {
+    if wal.exists() {
         std::fs::write(&wal, vec![0x5a; 8192])?;
     }
-    let out = tokio::time::timeout(
-        std::time::Duration::from_secs(30),
-        tokio::process::Command::new(roost_tests::roost_bin())
-            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-            .arg(&data)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await??;
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    let last = stderr.lines().last().unwrap_or_default();
+    let server = ServerProcess::start(dir.path(), &flags).await?;
+    let (status, body) = call(&client, &server, "counter", "d", "get", json!({})).await?;
+    assert_eq!((status, &body), (200, &json!(3)), "{body}");
+    let (status, body) = call(&client, &server, "counter", "c", "increment", json!({})).await?;
+    assert_eq!(status, 500, "{body}");
+    assert_eq!(body["error"]["code"], "object_broken", "{body}");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
     assert!(
-        last.starts_with("error: ")
-            && last.contains(&file.display().to_string())
-            && last.contains("roost restore"),
-        "{stderr}"
+        message.contains("quarantine") && message.contains("restart"),
+        "{body}"
     );
-    assert!(
-        std::fs::read_dir(data.join("log"))?.next().is_some(),
-        "the log was emptied"
+    let aside = dir.path().join("quarantine");
+    assert_eq!(std::fs::read_dir(&aside)?.count(), 1);
+    // A backup still works: it leaves the set-aside object out.
+    let backup = client
+        .post(server.url("/v1/admin/backup"))
+        .bearer_auth("faults-admin")
+        .send()
+        .await?;
+    assert_eq!(backup.status(), 200);
+    let tar = backup.bytes().await?;
+    let holds = |name: &str| {
+        // Its file's name in the archive (the catalog holds every id).
+        let file = format!("{}.sqlite", roost_object_id(name));
+        tar.windows(file.len()).any(|w| w == file.as_bytes())
+    };
+    assert!(holds("d") && !holds("c"));
+    // Survives another crash the same way.
+    server.kill9().await?;
+    let server = ServerProcess::start(dir.path(), &flags).await?;
+    let (status, _) = call(&client, &server, "counter", "c", "get", json!({})).await?;
+    assert_eq!(status, 500);
+    server.terminate().await?;
+    // The good copy back in place: the kept writes replay into it.
+    std::fs::copy(&saved, &file)?;
+    match saved_wal {
+        Some(bytes) => std::fs::write(&wal, bytes)?,
+        None => {
+            let _ = std::fs::remove_file(&wal);
+        }
+    }
+    let server = ServerProcess::start(dir.path(), &flags).await?;
+    let (status, body) = call(&client, &server, "counter", "c", "get", json!({})).await?;
+    assert_eq!((status, &body), (200, &json!(5)), "{body}");
+    assert_eq!(
+        std::fs::read_dir(&aside)?.count(),
+        0,
+        "quarantine file left behind"
     );
+    server.terminate().await?;
     Ok(())
+}
+
+/// The hex id of `counter/{name}` (the first 16 bytes of SHA-256 of the
+/// class, a zero byte and the name), as file names carry it.
+fn roost_object_id(name: &str) -> String {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update(b"counter\0");
+    h.update(name.as_bytes());
+    h.finalize()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }

@@ -6,10 +6,21 @@
 //! newest batch, so replay applies exactly the logged batches with a larger
 //! `seq`, in order, then fsyncs the file. Only when every object is synced are
 //! the segments deleted; a crash during recovery simply replays again.
+//!
+//! An object whose file cannot take its records (damaged while the server
+//! was down) is set aside alone, so one damaged file does not keep every
+//! other object offline: its records are written to
+//! `<data>/quarantine/<id>.log` (segment format, fsynced before any
+//! segment is deleted), the rest replays and the server starts, and the
+//! object refuses to start while that file exists (`object_broken`, naming
+//! both files). Every start replays quarantined records first: once the
+//! object's file takes them (an operator put a good copy in place, e.g.
+//! from a backup), the quarantine file is removed; once the object's file
+//! is gone (an operator gave the object up), so is the quarantine file.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use rusqlite::Connection;
 
@@ -30,6 +41,35 @@ pub(crate) struct RecoveryReport {
     /// Segments with a bad record before the log's end (their readable
     /// records are still replayed).
     pub damaged: usize,
+    /// Objects whose file could not take their records: set aside in
+    /// `<data>/quarantine` (see the module docs).
+    pub quarantined: usize,
+}
+
+/// Where an object's logged writes wait while its file cannot take them.
+pub(crate) fn quarantine_path(data_dir: &Path, id: ObjectId) -> PathBuf {
+    data_dir.join("quarantine").join(format!("{id}.log"))
+}
+
+/// Writes `records` (an object's) to its quarantine file, durably: a
+/// temporary file, fsynced, renamed into place, the directory fsynced.
+fn set_aside(data_dir: &Path, id: ObjectId, records: &[Record]) -> std::io::Result<PathBuf> {
+    let path = quarantine_path(data_dir, id);
+    let dir = data_dir.join("quarantine");
+    fs::create_dir_all(&dir)?;
+    let mut bytes = SEGMENT_MAGIC.to_vec();
+    for r in records {
+        r.encode_into(&mut bytes);
+    }
+    let tmp = path.with_extension("log.tmp");
+    {
+        let mut f = fs::File::create(&tmp)?;
+        std::io::Write::write_all(&mut f, &bytes)?;
+        f.sync_all()?;
+    }
+    fs::rename(&tmp, &path)?;
+    fs::File::open(&dir)?.sync_all()?;
+    Ok(path)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -37,7 +77,7 @@ pub(crate) enum RecoveryError {
     #[error("i/o during recovery: {0}")]
     Io(#[from] std::io::Error),
     #[error(
-        "cannot replay logged writes into {} (object {object}): {error}; {DAMAGED}",
+        "cannot replay logged writes into {} (object {object}): {error}",
         path.display()
     )]
     Sqlite {
@@ -46,18 +86,12 @@ pub(crate) enum RecoveryError {
         // Not `source`: the message says it, and a source is said again.
         error: rusqlite::Error,
     },
-    #[error("cannot apply logged changes to {} (object {object}); {DAMAGED}", path.display())]
+    #[error("cannot apply logged changes to {} (object {object})", path.display())]
     Apply {
         object: ObjectId,
         path: std::path::PathBuf,
     },
 }
-
-/// What an operator is told when an object's file cannot take its logged
-/// writes at start-up.
-const DAMAGED: &str = "the server does not start without this object's acknowledged writes: \
-     if the file is damaged, restore the data directory from a backup (`roost restore`); \
-     the commit log in <data>/log still holds the writes";
 
 pub(crate) fn recover(data_dir: &Path) -> Result<RecoveryReport, RecoveryError> {
     let log_dir = data_dir.join("log");
@@ -76,6 +110,24 @@ pub(crate) fn recover(data_dir: &Path) -> Result<RecoveryReport, RecoveryError> 
         }
     }
     let mut per_object: HashMap<(String, ObjectId), Vec<Record>> = HashMap::new();
+    // Records set aside by an earlier start come first: the object has
+    // logged nothing since (it refused to start).
+    let mut aside: HashSet<ObjectId> = HashSet::new();
+    if let Ok(entries) = fs::read_dir(data_dir.join("quarantine")) {
+        for entry in entries {
+            let path = entry?.path();
+            if path.extension().is_none_or(|e| e != "log") {
+                continue;
+            }
+            for r in decode_segment(&fs::read(&path)?).0 {
+                aside.insert(r.id);
+                per_object
+                    .entry((r.class.clone(), r.id))
+                    .or_default()
+                    .push(r);
+            }
+        }
+    }
     for (i, n) in segments.iter().enumerate() {
         let bytes = fs::read(segment_path(&log_dir, *n))?;
         let (records, tail) = decode_segment(&bytes);
@@ -109,13 +161,38 @@ pub(crate) fn recover(data_dir: &Path) -> Result<RecoveryReport, RecoveryError> 
             }
         }
     }
+    // Quarantine files that are done with, removed once the segments are.
+    let mut done_aside = Vec::new();
     for ((class, id), records) in per_object {
         let path = object_path(data_dir, &class, id);
+        if aside.contains(&id) {
+            done_aside.push(id);
+        }
         if !path.exists() {
             tracing::warn!(object = %id, class = %class, "logged object has no file (deleted?); skipping");
             continue;
         }
-        let (applied, conflicts) = replay_object(&path, id, &records)?;
+        let (applied, conflicts) = match replay_object(&path, id, &records) {
+            Ok(done) => done,
+            Err(e @ (RecoveryError::Sqlite { .. } | RecoveryError::Apply { .. })) => {
+                let kept = set_aside(data_dir, id, &records)?;
+                done_aside.retain(|d| *d != id);
+                report.quarantined += 1;
+                tracing::error!(
+                    object = %id,
+                    class = %class,
+                    error = %e,
+                    records = records.len(),
+                    kept = %kept.display(),
+                    "an object's file cannot take its logged writes: the object is set aside \
+                     (it answers object_broken) and the server starts without it; put a good copy \
+                     of its file in place (from a backup) and restart to replay the kept writes \
+                     into it"
+                );
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         report.objects += 1;
         report.applied += applied;
         report.conflicts += conflicts;
@@ -123,6 +200,10 @@ pub(crate) fn recover(data_dir: &Path) -> Result<RecoveryReport, RecoveryError> 
     }
     for n in segments {
         fs::remove_file(segment_path(&log_dir, n))?;
+    }
+    for id in done_aside {
+        fs::remove_file(quarantine_path(data_dir, id))?;
+        tracing::info!(object = %id, "quarantined writes replayed (or the object's file is gone): quarantine file removed");
     }
     Ok(report)
 }

@@ -101,7 +101,21 @@ pub(super) fn start<T: DurableObject>(
             "another node owns the object now; retry",
         ));
     }
-    let created = !object_path(&runtime.config().data_dir, &key.class, key.id).exists();
+    let data_dir = &runtime.config().data_dir;
+    let aside = crate::commitlog::recovery::quarantine_path(data_dir, key.id);
+    if aside.exists() {
+        return Err(error(
+            ErrorCode::ObjectBroken,
+            format!(
+                "at start-up the object's file {} could not take its logged writes; they are \
+                 kept in the data directory's quarantine folder ({}). Put a good copy of the file in place (from a backup) and restart \
+                 Roost to replay them into it, or remove both files to give the object up",
+                object_path(data_dir, &key.class, key.id).display(),
+                aside.display()
+            ),
+        ));
+    }
+    let created = !object_path(data_dir, &key.class, key.id).exists();
     let mut ctx = open(key, runtime)?;
     runtime
         .metrics()
