@@ -132,6 +132,12 @@ export const DEFAULT_HEARTBEAT: Readonly<{ pingIntervalMs: number; pingTimeoutMs
 })
 
 /**
+ * The longest delay `setTimeout` honours (2^31 − 1 ms, about 24.8 days);
+ * browsers and Node fire a longer one at once.
+ */
+const MAX_TIMER_DELAY_MS = 2 ** 31 - 1
+
+/**
  * A clock for the heartbeat that a change of the wall clock cannot move (a
  * step back would otherwise make a frame heard after a ping look older).
  */
@@ -317,6 +323,15 @@ export class Connection {
     if (expires === null) return
     const delay = refreshDelayMs(expires, Date.now(), margin)
     if (delay === null) return
+    // Timers fire at once for delays above MAX_TIMER_DELAY_MS: a token valid
+    // for weeks would otherwise be refreshed in a loop. Wait in steps.
+    if (delay > MAX_TIMER_DELAY_MS) {
+      this.refreshTimer = setTimeout(() => {
+        this.refreshTimer = null
+        if (this.ws === ws) this.scheduleRefresh(ws, token)
+      }, MAX_TIMER_DELAY_MS)
+      return
+    }
     this.refreshTimer = setTimeout(() => {
       this.refreshTimer = null
       void this.refresh(ws)
