@@ -40,6 +40,9 @@ import {
   encodeSyncUpdate,
 } from './messages.js'
 
+/** The close code with which the server refuses an update, frame or document that is too large. */
+const CLOSE_TOO_LARGE = 1009
+
 /** Status of a {@link RoostProvider}; see `ConnectionStatus` in the core entry point. */
 export type ProviderStatus = ConnectionStatus
 
@@ -65,7 +68,13 @@ export interface ProviderEvents {
   saved: [saved: boolean]
   /** A WebSocket closed (reconnection follows unless destroyed or disconnected). */
   close: [info: CloseInfo]
-  /** Transport errors, undecodable frames, updates that failed to apply, permission denied. */
+  /**
+   * Transport errors, undecodable frames, updates that failed to apply,
+   * permission denied, and a change the server refused as too large (a
+   * `RoostError` with code `too_large`, after the `close` with code 1009: the
+   * provider keeps reconnecting, but `saved` stays false while the document
+   * holds that change).
+   */
   error: [error: unknown]
   /**
    * The server refused the token (close code 4401 or 4403, after that
@@ -322,6 +331,15 @@ export class RoostProvider {
   private onClose(info: CloseInfo): void {
     this.afterClose(info)
     this.events.emit('close', info)
+    if (info.code === CLOSE_TOO_LARGE) {
+      // The refused change stays in the document and goes out again in the
+      // step 2 of every reconnection, so `saved` stays false until it is
+      // deleted or the server's limit raised: worth an error of its own.
+      this.events.emit(
+        'error',
+        new RoostError('too_large', `the server refused a change as too large (close 1009): ${info.reason || 'no reason given'}`),
+      )
+    }
   }
 
   private afterClose(_info: CloseInfo): void {

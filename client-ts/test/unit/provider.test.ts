@@ -4,6 +4,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import * as Y from 'yjs'
 import * as awarenessProtocol from 'y-protocols/awareness'
 import { RoostProvider, decodeMessage, encodeSaved, encodeSyncStep1, encodeSyncStep2, encodeSyncUpdate, encodeAwareness } from '../../src/yjs/index.js'
+import { RoostError } from '../../src/index.js'
 import { FakeWebSocket, until } from '../helpers/fake-ws.js'
 
 /** Plays the server for one FakeWebSocket; acknowledges durability only when told to. */
@@ -140,6 +141,29 @@ describe('RoostProvider', () => {
     expect(p.saved).toBe(false)
     server.ackAll()
     expect(p.saved).toBe(true)
+  })
+
+  it('a change the server refuses as too large (1009) is reported as a `too_large` error, and stays unsaved', async () => {
+    const doc = new Y.Doc()
+    const p = provider(doc)
+    const errors: unknown[] = []
+    p.on('error', (e) => errors.push(e))
+    await until(() => FakeWebSocket.instances.length === 1)
+    const server = new FakeServer(FakeWebSocket.last(), new Y.Doc())
+    server.open()
+    server.process()
+    doc.getText('t').insert(0, 'x'.repeat(5000))
+    server.ws.serverClose(1009, 'update is 5015 bytes; the limit is 1000')
+    expect(errors).toHaveLength(1)
+    expect(errors[0]).toBeInstanceOf(RoostError)
+    expect(errors[0]).toMatchObject({ code: 'too_large' })
+    expect((errors[0] as RoostError).message).toContain('update is 5015 bytes; the limit is 1000')
+    expect(p.saved).toBe(false)
+    // Other closes are not errors of their own.
+    await until(() => FakeWebSocket.instances.length === 2, 2000, 'reconnect')
+    FakeWebSocket.last().open()
+    FakeWebSocket.last().serverClose(1012, 'server restarting')
+    expect(errors).toHaveLength(1)
   })
 
   it('falls back to sending the whole state when the server sends no step 1', async () => {
