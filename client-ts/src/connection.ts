@@ -64,6 +64,9 @@ export interface AuthFailure {
   retrying: boolean
 }
 
+/** The close code with which the server refuses a frame, Yjs update or document that is too large. */
+const CLOSE_TOO_LARGE = 1009
+
 /** Whether `code` is one of the {@link AUTH_CLOSE_CODES}. */
 export function isAuthCloseCode(code: number): code is 4401 | 4403 {
   return code === AUTH_CLOSE_CODES.unauthenticated || code === AUTH_CLOSE_CODES.forbidden
@@ -511,6 +514,12 @@ export class Connection {
     if (wasOpen) this.authRetried = false
     if (wasOpen && Date.now() - this.openedAt >= (this.options.minUptimeMs ?? 5_000)) this.attempt = 0
     this.events.emit('close', code, reason, wasOpen)
+    if (code === CLOSE_TOO_LARGE) {
+      // Retrying is right (the limit may be raised, a Yjs change deleted),
+      // but a Yjs provider re-sends the refused change on every connection:
+      // say why, beyond the close event.
+      this.events.emit('error', new RoostError('too_large', `the server refused a frame as too large (close 1009): ${reason || 'no reason given'}`))
+    }
     if (this._status === 'closed') return
     this.scheduleRetry()
   }

@@ -40,9 +40,6 @@ import {
   encodeSyncUpdate,
 } from './messages.js'
 
-/** The close code with which the server refuses an update, frame or document that is too large. */
-const CLOSE_TOO_LARGE = 1009
-
 /** Status of a {@link RoostProvider}; see `ConnectionStatus` in the core entry point. */
 export type ProviderStatus = ConnectionStatus
 
@@ -331,15 +328,6 @@ export class RoostProvider {
   private onClose(info: CloseInfo): void {
     this.afterClose(info)
     this.events.emit('close', info)
-    if (info.code === CLOSE_TOO_LARGE) {
-      // The refused change stays in the document and goes out again in the
-      // step 2 of every reconnection, so `saved` stays false until it is
-      // deleted or the server's limit raised: worth an error of its own.
-      this.events.emit(
-        'error',
-        new RoostError('too_large', `the server refused a change as too large (close 1009): ${info.reason || 'no reason given'}`),
-      )
-    }
   }
 
   private afterClose(_info: CloseInfo): void {
