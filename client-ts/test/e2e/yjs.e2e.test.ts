@@ -106,6 +106,33 @@ describe('RoostProvider against roost', () => {
     expect(other.getText('t').toString()).toBe('before offline')
   })
 
+  it('typing the moment the socket reopens, with offline edits pending, is not refused (no 1008 "skips clocks")', async () => {
+    const name = unique()
+    const doc = new Y.Doc()
+    const p = provider(name, doc)
+    const closes: string[] = []
+    p.on('close', ({ code, reason }) => {
+      if (code !== 1006) closes.push(`${code} ${reason}`)
+    })
+    await p.whenSynced(10_000)
+    doc.getText('t').insert(0, 'before ')
+    await p.whenSaved(10_000)
+    await server.stop('SIGKILL')
+    doc.getText('t').insert(7, 'offline ')
+    let typed = 0
+    p.on('status', (status) => {
+      // The user types on: the keystroke lands before the server's step 1 is answered.
+      if (status === 'open' && typed++ === 0) doc.getText('t').insert(doc.getText('t').length, 'fast')
+    })
+    await server.startAgain()
+    await p.whenSynced(15_000)
+    await p.whenSaved(10_000)
+    expect(closes).toEqual([])
+    const other = new Y.Doc()
+    await provider(name, other).whenSynced(10_000)
+    expect(other.getText('t').toString()).toBe('before offline fast')
+  })
+
   it('two clients typing through a kill -9: every edit kept, both converge, nothing shown saved is lost', async () => {
     const name = unique()
     const docs = [new Y.Doc(), new Y.Doc()]

@@ -166,6 +166,36 @@ describe('RoostProvider', () => {
     expect(errors).toHaveLength(1)
   })
 
+  it('with offline changes pending, an edit made before the server\'s step 1 is answered waits for the step 2', async () => {
+    // Sent alone, its clocks would start past what the server holds of this
+    // client (the offline changes are not there yet): Roost refuses such an
+    // update and closes the socket with 1008 ("update skips clocks").
+    const doc = new Y.Doc()
+    const p = provider(doc)
+    await until(() => FakeWebSocket.instances.length === 1)
+    const serverDoc = new Y.Doc()
+    let server = new FakeServer(FakeWebSocket.last(), serverDoc)
+    server.open()
+    server.process()
+    server.ws.serverClose(1006)
+    doc.getText('t').insert(0, 'offline ')
+    await until(() => FakeWebSocket.instances.length === 2, 2000, 'reconnect')
+    server = new FakeServer(FakeWebSocket.last(), serverDoc, false)
+    server.open()
+    doc.getText('t').insert(8, 'fast')
+    const early = server.ws.sent.filter((f) => typeof f !== 'string').map((f) => decodeMessage(f as Uint8Array).type)
+    expect(early).not.toContain('sync-update')
+    expect(p.saved).toBe(false)
+    server.ws.serverSend(encodeSyncStep1(Y.encodeStateVector(serverDoc)))
+    server.process()
+    expect(serverDoc.getText('t').toString()).toBe('offline fast')
+    server.ackAll()
+    expect(p.saved).toBe(true)
+    // Once the step 2 is out, edits go one by one again.
+    doc.getText('t').insert(0, '!')
+    expect(server.ws.sent.map((f) => decodeMessage(f as Uint8Array).type)).toEqual(['sync-update'])
+  })
+
   it('falls back to sending the whole state when the server sends no step 1', async () => {
     const doc = new Y.Doc()
     doc.getText('t').insert(0, 'before connect')
