@@ -64,6 +64,9 @@ export interface AuthFailure {
   retrying: boolean
 }
 
+/** The close code with which the server refuses a frame, Yjs update or document that is too large. */
+const CLOSE_TOO_LARGE = 1009
+
 /** Whether `code` is one of the {@link AUTH_CLOSE_CODES}. */
 export function isAuthCloseCode(code: number): code is 4401 | 4403 {
   return code === AUTH_CLOSE_CODES.unauthenticated || code === AUTH_CLOSE_CODES.forbidden
@@ -130,6 +133,12 @@ export const DEFAULT_HEARTBEAT: Readonly<{ pingIntervalMs: number; pingTimeoutMs
   pingIntervalMs: 10_000,
   pingTimeoutMs: 10_000,
 })
+
+/**
+ * The longest delay `setTimeout` honours (2^31 − 1 ms, about 24.8 days);
+ * browsers and Node fire a longer one at once.
+ */
+const MAX_TIMER_DELAY_MS = 2 ** 31 - 1
 
 /**
  * A clock for the heartbeat that a change of the wall clock cannot move (a
@@ -317,6 +326,15 @@ export class Connection {
     if (expires === null) return
     const delay = refreshDelayMs(expires, Date.now(), margin)
     if (delay === null) return
+    // Timers fire at once for delays above MAX_TIMER_DELAY_MS: a token valid
+    // for weeks would otherwise be refreshed in a loop. Wait in steps.
+    if (delay > MAX_TIMER_DELAY_MS) {
+      this.refreshTimer = setTimeout(() => {
+        this.refreshTimer = null
+        if (this.ws === ws) this.scheduleRefresh(ws, token)
+      }, MAX_TIMER_DELAY_MS)
+      return
+    }
     this.refreshTimer = setTimeout(() => {
       this.refreshTimer = null
       void this.refresh(ws)
@@ -496,6 +514,12 @@ export class Connection {
     if (wasOpen) this.authRetried = false
     if (wasOpen && Date.now() - this.openedAt >= (this.options.minUptimeMs ?? 5_000)) this.attempt = 0
     this.events.emit('close', code, reason, wasOpen)
+    if (code === CLOSE_TOO_LARGE) {
+      // Retrying is right (the limit may be raised, a Yjs change deleted),
+      // but a Yjs provider re-sends the refused change on every connection:
+      // say why, beyond the close event.
+      this.events.emit('error', new RoostError('too_large', `the server refused a frame as too large (close 1009): ${reason || 'no reason given'}`))
+    }
     if (this._status === 'closed') return
     this.scheduleRetry()
   }

@@ -80,12 +80,12 @@ export function createHttpClient(options: HttpClientOptions): HttpClient {
     const token = await resolveToken(options.token)
     const headers: Record<string, string> = { 'content-type': 'application/json', accept: 'application/json', ...options.headers }
     if (token) headers.authorization = `Bearer ${token}`
+    if (opts.signal?.aborted) throw new RoostError('aborted', 'the call was aborted')
     const timeout = opts.timeout ?? options.timeoutMs ?? 30_000
     const controller = new AbortController()
     let timedOut = false
     const timer = timeout > 0 ? setTimeout(() => ((timedOut = true), controller.abort()), timeout) : null
     const onAbort = () => controller.abort()
-    if (opts.signal?.aborted) throw new RoostError('aborted', 'the call was aborted')
     opts.signal?.addEventListener('abort', onAbort, { once: true })
     try {
       let response: Response
@@ -106,6 +106,7 @@ export function createHttpClient(options: HttpClientOptions): HttpClient {
         text = await response.text()
       } catch (e) {
         if (timedOut) throw new RoostError('timeout', `call \`${method}\` timed out after ${timeout} ms`, { cause: e })
+        if (opts.signal?.aborted) throw new RoostError('aborted', 'the call was aborted', { cause: e })
         throw new RoostError('network', `reading the response failed: ${String(e)}`, { cause: e })
       }
       if (!response.ok) throw errorFromResponse(response.status, text)

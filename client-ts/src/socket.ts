@@ -267,7 +267,12 @@ export class ObjectSocket<S extends ObjectSchema = UntypedObject> {
     return this.lifecycle.on('close', fn)
   }
 
-  /** Listens for transport errors and token callback failures (informational; reconnection continues). */
+  /**
+   * Listens for transport errors, token callback failures, and a frame the
+   * server refused as too large (a `RoostError` with code `too_large`, after
+   * the `close` with code 1009; the calls in flight reject with
+   * `disconnected`). Informational: reconnection continues.
+   */
   onError(fn: (error: unknown) => void): Unsubscribe {
     return this.lifecycle.on('error', fn)
   }

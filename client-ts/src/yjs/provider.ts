@@ -13,7 +13,10 @@
  * is waiting to be sent. A change made while disconnected, or sent but not
  * acknowledged before the connection dropped, makes `saved` false until a
  * later connection has re-sent it (in the step 2 answering the server's
- * step 1) and the server has acknowledged that.
+ * step 1) and the server has acknowledged that. Until that step 2 is out,
+ * new local changes are not sent one by one (their clocks would start past
+ * what the server holds, and Roost refuses such an update): the step 2
+ * carries them too.
  * @module
  */
 
@@ -65,7 +68,13 @@ export interface ProviderEvents {
   saved: [saved: boolean]
   /** A WebSocket closed (reconnection follows unless destroyed or disconnected). */
   close: [info: CloseInfo]
-  /** Transport errors, undecodable frames, updates that failed to apply, permission denied. */
+  /**
+   * Transport errors, undecodable frames, updates that failed to apply,
+   * permission denied, and a change the server refused as too large (a
+   * `RoostError` with code `too_large`, after the `close` with code 1009: the
+   * provider keeps reconnecting, but `saved` stays false while the document
+   * holds that change).
+   */
   error: [error: unknown]
   /**
    * The server refused the token (close code 4401 or 4403, after that
@@ -401,7 +410,10 @@ export class RoostProvider {
 
   private readonly onDocUpdate = (update: Uint8Array, origin: unknown): void => {
     if (origin === this) return
-    if (!this.sendCounted(encodeSyncUpdate(update))) this.unsent = true
+    // With earlier changes not yet carried on this connection, this update
+    // alone would skip clocks the server lacks (refused with 1008): it waits
+    // for the step 2 (or the whole-state fallback), which carries both.
+    if (this.unsent || !this.sendCounted(encodeSyncUpdate(update))) this.unsent = true
     this.updateSaved()
   }
 

@@ -1,4 +1,4 @@
-import { describe, expect, it } from 'vitest'
+import { describe, expect, it, vi } from 'vitest'
 import { createHttpClient, RoostError } from '../../src/index.js'
 import { failure } from '../helpers/failure.js'
 
@@ -54,5 +54,40 @@ describe('createHttpClient', () => {
     expect(await slow.call('c', 'n', 'm').catch((e) => e.code)).toBe('timeout')
     const notJson = createHttpClient({ url: 'http://h', fetch: fakeFetch(() => new Response('nope')).fetch })
     expect(await notJson.call('c', 'n', 'm').catch((e) => e.code)).toBe('bad_response')
+  })
+
+  it('an already-aborted signal rejects with `aborted` and leaves no timer behind', async () => {
+    vi.useFakeTimers()
+    try {
+      const client = createHttpClient({ url: 'http://h', fetch: fakeFetch(() => new Response('1')).fetch })
+      const controller = new AbortController()
+      controller.abort()
+      expect(await client.call('c', 'n', 'm', undefined, { signal: controller.signal }).catch((e) => e.code)).toBe('aborted')
+      // A pending 30 s timer would keep a Node script alive after the call failed.
+      expect(vi.getTimerCount()).toBe(0)
+    } finally {
+      vi.useRealTimers()
+    }
+  })
+
+  it('aborting while the response body is read rejects with `aborted`, not `network`', async () => {
+    const controller = new AbortController()
+    let stream!: ReadableStreamDefaultController<Uint8Array>
+    const body = new ReadableStream<Uint8Array>({
+      start(c) {
+        stream = c
+        c.enqueue(new TextEncoder().encode('{"par'))
+      },
+    })
+    const client = createHttpClient({
+      url: 'http://h',
+      fetch: (async (_u: string, init: RequestInit) => {
+        // What fetch does: aborting its signal errors the body being read.
+        init.signal!.addEventListener('abort', () => stream.error(new DOMException('aborted', 'AbortError')))
+        setTimeout(() => controller.abort(), 10)
+        return new Response(body)
+      }) as unknown as typeof globalThis.fetch,
+    })
+    expect(await client.call('c', 'n', 'm', undefined, { signal: controller.signal }).catch((e) => e.code)).toBe('aborted')
   })
 })

@@ -4,6 +4,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import * as Y from 'yjs'
 import * as awarenessProtocol from 'y-protocols/awareness'
 import { RoostProvider, decodeMessage, encodeSaved, encodeSyncStep1, encodeSyncStep2, encodeSyncUpdate, encodeAwareness } from '../../src/yjs/index.js'
+import { RoostError } from '../../src/index.js'
 import { FakeWebSocket, until } from '../helpers/fake-ws.js'
 
 /** Plays the server for one FakeWebSocket; acknowledges durability only when told to. */
@@ -140,6 +141,59 @@ describe('RoostProvider', () => {
     expect(p.saved).toBe(false)
     server.ackAll()
     expect(p.saved).toBe(true)
+  })
+
+  it('a change the server refuses as too large (1009) is reported as a `too_large` error, and stays unsaved', async () => {
+    const doc = new Y.Doc()
+    const p = provider(doc)
+    const errors: unknown[] = []
+    p.on('error', (e) => errors.push(e))
+    await until(() => FakeWebSocket.instances.length === 1)
+    const server = new FakeServer(FakeWebSocket.last(), new Y.Doc())
+    server.open()
+    server.process()
+    doc.getText('t').insert(0, 'x'.repeat(5000))
+    server.ws.serverClose(1009, 'update is 5015 bytes; the limit is 1000')
+    expect(errors).toHaveLength(1)
+    expect(errors[0]).toBeInstanceOf(RoostError)
+    expect(errors[0]).toMatchObject({ code: 'too_large' })
+    expect((errors[0] as RoostError).message).toContain('update is 5015 bytes; the limit is 1000')
+    expect(p.saved).toBe(false)
+    // Other closes are not errors of their own.
+    await until(() => FakeWebSocket.instances.length === 2, 2000, 'reconnect')
+    FakeWebSocket.last().open()
+    FakeWebSocket.last().serverClose(1012, 'server restarting')
+    expect(errors).toHaveLength(1)
+  })
+
+  it('with offline changes pending, an edit made before the server\'s step 1 is answered waits for the step 2', async () => {
+    // Sent alone, its clocks would start past what the server holds of this
+    // client (the offline changes are not there yet): Roost refuses such an
+    // update and closes the socket with 1008 ("update skips clocks").
+    const doc = new Y.Doc()
+    const p = provider(doc)
+    await until(() => FakeWebSocket.instances.length === 1)
+    const serverDoc = new Y.Doc()
+    let server = new FakeServer(FakeWebSocket.last(), serverDoc)
+    server.open()
+    server.process()
+    server.ws.serverClose(1006)
+    doc.getText('t').insert(0, 'offline ')
+    await until(() => FakeWebSocket.instances.length === 2, 2000, 'reconnect')
+    server = new FakeServer(FakeWebSocket.last(), serverDoc, false)
+    server.open()
+    doc.getText('t').insert(8, 'fast')
+    const early = server.ws.sent.filter((f) => typeof f !== 'string').map((f) => decodeMessage(f as Uint8Array).type)
+    expect(early).not.toContain('sync-update')
+    expect(p.saved).toBe(false)
+    server.ws.serverSend(encodeSyncStep1(Y.encodeStateVector(serverDoc)))
+    server.process()
+    expect(serverDoc.getText('t').toString()).toBe('offline fast')
+    server.ackAll()
+    expect(p.saved).toBe(true)
+    // Once the step 2 is out, edits go one by one again.
+    doc.getText('t').insert(0, '!')
+    expect(server.ws.sent.map((f) => decodeMessage(f as Uint8Array).type)).toEqual(['sync-update'])
   })
 
   it('falls back to sending the whole state when the server sends no step 1', async () => {

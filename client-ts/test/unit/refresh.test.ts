@@ -82,4 +82,24 @@ describe('in-band refresh', () => {
     expect(n).toBe(2)
     expect(FakeWebSocket.instances).toHaveLength(1)
   })
+
+  it('a token valid for longer than a timer can wait (~24.8 days) is not refreshed in a loop', async () => {
+    // setTimeout fires at once for delays above 2^31 - 1 ms: a naive refresh
+    // timer for a 30-day token would ask the callback again and again.
+    let asked = 0
+    const token = jwt(30 * 24 * 3_600_000)
+    const s: ObjectSocket = connect({
+      url: 'http://127.0.0.1:9',
+      class: 'room',
+      name: 'r',
+      WebSocket: FakeWebSocket,
+      token: () => (asked++, token),
+    })
+    cleanup.push(() => s.close())
+    await until(() => FakeWebSocket.instances.length === 1)
+    FakeWebSocket.last().open()
+    await new Promise((r) => setTimeout(r, 300))
+    expect(asked).toBe(1)
+    expect(s.status).toBe('open')
+  })
 })

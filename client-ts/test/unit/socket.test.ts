@@ -113,6 +113,22 @@ describe('ObjectSocket', () => {
     expect(tokens).toBe(3)
   })
 
+  it('a frame the server refuses as too large (1009) is reported as a `too_large` error', async () => {
+    const s = open()
+    const errors: unknown[] = []
+    s.onError((e) => errors.push(e))
+    await until(() => FakeWebSocket.instances.length === 1)
+    FakeWebSocket.last().open()
+    const big = s.call('send', { text: 'x'.repeat(5000) })
+    FakeWebSocket.last().serverClose(1009, 'frame larger than 1000 bytes')
+    expect((await failure(big)).code).toBe('disconnected')
+    expect(errors).toHaveLength(1)
+    expect(errors[0]).toBeInstanceOf(RoostError)
+    expect(errors[0]).toMatchObject({ code: 'too_large' })
+    expect((errors[0] as RoostError).message).toContain('frame larger than 1000 bytes')
+    expect(s.status).toBe('reconnecting')
+  })
+
   it('bounds the queue and times out calls (queued calls are then never sent)', async () => {
     const s = open({ maxQueuedCalls: 2 })
     const a = s.call('a', null, { timeout: 20 })
