@@ -129,8 +129,9 @@ export async function rpc(url, cls, name, method, args = null) {
 }
 
 /** An access token from `roost token` for a server started with `--auth-secret secret`. */
-export function mintToken(secret, obj, perm = 'write') {
-  return execFileSync(ROOST_BIN, ['token', '--obj', obj, '--perm', perm, '--ttl', '1h', '--secret', secret], {
+export function mintToken(secret, obj, perm = 'write', sub = 'browser-test') {
+  // With a holder (`sub`): the lobby seats only a token's holder.
+  return execFileSync(ROOST_BIN, ['token', '--obj', obj, '--sub', sub, '--perm', perm, '--ttl', '1h', '--secret', secret], {
     encoding: 'utf8',
     timeout: 10_000,
   }).trim()

@@ -164,7 +164,7 @@ export function tokenPrompt(object: () => string, reconnect: () => void): { chec
           : expiry && expiry.getTime() <= Date.now()
             ? `The access token in use expired at ${expiry.toLocaleString()}.`
             : 'The server refused the access token in use (malformed, expired, or signed with another secret).'
-    mint.textContent = `roost token --obj '${what.split('/')[0]}/*' --perm write --ttl 7d --secret <the server's --auth-secret>`
+    mint.textContent = `roost token --obj '${what.split('/')[0]}/*' --sub <your name> --perm write --ttl 7d --secret <the server's --auth-secret>`
     card.dataset.problem = problem
     card.hidden = false
   }

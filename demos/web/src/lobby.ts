@@ -108,12 +108,13 @@ socket.on<LobbyState>('state', (s) => {
   render()
 })
 
-async function act(method: string, args: Record<string, unknown> = {}): Promise<void> {
+async function act(method: string, args: Record<string, unknown> = {}): Promise<unknown> {
   $('error').textContent = ''
   try {
-    await socket.call(method, { player: playerId, ...args }, { timeout: 10_000 })
+    return await socket.call(method, { player: playerId, ...args }, { timeout: 10_000 })
   } catch (e) {
     $('error').textContent = e instanceof RoostError ? e.message : String(e)
+    return undefined
   }
 }
 
@@ -122,7 +123,16 @@ $('join-form').addEventListener('submit', (e) => {
   const name = nameInput.value.trim()
   if (!name) return
   rememberName(name)
-  void act('join', { name, player: playerId })
+  void act('join', { name, player: playerId }).then((joined) => {
+    // With --auth-secret the lobby seats the token's holder (its `sub`),
+    // not the id this page chose: take the one it answers with.
+    const player = (joined as { player?: unknown } | undefined)?.player
+    if (typeof player === 'string' && player !== playerId) {
+      playerId = player
+      sessionStorage.setItem(idKey, player)
+      render()
+    }
+  })
 })
 $('ready').addEventListener('click', () => void act('ready', {}))
 $('start').addEventListener('click', () => void act('start', {}))
@@ -137,4 +147,4 @@ $('lobby-form').addEventListener('submit', (e) => {
     location.href = u.toString()
   }
 })
-;(window as unknown as { roostLobby: unknown }).roostLobby = { socket, playerId, get state() { return state } }
+;(window as unknown as { roostLobby: unknown }).roostLobby = { socket, get playerId() { return playerId }, get state() { return state } }
