@@ -163,10 +163,14 @@ pub(crate) fn recover(data_dir: &Path) -> Result<RecoveryReport, RecoveryError> 
     }
     // Quarantine files that are done with, removed once the segments are.
     let mut done_aside = Vec::new();
-    for ((class, id), records) in per_object {
+    for ((class, id), mut records) in per_object {
         let path = object_path(data_dir, &class, id);
         if aside.contains(&id) {
             done_aside.push(id);
+            // A crash after setting records aside and before the segments
+            // went leaves them in both: each batch is replayed once.
+            let mut seen = HashSet::new();
+            records.retain(|r| seen.insert(r.seq));
         }
         if !path.exists() {
             tracing::warn!(object = %id, class = %class, "logged object has no file (deleted?); skipping");
@@ -330,6 +334,35 @@ mod tests {
     /// The writer's next segment is made ahead of time. A crash leaves it
     /// behind, empty, after the segment in use: a torn record at the end of
     /// that segment is still the log's end, not damage.
+    /// Records set aside and still in the log (a crash between the two)
+    /// replay once each, into a file that takes them; the quarantine file
+    /// and the segment then go.
+    #[test]
+    fn set_aside_records_still_in_the_log_replay_once() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let data = dir.path();
+        let id = record(1).id;
+        let file = object_path(data, "counter", id);
+        fs::create_dir_all(file.parent().expect("parent"))?;
+        Connection::open(&file)?.execute_batch(
+            "CREATE TABLE _roost_meta(k TEXT PRIMARY KEY, v); \
+             INSERT INTO _roost_meta VALUES ('commit_seq', 0);",
+        )?;
+        let records: Vec<Record> = (1..=3).map(record).collect();
+        set_aside(data, id, &records)?;
+        fs::create_dir_all(data.join("log"))?;
+        let mut segment = SEGMENT_MAGIC.to_vec();
+        for r in &records {
+            r.encode_into(&mut segment);
+        }
+        fs::write(segment_path(&data.join("log"), 1), segment)?;
+        let report = recover(data)?;
+        assert_eq!((report.applied, report.quarantined), (3, 0));
+        assert!(!quarantine_path(data, id).exists());
+        assert!(list_segments(&data.join("log"))?.is_empty());
+        Ok(())
+    }
+
     #[tokio::test]
     async fn a_torn_tail_before_the_spare_segment_is_the_end_of_the_log() -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
