@@ -235,43 +235,23 @@ mod tests {
             }
         };
         let unflushed = Unflushed::default();
-        let mut failed = false;
         let dirs = (data.as_path(), log.as_path());
-        let kept = checkpoint_round(
-            round(1),
-            Some(Duration::ZERO),
-            &[],
-            dirs,
-            &unflushed,
-            &mut failed,
-        );
+        // A new round (it waits for nothing) or a kept one tried again.
+        let run = |r: Round, kept: bool, failed: &mut bool| {
+            let patience = (!kept).then_some(Duration::ZERO);
+            checkpoint_round(r, patience, &[], dirs, &unflushed, failed)
+        };
+        let mut failed = false;
+        let kept = run(round(1), false, &mut failed);
         assert!(failed && kept.is_some());
         fs::remove_file(&wal).expect("unlink");
         // The same file now syncs, but neither the kept round nor a new one
         // is deleted.
-        let kept = kept.expect("kept");
-        assert!(checkpoint_round(kept, None, &[], dirs, &unflushed, &mut failed).is_some());
-        assert!(checkpoint_round(
-            round(2),
-            Some(Duration::ZERO),
-            &[],
-            dirs,
-            &unflushed,
-            &mut failed
-        )
-        .is_some());
+        assert!(run(kept.expect("kept"), true, &mut failed).is_some());
+        assert!(run(round(2), false, &mut failed).is_some());
         assert!(segment_path(&log, 1).exists() && segment_path(&log, 2).exists());
         // Without a failure, a round's segment goes.
-        let mut fresh = false;
-        assert!(checkpoint_round(
-            round(3),
-            Some(Duration::ZERO),
-            &[],
-            dirs,
-            &unflushed,
-            &mut fresh
-        )
-        .is_none());
+        assert!(run(round(3), false, &mut false).is_none());
         assert!(!segment_path(&log, 3).exists());
     }
 }
