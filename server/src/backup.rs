@@ -130,7 +130,7 @@ fn write_archive(
     let staging = Staging(data.join(format!("{STAGING_PREFIX}{started_ms}")));
     fs::create_dir(&staging.0).context("cannot create the backup's staging directory")?;
     let mut tar = tar::Builder::new(out);
-    let format = format!("roost-data {}\n", crate::server::DATA_FORMAT);
+    let format = format!("roost-data {}\n", crate::data_dir::DATA_FORMAT);
     append_bytes(&mut tar, "FORMAT", format.as_bytes())?;
     let catalog = staging.0.join("catalog.sqlite");
     vacuum_into(&data.join("catalog.sqlite"), &catalog)?;
@@ -163,7 +163,7 @@ fn write_archive(
         "started_ms": started_ms,
         "finished_ms": crate::catalog::now_ms(),
         "objects": copied,
-        "data_format": crate::server::DATA_FORMAT,
+        "data_format": crate::data_dir::DATA_FORMAT,
         "roost_version": env!("CARGO_PKG_VERSION"),
     });
     append_bytes(&mut tar, MANIFEST, manifest.to_string().as_bytes())?;
@@ -289,7 +289,7 @@ fn unpack_and_check(from: &Path, work: &Path) -> anyhow::Result<(u64, serde_json
                 from.display()
             )
         })?;
-    crate::server::check_format(work)?;
+    crate::data_dir::check_format(work)?;
     let mut objects = 0;
     for (rel, _) in object_files(work)? {
         quick_check(&work.join(&rel))?;

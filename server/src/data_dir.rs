@@ -1,3 +1,6 @@
+//! The data directory: one server at a time (`<data>/LOCK`), its format
+//! (`<data>/FORMAT`), and the local state cluster mode starts without.
+//!
 //! One server per data directory: `<data>/LOCK`, held with an exclusive
 //! `flock` for as long as the server runs.
 //!
@@ -42,4 +45,67 @@ impl DataLock {
             }
         }
     }
+}
+
+/// The data directory's format: `<data>/FORMAT` holds `roost-data N`.
+/// Written on first start; a directory of a newer format is refused (this
+/// binary cannot read it); an older one would be upgraded here
+/// (CHANGELOG.md lists each format).
+pub(crate) const DATA_FORMAT: u32 = 1;
+
+pub(crate) fn check_format(data_dir: &Path) -> anyhow::Result<()> {
+    let path = data_dir.join("FORMAT");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let found: u32 = text
+                .trim()
+                .strip_prefix("roost-data ")
+                .and_then(|n| n.parse().ok())
+                .with_context(|| {
+                    format!(
+                        "{} is not a Roost format file (`roost-data N`)",
+                        path.display()
+                    )
+                })?;
+            if found > DATA_FORMAT {
+                anyhow::bail!(
+                    "{} holds data format {found}, newer than this Roost reads ({DATA_FORMAT}): run a newer Roost (see CHANGELOG.md)",
+                    data_dir.display()
+                );
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            // A new directory, or one from before the format was recorded
+            // (the same format 1).
+            let tmp = data_dir.join("FORMAT.tmp");
+            let write = || -> std::io::Result<()> {
+                let mut f = std::fs::File::create(&tmp)?;
+                std::io::Write::write_all(
+                    &mut f,
+                    format!("roost-data {DATA_FORMAT}\n").as_bytes(),
+                )?;
+                f.sync_all()?;
+                std::fs::rename(&tmp, &path)?;
+                std::fs::File::open(data_dir)?.sync_all()
+            };
+            write().with_context(|| format!("cannot write {}", path.display()))
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+/// Cluster mode: local object files are a cache of the replicated log, and
+/// an object is rebuilt from the log whenever this node takes it, so a
+/// node starts with none (nor the catalog that indexes them).
+pub(crate) fn forget_local_state(data_dir: &Path) -> anyhow::Result<()> {
+    let objects = data_dir.join("objects");
+    if objects.exists() {
+        std::fs::remove_dir_all(&objects)
+            .with_context(|| format!("cannot clear {}", objects.display()))?;
+    }
+    for name in ["catalog.sqlite", "catalog.sqlite-wal", "catalog.sqlite-shm"] {
+        let _ = std::fs::remove_file(data_dir.join(name));
+    }
+    Ok(())
 }

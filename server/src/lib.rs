@@ -17,7 +17,7 @@ mod cluster;
 mod commitlog;
 pub mod config;
 mod ctx;
-mod data_lock;
+mod data_dir;
 mod feed;
 mod http;
 mod id;
