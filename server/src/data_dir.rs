@@ -78,18 +78,9 @@ pub(crate) fn check_format(data_dir: &Path) -> anyhow::Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             // A new directory, or one from before the format was recorded
             // (the same format 1).
-            let tmp = data_dir.join("FORMAT.tmp");
-            let write = || -> std::io::Result<()> {
-                let mut f = std::fs::File::create(&tmp)?;
-                std::io::Write::write_all(
-                    &mut f,
-                    format!("roost-data {DATA_FORMAT}\n").as_bytes(),
-                )?;
-                f.sync_all()?;
-                std::fs::rename(&tmp, &path)?;
-                std::fs::File::open(data_dir)?.sync_all()
-            };
-            write().with_context(|| format!("cannot write {}", path.display()))
+            let text = format!("roost-data {DATA_FORMAT}\n");
+            crate::storage::write_file_durably(&path, text.as_bytes())
+                .with_context(|| format!("cannot write {}", path.display()))
         }
         Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
     }

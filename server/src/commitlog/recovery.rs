@@ -51,24 +51,16 @@ pub(crate) fn quarantine_path(data_dir: &Path, id: ObjectId) -> PathBuf {
     data_dir.join("quarantine").join(format!("{id}.log"))
 }
 
-/// Writes `records` (an object's) to its quarantine file, durably: a
-/// temporary file, fsynced, renamed into place, the directory fsynced.
+/// Writes `records` (an object's) to its quarantine file, durably.
 fn set_aside(data_dir: &Path, id: ObjectId, records: &[Record]) -> std::io::Result<PathBuf> {
     let path = quarantine_path(data_dir, id);
-    let dir = data_dir.join("quarantine");
-    fs::create_dir_all(&dir)?;
+    // Its directory entry durable too (a new directory's).
+    crate::storage::create_dir_all_durable(&data_dir.join("quarantine"))?;
     let mut bytes = SEGMENT_MAGIC.to_vec();
     for r in records {
         r.encode_into(&mut bytes);
     }
-    let tmp = path.with_extension("log.tmp");
-    {
-        let mut f = fs::File::create(&tmp)?;
-        std::io::Write::write_all(&mut f, &bytes)?;
-        f.sync_all()?;
-    }
-    fs::rename(&tmp, &path)?;
-    fs::File::open(&dir)?.sync_all()?;
+    crate::storage::write_file_durably(&path, &bytes)?;
     Ok(path)
 }
 

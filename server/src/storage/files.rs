@@ -95,3 +95,19 @@ pub(super) fn sync_parent(path: &Path) -> Result<(), std::io::Error> {
     }
     Ok(())
 }
+
+/// Writes `bytes` to `path` so that, after a crash, the file holds all of
+/// them or is as it was: a temporary file beside it, fsynced, renamed into
+/// place, the directory fsynced.
+pub(crate) fn write_file_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    {
+        let mut f = File::create(&tmp)?;
+        std::io::Write::write_all(&mut f, bytes)?;
+        f.sync_all()?;
+    }
+    fs::rename(&tmp, path)?;
+    sync_parent(path)
+}

@@ -46,7 +46,7 @@ pub(crate) use batch::BatchChanges;
 pub(crate) use error::classify;
 pub use error::{FaultHook, StorageError};
 pub(crate) use files::{
-    create_dir_all_durable, parent_dir, remove_object_files, sync_object_files,
+    create_dir_all_durable, parent_dir, remove_object_files, sync_object_files, write_file_durably,
 };
 pub use kv::ListOptions;
 pub use limits::StorageLimits;
