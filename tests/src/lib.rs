@@ -23,6 +23,11 @@ use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+/// How long a server may take to say where it listens. A cluster node
+/// waits for JetStream (each start-up step retries for up to 30 s), and
+/// CI machines are shared.
+const START_PATIENCE: Duration = Duration::from_secs(60);
+
 pub fn roost_bin() -> PathBuf {
     if let Ok(p) = std::env::var("ROOST_BIN") {
         return PathBuf::from(p);
@@ -151,18 +156,31 @@ impl ServerProcess {
                 let _ = tx.send(line);
             }
         });
-        let base = tokio::time::timeout(Duration::from_secs(30), async {
+        // What the server said before listening, for the error if it never does.
+        let mut said: Vec<String> = Vec::new();
+        let started = tokio::time::timeout(START_PATIENCE, async {
             while let Some(line) = logs.recv().await {
                 if let Some(at) = line.find("listening on http://") {
                     let rest = &line[at + "listening on ".len()..];
                     let url = rest.split_whitespace().next().unwrap_or(rest);
-                    return Ok(url.to_owned());
+                    return Some(url.to_owned());
                 }
+                said.push(line);
             }
-            Err(anyhow!("server exited before listening"))
+            None
         })
-        .await
-        .context("server did not start in 30 s")??;
+        .await;
+        let base = match started {
+            Ok(Some(base)) => base,
+            Ok(None) => bail!(
+                "server exited before listening; it said:\n{}",
+                said.join("\n")
+            ),
+            Err(_) => bail!(
+                "server did not start in {START_PATIENCE:?}; it said:\n{}",
+                said.join("\n")
+            ),
+        };
         let admin_token = args
             .iter()
             .position(|a| *a == "--admin-token")
