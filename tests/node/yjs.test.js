@@ -97,6 +97,44 @@ for (const how of ['restart', 'kill -9']) {
   })
 }
 
+// The stock client sends a keystroke typed as its socket opens before its
+// sync step 2 with the offline edits: the server holds the keystroke until
+// they arrive instead of closing the socket (1008) and forcing a reconnect.
+test('typing the moment a provider reconnects after offline edits keeps the socket', async () => {
+  const dir = tempDir()
+  const server = await startServer(dir)
+  try {
+    const a = new Y.Doc()
+    const b = new Y.Doc()
+    const pa = provider(server, 'offline', a)
+    const pb = provider(server, 'offline', b)
+    await synced(pa); await synced(pb)
+    const ta = a.getText('t')
+    ta.insert(0, 'online ')
+    await until(() => b.getText('t').toString() === 'online ', 10000, 'b to receive the online edit')
+    const closes = []
+    pa.on('connection-close', (event) => closes.push(event?.code ?? 'local'))
+    pa.disconnect()
+    ta.insert(ta.length, 'offline ')
+    let typed = false
+    pa.on('status', ({ status }) => {
+      if (status === 'connected' && !typed) {
+        typed = true
+        ta.insert(ta.length, 'typed')
+      }
+    })
+    pa.connect()
+    await until(() => b.getText('t').toString() === 'online offline typed', 10000, 'b to receive the offline edits and the keystroke')
+    assert.equal(typed, true)
+    await new Promise((resolve) => setTimeout(resolve, 300))
+    assert.deepEqual(closes, ['local'], 'only the deliberate disconnect closed the socket')
+    pa.destroy(); pb.destroy()
+  } finally {
+    await server.stop()
+    removeDir(dir)
+  }
+})
+
 test('HTTP state and update side channel', async () => {
   const dir = tempDir()
   const server = await startServer(dir)

@@ -1,11 +1,13 @@
 //! Yjs documents against the real binary with yrs clients: seeded random
 //! convergence through disconnects and server restarts, hostile frames,
-//! the `saved` extension, and hibernation with awareness-only traffic.
+//! the `saved` extension, hibernation with awareness-only traffic, and
+//! updates sent ahead of their client's earlier ones.
 
 use std::time::Duration;
 
 use roost_tests::yclient::YClient;
 use roost_tests::{http, metric, ServerProcess};
+use yrs::sync::protocol::{Message as YMessage, SyncMessage};
 
 /// xorshift64: small, seeded, reproducible.
 struct Rng(u64);
@@ -613,6 +615,123 @@ async fn an_awareness_flood_is_refused_and_newcomers_get_in() -> anyhow::Result<
         a.drain(Duration::from_millis(100)).await?.is_none(),
         "a was closed"
     );
+    server.terminate().await?;
+    Ok(())
+}
+
+/// A stock y-websocket client that edited offline and types the moment its
+/// socket reopens sends the keystroke before its sync step 2: the server
+/// holds the keystroke until the step 2 arrives, instead of closing the
+/// socket, and counts it as saved only once it is stored. Nothing is lost
+/// to a kill -9 afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_sent_ahead_of_its_clients_earlier_ones_waits_for_them() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let server = ServerProcess::start(dir.path(), &[]).await?;
+    let mut writer = YClient::new();
+    writer
+        .connect(&server.ws_url("/v1/yjs/ahead?saved=1"))
+        .await?;
+    writer.insert(0, "online ").await?;
+    let mut reader = YClient::new();
+    reader.connect(&server.ws_url("/v1/yjs/ahead")).await?;
+    reader
+        .wait_for_text("online ", Duration::from_secs(10))
+        .await?;
+    writer.drain(Duration::from_millis(200)).await?;
+    // Handshake step 2, then "online ".
+    assert_eq!(writer.saved, 2);
+    // Edited while offline (never sent), then a keystroke sent first.
+    let offline = writer.edit(7, "offline ");
+    let keystroke = writer.edit(15, "typed");
+    writer
+        .send(YMessage::Sync(SyncMessage::Update(keystroke)))
+        .await?;
+    let closed = writer.drain(Duration::from_millis(500)).await?;
+    assert_eq!(
+        closed, None,
+        "the socket was closed for an update sent ahead"
+    );
+    assert_eq!(writer.saved, 2, "a parked update is not saved yet");
+    reader.drain(Duration::from_millis(200)).await?;
+    assert_eq!(reader.text(), "online ", "a parked update reached a reader");
+    assert_eq!(server_text(&server, "ahead").await?, "online ");
+    // The sync step 2 with the offline edits completes it.
+    writer
+        .send(YMessage::Sync(SyncMessage::SyncStep2(offline)))
+        .await?;
+    reader
+        .wait_for_text("online offline typed", Duration::from_secs(10))
+        .await?;
+    for _ in 0..100 {
+        writer.drain(Duration::from_millis(20)).await?;
+        if writer.saved >= 4 {
+            break;
+        }
+    }
+    assert_eq!(
+        writer.saved, 4,
+        "the step 2 and the parked keystroke are saved"
+    );
+    assert!(writer.is_connected());
+    let data = dir.path().to_owned();
+    server.kill9().await?;
+    let server = ServerProcess::start(&data, &[]).await?;
+    assert_eq!(server_text(&server, "ahead").await?, "online offline typed");
+    server.terminate().await?;
+    Ok(())
+}
+
+/// An update whose client's earlier updates never follow is parked for at
+/// most 2 s: then its socket is closed (1008), so its client re-syncs, and
+/// the document never held it. Other sockets stay open. A socket that
+/// parks too many is closed at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_whose_earlier_ones_never_come_closes_its_socket() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let server = ServerProcess::start(dir.path(), &[]).await?;
+    let mut writer = YClient::new();
+    writer.connect(&server.ws_url("/v1/yjs/never")).await?;
+    let mut other = YClient::new();
+    other.connect(&server.ws_url("/v1/yjs/never")).await?;
+    let _lost = writer.edit(0, "never sent ");
+    let keystroke = writer.edit(11, "x");
+    let sent = std::time::Instant::now();
+    writer
+        .send(YMessage::Sync(SyncMessage::Update(keystroke)))
+        .await?;
+    let closed = writer.drain(Duration::from_secs(8)).await?;
+    let waited = sent.elapsed();
+    assert_eq!(closed, Some(1008));
+    assert!(
+        waited >= Duration::from_millis(1500) && waited < Duration::from_secs(8),
+        "closed after {waited:?}"
+    );
+    assert_eq!(other.drain(Duration::from_millis(200)).await?, None);
+    assert_eq!(server_text(&server, "never").await?, "");
+    // Reconnected, its sync sends everything and the text is whole.
+    writer.connect(&server.ws_url("/v1/yjs/never")).await?;
+    other
+        .wait_for_text("never sent x", Duration::from_secs(10))
+        .await?;
+    // A socket parks at most 256 updates: the 257th closes it at once.
+    let mut flood = YClient::new();
+    flood.connect(&server.ws_url("/v1/yjs/never")).await?;
+    let _lost = flood.edit(0, "-");
+    let sent = std::time::Instant::now();
+    for i in 0..257 {
+        let ahead = flood.edit(1 + i, "+");
+        flood
+            .send(YMessage::Sync(SyncMessage::Update(ahead)))
+            .await?;
+    }
+    assert_eq!(flood.drain(Duration::from_secs(8)).await?, Some(1008));
+    assert!(
+        sent.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        sent.elapsed()
+    );
+    assert_eq!(server_text(&server, "never").await?, "never sent x");
     server.terminate().await?;
     Ok(())
 }

@@ -78,7 +78,7 @@ impl Ydoc {
         let checked = match Self::check(&Self::config(ctx), &request.body) {
             Ok(c) => c,
             Err(Refusal::TooLarge(why)) => return Ok(FetchResponse::status(413, &why)),
-            Err(Refusal::Malformed(why) | Refusal::CannotApply(why)) => {
+            Err(Refusal::Malformed(why) | Refusal::CannotApply(why) | Refusal::Ahead(why)) => {
                 return Ok(FetchResponse::status(400, &why))
             }
         };
@@ -90,7 +90,7 @@ impl Ydoc {
                 Ok(FetchResponse::json(&json!({ "ok": true })))
             }
             Err(Refusal::TooLarge(why)) => Ok(FetchResponse::status(413, &why)),
-            Err(Refusal::Malformed(why) | Refusal::CannotApply(why)) => {
+            Err(Refusal::Malformed(why) | Refusal::CannotApply(why) | Refusal::Ahead(why)) => {
                 Ok(FetchResponse::status(400, &why))
             }
         }

@@ -35,6 +35,8 @@
 //! - this file: the class (`DurableObject`), its configuration and state,
 //!   compaction by alarm;
 //! - `sync.rs`: y-websocket frames, sync replies and the `saved` extension;
+//! - `parked.rs`: updates that came ahead of their client's earlier ones,
+//!   held per socket until those arrive;
 //! - `http.rs`: `state` (also as of a time) and `update` over HTTP;
 //! - `update.rs`: checking, applying and gathering updates; snapshots;
 //! - `store.rs`: the tables (update log, snapshots), load, compaction,
@@ -49,6 +51,7 @@ mod feed;
 mod history;
 mod http;
 mod nesting;
+mod parked;
 pub(crate) mod store;
 mod sync;
 mod update;
@@ -138,6 +141,8 @@ pub(crate) struct Ydoc {
     quiet_ms: i64,
     /// Rows up to this id are as coarse as they will get (`history.rs`).
     coarse_through: i64,
+    /// Updates each socket sent ahead of its client's earlier ones.
+    parked: parked::ParkedBySocket,
 }
 
 impl DurableObject for Ydoc {
@@ -156,6 +161,7 @@ impl DurableObject for Ydoc {
             unapplied_sv: StateVector::default(),
             quiet_ms: after + after / 4 * spread / 65_536,
             coarse_through: 0,
+            parked: parked::ParkedBySocket::default(),
         })
     }
 
@@ -195,45 +201,21 @@ impl DurableObject for Ydoc {
         self.on_frame(ctx, socket, &bytes)
     }
 
-    async fn alarm(&mut self, ctx: &mut Ctx, _info: AlarmInfo) -> Result<(), ObjectError> {
-        let config = Self::config(ctx);
-        let now = ctx.now_ms();
-        let quiet_since = self.stats.last_update_ts + self.quiet_ms;
-        if quiet_since > now {
-            // Still being edited: look again once it has been quiet long enough.
-            ctx.set_alarm(quiet_since)?;
-            return Ok(());
-        }
-        if self.worth_a_snapshot(&config) {
-            self.checkpoint(ctx, true)?;
-        }
-        let fatal = |e: store::StoreError| ObjectError::Fatal(e.to_string());
-        let coarse = self.coarsen(ctx, &config, now)?;
-        let cutoff = now - config.retention.as_millis() as i64;
-        let (updates, snapshots) = store::compact(ctx.storage().sql(), cutoff).map_err(fatal)?;
-        if updates > 0 || snapshots > 0 || coarse.rows_removed > 0 || coarse.snapshots_changed > 0 {
-            // The deleted rows' pages go back to the filesystem, not to a
-            // free list the document would keep for good.
-            let pages = ctx.storage().reclaim_free_pages()?;
-            let merged = coarse.rows_removed;
-            tracing::debug!(updates, snapshots, merged, pages, "compacted document log");
-        }
-        if !coarse.done {
-            // More rows to merge: go on at once, in a new batch.
-            ctx.set_alarm(now)?;
-            return Ok(());
-        }
-        // Come back when the oldest kept update leaves the retention window.
-        let oldest = store::oldest_ts(ctx.storage().sql()).map_err(fatal)?;
-        let due = oldest.map(|ts| ts + config.retention.as_millis() as i64);
-        let next = match (due, coarse.open_until) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        if let Some(next) = next {
-            ctx.set_alarm(next.max(now + 1000))?;
-        }
+    async fn on_close(
+        &mut self,
+        _ctx: &mut Ctx,
+        socket: SocketId,
+        _code: u16,
+        _reason: &str,
+    ) -> Result<(), ObjectError> {
+        self.parked.remove(&socket);
         Ok(())
+    }
+
+    async fn alarm(&mut self, ctx: &mut Ctx, _info: AlarmInfo) -> Result<(), ObjectError> {
+        self.expire_parked(ctx);
+        self.compact_by_alarm(ctx)?;
+        self.arm_parked(ctx)
     }
 
     async fn fetch(
@@ -283,6 +265,51 @@ impl DurableObject for Ydoc {
     }
 }
 
+impl Ydoc {
+    /// Snapshots, merges and compacts once editing has stopped, and sets
+    /// the alarm for the next time there is work (the module's text).
+    fn compact_by_alarm(&mut self, ctx: &mut Ctx) -> Result<(), ObjectError> {
+        let config = Self::config(ctx);
+        let now = ctx.now_ms();
+        let quiet_since = self.stats.last_update_ts + self.quiet_ms;
+        if quiet_since > now {
+            // Still being edited: look again once it has been quiet long enough.
+            ctx.set_alarm(quiet_since)?;
+            return Ok(());
+        }
+        if self.worth_a_snapshot(&config) {
+            self.checkpoint(ctx, true)?;
+        }
+        let fatal = |e: store::StoreError| ObjectError::Fatal(e.to_string());
+        let coarse = self.coarsen(ctx, &config, now)?;
+        let cutoff = now - config.retention.as_millis() as i64;
+        let (updates, snapshots) = store::compact(ctx.storage().sql(), cutoff).map_err(fatal)?;
+        if updates > 0 || snapshots > 0 || coarse.rows_removed > 0 || coarse.snapshots_changed > 0 {
+            // The deleted rows' pages go back to the filesystem, not to a
+            // free list the document would keep for good.
+            let pages = ctx.storage().reclaim_free_pages()?;
+            let merged = coarse.rows_removed;
+            tracing::debug!(updates, snapshots, merged, pages, "compacted document log");
+        }
+        if !coarse.done {
+            // More rows to merge: go on at once, in a new batch.
+            ctx.set_alarm(now)?;
+            return Ok(());
+        }
+        // Come back when the oldest kept update leaves the retention window.
+        let oldest = store::oldest_ts(ctx.storage().sql()).map_err(fatal)?;
+        let due = oldest.map(|ts| ts + config.retention.as_millis() as i64);
+        let next = match (due, coarse.open_until) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        if let Some(next) = next {
+            ctx.set_alarm(next.max(now + 1000))?;
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::sync::saved_frame;
@@ -322,6 +349,7 @@ mod tests {
             unapplied_sv: StateVector::default(),
             quiet_ms: 5000,
             coarse_through: 0,
+            parked: parked::ParkedBySocket::default(),
         };
         let state = y.state(&StateVector::default()).expect("state");
         assert!(y.unapplied.is_empty());

@@ -23,7 +23,7 @@ use crate::{Ctx, ObjectError};
 pub(super) fn refuse(ctx: &mut Ctx, socket: SocketId, refusal: Refusal) {
     match refusal {
         Refusal::TooLarge(why) => ctx.close(socket, close::TOO_LARGE, clip_reason(&why)),
-        Refusal::Malformed(why) | Refusal::CannotApply(why) => {
+        Refusal::Malformed(why) | Refusal::CannotApply(why) | Refusal::Ahead(why) => {
             tracing::info!(%socket, error = %why, "refusing an update");
             ctx.close(socket, close::POLICY, clip_reason(&why));
         }
@@ -152,7 +152,9 @@ impl Ydoc {
 
     /// Answers the frame's sync steps and accepts its updates, in order.
     /// Returns how many updates were accepted, or `None` if one was refused
-    /// (the socket is closed; the updates before it stay accepted).
+    /// (the socket is closed; the updates before it stay accepted). One
+    /// sent ahead of its client's earlier updates is parked, and tried
+    /// again once this socket's later updates are in (`parked.rs`).
     fn answer_frame(
         &mut self,
         ctx: &mut Ctx,
@@ -196,6 +198,9 @@ impl Ydoc {
                             }
                             accepted += 1;
                         }
+                        Err(Refusal::Ahead(why)) if self.park(ctx, socket, update)? => {
+                            tracing::debug!(%socket, why, "parked an update");
+                        }
                         Err(refusal) => {
                             refuse(ctx, socket, refusal);
                             return Ok(None);
@@ -205,6 +210,13 @@ impl Ydoc {
                 // Awareness is the socket layer's; auth and unknown types are ignored.
                 _ => {}
             }
+        }
+        // What this frame accepted may complete updates parked before.
+        if accepted > 0 && self.parked.contains_key(&socket) {
+            let Some(unparked) = self.unpark(ctx, socket)? else {
+                return Ok(None);
+            };
+            accepted += unparked;
         }
         Ok(Some(accepted))
     }

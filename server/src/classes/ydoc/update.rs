@@ -34,6 +34,14 @@ pub(super) struct Checked {
     runs: Vec<(u64, u32, u32)>,
 }
 
+/// A gap an update would leave in a client's clocks (`Ydoc::gap`).
+pub(super) enum Gap {
+    /// The update itself holds a skip range.
+    Skip(u64),
+    /// It starts above what the document holds (or will, once settled).
+    Ahead(u64),
+}
+
 /// Why an update was refused (its sender alone: 1009 / 413, else 1008 / 400).
 pub(super) enum Refusal {
     TooLarge(String),
@@ -41,6 +49,10 @@ pub(super) enum Refusal {
     /// It decoded, but the document cannot take it (yrs: an item whose
     /// parent is not a type).
     CannotApply(String),
+    /// It starts above the clocks the document holds of its client: the
+    /// client's earlier updates have not arrived yet. A socket parks it
+    /// until they do (`parked.rs`); over HTTP it is refused (400).
+    Ahead(String),
 }
 
 impl Ydoc {
@@ -102,10 +114,18 @@ impl Ydoc {
                 config.max_doc_bytes
             ))));
         }
-        if let Some(client) = self.gap(&checked) {
-            return Ok(Err(Refusal::CannotApply(format!(
-                "update skips clocks of client {client} the document does not have"
-            ))));
+        match self.gap(&checked) {
+            Some(Gap::Skip(client)) => {
+                return Ok(Err(Refusal::CannotApply(format!(
+                    "update holds a gap in the clocks of client {client}"
+                ))))
+            }
+            Some(Gap::Ahead(client)) => {
+                return Ok(Err(Refusal::Ahead(format!(
+                    "update skips clocks of client {client} the document does not have"
+                ))))
+            }
+            None => {}
         }
         if checked.parent_by_id || self.has_pending_structs() {
             // It may fail to apply: apply it now, alone, so that a failure
@@ -172,10 +192,11 @@ impl Ydoc {
     /// skip ranges, where fuzzing found it panicking (block_store.rs) and
     /// leaving a `Doc` that crashed the process when dropped; Yjs clients
     /// send a client's structs from where the server is, so only a client
-    /// that itself holds a gap (or a hostile one) is refused.
-    pub(super) fn gap(&self, checked: &Checked) -> Option<u64> {
+    /// that itself holds a gap (or a hostile one) is refused, and one sent
+    /// ahead of its client's earlier updates waits for them (`Ahead`).
+    pub(super) fn gap(&self, checked: &Checked) -> Option<Gap> {
         if let Some(client) = checked.skip {
-            return Some(client);
+            return Some(Gap::Skip(client));
         }
         let sv = self.doc.transact().state_vector();
         checked
@@ -185,7 +206,7 @@ impl Ydoc {
                 let client = yrs::ClientID::new(*client);
                 start < end && *start > sv.get(&client).max(self.unapplied_sv.get(&client))
             })
-            .map(|(client, _, _)| *client)
+            .map(|(client, _, _)| Gap::Ahead(*client))
     }
 
     /// How deep `update` would nest shared types once applied, with the
