@@ -42,7 +42,8 @@ WORKDIR /var/lib/roost
 # One SQLite file per object, the commit log and the catalog: keep it.
 VOLUME ["/var/lib/roost"]
 EXPOSE 8787
-# /readyz answers 200 once recovery is done and 503 while draining. The image
+# /readyz answers 200 once recovery is done, 503 while draining or after a
+# commit log write failed. The image
 # has no curl: bash opens the connection itself.
 HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
     CMD ["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/8787 && printf 'GET /readyz HTTP/1.1\\r\\nHost: localhost\\r\\nConnection: close\\r\\n\\r\\n' >&3 && head -n 1 <&3 | grep -q '^HTTP/1\\.[01] 200 '"]

@@ -91,6 +91,29 @@ impl ServerProcess {
         Self::launch(bin, cwd, command, args).await
     }
 
+    /// `start`, but no file the server writes may grow past `max_file_bytes`
+    /// (`prlimit --fsize`, with SIGXFSZ ignored): a write past it fails
+    /// with EFBIG, as a failing disk would fail it.
+    pub async fn start_with_file_limit(
+        data: &Path,
+        max_file_bytes: u64,
+        extra: &[&str],
+    ) -> Result<ServerProcess> {
+        let bin = roost_bin();
+        let mut args = vec!["--data", data.to_str().context("data path is not UTF-8")?];
+        args.extend_from_slice(extra);
+        let mut command = Command::new("sh");
+        command
+            .args(["-c", "trap '' XFSZ; exec \"$@\"", "sh", "prlimit"])
+            .arg(format!("--fsize={max_file_bytes}"))
+            .arg("--")
+            .arg(&bin)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(&args)
+            .env_remove("ROOST_DATA");
+        Self::launch(&bin, None, command, &args).await
+    }
+
     /// Runs `bin` with exactly `args` — no `serve --listen 127.0.0.1:0` in
     /// front, so they must make it listen on loopback themselves — in `cwd`,
     /// with no `ROOST_*` variable but `env`'s. For commands written down

@@ -2,7 +2,8 @@
 //! cap keeps every acknowledged write, answers 413 for the write that does
 //! not fit, and goes on serving reads and writes without a restart; a full
 //! disk and a full file-descriptor table are refused with their own codes
-//! (507, 503) and pass without a restart.
+//! (507, 503) and pass without a restart; a commit log whose write failed
+//! fails the probes until a restart, which loses nothing acknowledged.
 
 use roost_tests::{call, http, ServerProcess};
 use serde_json::{json, Value};
@@ -510,4 +511,71 @@ fn roost_object_id(name: &str) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+/// A commit log write that fails (here: past the process's file size
+/// limit, EFBIG, as a failing disk would fail it) breaks the log: every
+/// later write is refused, `/readyz` and `/healthz` answer 503 so the
+/// orchestrator takes the node out and restarts it, and the restart keeps
+/// every acknowledged update.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_commit_log_fails_the_probes_and_a_restart_loses_nothing() -> anyhow::Result<()> {
+    use roost_tests::yclient::YClient;
+    let dir = tempfile::tempdir()?;
+    // The first segment is 4 MiB of room: no seal until an hour passed.
+    let flags = ["--checkpoint-interval", "1h"];
+    let server = ServerProcess::start_with_file_limit(dir.path(), 5 << 20, &flags).await?;
+    let client = http();
+    assert_eq!(probe(&server, "/readyz").await?, 200);
+    let text = "y".repeat(200_000);
+    let (mut acked, mut refused) = (Vec::new(), 0);
+    for i in 0..40 {
+        let doc = format!("big-{i}");
+        let update = YClient::new().edit(0, &text);
+        let status = client
+            .post(server.url(&format!("/v1/yjs/{doc}/update")))
+            .body(update)
+            .send()
+            .await?
+            .status()
+            .as_u16();
+        match status {
+            200 => acked.push(doc),
+            500 => refused += 1,
+            other => anyhow::bail!("update {i}: unexpected status {other}"),
+        }
+    }
+    assert!(
+        acked.len() >= 15 && refused >= 10,
+        "{} acknowledged, {refused} refused",
+        acked.len()
+    );
+    println!("{} acknowledged, {refused} refused", acked.len());
+    assert_eq!(probe(&server, "/readyz").await?, 503);
+    assert_eq!(probe(&server, "/healthz").await?, 503);
+    let body: Value = client
+        .get(server.url("/readyz"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("commit log is broken"), "{body}");
+    server.kill9().await?;
+    let server = ServerProcess::start(dir.path(), &[]).await?;
+    assert_eq!(probe(&server, "/readyz").await?, 200);
+    for doc in &acked {
+        let stored = roost_tests::stored_text(&server, doc).await?;
+        assert_eq!(
+            stored.len(),
+            text.len(),
+            "{doc} lost its acknowledged update"
+        );
+    }
+    server.terminate().await?;
+    Ok(())
+}
+
+async fn probe(server: &ServerProcess, path: &str) -> anyhow::Result<u16> {
+    Ok(http().get(server.url(path)).send().await?.status().as_u16())
 }

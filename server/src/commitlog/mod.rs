@@ -179,6 +179,12 @@ impl CommitLog {
         })
     }
 
+    /// Whether a write or `fdatasync` of the log failed: every commit is
+    /// refused from then on, until a restart (the probes say so).
+    pub(crate) fn is_broken(&self) -> bool {
+        self.broken.load(Ordering::Acquire)
+    }
+
     /// Where objects list the batches that are in the log but not yet
     /// committed to their own files (see [`Unflushed`]).
     pub(crate) fn unflushed(&self) -> Arc<Unflushed> {

@@ -57,7 +57,7 @@ pub(crate) fn query_number(
 pub(crate) fn router(runtime: Runtime, max_body_bytes: usize) -> Router {
     let cors = cors::layer(&runtime.config().cors_origins);
     let router = Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi::serve))
@@ -133,13 +133,40 @@ pub(crate) fn router(runtime: Runtime, max_body_bytes: usize) -> Router {
     router.layer(trace::access_log()).with_state(runtime)
 }
 
-/// Readiness: 200 while serving, 503 once a shutdown began (the listener
-/// opens only after recovery, so there is no "recovering" answer to give).
+/// Liveness: 200 while the process can serve; 503 once the commit log
+/// broke (every write fails until a restart, which loses nothing).
+async fn healthz(State(runtime): State<Runtime>) -> axum::response::Response {
+    match log_broken(&runtime) {
+        Some(answer) => answer,
+        None => "ok\n".into_response(),
+    }
+}
+
+/// Readiness: 200 while serving, 503 once a shutdown began or the commit
+/// log broke (the listener opens only after recovery, so there is no
+/// "recovering" answer to give).
 async fn readyz(State(runtime): State<Runtime>) -> axum::response::Response {
     if runtime.is_shutting_down() {
         return ApiError::new(ErrorCode::ShuttingDown, "the server is draining").into_response();
     }
-    "ready\n".into_response()
+    match log_broken(&runtime) {
+        Some(answer) => answer,
+        None => "ready\n".into_response(),
+    }
+}
+
+/// The probes' 503 once a write or `fdatasync` of the commit log failed.
+fn log_broken(runtime: &Runtime) -> Option<axum::response::Response> {
+    if !runtime.log().is_broken() {
+        return None;
+    }
+    let mut answer = ApiError::new(
+        ErrorCode::Internal,
+        "the commit log is broken after a failed write; every write fails until the server restarts",
+    )
+    .into_response();
+    *answer.status_mut() = axum::http::StatusCode::SERVICE_UNAVAILABLE;
+    Some(answer)
 }
 
 /// `GET /metrics`. With `--auth-secret` set it needs the admin token
