@@ -420,33 +420,13 @@ async fn a_damaged_object_file_at_start_up_is_set_aside_alone() -> anyhow::Resul
         "--admin-token",
         "faults-admin",
     ];
-    let server = ServerProcess::start(dir.path(), &flags).await?;
     let client = http();
-    for (name, n) in [("c", 5), ("d", 3)] {
-        for _ in 0..n {
-            let (status, body) =
-                call(&client, &server, "counter", name, "increment", json!({})).await?;
-            assert_eq!(status, 200, "{body}");
-        }
-    }
-    server.kill9().await?;
-    let file = roost_tests::walk(&dir.path().join("objects"))
-        .into_iter()
-        .find(|p| {
-            p.extension().is_some_and(|e| e == "sqlite")
-                && p.to_string_lossy().contains(&roost_object_id("c"))
-        })
-        .ok_or_else(|| anyhow::anyhow!("no object file for c"))?;
-    let wal = std::path::PathBuf::from(format!("{}-wal", file.display()));
-    // A good copy, as a backup would hold (its writes up to the kill, or
-    // fewer: the log replays what it lacks).
-    let saved = dir.path().join("saved.sqlite");
-    std::fs::copy(&file, &saved)?;
-    let saved_wal = wal.exists().then(|| std::fs::read(&wal)).transpose()?;
-    std::fs::write(&file, vec![0x5a; 8192])?;
-    if wal.exists() {
-        std::fs::write(&wal, vec![0x5a; 8192])?;
-    }
+    let Damaged {
+        file,
+        wal,
+        saved,
+        saved_wal,
+    } = damage_counter_c(dir.path(), &flags).await?;
     let server = ServerProcess::start(dir.path(), &flags).await?;
     let (status, body) = call(&client, &server, "counter", "d", "get", json!({})).await?;
     assert_eq!((status, &body), (200, &json!(3)), "{body}");
@@ -496,6 +476,88 @@ async fn a_damaged_object_file_at_start_up_is_set_aside_alone() -> anyhow::Resul
         0,
         "quarantine file left behind"
     );
+    server.terminate().await?;
+    Ok(())
+}
+
+/// Counter `c` (5 increments) and `d` (3), then a kill -9 and `c`'s file
+/// and WAL overwritten with garbage, as damage while the server was down.
+async fn damage_counter_c(dir: &std::path::Path, flags: &[&str]) -> anyhow::Result<Damaged> {
+    let server = ServerProcess::start(dir, flags).await?;
+    let client = http();
+    for (name, n) in [("c", 5), ("d", 3)] {
+        for _ in 0..n {
+            let (status, body) =
+                call(&client, &server, "counter", name, "increment", json!({})).await?;
+            assert_eq!(status, 200, "{body}");
+        }
+    }
+    server.kill9().await?;
+    let file = roost_tests::walk(&dir.join("objects"))
+        .into_iter()
+        .find(|p| {
+            p.extension().is_some_and(|e| e == "sqlite")
+                && p.to_string_lossy().contains(&roost_object_id("c"))
+        })
+        .ok_or_else(|| anyhow::anyhow!("no object file for c"))?;
+    let wal = std::path::PathBuf::from(format!("{}-wal", file.display()));
+    // A good copy, as a backup would hold (its writes up to the kill, or
+    // fewer: the log replays what it lacks).
+    let saved = dir.join("saved.sqlite");
+    std::fs::copy(&file, &saved)?;
+    let saved_wal = wal.exists().then(|| std::fs::read(&wal)).transpose()?;
+    std::fs::write(&file, vec![0x5a; 8192])?;
+    if wal.exists() {
+        std::fs::write(&wal, vec![0x5a; 8192])?;
+    }
+    Ok(Damaged {
+        file,
+        wal,
+        saved,
+        saved_wal,
+    })
+}
+
+/// `c`'s damaged file and WAL, and good copies of both from before.
+struct Damaged {
+    file: std::path::PathBuf,
+    wal: std::path::PathBuf,
+    saved: std::path::PathBuf,
+    saved_wal: Option<Vec<u8>>,
+}
+
+/// A set-aside object can be given up: the admin API deletes it, its
+/// quarantined writes with it, and a new object of that name starts from
+/// nothing and stays so through a kill -9.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_set_aside_object_can_be_deleted_through_the_admin_api() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let flags = [
+        "--checkpoint-interval",
+        "1h",
+        "--admin-token",
+        "faults-admin",
+    ];
+    let client = http();
+    damage_counter_c(dir.path(), &flags).await?;
+    let server = ServerProcess::start(dir.path(), &flags).await?;
+    let (status, _) = call(&client, &server, "counter", "c", "get", json!({})).await?;
+    assert_eq!(status, 500);
+    let deleted = client
+        .delete(server.url("/v1/admin/objects/counter/c"))
+        .bearer_auth("faults-admin")
+        .send()
+        .await?;
+    assert_eq!(deleted.status(), 200, "{}", deleted.text().await?);
+    assert_eq!(std::fs::read_dir(dir.path().join("quarantine"))?.count(), 0);
+    let (status, body) = call(&client, &server, "counter", "c", "increment", json!({})).await?;
+    assert_eq!((status, &body), (200, &json!(1)), "{body}");
+    server.kill9().await?;
+    let server = ServerProcess::start(dir.path(), &flags).await?;
+    let (status, body) = call(&client, &server, "counter", "c", "get", json!({})).await?;
+    assert_eq!((status, &body), (200, &json!(1)), "{body}");
+    let (status, body) = call(&client, &server, "counter", "d", "get", json!({})).await?;
+    assert_eq!((status, &body), (200, &json!(3)), "{body}");
     server.terminate().await?;
     Ok(())
 }

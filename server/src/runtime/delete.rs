@@ -1,6 +1,7 @@
 //! The `Delete` command: an object's deletion runs alone, after every
-//! command queued before it, and removes the object's files, sockets
-//! (closed with 1001), catalog entry and alarm.
+//! command queued before it, and removes the object's files (and writes
+//! set aside for it at start-up), sockets (closed with 1001), catalog
+//! entry and alarm.
 //!
 //! Architecture Invariant: the deletion is acknowledged only once it is
 //! durable in the commit log (a deletion mark, logged after the files are
@@ -49,7 +50,27 @@ fn delete_object(runtime: &Runtime, key: &ObjectKey) -> Result<(), ErrorDetail> 
             "object deleted".into(),
         ));
     }
-    let path = object_path(&runtime.config().data_dir, &key.class, key.id);
+    let data_dir = &runtime.config().data_dir;
+    // First the writes set aside for it at start-up (`recovery`), if any:
+    // a crash between the two then leaves the damaged file, never set-aside
+    // writes that would replay into a new, empty file.
+    let aside = crate::commitlog::recovery::quarantine_path(data_dir, key.id);
+    match std::fs::remove_file(&aside) {
+        Ok(()) => {
+            if let Some(dir) = aside.parent() {
+                let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
+            }
+            tracing::info!(class = %key.class, id = %key.id, "set-aside writes deleted");
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(error(
+                ErrorCode::Storage,
+                format!("cannot delete {}: {e}", aside.display()),
+            ))
+        }
+    }
+    let path = object_path(data_dir, &key.class, key.id);
     match crate::storage::remove_object_files(&path) {
         Ok(true) => runtime.object_removed(),
         Ok(false) => {}

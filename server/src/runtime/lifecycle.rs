@@ -109,9 +109,11 @@ pub(super) fn start<T: DurableObject>(
             format!(
                 "at start-up the object's file {} could not take its logged writes; they are \
                  kept in the data directory's quarantine folder ({}). Put a good copy of the file in place (from a backup) and restart \
-                 Roost to replay them into it, or remove both files to give the object up",
+                 Roost to replay them into it, or delete the object (DELETE /v1/admin/objects/{}/{}) to give it up",
                 object_path(data_dir, &key.class, key.id).display(),
-                aside.display()
+                aside.display(),
+                key.class,
+                key.name
             ),
         ));
     }
