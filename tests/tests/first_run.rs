@@ -262,13 +262,15 @@ async fn the_readme_tour_runs_as_written() -> anyhow::Result<()> {
 /// Runs `script` with bash in `cwd` (its own process group, killed after
 /// 60 s with everything it started); its stdout, once it exited 0.
 async fn run_script(cwd: &std::path::Path, script: &str) -> anyhow::Result<String> {
+    // Beside the folder, not in it: the script runs from an empty folder.
+    let said = cwd.with_extension("stderr");
     let child = tokio::process::Command::new("bash")
         .args(["-c", script])
         .current_dir(cwd)
         .env_remove("ROOST_DATA")
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&said)?)
         .kill_on_drop(true)
         .process_group(0)
         .spawn()?;
@@ -277,7 +279,13 @@ async fn run_script(cwd: &std::path::Path, script: &str) -> anyhow::Result<Strin
     let _ = std::process::Command::new("kill")
         .args(["-KILL", "--", &format!("-{pgid}")])
         .status();
-    let out = result.map_err(|_| anyhow::anyhow!("the script did not end in 60 s"))??;
-    anyhow::ensure!(out.status.success(), "the script failed: {out:?}");
+    let stderr = std::fs::read_to_string(&said).unwrap_or_default();
+    let _ = std::fs::remove_file(&said);
+    let out = result
+        .map_err(|_| anyhow::anyhow!("the script did not end in 60 s; its stderr:\n{stderr}"))??;
+    anyhow::ensure!(
+        out.status.success(),
+        "the script failed: {out:?}; its stderr:\n{stderr}"
+    );
     Ok(String::from_utf8(out.stdout)?)
 }

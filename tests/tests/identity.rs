@@ -1,7 +1,8 @@
 //! Who is calling: identity from the token into objects (the `room` shows
 //! the verified name, a spoofed `?name=` is ignored), revocation by `jti`
 //! and by `sub` (closes live sockets with 4403, survives a restart), and
-//! rotating the secret without a restart.
+//! rotating the secret without a restart (sockets on the old secret's
+//! tokens closed when its grace period ends).
 
 use std::time::Duration;
 
@@ -321,9 +322,20 @@ async fn the_secret_rotates_on_sighup_with_a_grace_period() -> anyhow::Result<()
     let data = dir.path().join("data");
     let args = ["--auth-secret-file", file_arg, "--auth-secret-grace", "2s"];
     let server = ServerProcess::start(&data, &args).await?;
-    let old = mint("first-secret-0123456789", "counter/*", &[])?;
-    let new = mint("second-secret-0123456789", "counter/*", &[])?;
+    let old = mint("first-secret-0123456789", "counter/*", &["--obj", "room/*"])?;
+    let new = mint(
+        "second-secret-0123456789",
+        "counter/*",
+        &["--obj", "room/*"],
+    )?;
     assert_eq!(status_with(&server, GET, &old).await?, 200);
+    // Sockets opened with the old secret's token: one refreshes in-band to
+    // the new secret's during the grace period, one does not.
+    let room = |token: &str| server.ws_url(&format!("/v1/objects/room/x/ws?token={token}"));
+    let mut stays = Client::connect(&room(&old)).await?;
+    stays.event("history").await?;
+    let mut retired = Client::connect(&room(&old)).await?;
+    retired.event("history").await?;
     assert_eq!(status_with(&server, GET, &new).await?, 401);
     std::fs::write(&file, "second-secret-0123456789\n")?;
     let kill = std::process::Command::new("kill")
@@ -344,13 +356,26 @@ async fn the_secret_rotates_on_sighup_with_a_grace_period() -> anyhow::Result<()
         200,
         "the old one is in its grace period"
     );
-    tokio::time::sleep(Duration::from_millis(2200)).await;
+    stays
+        .send_text(&json!({"type": "auth", "token": new}).to_string())
+        .await?;
+    stays.event("auth").await?;
+    let mut opened_new = Client::connect(&room(&new)).await?;
+    opened_new.event("history").await?;
+    // When the grace period ends, the socket still on the old secret's
+    // token is closed (4401); the others stay open.
+    let code = tokio::time::timeout(Duration::from_secs(4), closed_with(&mut retired)).await??;
+    assert_eq!(code, Some(4401));
     assert_eq!(
         status_with(&server, GET, &old).await?,
         401,
         "the grace period is over"
     );
     assert_eq!(status_with(&server, GET, &new).await?, 200);
+    for socket in [&mut stays, &mut opened_new] {
+        let answer = socket.call("who", json!(null)).await?;
+        assert!(answer["error"].is_null(), "{answer}");
+    }
     server.terminate().await?;
     Ok(())
 }

@@ -76,6 +76,10 @@ pub struct Access {
     pub expires_ms: Option<i64>,
     /// The token's holder; `None` for anonymous access.
     pub identity: Option<Arc<Identity>>,
+    /// Which of the server's secrets signed the token (`Auth::generation`);
+    /// 0 for anonymous access. A socket's token signed by a secret whose
+    /// grace period ended is closed (`Runtime::close_sockets_signed_before`).
+    pub signed_by: u64,
 }
 
 /// Signing secrets: the current one, and the one it replaced while its
@@ -84,6 +88,9 @@ pub struct Access {
 struct Secrets {
     current: Option<Vec<u8>>,
     previous: Option<(Vec<u8>, Instant)>,
+    /// The current secret's number: 1, then one more at each rotation (the
+    /// previous secret's is one less).
+    generation: u64,
 }
 
 /// Revoked token ids, and subjects whose tokens issued until a moment are
@@ -163,6 +170,7 @@ impl Auth {
         let secrets = Secrets {
             current: secret.filter(|s| !s.is_empty()),
             previous: None,
+            generation: 1,
         };
         Auth {
             secrets: Arc::new(RwLock::new(secrets)),
@@ -194,7 +202,13 @@ impl Auth {
         }
         let old = secrets.current.replace(secret);
         secrets.previous = old.map(|old| (old, Instant::now() + grace));
+        secrets.generation += 1;
         true
+    }
+
+    /// The current secret's number (see [`Access::signed_by`]).
+    pub fn generation(&self) -> u64 {
+        self.read_secrets().generation
     }
 
     /// Adds revocations (from the catalog at start-up, or the admin route).
@@ -235,14 +249,19 @@ impl Auth {
 
     /// Verifies a token's signature and expiry and returns its claims.
     pub fn verify(&self, token: &str) -> Result<Claims, ErrorDetail> {
-        let (current, previous) = {
+        self.verify_signed(token).map(|(claims, _)| claims)
+    }
+
+    /// `verify`, and the number of the secret that signed the token.
+    fn verify_signed(&self, token: &str) -> Result<(Claims, u64), ErrorDetail> {
+        let (current, previous, generation) = {
             let secrets = self.read_secrets();
             let previous = secrets
                 .previous
                 .as_ref()
                 .filter(|(_, until)| Instant::now() < *until)
                 .map(|(s, _)| s.clone());
-            (secrets.current.clone(), previous)
+            (secrets.current.clone(), previous, secrets.generation)
         };
         let Some(secret) = current else {
             return Err(unauthorized("this server has no auth secret"));
@@ -258,10 +277,11 @@ impl Auth {
                 if *e.kind() == jsonwebtoken::errors::ErrorKind::InvalidSignature =>
             {
                 decode::<Claims>(token, &DecodingKey::from_secret(&old), &validation)
+                    .map(|d| (d.claims, generation - 1))
             }
-            (decoded, _) => decoded,
+            (decoded, _) => decoded.map(|d| (d.claims, generation)),
         };
-        decoded.map(|d| d.claims).map_err(|e| match e.kind() {
+        decoded.map_err(|e| match e.kind() {
             jsonwebtoken::errors::ErrorKind::ExpiredSignature => unauthorized("token expired"),
             jsonwebtoken::errors::ErrorKind::ImmatureSignature => {
                 unauthorized("token is not valid yet (nbf)")
@@ -280,12 +300,13 @@ impl Auth {
                 read_only: false,
                 expires_ms: None,
                 identity: None,
+                signed_by: 0,
             });
         }
         let token = token.ok_or_else(|| {
             unauthorized("a token is required (Authorization: Bearer or ?token=)")
         })?;
-        let claims = self.verify(token)?;
+        let (claims, signed_by) = self.verify_signed(token)?;
         let exact = format!("{}/{}", key.class, key.name);
         let wildcard = format!("{}/*", key.class);
         if !claims.obj.iter().any(|o| *o == exact || *o == wildcard) {
@@ -298,6 +319,7 @@ impl Auth {
             read_only: claims.perm == Perm::Read,
             expires_ms: Some(i64::try_from(claims.exp.saturating_mul(1000)).unwrap_or(i64::MAX)),
             identity: Some(Arc::new(claims.identity)),
+            signed_by,
         })
     }
 

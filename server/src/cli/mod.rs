@@ -145,7 +145,15 @@ fn read_secret(file: &std::path::Path) -> anyhow::Result<String> {
 }
 
 /// On each SIGHUP, reads the secret file again and rotates to it.
-async fn rotate_on_sighup(file: PathBuf, auth: crate::auth::Auth, grace: Duration) {
+/// On SIGHUP: reads the secret again; once the grace period of the secret
+/// it replaced ends, sockets whose token that secret signed are closed
+/// (as are, at once, any a secret before it signed).
+async fn rotate_on_sighup(
+    file: PathBuf,
+    auth: crate::auth::Auth,
+    grace: Duration,
+    runtime: crate::Runtime,
+) {
     use tokio::signal::unix::{signal, SignalKind};
     let Ok(mut hup) = signal(SignalKind::hangup()) else {
         tracing::warn!("cannot listen for SIGHUP: the auth secret cannot be rotated");
@@ -153,10 +161,24 @@ async fn rotate_on_sighup(file: PathBuf, auth: crate::auth::Auth, grace: Duratio
     };
     while hup.recv().await.is_some() {
         match read_secret(&file).map(|secret| auth.rotate(secret.into_bytes(), grace)) {
-            Ok(true) => tracing::info!(
-                grace_s = grace.as_secs(),
-                "auth secret rotated; tokens signed with the previous one stay valid for the grace period"
-            ),
+            Ok(true) => {
+                let generation = auth.generation();
+                let closed = runtime.close_sockets_signed_before(generation - 1);
+                tracing::info!(
+                    grace_s = grace.as_secs(),
+                    closed_sockets = closed,
+                    "auth secret rotated; tokens signed with the previous one stay valid for the grace period"
+                );
+                let runtime = runtime.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(grace).await;
+                    let closed = runtime.close_sockets_signed_before(generation);
+                    tracing::info!(
+                        closed_sockets = closed,
+                        "grace period of the previous auth secret over: its tokens' sockets closed"
+                    );
+                });
+            }
             Ok(false) => tracing::info!("SIGHUP: the auth secret is unchanged"),
             Err(e) => tracing::error!(error = %e, "SIGHUP: keeping the current auth secret"),
         }
@@ -304,7 +326,12 @@ async fn serve_until_signal(args: ServeArgs, builder: ServerBuilder) -> anyhow::
     let auth_handle = config.auth.clone();
     let server = builder.config(config).start(listener).await?;
     if let Some(file) = args.auth_secret_file.clone() {
-        tokio::spawn(rotate_on_sighup(file, auth_handle, args.auth_secret_grace));
+        tokio::spawn(rotate_on_sighup(
+            file,
+            auth_handle,
+            args.auth_secret_grace,
+            server.runtime().clone(),
+        ));
     }
     tracing::info!(
         auth,

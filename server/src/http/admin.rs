@@ -258,10 +258,11 @@ pub(crate) async fn revoke(
         let v = value.clone();
         Box::new(move |i| i.sub.as_deref() == Some(v.as_str()))
     };
-    let closed =
-        runtime
-            .sockets()
-            .close_where(matches, roost_protocol::close::FORBIDDEN, "token revoked");
+    let closed = runtime.sockets().close_where(
+        |i, _| matches(i),
+        roost_protocol::close::FORBIDDEN,
+        "token revoked",
+    );
     tracing::info!(kind, value = %value, closed, "token revoked");
     Ok(Json(
         json!({ "revoked": { kind: value }, "closed_sockets": closed }),

@@ -230,6 +230,18 @@ impl Runtime {
     }
 
     /// Every object's socket table.
+    /// Closes (4401) every socket whose token was signed by a secret older
+    /// than `generation` (`Auth::generation`): after a rotation's grace
+    /// period, a token forged with a leaked old secret keeps nothing open.
+    /// Returns how many.
+    pub(crate) fn close_sockets_signed_before(&self, generation: u64) -> usize {
+        self.sockets().close_where(
+            |_, signed_by| signed_by != 0 && signed_by < generation,
+            roost_protocol::close::UNAUTHENTICATED,
+            "token signed with a retired secret",
+        )
+    }
+
     pub(crate) fn sockets(&self) -> &Arc<SocketHub> {
         &self.0.sockets
     }

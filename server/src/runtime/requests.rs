@@ -34,6 +34,7 @@ impl Runtime {
             read_only,
             expires_ms: None,
             identity: None,
+            signed_by: 0,
         };
         self.call_as(key, method, args, &access).await
     }

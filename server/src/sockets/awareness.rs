@@ -282,11 +282,16 @@ mod tests {
         let key = ObjectKey::new("ydoc", "d").expect("key");
         let mut alice = SocketEntry::new(Arc::new(Outbox::new(1 << 20)), false);
         alice.accepted = true;
-        alice.set_identity(Some(Arc::new(crate::auth::Identity {
-            sub: Some("u-1".into()),
-            name: Some("Alice".into()),
-            ..Default::default()
-        })));
+        alice.set_holder(&crate::auth::Access {
+            read_only: false,
+            expires_ms: None,
+            identity: Some(Arc::new(crate::auth::Identity {
+                sub: Some("u-1".into()),
+                name: Some("Alice".into()),
+                ..Default::default()
+            })),
+            signed_by: 1,
+        });
         let mut anon = SocketEntry::new(Arc::new(Outbox::new(1 << 20)), false);
         anon.accepted = true;
         let t = hub.insert(&key, SocketId(1), alice, 10).expect("table");

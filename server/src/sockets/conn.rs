@@ -146,7 +146,7 @@ async fn admit(
     let outbox = Arc::new(Outbox::new(limits.max_outbox_bytes));
     let mut entry = SocketEntry::new(outbox.clone(), access.read_only);
     if access.identity.is_some() {
-        entry.set_identity(access.identity.clone());
+        entry.set_holder(access);
     }
     entry.relayed = up.relayed;
     let socket = match &up.resume {

@@ -79,7 +79,7 @@ impl Session {
             }
             e.read_only = access.read_only;
             if access.identity.is_some() {
-                e.set_identity(access.identity.clone());
+                e.set_holder(&access);
             }
             None
         });

@@ -42,6 +42,8 @@ struct SocketExtra {
     awareness_clients: Vec<u64>,
     /// Who holds the socket's token (`None`: anonymous).
     identity: Option<Arc<crate::auth::Identity>>,
+    /// Which server secret signed that token (`Access::signed_by`).
+    signed_by: u64,
     /// Its token was revoked: a close is on its way.
     revoked: bool,
 }
@@ -95,8 +97,11 @@ impl SocketEntry {
         self.extra.as_ref().and_then(|x| x.identity.as_ref())
     }
 
-    pub(crate) fn set_identity(&mut self, identity: Option<Arc<crate::auth::Identity>>) {
-        self.extra_mut().identity = identity;
+    /// Who holds the socket's token, and which secret signed it.
+    pub(crate) fn set_holder(&mut self, access: &crate::auth::Access) {
+        let extra = self.extra_mut();
+        extra.identity = access.identity.clone();
+        extra.signed_by = access.signed_by;
         self.tidy();
     }
 
@@ -357,11 +362,12 @@ impl SocketHub {
 
     /// Removes an object's whole socket table (the object was deleted) and
     /// returns the outboxes of its sockets.
-    /// Closes every open socket whose token holder `revoked` matches, with
-    /// `code` and `reason`; returns how many.
+    /// Closes every open socket whose token `revoked` matches (its holder,
+    /// and which secret signed it), with `code` and `reason`; returns how
+    /// many.
     pub(crate) fn close_where(
         &self,
-        revoked: impl Fn(&crate::auth::Identity) -> bool,
+        revoked: impl Fn(&crate::auth::Identity, u64) -> bool,
         code: u16,
         reason: &str,
     ) -> usize {
@@ -372,7 +378,12 @@ impl SocketHub {
                     let Some(extra) = entry.extra.as_mut() else {
                         continue;
                     };
-                    if !extra.revoked && extra.identity.as_deref().is_some_and(&revoked) {
+                    let signed_by = extra.signed_by;
+                    let matches = extra
+                        .identity
+                        .as_deref()
+                        .is_some_and(|i| revoked(i, signed_by));
+                    if !extra.revoked && matches {
                         extra.revoked = true;
                         entry.outbox.push(OutFrame::Close(code, reason.into()));
                         closed += 1;
