@@ -16,18 +16,21 @@
 //!
 //! Socket: `/v1/objects/lobby/{name}/ws?player=<id>` (the `player` parameter
 //! re-binds a reconnecting page to its seat). Every change pushes the event
-//! `state` (see [`View`]) to every socket; a new socket gets it at once.
+//! `state` (`State::view`) to every socket; a new socket gets it at once,
+//! with `you`: its own player's handle, if it is seated.
 //! Calls (over the socket, or over HTTP with an explicit `player`):
 //! `state`, `join {name, player?}` → `{player, seat, state}`,
 //! `ready {ready?, player?}`, `start {player?}`, `end {player?}`,
-//! `leave {player?}`, `configure {seats?, close_after_ms?}`.
+//! `leave {player?}`, `configure {seats?, close_after_ms?}`. `join`
+//! answers `you` too.
 //!
 //! With auth on (`--auth-secret`), a player is the token's `sub` (and its
 //! `name`, if any, the display name): `player` arguments and `?player=` are
 //! ignored, so no one can act as another; a token without a `sub` may watch
 //! but not join or act (its calls fail). Without auth, a player id is a
-//! bearer secret chosen by the page; anyone who knows it can act as that
-//! player.
+//! bearer secret chosen by the page (or drawn at random by the lobby);
+//! anyone who knows it can act as that player, so views never carry it:
+//! they name each player by a handle, a hash of its id ([`handle`]).
 
 use roost::{Admission, AlarmInfo, ConnectRequest, Ctx, DurableObject, ObjectError, SocketId};
 use serde::{Deserialize, Serialize};
@@ -71,7 +74,7 @@ struct State {
     /// When the empty lobby's alarm fires (`None` while anyone is seated).
     closes_at: Option<i64>,
     started_at: Option<i64>,
-    /// Source of player ids for callers that bring none.
+    /// Players seated so far (kept for stored lobbies; ids are random).
     next_player: u64,
 }
 
@@ -94,16 +97,17 @@ impl State {
         self.players.iter().position(|p| p.id == player)
     }
 
-    /// The public view pushed to sockets and returned by calls.
+    /// The public view pushed to sockets and returned by calls: players by
+    /// their [`handle`], never by their id.
     fn view(&self) -> Value {
-        let host = self.players.first().map(|p| p.id.clone());
+        let host = self.players.first().map(|p| handle(&p.id));
         let players: Vec<Value> = self
             .players
             .iter()
             .enumerate()
             .map(|(seat, p)| {
                 json!({
-                    "id": p.id,
+                    "id": handle(&p.id),
                     "name": p.name,
                     "ready": p.ready,
                     "seat": seat,
@@ -128,6 +132,32 @@ impl State {
             && self.players.len() >= 2
             && self.players.iter().all(|p| p.ready)
     }
+}
+
+/// A player's public handle: the first 6 bytes of its id's SHA-256, in hex.
+/// Without auth the id is a bearer secret, and a handle does not give it
+/// away (the lobby compares ids, never handles).
+fn handle(id: &str) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(id.as_bytes())[..6]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A player id for a caller that brings none: 128 bits no one else can
+/// guess (keyed hashes with the process's random keys).
+fn random_player_id(now_ms: i64, n: u64) -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut words = [0u64; 2];
+    for (i, w) in words.iter_mut().enumerate() {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_i64(now_ms);
+        h.write_u64(n);
+        h.write_usize(i);
+        *w = h.finish();
+    }
+    format!("p{:016x}{:016x}", words[0], words[1])
 }
 
 /// The lobby. Its memory is a cache of what is stored; every handler that
@@ -280,7 +310,10 @@ impl Lobby {
                 bind(ctx, s, &player)?;
             }
             self.save(ctx)?;
-            return Ok(json!({ "player": player, "seat": seat, "state": self.state.view() }));
+            let you = handle(&player);
+            return Ok(
+                json!({ "player": player, "you": you, "seat": seat, "state": self.state.view() }),
+            );
         }
         if self.state.status == Status::Started {
             return Err(ObjectError::app("the game has already started"));
@@ -298,7 +331,7 @@ impl Lobby {
             None => {
                 let n = self.state.next_player;
                 self.state.next_player += 1;
-                format!("p{n}-{}", ctx.now_ms())
+                random_player_id(ctx.now_ms(), n)
             }
         };
         self.state.players.push(Player {
@@ -311,7 +344,8 @@ impl Lobby {
         }
         self.save(ctx)?;
         let seat = self.state.players.len() - 1;
-        Ok(json!({ "player": player, "seat": seat, "state": self.state.view() }))
+        let you = handle(&player);
+        Ok(json!({ "player": player, "you": you, "seat": seat, "state": self.state.view() }))
     }
 }
 
@@ -335,12 +369,14 @@ impl DurableObject for Lobby {
             Some(_) => verified_player(ctx).ok().flatten(),
             None => request.query.get("player").cloned(),
         };
+        let mut view = self.state.view();
         if let Some(player) = player {
             if self.state.seat_of(&player).is_some() {
                 bind(ctx, socket, &player)?;
+                view["you"] = json!(handle(&player));
             }
         }
-        ctx.send_event(socket, "state", self.state.view());
+        ctx.send_event(socket, "state", view);
         Ok(Admission::accept())
     }
 

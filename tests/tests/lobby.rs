@@ -127,12 +127,19 @@ async fn host_passes_on_and_the_host_starts_when_all_are_ready() -> anyhow::Resu
     let ra = a.call("join", json!({"name": "ann"})).await?;
     let rb = b.call("join", json!({"name": "bob"})).await?;
     let rc = c.call("join", json!({"name": "cat"})).await?;
+    // Views name players by handle (`you` in the join answer), never by
+    // their id: without auth an id is the secret that acts as the player.
     let (pa, pb, pc) = (
-        ra["ok"]["player"].clone(),
-        rb["ok"]["player"].clone(),
-        rc["ok"]["player"].clone(),
+        ra["ok"]["you"].clone(),
+        rb["ok"]["you"].clone(),
+        rc["ok"]["you"].clone(),
     );
     assert_eq!(rc["ok"]["state"]["host"], pa);
+    for r in [&ra, &rb, &rc] {
+        let id = r["ok"]["player"].as_str().unwrap_or_default();
+        assert!(id.len() >= 32, "a drawn player id is 128 random bits: {r}");
+        assert!(!rc["ok"]["state"].to_string().contains(id), "{rc}");
+    }
 
     // Not everyone is ready: no start; a non-host cannot start.
     let r = a.call("start", Value::Null).await?;
@@ -214,12 +221,14 @@ async fn lobby_state_survives_restart_and_kill9() -> anyhow::Result<()> {
     server.terminate().await?;
     let server = ServerProcess::start(dir.path(), &[]).await?;
     let (_, s) = call(&client, &server, "lobby", "persist", "state", Value::Null).await?;
-    assert_eq!(s["host"], "a", "{s}");
+    assert_eq!(s["host"], handle("a"), "{s}");
     assert_eq!(s["players"][1]["ready"], true, "{s}");
 
-    // A reconnecting page rebinds to its seat with ?player=.
+    // A reconnecting page rebinds to its seat with ?player=, and learns its
+    // handle.
     let mut b = Client::connect(&server.ws_url("/v1/objects/lobby/persist/ws?player=b")).await?;
-    b.event("state").await?;
+    let first = b.event("state").await?;
+    assert_eq!(first["you"], handle("b"), "{first}");
     let r = b.call("ready", json!({"ready": false})).await?;
     assert_eq!(r["ok"]["ready"], false, "{r}");
     drop(b);
@@ -388,4 +397,14 @@ async fn with_auth_a_player_is_the_token_holder() -> anyhow::Result<()> {
     assert_eq!(joined["player"], "ben");
     server.terminate().await?;
     Ok(())
+}
+
+/// A player's handle as views show it: the first 6 bytes of the SHA-256 of
+/// its id, in hex (`demos/lobby/lobby.rs`).
+fn handle(id: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(id.as_bytes())[..6]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }

@@ -20,6 +20,8 @@ interface LobbyState {
   host: string | null
   players: Player[]
   can_start: boolean
+  /** Our own player's handle (only in the state a socket gets when it opens). */
+  you?: string
 }
 
 const lobbyName = param('lobby', 'main')
@@ -27,13 +29,19 @@ $('lobby-name').textContent = lobbyName
 ;($('lobby') as HTMLInputElement).value = lobbyName
 document.title = `Roost · lobby ${lobbyName}`
 
-// Our player id for this lobby, per tab (sessionStorage), so two tabs are two players.
+// Our player id for this lobby, per tab (sessionStorage), so two tabs are two
+// players. Without auth it is a secret (whoever knows it acts as us): random,
+// and never shown to the others, who see our handle instead.
 const idKey = `roost-lobby-player:${lobbyName}`
 let playerId = sessionStorage.getItem(idKey)
 if (!playerId) {
-  playerId = `${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 10)}`
+  const bytes = crypto.getRandomValues(new Uint8Array(16))
+  playerId = Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('')
   sessionStorage.setItem(idKey, playerId)
 }
+// Our handle, as the lobby lists us: from the join answer, or from the state
+// our socket gets when it opens while we hold a seat.
+let you: string | null = null
 
 const nameInput = $('name') as HTMLInputElement
 nameInput.value = displayName()
@@ -52,7 +60,7 @@ socket.onStatus((s) => {
 let state: LobbyState | null = null
 
 function me(): Player | undefined {
-  return state?.players.find((p) => p.id === playerId)
+  return state?.players.find((p) => p.id === you)
 }
 
 function render(): void {
@@ -69,10 +77,10 @@ function render(): void {
       p.host ? '<span class="badge host">host</span>' : '',
       p.ready ? '<span class="badge ready">ready</span>' : '<span class="badge">not ready</span>',
     ].join(' ')
-    const you = p.id === playerId ? ' <span class="muted">(you)</span>' : ''
+    const mark = p.id === you ? ' <span class="muted">(you)</span>' : ''
     seats.push(
-      `<li class="${p.id === playerId ? 'me' : ''}" data-seat="${i}" data-player="${escapeText(p.name)}">` +
-        `<b>${escapeText(p.name)}</b>${you} ${badges}</li>`,
+      `<li class="${p.id === you ? 'me' : ''}" data-seat="${i}" data-player="${escapeText(p.name)}">` +
+        `<b>${escapeText(p.name)}</b>${mark} ${badges}</li>`,
     )
   }
   $('seats').innerHTML = seats.join('')
@@ -104,6 +112,7 @@ function render(): void {
 }
 
 socket.on<LobbyState>('state', (s) => {
+  if (typeof s.you === 'string') you = s.you
   state = s
   render()
 })
@@ -126,12 +135,14 @@ $('join-form').addEventListener('submit', (e) => {
   void act('join', { name, player: playerId }).then((joined) => {
     // With --auth-secret the lobby seats the token's holder (its `sub`),
     // not the id this page chose: take the one it answers with.
-    const player = (joined as { player?: unknown } | undefined)?.player
+    const answer = joined as { player?: unknown, you?: unknown } | undefined
+    if (typeof answer?.you === 'string') you = answer.you
+    const player = answer?.player
     if (typeof player === 'string' && player !== playerId) {
       playerId = player
       sessionStorage.setItem(idKey, player)
-      render()
     }
+    render()
   })
 })
 $('ready').addEventListener('click', () => void act('ready', {}))
@@ -147,4 +158,4 @@ $('lobby-form').addEventListener('submit', (e) => {
     location.href = u.toString()
   }
 })
-;(window as unknown as { roostLobby: unknown }).roostLobby = { socket, get playerId() { return playerId }, get state() { return state } }
+;(window as unknown as { roostLobby: unknown }).roostLobby = { socket, get playerId() { return playerId }, get you() { return you }, get state() { return state } }
