@@ -113,6 +113,9 @@ pub struct Auth {
     admin_token: Option<String>,
 }
 
+/// How far ahead of this server's clock a token's `iat` may be.
+const MAX_CLOCK_AHEAD_SECS: u64 = 60;
+
 fn unauthorized(message: impl Into<String>) -> ErrorDetail {
     ErrorDetail {
         code: ErrorCode::Unauthorized,
@@ -281,7 +284,7 @@ impl Auth {
             }
             (decoded, _) => decoded.map(|d| (d.claims, generation)),
         };
-        decoded.map_err(|e| match e.kind() {
+        let decoded = decoded.map_err(|e| match e.kind() {
             jsonwebtoken::errors::ErrorKind::ExpiredSignature => unauthorized("token expired"),
             jsonwebtoken::errors::ErrorKind::ImmatureSignature => {
                 unauthorized("token is not valid yet (nbf)")
@@ -290,7 +293,19 @@ impl Auth {
                 unauthorized("token signature is invalid")
             }
             _ => unauthorized(format!("token is invalid: {e}")),
-        })
+        })?;
+        // Revoking a `sub` refuses its tokens issued until then: one
+        // issued "later" by a clock far ahead would outlive that.
+        if decoded
+            .0
+            .iat
+            .is_some_and(|iat| iat > now_secs() + MAX_CLOCK_AHEAD_SECS)
+        {
+            return Err(unauthorized(
+                "token is issued in the future (iat): check the issuer's clock",
+            ));
+        }
+        Ok(decoded)
     }
 
     /// Decides what a request with `token` may do to `key`.

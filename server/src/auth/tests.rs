@@ -155,6 +155,33 @@ fn not_before_is_honoured() {
         .is_ok());
 }
 
+/// A token issued more than a minute ahead of the server's clock is
+/// refused: revoking its `sub` would not reach it.
+#[test]
+fn an_iat_in_the_future_is_refused() {
+    let auth = Auth::new(Some(b"s3cret".to_vec()), None);
+    let with_iat = |iat: u64| {
+        let claims = serde_json::json!({
+            "obj": ["ydoc/a"], "perm": "write", "exp": now_secs() + 7200, "iat": iat, "sub": "u",
+        });
+        encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(b"s3cret"),
+        )
+        .expect("encode")
+    };
+    let e = auth
+        .check(Some(&with_iat(now_secs() + 3600)), &key("ydoc", "a"))
+        .expect_err("issued in the future");
+    assert_eq!(e.code, ErrorCode::Unauthorized);
+    assert!(e.message.contains("iat"), "{}", e.message);
+    // A few seconds of skew are fine.
+    assert!(auth
+        .check(Some(&with_iat(now_secs() + 5)), &key("ydoc", "a"))
+        .is_ok());
+}
+
 #[test]
 fn anonymous_without_secret() {
     let auth = Auth::new(None, None);
