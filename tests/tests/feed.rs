@@ -257,3 +257,59 @@ async fn a_deleted_and_recreated_object_feeds_again_under_a_new_incarnation() ->
     server.kill9().await?;
     Ok(())
 }
+
+/// An append the index cannot make (here an operator's `sqlite3` holds the
+/// write lock past the index's 10 s busy timeout) must not lose its events:
+/// they are retried, and a later event of the same object must not move
+/// the object's mark past them (which would hide them from recovery too).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_the_index_could_not_write_are_not_lost() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let data = data.to_str().expect("utf-8");
+    let server = start(data).await?;
+    let client = http();
+    let emit = |n: i64| json!({ "kind": "test.step", "data": { "n": n } });
+    let (status, _) = call(&client, &server, "workload", "locked", "emit", emit(1)).await?;
+    assert_eq!(status, 200);
+    let lock = rusqlite::Connection::open(format!("{data}/feed.sqlite"))?;
+    lock.execute_batch("BEGIN IMMEDIATE")?;
+    let (status, _) = call(&client, &server, "workload", "locked", "emit", emit(2)).await?;
+    assert_eq!(status, 200);
+    // Past the index's busy timeout: that append fails.
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    lock.execute_batch("COMMIT")?;
+    drop(lock);
+    let (status, _) = call(&client, &server, "workload", "locked", "emit", emit(3)).await?;
+    assert_eq!(status, 200);
+    let want = vec![1, 2, 3];
+    let mut got = Vec::new();
+    for _ in 0..100 {
+        got = read_all(&server, "workload")
+            .await?
+            .iter()
+            .map(|e| e["data"]["n"].as_i64().unwrap_or(-1))
+            .collect();
+        if got == want {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(got, want, "the live feed lost an event");
+    // And after a kill -9 and recovery, still each exactly once, in order.
+    server.kill9().await?;
+    let server = start(data).await?;
+    let events = read_all(&server, "workload").await?;
+    let got: Vec<(i64, i64)> = events
+        .iter()
+        .map(|e| {
+            (
+                e["object_seq"].as_i64().unwrap_or(-1),
+                e["data"]["n"].as_i64().unwrap_or(-1),
+            )
+        })
+        .collect();
+    assert_eq!(got, vec![(1, 1), (2, 2), (3, 3)]);
+    server.kill9().await?;
+    Ok(())
+}

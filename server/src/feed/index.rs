@@ -116,16 +116,23 @@ pub(crate) fn run(
     retention: Duration,
 ) {
     let mut last_prune = Instant::now() - Duration::from_secs(3600);
-    // An append failed: the index misses events, so it must not be marked
-    // clean (the next start then indexes them from the objects).
-    let mut missed = false;
+    // Events whose append failed (the index file locked, the disk full),
+    // retried ahead of what came after them. Dropping them would lose them
+    // for good: the next append of the same object moves its mark past
+    // them, so not even recovery would index them again.
+    let mut failed: Vec<FeedEvent> = Vec::new();
     loop {
-        let first = match inbox.recv_timeout(Duration::from_secs(60)) {
+        let wait = if failed.is_empty() {
+            Duration::from_secs(60)
+        } else {
+            Duration::from_secs(1)
+        };
+        let first = match inbox.recv_timeout(wait) {
             Ok(m) => Some(m),
             Err(RecvTimeoutError::Timeout) => None,
             Err(RecvTimeoutError::Disconnected) => return,
         };
-        let mut batch = Vec::new();
+        let mut batch = std::mem::take(&mut failed);
         let mut closing = false;
         for m in first
             .into_iter()
@@ -144,11 +151,9 @@ pub(crate) fn run(
                 Ok(seq) => {
                     newest.send_replace(seq);
                 }
-                // Not lost: the objects hold them, and without the clean
-                // mark the next start indexes them (`recover.rs`).
                 Err(e) => {
-                    missed = true;
-                    tracing::error!(error = %e, events = batch.len(), "feed: cannot index events");
+                    tracing::error!(error = %e, events = batch.len(), "feed: cannot index events; retrying");
+                    failed = batch;
                 }
             }
         }
@@ -156,7 +161,9 @@ pub(crate) fn run(
             last_prune = Instant::now();
             prune(&conn, retention);
         }
-        if closing && missed {
+        // Not marked clean: the objects hold the events, and the next start
+        // indexes them (`recover.rs`).
+        if closing && !failed.is_empty() {
             tracing::warn!("feed: events were not indexed; the next start indexes them");
             return;
         }
