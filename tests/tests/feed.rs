@@ -313,3 +313,88 @@ async fn events_the_index_could_not_write_are_not_lost() -> anyhow::Result<()> {
     server.kill9().await?;
     Ok(())
 }
+
+/// Rounds of retention expiry (`--feed-retention 1s`) with kill -9 between
+/// them: a cursor whose next events were dropped gets 410
+/// `cursor_expired` naming where to go on, never a silent skip; `after=0`
+/// reads from the oldest event kept; a class none of whose events were
+/// dropped reads on. And a running server prunes on a short retention's
+/// scale, not every ten minutes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cursor_before_the_retained_events_is_told_so() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let data = data.to_str().expect("utf-8");
+    let args = [
+        "--data",
+        data,
+        "--admin-token",
+        ADMIN,
+        "--feed",
+        "workload,room",
+        "--feed-retention",
+        "1s",
+    ];
+    let bin = workload_bin();
+    let start = || ServerProcess::start_bin(&bin, None, &args);
+    let client = http();
+    let emit = |n: i64| json!({ "kind": "test.step", "data": { "n": n } });
+    let seqs = |body: &Value| -> Vec<i64> {
+        body["events"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|e| e["seq"].as_i64()).collect())
+            .unwrap_or_default()
+    };
+    // Round 1: seq 1 to 3; a reader gets as far as 1.
+    let server = start().await?;
+    for n in 1..=3 {
+        call(&client, &server, "workload", "old", "emit", emit(n)).await?;
+    }
+    let (status, body) = feed(&server, "after=0&limit=1").await?;
+    assert_eq!((status, seqs(&body)), (200, vec![1]));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    server.kill9().await?;
+    // Round 2: seq 4; 1 to 3 are past retention and go.
+    let server = start().await?;
+    call(&client, &server, "workload", "new", "emit", emit(4)).await?;
+    let mut answer = (0, Value::Null);
+    for _ in 0..50 {
+        answer = feed(&server, "after=1").await?;
+        if answer.0 != 200 || !seqs(&answer.1).contains(&2) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (status, body) = answer;
+    assert_eq!(status, 410, "{body}");
+    assert_eq!(body["error"]["code"], "cursor_expired", "{body}");
+    assert!(body.to_string().contains("after=3"), "{body}");
+    let (status, body) = feed(&server, "after=3").await?;
+    assert_eq!((status, seqs(&body)), (200, vec![4]));
+    let (status, body) = feed(&server, "after=0").await?;
+    assert_eq!((status, seqs(&body)), (200, vec![4]));
+    let (status, body) = feed(&server, "after=1&class=room").await?;
+    assert_eq!((status, seqs(&body)), (200, vec![]));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    server.kill9().await?;
+    // Round 3: seq 5 drops 4; then, live, seq 6 drops 5.
+    let server = start().await?;
+    call(&client, &server, "workload", "new", "emit", emit(5)).await?;
+    let (status, _) = feed(&server, "after=3").await?;
+    assert_eq!(status, 410);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    call(&client, &server, "workload", "new", "emit", emit(6)).await?;
+    let mut status = 0;
+    for _ in 0..50 {
+        status = feed(&server, "after=4").await?.0;
+        if status != 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, 410, "a running server never pruned");
+    let (status, body) = feed(&server, "after=0").await?;
+    assert_eq!((status, seqs(&body)), (200, vec![6]));
+    server.kill9().await?;
+    Ok(())
+}

@@ -5,6 +5,8 @@
 //!   the newest event indexed: an event at or below it is a duplicate and
 //!   is dropped;
 //! - `cursors(name, seq)` — consumers' durable positions (the webhook's);
+//! - `dropped(class, seq)` — per class, the newest event retention
+//!   dropped: a cursor below it missed events (`dropped_after`);
 //! - `state(k, v)` — `clean` is 1 only between a clean shutdown and the
 //!   next start.
 //!
@@ -36,6 +38,7 @@ const SCHEMA: &str = "
     CREATE INDEX IF NOT EXISTS events_by_class ON events(class, seq);
     CREATE TABLE IF NOT EXISTS marks(id TEXT PRIMARY KEY, object_seq INTEGER NOT NULL);
     CREATE TABLE IF NOT EXISTS cursors(name TEXT PRIMARY KEY, seq INTEGER NOT NULL);
+    CREATE TABLE IF NOT EXISTS dropped(class TEXT PRIMARY KEY, seq INTEGER NOT NULL);
     CREATE TABLE IF NOT EXISTS state(k TEXT PRIMARY KEY, v INTEGER NOT NULL);";
 
 pub(crate) fn open(path: &Path) -> rusqlite::Result<Connection> {
@@ -115,6 +118,9 @@ pub(crate) fn run(
     newest: tokio::sync::watch::Sender<i64>,
     retention: Duration,
 ) {
+    // Every ten minutes, or on a short retention's own scale (a 2 s
+    // retention must not keep events for ten minutes).
+    let prune_every = retention.clamp(Duration::from_secs(1), Duration::from_secs(600));
     let mut last_prune = Instant::now() - Duration::from_secs(3600);
     // Events whose append failed (the index file locked, the disk full),
     // retried ahead of what came after them. Dropping them would lose them
@@ -123,7 +129,7 @@ pub(crate) fn run(
     let mut failed: Vec<FeedEvent> = Vec::new();
     loop {
         let wait = if failed.is_empty() {
-            Duration::from_secs(60)
+            prune_every.min(Duration::from_secs(60))
         } else {
             Duration::from_secs(1)
         };
@@ -157,9 +163,9 @@ pub(crate) fn run(
                 }
             }
         }
-        if last_prune.elapsed() > Duration::from_secs(600) {
+        if last_prune.elapsed() >= prune_every {
             last_prune = Instant::now();
-            prune(&conn, retention);
+            prune(&mut conn, retention);
         }
         // Not marked clean: the objects hold the events, and the next start
         // indexes them (`recover.rs`).
@@ -176,11 +182,42 @@ pub(crate) fn run(
     }
 }
 
-fn prune(conn: &Connection, retention: Duration) {
+/// Drops events past `retention`, noting per class the newest dropped
+/// (in the same transaction: a reader never sees a gap it is not told of).
+fn prune(conn: &mut Connection, retention: Duration) {
     let cutoff = crate::catalog::now_ms() - retention.as_millis() as i64;
-    if let Err(e) = conn.execute("DELETE FROM events WHERE ts < ?1", [cutoff]) {
+    let pruned = (|| {
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        tx.execute(
+            "INSERT INTO dropped(class, seq)
+             SELECT class, max(seq) FROM events WHERE ts < ?1 GROUP BY class
+             ON CONFLICT(class) DO UPDATE SET seq = max(seq, excluded.seq)",
+            [cutoff],
+        )?;
+        tx.execute("DELETE FROM events WHERE ts < ?1", [cutoff])?;
+        tx.commit()
+    })();
+    if let Err(e) = pruned {
         tracing::warn!(error = %e, "feed: cannot prune old events");
     }
+}
+
+/// The newest `seq` (of `classes`; all if empty or `*`) that retention
+/// dropped, if it is above `after`: a reader at `after` missed events.
+pub(crate) fn dropped_after(
+    conn: &Connection,
+    after: i64,
+    classes: &[String],
+) -> rusqlite::Result<Option<i64>> {
+    let all = classes.is_empty() || classes.iter().any(|c| c == "*");
+    let classes_json = serde_json::to_string(classes).unwrap_or_else(|_| "[]".into());
+    let newest: Option<i64> = conn
+        .prepare_cached(
+            "SELECT max(seq) FROM dropped
+             WHERE ?1 OR class IN (SELECT value FROM json_each(?2))",
+        )?
+        .query_row((all, classes_json), |r| r.get(0))?;
+    Ok(newest.filter(|&seq| seq > after))
 }
 
 /// Events above `after` (of `class` if given), oldest first, at most `limit`.

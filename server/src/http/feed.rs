@@ -5,6 +5,8 @@
 //! to 30 seconds) an empty answer waits that long for an event first.
 //! The guarantee (PROTOCOL.md "Change feed"): every committed event at
 //! least once, in commit order per object, none that was not committed.
+//! A cursor above 0 some of whose following events retention dropped gets
+//! 410 `cursor_expired` rather than a silent skip.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -49,13 +51,29 @@ pub(crate) async fn read(
     let deadline = tokio::time::Instant::now() + Duration::from_secs(wait as u64);
     loop {
         let wanted = classes.clone();
-        let (events, newest) = feed
+        let (events, newest, dropped) = feed
             .read(move |c| {
+                // 0 is "from the oldest event kept", not a position.
+                let dropped = match after {
+                    0 => None,
+                    _ => crate::feed::index::dropped_after(c, after, &wanted)?,
+                };
                 let newest = crate::feed::index::newest(c)?;
-                Ok((crate::feed::index::read(c, after, &wanted, limit)?, newest))
+                let events = crate::feed::index::read(c, after, &wanted, limit)?;
+                Ok((events, newest, dropped))
             })
             .await
             .map_err(storage)?;
+        if let Some(dropped) = dropped {
+            return Err(ApiError::new(
+                ErrorCode::CursorExpired,
+                format!(
+                    "events after {after} were dropped (--feed-retention) before they were read, \
+                     up to seq {dropped}: go on from after={dropped} (or after=0, the oldest kept) \
+                     knowing they are lost"
+                ),
+            ));
+        }
         let now = tokio::time::Instant::now();
         if !events.is_empty() || now >= deadline {
             let next = events.last().map_or(after, |e| e.seq);
