@@ -18,8 +18,9 @@ pub struct FeedArgs {
     /// How long the feed index keeps events (e.g. 7d).
     #[arg(long, env = "ROOST_FEED_RETENTION", default_value = "7d", value_parser = parse_duration)]
     pub feed_retention: Duration,
-    /// Newest feed events each object keeps in its own file: the window
-    /// indexed again after a kill -9.
+    /// Newest feed events each object keeps in its own file (besides any
+    /// the feed index has not taken yet): the window indexed again after a
+    /// kill -9.
     #[arg(long, env = "ROOST_FEED_OBJECT_ROWS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(64..))]
     pub feed_object_rows: u64,
     /// Deliver feed events by HTTP POST to this `http://` URL (signed,

@@ -22,8 +22,8 @@
 //!
 //! So every committed event is indexed at least once and, per object, in
 //! commit order; none that was not committed ever is. Objects keep their
-//! newest `--feed-object-rows` rows (the recovery window); the index keeps
-//! `--feed-retention`.
+//! newest `--feed-object-rows` rows (the recovery window) and every row
+//! above their mark in the index; the index keeps `--feed-retention`.
 //!
 //! What it does not do: order events across objects by commit time (the
 //! index order is the order batches became durable, close to it), or
@@ -164,6 +164,14 @@ impl Feed {
                 let _ = tx.send(index::Message::Event(Box::new(event)));
             }
         }
+    }
+
+    /// The newest `object_seq` the index holds for one life of an object
+    /// (`FeedEvent::mark_key`), if the read connection is free right now:
+    /// an object's batch never waits for a feed reader (`None`: unknown).
+    pub(crate) fn indexed(&self, mark_key: &str) -> Option<i64> {
+        let conn = self.0.reader.try_lock().ok()?;
+        index::mark_of(&conn, mark_key).ok()
     }
 
     /// Runs `f` on the read connection (in a blocking task).
