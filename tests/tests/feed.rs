@@ -458,3 +458,48 @@ async fn the_object_window_keeps_events_the_index_has_not_taken() -> anyhow::Res
     server.kill9().await?;
     Ok(())
 }
+
+/// A zero `--feed-retention` (every event dropped at once) or
+/// `--webhook-timeout` (every delivery timed out: nothing ever delivered)
+/// stops the start with a clear error; a retention too long to count in
+/// milliseconds keeps events (it used to wrap around and drop them all).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn feed_durations_are_checked() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let data = data.to_str().expect("utf-8");
+    for (flag, value) in [("--feed-retention", "0s"), ("--webhook-timeout", "0s")] {
+        let out = tokio::time::timeout(
+            Duration::from_secs(30),
+            tokio::process::Command::new(roost_tests::roost_bin())
+                .args(["serve", "--listen", "127.0.0.1:0", "--data", data])
+                .args(["--webhook", "http://127.0.0.1:9/hook"])
+                .args(["--webhook-secret", "s", flag, value])
+                .kill_on_drop(true)
+                .output(),
+        )
+        .await??;
+        assert!(!out.status.success(), "{flag} {value} started");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(flag), "{flag} {value}: {stderr}");
+    }
+    let args = [
+        "--data",
+        data,
+        "--admin-token",
+        ADMIN,
+        "--feed",
+        "workload",
+        "--feed-retention",
+        "999999999999d",
+    ];
+    let server = ServerProcess::start_bin(&workload_bin(), None, &args).await?;
+    let emit = json!({ "kind": "test.step", "data": { "n": 1 } });
+    let (status, _) = call(&http(), &server, "workload", "kept", "emit", emit).await?;
+    assert_eq!(status, 200);
+    let (status, body) = feed(&server, "after=0&wait=5").await?;
+    assert_eq!(status, 200);
+    assert_eq!(body["events"][0]["data"]["n"], 1, "{body}");
+    server.kill9().await?;
+    Ok(())
+}

@@ -185,7 +185,10 @@ pub(crate) fn run(
 /// Drops events past `retention`, noting per class the newest dropped
 /// (in the same transaction: a reader never sees a gap it is not told of).
 fn prune(conn: &mut Connection, retention: Duration) {
-    let cutoff = crate::catalog::now_ms() - retention.as_millis() as i64;
+    // Saturating: a retention past i64 milliseconds (`9999999999d`) would
+    // wrap around to a cutoff in the future and drop every event.
+    let retention_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+    let cutoff = crate::catalog::now_ms().saturating_sub(retention_ms);
     let pruned = (|| {
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         tx.execute(
