@@ -546,3 +546,45 @@ async fn recovery_goes_on_past_an_unreadable_object_file() -> anyhow::Result<()>
     server.kill9().await?;
     Ok(())
 }
+
+/// Deleting an object removes its file, the only copy of events the index
+/// has not taken yet: the deletion must wait for the index (here held back
+/// by a lock for 3 s) so that a kill -9 right after it loses nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_an_object_waits_for_the_index_to_take_its_events() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let data = data.to_str().expect("utf-8");
+    let server = start(data).await?;
+    let client = http();
+    let emit = |n: i64| json!({ "kind": "test.step", "data": { "n": n } });
+    let (status, _) = call(&client, &server, "workload", "gone", "emit", emit(1)).await?;
+    assert_eq!(status, 200);
+    let lock = rusqlite::Connection::open(format!("{data}/feed.sqlite"))?;
+    lock.execute_batch("BEGIN IMMEDIATE")?;
+    for n in 2..=3 {
+        let (status, _) = call(&client, &server, "workload", "gone", "emit", emit(n)).await?;
+        assert_eq!(status, 200);
+    }
+    let release = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        lock.execute_batch("COMMIT")
+    });
+    let deleted = client
+        .delete(server.url("/v1/admin/objects/workload/gone"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await?;
+    assert_eq!(deleted.status(), 200);
+    server.kill9().await?;
+    release.await??;
+    let server = start(data).await?;
+    let got: Vec<i64> = read_all(&server, "workload")
+        .await?
+        .iter()
+        .map(|e| e["data"]["n"].as_i64().unwrap_or(-1))
+        .collect();
+    assert_eq!(got, vec![1, 2, 3], "events of the deleted object were lost");
+    server.kill9().await?;
+    Ok(())
+}

@@ -26,6 +26,9 @@ use super::FeedEvent;
 /// What the index thread is sent.
 pub(crate) enum Message {
     Event(Box<FeedEvent>),
+    /// Answer whether every event sent before this one is indexed (once it
+    /// was appended or failed to be).
+    Barrier(tokio::sync::oneshot::Sender<bool>),
     /// Index what came before, mark the index clean and stop.
     Close,
 }
@@ -139,6 +142,7 @@ pub(crate) fn run(
             Err(RecvTimeoutError::Disconnected) => return,
         };
         let mut batch = std::mem::take(&mut failed);
+        let mut barriers = Vec::new();
         let mut closing = false;
         for m in first
             .into_iter()
@@ -146,6 +150,7 @@ pub(crate) fn run(
         {
             match m {
                 Message::Event(e) => batch.push(*e),
+                Message::Barrier(reply) => barriers.push(reply),
                 Message::Close => closing = true,
             }
             if batch.len() >= 1000 || closing {
@@ -162,6 +167,9 @@ pub(crate) fn run(
                     failed = batch;
                 }
             }
+        }
+        for reply in barriers {
+            let _ = reply.send(failed.is_empty());
         }
         if last_prune.elapsed() >= prune_every {
             last_prune = Instant::now();

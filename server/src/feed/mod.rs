@@ -166,6 +166,19 @@ impl Feed {
         }
     }
 
+    /// Waits until every event published so far is indexed; false if the
+    /// index cannot take them (it retries) within `timeout`, or is closed.
+    pub(crate) async fn indexed_all(&self, timeout: Duration) -> bool {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let sent = match self.0.inbox.lock() {
+            Ok(inbox) => inbox
+                .as_ref()
+                .is_some_and(|tx| tx.send(index::Message::Barrier(reply)).is_ok()),
+            Err(_) => false,
+        };
+        sent && matches!(tokio::time::timeout(timeout, answer).await, Ok(Ok(true)))
+    }
+
     /// The newest `object_seq` the index holds for one life of an object
     /// (`FeedEvent::mark_key`), if the read connection is free right now:
     /// an object's batch never waits for a feed reader (`None`: unknown).
