@@ -66,6 +66,17 @@ pub(crate) fn mark_open(conn: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// Makes `seq` go on above `after` in an index that has numbered nothing
+/// yet.
+pub(crate) fn number_above(conn: &Connection, after: i64) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO sqlite_sequence(name, seq) SELECT 'events', ?1
+         WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'events')",
+        [after],
+    )?;
+    Ok(())
+}
+
 pub(crate) fn newest(conn: &Connection) -> rusqlite::Result<i64> {
     conn.query_row("SELECT coalesce(max(seq), 0) FROM events", [], |r| r.get(0))
 }

@@ -129,7 +129,17 @@ impl Feed {
     /// commit log's replay and before any object runs.
     pub(crate) fn open(data_dir: &std::path::Path, config: FeedConfig) -> anyhow::Result<Feed> {
         let path = data_dir.join("feed.sqlite");
+        let fresh = !path.exists();
         let mut conn = index::open(&path)?;
+        if fresh && !crate::id::object_files(data_dir)?.is_empty() {
+            // Objects exist, so the index may be one that was lost, and
+            // consumers may hold cursors into it: number from the clock in
+            // microseconds, above any `seq` it can have handed out (fewer
+            // than 1000 a millisecond), so that `seq` is never reused and an
+            // old cursor never skips what comes after (it reads the rebuilt
+            // events again instead).
+            index::number_above(&conn, crate::catalog::now_ms().saturating_mul(1000))?;
+        }
         if !index::was_closed_cleanly(&conn)? {
             let found = recover::index_unindexed(&mut conn, data_dir, &config)?;
             if found > 0 {
