@@ -260,6 +260,20 @@ async fn a_bad_webhook_setting_stops_the_start_with_a_clear_error() -> anyhow::R
             vec!["--webhook", "http://127.0.0.1:9/hook"],
             "--webhook-secret",
         ),
+        // A class the feed does not carry: nothing would ever be delivered.
+        (
+            vec![
+                "--feed",
+                "room",
+                "--webhook",
+                "http://127.0.0.1:9/hook",
+                "--webhook-secret",
+                "s",
+                "--webhook-class",
+                "ydoc",
+            ],
+            "--webhook-class",
+        ),
     ] {
         let out = tokio::time::timeout(
             Duration::from_secs(30),

@@ -83,6 +83,18 @@ pub(crate) fn start(
         !config.secret.is_empty(),
         "--webhook needs --webhook-secret (the HMAC key receivers check the signature with)"
     );
+    // A class the feed does not carry never has an event: the webhook would
+    // wait forever, silently.
+    if let Some(c) = config
+        .classes
+        .iter()
+        .find(|c| *c != "*" && !feed.config().feeds(c))
+    {
+        anyhow::bail!(
+            "--webhook-class {c}: not a class of --feed ({}), so it would never be delivered",
+            feed.config().classes.join(",")
+        );
+    }
     Ok(tokio::spawn(deliver(feed, config, uri)))
 }
 
