@@ -650,3 +650,26 @@ async fn a_cursor_from_before_a_lost_index_misses_nothing_after() -> anyhow::Res
     server.kill9().await?;
     Ok(())
 }
+
+/// A long-poll (`wait`) open when the server is asked to stop ends at once
+/// with an ordinary empty answer: it must neither hold the shutdown for the
+/// whole drain timeout nor end in a 500.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_poll_does_not_hold_up_shutdown() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let server = start(data.to_str().expect("utf-8")).await?;
+    let url = server.url("/v1/feed?after=0&wait=30");
+    let poll = tokio::spawn(async move {
+        let resp = http().get(url).bearer_auth(ADMIN).send().await?;
+        anyhow::Ok(resp.status().as_u16())
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = std::time::Instant::now();
+    server.terminate().await?;
+    let took = started.elapsed();
+    let status = poll.await??;
+    assert_eq!(status, 200);
+    assert!(took < Duration::from_secs(5), "shutdown took {took:?}");
+    Ok(())
+}

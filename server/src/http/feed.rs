@@ -2,7 +2,8 @@
 //! cursor (admin token). Events above `after` (a previous answer's `next`;
 //! 0 from the start), of the given classes (comma-separated; all if none),
 //! oldest first, at most `limit` (1 to 1000, default 100). With `wait` (up
-//! to 30 seconds) an empty answer waits that long for an event first.
+//! to 30 seconds) an empty answer waits that long for an event first (or
+//! until the server begins to stop).
 //! The guarantee (PROTOCOL.md "Change feed"): every committed event at
 //! least once, in commit order per object, none that was not committed.
 //! A cursor above 0 some of whose following events retention dropped gets
@@ -75,10 +76,14 @@ pub(crate) async fn read(
             ));
         }
         let now = tokio::time::Instant::now();
-        if !events.is_empty() || now >= deadline {
+        // A stopping server answers a waiting poll at once: it would
+        // otherwise hold the shutdown for the whole drain timeout.
+        if !events.is_empty() || now >= deadline || runtime.is_shutting_down() {
             let next = events.last().map_or(after, |e| e.seq);
             return Ok(Json(json!({ "events": events, "next": next })));
         }
-        feed.wait_above(newest.max(after), deadline - now).await;
+        // In slices, to notice a shutdown.
+        let slice = (deadline - now).min(Duration::from_millis(250));
+        feed.wait_above(newest.max(after), slice).await;
     }
 }
