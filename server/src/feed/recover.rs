@@ -41,6 +41,14 @@ pub(crate) fn index_unindexed(
             continue;
         }
         let id = id.to_string();
+        // The index's own failure is no reason to pass a file over: it
+        // fails the start, as an append would.
+        let index_failed = std::cell::RefCell::new(None);
+        let mark = |key: &str| {
+            index::mark_of(conn, key).inspect_err(|e| {
+                *index_failed.borrow_mut() = Some(e.to_string());
+            })
+        };
         let rows = || -> rusqlite::Result<_> {
             // Read-write open (a WAL file may need its `-shm` made), read
             // only: no object runs yet, so nothing else has the file open.
@@ -49,9 +57,13 @@ pub(crate) fn index_unindexed(
                 OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
             )?;
             file.execute_batch("PRAGMA query_only=1;")?;
-            object::rows_above(&file, &class, &id, |key| index::mark_of(conn, key))
+            object::rows_above(&file, &class, &id, mark)
         };
-        let events = match rows() {
+        let rows = rows();
+        if let Some(e) = index_failed.take() {
+            anyhow::bail!("feed: cannot read the index's marks: {e}");
+        }
+        let events = match rows {
             Ok(events) => events,
             Err(e) => {
                 tracing::error!(file = %rel.display(), error = %e, "feed: cannot read an object's feed rows; its unindexed events are not recovered");
