@@ -23,6 +23,7 @@ export type ServerErrorCode =
   | 'insufficient_storage'
   | 'object_moved'
   | 'method_not_allowed'
+  | 'cursor_expired'
   | 'internal'
 
 /**

@@ -47,6 +47,9 @@ pub enum ErrorCode {
     /// Cluster mode: the object is moving between nodes, or its owner is
     /// unreachable for now (503; retry).
     ObjectMoved,
+    /// A change-feed cursor points before the events retention kept: some
+    /// events after it were dropped unread (410).
+    CursorExpired,
     /// Anything else: a bug in the server.
     Internal,
 }
@@ -73,6 +76,7 @@ impl ErrorCode {
             ErrorCode::InsufficientStorage => "insufficient_storage",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::ObjectMoved => "object_moved",
+            ErrorCode::CursorExpired => "cursor_expired",
             ErrorCode::Internal => "internal",
         }
     }
@@ -93,6 +97,7 @@ impl ErrorCode {
             ErrorCode::TimedOut => 504,
             ErrorCode::InsufficientStorage => 507,
             ErrorCode::MethodNotAllowed => 405,
+            ErrorCode::CursorExpired => 410,
             ErrorCode::ObjectBroken | ErrorCode::Storage | ErrorCode::Internal => 500,
         }
     }

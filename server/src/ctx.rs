@@ -198,8 +198,16 @@ impl Ctx {
         }
         let keep = feed.config().object_rows;
         let now = self.now_ms();
-        let event =
-            crate::feed::object::record(self.storage.sql(), &self.key, kind, data, now, keep)?;
+        let indexed = |mark_key: &str| feed.indexed(mark_key);
+        let event = crate::feed::object::record(
+            self.storage.sql(),
+            &self.key,
+            kind,
+            data,
+            now,
+            keep,
+            indexed,
+        )?;
         self.outputs.push(Output::Feed(Box::new(event)));
         Ok(())
     }

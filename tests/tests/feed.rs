@@ -257,3 +257,419 @@ async fn a_deleted_and_recreated_object_feeds_again_under_a_new_incarnation() ->
     server.kill9().await?;
     Ok(())
 }
+
+/// An append the index cannot make (here an operator's `sqlite3` holds the
+/// write lock past the index's 10 s busy timeout) must not lose its events:
+/// they are retried, and a later event of the same object must not move
+/// the object's mark past them (which would hide them from recovery too).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_the_index_could_not_write_are_not_lost() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let data = data.to_str().expect("utf-8");
+    let server = start(data).await?;
+    let client = http();
+    let emit = |n: i64| json!({ "kind": "test.step", "data": { "n": n } });
+    let (status, _) = call(&client, &server, "workload", "locked", "emit", emit(1)).await?;
+    assert_eq!(status, 200);
+    let lock = rusqlite::Connection::open(format!("{data}/feed.sqlite"))?;
+    lock.execute_batch("BEGIN IMMEDIATE")?;
+    let (status, _) = call(&client, &server, "workload", "locked", "emit", emit(2)).await?;
+    assert_eq!(status, 200);
+    // Past the index's busy timeout: that append fails.
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    lock.execute_batch("COMMIT")?;
+    drop(lock);
+    let (status, _) = call(&client, &server, "workload", "locked", "emit", emit(3)).await?;
+    assert_eq!(status, 200);
+    let want = vec![1, 2, 3];
+    let mut got = Vec::new();
+    for _ in 0..100 {
+        got = read_all(&server, "workload")
+            .await?
+            .iter()
+            .map(|e| e["data"]["n"].as_i64().unwrap_or(-1))
+            .collect();
+        if got == want {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(got, want, "the live feed lost an event");
+    // And after a kill -9 and recovery, still each exactly once, in order.
+    server.kill9().await?;
+    let server = start(data).await?;
+    let events = read_all(&server, "workload").await?;
+    let got: Vec<(i64, i64)> = events
+        .iter()
+        .map(|e| {
+            (
+                e["object_seq"].as_i64().unwrap_or(-1),
+                e["data"]["n"].as_i64().unwrap_or(-1),
+            )
+        })
+        .collect();
+    assert_eq!(got, vec![(1, 1), (2, 2), (3, 3)]);
+    server.kill9().await?;
+    Ok(())
+}
+
+/// Rounds of retention expiry (`--feed-retention 1s`) with kill -9 between
+/// them: a cursor whose next events were dropped gets 410
+/// `cursor_expired` naming where to go on, never a silent skip; `after=0`
+/// reads from the oldest event kept; a class none of whose events were
+/// dropped reads on. And a running server prunes on a short retention's
+/// scale, not every ten minutes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cursor_before_the_retained_events_is_told_so() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let data = data.to_str().expect("utf-8");
+    let args = [
+        "--data",
+        data,
+        "--admin-token",
+        ADMIN,
+        "--feed",
+        "workload,room",
+        "--feed-retention",
+        "1s",
+    ];
+    let bin = workload_bin();
+    let start = || ServerProcess::start_bin(&bin, None, &args);
+    let client = http();
+    let emit = |n: i64| json!({ "kind": "test.step", "data": { "n": n } });
+    let seqs = |body: &Value| -> Vec<i64> {
+        body["events"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|e| e["seq"].as_i64()).collect())
+            .unwrap_or_default()
+    };
+    // Round 1: seq 1 to 3; a reader gets as far as 1.
+    let server = start().await?;
+    for n in 1..=3 {
+        call(&client, &server, "workload", "old", "emit", emit(n)).await?;
+    }
+    let (status, body) = feed(&server, "after=0&limit=1").await?;
+    assert_eq!((status, seqs(&body)), (200, vec![1]));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    server.kill9().await?;
+    // Round 2: seq 4; 1 to 3 are past retention and go.
+    let server = start().await?;
+    call(&client, &server, "workload", "new", "emit", emit(4)).await?;
+    let mut answer = (0, Value::Null);
+    for _ in 0..50 {
+        answer = feed(&server, "after=1").await?;
+        if answer.0 != 200 || !seqs(&answer.1).contains(&2) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (status, body) = answer;
+    assert_eq!(status, 410, "{body}");
+    assert_eq!(body["error"]["code"], "cursor_expired", "{body}");
+    assert!(body.to_string().contains("after=3"), "{body}");
+    let (status, body) = feed(&server, "after=3").await?;
+    assert_eq!((status, seqs(&body)), (200, vec![4]));
+    let (status, body) = feed(&server, "after=0").await?;
+    assert_eq!((status, seqs(&body)), (200, vec![4]));
+    let (status, body) = feed(&server, "after=1&class=room").await?;
+    assert_eq!((status, seqs(&body)), (200, vec![]));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    server.kill9().await?;
+    // Round 3: seq 5 drops 4; then, live, seq 6 drops 5.
+    let server = start().await?;
+    call(&client, &server, "workload", "new", "emit", emit(5)).await?;
+    let (status, _) = feed(&server, "after=3").await?;
+    assert_eq!(status, 410);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    call(&client, &server, "workload", "new", "emit", emit(6)).await?;
+    let mut status = 0;
+    for _ in 0..50 {
+        status = feed(&server, "after=4").await?.0;
+        if status != 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, 410, "a running server never pruned");
+    let (status, body) = feed(&server, "after=0").await?;
+    assert_eq!((status, seqs(&body)), (200, vec![6]));
+    server.kill9().await?;
+    Ok(())
+}
+
+/// The per-object window (`--feed-object-rows`) must not drop rows the
+/// index has not taken yet: here the index cannot write (its file locked)
+/// while one object emits twice the window, then the server is killed.
+/// Recovery must still find every event in the object's own rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_object_window_keeps_events_the_index_has_not_taken() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let data = data.to_str().expect("utf-8");
+    let args = [
+        "--data",
+        data,
+        "--admin-token",
+        ADMIN,
+        "--feed",
+        "workload",
+        "--feed-object-rows",
+        "64",
+    ];
+    let bin = workload_bin();
+    let server = ServerProcess::start_bin(&bin, None, &args).await?;
+    let client = http();
+    let emit = |n: i64| json!({ "kind": "test.step", "data": { "n": n } });
+    let (status, _) = call(&client, &server, "workload", "busy", "emit", emit(1)).await?;
+    assert_eq!(status, 200);
+    let lock = rusqlite::Connection::open(format!("{data}/feed.sqlite"))?;
+    lock.execute_batch("BEGIN IMMEDIATE")?;
+    for n in 2..=140 {
+        let (status, _) = call(&client, &server, "workload", "busy", "emit", emit(n)).await?;
+        assert_eq!(status, 200);
+    }
+    server.kill9().await?;
+    lock.execute_batch("COMMIT")?;
+    drop(lock);
+    let server = ServerProcess::start_bin(&bin, None, &args).await?;
+    let got: Vec<i64> = read_all(&server, "workload")
+        .await?
+        .iter()
+        .map(|e| e["data"]["n"].as_i64().unwrap_or(-1))
+        .collect();
+    assert_eq!(got, (1..=140).collect::<Vec<_>>());
+    // With the index keeping up, the window is pruned as before.
+    for n in 141..=270 {
+        let (status, _) = call(&client, &server, "workload", "busy", "emit", emit(n)).await?;
+        assert_eq!(status, 200);
+    }
+    let rows: Value = client
+        .post(server.url("/v1/admin/objects/workload/busy/sql"))
+        .bearer_auth(ADMIN)
+        .json(&json!({ "sql": "SELECT count(*) FROM _roost_feed" }))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let kept = rows["rows"][0][0].as_i64().unwrap_or(-1);
+    assert!((64..=128).contains(&kept), "{rows}");
+    server.kill9().await?;
+    Ok(())
+}
+
+/// A zero `--feed-retention` (every event dropped at once) or
+/// `--webhook-timeout` (every delivery timed out: nothing ever delivered)
+/// stops the start with a clear error; a retention too long to count in
+/// milliseconds keeps events (it used to wrap around and drop them all).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn feed_durations_are_checked() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let data = data.to_str().expect("utf-8");
+    for (flag, value) in [("--feed-retention", "0s"), ("--webhook-timeout", "0s")] {
+        let out = tokio::time::timeout(
+            Duration::from_secs(30),
+            tokio::process::Command::new(roost_tests::roost_bin())
+                .args(["serve", "--listen", "127.0.0.1:0", "--data", data])
+                .args(["--webhook", "http://127.0.0.1:9/hook"])
+                .args(["--webhook-secret", "s", flag, value])
+                .kill_on_drop(true)
+                .output(),
+        )
+        .await??;
+        assert!(!out.status.success(), "{flag} {value} started");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(flag), "{flag} {value}: {stderr}");
+    }
+    let args = [
+        "--data",
+        data,
+        "--admin-token",
+        ADMIN,
+        "--feed",
+        "workload",
+        "--feed-retention",
+        "999999999999d",
+    ];
+    let server = ServerProcess::start_bin(&workload_bin(), None, &args).await?;
+    let emit = json!({ "kind": "test.step", "data": { "n": 1 } });
+    let (status, _) = call(&http(), &server, "workload", "kept", "emit", emit).await?;
+    assert_eq!(status, 200);
+    let (status, body) = feed(&server, "after=0&wait=5").await?;
+    assert_eq!(status, 200);
+    assert_eq!(body["events"][0]["data"]["n"], 1, "{body}");
+    server.kill9().await?;
+    Ok(())
+}
+
+/// Recovery after a kill -9 reads every fed object's file: one that is not
+/// a database (a damaged disk) must not keep the whole server from
+/// starting (a clean start does not read it either); the others' events
+/// are still recovered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovery_goes_on_past_an_unreadable_object_file() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let data = data.to_str().expect("utf-8");
+    let server = start(data).await?;
+    let client = http();
+    let emit = |n: i64| json!({ "kind": "test.step", "data": { "n": n } });
+    let (status, _) = call(&client, &server, "workload", "damaged", "emit", emit(1)).await?;
+    assert_eq!(status, 200);
+    let (_, body) = feed(&server, "after=0&wait=5").await?;
+    let damaged = body["events"][0]["id"].as_str().expect("id").to_owned();
+    // The index cannot write: this event is left for recovery.
+    let lock = rusqlite::Connection::open(format!("{data}/feed.sqlite"))?;
+    lock.execute_batch("BEGIN IMMEDIATE")?;
+    let (status, _) = call(&client, &server, "workload", "fine", "emit", emit(2)).await?;
+    assert_eq!(status, 200);
+    server.kill9().await?;
+    lock.execute_batch("COMMIT")?;
+    drop(lock);
+    let file = roost_tests::walk(std::path::Path::new(data))
+        .into_iter()
+        .find(|p| p.to_string_lossy().ends_with(&format!("{damaged}.sqlite")))
+        .expect("the damaged object's file");
+    std::fs::write(&file, vec![0x5a; 4096])?;
+    for suffix in ["-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", file.display()));
+    }
+    let server = start(data).await?;
+    let got: Vec<i64> = read_all(&server, "workload")
+        .await?
+        .iter()
+        .map(|e| e["data"]["n"].as_i64().unwrap_or(-1))
+        .collect();
+    assert_eq!(got, vec![1, 2]);
+    server.kill9().await?;
+    Ok(())
+}
+
+/// Deleting an object removes its file, the only copy of events the index
+/// has not taken yet: the deletion must wait for the index (here held back
+/// by a lock for 3 s) so that a kill -9 right after it loses nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_an_object_waits_for_the_index_to_take_its_events() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let data = data.to_str().expect("utf-8");
+    let server = start(data).await?;
+    let client = http();
+    let emit = |n: i64| json!({ "kind": "test.step", "data": { "n": n } });
+    let (status, _) = call(&client, &server, "workload", "gone", "emit", emit(1)).await?;
+    assert_eq!(status, 200);
+    let lock = rusqlite::Connection::open(format!("{data}/feed.sqlite"))?;
+    lock.execute_batch("BEGIN IMMEDIATE")?;
+    for n in 2..=3 {
+        let (status, _) = call(&client, &server, "workload", "gone", "emit", emit(n)).await?;
+        assert_eq!(status, 200);
+    }
+    let release = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        lock.execute_batch("COMMIT")
+    });
+    let deleted = client
+        .delete(server.url("/v1/admin/objects/workload/gone"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await?;
+    assert_eq!(deleted.status(), 200);
+    server.kill9().await?;
+    release.await??;
+    let server = start(data).await?;
+    let got: Vec<i64> = read_all(&server, "workload")
+        .await?
+        .iter()
+        .map(|e| e["data"]["n"].as_i64().unwrap_or(-1))
+        .collect();
+    assert_eq!(got, vec![1, 2, 3], "events of the deleted object were lost");
+    server.kill9().await?;
+    Ok(())
+}
+
+/// The index file lost (deleted, or a restore without it): start-up
+/// rebuilds it from the objects' rows, which hold fewer events than the
+/// old index handed out (`--feed-object-rows`). A consumer's cursor from
+/// before must not skip the events that come after: `seq` is never reused,
+/// so at worst it reads rebuilt events again (deduplicate on `id`,
+/// `incarnation`, `object_seq`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cursor_from_before_a_lost_index_misses_nothing_after() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let data = data.to_str().expect("utf-8");
+    let args = [
+        "--data",
+        data,
+        "--admin-token",
+        ADMIN,
+        "--feed",
+        "workload",
+        "--feed-object-rows",
+        "64",
+    ];
+    let bin = workload_bin();
+    let server = ServerProcess::start_bin(&bin, None, &args).await?;
+    let client = http();
+    let emit = |n: i64| json!({ "kind": "test.step", "data": { "n": n } });
+    for n in 1..=200 {
+        let (status, _) = call(&client, &server, "workload", "many", "emit", emit(n)).await?;
+        assert_eq!(status, 200);
+    }
+    let mut cursor = 0;
+    for _ in 0..50 {
+        let events = read_all(&server, "workload").await?;
+        if events.len() == 200 {
+            cursor = events[199]["seq"].as_i64().expect("seq");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(cursor > 0, "the feed never held the 200 events");
+    server.kill9().await?;
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{data}/feed.sqlite{suffix}"));
+    }
+    let server = ServerProcess::start_bin(&bin, None, &args).await?;
+    let (status, _) = call(&client, &server, "workload", "many", "emit", emit(201)).await?;
+    assert_eq!(status, 200);
+    let (status, body) = feed(&server, &format!("after={cursor}&limit=1000&wait=5")).await?;
+    assert_eq!(status, 200, "{body}");
+    let got: Vec<i64> = body["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| e["data"]["n"].as_i64().unwrap_or(-1))
+        .collect();
+    assert!(
+        got.contains(&201),
+        "the event after the rebuild was skipped: {body}"
+    );
+    server.kill9().await?;
+    Ok(())
+}
+
+/// A long-poll (`wait`) open when the server is asked to stop ends at once
+/// with an ordinary empty answer: it must neither hold the shutdown for the
+/// whole drain timeout nor end in a 500.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_poll_does_not_hold_up_shutdown() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let server = start(data.to_str().expect("utf-8")).await?;
+    let url = server.url("/v1/feed?after=0&wait=30");
+    let poll = tokio::spawn(async move {
+        let resp = http().get(url).bearer_auth(ADMIN).send().await?;
+        anyhow::Ok(resp.status().as_u16())
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = std::time::Instant::now();
+    server.terminate().await?;
+    let took = started.elapsed();
+    let status = poll.await??;
+    assert_eq!(status, 200);
+    assert!(took < Duration::from_secs(5), "shutdown took {took:?}");
+    Ok(())
+}

@@ -260,6 +260,20 @@ async fn a_bad_webhook_setting_stops_the_start_with_a_clear_error() -> anyhow::R
             vec!["--webhook", "http://127.0.0.1:9/hook"],
             "--webhook-secret",
         ),
+        // A class the feed does not carry: nothing would ever be delivered.
+        (
+            vec![
+                "--feed",
+                "room",
+                "--webhook",
+                "http://127.0.0.1:9/hook",
+                "--webhook-secret",
+                "s",
+                "--webhook-class",
+                "ydoc",
+            ],
+            "--webhook-class",
+        ),
     ] {
         let out = tokio::time::timeout(
             Duration::from_secs(30),
@@ -274,5 +288,53 @@ async fn a_bad_webhook_setting_stops_the_start_with_a_clear_error() -> anyhow::R
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains(says), "{args:?}: {stderr}");
     }
+    Ok(())
+}
+
+/// A receiver away longer than `--feed-retention` loses the events the
+/// index dropped meanwhile (the index does not grow without bound behind
+/// it): that gap is logged as an error, and delivery goes on after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_away_past_retention_gets_a_logged_gap_then_the_rest() -> anyhow::Result<()> {
+    // A port nobody listens on yet.
+    let addr = TcpListener::bind("127.0.0.1:0").await?.local_addr()?;
+    let hook = format!("http://{addr}/hook");
+    let dir = tempfile::tempdir()?;
+    let args = [
+        "--feed",
+        "room",
+        "--webhook",
+        &hook,
+        "--webhook-secret",
+        SECRET,
+        "--webhook-max-backoff",
+        "200ms",
+        "--feed-retention",
+        "1s",
+    ];
+    let mut server = ServerProcess::start(dir.path(), &args).await?;
+    for i in 0..3 {
+        send(&server, "away", &format!("lost{i}")).await?;
+    }
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let listener = TcpListener::bind(addr).await?;
+    let seen = Arc::new(Mutex::new(Received::default()));
+    let receiving = tokio::spawn(receiver(listener, seen.clone(), 0));
+    send(&server, "away", "kept").await?;
+    let delivered = |text: &str| {
+        seen.lock()
+            .expect("lock")
+            .events
+            .iter()
+            .any(|e| e["data"]["text"] == text)
+    };
+    wait_until("the event after the gap", 20, || delivered("kept")).await?;
+    let logs = server.drain_logs().join("\n");
+    assert!(
+        logs.contains("dropped by --feed-retention before delivery"),
+        "{logs}"
+    );
+    server.kill9().await?;
+    receiving.abort();
     Ok(())
 }

@@ -16,10 +16,11 @@ pub struct FeedArgs {
     #[arg(long = "feed", env = "ROOST_FEED", value_delimiter = ',')]
     pub feed: Vec<String>,
     /// How long the feed index keeps events (e.g. 7d).
-    #[arg(long, env = "ROOST_FEED_RETENTION", default_value = "7d", value_parser = parse_duration)]
+    #[arg(long, env = "ROOST_FEED_RETENTION", default_value = "7d", value_parser = above_zero)]
     pub feed_retention: Duration,
-    /// Newest feed events each object keeps in its own file: the window
-    /// indexed again after a kill -9.
+    /// Newest feed events each object keeps in its own file (besides any
+    /// the feed index has not taken yet): the window indexed again after a
+    /// kill -9.
     #[arg(long, env = "ROOST_FEED_OBJECT_ROWS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(64..))]
     pub feed_object_rows: u64,
     /// Deliver feed events by HTTP POST to this `http://` URL (signed,
@@ -38,12 +39,22 @@ pub struct FeedArgs {
     #[arg(long, env = "ROOST_WEBHOOK_BATCH", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub webhook_batch: u32,
     /// How long one webhook POST may take before it is retried.
-    #[arg(long, env = "ROOST_WEBHOOK_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, env = "ROOST_WEBHOOK_TIMEOUT", default_value = "10s", value_parser = above_zero)]
     pub webhook_timeout: Duration,
     /// The longest wait between two attempts of a failing delivery (the
     /// backoff doubles from 100 ms up to it).
     #[arg(long, env = "ROOST_WEBHOOK_MAX_BACKOFF", default_value = "60s", value_parser = parse_duration)]
     pub webhook_max_backoff: Duration,
+}
+
+/// A duration that must be above zero: a zero retention drops every event
+/// at once, a zero webhook timeout fails every delivery.
+fn above_zero(text: &str) -> Result<Duration, String> {
+    let d = parse_duration(text)?;
+    if d.is_zero() {
+        return Err(format!("`{text}` must be above zero"));
+    }
+    Ok(d)
 }
 
 impl FeedArgs {

@@ -5,6 +5,8 @@
 //!   the newest event indexed: an event at or below it is a duplicate and
 //!   is dropped;
 //! - `cursors(name, seq)` — consumers' durable positions (the webhook's);
+//! - `dropped(class, seq)` — per class, the newest event retention
+//!   dropped: a cursor below it missed events (`dropped_after`);
 //! - `state(k, v)` — `clean` is 1 only between a clean shutdown and the
 //!   next start.
 //!
@@ -24,6 +26,9 @@ use super::FeedEvent;
 /// What the index thread is sent.
 pub(crate) enum Message {
     Event(Box<FeedEvent>),
+    /// Answer whether every event sent before this one is indexed (once it
+    /// was appended or failed to be).
+    Barrier(tokio::sync::oneshot::Sender<bool>),
     /// Index what came before, mark the index clean and stop.
     Close,
 }
@@ -36,6 +41,7 @@ const SCHEMA: &str = "
     CREATE INDEX IF NOT EXISTS events_by_class ON events(class, seq);
     CREATE TABLE IF NOT EXISTS marks(id TEXT PRIMARY KEY, object_seq INTEGER NOT NULL);
     CREATE TABLE IF NOT EXISTS cursors(name TEXT PRIMARY KEY, seq INTEGER NOT NULL);
+    CREATE TABLE IF NOT EXISTS dropped(class TEXT PRIMARY KEY, seq INTEGER NOT NULL);
     CREATE TABLE IF NOT EXISTS state(k TEXT PRIMARY KEY, v INTEGER NOT NULL);";
 
 pub(crate) fn open(path: &Path) -> rusqlite::Result<Connection> {
@@ -57,6 +63,17 @@ pub(crate) fn was_closed_cleanly(conn: &Connection) -> rusqlite::Result<bool> {
 /// recovers.
 pub(crate) fn mark_open(conn: &Connection) -> rusqlite::Result<()> {
     conn.execute("INSERT OR REPLACE INTO state(k, v) VALUES('clean', 0)", [])?;
+    Ok(())
+}
+
+/// Makes `seq` go on above `after` in an index that has numbered nothing
+/// yet.
+pub(crate) fn number_above(conn: &Connection, after: i64) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO sqlite_sequence(name, seq) SELECT 'events', ?1
+         WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'events')",
+        [after],
+    )?;
     Ok(())
 }
 
@@ -115,17 +132,28 @@ pub(crate) fn run(
     newest: tokio::sync::watch::Sender<i64>,
     retention: Duration,
 ) {
+    // Every ten minutes, or on a short retention's own scale (a 2 s
+    // retention must not keep events for ten minutes).
+    let prune_every = retention.clamp(Duration::from_secs(1), Duration::from_secs(600));
     let mut last_prune = Instant::now() - Duration::from_secs(3600);
-    // An append failed: the index misses events, so it must not be marked
-    // clean (the next start then indexes them from the objects).
-    let mut missed = false;
+    // Events whose append failed (the index file locked, the disk full),
+    // retried ahead of what came after them. Dropping them would lose them
+    // for good: the next append of the same object moves its mark past
+    // them, so not even recovery would index them again.
+    let mut failed: Vec<FeedEvent> = Vec::new();
     loop {
-        let first = match inbox.recv_timeout(Duration::from_secs(60)) {
+        let wait = if failed.is_empty() {
+            prune_every.min(Duration::from_secs(60))
+        } else {
+            Duration::from_secs(1)
+        };
+        let first = match inbox.recv_timeout(wait) {
             Ok(m) => Some(m),
             Err(RecvTimeoutError::Timeout) => None,
             Err(RecvTimeoutError::Disconnected) => return,
         };
-        let mut batch = Vec::new();
+        let mut batch = std::mem::take(&mut failed);
+        let mut barriers = Vec::new();
         let mut closing = false;
         for m in first
             .into_iter()
@@ -133,6 +161,7 @@ pub(crate) fn run(
         {
             match m {
                 Message::Event(e) => batch.push(*e),
+                Message::Barrier(reply) => barriers.push(reply),
                 Message::Close => closing = true,
             }
             if batch.len() >= 1000 || closing {
@@ -144,19 +173,22 @@ pub(crate) fn run(
                 Ok(seq) => {
                     newest.send_replace(seq);
                 }
-                // Not lost: the objects hold them, and without the clean
-                // mark the next start indexes them (`recover.rs`).
                 Err(e) => {
-                    missed = true;
-                    tracing::error!(error = %e, events = batch.len(), "feed: cannot index events");
+                    tracing::error!(error = %e, events = batch.len(), "feed: cannot index events; retrying");
+                    failed = batch;
                 }
             }
         }
-        if last_prune.elapsed() > Duration::from_secs(600) {
-            last_prune = Instant::now();
-            prune(&conn, retention);
+        for reply in barriers {
+            let _ = reply.send(failed.is_empty());
         }
-        if closing && missed {
+        if last_prune.elapsed() >= prune_every {
+            last_prune = Instant::now();
+            prune(&mut conn, retention);
+        }
+        // Not marked clean: the objects hold the events, and the next start
+        // indexes them (`recover.rs`).
+        if closing && !failed.is_empty() {
             tracing::warn!("feed: events were not indexed; the next start indexes them");
             return;
         }
@@ -169,11 +201,45 @@ pub(crate) fn run(
     }
 }
 
-fn prune(conn: &Connection, retention: Duration) {
-    let cutoff = crate::catalog::now_ms() - retention.as_millis() as i64;
-    if let Err(e) = conn.execute("DELETE FROM events WHERE ts < ?1", [cutoff]) {
+/// Drops events past `retention`, noting per class the newest dropped
+/// (in the same transaction: a reader never sees a gap it is not told of).
+fn prune(conn: &mut Connection, retention: Duration) {
+    // Saturating: a retention past i64 milliseconds (`9999999999d`) would
+    // wrap around to a cutoff in the future and drop every event.
+    let retention_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+    let cutoff = crate::catalog::now_ms().saturating_sub(retention_ms);
+    let pruned = (|| {
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        tx.execute(
+            "INSERT INTO dropped(class, seq)
+             SELECT class, max(seq) FROM events WHERE ts < ?1 GROUP BY class
+             ON CONFLICT(class) DO UPDATE SET seq = max(seq, excluded.seq)",
+            [cutoff],
+        )?;
+        tx.execute("DELETE FROM events WHERE ts < ?1", [cutoff])?;
+        tx.commit()
+    })();
+    if let Err(e) = pruned {
         tracing::warn!(error = %e, "feed: cannot prune old events");
     }
+}
+
+/// The newest `seq` (of `classes`; all if empty or `*`) that retention
+/// dropped, if it is above `after`: a reader at `after` missed events.
+pub(crate) fn dropped_after(
+    conn: &Connection,
+    after: i64,
+    classes: &[String],
+) -> rusqlite::Result<Option<i64>> {
+    let all = classes.is_empty() || classes.iter().any(|c| c == "*");
+    let classes_json = serde_json::to_string(classes).unwrap_or_else(|_| "[]".into());
+    let newest: Option<i64> = conn
+        .prepare_cached(
+            "SELECT max(seq) FROM dropped
+             WHERE ?1 OR class IN (SELECT value FROM json_each(?2))",
+        )?
+        .query_row((all, classes_json), |r| r.get(0))?;
+    Ok(newest.filter(|&seq| seq > after))
 }
 
 /// Events above `after` (of `class` if given), oldest first, at most `limit`.

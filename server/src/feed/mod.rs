@@ -22,8 +22,8 @@
 //!
 //! So every committed event is indexed at least once and, per object, in
 //! commit order; none that was not committed ever is. Objects keep their
-//! newest `--feed-object-rows` rows (the recovery window); the index keeps
-//! `--feed-retention`.
+//! newest `--feed-object-rows` rows (the recovery window) and every row
+//! above their mark in the index; the index keeps `--feed-retention`.
 //!
 //! What it does not do: order events across objects by commit time (the
 //! index order is the order batches became durable, close to it), or
@@ -129,7 +129,17 @@ impl Feed {
     /// commit log's replay and before any object runs.
     pub(crate) fn open(data_dir: &std::path::Path, config: FeedConfig) -> anyhow::Result<Feed> {
         let path = data_dir.join("feed.sqlite");
+        let fresh = !path.exists();
         let mut conn = index::open(&path)?;
+        if fresh && !crate::id::object_files(data_dir)?.is_empty() {
+            // Objects exist, so the index may be one that was lost, and
+            // consumers may hold cursors into it: number from the clock in
+            // microseconds, above any `seq` it can have handed out (fewer
+            // than 1000 a millisecond), so that `seq` is never reused and an
+            // old cursor never skips what comes after (it reads the rebuilt
+            // events again instead).
+            index::number_above(&conn, crate::catalog::now_ms().saturating_mul(1000))?;
+        }
         if !index::was_closed_cleanly(&conn)? {
             let found = recover::index_unindexed(&mut conn, data_dir, &config)?;
             if found > 0 {
@@ -164,6 +174,27 @@ impl Feed {
                 let _ = tx.send(index::Message::Event(Box::new(event)));
             }
         }
+    }
+
+    /// Waits until every event published so far is indexed; false if the
+    /// index cannot take them (it retries) within `timeout`, or is closed.
+    pub(crate) async fn indexed_all(&self, timeout: Duration) -> bool {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let sent = match self.0.inbox.lock() {
+            Ok(inbox) => inbox
+                .as_ref()
+                .is_some_and(|tx| tx.send(index::Message::Barrier(reply)).is_ok()),
+            Err(_) => false,
+        };
+        sent && matches!(tokio::time::timeout(timeout, answer).await, Ok(Ok(true)))
+    }
+
+    /// The newest `object_seq` the index holds for one life of an object
+    /// (`FeedEvent::mark_key`), if the read connection is free right now:
+    /// an object's batch never waits for a feed reader (`None`: unknown).
+    pub(crate) fn indexed(&self, mark_key: &str) -> Option<i64> {
+        let conn = self.0.reader.try_lock().ok()?;
+        index::mark_of(&conn, mark_key).ok()
     }
 
     /// Runs `f` on the read connection (in a blocking task).

@@ -2,7 +2,9 @@
 //! in its SQLite file, written by `Ctx::emit` inside the batch's
 //! transaction. `seq` counts from 1 and never goes back: the newest rows are
 //! kept (`--feed-object-rows`), so the highest `seq` always survives
-//! pruning. The table is created by the first event a fed object emits (a
+//! pruning, and so is every row the index has not taken yet (above the
+//! object's mark): those are the only copy of events a kill -9 caught in
+//! flight. The table is created by the first event a fed object emits (a
 //! schema change: that batch is made durable by fsyncing the object's
 //! files).
 
@@ -29,6 +31,8 @@ fn incarnation(conn: &Connection) -> rusqlite::Result<i64> {
 pub(crate) const MAX_KIND_BYTES: usize = 128;
 
 /// Writes one event of `key` and returns it (not yet indexed: `seq` 0).
+/// `indexed` gives the index's mark of a mark key (`FeedEvent::mark_key`),
+/// or `None` when it cannot tell now (then nothing is pruned this time).
 pub(crate) fn record(
     conn: &Connection,
     key: &ObjectKey,
@@ -36,6 +40,7 @@ pub(crate) fn record(
     data: Value,
     ts: i64,
     keep_rows: u64,
+    indexed: impl Fn(&str) -> Option<i64>,
 ) -> rusqlite::Result<FeedEvent> {
     conn.execute_batch(TABLE)?;
     let text = data.to_string();
@@ -46,18 +51,23 @@ pub(crate) fn record(
              RETURNING seq",
         )?
         .query_row((ts, &key.name, kind, &text), |r| r.get(0))?;
-    // Keep the newest rows; `seq` - keep never reaches the newest one.
+    let incarnation = incarnation(conn)?;
+    // Keep the newest rows; `seq` - keep never reaches the newest one. Nor
+    // past the index's mark: with the index behind (its file locked, a
+    // burst), a kill -9 would otherwise lose committed events for good.
     let keep = i64::try_from(keep_rows.max(1)).unwrap_or(i64::MAX);
     if seq > keep && seq % 64 == 0 {
-        conn.prepare_cached("DELETE FROM _roost_feed WHERE seq <= ?1")?
-            .execute([seq - keep])?;
+        if let Some(mark) = indexed(&format!("{}:{incarnation}", key.id)) {
+            conn.prepare_cached("DELETE FROM _roost_feed WHERE seq <= ?1")?
+                .execute([(seq - keep).min(mark)])?;
+        }
     }
     Ok(FeedEvent {
         seq: 0,
         class: key.class.clone(),
         object: key.name.clone(),
         id: key.id.to_string(),
-        incarnation: incarnation(conn)?,
+        incarnation,
         object_seq: seq,
         ts,
         kind: kind.to_owned(),

@@ -6,6 +6,12 @@
 //!
 //! Cost: one read-only open per object file of a fed class. Objects whose
 //! file holds no `_roost_feed` table cost one lookup.
+//!
+//! A file that cannot be read (not a database: a damaged disk) is logged
+//! and passed over: its own object fails when it runs, as after a clean
+//! stop, and the others' events are still indexed. Failing the start here
+//! would make one damaged object take the whole server down, and only
+//! after a kill -9.
 
 use std::path::Path;
 
@@ -35,14 +41,35 @@ pub(crate) fn index_unindexed(
             continue;
         }
         let id = id.to_string();
-        // Read-write open (a WAL file may need its `-shm` made), read only:
-        // no object runs yet, so nothing else has the file open.
-        let file = Connection::open_with_flags(
-            data_dir.join(&rel),
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )?;
-        file.execute_batch("PRAGMA query_only=1;")?;
-        let events = object::rows_above(&file, &class, &id, |key| index::mark_of(conn, key))?;
+        // The index's own failure is no reason to pass a file over: it
+        // fails the start, as an append would.
+        let index_failed = std::cell::RefCell::new(None);
+        let mark = |key: &str| {
+            index::mark_of(conn, key).inspect_err(|e| {
+                *index_failed.borrow_mut() = Some(e.to_string());
+            })
+        };
+        let rows = || -> rusqlite::Result<_> {
+            // Read-write open (a WAL file may need its `-shm` made), read
+            // only: no object runs yet, so nothing else has the file open.
+            let file = Connection::open_with_flags(
+                data_dir.join(&rel),
+                OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )?;
+            file.execute_batch("PRAGMA query_only=1;")?;
+            object::rows_above(&file, &class, &id, mark)
+        };
+        let rows = rows();
+        if let Some(e) = index_failed.take() {
+            anyhow::bail!("feed: cannot read the index's marks: {e}");
+        }
+        let events = match rows {
+            Ok(events) => events,
+            Err(e) => {
+                tracing::error!(file = %rel.display(), error = %e, "feed: cannot read an object's feed rows; its unindexed events are not recovered");
+                continue;
+            }
+        };
         if !events.is_empty() {
             found += events.len();
             index::append(conn, &events)?;

@@ -8,7 +8,10 @@
 //! doubles from 100 ms up to `--webhook-max-backoff`. A restart or a kill -9
 //! resumes from the stored cursor: every event is delivered at least once,
 //! per object in commit order (a batch acknowledged just before a kill -9
-//! whose cursor write was lost is delivered again).
+//! whose cursor write was lost is delivered again) — unless the receiver
+//! stays away longer than `--feed-retention`: the index then drops events
+//! it never acknowledged, which is logged as an error (the index does not
+//! grow without bound behind a stuck receiver).
 //!
 //! Plain `http://` only (no TLS client is built in): point it at a relay on
 //! the same host or network for `https://`.
@@ -80,6 +83,18 @@ pub(crate) fn start(
         !config.secret.is_empty(),
         "--webhook needs --webhook-secret (the HMAC key receivers check the signature with)"
     );
+    // A class the feed does not carry never has an event: the webhook would
+    // wait forever, silently.
+    if let Some(c) = config
+        .classes
+        .iter()
+        .find(|c| *c != "*" && !feed.config().feeds(c))
+    {
+        anyhow::bail!(
+            "--webhook-class {c}: not a class of --feed ({}), so it would never be delivered",
+            feed.config().classes.join(",")
+        );
+    }
     Ok(tokio::spawn(deliver(feed, config, uri)))
 }
 
@@ -92,7 +107,19 @@ async fn deliver(feed: Feed, config: WebhookConfig, uri: hyper::Uri) {
         let batch = config.batch.max(1);
         let next = feed
             .read(move |c| {
-                let cursor = index::cursor(c, CURSOR)?;
+                let mut cursor = index::cursor(c, CURSOR)?;
+                // Retention dropped events the receiver never acknowledged
+                // (it was down longer than --feed-retention): say so once,
+                // loudly, and go on after them.
+                if let Some(dropped) = index::dropped_after(c, cursor, &classes)? {
+                    tracing::error!(
+                        after = cursor,
+                        up_to = dropped,
+                        "webhook: events were dropped by --feed-retention before delivery"
+                    );
+                    index::set_cursor(c, CURSOR, dropped)?;
+                    cursor = dropped;
+                }
                 let newest = index::newest(c)?;
                 Ok((index::read(c, cursor, &classes, batch)?, newest))
             })

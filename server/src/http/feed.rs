@@ -2,9 +2,12 @@
 //! cursor (admin token). Events above `after` (a previous answer's `next`;
 //! 0 from the start), of the given classes (comma-separated; all if none),
 //! oldest first, at most `limit` (1 to 1000, default 100). With `wait` (up
-//! to 30 seconds) an empty answer waits that long for an event first.
+//! to 30 seconds) an empty answer waits that long for an event first (or
+//! until the server begins to stop).
 //! The guarantee (PROTOCOL.md "Change feed"): every committed event at
 //! least once, in commit order per object, none that was not committed.
+//! A cursor above 0 some of whose following events retention dropped gets
+//! 410 `cursor_expired` rather than a silent skip.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -49,18 +52,38 @@ pub(crate) async fn read(
     let deadline = tokio::time::Instant::now() + Duration::from_secs(wait as u64);
     loop {
         let wanted = classes.clone();
-        let (events, newest) = feed
+        let (events, newest, dropped) = feed
             .read(move |c| {
+                // 0 is "from the oldest event kept", not a position.
+                let dropped = match after {
+                    0 => None,
+                    _ => crate::feed::index::dropped_after(c, after, &wanted)?,
+                };
                 let newest = crate::feed::index::newest(c)?;
-                Ok((crate::feed::index::read(c, after, &wanted, limit)?, newest))
+                let events = crate::feed::index::read(c, after, &wanted, limit)?;
+                Ok((events, newest, dropped))
             })
             .await
             .map_err(storage)?;
+        if let Some(dropped) = dropped {
+            return Err(ApiError::new(
+                ErrorCode::CursorExpired,
+                format!(
+                    "events after {after} were dropped (--feed-retention) before they were read, \
+                     up to seq {dropped}: go on from after={dropped} (or after=0, the oldest kept) \
+                     knowing they are lost"
+                ),
+            ));
+        }
         let now = tokio::time::Instant::now();
-        if !events.is_empty() || now >= deadline {
+        // A stopping server answers a waiting poll at once: it would
+        // otherwise hold the shutdown for the whole drain timeout.
+        if !events.is_empty() || now >= deadline || runtime.is_shutting_down() {
             let next = events.last().map_or(after, |e| e.seq);
             return Ok(Json(json!({ "events": events, "next": next })));
         }
-        feed.wait_above(newest.max(after), deadline - now).await;
+        // In slices, to notice a shutdown.
+        let slice = (deadline - now).min(Duration::from_millis(250));
+        feed.wait_above(newest.max(after), slice).await;
     }
 }

@@ -3,6 +3,12 @@
 //! set aside for it at start-up), sockets (closed with 1001), catalog
 //! entry and alarm.
 //!
+//! With the change feed on, the deletion first waits for the feed index to
+//! take every event the object published: the object's file is the only
+//! copy of events not indexed yet (`feed/recover.rs`), so deleting it
+//! before would let a kill -9 lose committed events. If the index cannot
+//! take them (its file not writable), the deletion is refused: retry.
+//!
 //! Architecture Invariant: the deletion is acknowledged only once it is
 //! durable in the commit log (a deletion mark, logged after the files are
 //! gone). Recovery then forgets the deleted object's logged batches instead
@@ -27,6 +33,17 @@ impl<T: DurableObject> Actor<T> {
         self.pipeline.settle(&self.runtime, self.key.id).await;
         self.wal.join().await;
         self.object.flush(&self.metrics);
+        if let Some(feed) = self.runtime.0.feed.get() {
+            let wait = std::time::Duration::from_secs(15);
+            if feed.config().feeds(&self.key.class) && !feed.indexed_all(wait).await {
+                let _ = reply.send(Err(error(
+                    ErrorCode::Storage,
+                    "the change feed cannot index this object's last events yet (its index \
+                     is not writable); deleting now could lose them: retry the deletion",
+                )));
+                return;
+            }
+        }
         let live = self.object.unload();
         crate::sys::blocking(|| drop(live));
         let deleted = match delete_object(&self.runtime, &self.key) {
