@@ -128,8 +128,9 @@ impl ServerBuilder {
             forget_local_state(&config.data_dir)?;
         }
         replay_commit_log(&config.data_dir).await?;
-        let feed = crate::feed::open_if_enabled(&config).await?;
-        let runtime = open_runtime(config.clone(), registry).await?;
+        let metrics = Arc::new(Metrics::default());
+        let feed = crate::feed::open_if_enabled(&config, &metrics).await?;
+        let runtime = open_runtime(config.clone(), registry, metrics).await?;
         if let Some(cluster) = &config.cluster {
             let c = crate::cluster::Cluster::connect(cluster.clone(), runtime.metrics().clone())
                 .await
@@ -258,8 +259,11 @@ async fn replay_commit_log(data_dir: &Path) -> anyhow::Result<()> {
 
 /// Starts the commit log writer and the catalog (loading its revocations
 /// into `config.auth`) and the runtime over them.
-async fn open_runtime(config: Arc<Config>, registry: Registry) -> anyhow::Result<Runtime> {
-    let metrics = Arc::new(Metrics::default());
+async fn open_runtime(
+    config: Arc<Config>,
+    registry: Registry,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<Runtime> {
     let log = CommitLog::start(&config.data_dir, config.log.clone(), metrics.clone())
         .context("cannot start the commit log")?;
     let catalog = Catalog::open(&config.data_dir).context("cannot open the catalog")?;

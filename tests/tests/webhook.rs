@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use roost_tests::{call, http, ServerProcess};
+use roost_tests::{call, http, metric, ServerProcess};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -166,6 +166,15 @@ async fn webhooks_deliver_every_event_in_order_through_failures_and_kill9() -> a
     }
     wait_until("a first refused attempt", 10, || attempts() >= 1).await?;
     assert!(attempts() <= 3, "still refusing");
+    // The metrics say so: indexed, not delivered, failing.
+    let client = http();
+    assert!(metric(&client, &server, "roost_feed_indexed_total").await? >= 12.0);
+    assert!(metric(&client, &server, "roost_feed_newest_seq").await? >= 12.0);
+    assert!(metric(&client, &server, "roost_webhook_failures_total").await? >= 1.0);
+    assert_eq!(
+        metric(&client, &server, "roost_webhook_delivered_total").await?,
+        0.0
+    );
     server.kill9().await?;
 
     // 2. After the restart the same events are retried until accepted.
@@ -197,6 +206,22 @@ async fn webhooks_deliver_every_event_in_order_through_failures_and_kill9() -> a
         all.is_subset(&got)
     })
     .await?;
+    // Caught up: the webhook's cursor reaches the feed's newest seq.
+    let mut caught_up = false;
+    for _ in 0..100 {
+        let newest = metric(&client, &server, "roost_feed_newest_seq").await?;
+        let cursor = metric(&client, &server, "roost_webhook_cursor_seq").await?;
+        if newest > 0.0 && cursor == newest {
+            caught_up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        caught_up,
+        "the webhook cursor metric never reached the newest seq"
+    );
+    assert!(metric(&client, &server, "roost_webhook_delivered_total").await? >= 6.0);
     server.kill9().await?;
     receiving.abort();
 
@@ -334,6 +359,7 @@ async fn a_receiver_away_past_retention_gets_a_logged_gap_then_the_rest() -> any
         logs.contains("dropped by --feed-retention before delivery"),
         "{logs}"
     );
+    assert!(metric(&http(), &server, "roost_webhook_gaps_total").await? >= 1.0);
     server.kill9().await?;
     receiving.abort();
     Ok(())

@@ -16,6 +16,7 @@
 //! transactions, which `recover.rs` indexes again from the objects).
 
 use std::path::Path;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
@@ -131,6 +132,7 @@ pub(crate) fn run(
     inbox: Receiver<Message>,
     newest: tokio::sync::watch::Sender<i64>,
     retention: Duration,
+    metrics: &crate::metrics::Metrics,
 ) {
     // Every ten minutes, or on a short retention's own scale (a 2 s
     // retention must not keep events for ten minutes).
@@ -171,9 +173,12 @@ pub(crate) fn run(
         if !batch.is_empty() {
             match append(&mut conn, &batch) {
                 Ok(seq) => {
+                    metrics.feed_indexed.fetch_add(batch.len() as u64, Relaxed);
+                    metrics.feed_newest_seq.store(seq, Relaxed);
                     newest.send_replace(seq);
                 }
                 Err(e) => {
+                    metrics.feed_index_failures.fetch_add(1, Relaxed);
                     tracing::error!(error = %e, events = batch.len(), "feed: cannot index events; retrying");
                     failed = batch;
                 }

@@ -34,6 +34,7 @@ pub(crate) mod object;
 mod recover;
 pub(crate) mod webhook;
 
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -101,6 +102,8 @@ pub(crate) struct Feed(Arc<FeedInner>);
 
 struct FeedInner {
     config: FeedConfig,
+    /// `roost_feed_*` and `roost_webhook_*`.
+    metrics: Arc<crate::metrics::Metrics>,
     /// To the index thread; `None` once closed.
     inbox: Mutex<Option<std::sync::mpsc::Sender<index::Message>>>,
     /// The newest indexed `seq`, for readers that wait.
@@ -127,7 +130,11 @@ impl Feed {
     /// Opens the index (`<data>/feed.sqlite`), indexes what a crash left
     /// unindexed (`recover.rs`) and starts the index thread. Call after the
     /// commit log's replay and before any object runs.
-    pub(crate) fn open(data_dir: &std::path::Path, config: FeedConfig) -> anyhow::Result<Feed> {
+    pub(crate) fn open(
+        data_dir: &std::path::Path,
+        config: FeedConfig,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> anyhow::Result<Feed> {
         let path = data_dir.join("feed.sqlite");
         let fresh = !path.exists();
         let mut conn = index::open(&path)?;
@@ -151,11 +158,14 @@ impl Feed {
         let (tx, rx) = std::sync::mpsc::channel();
         let (watch_tx, watch_rx) = tokio::sync::watch::channel(newest);
         let retention = config.retention;
+        metrics.feed_newest_seq.store(newest, Relaxed);
+        let counted = metrics.clone();
         let thread = std::thread::Builder::new()
             .name("roost-feed".into())
-            .spawn(move || index::run(conn, rx, watch_tx, retention))?;
+            .spawn(move || index::run(conn, rx, watch_tx, retention, &counted))?;
         Ok(Feed(Arc::new(FeedInner {
             config,
+            metrics,
             inbox: Mutex::new(Some(tx)),
             newest: watch_rx,
             reader: Mutex::new(index::open(&path)?),
@@ -165,6 +175,10 @@ impl Feed {
 
     pub(crate) fn config(&self) -> &FeedConfig {
         &self.0.config
+    }
+
+    pub(crate) fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.0.metrics
     }
 
     /// Hands a durable batch's event to the index thread; never blocks.
@@ -238,13 +252,18 @@ impl Feed {
 /// Opens the feed if `--feed` names a class (in a blocking task: recovery
 /// may read many files). Call after the commit log's replay, before any
 /// object runs.
-pub(crate) async fn open_if_enabled(config: &crate::Config) -> anyhow::Result<Option<Feed>> {
+pub(crate) async fn open_if_enabled(
+    config: &crate::Config,
+    metrics: &Arc<crate::metrics::Metrics>,
+) -> anyhow::Result<Option<Feed>> {
     if config.feed.classes.is_empty() {
         return Ok(None);
     }
     let dir = config.data_dir.clone();
     let feed_config = config.feed.clone();
-    let feed = tokio::task::spawn_blocking(move || Feed::open(&dir, feed_config)).await??;
+    let metrics = metrics.clone();
+    let feed =
+        tokio::task::spawn_blocking(move || Feed::open(&dir, feed_config, metrics)).await??;
     Ok(Some(feed))
 }
 

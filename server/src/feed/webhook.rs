@@ -16,6 +16,7 @@
 //! Plain `http://` only (no TLS client is built in): point it at a relay on
 //! the same host or network for `https://`.
 
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use axum::body::Bytes;
@@ -105,6 +106,7 @@ async fn deliver(feed: Feed, config: WebhookConfig, uri: hyper::Uri) {
     loop {
         let classes = config.classes.clone();
         let batch = config.batch.max(1);
+        let counts = feed.clone();
         let next = feed
             .read(move |c| {
                 let mut cursor = index::cursor(c, CURSOR)?;
@@ -112,6 +114,7 @@ async fn deliver(feed: Feed, config: WebhookConfig, uri: hyper::Uri) {
                 // (it was down longer than --feed-retention): say so once,
                 // loudly, and go on after them.
                 if let Some(dropped) = index::dropped_after(c, cursor, &classes)? {
+                    counts.metrics().webhook_gaps.fetch_add(1, Relaxed);
                     tracing::error!(
                         after = cursor,
                         up_to = dropped,
@@ -132,6 +135,10 @@ async fn deliver(feed: Feed, config: WebhookConfig, uri: hyper::Uri) {
                 continue;
             }
         };
+        feed.metrics().webhook_cursor.store(
+            events.first().map_or(newest, |e| e.seq.saturating_sub(1)),
+            Relaxed,
+        );
         let Some(last) = events.last().map(|e| e.seq) else {
             feed.wait_above(newest, Duration::from_secs(5)).await;
             continue;
@@ -139,12 +146,16 @@ async fn deliver(feed: Feed, config: WebhookConfig, uri: hyper::Uri) {
         match post(&client, &uri, &config, &events).await {
             Ok(()) => {
                 backoff = first_backoff;
+                let m = feed.metrics();
+                m.webhook_delivered.fetch_add(events.len() as u64, Relaxed);
+                m.webhook_cursor.store(last, Relaxed);
                 let stored = feed.read(move |c| index::set_cursor(c, CURSOR, last)).await;
                 if let Err(e) = stored {
                     tracing::warn!(error = %e, "webhook: cannot store the cursor");
                 }
             }
             Err(why) => {
+                feed.metrics().webhook_failures.fetch_add(1, Relaxed);
                 tracing::warn!(error = %why, events = events.len(), retry_in_ms = backoff.as_millis() as u64, "webhook: delivery failed");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(config.max_backoff.max(first_backoff));

@@ -75,7 +75,7 @@ const fn histogram(
 #[cfg(test)]
 pub(super) const FAMILY_COUNT: usize = FAMILIES.len();
 
-const FAMILIES: [Family; 29] = [
+const FAMILIES: [Family; 36] = [
     counter(
         "roost_cluster_forwarded_total",
         "Cluster mode: requests and sockets sent on to the object's owner node.",
@@ -166,6 +166,41 @@ const FAMILIES: [Family; 29] = [
         |m| &m.slow_consumers,
     ),
     counter("roost_log_fsyncs_total", "Commit log group fsyncs.", |m| &m.log_groups),
+    counter(
+        "roost_feed_indexed_total",
+        "Change feed events the index took.",
+        |m| &m.feed_indexed,
+    ),
+    counter(
+        "roost_feed_index_failures_total",
+        "Change feed index writes that failed (their events are retried).",
+        |m| &m.feed_index_failures,
+    ),
+    gauge(
+        "roost_feed_newest_seq",
+        "The newest change feed seq indexed.",
+        |m| &m.feed_newest_seq,
+    ),
+    counter(
+        "roost_webhook_delivered_total",
+        "Change feed events the webhook receiver acknowledged.",
+        |m| &m.webhook_delivered,
+    ),
+    counter(
+        "roost_webhook_failures_total",
+        "Webhook deliveries that failed and are retried.",
+        |m| &m.webhook_failures,
+    ),
+    gauge(
+        "roost_webhook_cursor_seq",
+        "The change feed seq the webhook delivered through (roost_feed_newest_seq minus this: how far behind it is).",
+        |m| &m.webhook_cursor,
+    ),
+    counter(
+        "roost_webhook_gaps_total",
+        "Times --feed-retention dropped events before the webhook delivered them.",
+        |m| &m.webhook_gaps,
+    ),
     counter(
         "roost_log_records_total",
         "Batches written to the commit log.",

@@ -113,6 +113,20 @@ pub struct Metrics {
     pub cluster_appended: AtomicU64,
     /// Cluster mode: objects handed over on shutdown.
     pub cluster_released: AtomicU64,
+    /// Change feed: events the index took (`roost_feed_indexed_total`).
+    pub feed_indexed: AtomicU64,
+    /// Change feed: index writes that failed and wait for a retry.
+    pub feed_index_failures: AtomicU64,
+    /// Change feed: the newest indexed `seq`.
+    pub feed_newest_seq: AtomicI64,
+    /// Webhook: events the receiver acknowledged (2xx).
+    pub webhook_delivered: AtomicU64,
+    /// Webhook: attempts that failed (retried with backoff).
+    pub webhook_failures: AtomicU64,
+    /// Webhook: the `seq` delivered through (the newest while caught up).
+    pub webhook_cursor: AtomicI64,
+    /// Webhook: gaps retention made before delivery (events lost to it).
+    pub webhook_gaps: AtomicU64,
     errors: [AtomicU64; ERROR_KINDS.len()],
     /// Time from a batch's commit to its outputs' release, shared fsync
     /// included (`roost_commit_seconds`).
@@ -158,6 +172,13 @@ impl Default for Metrics {
             cluster_fenced: AtomicU64::new(0),
             cluster_appended: AtomicU64::new(0),
             cluster_released: AtomicU64::new(0),
+            feed_indexed: AtomicU64::new(0),
+            feed_index_failures: AtomicU64::new(0),
+            feed_newest_seq: AtomicI64::new(0),
+            webhook_delivered: AtomicU64::new(0),
+            webhook_failures: AtomicU64::new(0),
+            webhook_cursor: AtomicI64::new(0),
+            webhook_gaps: AtomicU64::new(0),
             cluster_append_latency: Histogram::new(),
             errors: std::array::from_fn(|_| AtomicU64::new(0)),
             commit_latency: Histogram::new(),
