@@ -364,3 +364,71 @@ async fn a_receiver_away_past_retention_gets_a_logged_gap_then_the_rest() -> any
     receiving.abort();
     Ok(())
 }
+
+/// A receiver too slow for a whole batch within `--webhook-timeout` (here:
+/// more than two events take it a second) still gets every event: after
+/// each failure the webhook sends half as many.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_too_slow_for_a_whole_batch_gets_smaller_ones() -> anyhow::Result<()> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let hook = format!("http://{}/hook", listener.local_addr()?);
+    let got = Arc::new(Mutex::new(Vec::<String>::new()));
+    let (open, opened) = tokio::sync::oneshot::channel::<()>();
+    let receiving = {
+        let got = got.clone();
+        tokio::spawn(async move {
+            // Connections wait in the backlog (and time out) until the
+            // events are all queued: then they go out as one batch of ten.
+            let _ = opened.await;
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let got = got.clone();
+                tokio::spawn(async move {
+                    let Ok((_, body)) = read_request(&mut stream).await else {
+                        return;
+                    };
+                    let parsed: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                    let events = parsed["events"].as_array().cloned().unwrap_or_default();
+                    if events.len() > 2 {
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    } else {
+                        got.lock().expect("lock").extend(
+                            events
+                                .iter()
+                                .filter_map(|e| e["data"]["text"].as_str().map(str::to_owned)),
+                        );
+                    }
+                    let reply = "HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
+                    let _ = stream.write_all(reply.as_bytes()).await;
+                });
+            }
+        })
+    };
+    let dir = tempfile::tempdir()?;
+    let args = [
+        "--feed",
+        "room",
+        "--webhook",
+        &hook,
+        "--webhook-secret",
+        SECRET,
+        "--webhook-timeout",
+        "300ms",
+        "--webhook-max-backoff",
+        "200ms",
+    ];
+    let server = ServerProcess::start(dir.path(), &args).await?;
+    let sent: Vec<String> = (0..10).map(|i| format!("m{i}")).collect();
+    for text in &sent {
+        send(&server, "slow", text).await?;
+    }
+    let _ = open.send(());
+    wait_until("every event through small batches", 20, || {
+        let got = got.lock().expect("lock");
+        sent.iter().all(|t| got.contains(t))
+    })
+    .await?;
+    assert!(metric(&http(), &server, "roost_webhook_failures_total").await? >= 1.0);
+    server.kill9().await?;
+    receiving.abort();
+    Ok(())
+}

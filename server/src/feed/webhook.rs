@@ -4,8 +4,10 @@
 //!
 //! The position is the cursor `webhook` in the feed index, moved past a
 //! batch only once the receiver answered 2xx; any other answer, a timeout
-//! or a refused connection retries the same batch after a backoff that
-//! doubles from 100 ms up to `--webhook-max-backoff`. A restart or a kill -9
+//! or a refused connection retries after a backoff that doubles from
+//! 100 ms up to `--webhook-max-backoff`, with half as many events (down to
+//! one; doubled back after each success), so a receiver too slow for a
+//! whole batch still makes progress. A restart or a kill -9
 //! resumes from the stored cursor: every event is delivered at least once,
 //! per object in commit order (a batch acknowledged just before a kill -9
 //! whose cursor write was lost is delivered again) — unless the receiver
@@ -103,9 +105,13 @@ async fn deliver(feed: Feed, config: WebhookConfig, uri: hyper::Uri) {
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     let first_backoff = Duration::from_millis(100);
     let mut backoff = first_backoff;
+    // Halved after each failed attempt, doubled back after each success: a
+    // receiver too slow for a whole batch within --webhook-timeout still
+    // gets smaller ones through, instead of the same batch forever.
+    let mut batch_now = config.batch.max(1);
     loop {
         let classes = config.classes.clone();
-        let batch = config.batch.max(1);
+        let batch = batch_now;
         let counts = feed.clone();
         let next = feed
             .read(move |c| {
@@ -146,6 +152,7 @@ async fn deliver(feed: Feed, config: WebhookConfig, uri: hyper::Uri) {
         match post(&client, &uri, &config, &events).await {
             Ok(()) => {
                 backoff = first_backoff;
+                batch_now = batch_now.saturating_mul(2).min(config.batch.max(1));
                 let m = feed.metrics();
                 m.webhook_delivered.fetch_add(events.len() as u64, Relaxed);
                 m.webhook_cursor.store(last, Relaxed);
@@ -156,6 +163,7 @@ async fn deliver(feed: Feed, config: WebhookConfig, uri: hyper::Uri) {
             }
             Err(why) => {
                 feed.metrics().webhook_failures.fetch_add(1, Relaxed);
+                batch_now = (batch_now / 2).max(1);
                 tracing::warn!(error = %why, events = events.len(), retry_in_ms = backoff.as_millis() as u64, "webhook: delivery failed");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(config.max_backoff.max(first_backoff));
