@@ -173,6 +173,8 @@ async fn a_token_without_a_holder_cannot_act_as_another() -> anyhow::Result<()> 
     )
     .await?;
     assert_eq!(r.status(), 200);
+    let joined: Value = r.json().await?;
+    assert_eq!(joined["player"], "alice", "{joined}");
     for (method, args) in [
         ("leave", json!({"player": "alice"})),
         ("ready", json!({"player": "alice"})),
@@ -185,7 +187,7 @@ async fn a_token_without_a_holder_cannot_act_as_another() -> anyhow::Result<()> 
         .await?
         .json()
         .await?;
-    assert_eq!(state["players"][0]["id"], "alice", "{state}");
+    assert_eq!(state["players"][0]["id"], joined["you"], "{state}");
     assert_eq!(state["players"][0]["name"], "Alice", "{state}");
     assert_eq!(state["players"][0]["ready"], false, "{state}");
     server.terminate().await?;
