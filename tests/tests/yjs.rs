@@ -685,7 +685,8 @@ async fn an_update_sent_ahead_of_its_clients_earlier_ones_waits_for_them() -> an
 /// An update whose client's earlier updates never follow is parked for at
 /// most 2 s: then its socket is closed (1008), so its client re-syncs, and
 /// the document never held it. Other sockets stay open. A socket that
-/// parks too many is closed at once.
+/// parks too many updates or bytes, or one past the document's total, is
+/// closed at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_update_whose_earlier_ones_never_come_closes_its_socket() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
@@ -732,6 +733,42 @@ async fn an_update_whose_earlier_ones_never_come_closes_its_socket() -> anyhow::
         sent.elapsed()
     );
     assert_eq!(server_text(&server, "never").await?, "never sent x");
+    // At most 32 KiB per socket: a 40 KB update ahead closes it at once...
+    let mut big = YClient::new();
+    big.connect(&server.ws_url("/v1/yjs/never")).await?;
+    let _lost = big.edit(0, "-");
+    let ahead = big.edit(1, &"b".repeat(40_000));
+    big.send(YMessage::Sync(SyncMessage::Update(ahead))).await?;
+    assert_eq!(big.drain(Duration::from_millis(1500)).await?, Some(1008));
+    // ...and at most 512 KiB per document: 20 sockets of 30 KB each reach
+    // it, and the rest are closed at once while the first wait.
+    let mut sockets = Vec::new();
+    for _ in 0..20 {
+        let mut c = YClient::new();
+        c.connect(&server.ws_url("/v1/yjs/never")).await?;
+        sockets.push(c);
+    }
+    let first_parked = std::time::Instant::now();
+    for c in &mut sockets {
+        let _lost = c.edit(0, "-");
+        let ahead = c.edit(1, &"p".repeat(30_000));
+        c.send(YMessage::Sync(SyncMessage::Update(ahead))).await?;
+    }
+    let mut closed_at_once = 0;
+    for c in &mut sockets {
+        if c.drain(Duration::from_millis(30)).await? == Some(1008) {
+            closed_at_once += 1;
+        }
+    }
+    // Counted before the first parked ones time out (2 s), or not at all.
+    if first_parked.elapsed() < Duration::from_millis(1800) {
+        assert!(
+            (3..=4).contains(&closed_at_once),
+            "{closed_at_once} of 20 closed at once"
+        );
+    } else {
+        eprintln!("slow machine: the per-document parking limit was not counted");
+    }
     server.terminate().await?;
     Ok(())
 }

@@ -12,10 +12,13 @@
 //! A parked update is not accepted: it is neither stored nor broadcast nor
 //! counted as `saved` until it applies, and a socket that closes drops its
 //! parked updates (its client sends everything again on its next sync).
-//! Limits: a socket parks at most `max_update_bytes` and [`MAX_PARKED`]
-//! updates, and for at most [`PARK_FOR`] (or the document's quiet time, if
-//! shorter, so the document is still loaded); beyond either the socket is
-//! closed with 1008, as before, and its client re-syncs.
+//! Limits: a socket parks at most [`MAX_PARKED`] updates of
+//! [`MAX_PARKED_BYTES`] together, a document [`MAX_DOC_PARKED_BYTES`] over
+//! all its sockets (what a client types while its sync is under way is a
+//! few bytes a keystroke; a hostile one must not make every socket hold a
+//! megabyte), each for at most [`PARK_FOR`] (or the document's quiet time,
+//! if shorter, so the document is still loaded). Beyond any of them the
+//! socket is closed with 1008, as before, and its client re-syncs.
 
 use std::collections::HashMap;
 
@@ -29,6 +32,10 @@ use crate::{Ctx, ObjectError};
 
 /// Most updates one socket may have parked.
 pub(super) const MAX_PARKED: usize = 256;
+/// Most bytes one socket may have parked.
+pub(super) const MAX_PARKED_BYTES: usize = 32 * 1024;
+/// Most bytes one document holds parked, over all its sockets.
+pub(super) const MAX_DOC_PARKED_BYTES: usize = 512 * 1024;
 /// Longest an update stays parked, in ms.
 pub(super) const PARK_FOR: i64 = 2_000;
 
@@ -52,12 +59,19 @@ impl Ydoc {
         socket: SocketId,
         update: &[u8],
     ) -> Result<bool, ObjectError> {
-        let max_bytes = Self::config(ctx).max_update_bytes;
         let now = ctx.now_ms();
-        let parked = self.parked.entry(socket).or_default();
-        if parked.updates.len() >= MAX_PARKED || parked.bytes + update.len() > max_bytes {
+        let in_doc: usize = self.parked.values().map(|p| p.bytes).sum();
+        let (count, bytes) = self
+            .parked
+            .get(&socket)
+            .map_or((0, 0), |p| (p.updates.len(), p.bytes));
+        if count >= MAX_PARKED
+            || bytes + update.len() > MAX_PARKED_BYTES
+            || in_doc + update.len() > MAX_DOC_PARKED_BYTES
+        {
             return Ok(false);
         }
+        let parked = self.parked.entry(socket).or_default();
         if parked.updates.is_empty() {
             parked.since = now;
         }
