@@ -18,14 +18,14 @@ use yrs::{GetString, Transact};
 const ADMIN: &str = "feed-admin-token";
 
 async fn start(data: &str) -> anyhow::Result<ServerProcess> {
-    let args = [
-        "--data",
-        data,
-        "--admin-token",
-        ADMIN,
-        "--feed",
-        "workload,room,ydoc",
-    ];
+    start_with(data, "workload,room,ydoc", &[]).await
+}
+
+/// The workload binary on `data` with the admin token, `--feed <feed>` and
+/// `extra` flags.
+async fn start_with(data: &str, feed: &str, extra: &[&str]) -> anyhow::Result<ServerProcess> {
+    let mut args = vec!["--data", data, "--admin-token", ADMIN, "--feed", feed];
+    args.extend_from_slice(extra);
     ServerProcess::start_bin(&workload_bin(), None, &args).await
 }
 
@@ -325,18 +325,7 @@ async fn a_cursor_before_the_retained_events_is_told_so() -> anyhow::Result<()> 
     let dir = tempfile::tempdir()?;
     let data = dir.path().join("data");
     let data = data.to_str().expect("utf-8");
-    let args = [
-        "--data",
-        data,
-        "--admin-token",
-        ADMIN,
-        "--feed",
-        "workload,room",
-        "--feed-retention",
-        "1s",
-    ];
-    let bin = workload_bin();
-    let start = || ServerProcess::start_bin(&bin, None, &args);
+    let start = || start_with(data, "workload,room", &["--feed-retention", "1s"]);
     let client = http();
     let emit = |n: i64| json!({ "kind": "test.step", "data": { "n": n } });
     let seqs = |body: &Value| -> Vec<i64> {
@@ -408,18 +397,8 @@ async fn the_object_window_keeps_events_the_index_has_not_taken() -> anyhow::Res
     let dir = tempfile::tempdir()?;
     let data = dir.path().join("data");
     let data = data.to_str().expect("utf-8");
-    let args = [
-        "--data",
-        data,
-        "--admin-token",
-        ADMIN,
-        "--feed",
-        "workload",
-        "--feed-object-rows",
-        "64",
-    ];
-    let bin = workload_bin();
-    let server = ServerProcess::start_bin(&bin, None, &args).await?;
+    let rows = ["--feed-object-rows", "64"];
+    let server = start_with(data, "workload", &rows).await?;
     let client = http();
     let emit = |n: i64| json!({ "kind": "test.step", "data": { "n": n } });
     let (status, _) = call(&client, &server, "workload", "busy", "emit", emit(1)).await?;
@@ -433,7 +412,7 @@ async fn the_object_window_keeps_events_the_index_has_not_taken() -> anyhow::Res
     server.kill9().await?;
     lock.execute_batch("COMMIT")?;
     drop(lock);
-    let server = ServerProcess::start_bin(&bin, None, &args).await?;
+    let server = start_with(data, "workload", &rows).await?;
     let got: Vec<i64> = read_all(&server, "workload")
         .await?
         .iter()
@@ -483,17 +462,7 @@ async fn feed_durations_are_checked() -> anyhow::Result<()> {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains(flag), "{flag} {value}: {stderr}");
     }
-    let args = [
-        "--data",
-        data,
-        "--admin-token",
-        ADMIN,
-        "--feed",
-        "workload",
-        "--feed-retention",
-        "999999999999d",
-    ];
-    let server = ServerProcess::start_bin(&workload_bin(), None, &args).await?;
+    let server = start_with(data, "workload", &["--feed-retention", "999999999999d"]).await?;
     let emit = json!({ "kind": "test.step", "data": { "n": 1 } });
     let (status, _) = call(&http(), &server, "workload", "kept", "emit", emit).await?;
     assert_eq!(status, 200);
@@ -600,18 +569,8 @@ async fn a_cursor_from_before_a_lost_index_misses_nothing_after() -> anyhow::Res
     let dir = tempfile::tempdir()?;
     let data = dir.path().join("data");
     let data = data.to_str().expect("utf-8");
-    let args = [
-        "--data",
-        data,
-        "--admin-token",
-        ADMIN,
-        "--feed",
-        "workload",
-        "--feed-object-rows",
-        "64",
-    ];
-    let bin = workload_bin();
-    let server = ServerProcess::start_bin(&bin, None, &args).await?;
+    let rows = ["--feed-object-rows", "64"];
+    let server = start_with(data, "workload", &rows).await?;
     let client = http();
     let emit = |n: i64| json!({ "kind": "test.step", "data": { "n": n } });
     for n in 1..=200 {
@@ -632,7 +591,7 @@ async fn a_cursor_from_before_a_lost_index_misses_nothing_after() -> anyhow::Res
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{data}/feed.sqlite{suffix}"));
     }
-    let server = ServerProcess::start_bin(&bin, None, &args).await?;
+    let server = start_with(data, "workload", &rows).await?;
     let (status, _) = call(&client, &server, "workload", "many", "emit", emit(201)).await?;
     assert_eq!(status, 200);
     let (status, body) = feed(&server, &format!("after={cursor}&limit=1000&wait=5")).await?;
