@@ -632,3 +632,53 @@ async fn a_long_poll_does_not_hold_up_shutdown() -> anyhow::Result<()> {
     assert!(took < Duration::from_secs(5), "shutdown took {took:?}");
     Ok(())
 }
+
+/// The index keeps a mark per life of an object; a deleted object's go
+/// with it, or a server whose objects come and go (a room per meeting)
+/// grows `feed.sqlite` by a row for every object it ever had.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_objects_marks_leave_the_index() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let data = data.to_str().expect("utf-8");
+    let server = start(data).await?;
+    let client = http();
+    let emit = json!({ "kind": "test.step", "data": {} });
+    for i in 0..5 {
+        let (status, _) = call(
+            &client,
+            &server,
+            "workload",
+            &format!("m{i}"),
+            "emit",
+            emit.clone(),
+        )
+        .await?;
+        assert_eq!(status, 200);
+    }
+    let marks = || -> anyhow::Result<i64> {
+        let conn = rusqlite::Connection::open(format!("{data}/feed.sqlite"))?;
+        Ok(conn.query_row("SELECT count(*) FROM marks", [], |r| r.get(0))?)
+    };
+    for i in 0..4 {
+        let deleted = client
+            .delete(server.url(&format!("/v1/admin/objects/workload/m{i}")))
+            .bearer_auth(ADMIN)
+            .send()
+            .await?;
+        assert_eq!(deleted.status(), 200);
+    }
+    let mut left = marks()?;
+    for _ in 0..50 {
+        if left == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        left = marks()?;
+    }
+    assert_eq!(left, 1, "the deleted objects' marks are still in the index");
+    // Their events stay readable until retention drops them.
+    assert_eq!(read_all(&server, "workload").await?.len(), 5);
+    server.kill9().await?;
+    Ok(())
+}

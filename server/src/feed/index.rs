@@ -30,6 +30,11 @@ pub(crate) enum Message {
     /// Answer whether every event sent before this one is indexed (once it
     /// was appended or failed to be).
     Barrier(tokio::sync::oneshot::Sender<bool>),
+    /// A deleted object's marks (every life of it, by id hex) can go: its
+    /// file is gone, so none of its events can come again, and a new
+    /// object of its name draws a new incarnation. Kept, they would grow
+    /// the index by a row for every object the server ever had.
+    Forget(String),
     /// Index what came before, mark the index clean and stop.
     Close,
 }
@@ -124,6 +129,16 @@ pub(crate) fn append(conn: &mut Connection, events: &[FeedEvent]) -> rusqlite::R
     newest(conn)
 }
 
+/// Drops the marks of deleted objects (`ids`, hex): every `id:incarnation`.
+fn forget(conn: &Connection, ids: &[String]) -> rusqlite::Result<()> {
+    for id in ids {
+        // `;` follows `:`: the range is exactly the keys `id:…`.
+        conn.prepare_cached("DELETE FROM marks WHERE id > ?1 AND id < ?2")?
+            .execute((format!("{id}:"), format!("{id};")))?;
+    }
+    Ok(())
+}
+
 /// The index thread: appends what is published, in arrival order, a batch
 /// at a time; prunes events past `retention` now and then; on `Close`
 /// marks the index clean.
@@ -156,6 +171,7 @@ pub(crate) fn run(
         };
         let mut batch = std::mem::take(&mut failed);
         let mut barriers = Vec::new();
+        let mut forgotten = Vec::new();
         let mut closing = false;
         for m in first
             .into_iter()
@@ -164,9 +180,12 @@ pub(crate) fn run(
             match m {
                 Message::Event(e) => batch.push(*e),
                 Message::Barrier(reply) => barriers.push(reply),
+                Message::Forget(id) => forgotten.push(id),
                 Message::Close => closing = true,
             }
-            if batch.len() >= 1000 || closing {
+            // A `Forget` ends the batch: events sent after it (a new life
+            // of the same object) are appended only after its marks went.
+            if batch.len() >= 1000 || closing || !forgotten.is_empty() {
                 break;
             }
         }
@@ -186,6 +205,10 @@ pub(crate) fn run(
         }
         for reply in barriers {
             let _ = reply.send(failed.is_empty());
+        }
+        if let Err(e) = forget(&conn, &forgotten) {
+            // A leftover mark is a row too many, never a lost event.
+            tracing::warn!(error = %e, "feed: cannot drop a deleted object's marks");
         }
         if last_prune.elapsed() >= prune_every {
             last_prune = Instant::now();

@@ -190,6 +190,16 @@ impl Feed {
         }
     }
 
+    /// A deleted object's marks can go (`index::Message::Forget`); call
+    /// once its deletion is durable.
+    pub(crate) fn forget(&self, id: crate::id::ObjectId) {
+        if let Ok(inbox) = self.0.inbox.lock() {
+            if let Some(tx) = inbox.as_ref() {
+                let _ = tx.send(index::Message::Forget(id.to_string()));
+            }
+        }
+    }
+
     /// Waits until every event published so far is indexed; false if the
     /// index cannot take them (it retries) within `timeout`, or is closed.
     pub(crate) async fn indexed_all(&self, timeout: Duration) -> bool {

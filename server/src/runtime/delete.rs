@@ -54,6 +54,9 @@ impl<T: DurableObject> Actor<T> {
             // Whatever the old file missed is void (the deletion mark is
             // durable): a new object of this name starts afresh.
             self.object = ObjectState::Unloaded;
+            if let Some(feed) = self.runtime.0.feed.get() {
+                feed.forget(self.key.id);
+            }
         }
         let _ = reply.send(deleted);
     }

@@ -395,10 +395,15 @@ impl SocketHub {
     }
 
     pub(crate) fn remove_object(&self, object: &ObjectId) -> Vec<Arc<Outbox>> {
-        match self.objects.remove(object) {
+        let outboxes: Vec<Arc<Outbox>> = match self.objects.remove(object) {
             Some((_, t)) => t.with_table(|t| t.drain().map(|(_, e)| e.outbox).collect()),
             None => Vec::new(),
-        }
+        };
+        // Their `remove` finds no table later: count them out here, or
+        // `open` grows by every socket a deleted object had.
+        self.open
+            .fetch_sub(outboxes.len() as u64, Ordering::Relaxed);
+        outboxes
     }
 }
 
@@ -429,6 +434,20 @@ mod tests {
         hub.remove(&key.id, SocketId(1));
         hub.remove(&key.id, SocketId(2));
         assert!(hub.is_empty());
+        assert_eq!(hub.open.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn a_deleted_objects_sockets_are_counted_out() {
+        let hub = SocketHub::default();
+        let key = ObjectKey::new("room", "d").expect("key");
+        for i in 0..3 {
+            let entry = SocketEntry::new(Arc::new(Outbox::new(1000)), false);
+            hub.insert(&key, SocketId(i), entry, 10).expect("room");
+        }
+        assert_eq!(hub.remove_object(&key.id).len(), 3);
+        hub.remove(&key.id, SocketId(0));
+        assert_eq!(hub.open.load(Ordering::Relaxed), 0);
     }
 
     fn texts(o: &Outbox) -> Vec<String> {
