@@ -114,19 +114,26 @@ async fn receiver(listener: TcpListener, seen: Arc<Mutex<Received>>, refuse: usi
 }
 
 async fn start(data: &str, hook: &str) -> anyhow::Result<ServerProcess> {
-    let args = [
+    let extra = ["--webhook-max-backoff", "400ms", "--webhook-batch", "7"];
+    start_with(std::path::Path::new(data), hook, &extra).await
+}
+
+/// A server feeding `room` to the webhook at `hook`, with `extra` flags.
+async fn start_with(
+    data: &std::path::Path,
+    hook: &str,
+    extra: &[&str],
+) -> anyhow::Result<ServerProcess> {
+    let mut args = vec![
         "--feed",
         "room",
         "--webhook",
         hook,
         "--webhook-secret",
         SECRET,
-        "--webhook-max-backoff",
-        "400ms",
-        "--webhook-batch",
-        "7",
     ];
-    ServerProcess::start(std::path::Path::new(data), &args).await
+    args.extend_from_slice(extra);
+    ServerProcess::start(data, &args).await
 }
 
 async fn send(server: &ServerProcess, room: &str, text: &str) -> anyhow::Result<()> {
@@ -325,19 +332,8 @@ async fn a_receiver_away_past_retention_gets_a_logged_gap_then_the_rest() -> any
     let addr = TcpListener::bind("127.0.0.1:0").await?.local_addr()?;
     let hook = format!("http://{addr}/hook");
     let dir = tempfile::tempdir()?;
-    let args = [
-        "--feed",
-        "room",
-        "--webhook",
-        &hook,
-        "--webhook-secret",
-        SECRET,
-        "--webhook-max-backoff",
-        "200ms",
-        "--feed-retention",
-        "1s",
-    ];
-    let mut server = ServerProcess::start(dir.path(), &args).await?;
+    let extra = ["--webhook-max-backoff", "200ms", "--feed-retention", "1s"];
+    let mut server = start_with(dir.path(), &hook, &extra).await?;
     for i in 0..3 {
         send(&server, "away", &format!("lost{i}")).await?;
     }
@@ -404,19 +400,13 @@ async fn a_receiver_too_slow_for_a_whole_batch_gets_smaller_ones() -> anyhow::Re
         })
     };
     let dir = tempfile::tempdir()?;
-    let args = [
-        "--feed",
-        "room",
-        "--webhook",
-        &hook,
-        "--webhook-secret",
-        SECRET,
+    let extra = [
         "--webhook-timeout",
         "300ms",
         "--webhook-max-backoff",
         "200ms",
     ];
-    let server = ServerProcess::start(dir.path(), &args).await?;
+    let server = start_with(dir.path(), &hook, &extra).await?;
     let sent: Vec<String> = (0..10).map(|i| format!("m{i}")).collect();
     for text in &sent {
         send(&server, "slow", text).await?;

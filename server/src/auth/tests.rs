@@ -128,21 +128,28 @@ fn matrix() {
     assert!(auth.check_admin(Some("admin2")).is_err());
 }
 
+/// A write token for `ydoc/a` valid for two hours, signed with `s3cret`,
+/// with `extra` claims.
+fn signed(extra: serde_json::Value) -> String {
+    let mut claims = serde_json::json!({
+        "obj": ["ydoc/a"], "perm": "write", "exp": now_secs() + 7200,
+    });
+    if let (Some(c), Some(e)) = (claims.as_object_mut(), extra.as_object()) {
+        c.extend(e.clone());
+    }
+    encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(b"s3cret"),
+    )
+    .expect("encode")
+}
+
 /// A token that names a `nbf` (not before) is refused until then.
 #[test]
 fn not_before_is_honoured() {
     let auth = Auth::new(Some(b"s3cret".to_vec()), None);
-    let with_nbf = |nbf: u64| {
-        let claims = serde_json::json!({
-            "obj": ["ydoc/a"], "perm": "write", "exp": now_secs() + 600, "nbf": nbf,
-        });
-        encode(
-            &Header::new(Algorithm::HS256),
-            &claims,
-            &EncodingKey::from_secret(b"s3cret"),
-        )
-        .expect("encode")
-    };
+    let with_nbf = |nbf: u64| signed(serde_json::json!({ "nbf": nbf }));
     let e = auth
         .check(Some(&with_nbf(now_secs() + 3600)), &key("ydoc", "a"))
         .expect_err("not valid yet");
@@ -160,17 +167,7 @@ fn not_before_is_honoured() {
 #[test]
 fn an_iat_in_the_future_is_refused() {
     let auth = Auth::new(Some(b"s3cret".to_vec()), None);
-    let with_iat = |iat: u64| {
-        let claims = serde_json::json!({
-            "obj": ["ydoc/a"], "perm": "write", "exp": now_secs() + 7200, "iat": iat, "sub": "u",
-        });
-        encode(
-            &Header::new(Algorithm::HS256),
-            &claims,
-            &EncodingKey::from_secret(b"s3cret"),
-        )
-        .expect("encode")
-    };
+    let with_iat = |iat: u64| signed(serde_json::json!({ "iat": iat, "sub": "u" }));
     let e = auth
         .check(Some(&with_iat(now_secs() + 3600)), &key("ydoc", "a"))
         .expect_err("issued in the future");
