@@ -25,6 +25,20 @@
 //! newest `--feed-object-rows` rows (the recovery window) and every row
 //! above their mark in the index; the index keeps `--feed-retention`.
 //!
+//! The rules, each with its test (`tests/tests/feed.rs`, `webhook.rs`):
+//! an append the index cannot make is retried, never dropped
+//! (`events_the_index_could_not_write_are_not_lost`); an object prunes its
+//! rows only up to its mark
+//! (`the_object_window_keeps_events_the_index_has_not_taken`) and is
+//! deleted only once the index took them
+//! (`deleting_an_object_waits_for_the_index_to_take_its_events`), its
+//! marks going with it once the deletion is durable
+//! (`a_deleted_objects_marks_leave_the_index`); a cursor past which
+//! retention dropped events gets 410 `cursor_expired`
+//! (`a_cursor_before_the_retained_events_is_told_so`); the webhook's cursor
+//! moves only after a 2xx
+//! (`webhooks_deliver_every_event_in_order_through_failures_and_kill9`).
+//!
 //! What it does not do: order events across objects by commit time (the
 //! index order is the order batches became durable, close to it), or
 //! survive losing the data directory.

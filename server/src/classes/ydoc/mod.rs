@@ -39,6 +39,8 @@
 //!   held per socket until those arrive;
 //! - `http.rs`: `state` (also as of a time) and `update` over HTTP;
 //! - `update.rs`: checking, applying and gathering updates; snapshots;
+//! - `nesting.rs`: how deep shared types nest, bounded before an update
+//!   is applied (yrs deletes nested types by recursion);
 //! - `store.rs`: the tables (update log, snapshots), load, compaction,
 //!   history;
 //! - `history.rs`: the history window kept at a granularity (merged rows,
