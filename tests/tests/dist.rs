@@ -220,15 +220,6 @@ async fn start(
     ServerProcess::start_exact(&roost_bin(), &sandbox.cwd, &args, &env).await
 }
 
-async fn readyz(server: &ServerProcess) -> Result<u16> {
-    Ok(http()
-        .get(server.url("/readyz"))
-        .send()
-        .await?
-        .status()
-        .as_u16())
-}
-
 /// The health check command aimed at `port` instead of `from`.
 fn retarget(command: &[String], from: u16, port: u16) -> Result<Vec<String>> {
     let mut hits = 0;
@@ -475,7 +466,7 @@ async fn the_images_command_serves_from_the_volume_and_its_health_check_follows(
     let data = sandbox.map(&image.data)?;
 
     let server = start(&sandbox, &args, &image.env).await?;
-    assert_eq!(readyz(&server).await?, 200);
+    assert_eq!(roost_tests::status_of(&server, "/readyz").await?, 200);
     let client = http();
     let (status, body) = call(
         &client,
@@ -911,7 +902,7 @@ async fn the_systemd_unit_is_hardened_and_its_command_serves() -> Result<()> {
     let sandbox = Sandbox::new()?;
     let args = sandbox.adapt(&argv)?;
     let server = start(&sandbox, &args, &[]).await?;
-    assert_eq!(readyz(&server).await?, 200);
+    assert_eq!(roost_tests::status_of(&server, "/readyz").await?, 200);
     let (status, _) = call(
         &http(),
         &server,

@@ -588,7 +588,7 @@ async fn a_broken_commit_log_fails_the_probes_and_a_restart_loses_nothing() -> a
     let flags = ["--checkpoint-interval", "1h"];
     let server = ServerProcess::start_with_file_limit(dir.path(), 5 << 20, &flags).await?;
     let client = http();
-    assert_eq!(probe(&server, "/readyz").await?, 200);
+    assert_eq!(roost_tests::status_of(&server, "/readyz").await?, 200);
     let text = "y".repeat(200_000);
     let (mut acked, mut refused) = (Vec::new(), 0);
     for i in 0..40 {
@@ -613,8 +613,8 @@ async fn a_broken_commit_log_fails_the_probes_and_a_restart_loses_nothing() -> a
         acked.len()
     );
     println!("{} acknowledged, {refused} refused", acked.len());
-    assert_eq!(probe(&server, "/readyz").await?, 503);
-    assert_eq!(probe(&server, "/healthz").await?, 503);
+    assert_eq!(roost_tests::status_of(&server, "/readyz").await?, 503);
+    assert_eq!(roost_tests::status_of(&server, "/healthz").await?, 503);
     let body: Value = client
         .get(server.url("/readyz"))
         .send()
@@ -625,7 +625,7 @@ async fn a_broken_commit_log_fails_the_probes_and_a_restart_loses_nothing() -> a
     assert!(message.contains("commit log is broken"), "{body}");
     server.kill9().await?;
     let server = ServerProcess::start(dir.path(), &[]).await?;
-    assert_eq!(probe(&server, "/readyz").await?, 200);
+    assert_eq!(roost_tests::status_of(&server, "/readyz").await?, 200);
     for doc in &acked {
         let stored = roost_tests::stored_text(&server, doc).await?;
         assert_eq!(
@@ -636,8 +636,4 @@ async fn a_broken_commit_log_fails_the_probes_and_a_restart_loses_nothing() -> a
     }
     server.terminate().await?;
     Ok(())
-}
-
-async fn probe(server: &ServerProcess, path: &str) -> anyhow::Result<u16> {
-    Ok(http().get(server.url(path)).send().await?.status().as_u16())
 }
