@@ -56,6 +56,36 @@ async fn read_all(server: &ServerProcess, class: &str) -> anyhow::Result<Vec<Val
     anyhow::bail!("the feed never ended")
 }
 
+/// A fresh data directory (kept while the first value lives) and its path.
+fn data_dir() -> anyhow::Result<(tempfile::TempDir, String)> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data").to_str().expect("utf-8").to_owned();
+    Ok((dir, data))
+}
+
+/// Emits step `n` (a `test.step` event) from `workload/<object>`; the
+/// call's status.
+async fn emit_step(
+    client: &reqwest::Client,
+    server: &ServerProcess,
+    object: &str,
+    n: i64,
+) -> anyhow::Result<u16> {
+    let event = json!({ "kind": "test.step", "data": { "n": n } });
+    Ok(call(client, server, "workload", object, "emit", event)
+        .await?
+        .0)
+}
+
+/// The `n` of every `workload` event in the feed, in feed order.
+async fn steps(server: &ServerProcess) -> anyhow::Result<Vec<i64>> {
+    Ok(read_all(server, "workload")
+        .await?
+        .iter()
+        .map(|e| e["data"]["n"].as_i64().unwrap_or(-1))
+        .collect())
+}
+
 /// Per object, the `object_seq`s in feed order.
 fn by_object(events: &[Value]) -> BTreeMap<String, Vec<i64>> {
     let mut out: BTreeMap<String, Vec<i64>> = BTreeMap::new();
@@ -110,9 +140,8 @@ async fn round(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_acknowledged_event_is_in_the_feed_after_kill9_in_order() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let data = dir.path().join("data");
-    let data = data.to_str().expect("utf-8");
+    let (_dir, data) = data_dir()?;
+    let data = data.as_str();
     let mut acknowledged = HashSet::new();
     for r in 0..4 {
         // Round 2 ends with SIGTERM: a clean shutdown, nothing to recover.
@@ -220,14 +249,12 @@ async fn without_feed_the_route_says_how_to_turn_it_on() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deleted_and_recreated_object_feeds_again_under_a_new_incarnation() -> anyhow::Result<()>
 {
-    let dir = tempfile::tempdir()?;
-    let data = dir.path().join("data");
-    let data = data.to_str().expect("utf-8");
+    let (_dir, data) = data_dir()?;
+    let data = data.as_str();
     let server = start(data).await?;
     let client = http();
-    let emit = |n: i64| json!({ "kind": "test.step", "data": { "n": n } });
     for n in 0..3 {
-        call(&client, &server, "workload", "again", "emit", emit(n)).await?;
+        assert_eq!(emit_step(&client, &server, "again", n).await?, 200);
     }
     let deleted = client
         .delete(server.url("/v1/admin/objects/workload/again"))
@@ -236,8 +263,7 @@ async fn a_deleted_and_recreated_object_feeds_again_under_a_new_incarnation() ->
         .await?;
     assert_eq!(deleted.status(), 200);
     for n in 10..12 {
-        let (status, _) = call(&client, &server, "workload", "again", "emit", emit(n)).await?;
-        assert_eq!(status, 200);
+        assert_eq!(emit_step(&client, &server, "again", n).await?, 200);
     }
     server.kill9().await?;
     let server = start(data).await?;
@@ -264,32 +290,23 @@ async fn a_deleted_and_recreated_object_feeds_again_under_a_new_incarnation() ->
 /// the object's mark past them (which would hide them from recovery too).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_the_index_could_not_write_are_not_lost() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let data = dir.path().join("data");
-    let data = data.to_str().expect("utf-8");
+    let (_dir, data) = data_dir()?;
+    let data = data.as_str();
     let server = start(data).await?;
     let client = http();
-    let emit = |n: i64| json!({ "kind": "test.step", "data": { "n": n } });
-    let (status, _) = call(&client, &server, "workload", "locked", "emit", emit(1)).await?;
-    assert_eq!(status, 200);
+    assert_eq!(emit_step(&client, &server, "locked", 1).await?, 200);
     let lock = rusqlite::Connection::open(format!("{data}/feed.sqlite"))?;
     lock.execute_batch("BEGIN IMMEDIATE")?;
-    let (status, _) = call(&client, &server, "workload", "locked", "emit", emit(2)).await?;
-    assert_eq!(status, 200);
+    assert_eq!(emit_step(&client, &server, "locked", 2).await?, 200);
     // Past the index's busy timeout: that append fails.
     tokio::time::sleep(Duration::from_secs(11)).await;
     lock.execute_batch("COMMIT")?;
     drop(lock);
-    let (status, _) = call(&client, &server, "workload", "locked", "emit", emit(3)).await?;
-    assert_eq!(status, 200);
+    assert_eq!(emit_step(&client, &server, "locked", 3).await?, 200);
     let want = vec![1, 2, 3];
     let mut got = Vec::new();
     for _ in 0..100 {
-        got = read_all(&server, "workload")
-            .await?
-            .iter()
-            .map(|e| e["data"]["n"].as_i64().unwrap_or(-1))
-            .collect();
+        got = steps(&server).await?;
         if got == want {
             break;
         }
@@ -322,12 +339,10 @@ async fn events_the_index_could_not_write_are_not_lost() -> anyhow::Result<()> {
 /// scale, not every ten minutes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cursor_before_the_retained_events_is_told_so() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let data = dir.path().join("data");
-    let data = data.to_str().expect("utf-8");
+    let (_dir, data) = data_dir()?;
+    let data = data.as_str();
     let start = || start_with(data, "workload,room", &["--feed-retention", "1s"]);
     let client = http();
-    let emit = |n: i64| json!({ "kind": "test.step", "data": { "n": n } });
     let seqs = |body: &Value| -> Vec<i64> {
         body["events"]
             .as_array()
@@ -337,7 +352,7 @@ async fn a_cursor_before_the_retained_events_is_told_so() -> anyhow::Result<()> 
     // Round 1: seq 1 to 3; a reader gets as far as 1.
     let server = start().await?;
     for n in 1..=3 {
-        call(&client, &server, "workload", "old", "emit", emit(n)).await?;
+        assert_eq!(emit_step(&client, &server, "old", n).await?, 200);
     }
     let (status, body) = feed(&server, "after=0&limit=1").await?;
     assert_eq!((status, seqs(&body)), (200, vec![1]));
@@ -345,7 +360,7 @@ async fn a_cursor_before_the_retained_events_is_told_so() -> anyhow::Result<()> 
     server.kill9().await?;
     // Round 2: seq 4; 1 to 3 are past retention and go.
     let server = start().await?;
-    call(&client, &server, "workload", "new", "emit", emit(4)).await?;
+    assert_eq!(emit_step(&client, &server, "new", 4).await?, 200);
     let mut answer = (0, Value::Null);
     for _ in 0..50 {
         answer = feed(&server, "after=1").await?;
@@ -368,11 +383,11 @@ async fn a_cursor_before_the_retained_events_is_told_so() -> anyhow::Result<()> 
     server.kill9().await?;
     // Round 3: seq 5 drops 4; then, live, seq 6 drops 5.
     let server = start().await?;
-    call(&client, &server, "workload", "new", "emit", emit(5)).await?;
+    assert_eq!(emit_step(&client, &server, "new", 5).await?, 200);
     let (status, _) = feed(&server, "after=3").await?;
     assert_eq!(status, 410);
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    call(&client, &server, "workload", "new", "emit", emit(6)).await?;
+    assert_eq!(emit_step(&client, &server, "new", 6).await?, 200);
     let mut status = 0;
     for _ in 0..50 {
         status = feed(&server, "after=4").await?.0;
@@ -394,35 +409,26 @@ async fn a_cursor_before_the_retained_events_is_told_so() -> anyhow::Result<()> 
 /// Recovery must still find every event in the object's own rows.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_object_window_keeps_events_the_index_has_not_taken() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let data = dir.path().join("data");
-    let data = data.to_str().expect("utf-8");
+    let (_dir, data) = data_dir()?;
+    let data = data.as_str();
     let rows = ["--feed-object-rows", "64"];
     let server = start_with(data, "workload", &rows).await?;
     let client = http();
-    let emit = |n: i64| json!({ "kind": "test.step", "data": { "n": n } });
-    let (status, _) = call(&client, &server, "workload", "busy", "emit", emit(1)).await?;
-    assert_eq!(status, 200);
+    assert_eq!(emit_step(&client, &server, "busy", 1).await?, 200);
     let lock = rusqlite::Connection::open(format!("{data}/feed.sqlite"))?;
     lock.execute_batch("BEGIN IMMEDIATE")?;
     for n in 2..=140 {
-        let (status, _) = call(&client, &server, "workload", "busy", "emit", emit(n)).await?;
-        assert_eq!(status, 200);
+        assert_eq!(emit_step(&client, &server, "busy", n).await?, 200);
     }
     server.kill9().await?;
     lock.execute_batch("COMMIT")?;
     drop(lock);
     let server = start_with(data, "workload", &rows).await?;
-    let got: Vec<i64> = read_all(&server, "workload")
-        .await?
-        .iter()
-        .map(|e| e["data"]["n"].as_i64().unwrap_or(-1))
-        .collect();
+    let got: Vec<i64> = steps(&server).await?;
     assert_eq!(got, (1..=140).collect::<Vec<_>>());
     // With the index keeping up, the window is pruned as before.
     for n in 141..=270 {
-        let (status, _) = call(&client, &server, "workload", "busy", "emit", emit(n)).await?;
-        assert_eq!(status, 200);
+        assert_eq!(emit_step(&client, &server, "busy", n).await?, 200);
     }
     let rows: Value = client
         .post(server.url("/v1/admin/objects/workload/busy/sql"))
@@ -444,9 +450,8 @@ async fn the_object_window_keeps_events_the_index_has_not_taken() -> anyhow::Res
 /// milliseconds keeps events (it used to wrap around and drop them all).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn feed_durations_are_checked() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let data = dir.path().join("data");
-    let data = data.to_str().expect("utf-8");
+    let (_dir, data) = data_dir()?;
+    let data = data.as_str();
     for (flag, value) in [("--feed-retention", "0s"), ("--webhook-timeout", "0s")] {
         let out = tokio::time::timeout(
             Duration::from_secs(30),
@@ -479,21 +484,17 @@ async fn feed_durations_are_checked() -> anyhow::Result<()> {
 /// are still recovered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recovery_goes_on_past_an_unreadable_object_file() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let data = dir.path().join("data");
-    let data = data.to_str().expect("utf-8");
+    let (_dir, data) = data_dir()?;
+    let data = data.as_str();
     let server = start(data).await?;
     let client = http();
-    let emit = |n: i64| json!({ "kind": "test.step", "data": { "n": n } });
-    let (status, _) = call(&client, &server, "workload", "damaged", "emit", emit(1)).await?;
-    assert_eq!(status, 200);
+    assert_eq!(emit_step(&client, &server, "damaged", 1).await?, 200);
     let (_, body) = feed(&server, "after=0&wait=5").await?;
     let damaged = body["events"][0]["id"].as_str().expect("id").to_owned();
     // The index cannot write: this event is left for recovery.
     let lock = rusqlite::Connection::open(format!("{data}/feed.sqlite"))?;
     lock.execute_batch("BEGIN IMMEDIATE")?;
-    let (status, _) = call(&client, &server, "workload", "fine", "emit", emit(2)).await?;
-    assert_eq!(status, 200);
+    assert_eq!(emit_step(&client, &server, "fine", 2).await?, 200);
     server.kill9().await?;
     lock.execute_batch("COMMIT")?;
     drop(lock);
@@ -506,11 +507,7 @@ async fn recovery_goes_on_past_an_unreadable_object_file() -> anyhow::Result<()>
         let _ = std::fs::remove_file(format!("{}{suffix}", file.display()));
     }
     let server = start(data).await?;
-    let got: Vec<i64> = read_all(&server, "workload")
-        .await?
-        .iter()
-        .map(|e| e["data"]["n"].as_i64().unwrap_or(-1))
-        .collect();
+    let got: Vec<i64> = steps(&server).await?;
     assert_eq!(got, vec![1, 2]);
     server.kill9().await?;
     Ok(())
@@ -521,19 +518,15 @@ async fn recovery_goes_on_past_an_unreadable_object_file() -> anyhow::Result<()>
 /// by a lock for 3 s) so that a kill -9 right after it loses nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_an_object_waits_for_the_index_to_take_its_events() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let data = dir.path().join("data");
-    let data = data.to_str().expect("utf-8");
+    let (_dir, data) = data_dir()?;
+    let data = data.as_str();
     let server = start(data).await?;
     let client = http();
-    let emit = |n: i64| json!({ "kind": "test.step", "data": { "n": n } });
-    let (status, _) = call(&client, &server, "workload", "gone", "emit", emit(1)).await?;
-    assert_eq!(status, 200);
+    assert_eq!(emit_step(&client, &server, "gone", 1).await?, 200);
     let lock = rusqlite::Connection::open(format!("{data}/feed.sqlite"))?;
     lock.execute_batch("BEGIN IMMEDIATE")?;
     for n in 2..=3 {
-        let (status, _) = call(&client, &server, "workload", "gone", "emit", emit(n)).await?;
-        assert_eq!(status, 200);
+        assert_eq!(emit_step(&client, &server, "gone", n).await?, 200);
     }
     let release = tokio::spawn(async move {
         tokio::time::sleep(Duration::from_secs(3)).await;
@@ -548,11 +541,7 @@ async fn deleting_an_object_waits_for_the_index_to_take_its_events() -> anyhow::
     server.kill9().await?;
     release.await??;
     let server = start(data).await?;
-    let got: Vec<i64> = read_all(&server, "workload")
-        .await?
-        .iter()
-        .map(|e| e["data"]["n"].as_i64().unwrap_or(-1))
-        .collect();
+    let got: Vec<i64> = steps(&server).await?;
     assert_eq!(got, vec![1, 2, 3], "events of the deleted object were lost");
     server.kill9().await?;
     Ok(())
@@ -566,16 +555,13 @@ async fn deleting_an_object_waits_for_the_index_to_take_its_events() -> anyhow::
 /// `incarnation`, `object_seq`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cursor_from_before_a_lost_index_misses_nothing_after() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let data = dir.path().join("data");
-    let data = data.to_str().expect("utf-8");
+    let (_dir, data) = data_dir()?;
+    let data = data.as_str();
     let rows = ["--feed-object-rows", "64"];
     let server = start_with(data, "workload", &rows).await?;
     let client = http();
-    let emit = |n: i64| json!({ "kind": "test.step", "data": { "n": n } });
     for n in 1..=200 {
-        let (status, _) = call(&client, &server, "workload", "many", "emit", emit(n)).await?;
-        assert_eq!(status, 200);
+        assert_eq!(emit_step(&client, &server, "many", n).await?, 200);
     }
     let mut cursor = 0;
     for _ in 0..50 {
@@ -592,19 +578,24 @@ async fn a_cursor_from_before_a_lost_index_misses_nothing_after() -> anyhow::Res
         let _ = std::fs::remove_file(format!("{data}/feed.sqlite{suffix}"));
     }
     let server = start_with(data, "workload", &rows).await?;
-    let (status, _) = call(&client, &server, "workload", "many", "emit", emit(201)).await?;
-    assert_eq!(status, 200);
-    let (status, body) = feed(&server, &format!("after={cursor}&limit=1000&wait=5")).await?;
-    assert_eq!(status, 200, "{body}");
-    let got: Vec<i64> = body["events"]
-        .as_array()
-        .expect("events")
-        .iter()
-        .map(|e| e["data"]["n"].as_i64().unwrap_or(-1))
-        .collect();
+    assert_eq!(emit_step(&client, &server, "many", 201).await?, 200);
+    // The rebuilt events answer at once; 201 is indexed after its call
+    // was answered, so read on from the old cursor until it comes.
+    let mut got = Vec::new();
+    let mut after = cursor;
+    for _ in 0..20 {
+        let (status, body) = feed(&server, &format!("after={after}&limit=1000&wait=1")).await?;
+        assert_eq!(status, 200, "{body}");
+        let events = body["events"].as_array().cloned().unwrap_or_default();
+        got.extend(events.iter().map(|e| e["data"]["n"].as_i64().unwrap_or(-1)));
+        after = body["next"].as_i64().unwrap_or(after);
+        if got.contains(&201) {
+            break;
+        }
+    }
     assert!(
         got.contains(&201),
-        "the event after the rebuild was skipped: {body}"
+        "the event after the rebuild was skipped: {got:?}"
     );
     server.kill9().await?;
     Ok(())
@@ -638,9 +629,8 @@ async fn a_long_poll_does_not_hold_up_shutdown() -> anyhow::Result<()> {
 /// grows `feed.sqlite` by a row for every object it ever had.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deleted_objects_marks_leave_the_index() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let data = dir.path().join("data");
-    let data = data.to_str().expect("utf-8");
+    let (_dir, data) = data_dir()?;
+    let data = data.as_str();
     let server = start(data).await?;
     let client = http();
     let emit = json!({ "kind": "test.step", "data": {} });
