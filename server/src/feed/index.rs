@@ -14,6 +14,16 @@
 //! appends each batch in one transaction (WAL, `synchronous=NORMAL`: a
 //! kill -9 loses nothing written; a power loss may lose the newest
 //! transactions, which `recover.rs` indexes again from the objects).
+//!
+//! `seq` is never reused, not even after a power loss, which can roll the
+//! index back past `seq`s a reader already saw: the index hands out only
+//! `seq`s at or below a durable ceiling (`state.reserved`). The append that
+//! would pass it raises it by [`RESERVE`] and commits with
+//! `synchronous=FULL` (an `fdatasync` every thousand events, which makes
+//! every earlier transaction durable too); a start after an unclean stop
+//! numbers above the ceiling (`resume_numbering`), so a cursor from before
+//! the crash never skips what is indexed after it. A kill -9 therefore
+//! makes `seq` jump by up to [`RESERVE`].
 
 use std::path::Path;
 use std::sync::atomic::Ordering::Relaxed;
@@ -72,6 +82,40 @@ pub(crate) fn mark_open(conn: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// How many `seq`s past the last durable ceiling the index may hand out.
+pub(crate) const RESERVE: i64 = 1000;
+
+/// The last `seq` handed out (0 if none ever was; kept after pruning).
+fn sequence(conn: &Connection) -> rusqlite::Result<i64> {
+    Ok(conn
+        .prepare_cached("SELECT seq FROM sqlite_sequence WHERE name = 'events'")?
+        .query_row([], |r| r.get(0))
+        .optional()?
+        .unwrap_or(0))
+}
+
+/// The durable ceiling: no `seq` above it was ever handed out.
+fn reserved(conn: &Connection) -> rusqlite::Result<i64> {
+    Ok(conn
+        .prepare_cached("SELECT v FROM state WHERE k = 'reserved'")?
+        .query_row([], |r| r.get(0))
+        .optional()?
+        .unwrap_or(0))
+}
+
+/// After an unclean stop: numbering goes on above the durable ceiling, past
+/// every `seq` a reader can have seen before the crash (the index itself
+/// may have lost them to a power loss).
+pub(crate) fn resume_numbering(conn: &Connection) -> rusqlite::Result<()> {
+    let above = reserved(conn)?;
+    number_above(conn, above)?;
+    conn.execute(
+        "UPDATE sqlite_sequence SET seq = max(seq, ?1) WHERE name = 'events'",
+        [above],
+    )?;
+    Ok(())
+}
+
 /// Makes `seq` go on above `after` in an index that has numbered nothing
 /// yet.
 pub(crate) fn number_above(conn: &Connection, after: i64) -> rusqlite::Result<()> {
@@ -102,6 +146,24 @@ pub(crate) fn append(conn: &mut Connection, events: &[FeedEvent]) -> rusqlite::R
     // waits for it. A deferred transaction that read first would instead
     // fail at once ("database is locked") when the reader connection wrote
     // a cursor since its read began: SQLite cannot upgrade a stale snapshot.
+    // Passing the ceiling: raise it, durably, in the same transaction.
+    let raise = sequence(conn)? + events.len() as i64 > reserved(conn)?;
+    if raise {
+        conn.pragma_update(None, "synchronous", "FULL")?;
+    }
+    let appended = append_in_transaction(conn, events, raise);
+    if raise {
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+    }
+    appended?;
+    newest(conn)
+}
+
+fn append_in_transaction(
+    conn: &mut Connection,
+    events: &[FeedEvent],
+    raise: bool,
+) -> rusqlite::Result<()> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     for e in events {
         let key = e.mark_key();
@@ -125,8 +187,13 @@ pub(crate) fn append(conn: &mut Connection, events: &[FeedEvent]) -> rusqlite::R
         tx.prepare_cached("INSERT OR REPLACE INTO marks(id, object_seq) VALUES(?1, ?2)")?
             .execute((&key, e.object_seq))?;
     }
-    tx.commit()?;
-    newest(conn)
+    if raise {
+        tx.execute(
+            "INSERT OR REPLACE INTO state(k, v) VALUES('reserved', ?1)",
+            [sequence(&tx)? + RESERVE],
+        )?;
+    }
+    tx.commit()
 }
 
 /// Drops the marks of deleted objects (`ids`, hex): every `id:incarnation`.
@@ -336,6 +403,53 @@ mod tests {
             kind: "k".into(),
             data: serde_json::Value::Null,
         }
+    }
+
+    /// A power loss can roll the index back past `seq`s a reader saw (it
+    /// syncs only when it raises its ceiling); after the crash, numbering
+    /// must still go above them. The crash image is the files as they were
+    /// right after the last synced append.
+    #[test]
+    fn seq_is_never_reused_after_a_power_loss() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("feed.sqlite");
+        let file = |at: &Path, suffix: &str| {
+            let mut p = at.join("feed.sqlite").into_os_string();
+            p.push(suffix);
+            std::path::PathBuf::from(p)
+        };
+        let image = dir.path().join("image");
+        std::fs::create_dir(&image)?;
+        let mut writer = open(&path)?;
+        mark_open(&writer)?;
+        // The first append raises the ceiling, synced.
+        append(&mut writer, &[event(1)])?;
+        for suffix in ["", "-wal"] {
+            std::fs::copy(file(dir.path(), suffix), file(&image, suffix))?;
+        }
+        for i in 2..=50 {
+            append(&mut writer, &[event(i)])?;
+        }
+        let seen = newest(&writer)?;
+        assert_eq!(seen, 50);
+        drop(writer);
+        // The power loss: back to the synced image.
+        for suffix in ["", "-wal"] {
+            std::fs::copy(file(&image, suffix), file(dir.path(), suffix))?;
+        }
+        let _ = std::fs::remove_file(file(dir.path(), "-shm"));
+        let mut conn = open(&path)?;
+        assert!(!was_closed_cleanly(&conn)?);
+        assert_eq!(newest(&conn)?, 1, "the image is as of the synced append");
+        resume_numbering(&conn)?;
+        // Recovery indexes event 2 again from its object's rows.
+        let seq = append(&mut conn, &[event(2)])?;
+        assert!(
+            seq > seen,
+            "seq {seq} reused a number a reader saw (up to {seen})"
+        );
+        assert!(seq <= 1 + RESERVE + 1);
+        Ok(())
     }
 
     /// The index thread appends while the reader connection moves a cursor

@@ -162,6 +162,7 @@ impl Feed {
             index::number_above(&conn, crate::catalog::now_ms().saturating_mul(1000))?;
         }
         if !index::was_closed_cleanly(&conn)? {
+            index::resume_numbering(&conn)?;
             let found = recover::index_unindexed(&mut conn, data_dir, &config)?;
             if found > 0 {
                 tracing::info!(events = found, "feed: indexed events a crash left behind");
