@@ -373,6 +373,23 @@ async fn admin_api_lists_inspects_queries_read_only_and_deletes() -> anyhow::Res
             "{bad}"
         );
     }
+    // So is a parameter given twice (which one was meant?), here and on an
+    // object's own routes.
+    for path in [
+        "/v1/admin/objects?limit=1&limit=2",
+        "/v1/objects/counter/x1/fetch?token=a&token=b",
+    ] {
+        let answer = get(path, ADMIN).await?;
+        assert_eq!(answer.status(), 400, "{path}");
+        let body: Value = answer.json().await?;
+        assert_eq!(body["error"]["code"], "bad_request", "{path}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("given more than once")),
+            "{path}: {body}"
+        );
+    }
     let details: Value = get("/v1/admin/objects/counter/x1", ADMIN)
         .await?
         .json()

@@ -2,10 +2,8 @@
 //! list objects, one object's details, read-only SQL on its database, and
 //! deleting it. Access tokens are not admin tokens.
 
-use std::collections::HashMap;
-
 use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap};
 use axum::Json;
 use roost_protocol::ErrorCode;
@@ -41,7 +39,7 @@ pub(super) fn existing(
 pub(crate) async fn list(
     State(runtime): State<Runtime>,
     headers: HeaderMap,
-    Query(q): Query<HashMap<String, String>>,
+    super::Params(q): super::Params,
 ) -> Result<Json<Value>, ApiError> {
     admin(&runtime, &headers)?;
     let limit = super::query_number(&q, "limit", 100, 1..=1000)? as u32;

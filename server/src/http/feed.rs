@@ -9,10 +9,9 @@
 //! A cursor above 0 some of whose following events retention dropped gets
 //! 410 `cursor_expired` rather than a silent skip.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::Json;
 use roost_protocol::ErrorCode;
@@ -26,7 +25,7 @@ use crate::runtime::Runtime;
 pub(crate) async fn read(
     State(runtime): State<Runtime>,
     headers: HeaderMap,
-    Query(q): Query<HashMap<String, String>>,
+    super::Params(q): super::Params,
 ) -> Result<Json<Value>, ApiError> {
     super::admin::admin(&runtime, &headers)?;
     let after = query_number(&q, "after", 0, 0..=i64::MAX)?;

@@ -28,6 +28,41 @@ use crate::runtime::Runtime;
 use error::ApiError;
 pub(crate) use ws::configure as ws_configure;
 
+/// A request's query parameters. A parameter given twice is 400
+/// `bad_request`: which one was meant is a guess (`class=a&class=b` on the
+/// feed would silently read only `b`).
+pub(crate) struct Params(pub(crate) std::collections::HashMap<String, String>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Params {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        let bad = |message: String| ApiError::new(ErrorCode::BadRequest, message);
+        let axum::extract::Query(pairs) =
+            axum::extract::Query::<Vec<(String, String)>>::from_request_parts(parts, state)
+                .await
+                .map_err(|e| {
+                    bad(format!(
+                        "the query string cannot be read: {}",
+                        e.body_text()
+                    ))
+                })?;
+        let mut params = std::collections::HashMap::with_capacity(pairs.len());
+        for (name, value) in pairs {
+            if params.contains_key(&name) {
+                return Err(bad(format!(
+                    "query parameter `{name}` is given more than once"
+                )));
+            }
+            params.insert(name, value);
+        }
+        Ok(Params(params))
+    }
+}
+
 /// The whole number `name` of a query (`default` if absent), or 400
 /// `bad_request` naming the range it must be in.
 pub(crate) fn query_number(

@@ -5,7 +5,7 @@ use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
 use std::collections::HashMap;
 
-use axum::extract::{FromRequest, Path, Query, Request, State};
+use axum::extract::{FromRequest, Path, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use roost_protocol::ErrorCode;
@@ -50,7 +50,7 @@ pub(crate) fn json_body<T>(
 pub(crate) async fn call(
     State(runtime): State<Runtime>,
     path: Result<Path<(String, String, String)>, PathRejection>,
-    Query(query): Query<HashMap<String, String>>,
+    super::Params(query): super::Params,
     // The request itself, not a `HeaderMap` (a copy of the headers) and a
     // body extractor: its headers are read in place, then its body.
     request: Request,
@@ -83,7 +83,7 @@ pub(crate) async fn fetch(
     State(runtime): State<Runtime>,
     method: axum::http::Method,
     Path(params): Path<HashMap<String, String>>,
-    Query(query): Query<HashMap<String, String>>,
+    super::Params(query): super::Params,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<axum::response::Response, ApiError> {

@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 
 use axum::extract::rejection::{JsonRejection, PathRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::Json;
@@ -71,7 +71,7 @@ pub(crate) struct CreateBody {
 pub(crate) async fn create(
     State(runtime): State<Runtime>,
     path: Result<Path<String>, PathRejection>,
-    Query(query): Query<HashMap<String, String>>,
+    super::Params(query): super::Params,
     headers: HeaderMap,
     body: Result<Json<CreateBody>, JsonRejection>,
 ) -> Result<Response, ApiError> {
@@ -89,7 +89,7 @@ pub(crate) async fn create(
 pub(crate) async fn list(
     State(runtime): State<Runtime>,
     path: Result<Path<String>, PathRejection>,
-    Query(query): Query<HashMap<String, String>>,
+    super::Params(query): super::Params,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let Path(doc) = path.map_err(bad_path)?;
@@ -124,7 +124,7 @@ async fn one(
 pub(crate) async fn read(
     State(runtime): State<Runtime>,
     path: Result<Path<(String, String)>, PathRejection>,
-    Query(query): Query<HashMap<String, String>>,
+    super::Params(query): super::Params,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     one(runtime, path, query, headers, "GET", "version").await
@@ -134,7 +134,7 @@ pub(crate) async fn read(
 pub(crate) async fn delete(
     State(runtime): State<Runtime>,
     path: Result<Path<(String, String)>, PathRejection>,
-    Query(query): Query<HashMap<String, String>>,
+    super::Params(query): super::Params,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     one(runtime, path, query, headers, "DELETE", "version").await
@@ -144,7 +144,7 @@ pub(crate) async fn delete(
 pub(crate) async fn restore(
     State(runtime): State<Runtime>,
     path: Result<Path<(String, String)>, PathRejection>,
-    Query(query): Query<HashMap<String, String>>,
+    super::Params(query): super::Params,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     one(runtime, path, query, headers, "POST", "restore").await

@@ -1,11 +1,9 @@
 //! `GET /v1/objects/{class}/{name}/ws`: upgrades into the object's socket layer.
 
-use std::collections::HashMap;
-
 use axum::extract::rejection::PathRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocketUpgrade};
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use roost_protocol::{close, ErrorCode};
@@ -78,7 +76,7 @@ const REFUSAL_LINGER: std::time::Duration = std::time::Duration::from_secs(2);
 pub(crate) async fn object_socket(
     State(runtime): State<Runtime>,
     path: Result<Path<(String, String)>, PathRejection>,
-    Query(query): Query<HashMap<String, String>>,
+    super::Params(query): super::Params,
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {

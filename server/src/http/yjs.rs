@@ -8,7 +8,7 @@ use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::ws::WebSocketUpgrade;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use roost_protocol::ErrorCode;
@@ -27,7 +27,7 @@ fn doc_key(path: Result<Path<String>, PathRejection>) -> Result<ObjectKey, ApiEr
 pub(crate) async fn socket(
     State(runtime): State<Runtime>,
     path: Result<Path<String>, PathRejection>,
-    Query(query): Query<HashMap<String, String>>,
+    super::Params(query): super::Params,
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
@@ -74,7 +74,7 @@ pub(crate) async fn fetch(
 pub(crate) async fn state(
     State(runtime): State<Runtime>,
     path: Result<Path<String>, PathRejection>,
-    Query(query): Query<HashMap<String, String>>,
+    super::Params(query): super::Params,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let key = doc_key(path)?;
@@ -95,7 +95,7 @@ pub(crate) async fn state(
 pub(crate) async fn update(
     State(runtime): State<Runtime>,
     path: Result<Path<String>, PathRejection>,
-    Query(query): Query<HashMap<String, String>>,
+    super::Params(query): super::Params,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
