@@ -15,6 +15,16 @@ fn config(dir: &std::path::Path) -> Config {
     }
 }
 
+/// A server with the built-in classes on a free loopback port.
+async fn start(cfg: Config) -> anyhow::Result<roost::RunningServer> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    Server::builder()
+        .with_builtins()
+        .config(cfg)
+        .start(listener)
+        .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_commit_answers_errors_and_is_never_visible() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
@@ -24,12 +34,7 @@ async fn failed_commit_answers_errors_and_is_never_visible() -> anyhow::Result<(
     cfg.fault = Some(Arc::new(move |_class: &str, name: &str| {
         name == "victim" && hook_flag.load(Ordering::SeqCst)
     }));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let server = Server::builder()
-        .with_builtins()
-        .config(cfg)
-        .start(listener)
-        .await?;
+    let server = start(cfg).await?;
     let rt = server.runtime().clone();
     let victim = ObjectKey::new("counter", "victim")?;
     let bystander = ObjectKey::new("counter", "bystander")?;
@@ -64,12 +69,7 @@ async fn failed_commit_answers_errors_and_is_never_visible() -> anyhow::Result<(
     assert_eq!(rt.metrics().error_count("commit_failed"), 1);
     server.shutdown().await?;
     // And not after a restart either.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let server = Server::builder()
-        .with_builtins()
-        .config(config(dir.path()))
-        .start(listener)
-        .await?;
+    let server = start(config(dir.path())).await?;
     assert_eq!(
         server
             .runtime()
@@ -85,12 +85,7 @@ async fn failed_commit_answers_errors_and_is_never_visible() -> anyhow::Result<(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_only_calls_cannot_write() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let server = Server::builder()
-        .with_builtins()
-        .config(config(dir.path()))
-        .start(listener)
-        .await?;
+    let server = start(config(dir.path())).await?;
     let rt = server.runtime().clone();
     let key = ObjectKey::new("counter", "ro")?;
     rt.call(&key, "increment", Value::Null, false)
@@ -116,12 +111,7 @@ async fn eviction_on_paused_time() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let mut cfg = config(dir.path());
     cfg.idle_timeout = Duration::from_secs(10);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let server = Server::builder()
-        .with_builtins()
-        .config(cfg)
-        .start(listener)
-        .await?;
+    let server = start(cfg).await?;
     let rt = server.runtime().clone();
     let key = ObjectKey::new("counter", "sleepy")?;
     rt.call(&key, "increment", Value::Null, false)
@@ -168,12 +158,7 @@ async fn recovery_replays_commits_missing_from_the_object_file() -> anyhow::Resu
     cfg.log.checkpoint_interval = Duration::from_secs(3600);
     let key = ObjectKey::new("counter", "phoenix")?;
     let path = roost::testing::object_path(dir.path(), &key.class, key.id);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let server = Server::builder()
-        .with_builtins()
-        .config(cfg.clone())
-        .start(listener)
-        .await?;
+    let server = start(cfg.clone()).await?;
     let rt = server.runtime().clone();
     rt.call(&key, "increment", json!({"by": 10}), false)
         .await
@@ -215,14 +200,9 @@ async fn recovery_replays_commits_missing_from_the_object_file() -> anyhow::Resu
         std::fs::write(p, bytes)?;
     }
     // A second server in the same process stands in for the restarted one.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let mut cfg2 = cfg.clone();
     cfg2.data_dir = dir.path().to_owned();
-    let server = Server::builder()
-        .with_builtins()
-        .config(cfg2)
-        .start(listener)
-        .await?;
+    let server = start(cfg2).await?;
     assert_eq!(
         server
             .runtime()
