@@ -154,7 +154,15 @@ fn write_archive(
             gone += 1; // deleted since the listing
             continue;
         }
-        vacuum_into(&source, &copy)?;
+        if let Err(e) = vacuum_into(&source, &copy) {
+            // Deleted, or removed unwritten (`runtime/unwritten.rs`), since.
+            if !source.exists() {
+                let _ = fs::remove_file(&copy);
+                gone += 1;
+                continue;
+            }
+            return Err(e);
+        }
         tar.append_path_with_name(&copy, &rel)?;
         fs::remove_file(&copy)?;
         copied += 1;

@@ -3,8 +3,10 @@
 //! when it was last active.
 //!
 //! A dedicated thread owns the connection; the runtime sends it commands and
-//! never waits for writes. The object files are the truth: the catalog is an
-//! index of them, written as objects are created and as they go idle.
+//! waits for few writes (an alarm's entry, a revocation, the removal of an
+//! unwritten object's row before its file goes). The object files are the
+//! truth: the catalog is an index of them, written as objects are created,
+//! as they go idle and as unwritten ones are removed.
 
 use std::path::Path;
 use std::sync::mpsc;
@@ -65,8 +67,11 @@ enum CatalogCommand {
         id: ObjectId,
         at: i64,
     },
+    /// Remove an object's row and alarm entry; `done` is answered once
+    /// that is durable.
     Forget {
         id: ObjectId,
+        done: Option<oneshot::Sender<Result<(), String>>>,
     },
     Get {
         id: ObjectId,
@@ -192,7 +197,20 @@ impl Catalog {
 
     /// Removes an object (and its alarm entry) from the catalog.
     pub(crate) fn forget(&self, id: ObjectId) {
-        let _ = self.tx.send(CatalogCommand::Forget { id });
+        let _ = self.tx.send(CatalogCommand::Forget { id, done: None });
+    }
+
+    /// [`forget`](Self::forget), answered once the removal is durable.
+    pub(crate) async fn forget_durably(&self, id: ObjectId) -> Result<(), String> {
+        let (done, wait) = oneshot::channel();
+        self.tx
+            .send(CatalogCommand::Forget {
+                id,
+                done: Some(done),
+            })
+            .map_err(|_| "catalog stopped".to_owned())?;
+        wait.await
+            .unwrap_or_else(|_| Err("catalog stopped".to_owned()))
     }
 
     pub(crate) fn touch(&self, id: ObjectId, at: i64) {
@@ -261,6 +279,7 @@ fn run_commands(conn: &Connection, cmds: Vec<CatalogCommand>) {
             c,
             CatalogCommand::Register { .. }
                 | CatalogCommand::Touch { .. }
+                | CatalogCommand::Forget { .. }
                 | CatalogCommand::SetAlarm { .. }
                 | CatalogCommand::Revoke { .. }
         )
@@ -331,11 +350,12 @@ fn handle(conn: &Connection, cmd: CatalogCommand, acks: &mut Vec<Ack>) -> rusqli
         CatalogCommand::Revocations { reply } => {
             let _ = reply.send(revocations(conn)?);
         }
-        CatalogCommand::Forget { id } => {
+        CatalogCommand::Forget { id, done } => {
             conn.prepare_cached("DELETE FROM objects WHERE id = ?1")?
                 .execute([id.to_string()])?;
             conn.prepare_cached("DELETE FROM alarms WHERE id = ?1")?
                 .execute([id.to_string()])?;
+            acks.extend(done);
         }
         CatalogCommand::Alarms { reply } => {
             let _ = reply.send(alarms(conn)?);

@@ -75,7 +75,7 @@ const fn histogram(
 #[cfg(test)]
 pub(super) const FAMILY_COUNT: usize = FAMILIES.len();
 
-const FAMILIES: [Family; 36] = [
+const FAMILIES: [Family; 37] = [
     counter(
         "roost_cluster_forwarded_total",
         "Cluster mode: requests and sockets sent on to the object's owner node.",
@@ -123,6 +123,11 @@ const FAMILIES: [Family; 36] = [
         "roost_evictions_total",
         "Objects evicted from memory after idling.",
         |m| &m.evictions,
+    ),
+    counter(
+        "roost_unwritten_objects_removed_total",
+        "Objects never written (only read) whose file and catalog row were removed when they stopped.",
+        |m| &m.unwritten_removed,
     ),
     counter(
         "roost_tidied_files_total",

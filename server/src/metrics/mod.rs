@@ -76,6 +76,9 @@ pub struct Metrics {
     pub evictions: AtomicU64,
     /// Idle objects' files whose WAL the tidier folded in (`storage::tidy`).
     pub tidied_files: AtomicU64,
+    /// Objects never written whose file and catalog row were removed when
+    /// they stopped (`roost_unwritten_objects_removed_total`).
+    pub unwritten_removed: AtomicU64,
     /// Object constructor runs, creations and wake-ups alike
     /// (`roost_object_starts_total`).
     pub constructions: AtomicU64,
@@ -156,6 +159,7 @@ impl Default for Metrics {
             committed_events: AtomicU64::new(0),
             evictions: AtomicU64::new(0),
             tidied_files: AtomicU64::new(0),
+            unwritten_removed: AtomicU64::new(0),
             constructions: AtomicU64::new(0),
             log_groups: AtomicU64::new(0),
             log_records: AtomicU64::new(0),

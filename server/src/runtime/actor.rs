@@ -42,6 +42,7 @@ use super::command::DeleteReply;
 use super::lifecycle;
 use super::pipeline::{InFlight, Pipeline};
 use super::state::{ObjectState, Phase};
+use super::unwritten;
 use super::{error, Command, Reply, Runtime};
 use crate::commitlog::LogError;
 use crate::id::{object_path, ObjectKey};
@@ -442,15 +443,19 @@ impl<T: DurableObject> Actor<T> {
     }
 
     /// Stopping: commits the open transaction to the file, closes the
-    /// object, and removes the directory's slot.
+    /// object — removing it if it was never written (`unwritten.rs`) — and
+    /// removes the directory's slot.
     async fn stop(mut self, done_tx: watch::Sender<()>) {
         self.wal.join().await;
         self.object.flush(&self.metrics);
+        let removable = unwritten::removable(&self.runtime, &self.key, &self.object);
         lifecycle::close(self.object.unload());
-        self.runtime
-            .catalog()
-            .touch(self.key.id, crate::catalog::now_ms());
-        self.runtime.evicted(&self.key.class, self.key.id);
+        if !(removable && unwritten::remove(&self.runtime, &self.key).await) {
+            self.runtime
+                .catalog()
+                .touch(self.key.id, crate::catalog::now_ms());
+            self.runtime.evicted(&self.key.class, self.key.id);
+        }
         self.runtime.remove_stopped(self.key.id, self.generation);
         self.metrics
             .live_objects

@@ -5,7 +5,8 @@
 //! through the log — they run rarely and usually migrate (DDL, which the
 //! log does not carry). A constructor that only read needs no fsync.
 //! A new object file is counted against `--max-objects` before it exists
-//! (refused with 507 past the cap) and registered in the catalog. A file
+//! (refused with 507 past the cap) and registered in the catalog (so is an
+//! unwritten one at each start: see `unwritten.rs`). A file
 //! that cannot be opened for want of disk room or of a file descriptor is
 //! refused as such (507, 503), not as a broken object: both pass.
 
@@ -13,6 +14,7 @@ use std::panic::AssertUnwindSafe;
 
 use roost_protocol::{ErrorCode, ErrorDetail};
 
+use super::output::Output;
 use super::state::Live;
 use super::{error, Runtime};
 use crate::ctx::Ctx;
@@ -169,7 +171,9 @@ fn open(key: &ObjectKey, runtime: &Runtime) -> Result<Ctx, ErrorDetail> {
         }
     };
     storage.track_unflushed(runtime.log().unflushed(), key.id);
-    if created {
+    // An unwritten file may have lost its row (a kill -9 while it was
+    // being removed, `unwritten.rs`): the upsert lists it again.
+    if created || storage.is_unwritten() {
         runtime.catalog().register(key, crate::catalog::now_ms());
     }
     storage.begin_batch().map_err(broken)?;
@@ -177,11 +181,15 @@ fn open(key: &ObjectKey, runtime: &Runtime) -> Result<Ctx, ErrorDetail> {
 }
 
 /// Commits what the constructor wrote and fsyncs the object's own files.
-/// Returns whether it wrote.
+/// Returns whether it wrote. An unwritten file stays so (its mark follows)
+/// unless the constructor left an alarm or emitted a feed event: those are
+/// kept as any batch's are (`storage/unwritten.rs`).
 fn commit_constructor(ctx: &mut Ctx) -> Result<bool, ErrorDetail> {
     let commit = ctx.storage.finish_batch().and_then(|changes| {
         let wrote = changes.is_some();
-        ctx.storage.commit(wrote)?;
+        let emitted = ctx.outputs.iter().any(|o| matches!(o, Output::Feed(_)));
+        let keeps_unwritten = !emitted && ctx.storage.alarm()?.is_none();
+        ctx.storage.commit_constructor(wrote, keeps_unwritten)?;
         if wrote {
             crate::sys::blocking(|| ctx.storage.sync_files())?;
         }

@@ -14,7 +14,7 @@
 //! - [`command`]: the `Command` enum, the mailbox's closed set of events.
 //! - [`actor`] and [`state`]: one object's task and its named states;
 //!   [`pipeline`], [`batch`], [`events`], [`alarm_event`], [`catch_up`],
-//!   [`delete`], [`lifecycle`]: the pieces it runs.
+//!   [`delete`], [`lifecycle`], [`unwritten`]: the pieces it runs.
 //! - [`output`]: what events produce, released behind the output gate.
 //! - [`alarms`]: the alarm index and scheduler; [`registry`]: classes.
 
@@ -34,6 +34,7 @@ pub(crate) mod registry;
 mod requests;
 mod shutdown;
 mod state;
+mod unwritten;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};

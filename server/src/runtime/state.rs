@@ -49,7 +49,8 @@ pub(super) enum Phase {
     Draining,
     /// Terminal: the loop has ended; the actor closes the object (its
     /// transaction committed to the file, a large WAL folded in), touches
-    /// the catalog and removes its directory slot.
+    /// the catalog — or, for an object never written, removes its row and
+    /// files (`unwritten.rs`) — and removes its directory slot.
     Stopping,
 }
 

@@ -15,6 +15,8 @@
 //! - `batch.rs`: the batch transaction, event savepoints, lazy file commits;
 //! - `suspend.rs`: a quiet loaded object's connection closed and reopened;
 //! - `files.rs`: durable directories and fsyncs of the object's files;
+//! - `unwritten.rs`: the mark of a file only constructors wrote, and its
+//!   removal;
 //! - `wal.rs`: keeping the WAL small (background checkpoints);
 //! - `kv.rs`: the KV API; `inspect.rs`: the admin SQL console;
 //! - `limits.rs`, `error.rs`: size limits and errors.
@@ -31,6 +33,7 @@ mod limits;
 mod open;
 mod suspend;
 pub(crate) mod tidy;
+mod unwritten;
 pub(crate) mod wal;
 
 use std::path::PathBuf;
@@ -51,6 +54,7 @@ pub(crate) use files::{
 pub use kv::ListOptions;
 pub use limits::StorageLimits;
 pub(crate) use suspend::WAL_KEEP_BYTES;
+pub(crate) use unwritten::remove_unwritten_files;
 
 /// An object's database, owned by its actor (see the module doc).
 pub struct Storage {
@@ -72,6 +76,9 @@ pub struct Storage {
     /// Sequence number of the last batch that wrote anything (committed to
     /// the file, or pending in the open transaction).
     seq: u64,
+    /// The file's unwritten mark: the `seq` up to which only constructors
+    /// wrote to it, if they alone ever did (`unwritten.rs`).
+    constructor_seq: Option<u64>,
     page_size: u64,
     /// A batch's savepoint is open (between `begin_batch` and its end).
     batch_open: bool,

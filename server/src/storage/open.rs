@@ -1,6 +1,7 @@
 //! Opening an object's database: the file (and the directories leading to
 //! it) made durable when new, the connection's settings, the meta tables
-//! (`_roost_kv`, `_roost_meta` with the `commit_seq` stamp, `_roost_alarm`)
+//! (`_roost_kv`, `_roost_meta` with the `commit_seq` stamp and, in a file
+//! only constructors wrote, the `constructor_seq` mark, `_roost_alarm`)
 //! and the change capture installed for the connection's whole life.
 //!
 //! Settings: 2 KiB pages and incremental auto-vacuum for new files (free
@@ -19,9 +20,13 @@ use super::files::{create_dir_all_durable, parent_dir, sync_parent};
 use super::{EventSavepoint, Storage, StorageError, StorageLimits};
 use crate::commitlog::changeset::{CapturingConnection, Mark};
 
+// A new database (its `_roost_meta` still empty) gets the unwritten mark
+// (`unwritten.rs`) in the transaction that creates it; a file made before
+// the mark existed gets none, and is kept as written.
 const META_SCHEMA: &str = "
     CREATE TABLE IF NOT EXISTS _roost_kv(key BLOB PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
     CREATE TABLE IF NOT EXISTS _roost_meta(k TEXT PRIMARY KEY, v INTEGER NOT NULL);
+    INSERT INTO _roost_meta(k, v) SELECT 'constructor_seq', 0 WHERE NOT EXISTS (SELECT 1 FROM _roost_meta);
     INSERT OR IGNORE INTO _roost_meta(k, v) VALUES('commit_seq', 0);
     CREATE TABLE IF NOT EXISTS _roost_alarm(k INTEGER PRIMARY KEY CHECK (k = 1), at_ms INTEGER NOT NULL);
 ";
@@ -44,10 +49,12 @@ impl Storage {
         if created {
             sync_parent(path)?;
         }
-        let seq: i64 =
-            conn.query_row("SELECT v FROM _roost_meta WHERE k='commit_seq'", [], |r| {
-                r.get(0)
-            })?;
+        let (seq, constructor_seq): (i64, Option<i64>) = conn.query_row(
+            "SELECT (SELECT v FROM _roost_meta WHERE k='commit_seq'),
+                    (SELECT v FROM _roost_meta WHERE k='constructor_seq')",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
         Ok(Storage {
             conn: Some(conn),
             path: path.to_owned(),
@@ -58,6 +65,7 @@ impl Storage {
             event: std::cell::Cell::new(EventSavepoint::None),
             lone_event: false,
             seq: u64::try_from(seq).unwrap_or(0),
+            constructor_seq: constructor_seq.and_then(|s| u64::try_from(s).ok()),
             page_size,
             batch_open: false,
             txn_since: None,
