@@ -32,9 +32,9 @@ async fn wait_files(data: &Path, want: usize) -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let left: Vec<_> = walk(&data.join("objects"));
+    let left: Vec<_> = walk(&data.join("objects")).into_iter().take(3).collect();
     anyhow::bail!(
-        "{} object files, never {want}: {left:?}",
+        "{} object files, never {want} (e.g. {left:?})",
         object_files(data)
     )
 }
