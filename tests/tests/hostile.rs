@@ -319,9 +319,11 @@ async fn a_truncated_frame_closes_1008() -> anyhow::Result<()> {
 }
 
 /// Every name is an object, so anyone can create them (a read of a new
-/// counter makes its file): `--max-objects` bounds how many the data
+/// counter makes its file, until it is evicted unwritten: `unwritten.rs`;
+/// here they stay live): `--max-objects` bounds how many the data
 /// directory holds. Past it a new object gets 507, existing ones serve on,
-/// a deletion makes room, and the count survives a kill -9.
+/// a deletion makes room, and the count survives a kill -9 (the objects
+/// live then are still there).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn object_creation_stops_at_max_objects() -> anyhow::Result<()> {
     use roost_tests::call;

@@ -17,6 +17,12 @@
 //! - `resume.rs`: a relayed object socket's signed state, kept by the relay
 //!   and resumed on the next owner when the owner dies.
 //!
+//! Unlike a single node, cluster mode keeps an object that was only ever
+//! read (`runtime/unwritten.rs` removes none here): its creation put its
+//! file in the replicated log (`lifecycle::start`'s snapshot), which a
+//! local removal would not undo and another node would rebuild from; a
+//! removal would need a fenced deletion in that log.
+//!
 //! Architecture Invariant (one acknowledging writer): a node releases a
 //! batch's outputs only after JetStream acknowledged its record appended
 //! with `Nats-Expected-Last-Subject-Sequence` = the previous record it saw.

@@ -31,7 +31,9 @@
 //! rows only up to its mark
 //! (`the_object_window_keeps_events_the_index_has_not_taken`) and is
 //! deleted only once the index took them
-//! (`deleting_an_object_waits_for_the_index_to_take_its_events`), its
+//! (`deleting_an_object_waits_for_the_index_to_take_its_events`) — an
+//! object that emitted, its constructor included, is written and never
+//! removed unwritten (`runtime/unwritten.rs`) — its
 //! marks going with it once the deletion is durable
 //! (`a_deleted_objects_marks_leave_the_index`); a cursor past which
 //! retention dropped events gets 410 `cursor_expired`
