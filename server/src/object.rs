@@ -20,6 +20,13 @@ use crate::storage::StorageError;
 pub trait DurableObject: Sized + Send + 'static {
     /// The constructor: runs when the object is (re)created in memory, inside
     /// a transaction of its own. Run migrations and load state here.
+    ///
+    /// What it writes does not keep the object on its own: an object that
+    /// no event ever wrote to (no row, alarm or feed event of a batch) is
+    /// removed once evicted, and its next start runs the constructor on an
+    /// empty file again. State that must outlive that (an id drawn once) is
+    /// written by an event; an alarm set or an event emitted here keeps the
+    /// object as a batch's would.
     fn new(ctx: &mut Ctx) -> Result<Self, ObjectError>;
 
     /// An RPC call (`POST .../call/{method}` or a `call` envelope on a socket).
