@@ -268,7 +268,9 @@ async fn reads_never_use_up_max_objects() -> anyhow::Result<()> {
 /// A kill -9 while objects of new names are live, then while they are
 /// being read and removed by the hundred: each restart succeeds, every
 /// acknowledged write is there, and the unwritten objects left behind go
-/// at their next use.
+/// at their next use. One left without its catalog row (a kill -9 between
+/// a removal's two steps) is listed again when it starts, and so once
+/// written.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kill9_amid_reads_of_new_names_loses_no_write() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
@@ -283,7 +285,8 @@ async fn a_kill9_amid_reads_of_new_names_loses_no_write() -> anyhow::Result<()> 
         }
     };
     // Unwritten objects live at a kill -9 stay as they were.
-    let server = ServerProcess::start(data, &["--idle-timeout", "60s"]).await?;
+    let server =
+        ServerProcess::start(data, &["--idle-timeout", "60s", "--admin-token", ADMIN]).await?;
     for i in 0..4 {
         let (status, _) = call(
             &client,
@@ -300,13 +303,33 @@ async fn a_kill9_amid_reads_of_new_names_loses_no_write() -> anyhow::Result<()> 
         assert_eq!(get(&server, format!("l{i}")).await?, (200, json!(0)));
     }
     server.kill9().await?;
-    let args = ["--idle-timeout", "50ms"];
+    // As a kill -9 between a removal's two steps leaves one: the row
+    // gone, the file still there.
+    rusqlite::Connection::open(data.join("catalog.sqlite"))?
+        .execute("DELETE FROM objects WHERE name = 'l0'", [])?;
+    let args = ["--idle-timeout", "50ms", "--admin-token", ADMIN];
     let server = ServerProcess::start(data, &args).await?;
     assert_eq!(object_files(data), 14, "the leftovers are still there");
-    for i in 0..10 {
+    let listed_now = listed(&server).await?;
+    assert_eq!(listed_now.len(), 13, "{listed_now:?}");
+    // Written now, the one without a row is listed again.
+    let (status, body) = call(
+        &client,
+        &server,
+        "counter",
+        "l0",
+        "increment",
+        json!({"by": 5}),
+    )
+    .await?;
+    assert_eq!((status, body), (200, json!(5)));
+    for i in 1..10 {
         assert_eq!(get(&server, format!("l{i}")).await?, (200, json!(0)));
     }
-    wait_files(data, 4).await?;
+    wait_files(data, 5).await?;
+    let mut want: Vec<String> = (0..4).map(|i| format!("counter/w{i}")).collect();
+    want.insert(0, "counter/l0".into());
+    assert_eq!(listed(&server).await?, want);
 
     // Now a kill -9 amid reads of new names and their removals, and
     // increments of a written counter.
@@ -369,10 +392,12 @@ async fn a_kill9_amid_reads_of_new_names_loses_no_write() -> anyhow::Result<()> 
     for i in 1..4 {
         assert_eq!(get(&server, format!("w{i}")).await?, (200, json!(i + 1)));
     }
+    assert_eq!(get(&server, "l0".into()).await?, (200, json!(5)));
     for name in names {
         assert_eq!(get(&server, name.clone()).await?, (200, json!(0)), "{name}");
     }
-    wait_files(data, 4).await?;
+    wait_files(data, 5).await?;
+    assert_eq!(listed(&server).await?, want);
     server.terminate().await?;
     Ok(())
 }
