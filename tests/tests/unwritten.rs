@@ -401,3 +401,28 @@ async fn a_kill9_amid_reads_of_new_names_loses_no_write() -> anyhow::Result<()> 
     server.terminate().await?;
     Ok(())
 }
+
+/// A socket open on an unwritten object keeps it through its eviction
+/// (hibernation): the file stays, the socket keeps working; once it
+/// closes, the object goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_socket_keeps_its_unwritten_object_until_it_closes() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path();
+    let server = ServerProcess::start(data, &["--idle-timeout", "200ms"]).await?;
+    let url = server.ws_url("/v1/objects/room/quiet/ws?name=ann");
+    let mut socket = Client::connect(&url).await?;
+    assert_eq!(socket.event("history").await?["messages"], json!([]));
+    roost_tests::wait_metric(&server, "roost_evictions_total", 1.0).await?;
+    roost_tests::wait_metric(&server, "roost_live_objects", 0.0).await?;
+    assert_eq!(object_files(data), 1, "evicted with its socket open: kept");
+    assert_eq!(socket.call("who", json!(null)).await?["ok"], json!(["ann"]));
+    socket.ws.close(None).await?;
+    while !matches!(
+        socket.next(Duration::from_secs(5)).await?,
+        Frame::Closed(..)
+    ) {}
+    wait_files(data, 0).await?;
+    server.terminate().await?;
+    Ok(())
+}
