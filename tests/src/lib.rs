@@ -312,13 +312,13 @@ pub async fn call(
     Ok((status, body))
 }
 
-/// The text of a Yjs document as the server stores it
-/// (`GET /v1/yjs/{doc}/state`, anonymous).
 /// The HTTP status of `GET path` (a probe, a read).
 pub async fn status_of(server: &ServerProcess, path: &str) -> Result<u16> {
     Ok(http().get(server.url(path)).send().await?.status().as_u16())
 }
 
+/// The text of a Yjs document as the server stores it
+/// (`GET /v1/yjs/{doc}/state`, anonymous).
 pub async fn stored_text(server: &ServerProcess, doc: &str) -> Result<String> {
     let state = http()
         .get(server.url(&format!("/v1/yjs/{}/state", segment(doc))))

@@ -247,7 +247,7 @@ impl Cluster {
             }
         }
         let path = object_path(&runtime.config().data_dir, &key.class, key.id);
-        crate::storage::remove_object_files(&path)?;
+        crate::sys::blocking(|| crate::storage::remove_object_files(&path))?;
         if let Some(name) = &snapshot {
             self.download(name, &path).await?;
         } else if records.is_empty() {

@@ -91,7 +91,7 @@ fn delete_object(runtime: &Runtime, key: &ObjectKey) -> Result<(), ErrorDetail> 
         }
     }
     let path = object_path(data_dir, &key.class, key.id);
-    match crate::storage::remove_object_files(&path) {
+    match crate::sys::blocking(|| crate::storage::remove_object_files(&path)) {
         Ok(true) => runtime.object_removed(),
         Ok(false) => {}
         Err(e) => {

@@ -14,7 +14,7 @@
 //! registered anew). In order:
 //! 1. its catalog row is removed, durably;
 //! 2. its database, then its WAL and WAL index, are unlinked (holding the
-//!    tidier's turn, `storage::remove_unwritten_files`);
+//!    tidier's turn, `storage::remove_object_files`);
 //! 3. the count of object files drops (`--max-objects` has room again).
 //!
 //! Crash safety (kill -9 at any point): an unwritten object has no record
@@ -54,7 +54,7 @@ pub(super) async fn remove(runtime: &Runtime, key: &ObjectKey) -> bool {
         return false;
     }
     let path = object_path(&runtime.config().data_dir, &key.class, key.id);
-    if let Err(e) = crate::sys::blocking(|| crate::storage::remove_unwritten_files(&path)) {
+    if let Err(e) = crate::sys::blocking(|| crate::storage::remove_object_files(&path)) {
         tracing::warn!(error = %e, "cannot remove an unwritten object's files");
         if path.exists() {
             return false;

@@ -40,9 +40,19 @@ pub(crate) fn sync_object_files(path: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Removes an object's database, WAL and shared-memory files (those that
-/// exist). Returns whether the database file was there.
+/// Removes a closed object's database, then its WAL and shared-memory
+/// files (those that exist; a WAL left beside a missing database is deleted
+/// by SQLite when the database is next opened). Returns whether the
+/// database file was there.
+///
+/// Holds the process-wide turn of background checkpoints (`wal.rs`,
+/// `tidy.rs`) meanwhile, so no such connection is open on the files: one
+/// closing later, as the last on the removed file, would delete the WAL by
+/// its name, which a new object of the same name may be using by then.
+/// Blocks while a checkpoint runs: call it off the async workers
+/// (`sys::blocking`).
 pub(crate) fn remove_object_files(path: &Path) -> std::io::Result<bool> {
+    let _turn = super::wal::one_at_a_time();
     let mut had_db = false;
     for suffix in ["", "-wal", "-shm"] {
         let mut p = path.as_os_str().to_owned();

@@ -15,8 +15,7 @@
 //! - `batch.rs`: the batch transaction, event savepoints, lazy file commits;
 //! - `suspend.rs`: a quiet loaded object's connection closed and reopened;
 //! - `files.rs`: durable directories and fsyncs of the object's files;
-//! - `unwritten.rs`: the mark of a file only constructors wrote, and its
-//!   removal;
+//! - `unwritten.rs`: the mark of a file only constructors wrote;
 //! - `wal.rs`: keeping the WAL small (background checkpoints);
 //! - `kv.rs`: the KV API; `inspect.rs`: the admin SQL console;
 //! - `limits.rs`, `error.rs`: size limits and errors.
@@ -54,7 +53,6 @@ pub(crate) use files::{
 pub use kv::ListOptions;
 pub use limits::StorageLimits;
 pub(crate) use suspend::WAL_KEEP_BYTES;
-pub(crate) use unwritten::remove_unwritten_files;
 
 /// An object's database, owned by its actor (see the module doc).
 pub struct Storage {

@@ -18,8 +18,6 @@
 //! Not here: when an object is removed (stopped, no socket left, not in
 //! cluster mode) and its catalog row.
 
-use std::path::Path;
-
 use super::{Storage, StorageError};
 
 impl Storage {
@@ -54,21 +52,10 @@ impl Storage {
     }
 }
 
-/// Removes an unwritten object's files: its database, then its WAL and WAL
-/// index (`remove_object_files`; a WAL left beside a missing or empty
-/// database is deleted by SQLite when the database is next opened). Holds
-/// the process-wide turn of background checkpoints meanwhile, so no
-/// tidier's connection is open on them: one closing later, as the last on
-/// the removed file, would delete the WAL by its name, which a new object
-/// of the same name may be using by then. The caller's actor has closed
-/// its own connection. Returns whether the database file was there.
-pub(crate) fn remove_unwritten_files(path: &Path) -> std::io::Result<bool> {
-    let _turn = super::wal::one_at_a_time();
-    super::files::remove_object_files(path)
-}
-
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::super::StorageLimits;
     use super::*;
 
