@@ -6,6 +6,8 @@
 //! never waits for writes. The object files are the truth: the catalog is an
 //! index of them, written as objects are created and as they go idle.
 
+mod list;
+
 use std::path::Path;
 use std::sync::mpsc;
 use std::thread;
@@ -15,6 +17,21 @@ use rusqlite::{Connection, OptionalExtension};
 use tokio::sync::oneshot;
 
 use crate::id::{ObjectId, ObjectKey};
+pub(crate) use list::parse_cursor;
+
+/// The catalog's tables (1 KiB pages for a new catalog: it is seven small
+/// b-trees, a page each at least — 32 KiB at the default 4 KiB for a
+/// nearly empty one — of rows of ~100 bytes).
+const SCHEMA: &str = "PRAGMA page_size=1024; PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;
+     CREATE TABLE IF NOT EXISTS objects(
+        id TEXT PRIMARY KEY, class TEXT NOT NULL, name TEXT NOT NULL,
+        created_ms INTEGER NOT NULL, last_active_ms INTEGER NOT NULL);
+     CREATE INDEX IF NOT EXISTS objects_by_class_name ON objects(class, name);
+     CREATE TABLE IF NOT EXISTS alarms(
+        id TEXT PRIMARY KEY, class TEXT NOT NULL, name TEXT NOT NULL, at_ms INTEGER NOT NULL);
+     CREATE TABLE IF NOT EXISTS revoked(
+        kind TEXT NOT NULL, value TEXT NOT NULL, until_s INTEGER NOT NULL,
+        PRIMARY KEY(kind, value));";
 
 pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
@@ -73,10 +90,7 @@ enum CatalogCommand {
         reply: oneshot::Sender<Option<CatalogEntry>>,
     },
     List {
-        class: Option<String>,
-        prefix: Option<String>,
-        after: Option<String>,
-        limit: u32,
+        page: list::Page,
         reply: oneshot::Sender<Vec<CatalogEntry>>,
     },
 }
@@ -90,21 +104,7 @@ pub(crate) struct Catalog {
 impl Catalog {
     pub(crate) fn open(data_dir: &Path) -> Result<Catalog, rusqlite::Error> {
         let conn = Connection::open(data_dir.join("catalog.sqlite"))?;
-        // 1 KiB pages for a new catalog: it is seven small b-trees, a page
-        // each at least (32 KiB at the default 4 KiB for a nearly empty
-        // one), of rows of ~100 bytes.
-        conn.execute_batch(
-            "PRAGMA page_size=1024; PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;
-             CREATE TABLE IF NOT EXISTS objects(
-                id TEXT PRIMARY KEY, class TEXT NOT NULL, name TEXT NOT NULL,
-                created_ms INTEGER NOT NULL, last_active_ms INTEGER NOT NULL);
-             CREATE INDEX IF NOT EXISTS objects_by_class_name ON objects(class, name);
-             CREATE TABLE IF NOT EXISTS alarms(
-                id TEXT PRIMARY KEY, class TEXT NOT NULL, name TEXT NOT NULL, at_ms INTEGER NOT NULL);
-             CREATE TABLE IF NOT EXISTS revoked(
-                kind TEXT NOT NULL, value TEXT NOT NULL, until_s INTEGER NOT NULL,
-                PRIMARY KEY(kind, value));",
-        )?;
+        conn.execute_batch(SCHEMA)?;
         let (tx, rx) = mpsc::channel();
         thread::Builder::new()
             .name("roost-catalog".into())
@@ -205,27 +205,23 @@ impl Catalog {
         wait.await.ok().flatten()
     }
 
-    /// Objects ordered by (class, name), after the `(class, name)` cursor `after`
-    /// (encoded as `class/name`).
+    /// Objects ordered by (class, name), after the `(class, name)` cursor
+    /// `after`, of `class` and with names starting with `prefix` if set.
     pub(crate) async fn list(
         &self,
         class: Option<String>,
         prefix: Option<String>,
-        after: Option<String>,
+        after: Option<(String, String)>,
         limit: u32,
     ) -> Vec<CatalogEntry> {
         let (reply, wait) = oneshot::channel();
-        if self
-            .tx
-            .send(CatalogCommand::List {
-                class,
-                prefix,
-                after,
-                limit,
-                reply,
-            })
-            .is_err()
-        {
+        let page = list::Page {
+            class,
+            prefix,
+            after,
+            limit,
+        };
+        if self.tx.send(CatalogCommand::List { page, reply }).is_err() {
             return Vec::new();
         }
         wait.await.unwrap_or_default()
@@ -292,7 +288,7 @@ fn run_commands(conn: &Connection, cmds: Vec<CatalogCommand>) {
     }
 }
 
-fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CatalogEntry> {
+pub(super) fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CatalogEntry> {
     Ok(CatalogEntry {
         id: r.get(0)?,
         class: r.get(1)?,
@@ -360,14 +356,8 @@ fn handle(conn: &Connection, cmd: CatalogCommand, acks: &mut Vec<Ack>) -> rusqli
                 .optional()?;
             let _ = reply.send(entry);
         }
-        CatalogCommand::List {
-            class,
-            prefix,
-            after,
-            limit,
-            reply,
-        } => {
-            let _ = reply.send(list(conn, class, prefix, after, limit)?);
+        CatalogCommand::List { page, reply } => {
+            let _ = reply.send(list::list(conn, &page)?);
         }
     }
     Ok(())
@@ -417,27 +407,4 @@ fn alarms(conn: &Connection) -> rusqlite::Result<Vec<(ObjectKey, i64)>> {
         }
     }
     Ok(out)
-}
-
-/// Objects ordered by (class, name) after the `class/name` cursor `after`.
-fn list(
-    conn: &Connection,
-    class: Option<String>,
-    prefix: Option<String>,
-    after: Option<String>,
-    limit: u32,
-) -> rusqlite::Result<Vec<CatalogEntry>> {
-    let (after_class, after_name) = match after.as_deref().and_then(|a| a.split_once('/')) {
-        Some((c, n)) => (Some(c.to_owned()), Some(n.to_owned())),
-        None => (None, None),
-    };
-    let mut stmt = conn.prepare_cached(
-        "SELECT id, class, name, created_ms, last_active_ms FROM objects
-         WHERE (?1 IS NULL OR class = ?1)
-           AND (?2 IS NULL OR substr(name, 1, length(?2)) = ?2)
-           AND (?3 IS NULL OR (class, name) > (?3, ?4))
-         ORDER BY class, name LIMIT ?5",
-    )?;
-    let rows = stmt.query_map((class, prefix, after_class, after_name, limit), row)?;
-    rows.collect()
 }
