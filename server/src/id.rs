@@ -135,20 +135,41 @@ pub fn object_path(data_dir: &Path, class: &str, id: ObjectId) -> PathBuf {
 
 /// Every object file under `<data>/objects`: its path relative to `data_dir`
 /// and its id (files of other names are skipped).
-pub(crate) fn object_files(data_dir: &Path) -> std::io::Result<Vec<(PathBuf, ObjectId)>> {
+pub(crate) fn object_files(data_dir: &Path) -> std::io::Result<Vec<ObjectFile>> {
+    Ok(object_files_and_wals(data_dir)?.0)
+}
+
+/// An object file's path relative to the data directory, and its id.
+pub(crate) type ObjectFile = (PathBuf, ObjectId);
+
+/// [`object_files`], and the (absolute) paths of those object files that
+/// have a WAL beside them, found in the same walk.
+pub(crate) fn object_files_and_wals(
+    data_dir: &Path,
+) -> std::io::Result<(Vec<ObjectFile>, Vec<PathBuf>)> {
     let mut found = Vec::new();
+    let mut wals = Vec::new();
     let Ok(classes) = std::fs::read_dir(data_dir.join("objects")) else {
-        return Ok(found); // no object yet
+        return Ok((found, wals)); // no object yet
     };
     for class in classes {
         for shard in std::fs::read_dir(class?.path())? {
             for file in std::fs::read_dir(shard?.path())? {
                 let path = file?.path();
-                let id = path
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .and_then(|n| n.strip_suffix(".sqlite"))
-                    .and_then(ObjectId::from_hex);
+                let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+                    continue;
+                };
+                if let Some(db) = name.strip_suffix("-wal") {
+                    if db
+                        .strip_suffix(".sqlite")
+                        .and_then(ObjectId::from_hex)
+                        .is_some()
+                    {
+                        wals.push(path.with_file_name(db));
+                    }
+                    continue;
+                }
+                let id = name.strip_suffix(".sqlite").and_then(ObjectId::from_hex);
                 if let (Some(id), Ok(rel)) = (id, path.strip_prefix(data_dir)) {
                     found.push((rel.to_owned(), id));
                 }
@@ -156,7 +177,8 @@ pub(crate) fn object_files(data_dir: &Path) -> std::io::Result<Vec<(PathBuf, Obj
         }
     }
     found.sort();
-    Ok(found)
+    wals.sort();
+    Ok((found, wals))
 }
 
 #[cfg(test)]

@@ -130,10 +130,12 @@ impl Runtime {
     ) -> Runtime {
         let (alive_tx, alive_rx) = mpsc::channel(1);
         let alarm_config = config.alarms.clone();
-        let objects = crate::id::object_files(&config.data_dir).map_or(0, |f| f.len() as u64);
+        let (files, wals) = crate::id::object_files_and_wals(&config.data_dir).unwrap_or_default();
+        let objects = files.len() as u64;
+        drop(files);
         let tidy_after = config.tidy_after;
         let tidied = metrics.clone();
-        Runtime(Arc::new_cyclic(|weak: &Weak<RuntimeInner>| RuntimeInner {
+        let runtime = Runtime(Arc::new_cyclic(|weak: &Weak<RuntimeInner>| RuntimeInner {
             tidier: crate::storage::tidy::Tidier::start(
                 tidy_after,
                 is_live_by_path(WeakRuntime(weak.clone())),
@@ -158,7 +160,20 @@ impl Runtime {
             feed: std::sync::OnceLock::new(),
             alive_tx: std::sync::Mutex::new(Some(alive_tx)),
             alive_rx: tokio::sync::Mutex::new(alive_rx),
-        }))
+        }));
+        // WALs an unclean stop (or a clean one past its tidying deadline)
+        // left beside idle objects: no eviction will queue them until
+        // their objects next run, which for most may be never.
+        if !wals.is_empty() {
+            tracing::info!(
+                files = wals.len(),
+                "object files with a WAL at start-up: tidying them once idle"
+            );
+        }
+        for db in wals {
+            runtime.0.tidier.evicted(db);
+        }
+        runtime
     }
 
     /// Enters cluster mode (once, before serving).
