@@ -3,8 +3,15 @@
 //! when it was last active.
 //!
 //! A dedicated thread owns the connection; the runtime sends it commands and
-//! never waits for writes. The object files are the truth: the catalog is an
+//! waits for few writes. The object files are the truth: the catalog is an
 //! index of them, written as objects are created and as they go idle.
+//!
+//! Architecture Invariant: every object file has its row. A new object's
+//! row is committed (fsynced, grouped with whatever else is queued) before
+//! its file is created (`register_durably`); a crash between the two leaves
+//! a row without a file, which the listing shows until the object is
+//! created or deleted, never a file the listing misses. Registered lazily,
+//! a kill -9 during a burst of creations lost 22 rows of 102,613 for good.
 
 mod list;
 
@@ -53,9 +60,12 @@ enum CatalogCommand {
     /// Stop: what came before is done; the WAL is folded in and removed
     /// with the connection (`Catalog::close`).
     Close(oneshot::Sender<()>),
+    /// Lists a new object; `done`, if set, is answered once the row is
+    /// durable (a thread that may block waits on it).
     Register {
         key: ObjectKey,
         at: i64,
+        done: Option<mpsc::Sender<Result<(), CatalogError>>>,
     },
     /// Upsert (or, with `None`, delete) an alarm index entry; `done` is
     /// answered once the entry is durable.
@@ -126,7 +136,24 @@ impl Catalog {
         let _ = self.tx.send(CatalogCommand::Register {
             key: key.clone(),
             at,
+            done: None,
         });
+    }
+
+    /// Lists a new object durably, blocking the calling thread until its
+    /// row is committed (fsynced): called before the object's file is
+    /// created, so a file never exists that the catalog does not list.
+    pub(crate) fn register_durably(&self, key: &ObjectKey, at: i64) -> Result<(), CatalogError> {
+        let stopped = || CatalogError::Failed("catalog stopped".to_owned());
+        let (done, wait) = mpsc::channel();
+        self.tx
+            .send(CatalogCommand::Register {
+                key: key.clone(),
+                at,
+                done: Some(done),
+            })
+            .map_err(|_| stopped())?;
+        wait.recv().unwrap_or_else(|_| Err(stopped()))
     }
 
     /// Durably records that `key` has an alarm no later than `at_ms`.
@@ -262,29 +289,29 @@ fn run_commands(conn: &Connection, cmds: Vec<CatalogCommand>) {
         )
     });
     let mut acks = Vec::new();
-    let mut failed = None;
+    let mut failed: Option<CatalogError> = None;
     if writes {
         if let Err(e) = conn.execute_batch("BEGIN") {
             tracing::error!(error = %e, "catalog transaction failed");
-            failed = Some(e.to_string());
+            failed = Some(e.into());
         }
     }
     for cmd in cmds {
         if let Err(e) = handle(conn, cmd, &mut acks) {
             tracing::error!(error = %e, "catalog update failed");
-            failed = Some(e.to_string());
+            failed = Some(e.into());
         }
     }
     if writes {
         // synchronous=FULL: the commit is fsynced before the acks go out.
         if let Err(e) = conn.execute_batch("COMMIT") {
             tracing::error!(error = %e, "catalog commit failed");
-            failed = Some(e.to_string());
+            failed = Some(e.into());
             let _ = conn.execute_batch("ROLLBACK");
         }
     }
     for ack in acks {
-        let _ = ack.send(failed.clone().map_or(Ok(()), Err));
+        ack.send(failed.as_ref());
     }
 }
 
@@ -298,7 +325,43 @@ pub(super) fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CatalogEntry> {
     })
 }
 
-type Ack = oneshot::Sender<Result<(), String>>;
+/// Who waits for a write to be durable: a task, or a blocked thread.
+enum Ack {
+    Task(oneshot::Sender<Result<(), String>>),
+    Thread(mpsc::Sender<Result<(), CatalogError>>),
+}
+
+impl Ack {
+    fn send(self, failed: Option<&CatalogError>) {
+        let _ = match self {
+            Ack::Task(tx) => tx
+                .send(failed.map_or(Ok(()), |e| Err(e.to_string())))
+                .is_ok(),
+            Ack::Thread(tx) => tx.send(failed.map_or(Ok(()), |e| Err(e.clone()))).is_ok(),
+        };
+    }
+}
+
+/// A write the catalog could not make durable.
+#[derive(Debug, Clone, thiserror::Error)]
+pub(crate) enum CatalogError {
+    /// SQLite's "database or disk is full".
+    #[error("the catalog's disk is full")]
+    Full,
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl From<rusqlite::Error> for CatalogError {
+    fn from(e: rusqlite::Error) -> Self {
+        match &e {
+            rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::DiskFull => {
+                CatalogError::Full
+            }
+            _ => CatalogError::Failed(e.to_string()),
+        }
+    }
+}
 
 /// Runs one command; a write's acknowledgement goes to `acks`, sent once
 /// the transaction commits. A command that fails drops its reply or ack (the
@@ -309,7 +372,7 @@ fn handle(conn: &Connection, cmd: CatalogCommand, acks: &mut Vec<Ack>) -> rusqli
         CatalogCommand::Close(_) => {}
         CatalogCommand::SetAlarm { key, at_ms, done } => {
             set_alarm(conn, &key, at_ms)?;
-            acks.extend(done);
+            acks.extend(done.map(Ack::Task));
         }
         CatalogCommand::Revoke {
             kind,
@@ -322,7 +385,7 @@ fn handle(conn: &Connection, cmd: CatalogCommand, acks: &mut Vec<Ack>) -> rusqli
                  ON CONFLICT(kind, value) DO UPDATE SET until_s = max(until_s, excluded.until_s)",
             )?
             .execute((kind, &value, i64::try_from(until).unwrap_or(i64::MAX)))?;
-            acks.push(done);
+            acks.push(Ack::Task(done));
         }
         CatalogCommand::Revocations { reply } => {
             let _ = reply.send(revocations(conn)?);
@@ -336,7 +399,9 @@ fn handle(conn: &Connection, cmd: CatalogCommand, acks: &mut Vec<Ack>) -> rusqli
         CatalogCommand::Alarms { reply } => {
             let _ = reply.send(alarms(conn)?);
         }
-        CatalogCommand::Register { key, at } => {
+        CatalogCommand::Register { key, at, done } => {
+            // Answered after the commit, also if this insert fails.
+            acks.extend(done.map(Ack::Thread));
             conn.prepare_cached(
                 "INSERT INTO objects(id, class, name, created_ms, last_active_ms) VALUES(?1,?2,?3,?4,?4)
                  ON CONFLICT(id) DO UPDATE SET last_active_ms = excluded.last_active_ms",
