@@ -133,24 +133,26 @@ pub fn object_path(data_dir: &Path, class: &str, id: ObjectId) -> PathBuf {
         .join(format!("{hex}.sqlite"))
 }
 
-/// Every object file under `<data>/objects`: its path relative to `data_dir`
-/// and its id (files of other names are skipped).
-pub(crate) fn object_files(data_dir: &Path) -> std::io::Result<Vec<ObjectFile>> {
-    Ok(object_files_and_wals(data_dir)?.0)
-}
-
 /// An object file's path relative to the data directory, and its id.
 pub(crate) type ObjectFile = (PathBuf, ObjectId);
 
-/// [`object_files`], and the (absolute) paths of those object files that
-/// have a WAL beside them, found in the same walk.
-pub(crate) fn object_files_and_wals(
-    data_dir: &Path,
-) -> std::io::Result<(Vec<ObjectFile>, Vec<PathBuf>)> {
-    let mut found = Vec::new();
-    let mut wals = Vec::new();
+/// What one walk of `<data>/objects` found.
+#[derive(Debug, Default)]
+pub(crate) struct ObjectWalk {
+    /// Every object file, sorted.
+    pub files: Vec<ObjectFile>,
+    /// Object files (absolute paths) with a WAL beside them.
+    pub wals: Vec<PathBuf>,
+    /// Object files (absolute paths) with a rollback journal beside them:
+    /// a crash while the file was being created.
+    pub journals: Vec<PathBuf>,
+}
+
+/// Walks `<data>/objects` once (files of other names are skipped).
+pub(crate) fn walk_objects(data_dir: &Path) -> std::io::Result<ObjectWalk> {
+    let mut found = ObjectWalk::default();
     let Ok(classes) = std::fs::read_dir(data_dir.join("objects")) else {
-        return Ok((found, wals)); // no object yet
+        return Ok(found); // no object yet
     };
     for class in classes {
         for shard in std::fs::read_dir(class?.path())? {
@@ -159,26 +161,33 @@ pub(crate) fn object_files_and_wals(
                 let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
                     continue;
                 };
-                if let Some(db) = name.strip_suffix("-wal") {
-                    if db
-                        .strip_suffix(".sqlite")
+                let is_object = |db: &str| {
+                    db.strip_suffix(".sqlite")
                         .and_then(ObjectId::from_hex)
                         .is_some()
-                    {
-                        wals.push(path.with_file_name(db));
+                };
+                if let Some(db) = name.strip_suffix("-wal").filter(|db| is_object(db)) {
+                    found.wals.push(path.with_file_name(db));
+                } else if let Some(db) = name.strip_suffix("-journal").filter(|db| is_object(db)) {
+                    found.journals.push(path.with_file_name(db));
+                } else if let Some(id) = name.strip_suffix(".sqlite").and_then(ObjectId::from_hex) {
+                    if let Ok(rel) = path.strip_prefix(data_dir) {
+                        found.files.push((rel.to_owned(), id));
                     }
-                    continue;
-                }
-                let id = name.strip_suffix(".sqlite").and_then(ObjectId::from_hex);
-                if let (Some(id), Ok(rel)) = (id, path.strip_prefix(data_dir)) {
-                    found.push((rel.to_owned(), id));
                 }
             }
         }
     }
-    found.sort();
-    wals.sort();
-    Ok((found, wals))
+    found.files.sort();
+    found.wals.sort();
+    found.journals.sort();
+    Ok(found)
+}
+
+/// Every object file under `<data>/objects`: its path relative to `data_dir`
+/// and its id (files of other names are skipped).
+pub(crate) fn object_files(data_dir: &Path) -> std::io::Result<Vec<ObjectFile>> {
+    Ok(walk_objects(data_dir)?.files)
 }
 
 #[cfg(test)]

@@ -130,9 +130,8 @@ impl Runtime {
     ) -> Runtime {
         let (alive_tx, alive_rx) = mpsc::channel(1);
         let alarm_config = config.alarms.clone();
-        let (files, wals) = crate::id::object_files_and_wals(&config.data_dir).unwrap_or_default();
-        let objects = files.len() as u64;
-        drop(files);
+        let walk = crate::id::walk_objects(&config.data_dir).unwrap_or_default();
+        let objects = walk.files.len() as u64;
         let tidy_after = config.tidy_after;
         let tidied = metrics.clone();
         let runtime = Runtime(Arc::new_cyclic(|weak: &Weak<RuntimeInner>| RuntimeInner {
@@ -161,18 +160,10 @@ impl Runtime {
             alive_tx: std::sync::Mutex::new(Some(alive_tx)),
             alive_rx: tokio::sync::Mutex::new(alive_rx),
         }));
-        // WALs an unclean stop (or a clean one past its tidying deadline)
-        // left beside idle objects: no eviction will queue them until
-        // their objects next run, which for most may be never.
-        if !wals.is_empty() {
-            tracing::info!(
-                files = wals.len(),
-                "object files with a WAL at start-up: tidying them once idle"
-            );
-        }
-        for db in wals {
-            runtime.0.tidier.evicted(db);
-        }
+        // Journals and WALs an unclean stop (or a clean one past its
+        // tidying deadline) left: no eviction would deal with them until
+        // their objects next run, which for many may be never.
+        crate::storage::leftovers::deal_with(&walk.journals, walk.wals, &runtime.0.tidier);
         runtime
     }
 
