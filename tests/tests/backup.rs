@@ -293,3 +293,61 @@ async fn a_file_whose_creation_a_crash_cut_short_does_not_fail_backups() -> anyh
     server.terminate().await?;
     Ok(())
 }
+
+/// A backup copies each object on a read-only connection of its own, which
+/// makes a WAL and a WAL index beside a file that had none: they are
+/// tidied afterwards like an idle object's, not left beside every object.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_leaves_no_wal_beside_idle_objects() -> anyhow::Result<()> {
+    const OBJECTS: usize = 30;
+    let dir = tempfile::tempdir()?;
+    let args = [
+        "--admin-token",
+        ADMIN,
+        "--idle-timeout",
+        "300ms",
+        "--tidy-idle-after",
+        "300ms",
+    ];
+    let server = ServerProcess::start(dir.path(), &args).await?;
+    let client = http();
+    for i in 0..OBJECTS {
+        let name = format!("c{i}");
+        let (status, _) = call(&client, &server, "counter", &name, "increment", json!({})).await?;
+        assert_eq!(status, 200);
+    }
+    let side_files = || {
+        roost_tests::walk(&dir.path().join("objects"))
+            .iter()
+            .filter(|p| {
+                let p = p.to_string_lossy();
+                p.ends_with("-wal") || p.ends_with("-shm")
+            })
+            .count()
+    };
+    // Whether they are all gone within 10 s.
+    let settled = || async move {
+        for _ in 0..100 {
+            if side_files() == 0 {
+                return true;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        false
+    };
+    assert!(
+        settled().await,
+        "{} WAL files before the backup",
+        side_files()
+    );
+    let response = backup(&server, ADMIN).await?;
+    assert_eq!(response.status(), 200);
+    assert!(!response.bytes().await?.is_empty());
+    assert!(
+        settled().await,
+        "{} WAL and index files left beside {OBJECTS} idle objects after the backup",
+        side_files()
+    );
+    server.terminate().await?;
+    Ok(())
+}

@@ -207,6 +207,12 @@ impl Runtime {
             .evicted(crate::id::object_path(&self.0.config.data_dir, class, id));
     }
 
+    /// A connection other than the actor's (a backup's copy) may have left
+    /// a WAL and WAL index beside the object file at `path`: tidy it later.
+    pub(crate) fn tidy_later(&self, path: std::path::PathBuf) {
+        self.0.tidier.evicted(path);
+    }
+
     pub(crate) fn downgrade(&self) -> WeakRuntime {
         WeakRuntime(Arc::downgrade(&self.0))
     }
