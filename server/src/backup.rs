@@ -15,6 +15,10 @@
 //!
 //! A backup that fails part-way breaks off the HTTP response, and an archive
 //! without its closing `BACKUP.json` is refused by `restore`.
+//!
+//! The copying connection makes a WAL and WAL index beside a file that had
+//! none and cannot remove them (it must not checkpoint the actor's WAL):
+//! each copied file is handed to the tidier, as an evicted object's is.
 
 use std::fs;
 use std::io::{self, Write};
@@ -163,6 +167,10 @@ fn write_archive(
             }
             return Err(e);
         }
+        // A read-only connection to a file without a WAL makes one (and
+        // its 32 KiB index), and may not remove them on close: each backup
+        // left two more files beside every idle object, for good.
+        runtime.tidy_later(source.clone());
         tar.append_path_with_name(&copy, &rel)?;
         fs::remove_file(&copy)?;
         copied += 1;

@@ -133,10 +133,24 @@ pub fn object_path(data_dir: &Path, class: &str, id: ObjectId) -> PathBuf {
         .join(format!("{hex}.sqlite"))
 }
 
-/// Every object file under `<data>/objects`: its path relative to `data_dir`
-/// and its id (files of other names are skipped).
-pub(crate) fn object_files(data_dir: &Path) -> std::io::Result<Vec<(PathBuf, ObjectId)>> {
-    let mut found = Vec::new();
+/// An object file's path relative to the data directory, and its id.
+pub(crate) type ObjectFile = (PathBuf, ObjectId);
+
+/// What one walk of `<data>/objects` found.
+#[derive(Debug, Default)]
+pub(crate) struct ObjectWalk {
+    /// Every object file, sorted.
+    pub files: Vec<ObjectFile>,
+    /// Object files (absolute paths) with a WAL beside them.
+    pub wals: Vec<PathBuf>,
+    /// Object files (absolute paths) with a rollback journal beside them:
+    /// a crash while the file was being created.
+    pub journals: Vec<PathBuf>,
+}
+
+/// Walks `<data>/objects` once (files of other names are skipped).
+pub(crate) fn walk_objects(data_dir: &Path) -> std::io::Result<ObjectWalk> {
+    let mut found = ObjectWalk::default();
     let Ok(classes) = std::fs::read_dir(data_dir.join("objects")) else {
         return Ok(found); // no object yet
     };
@@ -144,19 +158,36 @@ pub(crate) fn object_files(data_dir: &Path) -> std::io::Result<Vec<(PathBuf, Obj
         for shard in std::fs::read_dir(class?.path())? {
             for file in std::fs::read_dir(shard?.path())? {
                 let path = file?.path();
-                let id = path
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .and_then(|n| n.strip_suffix(".sqlite"))
-                    .and_then(ObjectId::from_hex);
-                if let (Some(id), Ok(rel)) = (id, path.strip_prefix(data_dir)) {
-                    found.push((rel.to_owned(), id));
+                let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+                    continue;
+                };
+                let is_object = |db: &str| {
+                    db.strip_suffix(".sqlite")
+                        .and_then(ObjectId::from_hex)
+                        .is_some()
+                };
+                if let Some(db) = name.strip_suffix("-wal").filter(|db| is_object(db)) {
+                    found.wals.push(path.with_file_name(db));
+                } else if let Some(db) = name.strip_suffix("-journal").filter(|db| is_object(db)) {
+                    found.journals.push(path.with_file_name(db));
+                } else if let Some(id) = name.strip_suffix(".sqlite").and_then(ObjectId::from_hex) {
+                    if let Ok(rel) = path.strip_prefix(data_dir) {
+                        found.files.push((rel.to_owned(), id));
+                    }
                 }
             }
         }
     }
-    found.sort();
+    found.files.sort();
+    found.wals.sort();
+    found.journals.sort();
     Ok(found)
+}
+
+/// Every object file under `<data>/objects`: its path relative to `data_dir`
+/// and its id (files of other names are skipped).
+pub(crate) fn object_files(data_dir: &Path) -> std::io::Result<Vec<ObjectFile>> {
+    Ok(walk_objects(data_dir)?.files)
 }
 
 #[cfg(test)]

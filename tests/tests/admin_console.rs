@@ -249,3 +249,37 @@ async fn console_results_are_bounded_in_bytes() -> anyhow::Result<()> {
     server.terminate().await?;
     Ok(())
 }
+
+/// The console's connection makes a WAL and WAL index beside an idle,
+/// tidied object's file: they are tidied afterwards, not left for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_console_read_leaves_no_wal_beside_an_idle_object() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let tidy = ["--idle-timeout", "300ms", "--tidy-idle-after", "300ms"];
+    let server = start(dir.path(), &tidy).await?;
+    increment(&server, "quiet").await?;
+    let side_files = || {
+        roost_tests::walk(&dir.path().join("objects"))
+            .iter()
+            .filter(|p| {
+                let p = p.to_string_lossy();
+                p.ends_with("-wal") || p.ends_with("-shm")
+            })
+            .count()
+    };
+    let gone = || async move {
+        for _ in 0..100 {
+            if side_files() == 0 {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    };
+    assert!(gone().await, "tidied before the read");
+    assert_eq!(stored_value(&server, "quiet").await?, 1);
+    assert!(gone().await, "{} files left after the read", side_files());
+    assert_eq!(stored_value(&server, "quiet").await?, 1);
+    server.terminate().await?;
+    Ok(())
+}

@@ -362,6 +362,9 @@ async fn admin_api_lists_inspects_queries_read_only_and_deletes() -> anyhow::Res
     .json()
     .await?;
     assert_eq!(page2["objects"][0]["name"], "x2");
+    // A cursor that no page gave is refused, not read as the first page.
+    let answer = get("/v1/admin/objects?cursor=x1", ADMIN).await?;
+    assert_eq!(answer.status(), 400);
     // A limit out of range is refused, not quietly replaced.
     for bad in ["limit=0", "limit=-5", "limit=abc", "limit=1001"] {
         let answer = get(&format!("/v1/admin/objects?{bad}"), ADMIN).await?;

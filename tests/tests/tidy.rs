@@ -100,3 +100,67 @@ async fn idle_objects_shrink_to_their_database() -> anyhow::Result<()> {
     server.terminate().await?;
     Ok(())
 }
+
+/// WALs beside idle objects that a kill -9 left (evicted, not yet tidied)
+/// are tidied after the next start without any object running again, and
+/// lose nothing, across a second kill -9.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wals_left_by_a_kill9_are_tidied_after_the_next_start() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    // Segments checkpointed soon, so the restart replays (and thereby
+    // checkpoints) no object: its WAL is left for the tidier alone.
+    let never = [
+        "--idle-timeout",
+        "300ms",
+        "--tidy-idle-after",
+        "1h",
+        "--checkpoint-interval",
+        "100ms",
+    ];
+    let server = ServerProcess::start(dir.path(), &never).await?;
+    let client = http();
+    for i in 0..OBJECTS {
+        let (status, _) = call(
+            &client,
+            &server,
+            "counter",
+            &format!("c{i}"),
+            "increment",
+            json!({"by": i}),
+        )
+        .await?;
+        assert_eq!(status, 200);
+    }
+    wait_metric(&server, "roost_live_objects", 0.0).await?;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(object_bytes(dir.path()).1, OBJECTS, "evicted, not tidied");
+    server.kill9().await?;
+    let args = ["--idle-timeout", "300ms", "--tidy-idle-after", "500ms"];
+    let server = ServerProcess::start(dir.path(), &args).await?;
+    let mut wals = usize::MAX;
+    for _ in 0..100 {
+        wals = object_bytes(dir.path()).1;
+        if wals == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(wals, 0, "WALs left by the kill -9 are tidied");
+    assert_eq!(metric(&client, &server, "roost_live_objects").await?, 0.0);
+    server.kill9().await?;
+    let server = ServerProcess::start(dir.path(), &args).await?;
+    for i in 0..OBJECTS {
+        let (status, body) = call(
+            &client,
+            &server,
+            "counter",
+            &format!("c{i}"),
+            "get",
+            json!(null),
+        )
+        .await?;
+        assert_eq!((status, body), (200, json!(i)), "c{i}");
+    }
+    server.terminate().await?;
+    Ok(())
+}

@@ -43,12 +43,21 @@ pub(crate) async fn list(
 ) -> Result<Json<Value>, ApiError> {
     admin(&runtime, &headers)?;
     let limit = super::query_number(&q, "limit", 100, 1..=1000)? as u32;
+    let after = match q.get("cursor") {
+        None => None,
+        Some(c) => Some(crate::catalog::parse_cursor(c).ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::BadRequest,
+                "`cursor` must be a `next_cursor` of an earlier page (class/name)",
+            )
+        })?),
+    };
     let mut objects = runtime
         .catalog()
         .list(
             q.get("class").cloned(),
             q.get("prefix").cloned(),
-            q.get("cursor").cloned(),
+            after,
             limit + 1,
         )
         .await;

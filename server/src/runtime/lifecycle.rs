@@ -5,8 +5,10 @@
 //! through the log — they run rarely and usually migrate (DDL, which the
 //! log does not carry). A constructor that only read needs no fsync.
 //! A new object file is counted against `--max-objects` before it exists
-//! (refused with 507 past the cap) and registered in the catalog (so is an
-//! unwritten one at each start: see `unwritten.rs`). A file
+//! (refused with 507 past the cap) and registered in the catalog, durably,
+//! before it exists (`Catalog::register_durably`); an unwritten one is
+//! registered again at each start (a file from before rows were durable,
+//! or one a power loss brought back after its removal: `unwritten.rs`). A file
 //! that cannot be opened for want of disk room or of a file descriptor is
 //! refused as such (507, 503), not as a broken object: both pass.
 
@@ -160,20 +162,36 @@ fn open(key: &ObjectKey, runtime: &Runtime) -> Result<Ctx, ErrorDetail> {
     let created = !path.exists();
     if created {
         runtime.admit_new_object()?;
+        // Listed before the file exists: the catalog never misses a file.
+        if let Err(e) = runtime
+            .catalog()
+            .register_durably(key, crate::catalog::now_ms())
+        {
+            runtime.object_removed();
+            return Err(match e {
+                crate::catalog::CatalogError::Full => broken(StorageError::Full),
+                e => error(
+                    ErrorCode::Storage,
+                    format!("cannot list the new object in the catalog: {e}"),
+                ),
+            });
+        }
     }
     let mut storage = match Storage::open(&path, config.storage.clone()) {
         Ok(storage) => storage,
         Err(e) => {
             if created && !path.exists() {
                 runtime.object_removed();
+                runtime.catalog().forget(key.id);
             }
             return Err(broken(e));
         }
     };
     storage.track_unflushed(runtime.log().unflushed(), key.id);
-    // An unwritten file may have lost its row (a kill -9 while it was
-    // being removed, `unwritten.rs`): the upsert lists it again.
-    if created || storage.is_unwritten() {
+    // An unwritten file whose row went (a power loss undid its removal's
+    // unlink, or a data directory from before rows were durable): the
+    // upsert lists it again.
+    if !created && storage.is_unwritten() {
         runtime.catalog().register(key, crate::catalog::now_ms());
     }
     storage.begin_batch().map_err(broken)?;

@@ -131,10 +131,11 @@ impl Runtime {
     ) -> Runtime {
         let (alive_tx, alive_rx) = mpsc::channel(1);
         let alarm_config = config.alarms.clone();
-        let objects = crate::id::object_files(&config.data_dir).map_or(0, |f| f.len() as u64);
+        let walk = crate::id::walk_objects(&config.data_dir).unwrap_or_default();
+        let objects = walk.files.len() as u64;
         let tidy_after = config.tidy_after;
         let tidied = metrics.clone();
-        Runtime(Arc::new_cyclic(|weak: &Weak<RuntimeInner>| RuntimeInner {
+        let runtime = Runtime(Arc::new_cyclic(|weak: &Weak<RuntimeInner>| RuntimeInner {
             tidier: crate::storage::tidy::Tidier::start(
                 tidy_after,
                 is_live_by_path(WeakRuntime(weak.clone())),
@@ -159,7 +160,12 @@ impl Runtime {
             feed: std::sync::OnceLock::new(),
             alive_tx: std::sync::Mutex::new(Some(alive_tx)),
             alive_rx: tokio::sync::Mutex::new(alive_rx),
-        }))
+        }));
+        // Journals and WALs an unclean stop (or a clean one past its
+        // tidying deadline) left: no eviction would deal with them until
+        // their objects next run, which for many may be never.
+        crate::storage::leftovers::deal_with(&walk.journals, walk.wals, &runtime.0.tidier);
+        runtime
     }
 
     /// Enters cluster mode (once, before serving).
@@ -200,6 +206,12 @@ impl Runtime {
         self.0
             .tidier
             .evicted(crate::id::object_path(&self.0.config.data_dir, class, id));
+    }
+
+    /// A connection other than the actor's (a backup's copy) may have left
+    /// a WAL and WAL index beside the object file at `path`: tidy it later.
+    pub(crate) fn tidy_later(&self, path: std::path::PathBuf) {
+        self.0.tidier.evicted(path);
     }
 
     pub(crate) fn downgrade(&self) -> WeakRuntime {

@@ -121,6 +121,9 @@ impl Runtime {
         let path = crate::id::object_path(&self.config().data_dir, &key.class, key.id);
         let sql = sql.to_owned();
         let consoles = self.0.consoles.clone();
+        // Its connection may leave a WAL and WAL index beside an idle
+        // object's file (as a backup's does): tidied once it is idle.
+        self.tidy_later(path.clone());
         tokio::task::spawn_blocking(move || {
             let _running = running;
             crate::storage::inspect::query(&path, &sql, &limits, &consoles)

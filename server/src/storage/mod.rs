@@ -28,6 +28,7 @@ mod error;
 mod files;
 pub(crate) mod inspect;
 mod kv;
+pub(crate) mod leftovers;
 mod limits;
 mod open;
 mod suspend;

@@ -13,6 +13,10 @@
 //!
 //! When the server stops cleanly, what is queued is tidied at once, within
 //! a deadline (`Tidier::finish`): a stopped server's files keep no WAL.
+//! Those left past that deadline, or by a kill -9, are queued at the next
+//! start-up as if their objects had just been evicted (`leftovers.rs`):
+//! otherwise they would wait for their objects' next eviction, for many
+//! never.
 //!
 //! Architecture Invariant: tidying never changes what a file holds, only
 //! where its pages live; every committed batch stays durable throughout

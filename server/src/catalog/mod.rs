@@ -3,10 +3,21 @@
 //! when it was last active.
 //!
 //! A dedicated thread owns the connection; the runtime sends it commands and
-//! waits for few writes (an alarm's entry, a revocation, the removal of an
-//! unwritten object's row before its file goes). The object files are the
-//! truth: the catalog is an index of them, written as objects are created,
-//! as they go idle and as unwritten ones are removed.
+//! waits for few writes (an alarm's entry, a revocation, a new object's
+//! row, an unwritten object's removal). The object files are the truth: the
+//! catalog is an index of them, written as objects are created, as they go
+//! idle and as unwritten ones are removed.
+//!
+//! Architecture Invariant: every object file has its row. A new object's
+//! row is committed (fsynced, grouped with whatever else is queued) before
+//! its file is created (`register_durably`), and an unwritten object's row
+//! goes only after its file did (`runtime/unwritten.rs`); a crash between
+//! the two leaves a row without a file, which the listing shows until the
+//! object is created or deleted, never a file the listing misses.
+//! Registered lazily, a kill -9 during a burst of creations lost 22 rows of
+//! 102,613 for good.
+
+mod list;
 
 use std::path::Path;
 use std::sync::mpsc;
@@ -17,6 +28,21 @@ use rusqlite::{Connection, OptionalExtension};
 use tokio::sync::oneshot;
 
 use crate::id::{ObjectId, ObjectKey};
+pub(crate) use list::parse_cursor;
+
+/// The catalog's tables (1 KiB pages for a new catalog: it is seven small
+/// b-trees, a page each at least — 32 KiB at the default 4 KiB for a
+/// nearly empty one — of rows of ~100 bytes).
+const SCHEMA: &str = "PRAGMA page_size=1024; PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;
+     CREATE TABLE IF NOT EXISTS objects(
+        id TEXT PRIMARY KEY, class TEXT NOT NULL, name TEXT NOT NULL,
+        created_ms INTEGER NOT NULL, last_active_ms INTEGER NOT NULL);
+     CREATE INDEX IF NOT EXISTS objects_by_class_name ON objects(class, name);
+     CREATE TABLE IF NOT EXISTS alarms(
+        id TEXT PRIMARY KEY, class TEXT NOT NULL, name TEXT NOT NULL, at_ms INTEGER NOT NULL);
+     CREATE TABLE IF NOT EXISTS revoked(
+        kind TEXT NOT NULL, value TEXT NOT NULL, until_s INTEGER NOT NULL,
+        PRIMARY KEY(kind, value));";
 
 pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
@@ -38,9 +64,12 @@ enum CatalogCommand {
     /// Stop: what came before is done; the WAL is folded in and removed
     /// with the connection (`Catalog::close`).
     Close(oneshot::Sender<()>),
+    /// Lists a new object; `done`, if set, is answered once the row is
+    /// durable (a thread that may block waits on it).
     Register {
         key: ObjectKey,
         at: i64,
+        done: Option<mpsc::Sender<Result<(), CatalogError>>>,
     },
     /// Upsert (or, with `None`, delete) an alarm index entry; `done` is
     /// answered once the entry is durable.
@@ -78,10 +107,7 @@ enum CatalogCommand {
         reply: oneshot::Sender<Option<CatalogEntry>>,
     },
     List {
-        class: Option<String>,
-        prefix: Option<String>,
-        after: Option<String>,
-        limit: u32,
+        page: list::Page,
         reply: oneshot::Sender<Vec<CatalogEntry>>,
     },
 }
@@ -95,21 +121,7 @@ pub(crate) struct Catalog {
 impl Catalog {
     pub(crate) fn open(data_dir: &Path) -> Result<Catalog, rusqlite::Error> {
         let conn = Connection::open(data_dir.join("catalog.sqlite"))?;
-        // 1 KiB pages for a new catalog: it is seven small b-trees, a page
-        // each at least (32 KiB at the default 4 KiB for a nearly empty
-        // one), of rows of ~100 bytes.
-        conn.execute_batch(
-            "PRAGMA page_size=1024; PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;
-             CREATE TABLE IF NOT EXISTS objects(
-                id TEXT PRIMARY KEY, class TEXT NOT NULL, name TEXT NOT NULL,
-                created_ms INTEGER NOT NULL, last_active_ms INTEGER NOT NULL);
-             CREATE INDEX IF NOT EXISTS objects_by_class_name ON objects(class, name);
-             CREATE TABLE IF NOT EXISTS alarms(
-                id TEXT PRIMARY KEY, class TEXT NOT NULL, name TEXT NOT NULL, at_ms INTEGER NOT NULL);
-             CREATE TABLE IF NOT EXISTS revoked(
-                kind TEXT NOT NULL, value TEXT NOT NULL, until_s INTEGER NOT NULL,
-                PRIMARY KEY(kind, value));",
-        )?;
+        conn.execute_batch(SCHEMA)?;
         let (tx, rx) = mpsc::channel();
         thread::Builder::new()
             .name("roost-catalog".into())
@@ -131,7 +143,24 @@ impl Catalog {
         let _ = self.tx.send(CatalogCommand::Register {
             key: key.clone(),
             at,
+            done: None,
         });
+    }
+
+    /// Lists a new object durably, blocking the calling thread until its
+    /// row is committed (fsynced): called before the object's file is
+    /// created, so a file never exists that the catalog does not list.
+    pub(crate) fn register_durably(&self, key: &ObjectKey, at: i64) -> Result<(), CatalogError> {
+        let stopped = || CatalogError::Failed("catalog stopped".to_owned());
+        let (done, wait) = mpsc::channel();
+        self.tx
+            .send(CatalogCommand::Register {
+                key: key.clone(),
+                at,
+                done: Some(done),
+            })
+            .map_err(|_| stopped())?;
+        wait.recv().unwrap_or_else(|_| Err(stopped()))
     }
 
     /// Durably records that `key` has an alarm no later than `at_ms`.
@@ -223,27 +252,23 @@ impl Catalog {
         wait.await.ok().flatten()
     }
 
-    /// Objects ordered by (class, name), after the `(class, name)` cursor `after`
-    /// (encoded as `class/name`).
+    /// Objects ordered by (class, name), after the `(class, name)` cursor
+    /// `after`, of `class` and with names starting with `prefix` if set.
     pub(crate) async fn list(
         &self,
         class: Option<String>,
         prefix: Option<String>,
-        after: Option<String>,
+        after: Option<(String, String)>,
         limit: u32,
     ) -> Vec<CatalogEntry> {
         let (reply, wait) = oneshot::channel();
-        if self
-            .tx
-            .send(CatalogCommand::List {
-                class,
-                prefix,
-                after,
-                limit,
-                reply,
-            })
-            .is_err()
-        {
+        let page = list::Page {
+            class,
+            prefix,
+            after,
+            limit,
+        };
+        if self.tx.send(CatalogCommand::List { page, reply }).is_err() {
             return Vec::new();
         }
         wait.await.unwrap_or_default()
@@ -285,33 +310,33 @@ fn run_commands(conn: &Connection, cmds: Vec<CatalogCommand>) {
         )
     });
     let mut acks = Vec::new();
-    let mut failed = None;
+    let mut failed: Option<CatalogError> = None;
     if writes {
         if let Err(e) = conn.execute_batch("BEGIN") {
             tracing::error!(error = %e, "catalog transaction failed");
-            failed = Some(e.to_string());
+            failed = Some(e.into());
         }
     }
     for cmd in cmds {
         if let Err(e) = handle(conn, cmd, &mut acks) {
             tracing::error!(error = %e, "catalog update failed");
-            failed = Some(e.to_string());
+            failed = Some(e.into());
         }
     }
     if writes {
         // synchronous=FULL: the commit is fsynced before the acks go out.
         if let Err(e) = conn.execute_batch("COMMIT") {
             tracing::error!(error = %e, "catalog commit failed");
-            failed = Some(e.to_string());
+            failed = Some(e.into());
             let _ = conn.execute_batch("ROLLBACK");
         }
     }
     for ack in acks {
-        let _ = ack.send(failed.clone().map_or(Ok(()), Err));
+        ack.send(failed.as_ref());
     }
 }
 
-fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CatalogEntry> {
+pub(super) fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CatalogEntry> {
     Ok(CatalogEntry {
         id: r.get(0)?,
         class: r.get(1)?,
@@ -321,7 +346,43 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CatalogEntry> {
     })
 }
 
-type Ack = oneshot::Sender<Result<(), String>>;
+/// Who waits for a write to be durable: a task, or a blocked thread.
+enum Ack {
+    Task(oneshot::Sender<Result<(), String>>),
+    Thread(mpsc::Sender<Result<(), CatalogError>>),
+}
+
+impl Ack {
+    fn send(self, failed: Option<&CatalogError>) {
+        let _ = match self {
+            Ack::Task(tx) => tx
+                .send(failed.map_or(Ok(()), |e| Err(e.to_string())))
+                .is_ok(),
+            Ack::Thread(tx) => tx.send(failed.map_or(Ok(()), |e| Err(e.clone()))).is_ok(),
+        };
+    }
+}
+
+/// A write the catalog could not make durable.
+#[derive(Debug, Clone, thiserror::Error)]
+pub(crate) enum CatalogError {
+    /// SQLite's "database or disk is full".
+    #[error("the catalog's disk is full")]
+    Full,
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl From<rusqlite::Error> for CatalogError {
+    fn from(e: rusqlite::Error) -> Self {
+        match &e {
+            rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::DiskFull => {
+                CatalogError::Full
+            }
+            _ => CatalogError::Failed(e.to_string()),
+        }
+    }
+}
 
 /// Runs one command; a write's acknowledgement goes to `acks`, sent once
 /// the transaction commits. A command that fails drops its reply or ack (the
@@ -332,7 +393,7 @@ fn handle(conn: &Connection, cmd: CatalogCommand, acks: &mut Vec<Ack>) -> rusqli
         CatalogCommand::Close(_) => {}
         CatalogCommand::SetAlarm { key, at_ms, done } => {
             set_alarm(conn, &key, at_ms)?;
-            acks.extend(done);
+            acks.extend(done.map(Ack::Task));
         }
         CatalogCommand::Revoke {
             kind,
@@ -345,7 +406,7 @@ fn handle(conn: &Connection, cmd: CatalogCommand, acks: &mut Vec<Ack>) -> rusqli
                  ON CONFLICT(kind, value) DO UPDATE SET until_s = max(until_s, excluded.until_s)",
             )?
             .execute((kind, &value, i64::try_from(until).unwrap_or(i64::MAX)))?;
-            acks.push(done);
+            acks.push(Ack::Task(done));
         }
         CatalogCommand::Revocations { reply } => {
             let _ = reply.send(revocations(conn)?);
@@ -355,12 +416,14 @@ fn handle(conn: &Connection, cmd: CatalogCommand, acks: &mut Vec<Ack>) -> rusqli
                 .execute([id.to_string()])?;
             conn.prepare_cached("DELETE FROM alarms WHERE id = ?1")?
                 .execute([id.to_string()])?;
-            acks.extend(done);
+            acks.extend(done.map(Ack::Task));
         }
         CatalogCommand::Alarms { reply } => {
             let _ = reply.send(alarms(conn)?);
         }
-        CatalogCommand::Register { key, at } => {
+        CatalogCommand::Register { key, at, done } => {
+            // Answered after the commit, also if this insert fails.
+            acks.extend(done.map(Ack::Thread));
             conn.prepare_cached(
                 "INSERT INTO objects(id, class, name, created_ms, last_active_ms) VALUES(?1,?2,?3,?4,?4)
                  ON CONFLICT(id) DO UPDATE SET last_active_ms = excluded.last_active_ms",
@@ -380,14 +443,8 @@ fn handle(conn: &Connection, cmd: CatalogCommand, acks: &mut Vec<Ack>) -> rusqli
                 .optional()?;
             let _ = reply.send(entry);
         }
-        CatalogCommand::List {
-            class,
-            prefix,
-            after,
-            limit,
-            reply,
-        } => {
-            let _ = reply.send(list(conn, class, prefix, after, limit)?);
+        CatalogCommand::List { page, reply } => {
+            let _ = reply.send(list::list(conn, &page)?);
         }
     }
     Ok(())
@@ -437,27 +494,4 @@ fn alarms(conn: &Connection) -> rusqlite::Result<Vec<(ObjectKey, i64)>> {
         }
     }
     Ok(out)
-}
-
-/// Objects ordered by (class, name) after the `class/name` cursor `after`.
-fn list(
-    conn: &Connection,
-    class: Option<String>,
-    prefix: Option<String>,
-    after: Option<String>,
-    limit: u32,
-) -> rusqlite::Result<Vec<CatalogEntry>> {
-    let (after_class, after_name) = match after.as_deref().and_then(|a| a.split_once('/')) {
-        Some((c, n)) => (Some(c.to_owned()), Some(n.to_owned())),
-        None => (None, None),
-    };
-    let mut stmt = conn.prepare_cached(
-        "SELECT id, class, name, created_ms, last_active_ms FROM objects
-         WHERE (?1 IS NULL OR class = ?1)
-           AND (?2 IS NULL OR substr(name, 1, length(?2)) = ?2)
-           AND (?3 IS NULL OR (class, name) > (?3, ?4))
-         ORDER BY class, name LIMIT ?5",
-    )?;
-    let rows = stmt.query_map((class, prefix, after_class, after_name, limit), row)?;
-    rows.collect()
 }
