@@ -48,7 +48,11 @@ pub(crate) struct BackupSlot(());
 
 impl BackupSlot {
     pub(crate) fn take() -> Option<BackupSlot> {
-        (!RUNNING.swap(true, Ordering::AcqRel)).then_some(BackupSlot(()))
+        if RUNNING.swap(true, Ordering::AcqRel) {
+            // No slot made here: dropped, it would free the running one's.
+            return None;
+        }
+        Some(BackupSlot(()))
     }
 }
 
@@ -344,4 +348,22 @@ fn sync_tree(dir: &Path) -> io::Result<()> {
         }
     }
     fs::File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::BackupSlot;
+
+    /// A request refused while a backup runs leaves that backup the only
+    /// one: the refusal must not free the slot. (It did: the slot it made
+    /// and dropped freed it, so the next request ran a second backup at
+    /// once, whose removal of stale staging folders broke the first.)
+    #[test]
+    fn a_refused_backup_leaves_the_running_one_alone() {
+        let running = BackupSlot::take().expect("the first backup runs");
+        assert!(BackupSlot::take().is_none(), "a second is refused");
+        assert!(BackupSlot::take().is_none(), "and so is a third");
+        drop(running);
+        assert!(BackupSlot::take().is_some(), "free once it ends");
+    }
 }

@@ -6,6 +6,11 @@
 //! newest batch, so replay applies exactly the logged batches with a larger
 //! `seq`, in order, then fsyncs the file. Only when every object is synced are
 //! the segments deleted; a crash during recovery simply replays again.
+//! An object whose last record is its deletion mark has nothing to replay,
+//! and its file, if any, is left alone: it is a new object of the same name
+//! (a name is used again at once, all the more since unwritten objects are
+//! removed), perhaps one whose creation a kill -9 cut short before its
+//! tables existed, which its next start completes.
 //!
 //! An object whose file cannot take its records (damaged while the server
 //! was down) is set aside alone, so one damaged file does not keep every
@@ -163,6 +168,13 @@ pub(crate) fn recover(data_dir: &Path) -> Result<RecoveryReport, RecoveryError> 
             // went leaves them in both: each batch is replayed once.
             let mut seen = HashSet::new();
             records.retain(|r| seen.insert(r.seq));
+        }
+        if records.is_empty() {
+            // Deleted since it last logged (its deletion mark cleared its
+            // records): nothing to replay. Its file, if any, is a new
+            // object of the same name, perhaps one whose creation a kill -9
+            // cut short (no tables yet): its next start finishes it.
+            continue;
         }
         if !path.exists() {
             tracing::warn!(object = %id, class = %class, "logged object has no file (deleted?); skipping");
