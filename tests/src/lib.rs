@@ -312,6 +312,29 @@ pub async fn call(
     Ok((status, body))
 }
 
+/// WAL and WAL-index files beside object files under `<data>/objects`.
+pub fn side_files(data: &Path) -> usize {
+    walk(&data.join("objects"))
+        .iter()
+        .filter(|p| {
+            let p = p.to_string_lossy();
+            p.ends_with("-wal") || p.ends_with("-shm")
+        })
+        .count()
+}
+
+/// Polls until no object file has a WAL or WAL index beside it (up to
+/// 10 s); false if some are still there.
+pub async fn side_files_gone(data: &Path) -> bool {
+    for _ in 0..100 {
+        if side_files(data) == 0 {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
 /// The HTTP status of `GET path` (a probe, a read).
 pub async fn status_of(server: &ServerProcess, path: &str) -> Result<u16> {
     Ok(http().get(server.url(path)).send().await?.status().as_u16())

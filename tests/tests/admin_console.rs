@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use roost_tests::{call, http, ServerProcess};
+use roost_tests::{call, http, side_files, side_files_gone, ServerProcess};
 use serde_json::{json, Value};
 
 const ADMIN: &str = "admin-token-abcdef";
@@ -258,27 +258,14 @@ async fn a_console_read_leaves_no_wal_beside_an_idle_object() -> anyhow::Result<
     let tidy = ["--idle-timeout", "300ms", "--tidy-idle-after", "300ms"];
     let server = start(dir.path(), &tidy).await?;
     increment(&server, "quiet").await?;
-    let side_files = || {
-        roost_tests::walk(&dir.path().join("objects"))
-            .iter()
-            .filter(|p| {
-                let p = p.to_string_lossy();
-                p.ends_with("-wal") || p.ends_with("-shm")
-            })
-            .count()
-    };
-    let gone = || async move {
-        for _ in 0..100 {
-            if side_files() == 0 {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        false
-    };
-    assert!(gone().await, "tidied before the read");
+    let data = dir.path();
+    assert!(side_files_gone(data).await, "tidied before the read");
     assert_eq!(stored_value(&server, "quiet").await?, 1);
-    assert!(gone().await, "{} files left after the read", side_files());
+    assert!(
+        side_files_gone(data).await,
+        "{} files left after the read",
+        side_files(data)
+    );
     assert_eq!(stored_value(&server, "quiet").await?, 1);
     server.terminate().await?;
     Ok(())

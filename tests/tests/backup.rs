@@ -5,7 +5,7 @@
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 
-use roost_tests::{call, http, roost_bin, ServerProcess};
+use roost_tests::{call, http, roost_bin, side_files, side_files_gone, ServerProcess};
 use serde_json::json;
 
 const ADMIN: &str = "backup-admin-token";
@@ -316,37 +316,19 @@ async fn a_backup_leaves_no_wal_beside_idle_objects() -> anyhow::Result<()> {
         let (status, _) = call(&client, &server, "counter", &name, "increment", json!({})).await?;
         assert_eq!(status, 200);
     }
-    let side_files = || {
-        roost_tests::walk(&dir.path().join("objects"))
-            .iter()
-            .filter(|p| {
-                let p = p.to_string_lossy();
-                p.ends_with("-wal") || p.ends_with("-shm")
-            })
-            .count()
-    };
-    // Whether they are all gone within 10 s.
-    let settled = || async move {
-        for _ in 0..100 {
-            if side_files() == 0 {
-                return true;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
-        false
-    };
+    let data = dir.path();
     assert!(
-        settled().await,
+        side_files_gone(data).await,
         "{} WAL files before the backup",
-        side_files()
+        side_files(data)
     );
     let response = backup(&server, ADMIN).await?;
     assert_eq!(response.status(), 200);
     assert!(!response.bytes().await?.is_empty());
     assert!(
-        settled().await,
+        side_files_gone(data).await,
         "{} WAL and index files left beside {OBJECTS} idle objects after the backup",
-        side_files()
+        side_files(data)
     );
     server.terminate().await?;
     Ok(())
