@@ -518,6 +518,7 @@ async fn metrics_scrape_parses_with_process_and_build_info() -> anyhow::Result<(
     let families = scrape_families(&text)?;
     let mut expected = vec![
         ("roost_live_objects", "gauge"),
+        ("roost_objects", "gauge"),
         ("roost_open_sockets", "gauge"),
         ("roost_errors_total", "counter"),
         ("roost_commit_seconds", "histogram"),

@@ -182,6 +182,7 @@ async fn reads_of_unused_names_leave_nothing_and_a_write_survives_kill9() -> any
         "each read made an object, then removed it"
     );
     assert_eq!(listed(&server).await?, Vec::<String>::new());
+    assert_eq!(metric(&client, &server, "roost_objects").await?, 0.0);
     let gone = client
         .get(server.url("/v1/admin/objects/counter/r0"))
         .bearer_auth(ADMIN)
@@ -202,10 +203,12 @@ async fn reads_of_unused_names_leave_nothing_and_a_write_survives_kill9() -> any
     roost_tests::wait_metric(&server, "roost_live_objects", 0.0).await?;
     assert_eq!(object_files(data), 1, "the written object is kept");
     assert_eq!(listed(&server).await?, vec!["counter/kept".to_owned()]);
+    assert_eq!(metric(&client, &server, "roost_objects").await?, 1.0);
     server.kill9().await?;
 
     let server = ServerProcess::start(data, &args).await?;
     assert_eq!(object_files(data), 1);
+    assert_eq!(metric(&client, &server, "roost_objects").await?, 1.0);
     assert_eq!(listed(&server).await?, vec!["counter/kept".to_owned()]);
     let (status, body) = call_with(&server, &read, "counter", "kept", "get", json!(null)).await?;
     assert_eq!((status, body), (200, json!(7)));

@@ -75,7 +75,7 @@ const fn histogram(
 #[cfg(test)]
 pub(super) const FAMILY_COUNT: usize = FAMILIES.len();
 
-const FAMILIES: [Family; 37] = [
+const FAMILIES: [Family; 38] = [
     counter(
         "roost_cluster_forwarded_total",
         "Cluster mode: requests and sockets sent on to the object's owner node.",
@@ -112,6 +112,11 @@ const FAMILIES: [Family; 37] = [
         |m| &m.cluster_append_latency,
     ),
     gauge("roost_live_objects", "Objects with state in memory.", |m| &m.live_objects),
+    gauge(
+        "roost_objects",
+        "Objects the server holds, counted against --max-objects: those written at least once, and those running now.",
+        |m| &m.objects,
+    ),
     counter("roost_events_total", "Events handled by objects.", |m| &m.events),
     counter("roost_commits_total", "Batches committed.", |m| &m.commits),
     counter(

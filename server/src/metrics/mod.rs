@@ -66,6 +66,9 @@ pub(crate) const ERROR_KINDS: [&str; 8] = [
 pub struct Metrics {
     /// Objects with state in memory (gauge `roost_live_objects`).
     pub live_objects: AtomicI64,
+    /// Objects the server holds, counted against `--max-objects` (gauge
+    /// `roost_objects`).
+    pub objects: AtomicI64,
     /// Events handled by objects (`roost_events_total`).
     pub events: AtomicU64,
     /// Batches committed (`roost_commits_total`).
@@ -154,6 +157,7 @@ impl Default for Metrics {
     fn default() -> Self {
         Metrics {
             live_objects: AtomicI64::new(0),
+            objects: AtomicI64::new(0),
             events: AtomicU64::new(0),
             commits: AtomicU64::new(0),
             committed_events: AtomicU64::new(0),

@@ -69,8 +69,6 @@ pub(crate) struct RuntimeInner {
     pub(crate) clock: Clock,
     /// Object id → live mailbox or tombstone (see [`directory`]).
     directory: DashMap<ObjectId, directory::Slot>,
-    /// Object files in the data directory (counted at start-up, then kept).
-    objects: AtomicU64,
     /// Folds evicted objects' WALs into their databases (`storage::tidy`).
     tidier: crate::storage::tidy::Tidier,
     next_generation: AtomicU64,
@@ -132,7 +130,9 @@ impl Runtime {
         let (alive_tx, alive_rx) = mpsc::channel(1);
         let alarm_config = config.alarms.clone();
         let walk = crate::id::walk_objects(&config.data_dir).unwrap_or_default();
-        let objects = walk.files.len() as u64;
+        metrics
+            .objects
+            .store(walk.files.len() as i64, Ordering::Relaxed);
         let tidy_after = config.tidy_after;
         let tidied = metrics.clone();
         let runtime = Runtime(Arc::new_cyclic(|weak: &Weak<RuntimeInner>| RuntimeInner {
@@ -151,7 +151,6 @@ impl Runtime {
             catalog,
             sockets: Arc::new(SocketHub::default()),
             clock: Clock::new(),
-            objects: AtomicU64::new(objects),
             directory: DashMap::new(),
             next_generation: AtomicU64::new(1),
             shutting_down: AtomicBool::new(false),
@@ -273,8 +272,10 @@ impl Runtime {
     /// `--max-objects`.
     pub(crate) fn admit_new_object(&self) -> Result<(), ErrorDetail> {
         let max = self.0.config.max_objects;
-        if self.0.objects.fetch_add(1, Ordering::AcqRel) >= max {
-            self.0.objects.fetch_sub(1, Ordering::AcqRel);
+        let max = i64::try_from(max).unwrap_or(i64::MAX);
+        let held = &self.metrics().objects;
+        if held.fetch_add(1, Ordering::AcqRel) >= max {
+            held.fetch_sub(1, Ordering::AcqRel);
             return Err(error(
                 ErrorCode::InsufficientStorage,
                 format!("the server holds its maximum of {max} objects (--max-objects)"),
@@ -286,9 +287,11 @@ impl Runtime {
     /// An object file is gone (deleted, or its creation failed).
     pub(crate) fn object_removed(&self) {
         let _ = self
-            .0
+            .metrics()
             .objects
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n > 0).then(|| n - 1)
+            });
     }
 
     /// Number of objects with an actor (live or stopping).
