@@ -25,6 +25,17 @@ async fn restore(from: &std::path::Path, data: &std::path::Path) -> std::process
         .expect("run roost restore")
 }
 
+/// `roost restore` that must succeed; what it printed.
+async fn restore_ok(from: &std::path::Path, data: &std::path::Path) -> String {
+    let out = restore(from, data).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 async fn backup(server: &ServerProcess, token: &str) -> anyhow::Result<reqwest::Response> {
     Ok(http()
         .post(server.url("/v1/admin/backup"))
@@ -102,13 +113,7 @@ async fn a_backup_under_load_holds_every_write_acknowledged_before_it() -> anyho
 
     // Restore into a new directory (relative to where `roost restore` runs).
     let restored = dir.path().join("restored");
-    let out = restore(&file, &restored).await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let said = String::from_utf8_lossy(&out.stdout);
+    let said = restore_ok(&file, &restored).await;
     let objects = IDLE_OBJECTS + WRITERS;
     assert!(
         said.contains(&format!("restored {objects} objects")),
@@ -276,17 +281,8 @@ async fn a_file_whose_creation_a_crash_cut_short_does_not_fail_backups() -> anyh
     );
     server.terminate().await?;
     let restored = dir.path().join("restored");
-    let out = restore(&file, &restored).await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("restored 2 objects"),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    let said = restore_ok(&file, &restored).await;
+    assert!(said.contains("restored 2 objects"), "{said}");
     let server = ServerProcess::start(&restored, &[]).await?;
     let (_, v) = call(&client, &server, "counter", "kept", "get", json!(null)).await?;
     assert_eq!(v, json!(5));

@@ -24,24 +24,24 @@ fn object_bytes(data: &std::path::Path) -> (u64, usize) {
     (bytes, wals)
 }
 
+/// Counter `c{i}` incremented by `i`, for each of the `OBJECTS`.
+async fn increment_all(client: &reqwest::Client, server: &ServerProcess) -> anyhow::Result<()> {
+    for i in 0..OBJECTS {
+        let by = json!({ "by": i });
+        let (status, _) =
+            call(client, server, "counter", &format!("c{i}"), "increment", by).await?;
+        anyhow::ensure!(status == 200, "increment c{i}: {status}");
+    }
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_objects_shrink_to_their_database() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let args = ["--idle-timeout", "300ms", "--tidy-idle-after", "500ms"];
     let server = ServerProcess::start(dir.path(), &args).await?;
     let client = http();
-    for i in 0..OBJECTS {
-        let (status, _) = call(
-            &client,
-            &server,
-            "counter",
-            &format!("c{i}"),
-            "increment",
-            json!({"by": i}),
-        )
-        .await?;
-        assert_eq!(status, 200);
-    }
+    increment_all(&client, &server).await?;
     wait_metric(&server, "roost_tidied_files_total", OBJECTS as f64).await?;
     let (after, wals) = object_bytes(dir.path());
     assert_eq!(wals, 0, "every idle object's WAL is gone");
@@ -119,18 +119,7 @@ async fn wals_left_by_a_kill9_are_tidied_after_the_next_start() -> anyhow::Resul
     ];
     let server = ServerProcess::start(dir.path(), &never).await?;
     let client = http();
-    for i in 0..OBJECTS {
-        let (status, _) = call(
-            &client,
-            &server,
-            "counter",
-            &format!("c{i}"),
-            "increment",
-            json!({"by": i}),
-        )
-        .await?;
-        assert_eq!(status, 200);
-    }
+    increment_all(&client, &server).await?;
     wait_metric(&server, "roost_live_objects", 0.0).await?;
     tokio::time::sleep(Duration::from_millis(1000)).await;
     assert_eq!(object_bytes(dir.path()).1, OBJECTS, "evicted, not tidied");
