@@ -16,7 +16,9 @@
 //! - `suspend.rs`: a quiet loaded object's connection closed and reopened;
 //! - `files.rs`: durable directories and fsyncs of the object's files;
 //! - `unwritten.rs`: the mark of a file only constructors wrote;
-//! - `wal.rs`: keeping the WAL small (background checkpoints);
+//! - `wal.rs`: keeping the WAL small (background checkpoints); `tidy.rs`:
+//!   idle files' WALs folded in; `leftovers.rs`: what a crash left beside
+//!   object files, dealt with at start-up;
 //! - `kv.rs`: the KV API; `inspect.rs`: the admin SQL console;
 //! - `limits.rs`, `error.rs`: size limits and errors.
 //!
